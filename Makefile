@@ -1,0 +1,50 @@
+# SMU — the two commands of the quick start are `make demo` and `make test`.
+# Each creates .venv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint test-slow bench bench-ingest vectors clean check-toolchain
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory check-toolchain
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# py-libp2p pins fastecdsa, which compiles against GMP: say so clearly.
+check-toolchain:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "error: SMU needs Python 3.11 or newer (found: $$($(PYTHON) --version 2>&1))."; exit 1; }
+	@command -v gcc >/dev/null 2>&1 || \
+	  { echo "error: gcc is missing; libp2p's fastecdsa builds from source. Install: apt-get install gcc libgmp-dev"; exit 1; }
+	@printf '#include <gmp.h>\nint main(void){return 0;}\n' | gcc -x c - -o /dev/null >/dev/null 2>&1 || \
+	  { echo "error: GMP headers are missing; libp2p's fastecdsa needs them. Install: apt-get install libgmp-dev"; exit 1; }
+
+demo: $(STAMP)
+	$(BIN)/smu demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict protocol simnet
+
+test: lint
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+vectors: $(STAMP)
+	$(BIN)/python -m tests.vectors.generate
+
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+bench: bench-ingest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The SMU node: trio + libp2p + SQLite around the ``protocol`` machines."""

@@ -1,0 +1,146 @@
+"""The replica of every account's log on one node (PROTOCOL.md §8).
+
+``Ledger.ingest`` is the single entry point for events from anywhere.  In
+order: size limit, canonical decoding, id and duplicate check, proof-of-work
+and signatures, parents present (else escrow), the account rules, then the
+store, and only then the in-memory state.  Nothing that fails a check is
+stored, and every error is an ``InvalidInput`` subclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .account import AccountLog
+from .errors import BadParentsError, InvalidInput, UnknownAccountError
+from .events import Event, EventKind, decode_event, verify_event
+from .params import NetworkParams
+from .state import AccountState
+from .store import Escrow, EventStore, MemoryEventStore
+
+
+class IngestStatus(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    ESCROWED = "escrowed"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    status: IngestStatus
+    event_id: bytes
+    #: every event accepted by this call, in order: this one and any
+    #: escrowed descendants it released
+    accepted: tuple[Event, ...] = ()
+    #: parent ids the event waits for (ESCROWED)
+    missing: tuple[bytes, ...] = ()
+    #: escrowed descendants released by this call that turned out invalid
+    rejected: tuple[tuple[bytes, InvalidInput], ...] = field(default=())
+
+
+class Ledger:
+    def __init__(
+        self,
+        params: NetworkParams,
+        store: EventStore | None = None,
+        escrow: Escrow | None = None,
+        verify_signatures_on_load: bool = True,
+    ) -> None:
+        self.params = params
+        self.store: EventStore = store if store is not None else MemoryEventStore()
+        self.escrow = escrow if escrow is not None else Escrow()
+        self.accounts: dict[bytes, AccountLog] = {}
+        self._account_of: dict[bytes, AccountLog] = {}
+        self.event_count = 0
+        for raw in list(self.store.iter_raw()):
+            event = decode_event(raw, params)
+            if verify_signatures_on_load:
+                verify_event(event, params)
+            self._check_and_apply(event, persist=False)
+
+    # -- queries ------------------------------------------------------------
+
+    def has(self, event_id: bytes) -> bool:
+        return event_id in self._account_of
+
+    def account_of(self, event_id: bytes) -> bytes | None:
+        log = self._account_of.get(event_id)
+        return log.account_id if log is not None else None
+
+    def state(self, account_id: bytes) -> AccountState:
+        log = self.accounts.get(account_id)
+        if log is None:
+            raise UnknownAccountError(account_id.hex())
+        return log.state()
+
+    def log(self, account_id: bytes) -> AccountLog:
+        log = self.accounts.get(account_id)
+        if log is None:
+            raise UnknownAccountError(account_id.hex())
+        return log
+
+    def event_ids(self) -> Iterable[bytes]:
+        return self._account_of.keys()
+
+    # -- ingest -------------------------------------------------------------
+
+    def ingest(self, raw: bytes, source: Hashable | None = None) -> IngestResult:
+        """Validate and store one event; raise ``InvalidInput`` if it is bad."""
+        event = decode_event(raw, self.params)
+        if event.id in self._account_of:
+            return IngestResult(IngestStatus.DUPLICATE, event.id)
+        if event.id in self.escrow:
+            return IngestResult(IngestStatus.ESCROWED, event.id)
+        verify_event(event, self.params)
+        return self.ingest_verified(event, source)
+
+    def ingest_verified(self, event: Event, source: Hashable | None = None) -> IngestResult:
+        """Ingest an event whose ``verify_event`` already passed (e.g. in a
+        worker process, or cached by id)."""
+        if event.id in self._account_of:
+            return IngestResult(IngestStatus.DUPLICATE, event.id)
+        missing = frozenset(p for p in event.parents if p not in self._account_of)
+        if missing:
+            self.escrow.add(event, missing, source)
+            return IngestResult(IngestStatus.ESCROWED, event.id, missing=tuple(sorted(missing)))
+        self._check_and_apply(event, persist=True)
+        accepted = [event]
+        rejected: list[tuple[bytes, InvalidInput]] = []
+        queue = [event.id]
+        while queue:
+            for entry in self.escrow.children_of(queue.pop()):
+                child = entry.event
+                still = frozenset(p for p in child.parents if p not in self._account_of)
+                if still:
+                    self.escrow.add(child, still, entry.source)
+                    continue
+                try:
+                    self._check_and_apply(child, persist=True)
+                except InvalidInput as exc:
+                    rejected.append((child.id, exc))
+                    continue
+                accepted.append(child)
+                queue.append(child.id)
+        return IngestResult(
+            IngestStatus.ACCEPTED, event.id, accepted=tuple(accepted), rejected=tuple(rejected)
+        )
+
+    def _check_and_apply(self, event: Event, persist: bool) -> None:
+        if event.kind is EventKind.GENESIS:
+            log = AccountLog(event, self.params)
+            if persist:
+                self.store.put(event)
+            self.accounts[event.id] = log
+        else:
+            log_or_none = self.accounts.get(event.account)
+            if log_or_none is None:
+                raise BadParentsError("the event's account is not here")
+            log = log_or_none
+            mask = log.check(event)
+            if persist:
+                self.store.put(event)  # persist before anyone hears of it
+            log.append(event, mask)
+        self._account_of[event.id] = log
+        self.event_count += 1

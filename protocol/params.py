@@ -1,0 +1,49 @@
+"""Network parameters (PROTOCOL.md §9).
+
+Everything that two nodes must agree on to keep the same event set lives
+here; a network is named by its id, which every signature covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+SUITE_V1 = 1  # Ed25519 signatures, X25519 encryption keys, BLAKE2b-256 hashes
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkParams:
+    network_id: str
+    #: leading zero bits of the proof-of-work hash of a genesis event
+    genesis_pow_bits: int
+    #: leading zero bits of the proof-of-work hash of every other event
+    event_pow_bits: int
+    max_event_bytes: int = 2048
+    max_parents: int = 8
+    #: UTF-8 bytes of a display name or device name
+    max_name_bytes: int = 64
+    #: an event other than a revocation or recover may have at most this
+    #: many ancestors: a cap on an account's history that depends on the DAG
+    #: alone (PROTOCOL.md §7.3)
+    max_ancestors: int = 50_000
+    #: timestamps are milliseconds since the Unix epoch, within these bounds
+    min_timestamp_ms: int = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    max_timestamp_ms: int = 7_258_118_400_000  # 2200-01-01T00:00:00Z
+
+    def pow_bits(self, is_genesis: bool) -> int:
+        return self.genesis_pow_bits if is_genesis else self.event_pow_bits
+
+
+#: The public network: a genesis costs 1-3 s of one core, any event ~5 ms.
+MAINNET = NetworkParams(network_id="smu-main", genesis_pow_bits=21, event_pow_bits=12)
+
+#: For tests, demos and benchmarks: proof-of-work is trivial.
+TESTNET = NetworkParams(network_id="smu-test", genesis_pow_bits=4, event_pow_bits=1)
+
+
+def network_by_id(network_id: str) -> NetworkParams:
+    for params in (MAINNET, TESTNET):
+        if params.network_id == network_id:
+            return params
+    raise KeyError(network_id)

@@ -1,0 +1,1 @@
+"""Deterministic simulation of SMU networks under virtual time."""

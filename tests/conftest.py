@@ -1,0 +1,125 @@
+"""Shared fixtures: deterministic keys and an account-history builder."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from protocol import authoring
+from protocol.events import Event
+from protocol.keys import DeviceKeys, RecoveryKey
+from protocol.ledger import Ledger
+from protocol.params import NetworkParams
+
+#: proof-of-work off, so that tests spend their time on the rules
+FAST = NetworkParams(network_id="smu-unit", genesis_pow_bits=0, event_pow_bits=0)
+T0 = 1_750_000_000_000
+
+
+def device(label: str) -> DeviceKeys:
+    return DeviceKeys.from_random(hashlib.blake2b(b"device:" + label.encode()).digest())
+
+
+def recovery(label: str) -> RecoveryKey:
+    return RecoveryKey(hashlib.blake2b(b"recovery:" + label.encode(), digest_size=32).digest())
+
+
+class History:
+    """Builds one account's events by name, for readable tests."""
+
+    def __init__(self, params: NetworkParams = FAST, name: str = "bob") -> None:
+        self.params = params
+        self.keys: dict[str, DeviceKeys] = {"d0": device(name + "/d0")}
+        self.rk = recovery(name + "/r0")
+        self.t = T0
+        self.genesis = authoring.genesis(
+            params, self.keys["d0"], self.rk, display_name=name, device_name="d0", timestamp=self.t
+        )
+        self.account = self.genesis.id
+        self.events: dict[str, Event] = {"g": self.genesis}
+
+    def _ts(self) -> int:
+        self.t += 1
+        return self.t
+
+    def _parents(self, parents: list[str]) -> list[bytes]:
+        return [self.events[p].id for p in parents]
+
+    def add(self, label: str, signer: str, new: str, parents: list[str]) -> Event:
+        self.keys.setdefault(new, device(f"{self.account.hex()}/{new}"))
+        intro = authoring.introduce(self.params, self.account, self.keys[new], new)
+        e = authoring.add_device(
+            self.params,
+            self.account,
+            self._parents(parents),
+            self.keys[signer],
+            intro,
+            timestamp=self._ts(),
+        )
+        self.events[label] = e
+        return e
+
+    def revoke(self, label: str, signer: str, target: str, parents: list[str]) -> Event:
+        e = authoring.revoke_device(
+            self.params,
+            self.account,
+            self._parents(parents),
+            self.keys[signer],
+            self.keys[target].sign_public,
+            timestamp=self._ts(),
+        )
+        self.events[label] = e
+        return e
+
+    def recover(
+        self, label: str, new: str, parents: list[str], rk: RecoveryKey | None = None
+    ) -> Event:
+        self.keys.setdefault(new, device(f"{self.account.hex()}/{new}"))
+        nxt = recovery(f"{self.account.hex()}/{label}")
+        e = authoring.recover(
+            self.params,
+            self.account,
+            self._parents(parents),
+            rk or self.rk,
+            self.keys[new],
+            nxt,
+            device_name=new,
+            timestamp=self._ts(),
+        )
+        self.events[label] = e
+        return e
+
+    def profile(
+        self, label: str, signer: str, name: str, parents: list[str], ts: int | None = None
+    ) -> Event:
+        e = authoring.profile(
+            self.params,
+            self.account,
+            self._parents(parents),
+            self.keys[signer],
+            display_name=name,
+            timestamp=ts if ts is not None else self._ts(),
+        )
+        self.events[label] = e
+        return e
+
+    def ledger(self, labels: list[str] | None = None) -> Ledger:
+        ledger = Ledger(self.params)
+        for label in labels or list(self.events):
+            ledger.ingest(self.events[label].raw)
+        return ledger
+
+    def status(self, ledger: Ledger) -> dict[str, str]:
+        state = ledger.state(self.account)
+        out = {}
+        for name, k in self.keys.items():
+            d = state.device(k.sign_public)
+            if d is not None:
+                out[name] = d.status.value
+        return out
+
+
+@pytest.fixture
+def history() -> History:
+    return History()

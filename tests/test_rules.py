@@ -1,0 +1,94 @@
+"""Worked examples of the account rules (PROTOCOL.md §7.2), one per rule."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from protocol.errors import InvalidEventError, UnauthorisedError
+from protocol.ledger import IngestStatus, Ledger
+from protocol.state import AccountStatus
+
+from .conftest import History
+
+
+def test_genesis_device_is_active(history: History) -> None:
+    ledger = history.ledger()
+    assert history.status(ledger) == {"d0": "active"}
+    assert ledger.state(history.account).status is AccountStatus.OK
+
+
+def test_rule1_unauthorised_signer_is_rejected(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.add("a2", "d1", "d2", ["g"])  # d1 is not active at g
+    ledger = history.ledger(["g", "a1"])
+    with pytest.raises(UnauthorisedError):
+        ledger.ingest(history.events["a2"].raw)
+    assert not ledger.has(history.events["a2"].id)
+
+
+def test_rule4_stolen_device_race_is_lost_by_the_thief(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.add("theft", "d1", "thief", ["a1"])
+    history.revoke("rv", "d0", "d1", ["a1"])
+    history.add("theft2", "thief", "thief2", ["theft"])
+    for order in itertools.permutations(["theft", "rv", "theft2"]):
+        ledger = history.ledger(["g", "a1", *order])
+        status = history.status(ledger)
+        assert status == {"d0": "active", "d1": "revoked", "thief": "void", "thief2": "void"}
+
+
+def test_rule2_recover_voids_concurrent_events(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.add("side", "d0", "d2", ["a1"])
+    history.recover("rec", "d9", ["a1"])
+    ledger = history.ledger()
+    assert history.status(ledger) == {
+        "d0": "removed_by_recovery",
+        "d1": "removed_by_recovery",
+        "d2": "void",
+        "d9": "active",
+    }
+
+
+def test_rule7_mutual_revocation_disputes_until_recover(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.revoke("r0", "d0", "d1", ["a1"])
+    history.revoke("r1", "d1", "d0", ["a1"])
+    ledger = history.ledger()
+    assert ledger.state(history.account).status is AccountStatus.DISPUTED
+    history.recover("rec", "d9", ["r0", "r1"])
+    ledger.ingest(history.events["rec"].raw)
+    assert ledger.state(history.account).status is AccountStatus.OK
+    assert history.status(ledger)["d9"] == "active"
+
+
+def test_concurrent_recovers_compromise_the_account(history: History) -> None:
+    history.recover("rec1", "d8", ["g"])
+    history.recover("rec2", "d9", ["g"])
+    ledger = history.ledger()
+    state = ledger.state(history.account)
+    assert state.status is AccountStatus.COMPROMISED
+    assert state.active_keys == {history.keys["d0"].sign_public}
+    assert state.recovery_commitment is None
+
+
+def test_revocation_of_unknown_key_is_invalid(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.revoke("rv", "d0", "d1", ["g"])  # d1 not added among its ancestors
+    ledger = history.ledger(["g", "a1"])
+    with pytest.raises(InvalidEventError):
+        ledger.ingest(history.events["rv"].raw)
+
+
+def test_out_of_order_delivery_uses_escrow(history: History) -> None:
+    history.add("a1", "d0", "d1", ["g"])
+    history.add("a2", "d1", "d2", ["a1"])
+    ledger = Ledger(history.params)
+    r = ledger.ingest(history.events["a2"].raw)
+    assert r.status is IngestStatus.ESCROWED
+    assert ledger.ingest(history.events["a1"].raw).status is IngestStatus.ESCROWED
+    r = ledger.ingest(history.events["g"].raw)
+    assert [e.id for e in r.accepted] == [history.events[x].id for x in ("g", "a1", "a2")]
+    assert history.status(ledger) == {"d0": "active", "d1": "active", "d2": "active"}
