@@ -1,23 +1,484 @@
-"""The `smu` command line."""
+"""The `smu` command line (DESIGN §6).
+
+Every command takes ``--data-dir`` (default ``$SMU_HOME``, else the
+platform's user data directory) and ``--json``.  Errors are one line on
+stderr and a non-zero exit; secrets go to the terminal only when asked for
+and never into ``--json`` unless ``--show-secrets`` is given.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import logging
+import os
 import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .control import ControlClient
+from .datadir import DataDir, default_data_dir, write_private
+from .errors import NodeError, NodeUsageError, RpcError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="node data directory (default: $SMU_HOME or the user data dir)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON document (JSON Lines for streams)"
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="smu", description="SMU: peer-to-peer key transparency and messaging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("init", parents=[common], help="create this node's keys")
+    p.add_argument("--name", default=None, help="this device's name (default: the host name)")
+    p.add_argument("--network", default="smu-main", choices=["smu-main", "smu-test"])
+    p.add_argument(
+        "--passphrase", action="store_true", help="encrypt the keys (asks, or reads SMU_PASSPHRASE)"
+    )
+
+    node = sub.add_parser("node", help="run and inspect the daemon").add_subparsers(
+        dest="node_command", required=True, parser_class=_Parser
+    )
+    p = node.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=None,
+        metavar="MULTIADDR",
+        help="listen address (default /ip4/127.0.0.1/tcp/0); repeatable",
+    )
+    p.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="peer to keep connected to; repeatable",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.add_parser("status", parents=[common], help="peer id, addresses, counts, set digest")
+    node.add_parser("stop", parents=[common], help="stop the running daemon")
+
+    peers = sub.add_parser("peers", parents=[common], help="connected peers and their scores")
+    psub = peers.add_subparsers(dest="peers_command", parser_class=_Parser)
+    p = psub.add_parser("connect", parents=[common], help="connect to a peer")
+    p.add_argument("addr", metavar="MULTIADDR")
+    for name, text in (
+        ("disconnect", "drop the link to a peer"),
+        ("refuse", "disconnect and refuse a peer (for partitions)"),
+        ("unrefuse", "take a peer off the refused list"),
+    ):
+        p = psub.add_parser(name, parents=[common], help=text)
+        p.add_argument("peer", metavar="PEER_ID")
+
+    account = sub.add_parser("account", help="accounts").add_subparsers(
+        dest="account_command", required=True, parser_class=_Parser
+    )
+    p = account.add_parser("create", parents=[common], help="create an account (genesis)")
+    p.add_argument("--name", required=True, help="display name")
+    p.add_argument(
+        "--recovery-key-file",
+        type=Path,
+        default=None,
+        help="write the recovery key to this file (mode 0600) instead of the terminal",
+    )
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --json: include the recovery key in the JSON output",
+    )
+    p = account.add_parser("show", parents=[common], help="an account's devices and status")
+    p.add_argument("account", nargs="?", default=None, metavar="ACCOUNT_ID|HANDLE")
+    account.add_parser("list", parents=[common], help="accounts this node knows")
+    p = account.add_parser("history", parents=[common], help="every change, explained")
+    p.add_argument("account", nargs="?", default=None, metavar="ACCOUNT_ID|HANDLE")
+
+    device = sub.add_parser("device", help="this account's devices").add_subparsers(
+        dest="device_command", required=True, parser_class=_Parser
+    )
+    p = device.add_parser("list", parents=[common], help="devices, status and approvers")
+    p.add_argument("account", nargs="?", default=None, metavar="ACCOUNT_ID|HANDLE")
+    p = device.add_parser("revoke", parents=[common], help="revoke a device")
+    p.add_argument("device", metavar="NAME|FINGERPRINT")
+    p.add_argument("--cascade", action="store_true", help="also revoke every device it added")
+    p.add_argument("--yes", action="store_true", help="confirm revoking the last active device")
+
+    p = sub.add_parser(
+        "recover",
+        parents=[common],
+        help="make this fresh node the account's only device, with the recovery key",
+    )
+    p.add_argument("account", metavar="ACCOUNT_ID|HANDLE")
+    p.add_argument(
+        "--recovery-key-file",
+        type=Path,
+        default=None,
+        help="read the recovery key from this file instead of a prompt",
+    )
+    p.add_argument(
+        "--new-recovery-key-file",
+        type=Path,
+        default=None,
+        help="write the new recovery key to this file (mode 0600)",
+    )
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --json: include the new recovery key in the JSON output",
+    )
+
+    logp = sub.add_parser("log", help="the local event store").add_subparsers(
+        dest="log_command", required=True, parser_class=_Parser
+    )
+    logp.add_parser("verify", parents=[common], help="re-verify the whole store from scratch")
+
+    event = sub.add_parser("event", help="raw signed events").add_subparsers(
+        dest="event_command", required=True, parser_class=_Parser
+    )
+    p = event.add_parser("submit", parents=[common], help="submit an already-signed event (hex)")
+    p.add_argument("event", help="event as hex, or - to read hex lines from stdin")
+
+    p = sub.add_parser("demo", parents=[common], help="the local network demo")
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--keep", action="store_true", help="keep the demo's data directories")
+    return parser
+
+
+def _datadir(args: argparse.Namespace) -> DataDir:
+    return DataDir(args.data_dir if args.data_dir is not None else default_data_dir())
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    return ControlClient(_datadir(args).socket_path)
+
+
+def _out(args: argparse.Namespace, doc: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(text)
+
+
+def _passphrase(confirm: bool) -> str:
+    env = os.environ.get("SMU_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise NodeUsageError("the keys are encrypted: set SMU_PASSPHRASE or run on a terminal")
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise NodeUsageError("the passphrases differ")
+    return first
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    dd = _datadir(args)
+    name = args.name or os.uname().nodename or "device"
+    secrets = dd.init(args.network, name, _passphrase(True) if args.passphrase else None)
+    doc = {
+        "data_dir": str(dd.path),
+        "network": args.network,
+        "device_name": name,
+        "device_fingerprint": secrets.device.fingerprint,
+        "encrypted": bool(args.passphrase),
+    }
+    _out(
+        args,
+        doc,
+        f"initialised {dd.path}\n  network {args.network}\n  device  {name} "
+        f"({secrets.device.fingerprint})",
+    )
+    return 0
+
+
+def cmd_node_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    dd = _datadir(args)
+    secrets = dd.load_secrets(_passphrase(False) if dd.is_encrypted() else None)
+    from .daemon import run_daemon  # importing libp2p takes a second: only here
+
+    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap)
+    return 0
+
+
+def cmd_node_status(args: argparse.Namespace) -> int:
+    s = _client(args).call("node.status")
+    text = "\n".join(
+        [
+            f"peer id   {s['peer_id']}",
+            f"network   {s['network']}",
+            *[f"listen    {a}" for a in s["listen"]],
+            f"peers     {s['peers']}",
+            f"events    {s['events']}   accounts {s['accounts']}   escrow {s['escrow']}",
+            f"digest    {s['event_set_digest']}",
+        ]
+    )
+    _out(args, s, text)
+    return 0
+
+
+def cmd_node_stop(args: argparse.Namespace) -> int:
+    _out(args, _client(args).call("node.stop"), "stopping")
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.peers_command is None:
+        r = c.call("peers.list")
+        lines = [f"{p['peer_id']}  score {p['score']:>8}  {p['direction']}" for p in r["peers"]]
+        lines += [f"refused {p}" for p in r["refused"]]
+        _out(args, r, "\n".join(lines) or "no peers")
+    elif args.peers_command == "connect":
+        r = c.call("peers.connect", addr=args.addr)
+        _out(args, r, f"connected to {r['peer_id']}")
+    else:
+        r = c.call(f"peers.{args.peers_command}", peer=args.peer)
+        _out(args, r, f"{args.peers_command}: {args.peer}")
+    return 0
+
+
+class _Spinner:
+    """Progress while the daemon does the proof-of-work."""
+
+    def __init__(self, text: str, enabled: bool) -> None:
+        self.text, self.enabled = text, enabled
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+
+    def _spin(self) -> None:
+        start = time.monotonic()
+        while not self._done.wait(0.2):
+            sys.stderr.write(f"\r{self.text} {time.monotonic() - start:4.1f}s")
+            sys.stderr.flush()
+        sys.stderr.write("\r" + " " * (len(self.text) + 8) + "\r")
+
+    def __enter__(self) -> _Spinner:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self.enabled:
+            self._thread.join()
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    with _Spinner("working on the proof-of-work", sys.stderr.isatty()):
+        r = _client(args).call("account.create", name=args.name)
+    key = r.pop("recovery_key")
+    if args.recovery_key_file is not None:
+        write_private(args.recovery_key_file, (key + "\n").encode())
+        r["recovery_key_file"] = str(args.recovery_key_file)
+    elif args.json and args.show_secrets:
+        r["recovery_key"] = key
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"created {r['handle']}\n  account id {r['account_id']}")
+    if args.recovery_key_file is not None:
+        print(f"  recovery key written to {args.recovery_key_file}")
+    else:
+        print(
+            "\nRECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
+            "and it is the only way back into the account if every device is lost:\n\n"
+            f"    {key}\n"
+        )
+    return 0
+
+
+def cmd_account_show(args: argparse.Namespace) -> int:
+    from .render import state_text
+
+    doc = _client(args).call("account.show", account=args.account)
+    _out(args, doc, state_text(doc))
+    return 0
+
+
+def cmd_account_list(args: argparse.Namespace) -> int:
+    r = _client(args).call("account.list")
+    lines = [
+        f"{a['handle']:<28} {a['status']:<12} {a['devices_active']} active device(s), "
+        f"{a['events']} events"
+        for a in r["accounts"]
+    ]
+    _out(args, r, "\n".join(lines) or "no accounts")
+    return 0
+
+
+def cmd_account_history(args: argparse.Namespace) -> int:
+    r = _client(args).call("account.history", account=args.account)
+    lines = [f"history of {r['account']['handle']}"]
+    for e in r["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["timestamp_ms"] / 1000))
+        lines.append(f"  {when}Z  {e['event_id'][:12]}  {e['text']}")
+        if e["void"]:
+            lines.append(f"      VOID: {e['void']}")
+    _out(args, r, "\n".join(lines))
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    doc = _client(args).call("device.list", account=args.account)
+    lines = [f"{doc['handle']}  [{doc['status']}]"]
+    for d in doc["devices"]:
+        me = "  (this device)" if d.get("this_device") else ""
+        lines.append(
+            f"  {d['status']:<20} {d['name']:<16} {d['fingerprint']}   "
+            f"approved by {d['approved_by']}{me}"
+        )
+    _out(args, doc, "\n".join(lines))
+    return 0
+
+
+def cmd_device_revoke(args: argparse.Namespace) -> int:
+    r = _client(args).call(
+        "device.revoke", device=args.device, cascade=args.cascade, confirm_last=args.yes
+    )
+    lines = [
+        f"revoked {x['device']} ({x['fingerprint']}): event {x['event_id'][:12]}"
+        for x in r["revoked"]
+    ]
+    _out(args, r, "\n".join(lines))
+    return 0
+
+
+def _read_recovery_key(path: Path | None) -> str:
+    if path is not None:
+        return path.read_text().strip()
+    if not sys.stdin.isatty():
+        raise NodeUsageError("no terminal to ask for the recovery key: use --recovery-key-file")
+    return getpass.getpass("recovery key: ").strip()
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    key = _read_recovery_key(args.recovery_key_file)
+    with _Spinner("working on the proof-of-work", sys.stderr.isatty()):
+        r = _client(args).call("account.recover", account=args.account, recovery_key=key)
+    new_key = r.pop("recovery_key")
+    if args.new_recovery_key_file is not None:
+        write_private(args.new_recovery_key_file, (new_key + "\n").encode())
+        r["recovery_key_file"] = str(args.new_recovery_key_file)
+    elif args.json and args.show_secrets:
+        r["recovery_key"] = new_key
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"recovered {r['account']['handle']}: this node is now its only device")
+    if args.new_recovery_key_file is not None:
+        print(f"  new recovery key written to {args.new_recovery_key_file}")
+    else:
+        print(
+            "\nNEW RECOVERY KEY — the old one no longer works. Write this one down now:\n\n"
+            f"    {new_key}\n"
+        )
+    return 0
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    from protocol.params import network_by_id
+
+    from .verify import verify_store
+
+    dd = _datadir(args)
+    params = network_by_id(str(dd.read_config()["network"]))
+    report = verify_store(dd.db_path, params)
+    lines = [
+        f"{report.events} events checked, {report.accepted} valid, {report.accounts} accounts, "
+        f"{len(report.problems)} problem(s)"
+    ]
+    lines += [
+        f"  seq {p['seq']} {p['event_id'][:16]}: {p['error']}: {p['message']}"
+        for p in report.problems
+    ]
+    _out(args, report.to_json(), "\n".join(lines))
+    return 0 if report.ok else 1
+
+
+def cmd_event_submit(args: argparse.Namespace) -> int:
+    c = _client(args)
+    items = [line.strip() for line in sys.stdin] if args.event == "-" else [args.event]
+    results = []
+    for item in items:
+        if not item:
+            continue
+        try:
+            bytes.fromhex(item)
+        except ValueError as exc:
+            raise NodeUsageError("an event is given as hex") from exc
+        results.append(c.call("event.submit", event=item))
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+    else:
+        for r in results:
+            print(f"{r['status']} {r['event_id']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .netdemo import run
+
+    return run(as_json=args.json, nodes=args.nodes, keep=args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smu", description="SMU key transparency node")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="tell the account story on local replicas")
-    demo.add_argument("--json", action="store_true", dest="json_sub", help="JSON Lines output")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from node import demo as demo_module
-
-        return demo_module.run(as_json=args.json or args.json_sub)
-    return 2  # pragma: no cover
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "init": cmd_init,
+        "peers": cmd_peers,
+        "demo": cmd_demo,
+        "recover": cmd_recover,
+    }
+    try:
+        if args.command == "node":
+            fn = {"run": cmd_node_run, "status": cmd_node_status, "stop": cmd_node_stop}[
+                args.node_command
+            ]
+        elif args.command == "account":
+            fn = {"create": cmd_account_create, "show": cmd_account_show, "list": cmd_account_list}[
+                args.account_command
+            ]
+        elif args.command == "log":
+            fn = cmd_log_verify
+        elif args.command == "event":
+            fn = cmd_event_submit
+        else:
+            fn = handlers[args.command]
+        return fn(args)
+    except RpcError as exc:
+        sys.stderr.write(f"smu: error: {exc}\n")
+        return 1
+    except NodeError as exc:
+        sys.stderr.write(f"smu: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

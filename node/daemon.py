@@ -1,0 +1,497 @@
+"""`smu node run`: the daemon (DESIGN §2, §4, §7).
+
+A thin adapter.  libp2p streams and timers feed the sans-I/O ``Replicator``;
+``_apply`` is the one place its outputs are carried out, and it flushes the
+SQLite store first, so nothing is forwarded or acknowledged before it is
+durable.  All protocol calls run on the trio thread, one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from protocol.replication import (
+    Delivered,
+    Disconnect,
+    Misbehaved,
+    Output,
+    ReplicationConfig,
+    Replicator,
+    Send,
+)
+
+from protocol import authoring
+from protocol.errors import InvalidInput, UsageError
+from protocol.keys import RecoveryKey, handle
+from protocol.ledger import IngestStatus, Ledger
+from protocol.params import NetworkParams, network_by_id
+
+from . import control
+from .account_rpc import AccountMethods
+from .control import RpcFailure
+from .datadir import DataDir, Secrets
+from .errors import PeerError
+from .render import state_json
+from .storage import SqliteEventStore
+from .transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr, read_frame
+
+log = logging.getLogger("smu.node")
+
+MAX_LINKS = 32
+LINK_QUEUE = 1024
+BOOTSTRAP_INTERVAL = 2.0
+
+
+@dataclass
+class Link:
+    peer: str
+    stream: Any
+    outbound: bool
+    send: trio.MemorySendChannel[bytes]
+    recv: trio.MemoryReceiveChannel[bytes]
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Daemon:
+    def __init__(
+        self,
+        datadir: DataDir,
+        secrets: Secrets,
+        listen: list[str],
+        bootstrap: list[str],
+        replication: ReplicationConfig | None = None,
+    ) -> None:
+        self.datadir = datadir
+        self.secrets = secrets
+        self.config = datadir.read_config()
+        self.params: NetworkParams = network_by_id(str(self.config["network"]))
+        self.listen = listen
+        self.bootstrap = list(bootstrap)
+        self.store = SqliteEventStore(datadir.db_path)
+        started = time.monotonic()
+        # Events in the store were verified before they were stored;
+        # `smu log verify` re-checks them from scratch.
+        self.ledger = Ledger(self.params, store=self.store, verify_signatures_on_load=False)
+        log.info("loaded %d events in %.2fs", self.ledger.event_count, time.monotonic() - started)
+        self.replicator = Replicator(
+            self.ledger, random.Random(os.urandom(16)), replication or ReplicationConfig()
+        )
+        self.links: dict[str, Link] = {}
+        self.refused: set[str] = set()
+        self.backoff: dict[str, float] = {}
+        self.host: Any = None
+        self.peer_id = ""
+        self._stop = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.subscribers: list[Callable[[dict[str, Any]], None]] = []
+
+    # -- running ----------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.host = make_host(self.secrets.node_seed)
+        self.peer_id = self.host.get_id().to_base58()
+        self.host.set_stream_handler(TProtocol(REPLICATION_PROTOCOL), self._on_inbound)
+        addrs = [parse_multiaddr(a) for a in self.listen]
+        async with self.host.run(addrs), trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(control.serve, self.datadir.socket_path, self.methods())
+            nursery.start_soon(self._timers)
+            nursery.start_soon(self._bootstrap_loop)
+            nursery.start_soon(self._signals)
+            log.info("node %s listening on %s", self.peer_id, ", ".join(self.addresses()))
+            task_status.started()
+            await self._stop.wait()
+            log.info("shutting down")
+            for link in list(self.links.values()):
+                link.cancel.cancel()
+            # Leaving host.run() does not close connections: close explicitly.
+            with trio.move_on_after(5):
+                await self.host.close()
+            self.store.close()
+            nursery.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.stop()
+                return
+
+    def addresses(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()] if self.host else []
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.replicator.next_deadline()
+            now = trio.current_time()
+            wake = now + 1.0 if deadline is None else min(deadline, now + 1.0)
+            await trio.sleep_until(wake)
+            self._apply(self.replicator.tick(trio.current_time()))
+
+    async def _bootstrap_loop(self) -> None:
+        while True:
+            for addr in list(self.bootstrap):
+                peer = addr.rsplit("/p2p/", 1)[-1] if "/p2p/" in addr else None
+                if peer is None or peer in self.links or peer in self.refused:
+                    continue
+                if self.backoff.get(peer, 0.0) > trio.current_time():
+                    continue
+                try:
+                    await self.dial(addr)
+                except Exception as exc:
+                    log.debug("bootstrap dial %s failed: %s", addr, exc)
+                    self.backoff[peer] = trio.current_time() + BOOTSTRAP_INTERVAL * 2
+            await trio.sleep(BOOTSTRAP_INTERVAL)
+
+    # -- links ----------------------------------------------------------------
+
+    async def dial(self, addr: str) -> str:
+        maddr = parse_multiaddr(addr)
+        info = info_from_p2p_addr(maddr)
+        peer = info.peer_id.to_base58()
+        if peer == self.peer_id:
+            raise ValueError("that address is this node")
+        if peer in self.refused:
+            raise ValueError(f"peer {peer} is on the refused list")
+        if peer in self.links:
+            return peer
+        await self.host.connect(info)
+        stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_link, peer, stream, True)
+        return peer
+
+    async def _on_inbound(self, stream: Any) -> None:
+        peer = stream.muxed_conn.peer_id.to_base58()
+        await self._run_link(peer, stream, False)
+
+    def _keep_new_link(self, peer: str, outbound: bool) -> bool:
+        """Both sides may dial at once: keep the stream opened by the lower peer id."""
+        existing = self.links.get(peer)
+        if existing is None:
+            return True
+        initiator_new = self.peer_id if outbound else peer
+        keep_new = initiator_new == min(self.peer_id, peer)
+        if keep_new:
+            existing.cancel.cancel()
+            self._drop_link(existing)
+        return keep_new
+
+    async def _run_link(self, peer: str, stream: Any, outbound: bool) -> None:
+        if (
+            peer in self.refused
+            or self.backoff.get(peer, 0.0) > trio.current_time()
+            or (peer not in self.links and len(self.links) >= MAX_LINKS)
+            or not self._keep_new_link(peer, outbound)
+        ):
+            await _close_quietly(stream)
+            return
+        send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
+        link = Link(peer, stream, outbound, send, recv)
+        self.links[peer] = link
+        log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
+        try:
+            with link.cancel:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, link)
+                    self._apply(self.replicator.connect(peer, trio.current_time()))
+                    await self._reader(link)
+                    nursery.cancel_scope.cancel()
+        finally:
+            if self.links.get(peer) is link:
+                self._drop_link(link)
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await _close_quietly(stream)
+
+    def _drop_link(self, link: Link) -> None:
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]
+            log.info("peer %s disconnected", link.peer)
+            self._apply(self.replicator.disconnect(link.peer, trio.current_time()))
+
+    async def _reader(self, link: Link) -> None:
+        limit = self.replicator.config.max_frame_bytes
+        while True:
+            try:
+                data = await read_frame(link.stream, limit)
+            except PeerError as exc:
+                log.warning("peer %s: %s; disconnecting", link.peer, exc)
+                self.backoff[link.peer] = trio.current_time() + 60.0
+                return
+            except Exception as exc:  # stream reset, EOF, libp2p errors
+                log.debug("peer %s: link ended: %s", link.peer, exc)
+                return
+            self._apply(self.replicator.receive(link.peer, data, trio.current_time()))
+
+    async def _writer(self, link: Link) -> None:
+        async for data in link.recv:
+            try:
+                await link.stream.write(frame(data))
+            except Exception as exc:
+                log.debug("peer %s: write failed: %s", link.peer, exc)
+                link.cancel.cancel()
+                return
+
+    # -- carrying out the machine's outputs ----------------------------------
+
+    def _apply(self, outputs: list[Output]) -> None:
+        self.store.flush()  # persist before forwarding or acknowledging
+        for out in outputs:
+            if isinstance(out, Send):
+                link = self.links.get(out.peer)
+                if link is None:
+                    continue
+                try:
+                    link.send.send_nowait(out.frame)
+                except trio.WouldBlock:
+                    log.warning("peer %s is not reading; disconnecting", out.peer)
+                    link.cancel.cancel()
+            elif isinstance(out, Disconnect):
+                self.backoff[out.peer] = out.until
+                link = self.links.get(out.peer)
+                log.warning("disconnecting peer %s: %s", out.peer, out.reason)
+                if link is not None:
+                    link.cancel.cancel()
+            elif isinstance(out, Delivered):
+                note = {
+                    "event_id": out.event.id.hex(),
+                    "account": out.event.account_id.hex(),
+                    "kind": out.event.kind.name.lower(),
+                    "from": out.source,
+                }
+                for subscriber in list(self.subscribers):
+                    subscriber(note)
+            elif isinstance(out, Misbehaved):
+                log.warning(
+                    "peer %s sent invalid input: %s (%s)", out.peer, out.error.code, out.error
+                )
+
+    # -- control API -----------------------------------------------------------
+
+    def methods(self) -> dict[str, control.Handler]:
+        return {
+            "node.status": self._rpc_status,
+            "node.stop": self._rpc_stop,
+            "peers.list": self._rpc_peers,
+            "peers.connect": self._rpc_connect,
+            "peers.disconnect": self._rpc_disconnect,
+            "peers.refuse": self._rpc_refuse,
+            "peers.unrefuse": self._rpc_unrefuse,
+            "event.submit": self._rpc_submit,
+            "account.create": self._rpc_account_create,
+            "account.show": self._rpc_account_show,
+            "account.list": self._rpc_account_list,
+            "event.has": self._rpc_event_has,
+            **AccountMethods(self).handlers(),
+        }
+
+    def set_digest(self) -> str:
+        h = hashlib.blake2b(digest_size=32)
+        for event_id in sorted(self.ledger.event_ids()):
+            h.update(event_id)
+        return h.hexdigest()
+
+    async def _rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "network": self.params.network_id,
+            "listen": self.addresses(),
+            "peers": len(self.links),
+            "events": self.ledger.event_count,
+            "accounts": len(self.ledger.accounts),
+            "escrow": len(self.ledger.escrow),
+            "event_set_digest": self.set_digest(),
+            "account": self.config.get("account"),
+            "device_fingerprint": self.secrets.device.fingerprint,
+        }
+
+    async def _rpc_stop(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.stop()
+        return {"stopping": True}
+
+    async def _rpc_peers(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "peers": [
+                {
+                    "peer_id": p,
+                    "score": round(self.replicator.score(p), 3),
+                    "direction": "outbound" if link.outbound else "inbound",
+                }
+                for p, link in sorted(self.links.items())
+            ],
+            "refused": sorted(self.refused),
+        }
+
+    async def _rpc_connect(self, params: dict[str, Any]) -> dict[str, Any]:
+        addr = str(params["addr"])
+        try:
+            peer = await self.dial(addr)
+        except ValueError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        except Exception as exc:
+            raise RpcFailure(control.USAGE, f"could not connect to {addr}: {exc}") from exc
+        # Wait until the link is registered, so callers can rely on it.
+        with trio.move_on_after(5):
+            while peer not in self.links:
+                await trio.sleep(0.01)
+        return {"peer_id": peer, "connected": peer in self.links}
+
+    async def _rpc_disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
+        peer = str(params["peer"])
+        link = self.links.get(peer)
+        if link is None:
+            raise RpcFailure(control.USAGE, f"not connected to {peer}")
+        link.cancel.cancel()
+        with trio.move_on_after(5):
+            while self.links.get(peer) is link:
+                await trio.sleep(0.01)
+        return {"peer_id": peer, "disconnected": True}
+
+    async def _rpc_refuse(self, params: dict[str, Any]) -> dict[str, Any]:
+        peer = str(params["peer"])
+        self.refused.add(peer)
+        link = self.links.get(peer)
+        if link is not None:
+            link.cancel.cancel()
+            with trio.move_on_after(5):
+                while self.links.get(peer) is link:
+                    await trio.sleep(0.01)
+        return {"refused": sorted(self.refused)}
+
+    async def _rpc_unrefuse(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.refused.discard(str(params["peer"]))
+        return {"refused": sorted(self.refused)}
+
+    async def _rpc_submit(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = bytes.fromhex(str(params["event"]))
+        try:
+            result_status, event_id, _ = self.publish(raw)
+        except InvalidInput as exc:
+            raise RpcFailure(
+                control.INVALID_INPUT, f"{exc.code}: {exc}", {"code": exc.code}
+            ) from exc
+        return {"status": result_status, "event_id": event_id}
+
+    def publish(self, raw: bytes) -> tuple[str, str, list[Output]]:
+        before = self.ledger.event_count
+        outputs = self.replicator.publish(raw, trio.current_time())
+        self._apply(outputs)  # flushes the store before anything is reported
+        from protocol.events import decode_event
+
+        event = decode_event(raw, self.params)
+        if self.ledger.has(event.id):
+            status = (
+                IngestStatus.ACCEPTED
+                if self.ledger.event_count > before
+                else IngestStatus.DUPLICATE
+            )
+        else:
+            status = IngestStatus.ESCROWED
+        return status.value, event.id.hex(), outputs
+
+    async def _rpc_account_create(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.config.get("account"):
+            raise RpcFailure(control.USAGE, "this device already belongs to an account")
+        name = str(params["name"])
+        recovery = RecoveryKey(os.urandom(32))
+        device_name = str(self.config.get("device_name") or "device")
+        try:
+            event = await trio.to_thread.run_sync(
+                lambda: authoring.genesis(
+                    self.params,
+                    self.secrets.device,
+                    recovery,
+                    display_name=name,
+                    device_name=device_name,
+                    timestamp=int(time.time() * 1000),
+                )
+            )
+        except UsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        self.publish(event.raw)
+        self.config["account"] = event.id.hex()
+        self.datadir.write_config(self.config)
+        return {
+            "account_id": event.id.hex(),
+            "handle": handle(name, event.id),
+            # The only time the recovery key leaves the node: the CLI shows it once.
+            "recovery_key": recovery.to_paper(),
+        }
+
+    def resolve_account(self, ref: str | None) -> bytes:
+        if not ref:
+            mine = self.config.get("account")
+            if not mine:
+                raise RpcFailure(
+                    control.USAGE, "this device has no account: name one, or create one"
+                )
+            return bytes.fromhex(str(mine))
+        try:
+            if len(ref) == 64:
+                return bytes.fromhex(ref)
+        except ValueError:
+            pass
+        suffix = ref.rsplit(".", 1)[-1].lower()
+        matches = [
+            a
+            for a, lg in self.ledger.accounts.items()
+            if handle(lg.state().display_name, a).rsplit(".", 1)[-1].startswith(suffix)
+        ]
+        if len(matches) != 1:
+            raise RpcFailure(
+                control.USAGE,
+                f"no single account matches {ref!r} ({len(matches)} found): use the account id",
+            )
+        return matches[0]
+
+    async def _rpc_account_show(self, params: dict[str, Any]) -> dict[str, Any]:
+        account = self.resolve_account(params.get("account"))
+        if account not in self.ledger.accounts:
+            raise RpcFailure(control.USAGE, f"account {account.hex()} is not known here")
+        return state_json(self.ledger.state(account))
+
+    async def _rpc_event_has(self, params: dict[str, Any]) -> dict[str, Any]:
+        ids = [str(i) for i in params["ids"]]
+        return {"present": [i for i in ids if self.ledger.has(bytes.fromhex(i))]}
+
+    async def _rpc_account_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for account in sorted(self.ledger.accounts):
+            s = self.ledger.state(account)
+            out.append(
+                {
+                    "account_id": account.hex(),
+                    "handle": handle(s.display_name, account),
+                    "status": s.status.value,
+                    "devices_active": len(s.active_keys),
+                    "events": s.event_count,
+                }
+            )
+        return {"accounts": out}
+
+
+async def _close_quietly(stream: Any) -> None:
+    try:
+        await stream.reset()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await stream.close()
+
+
+def run_daemon(datadir: DataDir, secrets: Secrets, listen: list[str], bootstrap: list[str]) -> None:
+    daemon = Daemon(datadir, secrets, listen, bootstrap)
+    trio.run(daemon.run)

@@ -1,0 +1,190 @@
+"""The node's data directory (DESIGN §9, at rest).
+
+Layout, all inside one directory of mode 0700:
+
+    config.json     network, device name, this device's account (no secrets)
+    keys.json       device and node secrets, mode 0600; with a passphrase the
+                    secrets are sealed with SecretBox under an Argon2id key
+    events.sqlite   the event store (node/storage.py)
+    control.sock    the control API (node/control.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+import platformdirs
+
+from protocol.keys import DeviceKeys
+
+from .errors import NodeUsageError
+
+KEYS_FILE = "keys.json"
+CONFIG_FILE = "config.json"
+DB_FILE = "events.sqlite"
+SOCKET_FILE = "control.sock"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SMU_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("smu"))
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by the owner alone, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    device: DeviceKeys
+    node_seed: bytes  # seed of the libp2p identity key, separate from the device key
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "device_sign_seed": self.device.sign_seed.hex(),
+            "device_enc_secret": self.device.enc_secret.hex(),
+            "node_seed": self.node_seed.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Secrets:
+        return cls(
+            DeviceKeys(
+                bytes.fromhex(data["device_sign_seed"]), bytes.fromhex(data["device_enc_secret"])
+            ),
+            bytes.fromhex(data["node_seed"]),
+        )
+
+
+class DataDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def keys_path(self) -> Path:
+        return self.path / KEYS_FILE
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_FILE
+
+    @property
+    def socket_path(self) -> Path:
+        return self.path / SOCKET_FILE
+
+    def exists(self) -> bool:
+        return self.keys_path.exists()
+
+    def init(self, network: str, device_name: str, passphrase: str | None) -> Secrets:
+        if self.exists():
+            raise NodeUsageError(f"{self.path} is already initialised (keys.json exists)")
+        ensure_private_dir(self.path)
+        secrets = Secrets(DeviceKeys.from_random(os.urandom(64)), os.urandom(32))
+        self._write_secrets(secrets, passphrase)
+        self.write_config({"network": network, "device_name": device_name, "account": None})
+        return secrets
+
+    def _write_secrets(self, secrets: Secrets, passphrase: str | None) -> None:
+        plain = json.dumps(secrets.to_json()).encode()
+        doc: dict[str, object]
+        if passphrase is None:
+            doc = {"version": 1, "encrypted": False, "secrets": secrets.to_json()}
+        else:
+            salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+            ops = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+            mem = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+            key = nacl.pwhash.argon2id.kdf(
+                nacl.secret.SecretBox.KEY_SIZE,
+                passphrase.encode(),
+                salt,
+                opslimit=ops,
+                memlimit=mem,
+            )
+            box = nacl.secret.SecretBox(key).encrypt(plain)
+            doc = {
+                "version": 1,
+                "encrypted": True,
+                "kdf": {"alg": "argon2id13", "salt": salt.hex(), "opslimit": ops, "memlimit": mem},
+                "box": bytes(box).hex(),
+            }
+        write_private(self.keys_path, json.dumps(doc, indent=1).encode())
+
+    def is_encrypted(self) -> bool:
+        return bool(self._read_keys_doc().get("encrypted"))
+
+    def _read_keys_doc(self) -> dict[str, object]:
+        if not self.exists():
+            raise NodeUsageError(
+                f"no keys in {self.path}: run `smu init --data-dir {self.path}` first"
+            )
+        mode = stat.S_IMODE(self.keys_path.stat().st_mode)
+        if mode & 0o077:
+            raise NodeUsageError(
+                f"{self.keys_path} is readable by others (mode {mode:o}): chmod 600 it"
+            )
+        doc = json.loads(self.keys_path.read_text())
+        assert isinstance(doc, dict)
+        return doc
+
+    def load_secrets(self, passphrase: str | None = None) -> Secrets:
+        doc = self._read_keys_doc()
+        if not doc.get("encrypted"):
+            secrets = doc["secrets"]
+            assert isinstance(secrets, dict)
+            return Secrets.from_json(secrets)
+        if passphrase is None:
+            raise NodeUsageError(
+                "the keys are encrypted: give the passphrase (SMU_PASSPHRASE or prompt)"
+            )
+        kdf = doc["kdf"]
+        assert isinstance(kdf, dict)
+        key = nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE,
+            passphrase.encode(),
+            bytes.fromhex(kdf["salt"]),
+            opslimit=int(kdf["opslimit"]),
+            memlimit=int(kdf["memlimit"]),
+        )
+        try:
+            plain = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(str(doc["box"])))
+        except nacl.exceptions.CryptoError as exc:
+            raise NodeUsageError("wrong passphrase") from exc
+        return Secrets.from_json(json.loads(plain))
+
+    def read_config(self) -> dict[str, object]:
+        if not self.config_path.exists():
+            raise NodeUsageError(
+                f"no config in {self.path}: run `smu init --data-dir {self.path}` first"
+            )
+        data = json.loads(self.config_path.read_text())
+        assert isinstance(data, dict)
+        return data
+
+    def write_config(self, config: dict[str, object]) -> None:
+        write_private(self.config_path, json.dumps(config, indent=1, sort_keys=True).encode())

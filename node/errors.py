@@ -1,0 +1,35 @@
+"""The node package's error types.
+
+``NodeError`` is the root.  ``NodeUsageError`` is local misuse (bad flag,
+no daemon, wrong passphrase); ``PeerError`` is a remote peer's fault.
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of every error raised by ``node``."""
+
+
+class NodeUsageError(NodeError):
+    """The local user or caller did something wrong; the message says what to do."""
+
+
+class DaemonNotRunning(NodeUsageError):
+    pass
+
+
+class StoreError(NodeError):
+    """The on-disk store is damaged or of an unknown schema."""
+
+
+class PeerError(NodeError):
+    """A remote peer broke the transport rules (framing, sizes)."""
+
+
+class RpcError(NodeError):
+    """The daemon answered a control-API call with an error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,104 @@
+"""SQLite storage for a node (DESIGN §7; PROTOCOL.md §8).
+
+One database per node, WAL mode, ``synchronous=FULL``.  ``put`` adds an
+event to the open transaction; ``flush`` commits it.  The daemon flushes
+after every call into a protocol machine and before acting on that call's
+outputs, so nothing is forwarded or acknowledged before it is durable.
+Derived state is never stored: it is rebuilt from the events on start.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from protocol.events import Event
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+# Forward migrations: MIGRATIONS[v] upgrades a database from version v to v+1.
+MIGRATIONS: dict[int, list[str]] = {
+    0: [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS events (
+               seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               id BLOB NOT NULL UNIQUE,
+               account BLOB NOT NULL,
+               raw BLOB NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS events_account ON events(account, seq)",
+    ],
+}
+
+
+class SqliteEventStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+        self._ids: set[bytes] = {row[0] for row in self.db.execute("SELECT id FROM events")}
+        self._in_tx = False
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this smu knows up to "
+                f"{SCHEMA_VERSION}: upgrade smu"
+            )
+        while version < SCHEMA_VERSION:
+            self.db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[version]:
+                self.db.execute(statement)
+            version += 1
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
+                (str(version),),
+            )
+            self.db.execute("COMMIT")
+
+    # -- EventStore ----------------------------------------------------------
+
+    def contains(self, event_id: bytes) -> bool:
+        return event_id in self._ids
+
+    def get(self, event_id: bytes) -> bytes | None:
+        row = self.db.execute("SELECT raw FROM events WHERE id=?", (event_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put(self, event: Event) -> None:
+        if event.id in self._ids:
+            return
+        if not self._in_tx:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        self.db.execute(
+            "INSERT INTO events(id, account, raw) VALUES(?, ?, ?)",
+            (event.id, event.account_id, event.raw),
+        )
+        self._ids.add(event.id)
+
+    def flush(self) -> None:
+        """Make every ``put`` so far durable."""
+        if self._in_tx:
+            self.db.execute("COMMIT")
+            self._in_tx = False
+
+    def iter_raw(self) -> Iterator[bytes]:
+        for (raw,) in self.db.execute("SELECT raw FROM events ORDER BY seq"):
+            yield bytes(raw)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()

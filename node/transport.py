@@ -1,0 +1,68 @@
+"""libp2p plumbing (PROTOCOL.md §11.1): host construction and framing.
+
+Noise is the only security transport and Yamux the only muxer: py-libp2p's
+default host would also accept plaintext, and mplex stalls on large frames.
+Streams carry no framing of their own, so every frame is a 4-byte
+big-endian length followed by that many bytes; the length is checked
+against the limit before the body is read.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import multiaddr
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from .errors import PeerError
+
+REPLICATION_PROTOCOL = "/smu/replication/1"
+FRAME_HEADER = struct.Struct(">I")
+
+
+def make_host(node_seed: bytes) -> Any:
+    key_pair = create_new_key_pair(node_seed)
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: noise},
+        muxer_opt={YAMUX_ID: Yamux},
+        # one connection per peer also removes a fixed 250 ms wait on every dial
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+
+
+def parse_multiaddr(text: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(text)
+    except Exception as exc:  # multiaddr raises several unrelated types
+        raise ValueError(f"not a multiaddr: {text!r}") from exc
+
+
+async def read_exactly(stream: Any, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await stream.read(n - len(buf))
+        if not chunk:
+            raise EOFError("stream closed")
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_frame(stream: Any, max_bytes: int) -> bytes:
+    (length,) = FRAME_HEADER.unpack(await read_exactly(stream, FRAME_HEADER.size))
+    if length > max_bytes:
+        raise PeerError(f"frame of {length} bytes is over the limit of {max_bytes}")
+    return await read_exactly(stream, length)
+
+
+def frame(data: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(data)) + data

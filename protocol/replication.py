@@ -1,0 +1,577 @@
+"""The replication machine: push and pull of events between peers (PROTOCOL.md §11).
+
+Sans-I/O: every entry point takes the current time and returns what to do
+(``Send`` a frame, ``Disconnect`` a peer, report a ``Delivered`` event or a
+``Misbehaved`` peer).  The node adapter and simnet drive the same code.
+
+* Push (§11.4.1): an event newly accepted by the ledger -- and so already
+  persisted, since ``Ledger.ingest`` stores before it returns -- goes in
+  full to ``eager_fanout`` random peers and as an id announcement to the
+  others.  Peers request announced ids they lack.
+* Pull (§11.4.2): on every new link and every ``reconcile_interval`` with
+  one random peer, a reconciliation session (protocol.reconcile) finds the
+  ids each side lacks; both sides request what they lack.
+* Fetch (§11.4.3): requests are windowed per peer and time out; answers come
+  parents first; an event whose parents are missing waits in the ledger's
+  escrow and its missing parents are requested first.
+* Peers (§11.5): a score per peer (protocol.peers); invalid input costs
+  dearly and leads to a disconnect with back-off; duplicates are normal.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from .errors import InvalidInput, LimitExceededError, UnsupportedVersionError
+from .events import Event
+from .ledger import IngestStatus, Ledger
+from .peers import PeerBook, PeerId, ScoreConfig, TokenBucket
+from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
+from .wire import (
+    FLAG_FINAL,
+    FLAG_OWN,
+    AnnounceFrame,
+    EventsFrame,
+    Frame,
+    ReconcileFrame,
+    RequestFrame,
+    WireLimits,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = [
+    "Delivered",
+    "Disconnect",
+    "Misbehaved",
+    "Output",
+    "PeerId",
+    "ReplicationConfig",
+    "ReplicationStats",
+    "Replicator",
+    "Send",
+]
+
+_FRAME_SLACK = 64  # bytes kept free in a frame for its header
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    #: peers that get a new event in full at once; the others get its id
+    eager_fanout: int = 3
+    #: seconds between reconciliations with one random peer
+    reconcile_interval: float = 30.0
+    #: the transport refuses longer frames before reading them (§11.2.1)
+    max_frame_bytes: int = 256 * 1024
+    max_events_per_frame: int = 256
+    max_ids_per_frame: int = 8192
+    max_ranges_per_frame: int = 8192
+    #: reconciliation: sub-ranges per split, and the size of a listed range
+    branching: int = 16
+    ids_threshold: int = 32
+    #: requested ids in flight per peer, and how long an answer may take
+    request_window: int = 512
+    request_timeout: float = 10.0
+    #: a reconciliation session we started is forgotten after this long
+    session_timeout: float = 60.0
+    #: ids a peer told us about that wait to be requested from it
+    max_wanted_per_peer: int = 1 << 18
+    #: budgets (per peer): announced ids, requested ids served, ranges
+    #: reconciled, per second and in one burst
+    announce_rate: float = 2_000.0
+    announce_burst: float = 20_000.0
+    serve_rate: float = 5_000.0
+    serve_burst: float = 20_000.0
+    reconcile_rate: float = 20_000.0
+    reconcile_burst: float = 40_000.0
+    #: frames waiting for a budget; more is a flood
+    max_queued_frames: int = 32
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    peer: PeerId
+    frame: bytes  # one frame, without the transport's length prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    peer: PeerId
+    reason: str
+    until: float  # do not redial before this time
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    #: newly accepted, already persisted by the ledger's store
+    event: Event
+    #: the peer whose frame delivered it; None for local events and for
+    #: escrowed events released by a parent's arrival
+    source: PeerId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaved:
+    peer: PeerId
+    error: InvalidInput
+
+
+Output = Send | Disconnect | Delivered | Misbehaved
+
+
+@dataclass(slots=True)
+class ReplicationStats:
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    #: full events received that were already here (normal with eager push)
+    duplicate_events: int = 0
+    events_received: int = 0
+    events_delivered: int = 0
+    events_escrowed: int = 0
+    ids_announced: int = 0
+    ids_requested: int = 0
+    ids_served: int = 0
+    announced_ids_dropped: int = 0
+    reconcile_rounds: int = 0
+    reconcile_completed: int = 0
+    reconcile_timeouts: int = 0
+    request_timeouts: int = 0
+    offences: int = 0
+    disconnects: int = 0
+
+
+@dataclass(slots=True)
+class _Session:
+    started: float
+    #: our frames in this session that still await their final answer
+    outstanding: int
+
+
+@dataclass(slots=True)
+class _Peer:
+    id: PeerId
+    announce_budget: TokenBucket
+    serve_budget: TokenBucket
+    reconcile_budget: TokenBucket
+    want: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    inflight: set[bytes] = field(default_factory=set)
+    queue: deque[RequestFrame | ReconcileFrame] = field(default_factory=deque)
+    sessions: dict[int, _Session] = field(default_factory=dict)
+    next_session: int = 0
+
+
+def _cost(frame: RequestFrame | ReconcileFrame) -> int:
+    if isinstance(frame, RequestFrame):
+        return len(frame.ids)
+    return len(frame.ranges)
+
+
+class Replicator:
+    def __init__(
+        self, ledger: Ledger, rng: random.Random, config: ReplicationConfig = ReplicationConfig()
+    ) -> None:
+        self.ledger = ledger
+        self.rng = rng
+        self.config = config
+        self.limits = WireLimits(
+            config.max_frame_bytes,
+            config.max_events_per_frame,
+            config.max_ids_per_frame,
+            config.max_ranges_per_frame,
+        )
+        id_budget = (config.max_frame_bytes - _FRAME_SLACK) // 40
+        self.rconfig = ReconcileConfig(
+            config.branching, config.ids_threshold, max(1, min(2048, id_budget))
+        )
+        self.window = max(1, min(config.request_window, config.max_ids_per_frame, id_budget))
+        self.book = PeerBook(config.score)
+        self.stats = ReplicationStats()
+        ids = list(ledger.event_ids())
+        #: our accepted ids, sorted, for fingerprints
+        self.index = IdIndex(ids)
+        #: acceptance order, which is topological: answers go parents first
+        self._seq: dict[bytes, int] = {eid: i for i, eid in enumerate(ids)}
+        self._peers: dict[PeerId, _Peer] = {}
+        #: id -> (peer asked, deadline); one peer at a time per id
+        self._inflight: dict[bytes, tuple[PeerId, float]] = {}
+        self._next_reconcile: float | None = None
+        self._now = 0.0
+
+    # -- queries -------------------------------------------------------------
+
+    def score(self, peer: PeerId) -> float:
+        return self.book.score(peer, self._now)
+
+    def peers(self) -> list[PeerId]:
+        return list(self._peers)
+
+    def next_deadline(self) -> float | None:
+        deadlines: list[float] = []
+        if self._peers and self._next_reconcile is not None:
+            deadlines.append(self._next_reconcile)
+        if self._inflight:
+            deadlines.append(min(d for _, d in self._inflight.values()))
+        for p in self._peers.values():
+            if p.sessions:
+                first = min(s.started for s in p.sessions.values())
+                deadlines.append(first + self.config.session_timeout)
+            if p.queue:
+                head = p.queue[0]
+                bucket = p.serve_budget if isinstance(head, RequestFrame) else p.reconcile_budget
+                deadlines.append(bucket.ready_at(_cost(head), bucket.updated))
+        return min(deadlines) if deadlines else None
+
+    # -- entry points ----------------------------------------------------------
+
+    def connect(self, peer: PeerId, now: float) -> list[Output]:
+        """A new link: start a reconciliation with it (§11.4.2)."""
+        self._enter(now)
+        until = self.book.banned_until(peer, now)
+        if until is not None:
+            return [Disconnect(peer, "backing off after misbehaviour", until)]
+        if peer in self._peers:
+            return []
+        c = self.config
+        p = _Peer(
+            peer,
+            TokenBucket.full(c.announce_rate, c.announce_burst, now),
+            TokenBucket.full(c.serve_rate, c.serve_burst, now),
+            TokenBucket.full(c.reconcile_rate, c.reconcile_burst, now),
+        )
+        self._peers[peer] = p
+        if self._next_reconcile is None:
+            self._next_reconcile = now + c.reconcile_interval
+        out: list[Output] = []
+        self._start_session(p, now, out)
+        return out
+
+    def disconnect(self, peer: PeerId, now: float) -> list[Output]:
+        self._enter(now)
+        self._drop(peer)
+        return []
+
+    def publish(self, raw_event: bytes, now: float) -> list[Output]:
+        """Ingest a local event, then push it.  Invalid input raises the
+        ledger's ``InvalidInput`` to the local caller."""
+        self._enter(now)
+        result = self.ledger.ingest(raw_event, source=None)
+        out: list[Output] = []
+        if result.status is IngestStatus.ACCEPTED:
+            for ev in result.accepted:
+                self._accepted(ev, None, out)
+            self._push(list(result.accepted), True, None, out)
+        return out
+
+    def receive(self, peer: PeerId, frame: bytes, now: float) -> list[Output]:
+        self._enter(now)
+        p = self._peers.get(peer)
+        if p is None:
+            return []  # a frame still in flight from a link we dropped
+        self.stats.frames_received += 1
+        self.stats.bytes_received += len(frame)
+        out: list[Output] = []
+        try:
+            f: Frame = decode_frame(frame, self.limits)
+        except InvalidInput as exc:
+            self._offence(p, exc, self.config.score.invalid_penalty, now, out)
+            return out
+        if isinstance(f, EventsFrame):
+            self._on_events(p, f, now, out)
+        elif isinstance(f, AnnounceFrame):
+            self._on_announce(p, f, now, out)
+        else:
+            # requests and reconciliation cost us work: they wait for the
+            # peer's budget, in order (§11.5.2)
+            if p.queue or not self._budget_take(p, f, now):
+                if len(p.queue) >= self.config.max_queued_frames:
+                    exc = LimitExceededError("too many frames beyond the peer's budget")
+                    self._offence(p, exc, self.config.score.flood_penalty, now, out)
+                    return out
+                p.queue.append(f)
+            else:
+                self._handle_costly(p, f, now, out)
+        self._pump(p, now, out)
+        return out
+
+    def tick(self, now: float) -> list[Output]:
+        self._enter(now)
+        out: list[Output] = []
+        for p in list(self._peers.values()):
+            self._drain(p, now, out)
+        expired = [eid for eid, (_, d) in self._inflight.items() if d <= now]
+        for eid in expired:
+            self._clear_inflight(eid)
+            self.stats.request_timeouts += 1
+        for p in self._peers.values():
+            for sid, s in list(p.sessions.items()):
+                if now >= s.started + self.config.session_timeout:
+                    del p.sessions[sid]
+                    self.stats.reconcile_timeouts += 1
+        if self._next_reconcile is not None and now >= self._next_reconcile:
+            idle = [p for p in self._peers.values() if not p.sessions]
+            if idle:
+                self._start_session(self.rng.choice(idle), now, out)
+            self._next_reconcile = now + self.config.reconcile_interval
+        for p in list(self._peers.values()):
+            self._pump(p, now, out)
+        return out
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _enter(self, now: float) -> None:
+        self._now = now
+        # Someone else may have ingested into the ledger (the node adapter
+        # does for events from other protocols): catch up, in acceptance order.
+        if len(self._seq) < self.ledger.event_count:
+            for eid in self.ledger.event_ids():
+                if eid not in self._seq:
+                    self._seq[eid] = len(self._seq)
+                    self.index.add(eid)
+
+    def _send(self, peer: PeerId, frame: Frame, out: list[Output]) -> None:
+        data = encode_frame(frame)
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(data)
+        out.append(Send(peer, data))
+
+    def _drop(self, peer: PeerId) -> None:
+        p = self._peers.pop(peer, None)
+        if p is None:
+            return
+        for eid in p.inflight:
+            self._inflight.pop(eid, None)
+
+    def _offence(
+        self, p: _Peer, exc: InvalidInput, penalty: float, now: float, out: list[Output]
+    ) -> bool:
+        """Score an offence; True if the peer is now disconnected."""
+        self.stats.offences += 1
+        out.append(Misbehaved(p.id, exc))
+        until = self.book.penalise(p.id, penalty, now)
+        if until is None:
+            return False
+        self._drop(p.id)
+        self.stats.disconnects += 1
+        out.append(Disconnect(p.id, f"misbehaved: {exc.code}", until))
+        return True
+
+    def _accepted(self, ev: Event, source: PeerId | None, out: list[Output]) -> None:
+        self._seq[ev.id] = len(self._seq)
+        self.index.add(ev.id)
+        self.stats.events_delivered += 1
+        out.append(Delivered(ev, source))
+
+    def _clear_inflight(self, eid: bytes) -> PeerId | None:
+        entry = self._inflight.pop(eid, None)
+        if entry is None:
+            return None
+        p = self._peers.get(entry[0])
+        if p is not None:
+            p.inflight.discard(eid)
+        return entry[0]
+
+    def _lacks(self, eid: bytes) -> bool:
+        return not (self.ledger.has(eid) or eid in self.ledger.escrow or eid in self._inflight)
+
+    def _want(self, p: _Peer, ids: tuple[bytes, ...], first: bool = False) -> None:
+        for eid in ids:
+            if not self._lacks(eid):
+                continue
+            if eid not in p.want and len(p.want) >= self.config.max_wanted_per_peer:
+                break  # reconciliation finds the rest later
+            p.want[eid] = None
+            if first:
+                p.want.move_to_end(eid, last=False)
+
+    def _budget_take(self, p: _Peer, f: RequestFrame | ReconcileFrame, now: float) -> bool:
+        bucket = p.serve_budget if isinstance(f, RequestFrame) else p.reconcile_budget
+        return bucket.take(_cost(f), now)
+
+    def _drain(self, p: _Peer, now: float, out: list[Output]) -> None:
+        while p.queue and p.id in self._peers:
+            if not self._budget_take(p, p.queue[0], now):
+                return
+            self._handle_costly(p, p.queue.popleft(), now, out)
+
+    def _handle_costly(
+        self, p: _Peer, f: RequestFrame | ReconcileFrame, now: float, out: list[Output]
+    ) -> None:
+        if isinstance(f, RequestFrame):
+            self._serve(p, f, out)
+        else:
+            self._on_reconcile(p, f, now, out)
+
+    # -- push and fetch (§11.4.1, §11.4.3) ---------------------------------------
+
+    def _events_frames(self, raws: list[bytes], missing: list[bytes]) -> list[EventsFrame]:
+        budget = self.config.max_frame_bytes - _FRAME_SLACK
+        frames: list[EventsFrame] = []
+        cur: list[bytes] = []
+        size = 0
+        for raw in raws:
+            cost = len(raw) + 5
+            if cur and (size + cost > budget or len(cur) >= self.config.max_events_per_frame):
+                frames.append(EventsFrame(tuple(cur)))
+                cur, size = [], 0
+            cur.append(raw)
+            size += cost
+        if missing:
+            if cur and size + 32 * len(missing) > budget:
+                frames.append(EventsFrame(tuple(cur)))
+                cur = []
+            frames.append(EventsFrame(tuple(cur), tuple(missing)))
+        elif cur:
+            frames.append(EventsFrame(tuple(cur)))
+        return frames
+
+    def _push(
+        self, events: list[Event], eager: bool, exclude: PeerId | None, out: list[Output]
+    ) -> None:
+        """Eager push to a few peers and id announcements to the rest."""
+        if not events:
+            return
+        targets = [q for q in self._peers if q != exclude]
+        chosen: set[PeerId] = set()
+        if eager:
+            chosen = set(self.rng.sample(targets, min(self.config.eager_fanout, len(targets))))
+        raws = [ev.raw for ev in events]
+        ids = [ev.id for ev in events]
+        step = self.config.max_ids_per_frame
+        for q in targets:
+            if q in chosen:
+                for f in self._events_frames(raws, []):
+                    self._send(q, f, out)
+            else:
+                self.stats.ids_announced += len(ids)
+                for i in range(0, len(ids), step):
+                    self._send(q, AnnounceFrame(tuple(ids[i : i + step])), out)
+
+    def _pump(self, p: _Peer, now: float, out: list[Output]) -> None:
+        """Request wanted ids from ``p`` while its window has room."""
+        if p.id not in self._peers:
+            return
+        room = self.window - len(p.inflight)
+        batch: list[bytes] = []
+        while room > 0 and p.want:
+            eid, _ = p.want.popitem(last=False)
+            if self._lacks(eid):
+                batch.append(eid)
+                room -= 1
+        if not batch:
+            return
+        deadline = now + self.config.request_timeout
+        for eid in batch:
+            self._inflight[eid] = (p.id, deadline)
+            p.inflight.add(eid)
+        self.stats.ids_requested += len(batch)
+        self._send(p.id, RequestFrame(tuple(batch)), out)
+
+    def _serve(self, p: _Peer, f: RequestFrame, out: list[Output]) -> None:
+        found: list[tuple[int, bytes]] = []
+        missing: list[bytes] = []
+        for eid in f.ids:
+            seq = self._seq.get(eid)
+            raw = self.ledger.store.get(eid) if seq is not None else None
+            if seq is None or raw is None:
+                missing.append(eid)
+            else:
+                found.append((seq, raw))
+        found.sort()  # acceptance order: parents before children
+        self.stats.ids_served += len(found)
+        for frame in self._events_frames([raw for _, raw in found], missing):
+            self._send(p.id, frame, out)
+
+    def _on_announce(self, p: _Peer, f: AnnounceFrame, now: float, out: list[Output]) -> None:
+        # Announcements are hints: beyond the budget they are dropped, and
+        # reconciliation finds the ids later (a budget slows, never refuses).
+        if not p.announce_budget.take(len(f.ids), now):
+            self.stats.announced_ids_dropped += len(f.ids)
+            return
+        self._want(p, f.ids)
+
+    def _on_events(self, p: _Peer, f: EventsFrame, now: float, out: list[Output]) -> None:
+        pushed: list[Event] = []
+        pulled: list[Event] = []
+        for raw in f.events:
+            self.stats.events_received += 1
+            try:
+                result = self.ledger.ingest(raw, source=p.id)
+            except UnsupportedVersionError:
+                # a newer honest peer may relay formats we cannot read yet
+                continue
+            except InvalidInput as exc:
+                if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
+                    break
+                continue
+            solicited = self._clear_inflight(result.event_id) is not None
+            if result.status is IngestStatus.DUPLICATE:
+                self.stats.duplicate_events += 1
+            elif result.status is IngestStatus.ESCROWED:
+                self.stats.events_escrowed += 1
+                self._want(p, result.missing, first=True)
+            else:
+                self.book.reward(p.id, self.config.score.delivery_reward, now)
+                for i, ev in enumerate(result.accepted):
+                    self._accepted(ev, p.id if i == 0 else None, out)
+                (pulled if solicited else pushed).extend(result.accepted)
+        for eid in f.missing:
+            if eid in p.inflight:
+                self._clear_inflight(eid)
+                until = self.book.penalise(p.id, self.config.score.undelivered_penalty, now)
+                if until is not None and p.id in self._peers:
+                    self._drop(p.id)
+                    self.stats.disconnects += 1
+                    out.append(Disconnect(p.id, "announced ids it does not have", until))
+        # Events we asked for are old news to most peers: announce them only.
+        # Events pushed to us are fresh: push them on eagerly.
+        self._push(pushed, True, p.id, out)
+        self._push(pulled, False, p.id, out)
+
+    # -- reconciliation (§11.4.2) ------------------------------------------------
+
+    def _reconcile_frames(
+        self, session: int, flags: int, ranges: tuple[Range, ...]
+    ) -> list[ReconcileFrame]:
+        pieces = chunk(ranges, self.config.max_frame_bytes, self.config.max_ranges_per_frame)
+        frames = [ReconcileFrame(session, flags & FLAG_OWN, piece) for piece in pieces]
+        if flags & FLAG_FINAL:
+            last = frames[-1]
+            frames[-1] = ReconcileFrame(session, last.flags | FLAG_FINAL, last.ranges)
+        return frames
+
+    def _start_session(self, p: _Peer, now: float, out: list[Output]) -> None:
+        sid = p.next_session
+        p.next_session = (sid + 1) % (1 << 32)
+        frames = self._reconcile_frames(sid, FLAG_OWN, initiate(self.index, self.rconfig))
+        p.sessions[sid] = _Session(now, sum(needs_reply(f.ranges) for f in frames))
+        self.stats.reconcile_rounds += 1
+        for f in frames:
+            self._send(p.id, f, out)
+
+    def _on_reconcile(self, p: _Peer, f: ReconcileFrame, now: float, out: list[Output]) -> None:
+        try:
+            outcome = respond(self.index, f.ranges, self.rconfig)
+        except InvalidInput as exc:
+            self._offence(p, exc, self.config.score.invalid_penalty, now, out)
+            return
+        self._want(p, outcome.need)
+        mine = not f.own  # the frame answers a session we started
+        frames: list[ReconcileFrame] = []
+        if outcome.wants_reply:
+            flags = FLAG_FINAL | (FLAG_OWN if mine else 0)
+            frames = self._reconcile_frames(f.session, flags, outcome.reply)
+        session = p.sessions.get(f.session) if mine else None
+        if session is not None:
+            session.outstanding += sum(needs_reply(fr.ranges) for fr in frames)
+            if f.final:
+                session.outstanding -= 1
+            if session.outstanding <= 0:
+                del p.sessions[f.session]
+                self.stats.reconcile_completed += 1
+        for fr in frames:
+            self._send(p.id, fr, out)

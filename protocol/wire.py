@@ -1,0 +1,178 @@
+"""Frames of the replication protocol ``/smu/replication/1`` (PROTOCOL.md §11.2).
+
+A frame is one canonical MessagePack array ``[version, type, ...fields]``.
+The transport puts a length prefix in front of each frame and refuses a
+length over ``max_frame_bytes`` before reading the body (§11.2.1); this
+module checks the size again, then the canonical form, then every field and
+every count, so nothing of an invalid frame is used.
+
+Id lists travel as one ``bin`` of concatenated 32-byte ids, ascending and
+unique: compact, canonical by construction and cheap to parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .canonical import decode_flat, encode_flat
+from .errors import SchemaError, SizeLimitError, UnsupportedVersionError
+from .reconcile import FP_BYTES, ID_BYTES, Mode, Range, check_bound
+
+PROTOCOL_ID = "/smu/replication/1"
+WIRE_VERSION = 1
+
+
+class FrameType(IntEnum):
+    EVENTS = 1
+    ANNOUNCE = 2
+    REQUEST = 3
+    RECONCILE = 4
+
+
+#: ReconcileFrame.flags
+FLAG_OWN = 1  # the sender started this session (else the receiver did)
+FLAG_FINAL = 2  # the last frame of the answer to one frame
+
+
+@dataclass(frozen=True, slots=True)
+class WireLimits:
+    max_frame_bytes: int = 256 * 1024
+    max_events_per_frame: int = 256
+    max_ids_per_frame: int = 8192
+    max_ranges_per_frame: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class EventsFrame:
+    """Full events, parents before children; ``missing`` lists requested
+    ids the sender does not hold (only in answers to a request)."""
+
+    events: tuple[bytes, ...]
+    missing: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceFrame:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFrame:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileFrame:
+    session: int
+    flags: int
+    ranges: tuple[Range, ...]
+
+    @property
+    def own(self) -> bool:
+        return bool(self.flags & FLAG_OWN)
+
+    @property
+    def final(self) -> bool:
+        return bool(self.flags & FLAG_FINAL)
+
+
+Frame = EventsFrame | AnnounceFrame | RequestFrame | ReconcileFrame
+
+
+def _blob(ids: tuple[bytes, ...]) -> bytes:
+    return b"".join(sorted(set(ids)))
+
+
+def encode_frame(frame: Frame) -> bytes:
+    match frame:
+        case EventsFrame(events, missing):
+            return encode_flat([WIRE_VERSION, int(FrameType.EVENTS), list(events), _blob(missing)])
+        case AnnounceFrame(ids):
+            return encode_flat([WIRE_VERSION, int(FrameType.ANNOUNCE), _blob(ids)])
+        case RequestFrame(ids):
+            return encode_flat([WIRE_VERSION, int(FrameType.REQUEST), _blob(ids)])
+        case ReconcileFrame(session, flags, ranges):
+            rs = [[r.upper, int(r.mode), r.payload] for r in ranges]
+            return encode_flat([WIRE_VERSION, int(FrameType.RECONCILE), session, flags, rs])
+    raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover
+
+
+def _ids(value: object, limits: WireLimits) -> tuple[bytes, ...]:
+    if type(value) is not bytes or len(value) % ID_BYTES:
+        raise SchemaError("an id list is a bin of 32-byte ids")
+    n = len(value) // ID_BYTES
+    if n > limits.max_ids_per_frame:
+        raise SizeLimitError(f"{n} ids in one frame")
+    ids = tuple(value[i * ID_BYTES : (i + 1) * ID_BYTES] for i in range(n))
+    for a, b in zip(ids, ids[1:], strict=False):
+        if a >= b:
+            raise SchemaError("ids must be ascending and unique")
+    return ids
+
+
+def _uint(value: object, bits: int, what: str) -> int:
+    if type(value) is not int or not 0 <= value < (1 << bits):
+        raise SchemaError(f"{what} must be an unsigned {bits}-bit integer")
+    return value
+
+
+def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
+    """Parse and check one frame; every failure is an ``InvalidInput``."""
+    if len(data) > limits.max_frame_bytes:
+        raise SizeLimitError(f"frame of {len(data)} bytes over {limits.max_frame_bytes}")
+    value = decode_flat(data, limits.max_frame_bytes)
+    if type(value) is not list or len(value) < 2:
+        raise SchemaError("a frame is an array [version, type, ...]")
+    if value[0] != WIRE_VERSION or type(value[0]) is not int:
+        raise UnsupportedVersionError(f"frame version {value[0]!r}")
+    try:
+        ftype = FrameType(_uint(value[1], 8, "frame type"))
+    except ValueError as exc:
+        raise SchemaError(f"unknown frame type {value[1]!r}") from exc
+    if ftype is FrameType.EVENTS:
+        if len(value) != 4 or type(value[2]) is not list:
+            raise SchemaError("EVENTS is [1, 1, [event...], missing]")
+        events = value[2]
+        if len(events) > limits.max_events_per_frame:
+            raise SizeLimitError(f"{len(events)} events in one frame")
+        if any(type(e) is not bytes for e in events):
+            raise SchemaError("an event is a bin")
+        return EventsFrame(tuple(events), _ids(value[3], limits))
+    if ftype is FrameType.ANNOUNCE or ftype is FrameType.REQUEST:
+        if len(value) != 3:
+            raise SchemaError("ANNOUNCE and REQUEST are [1, type, ids]")
+        ids = _ids(value[2], limits)
+        return AnnounceFrame(ids) if ftype is FrameType.ANNOUNCE else RequestFrame(ids)
+    if len(value) != 5 or type(value[4]) is not list:
+        raise SchemaError("RECONCILE is [1, 4, session, flags, [range...]]")
+    session = _uint(value[2], 32, "session")
+    flags = _uint(value[3], 2, "flags")
+    raw_ranges = value[4]
+    if not raw_ranges or len(raw_ranges) > limits.max_ranges_per_frame:
+        raise SizeLimitError(f"{len(raw_ranges)} ranges in one frame")
+    ranges = []
+    total_ids = 0
+    for item in raw_ranges:
+        if type(item) is not list or len(item) != 3:
+            raise SchemaError("a range is [upper, mode, payload]")
+        upper, mode_v, payload = item
+        if type(upper) is not bytes or type(payload) is not bytes:
+            raise SchemaError("a range's bound and payload are bin")
+        check_bound(upper)
+        try:
+            mode = Mode(_uint(mode_v, 8, "mode"))
+        except ValueError as exc:
+            raise SchemaError(f"unknown range mode {mode_v!r}") from exc
+        if mode is Mode.SKIP and payload:
+            raise SchemaError("a SKIP range has no payload")
+        if mode is Mode.FP and len(payload) != FP_BYTES:
+            raise SchemaError("a fingerprint is 16 bytes")
+        if mode in (Mode.IDS, Mode.HAVE):
+            if len(payload) % ID_BYTES:
+                raise SchemaError("an id list is a multiple of 32 bytes")
+            total_ids += len(payload) // ID_BYTES
+        ranges.append(Range(upper, mode, payload))
+    if total_ids > limits.max_ids_per_frame:
+        raise SizeLimitError(f"{total_ids} ids in one frame")
+    return ReconcileFrame(session, flags, tuple(ranges))

@@ -1,0 +1,111 @@
+"""The node's local parts without the network: store, data directory, CLI errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.datadir import DataDir
+from node.errors import NodeUsageError, StoreError
+from node.storage import SqliteEventStore
+from node.verify import verify_store
+from protocol.ledger import Ledger
+
+from .conftest import FAST, History
+
+
+def test_sqlite_store_survives_reopen_and_rebuilds_state(tmp_path: Path) -> None:
+    h = History()
+    h.add("a1", "d0", "d1", ["g"])
+    h.revoke("rv", "d0", "d1", ["a1"])
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    ledger = Ledger(FAST, store=store)
+    for e in h.events.values():
+        ledger.ingest(e.raw)
+    store.flush()
+    digest = ledger.state(h.account).digest
+    store.close()
+    again = Ledger(FAST, store=SqliteEventStore(tmp_path / "events.sqlite"))
+    assert again.state(h.account).digest == digest
+    assert again.event_count == 3
+
+
+def test_unflushed_events_are_not_durable(tmp_path: Path) -> None:
+    h = History()
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    Ledger(FAST, store=store).ingest(h.genesis.raw)
+    # A second connection sees only committed data: nothing until flush.
+    other = SqliteEventStore(tmp_path / "events.sqlite")
+    assert len(other) == 0
+    store.flush()
+    assert len(SqliteEventStore(tmp_path / "events.sqlite")) == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store.db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    store.close()
+    with pytest.raises(StoreError, match="upgrade smu"):
+        SqliteEventStore(tmp_path / "events.sqlite")
+
+
+def test_log_verify_finds_tampering(tmp_path: Path) -> None:
+    h = History()
+    h.add("a1", "d0", "d1", ["g"])
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    ledger = Ledger(FAST, store=store)
+    for e in h.events.values():
+        ledger.ingest(e.raw)
+    store.close()
+    assert verify_store(tmp_path / "events.sqlite", FAST).ok
+    raw = bytearray(h.events["a1"].raw)
+    raw[-1] ^= 1  # break the signature
+    db = SqliteEventStore(tmp_path / "events.sqlite").db
+    db.execute("UPDATE events SET raw=? WHERE id=?", (bytes(raw), h.events["a1"].id))
+    report = verify_store(tmp_path / "events.sqlite", FAST)
+    assert not report.ok
+    assert report.problems[0]["error"] == "bad_signature"
+
+
+def test_datadir_modes_and_passphrase(tmp_path: Path) -> None:
+    dd = DataDir(tmp_path / "node")
+    secrets = dd.init("smu-test", "laptop", passphrase="correct horse")
+    assert stat.S_IMODE(dd.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE(dd.keys_path.stat().st_mode) == 0o600
+    assert secrets.device.sign_seed.hex() not in dd.keys_path.read_text()
+    assert dd.load_secrets("correct horse").device.sign_public == secrets.device.sign_public
+    with pytest.raises(NodeUsageError, match="wrong passphrase"):
+        dd.load_secrets("wrong")
+    os.chmod(dd.keys_path, 0o644)
+    with pytest.raises(NodeUsageError, match="chmod 600"):
+        dd.load_secrets("correct horse")
+
+
+def _smu(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    r = _smu("node", "status", "--data-dir", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "smu node run" in r.stderr
+    r = _smu("account", "show", "--data-dir", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    r = _smu("node", "run", "--bogus")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--help" in r.stderr
+    r = _smu("node", "run", "--data-dir", str(tmp_path / "uninitialised"))
+    assert r.returncode == 1 and "smu init" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_init_json_has_no_secrets(tmp_path: Path) -> None:
+    r = _smu("init", "--data-dir", str(tmp_path / "n"), "--network", "smu-test", "--json")
+    assert r.returncode == 0, r.stderr
+    secrets = DataDir(tmp_path / "n").load_secrets()
+    assert secrets.device.sign_seed.hex() not in r.stdout
+    assert secrets.node_seed.hex() not in r.stdout

@@ -1,0 +1,96 @@
+"""Signed device records: acceptance rules of DESIGN §3 (soft state)."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.errors import (
+    BadSignatureError,
+    BadTimestampError,
+    UnauthorisedError,
+    WrongNetworkError,
+)
+from protocol.params import NetworkParams
+from protocol.records import MAX_SKEW_MS, Offer, RecordBook, decode_record, make_record
+
+from .conftest import FAST, T0, History
+
+HOUR = 3600 * 1000
+
+
+def _active(h: History, ledger_state_keys: frozenset[bytes]):  # type: ignore[no-untyped-def]
+    return lambda account, device: account == h.account and device in ledger_state_keys
+
+
+def test_newest_wins_and_revocation_drops() -> None:
+    h = History()
+    h.add("a1", "d0", "d1", ["g"])
+    ledger = h.ledger()
+    book = RecordBook(FAST)
+    active = _active(h, ledger.state(h.account).active_keys)
+    r1 = make_record(
+        FAST,
+        h.account,
+        h.keys["d1"],
+        timestamp=T0,
+        lifetime_ms=HOUR,
+        peer_ids=("12D3KooWA",),
+        addrs=("/ip4/127.0.0.1/tcp/1",),
+    )
+    r2 = make_record(
+        FAST,
+        h.account,
+        h.keys["d1"],
+        timestamp=T0 + 10,
+        lifetime_ms=HOUR,
+        peer_ids=("12D3KooWB",),
+        addrs=(),
+    )
+    assert book.offer(r2.raw, active, T0)[0] is Offer.ACCEPTED
+    assert book.offer(r1.raw, active, T0)[0] is Offer.STALE
+    assert book.get(h.account, h.keys["d1"].sign_public) == r2
+    h.revoke("rv", "d0", "d1", ["a1"])
+    ledger.ingest(h.events["rv"].raw)
+    dropped = book.prune(_active(h, ledger.state(h.account).active_keys), T0)
+    assert dropped == [r2] and len(book) == 0
+    with pytest.raises(UnauthorisedError):
+        book.offer(r2.raw, _active(h, ledger.state(h.account).active_keys), T0)
+
+
+def test_rejections() -> None:
+    h = History()
+    active = _active(h, h.ledger().state(h.account).active_keys)
+    book = RecordBook(FAST)
+    future = make_record(
+        FAST,
+        h.account,
+        h.keys["d0"],
+        timestamp=T0 + MAX_SKEW_MS + 1,
+        lifetime_ms=HOUR,
+        peer_ids=(),
+        addrs=(),
+    )
+    with pytest.raises(BadTimestampError):
+        book.offer(future.raw, active, T0)
+    old = make_record(
+        FAST,
+        h.account,
+        h.keys["d0"],
+        timestamp=T0 - 2 * HOUR,
+        lifetime_ms=HOUR,
+        peer_ids=(),
+        addrs=(),
+    )
+    with pytest.raises(BadTimestampError):
+        book.offer(old.raw, active, T0)
+    ok = make_record(
+        FAST, h.account, h.keys["d0"], timestamp=T0, lifetime_ms=HOUR, peer_ids=(), addrs=()
+    )
+    forged = bytearray(ok.raw)
+    forged[-1] ^= 1
+    with pytest.raises(BadSignatureError):
+        book.offer(bytes(forged), active, T0)
+    other = NetworkParams(network_id="smu-other", genesis_pow_bits=0, event_pow_bits=0)
+    with pytest.raises(WrongNetworkError):
+        decode_record(ok.raw, other)
+    assert len(book) == 0
