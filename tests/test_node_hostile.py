@@ -1,0 +1,171 @@
+"""A hostile peer against a real node over loopback (issue: Node, Tests).
+
+The peer is a libp2p host in this process; the node is a separate process.
+Forged, malformed and oversized frames get the peer disconnected and
+backed off, nothing invalid is stored, and honest replication goes on.
+Repeating valid events is normal and is not punished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from node.netdemo import Demo, DemoNode
+from node.transport import FRAME_HEADER, REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr
+from protocol import authoring
+from protocol.keys import DeviceKeys, RecoveryKey
+from protocol.params import TESTNET
+from protocol.wire import EventsFrame, encode_frame
+
+T = 1_750_000_000_000
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[DemoNode, DemoNode]]:
+    d = Demo(tmp_path, as_json=True)
+    a, b = DemoNode(tmp_path, "honest-a"), DemoNode(tmp_path, "honest-b")
+    d.nodes = [a, b]
+    try:
+        for n in d.nodes:
+            n.start()
+        for n in d.nodes:
+            n.wait_ready()
+        d.connect(a, b)
+        yield a, b
+    finally:
+        for n in d.nodes:
+            n.stop()
+
+
+class Hostile:
+    def __init__(self, host: Any, stream: Any) -> None:
+        self.host, self.stream = host, stream
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.write(data)
+
+    async def send(self, payload: bytes) -> None:
+        await self.stream.write(frame(payload))
+
+    async def disconnected_within(self, seconds: float) -> bool:
+        """Read until the node closes the stream (True) or time runs out."""
+        with trio.move_on_after(seconds):
+            try:
+                while True:
+                    if not await self.stream.read(65536):
+                        return True
+            except Exception:
+                return True
+        return False
+
+    async def refused(self, addr: str) -> bool:
+        """A new stream from this peer is closed at once (back-off)."""
+        try:
+            stream = await self.host.new_stream(
+                info_from_p2p_addr(parse_multiaddr(addr)).peer_id, [TProtocol(REPLICATION_PROTOCOL)]
+            )
+        except Exception:
+            return True
+        return await Hostile(self.host, stream).disconnected_within(5)
+
+
+@asynccontextmanager
+async def hostile_peer(addr: str) -> AsyncIterator[Hostile]:
+    host = make_host(os.urandom(32))
+    async with host.run([parse_multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(parse_multiaddr(addr))
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
+        try:
+            yield Hostile(host, stream)
+        finally:
+            await host.close()
+
+
+def _events() -> list[bytes]:
+    k0, k1 = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
+    g = authoring.genesis(
+        TESTNET, k0, RecoveryKey(b"\x03" * 32), display_name="victim", device_name="d0", timestamp=T
+    )
+    add = authoring.add_device(
+        TESTNET, g.id, [g.id], k0, authoring.introduce(TESTNET, g.id, k1, "d1"), timestamp=T + 1
+    )
+    return [g.raw, add.raw]
+
+
+def _forged(raw: bytes) -> bytes:
+    bad = bytearray(raw)
+    bad[-1] ^= 0x40  # the signature's last byte
+    return bytes(bad)
+
+
+def _has(node: DemoNode, raw: bytes) -> bool:
+    from protocol.events import decode_event
+
+    event_id = decode_event(raw, TESTNET).id.hex()
+    return bool(node.client.call("event.has", ids=[event_id])["present"])
+
+
+async def _honest_replication_goes_on(a: DemoNode, b: DemoNode, seed: int) -> None:
+    k = DeviceKeys.from_random(bytes([seed]) * 64)
+    g = authoring.genesis(
+        TESTNET,
+        k,
+        RecoveryKey(bytes([seed]) * 32),
+        display_name=f"honest{seed}",
+        device_name="d",
+        timestamp=T,
+    )
+    await trio.to_thread.run_sync(b.submit, g)
+    with trio.fail_after(20):
+        while not await trio.to_thread.run_sync(_has, a, g.raw):
+            await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["garbage", "non_canonical", "forged_event", "oversized_length"],
+)
+async def test_misbehaving_peer_is_cut_off(nodes: tuple[DemoNode, DemoNode], attack: str) -> None:
+    a, b = nodes
+    genesis, add = _events()
+    async with hostile_peer(a.addr) as peer:
+        if attack == "garbage":
+            await peer.send(b"\xff\x00 not msgpack at all")
+        elif attack == "non_canonical":
+            # a uint8-encoded 1 where a positive fixint is canonical
+            await peer.send(b"\x93\xcc\x01\x02\xc4\x00")
+        elif attack == "forged_event":
+            await peer.send(encode_frame(EventsFrame(events=(_forged(genesis),))))
+        else:
+            await peer.send_raw(FRAME_HEADER.pack(64 * 1024 * 1024) + b"x" * 1024)
+        assert await peer.disconnected_within(10), "the node kept a misbehaving peer"
+        assert await peer.refused(a.addr), "the node accepted the peer again at once"
+        if attack == "forged_event":
+            assert not await trio.to_thread.run_sync(_has, a, genesis)
+        peers = await trio.to_thread.run_sync(lambda: a.client.call("peers.list"))
+        assert peer.host.get_id().to_base58() not in {p["peer_id"] for p in peers["peers"]}
+    await _honest_replication_goes_on(a, b, seed=10 + len(attack))
+    assert not await trio.to_thread.run_sync(_has, b, _forged(genesis))
+
+
+async def test_repeating_valid_events_is_not_punished(nodes: tuple[DemoNode, DemoNode]) -> None:
+    a, _ = nodes
+    genesis, add = _events()
+    async with hostile_peer(a.addr) as peer:
+        for _ in range(50):
+            await peer.send(encode_frame(EventsFrame(events=(genesis, add))))
+        assert not await peer.disconnected_within(2)
+        peers = await trio.to_thread.run_sync(lambda: a.client.call("peers.list"))
+        mine = [p for p in peers["peers"] if p["peer_id"] == peer.host.get_id().to_base58()]
+        assert mine and mine[0]["score"] >= 0
+        assert await trio.to_thread.run_sync(_has, a, add)
