@@ -137,7 +137,7 @@ async def _honest_replication_goes_on(a: DemoNode, b: DemoNode, seed: int) -> No
 )
 async def test_misbehaving_peer_is_cut_off(nodes: tuple[DemoNode, DemoNode], attack: str) -> None:
     a, b = nodes
-    genesis, add = _events()
+    genesis, _ = _events()
     async with hostile_peer(a.addr) as peer:
         if attack == "garbage":
             await peer.send(b"\xff\x00 not msgpack at all")
