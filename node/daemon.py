@@ -22,6 +22,12 @@ from typing import Any
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from protocol import authoring
+from protocol.errors import InvalidInput, UsageError
+from protocol.keys import RecoveryKey, handle
+from protocol.ledger import IngestStatus, Ledger
+from protocol.params import NetworkParams, network_by_id
 from protocol.replication import (
     Delivered,
     Disconnect,
@@ -31,18 +37,14 @@ from protocol.replication import (
     Replicator,
     Send,
 )
-
-from protocol import authoring
-from protocol.errors import InvalidInput, UsageError
-from protocol.keys import RecoveryKey, handle
-from protocol.ledger import IngestStatus, Ledger
-from protocol.params import NetworkParams, network_by_id
+from protocol.wire import WireLimits
 
 from . import control
 from .account_rpc import AccountMethods
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .errors import PeerError
+from .preverify import VerifiedCache
 from .render import state_json
 from .storage import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr, read_frame
@@ -84,6 +86,8 @@ class Daemon:
         # Events in the store were verified before they were stored;
         # `smu log verify` re-checks them from scratch.
         self.ledger = Ledger(self.params, store=self.store, verify_signatures_on_load=False)
+        self.verified = VerifiedCache(self.params, WireLimits())
+        self.ledger.verify = self.verified.verify
         log.info("loaded %d events in %.2fs", self.ledger.event_count, time.monotonic() - started)
         self.replicator = Replicator(
             self.ledger, random.Random(os.urandom(16)), replication or ReplicationConfig()
@@ -224,18 +228,29 @@ class Daemon:
             self._apply(self.replicator.disconnect(link.peer, trio.current_time()))
 
     async def _reader(self, link: Link) -> None:
+        """Read frames; a worker thread checks signatures one frame ahead."""
+        send, recv = trio.open_memory_channel[bytes](2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_and_verify, link, send)
+            async for data in recv:
+                self._apply(self.replicator.receive(link.peer, data, trio.current_time()))
+            nursery.cancel_scope.cancel()
+
+    async def _read_and_verify(self, link: Link, out: trio.MemorySendChannel[bytes]) -> None:
         limit = self.replicator.config.max_frame_bytes
-        while True:
-            try:
-                data = await read_frame(link.stream, limit)
-            except PeerError as exc:
-                log.warning("peer %s: %s; disconnecting", link.peer, exc)
-                self.backoff[link.peer] = trio.current_time() + 60.0
-                return
-            except Exception as exc:  # stream reset, EOF, libp2p errors
-                log.debug("peer %s: link ended: %s", link.peer, exc)
-                return
-            self._apply(self.replicator.receive(link.peer, data, trio.current_time()))
+        async with out:
+            while True:
+                try:
+                    data = await read_frame(link.stream, limit)
+                except PeerError as exc:
+                    log.warning("peer %s: %s; disconnecting", link.peer, exc)
+                    self.backoff[link.peer] = trio.current_time() + 60.0
+                    return
+                except Exception as exc:  # stream reset, EOF, libp2p errors
+                    log.debug("peer %s: link ended: %s", link.peer, exc)
+                    return
+                await trio.to_thread.run_sync(self.verified.preverify, data)
+                await out.send(data)
 
     async def _writer(self, link: Link) -> None:
         async for data in link.recv:
