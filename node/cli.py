@@ -146,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --json: include the new recovery key in the JSON output",
     )
 
+    p = sub.add_parser(
+        "invite", parents=[common], help="an invite for your account (code, URI, QR)"
+    )
+    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+
+    contact = sub.add_parser("contact", help="contacts").add_subparsers(
+        dest="contact_command", required=True, parser_class=_Parser
+    )
+    p = contact.add_parser("add", parents=[common], help="add a contact")
+    p.add_argument("ref", metavar="INVITE|ACCOUNT_ID|HANDLE")
+    p.add_argument("--name", default=None, help="your name for the contact")
+    contact.add_parser("list", parents=[common], help="contacts, with changes to their accounts")
+    p = contact.add_parser("ack", parents=[common], help="mark a contact's changes as seen")
+    p.add_argument("contact", metavar="CONTACT")
+
+    p = sub.add_parser("verify", parents=[common], help="the safety number with a contact")
+    p.add_argument("contact", metavar="CONTACT")
+    p.add_argument(
+        "--confirm",
+        action="store_true",
+        help="mark the contact verified (after comparing the number in person)",
+    )
+
     logp = sub.add_parser("log", help="the local event store").add_subparsers(
         dest="log_command", required=True, parser_class=_Parser
     )
@@ -401,6 +424,62 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def qr_text(data: str) -> str:
+    """A QR code drawn with block characters (segno), for a terminal."""
+    import io
+
+    import segno
+
+    out = io.StringIO()
+    segno.make(data.upper(), error="m").terminal(out=out, compact=True)
+    return out.getvalue()
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    r = _client(args).call("invite.create")
+    text = [f"invite for {r['handle']}", f"  code  {r['invite']}", f"  URI   {r['uri']}"]
+    if not args.no_qr:
+        text.append(qr_text(r["uri"]))
+    _out(args, r, "\n".join(text))
+    return 0
+
+
+def cmd_contact(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.contact_command == "add":
+        r = c.call("contact.add", ref=args.ref, name=args.name)
+        note = "" if r["synced"] else " (its log is not here yet; it will arrive by gossip)"
+        _out(args, r, f"added {r['name']}: {r['handle']}{note}")
+    elif args.contact_command == "ack":
+        _out(args, c.call("contact.ack", contact=args.contact), "marked as seen")
+    else:
+        r = c.call("contact.list")
+        lines = []
+        for x in r["contacts"]:
+            mark = "verified" if x["verified"] else "not verified"
+            lines.append(
+                f"{x['name']:<16} {x['handle'] or '(not synced)':<28} {x['status']:<12} {mark}"
+            )
+            lines += [f"    ! {change}" for change in x["changes"]]
+        _out(args, r, "\n".join(lines) or "no contacts")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    r = _client(args).call("contact.verify", contact=args.contact, confirm=args.confirm)
+    n = r["safety_number"].split()
+    grid = "\n".join("    " + " ".join(n[i : i + 4]) for i in range(0, 12, 4))
+    state = "verified" if r["contact"]["verified"] else "not verified"
+    _out(
+        args,
+        r,
+        f"safety number with {r['contact']['name']} ({state}):\n{grid}\n"
+        "compare it with your contact in person or on a call; if it matches, run "
+        f"`smu verify {args.contact} --confirm`",
+    )
+    return 0
+
+
 def cmd_log_verify(args: argparse.Namespace) -> int:
     from protocol.params import network_by_id
 
@@ -454,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         "peers": cmd_peers,
         "demo": cmd_demo,
         "recover": cmd_recover,
+        "invite": cmd_invite,
+        "contact": cmd_contact,
+        "verify": cmd_verify,
     }
     try:
         if args.command == "node":

@@ -41,6 +41,7 @@ from protocol.wire import WireLimits
 
 from . import control
 from .account_rpc import AccountMethods
+from .contacts import ContactMethods
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .errors import PeerError
@@ -312,6 +313,7 @@ class Daemon:
             "account.list": self._rpc_account_list,
             "event.has": self._rpc_event_has,
             **AccountMethods(self).handlers(),
+            **ContactMethods(self).handlers(),
         }
 
     def set_digest(self) -> str:

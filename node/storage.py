@@ -17,7 +17,7 @@ from protocol.events import Event
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Forward migrations: MIGRATIONS[v] upgrades a database from version v to v+1.
 MIGRATIONS: dict[int, list[str]] = {
@@ -29,6 +29,18 @@ MIGRATIONS: dict[int, list[str]] = {
                account BLOB NOT NULL,
                raw BLOB NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS events_account ON events(account, seq)",
+    ],
+    1: [
+        # Contacts (node/contacts.py).  seen_devices is what the user last
+        # acknowledged of the contact's devices: {sign_public hex: status}.
+        """CREATE TABLE IF NOT EXISTS contacts (
+               account BLOB PRIMARY KEY,
+               name TEXT NOT NULL,
+               added_ms INTEGER NOT NULL,
+               verified INTEGER NOT NULL DEFAULT 0,
+               verified_recovers INTEGER NOT NULL DEFAULT 0,
+               seen_devices TEXT NOT NULL DEFAULT '{}',
+               blocked INTEGER NOT NULL DEFAULT 0)""",
     ],
 }
 

@@ -29,6 +29,7 @@ D_SAFETY_NUMBER = b"smu/safety-number/v1\x00"
 D_STATE_DIGEST = b"smu/state-digest/v1\x00"
 D_PAPER_KEY = b"smu/paper-key/v1\x00"
 D_DEVICE_RECORD = b"smu/device-record/v1\x00"
+D_INVITE_CHECKSUM = b"smu/invite-checksum/v1\x00"
 
 
 def hash32(domain: bytes, data: bytes) -> bytes:

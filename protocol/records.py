@@ -1,4 +1,4 @@
-"""Signed device records: soft state beside the log (PROTOCOL.md §12).
+"""Signed device records: soft state beside the log (PROTOCOL.md §16).
 
 A device publishes where it can be reached (libp2p peer ids and
 multiaddrs; later mailbox grants and prekeys) in a record it signs.  Records
