@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from node.netdemo import Demo, DemoNode
+from node.netdemo import Demo
 from protocol import authoring
 from protocol.keys import DeviceKeys
+from protocol.params import TESTNET
 
 from .test_node_net import _start
 
@@ -51,11 +52,11 @@ def test_contact_lifecycle(demo: Demo) -> None:
     acc = bytes.fromhex(alice["account_id"])
     head = bytes.fromhex(a.client.call("account.show")["heads"][0])
     add = authoring.add_device(
-        a_params(),
+        TESTNET,
         acc,
         [head],
         a.device(),
-        authoring.introduce(a_params(), acc, laptop, "laptop"),
+        authoring.introduce(TESTNET, acc, laptop, "laptop"),
         timestamp=int(time.time() * 1000),
     )
     a.submit(add)
@@ -84,12 +85,6 @@ def test_contact_lifecycle(demo: Demo) -> None:
     assert r.returncode == 0 and n_ab.split()[0] in r.stdout and "not verified" in r.stdout
 
 
-def a_params():  # type: ignore[no-untyped-def]
-    from protocol.params import TESTNET
-
-    return TESTNET
-
-
 def test_contact_errors(demo: Demo) -> None:
     (a,) = _start(demo, ["solo"])
     r = subprocess.run(
@@ -116,7 +111,3 @@ def test_contact_errors(demo: Demo) -> None:
         timeout=60,
     )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "invite" in r.stderr
-
-
-def _unused(node: DemoNode) -> None:  # keeps DemoNode imported for type readers
-    del node
