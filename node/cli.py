@@ -16,12 +16,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .control import ControlClient
 from .datadir import DataDir, default_data_dir, write_private
-from .errors import NodeError, NodeUsageError, RpcError
+from .errors import NodeError, NodeUsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +118,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = device.add_parser("list", parents=[common], help="devices, status and approvers")
     p.add_argument("account", nargs="?", default=None, metavar="ACCOUNT_ID|HANDLE")
+    p = device.add_parser("link", parents=[common], help="a one-time link for a new device")
+    p.add_argument(
+        "--approve", action="store_true", help="wait for the request and ask for approval here"
+    )
+    p.add_argument(
+        "--link-file",
+        type=Path,
+        default=None,
+        help="write the link to this file (mode 0600) instead of the terminal",
+    )
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --json: include the link (a secret) in the JSON output",
+    )
+    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=600,
+        metavar="SECONDS",
+        help="how long the link stays valid (at most 600)",
+    )
+    device.add_parser("pending", parents=[common], help="link requests waiting for you")
+    for name, text in (("approve", "approve a link request"), ("reject", "reject a link request")):
+        p = device.add_parser(name, parents=[common], help=text)
+        p.add_argument("id", metavar="ID", help="request id (a prefix is enough)")
+    p = device.add_parser("join", parents=[common], help="join an account with a link")
+    p.add_argument("link", metavar="LINK", help="the link string or URI from the other device")
+    p.add_argument("--name", default=None, help="this device's name")
+    p.add_argument("--yes", action="store_true", help="confirm without asking (scripts)")
     p = device.add_parser("revoke", parents=[common], help="revoke a device")
     p.add_argument("device", metavar="NAME|FINGERPRINT")
     p.add_argument("--cascade", action="store_true", help="also revoke every device it added")
@@ -380,6 +412,114 @@ def cmd_device_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise NodeUsageError(
+            "no terminal to ask on: answer with --yes, or with `smu device approve|reject ID`"
+        )
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_device_link(args: argparse.Namespace) -> int:
+    c = _client(args)
+    r = c.call("device.link", ttl_seconds=args.ttl)
+    when = time.strftime("%H:%M:%S", time.localtime(r["expires_at_ms"] / 1000))
+    if args.link_file is not None:
+        write_private(args.link_file, (r["link"] + "\n").encode())
+    if args.json:
+        doc = {"id": r["id"], "expires_at_ms": r["expires_at_ms"]}
+        if args.show_secrets:
+            doc.update(link=r["link"], uri=r["uri"])
+        if args.link_file is not None:
+            doc["link_file"] = str(args.link_file)
+        print(json.dumps(doc), flush=True)
+    elif args.link_file is not None:
+        print(f"link written to {args.link_file}; single use, valid until {when}")
+    else:
+        print(
+            "On the new device run:\n\n"
+            f"    smu device join {r['link']}\n\n"
+            f"or open {r['uri']}\nor scan:"
+        )
+        if not args.no_qr:
+            print(qr_text(r["uri"]))
+        print(
+            f"The link works once and until {when}. Anyone holding it can ask to join, so "
+            "share it only with your new device.",
+            flush=True,
+        )
+    if not args.approve:
+        return 0
+    deadline = r["expires_at_ms"] / 1000
+    while time.time() < deadline:
+        mine = [x for x in c.call("device.pending")["requests"] if x["id"] == r["id"]]
+        if not mine or mine[0]["state"] not in ("offered", "pending_approval"):
+            raise NodeUsageError("the link was refused, expired or burnt")
+        if mine[0]["awaiting_approval"]:
+            req = mine[0]
+            print(f"\nThe new device shows code {req['code']}.")
+            if _ask(f"Approve device {req['device_name']!r}, fingerprint {req['fingerprint']}?"):
+                a = c.call("device.approve", id=r["id"])
+                _out(args, a, f"approved {a['device_name']} ({a['fingerprint']})")
+            else:
+                c.call("device.reject", id=r["id"])
+                _out(args, {"rejected": True}, "rejected")
+            return 0
+        time.sleep(0.3)
+    raise NodeUsageError("the link expired before a device asked to join")
+
+
+def cmd_device_pending(args: argparse.Namespace) -> int:
+    r = _client(args).call("device.pending")
+    lines = []
+    for x in r["requests"]:
+        if x["awaiting_approval"]:
+            lines.append(
+                f"{x['id'][:8]}  {x['device_name']!r}  {x['fingerprint']}  code "
+                f"{x['code']}  -> smu device approve {x['id'][:8]}"
+            )
+        else:
+            lines.append(f"{x['id'][:8]}  {x['state']}")
+    _out(args, r, "\n".join(lines) or "no link requests")
+    return 0
+
+
+def cmd_device_answer(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.device_command == "approve":
+        r = c.call("device.approve", id=args.id)
+        _out(
+            args, r, f"approved {r['device_name']} ({r['fingerprint']}); event {r['event_id'][:12]}"
+        )
+    else:
+        _out(args, c.call("device.reject", id=args.id), "rejected")
+    return 0
+
+
+def cmd_device_join(args: argparse.Namespace) -> int:
+    c = _client(args)
+    r = c.call("device.join", link=args.link, name=args.name)
+    acct = r["account"]
+    if not args.json:
+        print(f"Joining {acct['handle']} [{acct['status']}] as {r['device_name']!r}.")
+        for d in acct["devices"]:
+            print(f"  active device {d['name']!r}  {d['fingerprint']}")
+        print(f"Confirmation code: {r['code']} — the other device must show the same code.")
+    accept = args.yes or _ask("Join this account?")
+    if accept and not args.json:
+        print("Waiting for the other device to approve...", flush=True)
+    done = c.call("device.join_confirm", join_id=r["join_id"], accept=accept)
+    if not accept:
+        _out(args, done, "declined")
+        return 1
+    _out(
+        args,
+        {**done, "code": r["code"]},
+        f"joined {done['account']['handle']}: this device is now active",
+    )
+    return 0
+
+
 def cmd_device_revoke(args: argparse.Namespace) -> int:
     r = _client(args).call(
         "device.revoke", device=args.device, cascade=args.cascade, confirm_last=args.yes
@@ -526,37 +666,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(as_json=args.json, nodes=args.nodes, keep=args.keep)
 
 
+# (command, subcommand) -> handler; subcommand None for commands without one.
+COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
+    ("init", None): cmd_init,
+    ("node", "run"): cmd_node_run,
+    ("node", "status"): cmd_node_status,
+    ("node", "stop"): cmd_node_stop,
+    ("peers", None): cmd_peers,
+    ("account", "create"): cmd_account_create,
+    ("account", "show"): cmd_account_show,
+    ("account", "list"): cmd_account_list,
+    ("account", "history"): cmd_account_history,
+    ("device", "list"): cmd_device_list,
+    ("device", "revoke"): cmd_device_revoke,
+    ("device", "link"): cmd_device_link,
+    ("device", "pending"): cmd_device_pending,
+    ("device", "approve"): cmd_device_answer,
+    ("device", "reject"): cmd_device_answer,
+    ("device", "join"): cmd_device_join,
+    ("recover", None): cmd_recover,
+    ("invite", None): cmd_invite,
+    ("contact", None): cmd_contact,
+    ("verify", None): cmd_verify,
+    ("log", "verify"): cmd_log_verify,
+    ("event", "submit"): cmd_event_submit,
+    ("demo", None): cmd_demo,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {
-        "init": cmd_init,
-        "peers": cmd_peers,
-        "demo": cmd_demo,
-        "recover": cmd_recover,
-        "invite": cmd_invite,
-        "contact": cmd_contact,
-        "verify": cmd_verify,
-    }
+    sub = getattr(args, f"{args.command}_command", None)
+    fn = COMMANDS.get((args.command, sub)) or COMMANDS[(args.command, None)]
     try:
-        if args.command == "node":
-            fn = {"run": cmd_node_run, "status": cmd_node_status, "stop": cmd_node_stop}[
-                args.node_command
-            ]
-        elif args.command == "account":
-            fn = {"create": cmd_account_create, "show": cmd_account_show, "list": cmd_account_list}[
-                args.account_command
-            ]
-        elif args.command == "log":
-            fn = cmd_log_verify
-        elif args.command == "event":
-            fn = cmd_event_submit
-        else:
-            fn = handlers[args.command]
         return fn(args)
-    except RpcError as exc:
-        sys.stderr.write(f"smu: error: {exc}\n")
-        return 1
-    except NodeError as exc:
+    except NodeError as exc:  # RpcError included: the daemon's one-line answer
         sys.stderr.write(f"smu: error: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -45,6 +45,7 @@ from .contacts import ContactMethods
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .errors import PeerError
+from .linking_node import LINK_PROTOCOL, LinkMethods
 from .preverify import VerifiedCache
 from .render import state_json
 from .storage import SqliteEventStore
@@ -101,6 +102,7 @@ class Daemon:
         self._stop = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self.linking = LinkMethods(self)
 
     # -- running ----------------------------------------------------------
 
@@ -108,6 +110,7 @@ class Daemon:
         self.host = make_host(self.secrets.node_seed)
         self.peer_id = self.host.get_id().to_base58()
         self.host.set_stream_handler(TProtocol(REPLICATION_PROTOCOL), self._on_inbound)
+        self.host.set_stream_handler(LINK_PROTOCOL, self.linking.on_stream)
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -314,6 +317,7 @@ class Daemon:
             "event.has": self._rpc_event_has,
             **AccountMethods(self).handlers(),
             **ContactMethods(self).handlers(),
+            **self.linking.handlers(),
         }
 
     def set_digest(self) -> str:

@@ -1,0 +1,378 @@
+"""Device linking on a running node (issue: Accounts and devices).
+
+The adapter for ``protocol.linking``: libp2p streams ``/smu/link/1`` with
+the same length-prefixed framing as replication (transport.py), the
+control-API methods behind ``smu device link|pending|approve|reject|join``,
+and nothing else: every decision is the machines'.  When a machine refuses,
+the adapter writes ``error_frame(exc)`` and closes the stream.
+
+Approving publishes the add-device event through the daemon (stored, then
+gossiped) before the APPROVED frame is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from protocol.errors import InvalidInput, UsageError
+from protocol.linking import (
+    APPROVER_BOUND_MAX_BYTES,
+    ApprovalRequested,
+    Approver,
+    ApproverState,
+    ConfirmRequired,
+    JoinAborted,
+    Joined,
+    Joiner,
+    LinkCompleted,
+    LinkOffer,
+    Step,
+    UnknownLinkError,
+    error_frame,
+    joiner_bound_max_bytes,
+    link_id_of,
+)
+
+from . import control
+from .control import RpcFailure
+from .transport import frame, parse_multiaddr, read_frame
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("smu.link")
+LINK_PROTOCOL = TProtocol("/smu/link/1")
+ANSWER_TIMEOUT = 30.0
+APPROVAL_TIMEOUT = 6 * 60.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class OfferSlot:
+    approver: Approver
+    stream: Any = None
+    remote: str | None = None
+    pending: bool = False
+    completed: LinkCompleted | None = None
+    finished: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass
+class JoinSession:
+    joiner: Joiner
+    stream: Any
+
+
+async def _write(stream: Any, step: Step) -> None:
+    for data in step.frames:
+        await stream.write(frame(data))
+
+
+async def _refuse(stream: Any, exc: InvalidInput) -> None:
+    with contextlib.suppress(Exception):
+        await stream.write(frame(error_frame(exc)))
+    with contextlib.suppress(Exception):
+        await stream.close()
+
+
+def _account_doc(info: Any) -> dict[str, Any]:
+    return {
+        "account_id": info.account_id.hex(),
+        "handle": info.handle,
+        "display_name": info.display_name,
+        "status": info.status.value,
+        "devices": [{"name": d.name, "fingerprint": d.fingerprint} for d in info.devices],
+    }
+
+
+class LinkMethods:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.offers: dict[bytes, OfferSlot] = {}
+        self.joins: dict[str, JoinSession] = {}
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {
+            "device.link": self.link,
+            "device.pending": self.pending,
+            "device.approve": self.approve,
+            "device.reject": self.reject,
+            "device.join": self.join,
+            "device.join_confirm": self.join_confirm,
+        }
+
+    # -- approver side ------------------------------------------------------
+
+    def _own_account(self) -> bytes:
+        account = self.d.config.get("account")
+        if not account:
+            raise RpcFailure(
+                control.USAGE,
+                "this device has no account: only a device of an account can link another",
+            )
+        return bytes.fromhex(str(account))
+
+    def _expire(self) -> None:
+        now = _now_ms()
+        for link_id, slot in list(self.offers.items()):
+            slot.approver.tick(now)
+            if (
+                slot.approver.state
+                in (ApproverState.EXPIRED, ApproverState.BURNT, ApproverState.REJECTED)
+                and slot.stream is None
+            ):
+                del self.offers[link_id]
+
+    async def link(self, params: dict[str, Any]) -> dict[str, Any]:
+        account = self._own_account()
+        state = self.d.ledger.state(account)
+        if self.d.secrets.device.sign_public not in state.active_keys:
+            raise RpcFailure(
+                control.USAGE, "this device is not active in its account: it cannot link devices"
+            )
+        self._expire()
+        addrs = [a.split("/p2p/")[0] for a in self.d.addresses()][:4]
+        ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
+        ap = Approver(
+            self.d.params,
+            account,
+            peer_id=self.d.peer_id,
+            addrs=addrs,
+            link_id=os.urandom(8),
+            secret=os.urandom(16),
+            now_ms=_now_ms(),
+            ttl_ms=max(ttl_ms, 1000),
+        )
+        self.offers[ap.offer.link_id] = OfferSlot(ap)
+        return {
+            "id": ap.offer.link_id.hex(),
+            "link": ap.offer.to_text(),
+            "uri": ap.offer.to_uri(),
+            "expires_at_ms": ap.offer.expires_at_ms,
+        }
+
+    async def on_stream(self, stream: Any) -> None:
+        """A joiner dialled us: route its first frame to the offer it names."""
+        remote = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.fail_after(ANSWER_TIMEOUT):
+                data = await read_frame(stream, APPROVER_BOUND_MAX_BYTES)
+            link_id = link_id_of(data, self.d.params)
+        except InvalidInput as exc:
+            await _refuse(stream, exc)
+            return
+        except Exception:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            return
+        slot = self.offers.get(link_id)
+        if slot is None:
+            await _refuse(stream, UnknownLinkError())
+            return
+        await self._serve(slot, stream, remote, data)
+
+    async def _serve(self, slot: OfferSlot, stream: Any, remote: str, first: bytes) -> None:
+        ap = slot.approver
+        data: bytes | None = first
+        try:
+            while data is not None:
+                try:
+                    step = ap.receive(
+                        data, remote_peer=remote, now_ms=_now_ms(), ledger=self.d.ledger
+                    )
+                except InvalidInput as exc:
+                    log.info("link %s refused %s: %s", ap.offer.link_id.hex(), remote, exc.code)
+                    await _refuse(stream, exc)
+                    return
+                if (
+                    slot.stream is None
+                    and ap.request is not None
+                    and ap.request.joiner_peer == remote
+                ):
+                    slot.stream, slot.remote = stream, remote
+                await _write(stream, step)
+                for event in step.events:
+                    if isinstance(event, ApprovalRequested):
+                        slot.pending = True
+                    elif isinstance(event, JoinAborted):
+                        slot.pending = False
+                    elif isinstance(event, LinkCompleted):
+                        slot.completed = event
+                        slot.finished.set()
+                        return
+                try:
+                    data = await read_frame(stream, APPROVER_BOUND_MAX_BYTES)
+                except Exception:
+                    data = None
+        finally:
+            if slot.stream is stream:
+                with contextlib.suppress(Exception):
+                    ap.connection_lost(remote)
+                slot.stream = None
+                slot.pending = False
+                slot.finished.set()
+
+    def _slot(self, ref: str) -> OfferSlot:
+        matches = [s for k, s in self.offers.items() if k.hex().startswith(ref.lower())]
+        if len(matches) != 1:
+            raise RpcFailure(
+                control.USAGE, f"no single pending request {ref!r}: see `smu device pending`"
+            )
+        return matches[0]
+
+    async def pending(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._expire()
+        out = []
+        for link_id, slot in self.offers.items():
+            req = slot.approver.request
+            out.append(
+                {
+                    "id": link_id.hex(),
+                    "state": slot.approver.state.value,
+                    "awaiting_approval": slot.pending,
+                    "device_name": req.device_name if req else None,
+                    "fingerprint": req.fingerprint if req else None,
+                    "code": req.code if req else None,
+                }
+            )
+        return {"requests": out}
+
+    async def approve(self, params: dict[str, Any]) -> dict[str, Any]:
+        slot = self._slot(str(params["id"]))
+        if not slot.pending or slot.stream is None:
+            raise RpcFailure(
+                control.USAGE,
+                "that request is not waiting for approval "
+                "(the new device has not confirmed, or it went away)",
+            )
+        try:
+            approval = slot.approver.approve(
+                self.d.secrets.device, self.d.ledger, timestamp_ms=_now_ms(), now_ms=_now_ms()
+            )
+        except (InvalidInput, UsageError) as exc:
+            raise RpcFailure(control.USAGE, f"cannot approve: {exc}") from exc
+        status, event_id, _ = self.d.publish(approval.event.raw)  # stored before it is sent
+        await _write(slot.stream, approval.step)
+        with trio.move_on_after(ANSWER_TIMEOUT):
+            await slot.finished.wait()
+        req = slot.approver.request
+        assert req is not None
+        return {
+            "event_id": event_id,
+            "status": status,
+            "device_name": req.device_name,
+            "fingerprint": req.fingerprint,
+            "completed": slot.completed is not None,
+        }
+
+    async def reject(self, params: dict[str, Any]) -> dict[str, Any]:
+        slot = self._slot(str(params["id"]))
+        try:
+            step = slot.approver.reject(_now_ms())
+        except (InvalidInput, UsageError) as exc:
+            raise RpcFailure(control.USAGE, f"cannot reject: {exc}") from exc
+        if slot.stream is not None:
+            with contextlib.suppress(Exception):
+                await _write(slot.stream, step)
+                await slot.stream.close()
+        return {"rejected": True}
+
+    # -- joiner side --------------------------------------------------------
+
+    async def join(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.d.config.get("account"):
+            raise RpcFailure(control.USAGE, "this device already belongs to an account")
+        try:
+            offer = LinkOffer.parse(str(params["link"]))
+        except InvalidInput as exc:
+            raise RpcFailure(control.USAGE, f"link: {exc}") from exc
+        name = str(params.get("name") or self.d.config.get("device_name") or "device")
+        try:
+            joiner = Joiner(
+                self.d.params,
+                offer,
+                self.d.secrets.device,
+                name,
+                own_peer=self.d.peer_id,
+                remote_peer=offer.peer_id,
+                now_ms=_now_ms(),
+            )
+        except (InvalidInput, UsageError) as exc:
+            raise RpcFailure(control.USAGE, f"link: {exc}") from exc
+        try:
+            peer = ID.from_base58(offer.peer_id)
+            info = PeerInfo(peer, [parse_multiaddr(a) for a in offer.addrs])
+            with trio.fail_after(ANSWER_TIMEOUT):
+                await self.d.host.connect(info)
+                stream = await self.d.host.new_stream(peer, [LINK_PROTOCOL])
+        except Exception as exc:
+            raise RpcFailure(control.USAGE, f"cannot reach the other device: {exc}") from exc
+        try:
+            await _write(stream, joiner.start())
+            with trio.fail_after(ANSWER_TIMEOUT):
+                data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
+            step = joiner.receive(data)
+        except InvalidInput as exc:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            raise RpcFailure(control.USAGE, f"link refused: {exc}") from exc
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            raise RpcFailure(control.USAGE, f"the other device did not answer: {exc}") from exc
+        (confirm,) = [e for e in step.events if isinstance(e, ConfirmRequired)]
+        join_id = offer.link_id.hex()
+        self.joins[join_id] = JoinSession(joiner, stream)
+        return {
+            "join_id": join_id,
+            "code": confirm.code,
+            "account": _account_doc(confirm.account),
+            "device_name": name,
+        }
+
+    async def join_confirm(self, params: dict[str, Any]) -> dict[str, Any]:
+        session = self.joins.pop(str(params["join_id"]), None)
+        if session is None:
+            raise RpcFailure(control.USAGE, "no such join in progress")
+        stream, joiner = session.stream, session.joiner
+        try:
+            if not params.get("accept"):
+                await _write(stream, joiner.decline())
+                return {"joined": False}
+            await _write(stream, joiner.confirm())
+            with trio.fail_after(APPROVAL_TIMEOUT):
+                data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
+            step = joiner.receive(data)
+            await _write(stream, step)
+        except InvalidInput as exc:
+            raise RpcFailure(control.USAGE, f"not joined: {exc}") from exc
+        except trio.TooSlowError as exc:
+            raise RpcFailure(control.USAGE, "not joined: nobody approved in time") from exc
+        except Exception as exc:
+            raise RpcFailure(control.USAGE, f"not joined: the link broke ({exc})") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+        (joined,) = [e for e in step.events if isinstance(e, Joined)]
+        for raw in joined.events:  # parents first; each stored, then gossiped
+            self.d.publish(raw)
+        self.d.config["account"] = joined.account.account_id.hex()
+        self.d.datadir.write_config(self.d.config)
+        return {
+            "joined": True,
+            "account": _account_doc(joined.account),
+            "add_device_event": joined.add_device_id.hex(),
+        }

@@ -1,0 +1,973 @@
+"""Linking a new device to an account: the sans-I/O handshake (PROTOCOL.md §14).
+
+Two machines, one per side of one libp2p stream ``/smu/link/1`` (frames are
+length-prefixed as in §11.1):
+
+* ``Approver`` — on a device already active in the account, one per link
+  offer.  It owns the link secret, the expiry and the failure counter.
+* ``Joiner`` — on the new device, built from the parsed link string.
+
+Neither does I/O, reads a clock or draws randomness: the caller passes the
+time (``now_ms``, milliseconds since the Unix epoch, like event
+timestamps), the random link id and secret (bytes from the OS), and the
+libp2p peer ids that Noise authenticated.  Every method returns a ``Step``:
+the frames to write to the stream, in order, and the events to show (frozen
+dataclasses).  Refusals are exceptions, all ``LinkError`` (an
+``InvalidInput``) or another ``InvalidInput`` for malformed frames; when a
+machine raises one, the adapter writes ``error_frame(exc)`` to the peer and
+closes the stream.  Each transition is reported once: by the ``Step`` or by
+the exception.
+
+Approver (``smu device link`` / ``pending`` / ``approve`` / ``reject``)::
+
+    ap = Approver(params, account_id, peer_id=my_peer, addrs=my_addrs,
+                  link_id=os.urandom(8), secret=os.urandom(16), now_ms=now)
+    print(ap.offer.to_text(), ap.offer.to_uri())   # the QR shows to_uri().upper()
+    # first frame of a new stream: route by link_id_of(frame) to its Approver
+    step = ap.receive(frame, remote_peer=peer, now_ms=now, ledger=ledger)
+    # ApprovalRequested in step.events: ask "approve device 'laptop' <fp>?"
+    approval = ap.approve(my_keys, ledger, timestamp_ms=now, now_ms=now)
+    ledger.ingest(approval.event.raw)     # persist, then gossip; send approval.step
+    ap.reject(now) / ap.tick(now) at ap.deadline_ms / ap.connection_lost(peer)
+
+Joiner (``smu device join LINK [--name NAME]``)::
+
+    offer = LinkOffer.parse(text)
+    jn = Joiner(params, offer, new_keys, name, own_peer=my_peer,
+                remote_peer=peer_dialled, now_ms=now)
+    send(jn.start())
+    step = jn.receive(frame)    # ConfirmRequired(account, code): ask the user
+    send(jn.confirm())          # or jn.decline()
+    step = jn.receive(frame)    # Joined(account, events, ...): ingest events
+
+History: the approver's ``LinkCompleted`` event is the hook where the node
+starts sending history, as ``messaging.HistoryBundle`` contents wrapped for
+the new device only (§14.9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+
+from . import crypto
+from .authoring import add_device, introduce
+from .canonical import decode, encode
+from .errors import (
+    BadNameError,
+    ChecksumError,
+    DecodeError,
+    InvalidEventError,
+    InvalidInput,
+    NotActiveError,
+    ProtocolError,
+    SchemaError,
+    SizeLimitError,
+    UnsupportedVersionError,
+    UsageError,
+    WrongNetworkError,
+)
+from .events import DeviceIntro, Event, EventKind, pop_message
+from .keys import DeviceKeys, b32decode, b32encode, fingerprint, handle
+from .ledger import IngestStatus, Ledger
+from .names import check_name
+from .params import NetworkParams
+from .state import AccountState, AccountStatus, DeviceStatus
+
+PROTOCOL_ID = "/smu/link/1"
+LINK_VERSION = 1  # of the link string's payload (§14.2)
+FRAME_VERSION = 1  # of every frame (§14.4)
+
+LINK_ID_BYTES = 8
+LINK_SECRET_BYTES = 16  # 128 bits: enough that no PAKE is needed (§14.8)
+MAC_BYTES = 32
+CHECKSUM_BYTES = 4
+CODE_DIGITS = 6
+
+LINK_TTL_MS = 10 * 60 * 1000
+#: once a valid join request has claimed the offer, the users have this long
+#: to confirm and approve
+APPROVAL_WINDOW_MS = 5 * 60 * 1000
+MAX_FAILURES = 3
+#: the joiner refuses a link this long past its expiry by its own clock; the
+#: approver's clock is the one that decides
+CLOCK_SKEW_MS = 60 * 1000
+
+MAX_NETWORK_ID_BYTES = 32
+MAX_PEER_ID_BYTES = 128
+MAX_ADDRS = 8
+MAX_ADDR_BYTES = 256
+MAX_LINK_CHARS = 2048
+MAX_ERROR_CODE_BYTES = 32
+#: accounts with more events cannot be linked by this version (§14.6)
+MAX_LINK_EVENTS = 4096
+#: every frame the approver reads is small; the adapter refuses a longer
+#: length prefix before reading (§14.6)
+APPROVER_BOUND_MAX_BYTES = 1024
+
+TEXT_PREFIX = "smu1link"
+URI_PREFIX = "smu://link/"
+
+# Domain labels (§14.3).  Changing one is a protocol change.
+D_LINK_CHECKSUM = b"smu/link-checksum/v1\x00"
+D_LINK_JOIN = b"smu/link-join/v1\x00"
+D_LINK_TRANSCRIPT = b"smu/link-transcript/v1\x00"
+D_LINK_ACCEPT = b"smu/link-accept/v1\x00"
+D_LINK_CODE = b"smu/link-code/v1\x00"
+
+
+# --------------------------------------------------------------------------
+# Errors (§14.7).  Each class's ``code`` is what travels in an ERROR frame.
+
+
+class LinkError(InvalidInput):
+    code = "link_aborted"
+    message = "the other device ended the linking"
+
+
+class LinkExpiredError(LinkError):
+    code = "link_expired"
+    message = "the link has expired: make a new one with `smu device link`"
+
+
+class LinkBurntError(LinkError):
+    code = "link_burnt"
+    message = "the link was burnt after too many wrong attempts: make a new one"
+
+
+class LinkUsedError(LinkError):
+    code = "link_used"
+    message = "the link has already been used"
+
+
+class LinkMacError(LinkError):
+    code = "link_bad_secret"
+    message = "the link's secret does not match: check the link string"
+
+
+class LinkRejectedError(LinkError):
+    code = "link_rejected"
+    message = "the existing device rejected the request"
+
+
+class LinkDeclinedError(LinkError):
+    code = "link_declined"
+    message = "the new device declined to join"
+
+
+class UnknownLinkError(LinkError):
+    code = "link_unknown"
+    message = "the other device has no such link offer"
+
+
+class DeviceKnownError(LinkError):
+    code = "link_device_known"
+    message = "this device key is already in the account"
+
+
+class UnexpectedFrameError(LinkError):
+    code = "link_unexpected"
+    message = "a frame arrived out of order"
+
+
+class WrongPeerError(LinkError):
+    code = "link_wrong_peer"
+    message = "the connected peer is not the one the link names"
+
+
+# Every code a peer may send, mapped to its class (subclasses are direct).
+_LINK_ERRORS: list[type[LinkError]] = [LinkError, *LinkError.__subclasses__()]
+_ERROR_CLASSES = {c.code: c for c in _LINK_ERRORS}
+
+
+def _refuse(cls: type[LinkError], detail: str = "") -> LinkError:
+    return cls(cls.message + (f" ({detail})" if detail else ""))
+
+
+# --------------------------------------------------------------------------
+# Field checks shared by the link string and the frames
+
+
+def _bin(value: object, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise SchemaError(f"{what} must be {size} bytes")
+    return value
+
+
+def _ascii(value: object, max_bytes: int, what: str) -> str:
+    """Printable ASCII, 1..max_bytes: peer ids, multiaddrs, codes, network ids."""
+    if type(value) is not str or not 0 < len(value) <= max_bytes:
+        raise SchemaError(f"{what} must be a string of 1 to {max_bytes} characters")
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise SchemaError(f"{what} must be printable ASCII without spaces")
+    return value
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise SchemaError(f"{what} must be an unsigned integer")
+    return value
+
+
+def _keyed(secret: bytes, domain: bytes, data: bytes, size: int = MAC_BYTES) -> bytes:
+    """Keyed BLAKE2b with the link secret (§14.3)."""
+    return hashlib.blake2b(domain + data, key=secret, digest_size=size).digest()
+
+
+# --------------------------------------------------------------------------
+# The link string (§14.2)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOffer:
+    """What the link string carries.  The string itself is a secret."""
+
+    network_id: str
+    account_id: bytes
+    link_id: bytes
+    secret: bytes = field(repr=False)
+    #: the approver's libp2p peer id and multiaddrs, as strings
+    peer_id: str
+    addrs: tuple[str, ...]
+    expires_at_ms: int
+
+    def _payload(self) -> bytes:
+        return encode(
+            [
+                LINK_VERSION,
+                self.network_id,
+                self.account_id,
+                self.link_id,
+                self.secret,
+                self.peer_id,
+                list(self.addrs),
+                self.expires_at_ms,
+            ]
+        )
+
+    def _body(self) -> str:
+        payload = self._payload()
+        return b32encode(payload + crypto.hash_with(D_LINK_CHECKSUM, payload, CHECKSUM_BYTES))
+
+    def to_text(self) -> str:
+        """``smu1link`` and Crockford base32: one token, safe to copy."""
+        return TEXT_PREFIX + self._body()
+
+    def to_uri(self) -> str:
+        """``smu://link/<base32>``; upper-cased it fits a QR's alphanumeric mode."""
+        return URI_PREFIX + self._body()
+
+    @classmethod
+    def parse(cls, text: str) -> LinkOffer:
+        """Parse either form, in any letter case; a typo raises ``ChecksumError``."""
+        if len(text) > MAX_LINK_CHARS:
+            raise SizeLimitError(f"a link is at most {MAX_LINK_CHARS} characters")
+        clean = "".join(text.split()).lower()
+        for prefix in (URI_PREFIX, TEXT_PREFIX):
+            if clean.startswith(prefix):
+                body = clean[len(prefix) :].replace("-", "")
+                break
+        else:
+            raise DecodeError(f"a link starts with {TEXT_PREFIX!r} or {URI_PREFIX!r}")
+        nbytes = len(body) * 5 // 8
+        if nbytes <= CHECKSUM_BYTES:
+            raise DecodeError("the link is too short")
+        raw = b32decode(body, nbytes)
+        payload, check = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
+        if crypto.hash_with(D_LINK_CHECKSUM, payload, CHECKSUM_BYTES) != check:
+            raise ChecksumError("the link has a typo: its checksum does not match")
+        fields = decode(payload, MAX_LINK_CHARS)
+        if type(fields) is not list or not fields:
+            raise SchemaError("a link's payload is an array")
+        if fields[0] != LINK_VERSION or type(fields[0]) is not int:
+            raise UnsupportedVersionError(f"link version {fields[0]!r} is not known here")
+        if len(fields) != 8:
+            raise SchemaError("a version-1 link has 8 fields")
+        _, network, account, link_id, secret, peer_id, addrs, expires = fields
+        if type(addrs) is not list or len(addrs) > MAX_ADDRS:
+            raise SchemaError(f"a link carries at most {MAX_ADDRS} addresses")
+        return cls(
+            network_id=_ascii(network, MAX_NETWORK_ID_BYTES, "network id"),
+            account_id=_bin(account, 32, "account id"),
+            link_id=_bin(link_id, LINK_ID_BYTES, "link id"),
+            secret=_bin(secret, LINK_SECRET_BYTES, "link secret"),
+            peer_id=_ascii(peer_id, MAX_PEER_ID_BYTES, "peer id"),
+            addrs=tuple(_ascii(a, MAX_ADDR_BYTES, "address") for a in addrs),
+            expires_at_ms=_uint(expires, "expiry"),
+        )
+
+
+# --------------------------------------------------------------------------
+# Frames (§14.4): canonical MessagePack arrays [version, type, ...fields]
+
+
+class FrameType(IntEnum):
+    JOIN = 1  # joiner -> approver
+    ACCEPT = 2  # approver -> joiner
+    CONFIRM = 3  # joiner -> approver
+    APPROVED = 4  # approver -> joiner
+    DONE = 5  # joiner -> approver
+    ERROR = 6  # either way
+    # 7..15 reserved (§14.9)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFrame:
+    link_id: bytes
+    intro: DeviceIntro
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptFrame:
+    #: the account's raw events, parents first
+    events: tuple[bytes, ...]
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedFrame:
+    #: the account's raw events, parents first, the add-device among them
+    events: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DoneFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    code: str
+
+
+Frame = JoinFrame | AcceptFrame | ConfirmFrame | ApprovedFrame | DoneFrame | ErrorFrame
+
+
+def joiner_bound_max_bytes(params: NetworkParams) -> int:
+    """The largest frame a joiner reads (ACCEPT and APPROVED carry events)."""
+    return MAX_LINK_EVENTS * (params.max_event_bytes + 3) + 64
+
+
+def encode_frame(frame: Frame) -> bytes:
+    v = FRAME_VERSION
+    match frame:
+        case JoinFrame(link_id, intro, mac):
+            return encode([v, int(FrameType.JOIN), link_id, intro.to_wire(), mac])
+        case AcceptFrame(events, mac):
+            return encode([v, int(FrameType.ACCEPT), list(events), mac])
+        case ConfirmFrame():
+            return encode([v, int(FrameType.CONFIRM)])
+        case ApprovedFrame(events):
+            return encode([v, int(FrameType.APPROVED), list(events)])
+        case DoneFrame():
+            return encode([v, int(FrameType.DONE)])
+        case ErrorFrame(code):
+            return encode([v, int(FrameType.ERROR), code])
+    raise UsageError(f"not a frame: {frame!r}")  # pragma: no cover
+
+
+def error_frame(exc: ProtocolError) -> bytes:
+    """The ERROR frame that tells the peer why this side refused or stopped."""
+    code = exc.code if isinstance(exc, LinkError) else LinkError.code
+    return encode_frame(ErrorFrame(code))
+
+
+def error_from_code(code: str) -> LinkError:
+    """The typed error for a code the peer sent; the message is ours, not theirs."""
+    cls = _ERROR_CLASSES.get(code, LinkError)
+    return _refuse(cls)
+
+
+def _intro(value: object, params: NetworkParams) -> DeviceIntro:
+    if type(value) is not list or len(value) != 4:
+        raise SchemaError("a device intro is [sign key, enc key, name, pop]")
+    sign_public, enc_public, name, pop = value
+    crypto.check_ed25519_public(_bin(sign_public, 32, "signing key"))
+    crypto.check_x25519_public(_bin(enc_public, 32, "encryption key"))
+    if type(name) is not str:
+        raise SchemaError("a device name is a string")
+    check_name(name, params.max_name_bytes)
+    return DeviceIntro(sign_public, enc_public, name, _bin(pop, 64, "proof of possession"))
+
+
+def _events(value: object, params: NetworkParams) -> tuple[bytes, ...]:
+    if type(value) is not list or not value:
+        raise SchemaError("events are a non-empty array of bin")
+    if len(value) > MAX_LINK_EVENTS:
+        raise SizeLimitError(f"at most {MAX_LINK_EVENTS} events in a link frame")
+    for raw in value:
+        if type(raw) is not bytes or not 0 < len(raw) <= params.max_event_bytes:
+            raise SchemaError(f"an event is a bin of 1 to {params.max_event_bytes} bytes")
+    return tuple(value)
+
+
+_ARITY = {
+    FrameType.JOIN: 5,
+    FrameType.ACCEPT: 4,
+    FrameType.CONFIRM: 2,
+    FrameType.APPROVED: 3,
+    FrameType.DONE: 2,
+    FrameType.ERROR: 3,
+}
+
+
+def decode_frame(data: bytes, params: NetworkParams, max_bytes: int) -> Frame:
+    """Parse and check one frame; every failure is an ``InvalidInput``."""
+    value = decode(data, max_bytes)
+    if type(value) is not list or len(value) < 2:
+        raise SchemaError("a frame is an array [version, type, ...]")
+    if value[0] != FRAME_VERSION or type(value[0]) is not int:
+        raise UnsupportedVersionError(f"link frame version {value[0]!r}")
+    if type(value[1]) is not int or value[1] not in _ARITY:
+        raise SchemaError(f"unknown link frame type {value[1]!r}")
+    ftype = FrameType(value[1])
+    if len(value) != _ARITY[ftype]:
+        raise SchemaError(f"a {ftype.name} frame has {_ARITY[ftype]} elements")
+    if ftype is FrameType.JOIN:
+        return JoinFrame(
+            _bin(value[2], LINK_ID_BYTES, "link id"),
+            _intro(value[3], params),
+            _bin(value[4], MAC_BYTES, "mac"),
+        )
+    if ftype is FrameType.ACCEPT:
+        return AcceptFrame(_events(value[2], params), _bin(value[3], MAC_BYTES, "mac"))
+    if ftype is FrameType.APPROVED:
+        return ApprovedFrame(_events(value[2], params))
+    if ftype is FrameType.ERROR:
+        return ErrorFrame(_ascii(value[2], MAX_ERROR_CODE_BYTES, "error code"))
+    return ConfirmFrame() if ftype is FrameType.CONFIRM else DoneFrame()
+
+
+def link_id_of(data: bytes, params: NetworkParams) -> bytes:
+    """The link id of the first frame of a stream, for routing to an Approver."""
+    frame = decode_frame(data, params, APPROVER_BOUND_MAX_BYTES)
+    if not isinstance(frame, JoinFrame):
+        raise _refuse(UnexpectedFrameError, "a link stream starts with JOIN")
+    return frame.link_id
+
+
+# --------------------------------------------------------------------------
+# The transcript, MACs and the confirmation code (§14.3)
+
+
+def _transcript(
+    network_id: str,
+    account_id: bytes,
+    approver_peer: str,
+    joiner_peer: str,
+    link_id: bytes,
+    intro: DeviceIntro,
+) -> bytes:
+    return encode([network_id, account_id, approver_peer, joiner_peer, link_id, intro.to_wire()])
+
+
+def _accept_mac(secret: bytes, th: bytes, events: Sequence[bytes]) -> bytes:
+    return _keyed(secret, D_LINK_ACCEPT, th + encode(list(events)))
+
+
+def confirmation_code(secret: bytes, transcript_hash: bytes, new_sign_public: bytes) -> str:
+    """Six decimal digits, the same on both devices (§14.3)."""
+    digest = _keyed(secret, D_LINK_CODE, transcript_hash + new_sign_public, 8)
+    return f"{int.from_bytes(digest, 'big') % 10**CODE_DIGITS:0{CODE_DIGITS}d}"
+
+
+def _check_pop(params: NetworkParams, account_id: bytes, intro: DeviceIntro) -> None:
+    msg = pop_message(params.network_id, account_id, intro.sign_public, intro.enc_public)
+    crypto.verify(intro.sign_public, msg, intro.pop)
+
+
+# --------------------------------------------------------------------------
+# What the machines report
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A new device asking to join, as the approving user sees it."""
+
+    device_name: str
+    sign_public: bytes
+    enc_public: bytes
+    fingerprint: str
+    code: str
+    joiner_peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSummary:
+    name: str
+    sign_public: bytes
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """The account a joiner is about to join, computed from verified events."""
+
+    account_id: bytes
+    display_name: str
+    handle: str
+    status: AccountStatus
+    #: the active devices, in the state's order
+    devices: tuple[DeviceSummary, ...]
+
+    @classmethod
+    def from_state(cls, state: AccountState) -> AccountInfo:
+        return cls(
+            account_id=state.account_id,
+            display_name=state.display_name,
+            handle=handle(state.display_name, state.account_id),
+            status=state.status,
+            devices=tuple(
+                DeviceSummary(d.name, d.sign_public, d.fingerprint)
+                for d in state.devices
+                if d.status is DeviceStatus.ACTIVE
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested:
+    """Approver: a valid request claimed the offer; its user is confirming."""
+
+    request: JoinRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """Approver: the new device's user confirmed; ask ours (``approve``/``reject``)."""
+
+    request: JoinRequest
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAborted:
+    """Approver: the joiner declined, failed or went away (``code`` is theirs)."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkExpired:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCompleted:
+    """Approver: the new device has its account.  History hook (§14.9)."""
+
+    sign_public: bytes
+    enc_public: bytes
+    joiner_peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRequired:
+    """Joiner: show the account and the code, then ``confirm`` or ``decline``."""
+
+    account: AccountInfo
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Joiner: done.  Ingest ``events`` (parents first) into the node's Ledger."""
+
+    account: AccountInfo
+    events: tuple[bytes, ...]
+    add_device_id: bytes
+
+
+LinkEvent = (
+    JoinRequested
+    | ApprovalRequested
+    | JoinAborted
+    | LinkExpired
+    | LinkCompleted
+    | ConfirmRequired
+    | Joined
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    frames: tuple[bytes, ...] = ()
+    events: tuple[LinkEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    #: the signed add-device event: ingest it into the Ledger, then gossip it
+    event: Event
+    #: the APPROVED frame for the joiner
+    step: Step
+
+
+# --------------------------------------------------------------------------
+# The approver (§14.5)
+
+
+class ApproverState(Enum):
+    OFFERED = "offered"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    BURNT = "burnt"
+    EXPIRED = "expired"
+    USED = "used"
+
+
+_CLAIMED = frozenset(
+    {
+        ApproverState.PENDING_APPROVAL,
+        ApproverState.APPROVED,
+        ApproverState.REJECTED,
+        ApproverState.USED,
+    }
+)
+
+
+def _account_events(ledger: Ledger, account_id: bytes) -> list[bytes]:
+    # An AccountLog's events are in arrival order, which is parents first.
+    events = [e.raw for e in ledger.log(account_id).events]
+    if len(events) >= MAX_LINK_EVENTS:
+        raise UsageError(f"accounts of {MAX_LINK_EVENTS} events or more cannot be linked yet")
+    return events
+
+
+class Approver:
+    """One link offer on an active device.  Not thread-safe; one per offer."""
+
+    def __init__(
+        self,
+        params: NetworkParams,
+        account_id: bytes,
+        *,
+        peer_id: str,
+        addrs: Sequence[str],
+        link_id: bytes,
+        secret: bytes,
+        now_ms: int,
+        ttl_ms: int = LINK_TTL_MS,
+    ) -> None:
+        if len(link_id) != LINK_ID_BYTES or len(secret) != LINK_SECRET_BYTES:
+            raise UsageError(f"a link id is {LINK_ID_BYTES} and a secret {LINK_SECRET_BYTES} bytes")
+        self.params = params
+        self.offer = LinkOffer(
+            params.network_id, account_id, link_id, secret, peer_id, tuple(addrs), now_ms + ttl_ms
+        )
+        try:  # what we hand out must parse
+            LinkOffer.parse(self.offer.to_text())
+        except InvalidInput as exc:
+            raise UsageError(f"cannot make a link: {exc}") from exc
+        self.state = ApproverState.OFFERED
+        self.failures = 0
+        #: set once a valid JOIN claimed the offer
+        self.request: JoinRequest | None = None
+        self.joiner_confirmed = False
+        self._intro: DeviceIntro | None = None
+        self._claimed_at = 0
+
+    def __repr__(self) -> str:
+        return f"Approver({self.offer.link_id.hex()}, {self.state.name})"
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """When ``tick`` next has something to do."""
+        if self.state is ApproverState.OFFERED:
+            return self.offer.expires_at_ms
+        if self.state is ApproverState.PENDING_APPROVAL:
+            return self._claimed_at + APPROVAL_WINDOW_MS
+        return None
+
+    def _advance(self, now_ms: int) -> bool:
+        """Expire if the deadline has passed; True if this call expired it."""
+        deadline = self.deadline_ms
+        if deadline is not None and now_ms >= deadline:
+            self.state = ApproverState.EXPIRED
+            return True
+        return False
+
+    def tick(self, now_ms: int) -> Step:
+        was_pending = self.state is ApproverState.PENDING_APPROVAL
+        if not self._advance(now_ms):
+            return Step()
+        frames = (encode_frame(ErrorFrame(LinkExpiredError.code)),) if was_pending else ()
+        return Step(frames, (LinkExpired(),))
+
+    def _check_open(self) -> None:
+        if self.state is ApproverState.EXPIRED:
+            raise _refuse(LinkExpiredError)
+        if self.state is ApproverState.BURNT:
+            raise _refuse(LinkBurntError)
+        if self.state in _CLAIMED:
+            raise _refuse(LinkUsedError)
+
+    def _fail(self, exc: InvalidInput) -> LinkError | InvalidInput:
+        """Count a refused attempt; the third burns the offer (§14.5)."""
+        self.failures += 1
+        if self.failures >= MAX_FAILURES:
+            self.state = ApproverState.BURNT
+            return _refuse(LinkBurntError, str(exc))
+        return exc
+
+    def receive(self, data: bytes, *, remote_peer: str, now_ms: int, ledger: Ledger) -> Step:
+        """A frame from ``remote_peer`` (Noise-authenticated by the adapter)."""
+        frame = decode_frame(data, self.params, APPROVER_BOUND_MAX_BYTES)
+        if isinstance(frame, JoinFrame):
+            return self._join(frame, remote_peer, now_ms, ledger)
+        req = self.request
+        if req is None or remote_peer != req.joiner_peer:
+            raise _refuse(UnexpectedFrameError, "no join request from this peer")
+        if self._advance(now_ms) or self.state is ApproverState.EXPIRED:
+            raise _refuse(LinkExpiredError)
+        match frame, self.state:
+            case ConfirmFrame(), ApproverState.PENDING_APPROVAL if not self.joiner_confirmed:
+                self.joiner_confirmed = True
+                return Step(events=(ApprovalRequested(req),))
+            case ErrorFrame(code), ApproverState.PENDING_APPROVAL:
+                self.state = ApproverState.REJECTED
+                return Step(events=(JoinAborted(code),))
+            case ErrorFrame(code), ApproverState.APPROVED:
+                # The event is out already; the user may want to revoke it.
+                return Step(events=(JoinAborted(code),))
+            case DoneFrame(), ApproverState.APPROVED:
+                self.state = ApproverState.USED
+                return Step(events=(LinkCompleted(req.sign_public, req.enc_public, remote_peer),))
+        raise _refuse(UnexpectedFrameError, f"{type(frame).__name__} in {self.state.name}")
+
+    def _join(self, frame: JoinFrame, remote_peer: str, now_ms: int, ledger: Ledger) -> Step:
+        offer = self.offer
+        if not hmac.compare_digest(frame.link_id, offer.link_id):
+            raise _refuse(UnknownLinkError)
+        if self.state is ApproverState.OFFERED:
+            # A pending request's expiry is the claiming joiner's news, for
+            # ``tick`` to send on its stream, not this stranger's.
+            self._advance(now_ms)
+        self._check_open()
+        intro = frame.intro
+        transcript = _transcript(
+            offer.network_id, offer.account_id, offer.peer_id, remote_peer, offer.link_id, intro
+        )
+        if not hmac.compare_digest(_keyed(offer.secret, D_LINK_JOIN, transcript), frame.mac):
+            raise self._fail(_refuse(LinkMacError))
+        try:
+            _check_pop(self.params, offer.account_id, intro)
+            if ledger.state(offer.account_id).device(intro.sign_public) is not None:
+                raise _refuse(DeviceKnownError)
+        except InvalidInput as exc:
+            burnt = self._fail(exc)
+            if burnt is exc:
+                raise
+            raise burnt from exc
+        events = _account_events(ledger, offer.account_id)
+        th = crypto.hash32(D_LINK_TRANSCRIPT, transcript)
+        self.state = ApproverState.PENDING_APPROVAL
+        self._claimed_at = now_ms
+        self._intro = intro
+        self.request = JoinRequest(
+            device_name=intro.name,
+            sign_public=intro.sign_public,
+            enc_public=intro.enc_public,
+            fingerprint=fingerprint(intro.sign_public),
+            code=confirmation_code(offer.secret, th, intro.sign_public),
+            joiner_peer=remote_peer,
+        )
+        accept = AcceptFrame(tuple(events), _accept_mac(offer.secret, th, events))
+        return Step((encode_frame(accept),), (JoinRequested(self.request),))
+
+    def approve(
+        self, keys: DeviceKeys, ledger: Ledger, *, timestamp_ms: int, now_ms: int
+    ) -> Approval:
+        """Build the add-device event on the account's current heads.
+
+        Needs the joiner's confirmation first (``ApprovalRequested``).  The
+        caller ingests ``event`` into its Ledger before sending the frame.
+        """
+        self._advance(now_ms)
+        if self.state is ApproverState.EXPIRED:
+            raise _refuse(LinkExpiredError)
+        if self.state is not ApproverState.PENDING_APPROVAL or self._intro is None:
+            raise UsageError(f"nothing to approve: the offer is {self.state.value}")
+        if not self.joiner_confirmed:
+            raise UsageError("the new device's user has not confirmed yet")
+        account = self.offer.account_id
+        state = ledger.state(account)
+        if keys.sign_public not in state.active_keys:
+            raise NotActiveError("this device is not active in the account")
+        if state.device(self._intro.sign_public) is not None:
+            self.state = ApproverState.REJECTED
+            raise _refuse(DeviceKnownError)
+        event = add_device(
+            self.params, account, state.heads, keys, self._intro, timestamp=timestamp_ms
+        )
+        events = [*_account_events(ledger, account), event.raw]
+        self.state = ApproverState.APPROVED
+        return Approval(event, Step((encode_frame(ApprovedFrame(tuple(events))),)))
+
+    def reject(self, now_ms: int) -> Step:
+        """The local user said no, or cancelled the offer."""
+        if self._advance(now_ms):
+            raise _refuse(LinkExpiredError)
+        if self.state is ApproverState.OFFERED:
+            self.state = ApproverState.REJECTED
+            return Step()
+        if self.state is ApproverState.PENDING_APPROVAL:
+            self.state = ApproverState.REJECTED
+            return Step((encode_frame(ErrorFrame(LinkRejectedError.code)),))
+        raise UsageError(f"nothing to reject: the offer is {self.state.value}")
+
+    def connection_lost(self, remote_peer: str) -> Step:
+        """The claiming joiner's stream closed: nobody would get the event."""
+        req = self.request
+        if (
+            req is not None
+            and req.joiner_peer == remote_peer
+            and self.state is ApproverState.PENDING_APPROVAL
+        ):
+            self.state = ApproverState.REJECTED
+            return Step(events=(JoinAborted(LinkError.code),))
+        return Step()
+
+
+# --------------------------------------------------------------------------
+# The joiner (§14.6)
+
+
+class JoinerState(Enum):
+    NEW = "new"
+    REQUESTED = "requested"
+    CONFIRMING = "confirming"
+    WAITING_APPROVAL = "waiting_approval"
+    JOINED = "joined"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+
+def _load_account(params: NetworkParams, account_id: bytes, events: Sequence[bytes]) -> Ledger:
+    """Verify events as the account's, parents first, in a scratch Ledger."""
+    ledger = Ledger(params)
+    for raw in events:
+        if ledger.ingest(raw).status is not IngestStatus.ACCEPTED:
+            raise SchemaError("events must be unique and parents first")
+    if list(ledger.accounts) != [account_id]:
+        raise SchemaError("the events are not those of the link's account")
+    return ledger
+
+
+class Joiner:
+    """The new device's side of one linking attempt."""
+
+    def __init__(
+        self,
+        params: NetworkParams,
+        offer: LinkOffer,
+        device: DeviceKeys,
+        device_name: str,
+        *,
+        own_peer: str,
+        remote_peer: str,
+        now_ms: int,
+    ) -> None:
+        if offer.network_id != params.network_id:
+            raise WrongNetworkError(
+                f"the link is for network {offer.network_id!r}, not {params.network_id!r}"
+            )
+        if now_ms > offer.expires_at_ms + CLOCK_SKEW_MS:
+            raise _refuse(LinkExpiredError)
+        if remote_peer != offer.peer_id:
+            raise _refuse(WrongPeerError)
+        try:
+            check_name(device_name, params.max_name_bytes)
+        except BadNameError as exc:
+            raise UsageError(f"bad device name: {exc}") from exc
+        self.params = params
+        self.offer = offer
+        self.intro = introduce(params, offer.account_id, device, device_name)
+        transcript = _transcript(
+            params.network_id, offer.account_id, offer.peer_id, own_peer, offer.link_id, self.intro
+        )
+        self._join_mac = _keyed(offer.secret, D_LINK_JOIN, transcript)
+        self._th = crypto.hash32(D_LINK_TRANSCRIPT, transcript)
+        #: shown with the account once the approver has proved the secret
+        self.code = confirmation_code(offer.secret, self._th, device.sign_public)
+        self.state = JoinerState.NEW
+        self.account: AccountInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"Joiner({self.offer.link_id.hex()}, {self.state.name})"
+
+    def start(self) -> Step:
+        if self.state is not JoinerState.NEW:
+            raise UsageError("already started")
+        self.state = JoinerState.REQUESTED
+        frame = JoinFrame(self.offer.link_id, self.intro, self._join_mac)
+        return Step((encode_frame(frame),))
+
+    def receive(self, data: bytes) -> Step:
+        """A frame from the approver; any ``InvalidInput`` ends the attempt."""
+        try:
+            return self._receive(data)
+        except InvalidInput:
+            self.state = JoinerState.FAILED
+            raise
+
+    def _receive(self, data: bytes) -> Step:
+        frame = decode_frame(data, self.params, joiner_bound_max_bytes(self.params))
+        if isinstance(frame, ErrorFrame):
+            raise error_from_code(frame.code)
+        account = self.offer.account_id
+        if isinstance(frame, AcceptFrame) and self.state is JoinerState.REQUESTED:
+            expected = _accept_mac(self.offer.secret, self._th, frame.events)
+            if not hmac.compare_digest(expected, frame.mac):
+                raise _refuse(LinkMacError, "the other device does not hold the link's secret")
+            state = _load_account(self.params, account, frame.events).state(account)
+            if state.device(self.intro.sign_public) is not None:
+                raise _refuse(DeviceKnownError)
+            self.account = AccountInfo.from_state(state)
+            self.state = JoinerState.CONFIRMING
+            return Step(events=(ConfirmRequired(self.account, self.code),))
+        if isinstance(frame, ApprovedFrame) and self.state is JoinerState.WAITING_APPROVAL:
+            ledger = _load_account(self.params, account, frame.events)
+            adds = [
+                e
+                for e in ledger.log(account).events
+                if e.kind is EventKind.ADD_DEVICE and e.introduced_device == self.intro
+            ]
+            state = ledger.state(account)
+            record = state.device(self.intro.sign_public)
+            if not adds or record is None or record.status is not DeviceStatus.ACTIVE:
+                raise InvalidEventError("the approved events do not make this device active")
+            self.account = AccountInfo.from_state(state)
+            self.state = JoinerState.JOINED
+            return Step(
+                (encode_frame(DoneFrame()),),
+                (Joined(self.account, frame.events, adds[0].id),),
+            )
+        raise _refuse(UnexpectedFrameError, f"{type(frame).__name__} in {self.state.name}")
+
+    def confirm(self) -> Step:
+        """The user checked the account and the code and said yes."""
+        if self.state is not JoinerState.CONFIRMING:
+            raise UsageError(f"nothing to confirm in state {self.state.value}")
+        self.state = JoinerState.WAITING_APPROVAL
+        return Step((encode_frame(ConfirmFrame()),))
+
+    def decline(self) -> Step:
+        """The user said no (wrong account, wrong code) or cancelled."""
+        if self.state not in (
+            JoinerState.REQUESTED,
+            JoinerState.CONFIRMING,
+            JoinerState.WAITING_APPROVAL,
+        ):
+            raise UsageError(f"nothing to decline in state {self.state.value}")
+        self.state = JoinerState.DECLINED
+        return Step((encode_frame(ErrorFrame(LinkDeclinedError.code)),))

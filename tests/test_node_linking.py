@@ -1,0 +1,139 @@
+"""Linking devices between separate processes over loopback
+(issue: Accounts and devices, Tests)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.errors import RpcError
+from node.netdemo import Demo, DemoNode
+from protocol.linking import LinkOffer
+
+from .test_node_net import _start
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    d = Demo(tmp_path, as_json=True)
+    yield d
+    for node in d.nodes:
+        node.stop()
+
+
+def _wait_pending(approver: DemoNode, link_id: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for req in approver.client.call("device.pending")["requests"]:
+            if req["id"] == link_id and req["awaiting_approval"]:
+                return dict(req)
+        time.sleep(0.05)
+    raise AssertionError("no request awaiting approval")
+
+
+def link(
+    approver: DemoNode, joiner: DemoNode, name: str, *, approve: bool = True
+) -> dict[str, Any]:
+    offer = approver.client.call("device.link")
+    started = joiner.client.call("device.join", link=offer["link"], name=name)
+    result: dict[str, Any] = {}
+
+    def confirm() -> None:
+        try:
+            result.update(
+                joiner.client.call("device.join_confirm", join_id=started["join_id"], accept=True)
+            )
+        except RpcError as exc:
+            result["error"] = str(exc)
+
+    t = threading.Thread(target=confirm)
+    t.start()
+    req = _wait_pending(approver, offer["id"])
+    assert req["code"] == started["code"], "both devices must show the same code"
+    assert req["device_name"] == name
+    if approve:
+        approver.client.call("device.approve", id=offer["id"][:8])
+    else:
+        approver.client.call("device.reject", id=offer["id"][:8])
+    t.join(60)
+    return {"offer": offer, "started": started, **result}
+
+
+def test_link_chain_and_misuse(demo: Demo) -> None:
+    phone, laptop, tablet, other = _start(demo, ["phone", "laptop", "tablet", "other"])
+    for x in (laptop, tablet, other):
+        demo.connect(phone, x)
+    bob = phone.client.call("account.create", name="bob")
+
+    r = link(phone, laptop, "laptop")
+    assert r["joined"] and r["account"]["account_id"] == bob["account_id"]
+    assert r["started"]["account"]["handle"] == bob["handle"]
+    # The second device links a third.
+    r = link(laptop, tablet, "tablet")
+    assert r["joined"]
+    demo.wait_converged(demo.nodes)
+    doc = other.client.call("account.show", account=bob["account_id"])
+    approvers = {d["name"]: (d["status"], d["approved_by"].split(" (")[0]) for d in doc["devices"]}
+    assert approvers["laptop"] == ("active", "phone")
+    assert approvers["tablet"] == ("active", "laptop")
+
+    # A reused link is refused.
+    with pytest.raises(RpcError, match="link"):
+        other.client.call("device.join", link=r["offer"]["link"], name="again")
+
+    # A wrong secret (valid checksum) fails; three failures burn the link.
+    offer = phone.client.call("device.link")
+    real = LinkOffer.parse(offer["link"])
+    forged = dataclasses.replace(real, secret=bytes(16)).to_text()
+    for _ in range(3):
+        with pytest.raises(RpcError, match="link"):
+            other.client.call("device.join", link=forged, name="intruder")
+    with pytest.raises(RpcError, match="link"):
+        other.client.call("device.join", link=offer["link"], name="other")
+    assert other.client.call("node.status")["account"] is None
+
+    # A rejected request changes nothing.
+    r = link(phone, other, "other", approve=False)
+    assert "error" in r and "reject" in r["error"]
+    assert other.client.call("node.status")["account"] is None
+    doc = phone.client.call("account.show")
+    assert "other" not in {d["name"] for d in doc["devices"]}
+
+    # An expired link is refused.
+    offer = phone.client.call("device.link", ttl_seconds=1)
+    time.sleep(1.2)
+    with pytest.raises(RpcError, match="expired"):
+        other.client.call("device.join", link=offer["link"], name="late")
+
+
+def test_cli_link_typo_is_one_line(demo: Demo) -> None:
+    (phone,) = _start(demo, ["phone"])
+    phone.client.call("account.create", name="bob")
+    offer = phone.client.call("device.link")
+    typo = offer["link"][:-3] + ("x" if offer["link"][-3] != "x" else "y") + offer["link"][-2:]
+    (fresh,) = _start(demo, ["fresh"])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "device",
+            "join",
+            typo,
+            "--yes",
+            "--data-dir",
+            str(fresh.dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "typo" in r.stderr
