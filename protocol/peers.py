@@ -115,10 +115,16 @@ class TokenBucket:
         """Spend ``n`` tokens (at most ``burst``) if they are there."""
         self._refill(now)
         n = min(n, self.burst)
-        if self.tokens >= n:
-            self.tokens -= n
+        # a little slack, so a caller woken at ready_at() never finds the
+        # bucket short by a rounding error
+        if self.tokens + 1e-6 >= n:
+            self.tokens = max(0.0, self.tokens - n)
             return True
         return False
+
+    def debit(self, n: float) -> None:
+        """Charge work measured after the fact; the balance may go negative."""
+        self.tokens -= n
 
     def ready_at(self, n: float, now: float) -> float:
         """When ``n`` tokens will be there."""

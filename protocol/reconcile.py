@@ -234,7 +234,7 @@ class ReconcileConfig:
     #: sub-ranges a differing range is split into
     branching: int = 16
     #: a differing range with at most this many ids is answered by listing them
-    ids_threshold: int = 32
+    ids_threshold: int = 16
     #: ids listed in one IDS/HAVE range; longer lists are cut into several ranges
     max_ids_per_range: int = 2048
 
@@ -276,7 +276,9 @@ class _Builder:
         return tuple(self.out)
 
 
-def _list_ids(b: _Builder, index_ids: list[int], upper: bytes, mode: Mode, cfg: ReconcileConfig) -> None:
+def _list_ids(
+    b: _Builder, index_ids: list[int], upper: bytes, mode: Mode, cfg: ReconcileConfig
+) -> None:
     """Emit ``index_ids`` (ascending, all within the current range) as
     ``mode`` ranges ending at ``upper``, cut so no range lists too many."""
     step = cfg.max_ids_per_range
@@ -290,17 +292,16 @@ def _list_ids(b: _Builder, index_ids: list[int], upper: bytes, mode: Mode, cfg: 
         b.add(Range(sub_upper, mode, ids_to_blob(chunk)))
 
 
-def _split(b: _Builder, index: IdIndex, lo: int, hi: int, upper: bytes, cfg: ReconcileConfig) -> None:
+def _split(
+    b: _Builder, index: IdIndex, lo: int, hi: int, upper: bytes, cfg: ReconcileConfig
+) -> None:
     """Split the ids of ranks [lo, hi) into ``branching`` FP ranges."""
     count = hi - lo
     parts = min(cfg.branching, count)
     cuts = [lo + count * k // parts for k in range(parts + 1)]
     for k in range(parts):
         a, z = cuts[k], cuts[k + 1]
-        if k + 1 < parts:
-            sub_upper = separating_bound(index.at(z - 1), index.at(z))
-        else:
-            sub_upper = upper
+        sub_upper = separating_bound(index.at(z - 1), index.at(z)) if k + 1 < parts else upper
         b.add(Range(sub_upper, Mode.FP, index.fingerprint(a, z)))
 
 
@@ -378,9 +379,7 @@ def range_cost(r: Range) -> int:
     return len(r.upper) + len(r.payload) + 10
 
 
-def chunk(
-    ranges: tuple[Range, ...], max_bytes: int, max_ranges: int
-) -> list[tuple[Range, ...]]:
+def chunk(ranges: tuple[Range, ...], max_bytes: int, max_ranges: int) -> list[tuple[Range, ...]]:
     """Cut a message into several that each cover the whole id space.
 
     Each piece keeps a run of the original ranges and SKIPs the rest, so the

@@ -13,7 +13,8 @@ Sans-I/O: every entry point takes the current time and returns what to do
   ids each side lacks; both sides request what they lack.
 * Fetch (§11.4.3): requests are windowed per peer and time out; answers come
   parents first; an event whose parents are missing waits in the ledger's
-  escrow and its missing parents are requested first.
+  escrow and its missing parents are fetched with their ancestry
+  (ANCESTRY), parents first.
 * Peers (§11.5): a score per peer (protocol.peers); invalid input costs
   dearly and leads to a disconnect with back-off; duplicates are normal.
 """
@@ -25,13 +26,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .errors import InvalidInput, LimitExceededError, UnsupportedVersionError
-from .events import Event
+from .events import Event, decode_event
 from .ledger import IngestStatus, Ledger
 from .peers import PeerBook, PeerId, ScoreConfig, TokenBucket
 from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
 from .wire import (
     FLAG_FINAL,
     FLAG_OWN,
+    AncestryFrame,
     AnnounceFrame,
     EventsFrame,
     Frame,
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 _FRAME_SLACK = 64  # bytes kept free in a frame for its header
+_MAX_ANCESTRY_WAIT = 4096  # parents waiting for an ANCESTRY frame, per peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +73,12 @@ class ReplicationConfig:
     max_ranges_per_frame: int = 8192
     #: reconciliation: sub-ranges per split, and the size of a listed range
     branching: int = 16
-    ids_threshold: int = 32
+    ids_threshold: int = 16
     #: requested ids in flight per peer, and how long an answer may take
     request_window: int = 512
     request_timeout: float = 10.0
+    #: events in the answer to one ANCESTRY frame (the oldest first)
+    max_ancestry_events: int = 1024
     #: a reconciliation session we started is forgotten after this long
     session_timeout: float = 60.0
     #: ids a peer told us about that wait to be requested from it
@@ -136,6 +141,7 @@ class ReplicationStats:
     ids_announced: int = 0
     ids_requested: int = 0
     ids_served: int = 0
+    ancestry_requests: int = 0
     announced_ids_dropped: int = 0
     reconcile_rounds: int = 0
     reconcile_completed: int = 0
@@ -160,14 +166,25 @@ class _Peer:
     reconcile_budget: TokenBucket
     want: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     inflight: set[bytes] = field(default_factory=set)
-    queue: deque[RequestFrame | ReconcileFrame] = field(default_factory=deque)
+    #: parents escrowed events wait for, to fetch with their ancestry: id -> account
+    ancestry_wait: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
+    #: ancestry targets in flight: id -> (account, ``delivered`` when asked)
+    ancestry: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    #: events from this peer the ledger accepted
+    delivered: int = 0
+    queue: deque[Costly] = field(default_factory=deque)
     sessions: dict[int, _Session] = field(default_factory=dict)
     next_session: int = 0
 
 
-def _cost(frame: RequestFrame | ReconcileFrame) -> int:
+Costly = RequestFrame | AncestryFrame | ReconcileFrame
+
+
+def _cost(frame: Costly) -> int:
     if isinstance(frame, RequestFrame):
         return len(frame.ids)
+    if isinstance(frame, AncestryFrame):
+        return len(frame.targets)  # and the events sent, debited after (§11.5.2)
     return len(frame.ranges)
 
 
@@ -199,6 +216,8 @@ class Replicator:
         self._peers: dict[PeerId, _Peer] = {}
         #: id -> (peer asked, deadline); one peer at a time per id
         self._inflight: dict[bytes, tuple[PeerId, float]] = {}
+        #: other peers that offered an id in flight, to ask if the first fails
+        self._alternates: dict[bytes, list[PeerId]] = {}
         self._next_reconcile: float | None = None
         self._now = 0.0
 
@@ -222,7 +241,7 @@ class Replicator:
                 deadlines.append(first + self.config.session_timeout)
             if p.queue:
                 head = p.queue[0]
-                bucket = p.serve_budget if isinstance(head, RequestFrame) else p.reconcile_budget
+                bucket = p.reconcile_budget if isinstance(head, ReconcileFrame) else p.serve_budget
                 deadlines.append(bucket.ready_at(_cost(head), bucket.updated))
         return min(deadlines) if deadlines else None
 
@@ -252,8 +271,9 @@ class Replicator:
 
     def disconnect(self, peer: PeerId, now: float) -> list[Output]:
         self._enter(now)
-        self._drop(peer)
-        return []
+        out: list[Output] = []
+        self._drop(peer, now, out)
+        return out
 
     def publish(self, raw_event: bytes, now: float) -> list[Output]:
         """Ingest a local event, then push it.  Invalid input raises the
@@ -289,8 +309,8 @@ class Replicator:
             # peer's budget, in order (§11.5.2)
             if p.queue or not self._budget_take(p, f, now):
                 if len(p.queue) >= self.config.max_queued_frames:
-                    exc = LimitExceededError("too many frames beyond the peer's budget")
-                    self._offence(p, exc, self.config.score.flood_penalty, now, out)
+                    flood = LimitExceededError("too many frames beyond the peer's budget")
+                    self._offence(p, flood, self.config.score.flood_penalty, now, out)
                     return out
                 p.queue.append(f)
             else:
@@ -307,6 +327,7 @@ class Replicator:
         for eid in expired:
             self._clear_inflight(eid)
             self.stats.request_timeouts += 1
+            self._retry(eid, now, out)
         for p in self._peers.values():
             for sid, s in list(p.sessions.items()):
                 if now >= s.started + self.config.session_timeout:
@@ -339,12 +360,24 @@ class Replicator:
         self.stats.bytes_sent += len(data)
         out.append(Send(peer, data))
 
-    def _drop(self, peer: PeerId) -> None:
+    def _drop(self, peer: PeerId, now: float, out: list[Output]) -> None:
         p = self._peers.pop(peer, None)
         if p is None:
             return
         for eid in p.inflight:
             self._inflight.pop(eid, None)
+        for eid in p.inflight:
+            self._retry(eid, now, out)
+
+    def _retry(self, eid: bytes, now: float, out: list[Output]) -> None:
+        """An id's request failed: ask the next peer that offered it."""
+        for peer in self._alternates.pop(eid, []):
+            q = self._peers.get(peer)
+            if q is not None and self._lacks(eid):
+                q.want[eid] = None
+                q.want.move_to_end(eid, last=False)
+                self._pump(q, now, out)
+                return
 
     def _offence(
         self, p: _Peer, exc: InvalidInput, penalty: float, now: float, out: list[Output]
@@ -355,7 +388,7 @@ class Replicator:
         until = self.book.penalise(p.id, penalty, now)
         if until is None:
             return False
-        self._drop(p.id)
+        self._drop(p.id, now, out)
         self.stats.disconnects += 1
         out.append(Disconnect(p.id, f"misbehaved: {exc.code}", until))
         return True
@@ -367,29 +400,38 @@ class Replicator:
         out.append(Delivered(ev, source))
 
     def _clear_inflight(self, eid: bytes) -> PeerId | None:
+        """The id is answered (or given up): forget the request."""
         entry = self._inflight.pop(eid, None)
         if entry is None:
             return None
         p = self._peers.get(entry[0])
         if p is not None:
             p.inflight.discard(eid)
+            p.ancestry.pop(eid, None)
         return entry[0]
 
     def _lacks(self, eid: bytes) -> bool:
         return not (self.ledger.has(eid) or eid in self.ledger.escrow or eid in self._inflight)
 
-    def _want(self, p: _Peer, ids: tuple[bytes, ...], first: bool = False) -> None:
+    def _want(self, p: _Peer, ids: tuple[bytes, ...]) -> None:
         for eid in ids:
-            if not self._lacks(eid):
+            if self.ledger.has(eid) or eid in self.ledger.escrow:
+                continue
+            if eid in self._inflight:
+                self._offered(p, eid)
                 continue
             if eid not in p.want and len(p.want) >= self.config.max_wanted_per_peer:
                 break  # reconciliation finds the rest later
             p.want[eid] = None
-            if first:
-                p.want.move_to_end(eid, last=False)
 
-    def _budget_take(self, p: _Peer, f: RequestFrame | ReconcileFrame, now: float) -> bool:
-        bucket = p.serve_budget if isinstance(f, RequestFrame) else p.reconcile_budget
+    def _offered(self, p: _Peer, eid: bytes) -> None:
+        """``p`` offers an id already requested elsewhere: remember it."""
+        alternates = self._alternates.setdefault(eid, [])
+        if len(alternates) < 4 and p.id not in alternates and self._inflight[eid][0] != p.id:
+            alternates.append(p.id)
+
+    def _budget_take(self, p: _Peer, f: Costly, now: float) -> bool:
+        bucket = p.reconcile_budget if isinstance(f, ReconcileFrame) else p.serve_budget
         return bucket.take(_cost(f), now)
 
     def _drain(self, p: _Peer, now: float, out: list[Output]) -> None:
@@ -398,11 +440,11 @@ class Replicator:
                 return
             self._handle_costly(p, p.queue.popleft(), now, out)
 
-    def _handle_costly(
-        self, p: _Peer, f: RequestFrame | ReconcileFrame, now: float, out: list[Output]
-    ) -> None:
+    def _handle_costly(self, p: _Peer, f: Costly, now: float, out: list[Output]) -> None:
         if isinstance(f, RequestFrame):
             self._serve(p, f, out)
+        elif isinstance(f, AncestryFrame):
+            p.serve_budget.debit(self._serve_ancestry(p, f, out))
         else:
             self._on_reconcile(p, f, now, out)
 
@@ -456,12 +498,21 @@ class Replicator:
         if p.id not in self._peers:
             return
         room = self.window - len(p.inflight)
+        self._pump_ancestry(p, now, out)
+        # Ids come in id order, not parents first.  While the escrow is half
+        # full, only a trickle of new ids is fetched, so the ancestry answers
+        # can release what waits before the escrow starts dropping (§11.4.3).
+        escrow = self.ledger.escrow
+        if len(escrow) >= max(1, min(escrow.per_source, escrow.max_events) // 2):
+            room = min(room, max(1, self.window // 16) - len(p.inflight))
         batch: list[bytes] = []
         while room > 0 and p.want:
             eid, _ = p.want.popitem(last=False)
             if self._lacks(eid):
                 batch.append(eid)
                 room -= 1
+            elif eid in self._inflight and not self.ledger.has(eid):
+                self._offered(p, eid)
         if not batch:
             return
         deadline = now + self.config.request_timeout
@@ -470,6 +521,70 @@ class Replicator:
             p.inflight.add(eid)
         self.stats.ids_requested += len(batch)
         self._send(p.id, RequestFrame(tuple(batch)), out)
+
+    def _pump_ancestry(self, p: _Peer, now: float, out: list[Output]) -> None:
+        """One ANCESTRY frame in flight per peer (§11.4.3)."""
+        if p.ancestry or not p.ancestry_wait:
+            return
+        targets: list[bytes] = []
+        accounts: dict[bytes, None] = {}
+        while p.ancestry_wait and len(targets) < self.limits.max_ancestry_targets:
+            eid, account = p.ancestry_wait.popitem(last=False)
+            if self._lacks(eid):
+                targets.append(eid)
+                accounts[account] = None
+                p.ancestry[eid] = (account, p.delivered)
+        if not targets:
+            return
+        known: list[bytes] = []
+        for account in accounts:
+            log = self.ledger.accounts.get(account)
+            if log is not None:
+                known.extend(log.heads)
+        deadline = now + self.config.request_timeout
+        for eid in targets:
+            self._inflight[eid] = (p.id, deadline)
+            p.inflight.add(eid)
+        self.stats.ancestry_requests += 1
+        frame = AncestryFrame(tuple(targets), tuple(known[: self.limits.max_ancestry_known]))
+        self._send(p.id, frame, out)
+
+    def _serve_ancestry(self, p: _Peer, f: AncestryFrame, out: list[Output]) -> int:
+        """Send the targets' ancestry minus what the peer knows, parents first;
+        the number of events sent."""
+        masks: dict[bytes, int] = {}
+        missing: list[bytes] = []
+        for eid in f.targets:
+            account = self.ledger.account_of(eid)
+            if account is None:
+                missing.append(eid)
+                continue
+            log = self.ledger.log(account)
+            i = log.index[eid]
+            masks[account] = masks.get(account, 0) | log.anc[i] | (1 << i)
+        for eid in f.known:
+            account = self.ledger.account_of(eid)
+            if account is not None and account in masks:
+                log = self.ledger.log(account)
+                j = log.index[eid]
+                masks[account] &= ~(log.anc[j] | (1 << j))
+        raws: list[bytes] = []
+        sent: set[bytes] = set()
+        budget = self.config.max_ancestry_events
+        for account, mask in masks.items():
+            events = self.ledger.log(account).events
+            while mask and len(raws) < budget:
+                low = mask & -mask
+                ev = events[low.bit_length() - 1]  # account order: parents first
+                raws.append(ev.raw)
+                sent.add(ev.id)
+                mask ^= low
+        # targets not sent (over the budget) are listed too: the peer asks again
+        missing.extend(t for t in f.targets if t not in sent and t not in missing)
+        self.stats.ids_served += len(raws)
+        for frame in self._events_frames(raws, missing):
+            self._send(p.id, frame, out)
+        return len(raws)
 
     def _serve(self, p: _Peer, f: RequestFrame, out: list[Output]) -> None:
         found: list[tuple[int, bytes]] = []
@@ -508,25 +623,38 @@ class Replicator:
                 if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
                     break
                 continue
-            solicited = self._clear_inflight(result.event_id) is not None
+            # while an ancestry answer is due, everything from p counts as asked for
+            solicited = bool(p.ancestry)
+            solicited = self._clear_inflight(result.event_id) is not None or solicited
+            self._alternates.pop(result.event_id, None)
             if result.status is IngestStatus.DUPLICATE:
                 self.stats.duplicate_events += 1
             elif result.status is IngestStatus.ESCROWED:
                 self.stats.events_escrowed += 1
-                self._want(p, result.missing, first=True)
+                if result.missing and len(p.ancestry_wait) < _MAX_ANCESTRY_WAIT:
+                    account = decode_event(raw, self.ledger.params).account_id
+                    for parent in result.missing:
+                        p.ancestry_wait[parent] = account
             else:
+                p.delivered += 1
                 self.book.reward(p.id, self.config.score.delivery_reward, now)
                 for i, ev in enumerate(result.accepted):
                     self._accepted(ev, p.id if i == 0 else None, out)
                 (pulled if solicited else pushed).extend(result.accepted)
         for eid in f.missing:
-            if eid in p.inflight:
+            if eid in p.inflight and p.id in self._peers:
+                asked = p.ancestry.get(eid)
                 self._clear_inflight(eid)
-                until = self.book.penalise(p.id, self.config.score.undelivered_penalty, now)
-                if until is not None and p.id in self._peers:
-                    self._drop(p.id)
-                    self.stats.disconnects += 1
-                    out.append(Disconnect(p.id, "announced ids it does not have", until))
+                if asked is not None and p.delivered > asked[1]:
+                    # a cut ancestry answer that made progress: ask again
+                    if self._lacks(eid):
+                        p.ancestry_wait[eid] = asked[0]
+                    continue
+                self._retry(eid, now, out)
+                # honest nodes never lose an accepted event: offering one
+                # and then not having it is a (small) offence
+                lie = InvalidInput("offered an id it does not have")
+                self._offence(p, lie, self.config.score.undelivered_penalty, now, out)
         # Events we asked for are old news to most peers: announce them only.
         # Events pushed to us are fresh: push them on eagerly.
         self._push(pushed, True, p.id, out)

@@ -12,6 +12,7 @@ unique: compact, canonical by construction and cheap to parse.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -28,6 +29,7 @@ class FrameType(IntEnum):
     ANNOUNCE = 2
     REQUEST = 3
     RECONCILE = 4
+    ANCESTRY = 5
 
 
 #: ReconcileFrame.flags
@@ -41,6 +43,8 @@ class WireLimits:
     max_events_per_frame: int = 256
     max_ids_per_frame: int = 8192
     max_ranges_per_frame: int = 8192
+    max_ancestry_targets: int = 64
+    max_ancestry_known: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,16 @@ class ReconcileFrame:
         return bool(self.flags & FLAG_FINAL)
 
 
-Frame = EventsFrame | AnnounceFrame | RequestFrame | ReconcileFrame
+@dataclass(frozen=True, slots=True)
+class AncestryFrame:
+    """ "Send me ``targets`` and their ancestors, except those that are
+    ancestors of ``known`` (ids I hold), parents first" (§11.4.3)."""
+
+    targets: tuple[bytes, ...]
+    known: tuple[bytes, ...] = ()
+
+
+Frame = EventsFrame | AnnounceFrame | RequestFrame | ReconcileFrame | AncestryFrame
 
 
 def _blob(ids: tuple[bytes, ...]) -> bytes:
@@ -92,6 +105,10 @@ def encode_frame(frame: Frame) -> bytes:
             return encode_flat([WIRE_VERSION, int(FrameType.ANNOUNCE), _blob(ids)])
         case RequestFrame(ids):
             return encode_flat([WIRE_VERSION, int(FrameType.REQUEST), _blob(ids)])
+        case AncestryFrame(targets, known):
+            return encode_flat(
+                [WIRE_VERSION, int(FrameType.ANCESTRY), _blob(targets), _blob(known)]
+            )
         case ReconcileFrame(session, flags, ranges):
             rs = [[r.upper, int(r.mode), r.payload] for r in ranges]
             return encode_flat([WIRE_VERSION, int(FrameType.RECONCILE), session, flags, rs])
@@ -105,7 +122,7 @@ def _ids(value: object, limits: WireLimits) -> tuple[bytes, ...]:
     if n > limits.max_ids_per_frame:
         raise SizeLimitError(f"{n} ids in one frame")
     ids = tuple(value[i * ID_BYTES : (i + 1) * ID_BYTES] for i in range(n))
-    for a, b in zip(ids, ids[1:], strict=False):
+    for a, b in itertools.pairwise(ids):
         if a >= b:
             raise SchemaError("ids must be ascending and unique")
     return ids
@@ -144,6 +161,16 @@ def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
             raise SchemaError("ANNOUNCE and REQUEST are [1, type, ids]")
         ids = _ids(value[2], limits)
         return AnnounceFrame(ids) if ftype is FrameType.ANNOUNCE else RequestFrame(ids)
+    if ftype is FrameType.ANCESTRY:
+        if len(value) != 4:
+            raise SchemaError("ANCESTRY is [1, 5, targets, known]")
+        targets = _ids(value[2], limits)
+        known = _ids(value[3], limits)
+        if not targets or len(targets) > limits.max_ancestry_targets:
+            raise SizeLimitError(f"{len(targets)} ancestry targets")
+        if len(known) > limits.max_ancestry_known:
+            raise SizeLimitError(f"{len(known)} known ids")
+        return AncestryFrame(targets, known)
     if len(value) != 5 or type(value[4]) is not list:
         raise SchemaError("RECONCILE is [1, 4, session, flags, [range...]]")
     session = _uint(value[2], 32, "session")
