@@ -117,6 +117,7 @@ class Daemon:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             nursery.start_soon(self._timers)
             nursery.start_soon(self._bootstrap_loop)
+            nursery.start_soon(self.linking.run_timers)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.addresses()))
             task_status.started()

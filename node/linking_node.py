@@ -125,16 +125,35 @@ class LinkMethods:
             )
         return bytes.fromhex(str(account))
 
-    def _expire(self) -> None:
+    async def _expire(self) -> None:
+        """Expire offers past their deadline; tell a waiting joiner why."""
         now = _now_ms()
         for link_id, slot in list(self.offers.items()):
-            slot.approver.tick(now)
+            step = slot.approver.tick(now)
+            if step.frames and slot.stream is not None:
+                with contextlib.suppress(Exception):
+                    await _write(slot.stream, step)
+                    await slot.stream.close()
             if (
                 slot.approver.state
-                in (ApproverState.EXPIRED, ApproverState.BURNT, ApproverState.REJECTED)
+                in (
+                    ApproverState.EXPIRED,
+                    ApproverState.BURNT,
+                    ApproverState.REJECTED,
+                    ApproverState.USED,
+                )
                 and slot.stream is None
             ):
                 del self.offers[link_id]
+
+    async def run_timers(self) -> None:
+        """Wake at each offer's deadline (``Approver.deadline_ms``)."""
+        while True:
+            deadlines = [s.approver.deadline_ms for s in self.offers.values()]
+            soonest = min((d for d in deadlines if d is not None), default=None)
+            wait = 1.0 if soonest is None else max(0.0, min(1.0, (soonest - _now_ms()) / 1000))
+            await trio.sleep(wait)
+            await self._expire()
 
     async def link(self, params: dict[str, Any]) -> dict[str, Any]:
         account = self._own_account()
@@ -143,7 +162,7 @@ class LinkMethods:
             raise RpcFailure(
                 control.USAGE, "this device is not active in its account: it cannot link devices"
             )
-        self._expire()
+        await self._expire()
         addrs = [a.split("/p2p/")[0] for a in self.d.addresses()][:4]
         ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
         ap = Approver(
@@ -234,7 +253,7 @@ class LinkMethods:
         return matches[0]
 
     async def pending(self, params: dict[str, Any]) -> dict[str, Any]:
-        self._expire()
+        await self._expire()
         out = []
         for link_id, slot in self.offers.items():
             req = slot.approver.request

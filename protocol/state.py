@@ -271,6 +271,17 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
             both = (1 << v1) | (1 << v2)
             if not any(r not in void and anc[r] & both == both for r in recovers):
                 disputes.append((v1, v2))
+    # Rule 7, one step removed: a final revocation signed by a device whose
+    # every adder among its ancestors is void is the same attack made
+    # through a device the thief added in the race.  It disputes the account
+    # in the same way, until a recover descends from both.
+    for v in final:
+        adders = [a for a in introduced.get(events[v].signer, ()) if (anc[v] >> a) & 1]
+        if adders and all(a in void for a in adders):
+            cause = min(adders, key=lambda a: events[a].id)
+            both = (1 << v) | (1 << cause)
+            if not any(r not in void and anc[r] & both == both for r in recovers):
+                disputes.append((v, cause))
 
     return Evaluation(members, void, active, removed, revoked, disputes, compromised)
 

@@ -92,3 +92,21 @@ def test_out_of_order_delivery_uses_escrow(history: History) -> None:
     r = ledger.ingest(history.events["g"].raw)
     assert [e.id for e in r.accepted] == [history.events[x].id for x in ("g", "a1", "a2")]
     assert history.status(ledger) == {"d0": "active", "d1": "active", "d2": "active"}
+
+
+def test_rule7_revocation_through_a_void_device_disputes(history: History) -> None:
+    """The thief's device t adds x in a race with t's revocation; x's
+    revocation of an honest device is final, and the account is disputed."""
+    history.add("a1", "d0", "t", ["g"])
+    history.add("a2", "d0", "d2", ["a1"])
+    history.add("theft", "t", "x", ["a2"])
+    history.revoke("rv", "d0", "t", ["a2"])
+    history.revoke("xr", "x", "d2", ["theft"])
+    ledger = history.ledger()
+    state = ledger.state(history.account)
+    assert history.status(ledger)["x"] == "void"
+    assert history.status(ledger)["d2"] == "revoked"
+    assert state.status is AccountStatus.DISPUTED
+    history.recover("rec", "d9", ["xr", "rv"])
+    ledger.ingest(history.events["rec"].raw)
+    assert ledger.state(history.account).status is AccountStatus.OK
