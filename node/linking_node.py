@@ -29,7 +29,6 @@ from protocol.linking import (
     APPROVER_BOUND_MAX_BYTES,
     ApprovalRequested,
     Approver,
-    ApproverState,
     ConfirmRequired,
     JoinAborted,
     Joined,
@@ -54,6 +53,8 @@ log = logging.getLogger("smu.link")
 LINK_PROTOCOL = TProtocol("/smu/link/1")
 ANSWER_TIMEOUT = 30.0
 APPROVAL_TIMEOUT = 6 * 60.0
+KEEP_FINISHED_MS = 3600 * 1000
+MAX_OFFERS = 64
 
 
 def _now_ms() -> int:
@@ -134,16 +135,9 @@ class LinkMethods:
                 with contextlib.suppress(Exception):
                     await _write(slot.stream, step)
                     await slot.stream.close()
-            if (
-                slot.approver.state
-                in (
-                    ApproverState.EXPIRED,
-                    ApproverState.BURNT,
-                    ApproverState.REJECTED,
-                    ApproverState.USED,
-                )
-                and slot.stream is None
-            ):
+            # Finished offers stay an hour, so that a late joiner hears why
+            # (expired, used, burnt) rather than "no such link".
+            if slot.stream is None and now > slot.approver.offer.expires_at_ms + KEEP_FINISHED_MS:
                 del self.offers[link_id]
 
     async def run_timers(self) -> None:
@@ -163,6 +157,10 @@ class LinkMethods:
                 control.USAGE, "this device is not active in its account: it cannot link devices"
             )
         await self._expire()
+        if len(self.offers) >= MAX_OFFERS:
+            raise RpcFailure(
+                control.USAGE, f"{MAX_OFFERS} link offers are open: wait for them to expire"
+            )
         addrs = [a.split("/p2p/")[0] for a in self.d.addresses()][:4]
         ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
         ap = Approver(
