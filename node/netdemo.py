@@ -11,16 +11,15 @@ A node started late then catches up by reconciliation alone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from protocol import authoring
 from protocol.events import Event
 from protocol.keys import DeviceKeys
 from protocol.params import TESTNET
@@ -120,7 +119,12 @@ class Demo:
         else:
             print(f"\n== {text}", flush=True)
             for k, v in data.items():
-                print(f"   {k}: {v}", flush=True)
+                if isinstance(v, list):
+                    print(f"   {k}:", flush=True)
+                    for item in v:
+                        print(f"     - {item}", flush=True)
+                else:
+                    print(f"   {k}: {v}", flush=True)
 
     def show(self, node: DemoNode, account: str) -> dict[str, Any]:
         doc: dict[str, Any] = node.client.call("account.show", account=account)
@@ -163,91 +167,106 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def link_devices(d: Demo, approver: DemoNode, joiner: DemoNode, name: str) -> dict[str, Any]:
+    """`smu device link` on ``approver``, `smu device join` on ``joiner``, both
+    users confirm the code, the approver approves: what each one sees."""
+    offer = approver.client.call("device.link")
+    started = joiner.client.call("device.join", link=offer["link"], name=name)
+    d.say(
+        "join",
+        f"{joiner.name} shows: joining {started['account']['handle']}, "
+        f"confirmation code {started['code']}; its user confirms",
+        active_devices=[x["name"] for x in started["account"]["devices"]],
+    )
+    result: dict[str, Any] = {}
+
+    def confirm() -> None:
+        try:
+            result.update(
+                joiner.client.call("device.join_confirm", join_id=started["join_id"], accept=True)
+            )
+        except NodeError as exc:
+            result["error"] = str(exc)
+
+    waiter = threading.Thread(target=confirm)
+    waiter.start()
+    deadline = time.monotonic() + 30
+    request = None
+    while request is None and time.monotonic() < deadline:
+        for req in approver.client.call("device.pending")["requests"]:
+            if req["id"] == offer["id"] and req["awaiting_approval"]:
+                request = req
+        time.sleep(0.05)
+    if request is None:
+        raise NodeError(f"{approver.name} never saw {joiner.name}'s request")
+    d.say(
+        "approve",
+        f"{approver.name} asks: approve device {request['device_name']!r}, "
+        f"fingerprint {request['fingerprint']}? code {request['code']} — its user approves",
+    )
+    approver.client.call("device.approve", id=offer["id"])
+    waiter.join(60)
+    if not result.get("joined"):
+        raise NodeError(f"{joiner.name} did not join: {result.get('error')}")
+    return result
+
+
 def story(d: Demo, n: int) -> None:
-    params = TESTNET
     d.say("start", f"starting {n} nodes on loopback, each a separate process")
-    names = ["alice-phone", "phone", "laptop", "tablet"] + [f"node{i + 1}" for i in range(4, n)]
+    names = ["alice-phone", "phone", "laptop", "tablet", "thief"] + [
+        f"node{i + 1}" for i in range(5, n)
+    ]
     d.nodes = [DemoNode(d.base, names[i]) for i in range(n)]
     for node in d.nodes:
         node.start()
     for node in d.nodes:
         node.wait_ready()
-    ring = d.nodes
-    for i in range(len(ring)):
-        d.connect(ring[i], ring[(i + 1) % len(ring)])
+    for i in range(len(d.nodes)):
+        d.connect(d.nodes[i], d.nodes[(i + 1) % len(d.nodes)])
     d.say("topology", "nodes connected in a ring", peers={x.name: x.peer_id for x in d.nodes})
 
-    n1, n2, n3, n4 = d.nodes[0], d.nodes[1], d.nodes[2], d.nodes[3]
-    alice = n1.client.call("account.create", name="alice")
-    bob = n2.client.call("account.create", name="bob")
+    alice_phone, phone, laptop, tablet, thief = d.nodes[:5]
+    alice = alice_phone.client.call("account.create", name="alice")
+    bob = phone.client.call("account.create", name="bob")
     d.say(
         "accounts",
-        "alice creates an account on alice-phone, bob on phone (genesis with proof-of-work)",
+        "alice creates an account on alice-phone, bob on phone "
+        "(genesis with proof-of-work; each is shown a recovery key once)",
         alice=alice["handle"],
         bob=bob["handle"],
     )
-    bob_id = bytes.fromhex(bob["account_id"])
     d.wait_converged(d.nodes)
 
-    # Bob's other devices are the device keys of the nodes laptop and tablet.
-    phone, laptop, tablet = n2.device(), n3.device(), n4.device()
-    g = bytes.fromhex(n2.client.call("account.show", account=bob["account_id"])["heads"][0])
-    add_laptop = authoring.add_device(
-        params,
-        bob_id,
-        [g],
-        phone,
-        authoring.introduce(params, bob_id, laptop, "laptop"),
-        timestamp=_now(),
-    )
-    n2.submit(add_laptop)
-    add_tablet = authoring.add_device(
-        params,
-        bob_id,
-        [add_laptop.id],
-        laptop,
-        authoring.introduce(params, bob_id, tablet, "tablet"),
-        timestamp=_now(),
-    )
-    n3.submit(add_tablet)
+    link_devices(d, phone, laptop, "laptop")
+    link_devices(d, laptop, tablet, "tablet")
     d.wait_converged(d.nodes)
     d.say("devices", "bob's phone approved his laptop; the laptop approved his tablet")
-    d.show(n5 := d.nodes[-1], bob["account_id"])
+    d.show(d.nodes[-1], bob["account_id"])
 
     left, right = d.nodes[:2], d.nodes[2:]
     d.partition(left, right)
     d.say(
         "partition",
-        f"the network splits: {{alice-phone, phone}} | {{laptop, tablet, ...{n - 4} more}}",
+        "the tablet is stolen, and the network splits: "
+        f"{{alice-phone, phone}} | {{laptop, tablet, thief{', ...' if n > 5 else ''}}}",
     )
-    thief = DeviceKeys.from_random(os.urandom(64))
-    theft = authoring.add_device(
-        params,
-        bob_id,
-        [add_tablet.id],
-        tablet,
-        authoring.introduce(params, bob_id, thief, "totally-bob"),
-        timestamp=_now(),
-    )
-    n4.submit(theft)
-    revoke = authoring.revoke_device(
-        params, bob_id, [add_tablet.id], phone, tablet.sign_public, timestamp=_now()
-    )
-    n2.submit(revoke)
+    link_devices(d, tablet, thief, "totally-bob")
+    revoked = phone.client.call("device.revoke", device="tablet")
     d.say(
         "race",
-        "the tablet is stolen: on one side the thief's tablet adds a device; on the "
-        "other, bob's phone revokes the tablet",
+        "on one side the stolen tablet links the thief's own device; on the other, "
+        "bob's phone revokes the tablet (`smu device revoke tablet`)",
+        revocation=revoked["revoked"][0]["event_id"][:16],
     )
-    d.show(n1, bob["account_id"])
-    d.show(n5, bob["account_id"])
+    d.show(alice_phone, bob["account_id"])
+    d.show(thief, bob["account_id"])
 
     healed_at = time.monotonic()
     d.heal(left, right)
     d.wait_converged(d.nodes)
     took = time.monotonic() - healed_at
     d.say("heal", f"the partition heals; all {n} nodes hold the same event set after {took:.2f}s")
-    docs = [n.client.call("account.show", account=bob["account_id"]) for n in d.nodes]
+    docs = [x.client.call("account.show", account=bob["account_id"]) for x in d.nodes]
     digests = {x.name: doc["state_digest"][:16] for x, doc in zip(d.nodes, docs, strict=True)}
     d.say(
         "converged",
@@ -255,13 +274,13 @@ def story(d: Demo, n: int) -> None:
         state_digests=digests,
         identical=len(set(digests.values())) == 1,
     )
-    d.show(n1, bob["account_id"])
+    d.show(alice_phone, bob["account_id"])
     if len(set(digests.values())) != 1:
         raise NodeError("nodes disagree on bob's state")
 
     late = DemoNode(d.base, "new-phone")
     started_at = time.monotonic()
-    late.start(bootstrap=[n1.addr])
+    late.start(bootstrap=[alice_phone.addr])
     late.wait_ready()
     d.nodes.append(late)
     d.wait_converged(d.nodes)
@@ -269,7 +288,7 @@ def story(d: Demo, n: int) -> None:
     d.say(
         "late-joiner",
         f"{late.name} starts late with only a bootstrap address and catches up "
-        f"by reconciliation in {took:.2f}s",
+        f"by reconciliation {took:.2f}s after its process started",
         events=late.status()["events"],
     )
 
@@ -283,7 +302,15 @@ def story(d: Demo, n: int) -> None:
         "a fresh node; it shows a new recovery key once",
         event=rec["event_id"][:16],
     )
-    d.show(n1, bob["account_id"])
+    d.show(alice_phone, bob["account_id"])
+    history = alice_phone.client.call("account.history", account=bob["account_id"])
+    d.say(
+        "history",
+        "alice's node explains every change to bob's account",
+        lines=[
+            e["text"] + (f" — VOID: {e['void']}" if e["void"] else "") for e in history["events"]
+        ],
+    )
 
 
 def run(as_json: bool = False, nodes: int = 5, keep: bool = False) -> int:
