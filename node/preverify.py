@@ -1,7 +1,9 @@
 """Signature checks off the trio thread (issue: Node, catch-up benchmark).
 
 The stateless checks of an event (``protocol.events.verify_event``) depend
-on the event alone.  A link's reader hands each frame of full events to a
+on the event alone.  The cache is keyed by (id, signature), never by id
+alone: the id does not cover the signature (PROTOCOL.md §5.2), so a forged
+copy of a genuine event has the genuine id.  A link's reader hands each frame of full events to a
 worker thread that runs them first; cffi releases the GIL inside libsodium,
 so this thread verifies the next frame while the trio thread applies the
 current one, and both cores work during a catch-up.  The ledger then skips
@@ -21,13 +23,13 @@ from protocol.wire import EventsFrame, WireLimits, decode_frame
 
 
 class VerifiedCache:
-    """Ids whose stateless checks passed; bounded, oldest dropped first."""
+    """Events (id, signature) whose stateless checks passed; bounded, oldest first."""
 
     def __init__(self, params: NetworkParams, limits: WireLimits, max_ids: int = 65_536) -> None:
         self.params = params
         self.limits = limits
         self.max_ids = max_ids
-        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._ids: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
 
     def preverify(self, frame: bytes) -> int:
         """Run in a worker thread: check every event in an events frame."""
@@ -44,14 +46,14 @@ class VerifiedCache:
                 verify_event(event, self.params)
             except InvalidInput:
                 continue
-            self._ids[event.id] = None
+            self._ids[(event.id, event.signature)] = None
             done += 1
         while len(self._ids) > self.max_ids:
             self._ids.popitem(last=False)
         return done
 
     def verify(self, event: Event, params: NetworkParams) -> None:
-        """The ledger's verifier: trust ids checked here, check the rest."""
-        if self._ids.pop(event.id, 0) is None:
+        """The ledger's verifier: trust exact events checked here, check the rest."""
+        if self._ids.pop((event.id, event.signature), 0) is None:
             return
         verify_event(event, params)

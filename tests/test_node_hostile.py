@@ -169,3 +169,21 @@ async def test_repeating_valid_events_is_not_punished(nodes: tuple[DemoNode, Dem
         mine = [p for p in peers["peers"] if p["peer_id"] == peer.host.get_id().to_base58()]
         assert mine and mine[0]["score"] >= 0
         assert await trio.to_thread.run_sync(_has, a, add)
+
+
+def test_preverified_cache_does_not_trust_a_forged_copy() -> None:
+    """A forged copy of a genuine event has the genuine id (the id does not
+    cover the signature): the cache must not let it skip verification."""
+    from node.preverify import VerifiedCache
+    from protocol.errors import BadSignatureError
+    from protocol.events import decode_event
+    from protocol.wire import WireLimits
+
+    genesis, _ = _events()
+    cache = VerifiedCache(TESTNET, WireLimits())
+    assert cache.preverify(encode_frame(EventsFrame(events=(genesis,)))) == 1
+    forged = decode_event(_forged(genesis), TESTNET)
+    assert forged.id == decode_event(genesis, TESTNET).id
+    with pytest.raises(BadSignatureError):
+        cache.verify(forged, TESTNET)
+    cache.verify(decode_event(genesis, TESTNET), TESTNET)  # the genuine one passes

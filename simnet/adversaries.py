@@ -1,0 +1,505 @@
+"""Attacker behaviours, and the ground truth the safety figures are judged by.
+
+Each adversary owns some nodes and, where it attacks an account, an
+``Attack`` record the simulator fills in as the attack unfolds: which keys
+the attacker holds or added, and which revocations the owner issued
+against them.  The judge (``metrics``) uses only that record and each
+honest node's reported active keys, never the account rules themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import authoring
+from protocol.errors import UnknownAccountError
+from protocol.events import AddDeviceBody, Event, EventKind, build_event
+from protocol.keys import DeviceKeys, RecoveryKey
+from protocol.ledger import Ledger
+from protocol.state import DeviceStatus
+
+from .engine import Engine, SimNode
+from .ledgers import FilteringLedger, ForgingLedger
+from .scenario import Adversary as Spec
+from .workload import Account, Device, Workload, timestamp
+
+
+@dataclass(slots=True)
+class Attack:
+    kind: str
+    account: Account
+    #: keys the attacker holds or added, in the order it got them
+    attacker_keys: list[bytes] = field(default_factory=list)
+    #: the owner's revocations of those keys; judged once all are at a node
+    owner_batch: list[bytes] = field(default_factory=list)
+    #: False: the attacker's keys must never be active anywhere (injection)
+    need_batch: bool = True
+    #: attack events that were valid and so spread (long-range, theft)
+    attacker_events: list[bytes] = field(default_factory=list)
+    #: eclipse: the victim node and when it got its first honest peer
+    victim: int | None = None
+    heal_at: float | None = None
+    #: the device the owner acts with (a recover replaces it)
+    owner_device: Device | None = None
+    recovers: int = 0
+    #: the thief also revokes the owner's device (a denial of service that
+    #: forces a recover, DESIGN.md §3)
+    revoke_owner: bool = False
+
+
+class Base:
+    kind = "base"
+
+    def __init__(self, sim: Any, spec: Spec, nodes: list[int]) -> None:
+        self.sim = sim
+        self.spec = spec
+        self.p = spec.params
+        self.nodes = nodes
+        self.attack: Attack | None = None
+
+    @property
+    def e(self) -> Engine:
+        engine: Engine = self.sim.engine
+        return engine
+
+    @property
+    def w(self) -> Workload:
+        workload: Workload = self.sim.workload
+        return workload
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.e.params, verify=self.e.verify)
+
+    def setup(self) -> None:
+        pass
+
+    def protected(self) -> list[int]:
+        """Honest nodes the attack depends on (kept out of churn)."""
+        return []
+
+    def f(self, key: str, default: float) -> float:
+        return float(self.p.get(key, default))
+
+    def honest_choice(self, exclude: list[int], group: int | None = None) -> int:
+        cands = [i for i in self.sim.honest if i not in exclude]
+        if group is not None:
+            in_group = [i for i in cands if self.sim.group_of(i) == group]
+            cands = in_group or cands
+        return int(self.e.rng.choice(cands))
+
+    # -- shared steps -----------------------------------------------------------
+
+    def victim_account(self, owner: int, extra_homes: list[int], t: float) -> Account:
+        acc = self.w.new_account(owner, managed=False)
+        self.w.create_genesis(acc, t, extra_homes)
+        return acc
+
+    def owner_revokes(self, attack: Attack, owner: int, t: float) -> None:
+        """The owner revokes every attacker key its own view shows as active,
+        or, once its own device has been revoked, recovers the account."""
+
+        def job(n: SimNode, now: float) -> list[Any]:
+            acc = attack.account
+            acc_id = acc.account_id
+            assert acc_id is not None
+            try:
+                log = n.ledger.log(acc_id)
+            except UnknownAccountError:
+                self.e.at(now + 0.5, lambda t2: self.owner_revokes(attack, owner, t2))
+                return []
+            me = attack.owner_device or acc.devices[0]
+            if me.keys.sign_public not in log.state().active_keys:
+                return self._recover(attack, n, now)
+            outs: list[Any] = []
+            for key in list(attack.attacker_keys):
+                rec = log.state().device(key)
+                if rec is None or rec.status is not DeviceStatus.ACTIVE:
+                    continue
+                ev = authoring.revoke_device(
+                    self.e.params,
+                    acc_id,
+                    list(log.heads),
+                    me.keys,
+                    key,
+                    timestamp=timestamp(n, now),
+                )
+                attack.owner_batch.append(ev.id)
+                outs += self.w.publish_built(n, ev, now, True)
+            return outs
+
+        self.e.call_on(self.e.nodes[owner], job, t)
+
+    def _recover(self, attack: Attack, n: SimNode, now: float) -> list[Any]:
+        acc = attack.account
+        assert acc.account_id is not None
+        new = self.w.new_device(n.idx, f"r{attack.recovers}")
+        nxt = RecoveryKey(self.e.rng.randbytes(32))
+        ev = authoring.recover(
+            self.e.params,
+            acc.account_id,
+            list(n.ledger.log(acc.account_id).heads),
+            acc.recovery,
+            new.keys,
+            nxt,
+            device_name=new.name,
+            timestamp=timestamp(n, now),
+        )
+        acc.recovery = nxt
+        acc.devices.append(new)
+        new.added_by = ev.id
+        attack.owner_device = new
+        attack.recovers += 1
+        attack.owner_batch.append(ev.id)
+        return self.w.publish_built(n, ev, now, True)
+
+    def owner_watches(self, attack: Attack, owner: int, start: float, end: float) -> None:
+        """Every second, the owner's client checks its own device is still
+        active and recovers the account if it is not."""
+
+        def fire(t: float) -> None:
+            if t > end:
+                return
+
+            def job(n: SimNode, now: float) -> list[Any]:
+                acc_id = attack.account.account_id
+                me = attack.owner_device or attack.account.devices[0]
+                if acc_id is None or acc_id not in n.ledger.accounts:
+                    return []
+                if me.keys.sign_public in n.ledger.state(acc_id).active_keys:
+                    return []
+                return self._recover(attack, n, now)
+
+            self.e.call_on(self.e.nodes[owner], job, t)
+            self.e.at(t + 1.0, fire)
+
+        self.e.at(start, fire)
+
+    def thief_adds(self, attack: Attack, thief: int, t: float, old_parents: bool = False) -> None:
+        """The attacker adds a device of its own, signed by a key it holds.
+
+        With ``old_parents`` it attaches to the history where the stolen key
+        was added (a long-range fork); otherwise to its current heads.
+        """
+
+        def job(n: SimNode, now: float) -> list[Any]:
+            acc = attack.account
+            assert acc.account_id is not None
+            try:
+                log = n.ledger.log(acc.account_id)
+            except UnknownAccountError:
+                self.e.at(now + 0.5, lambda t2: self.thief_adds(attack, thief, t2, old_parents))
+                return []
+            held = [d for d in acc.devices if d.keys.sign_public in attack.attacker_keys]
+            if old_parents:
+                signer = held[-1]
+                assert signer.added_by is not None
+                parents = [signer.added_by]
+            else:
+                active = log.state().active_keys
+                usable = [d for d in held if d.keys.sign_public in active]
+                if not usable:
+                    return []  # the owner's revocation got here first
+                signer = usable[-1]
+                parents = list(log.heads)
+            dev = self.w.new_device(thief, f"x{len(acc.devices)}")
+            dev.compromised = True
+            acc.devices.append(dev)
+            attack.attacker_keys.append(dev.keys.sign_public)
+            intro = authoring.introduce(self.e.params, acc.account_id, dev.keys, dev.name)
+            ev = authoring.add_device(
+                self.e.params,
+                acc.account_id,
+                parents,
+                signer.keys,
+                intro,
+                timestamp=timestamp(n, now),
+            )
+            dev.added_by = ev.id
+            attack.attacker_events.append(ev.id)
+            outs = self.w.publish_built(n, ev, now, False)
+            victim = (attack.owner_device or acc.devices[0]).keys.sign_public
+            if attack.revoke_owner and not old_parents and victim in log.state().active_keys:
+                rv = authoring.revoke_device(
+                    self.e.params,
+                    acc.account_id,
+                    list(log.heads),
+                    signer.keys,
+                    victim,
+                    timestamp=timestamp(n, now),
+                )
+                attack.attacker_events.append(rv.id)
+                outs += self.w.publish_built(n, rv, now, False)
+            return outs
+
+        self.e.call_on(self.e.nodes[thief], job, t)
+
+    def steal(self, attack: Attack, device: Device) -> None:
+        device.compromised = True
+        attack.attacker_keys.append(device.keys.sign_public)
+
+
+class StolenDevice(Base):
+    """A thief holds a device key and adds its own devices while the owner
+    revokes it, on the same or the other side of a partition."""
+
+    kind = "stolen_device"
+
+    def setup(self) -> None:
+        thief = self.nodes[0]
+        side = str(self.p.get("side", "other"))
+        tgroup = self.sim.group_of(thief)
+        ngroups = self.sim.group_count()
+        ogroup = tgroup if side == "same" or ngroups < 2 else (tgroup + 1) % ngroups
+        self.owner = self.honest_choice([], group=ogroup)
+        self.holder = self.honest_choice([self.owner], group=ogroup)
+        t_create = self.f("create_at", 0.5)
+        acc = self.victim_account(self.owner, [self.holder], t_create)
+        self.attack = attack = Attack(self.kind, acc)
+        attack.revoke_owner = bool(self.p.get("revoke_owner", False))
+        t_attack = self.f("attack_at", 8.0)
+        if attack.revoke_owner:
+            self.owner_watches(attack, self.owner, t_attack, self.sim.sc.duration * 0.8)
+        self.e.at(self.f("steal_at", t_attack - 0.5), lambda t: self.steal(attack, acc.devices[1]))
+        for k in range(int(self.f("repeats", 3))):
+            self.e.at(
+                t_attack + k * self.f("interval", 1.0), lambda t: self.thief_adds(attack, thief, t)
+            )
+        self.e.at(
+            self.f("revoke_at", t_attack + 0.2), lambda t: self.owner_revokes(attack, self.owner, t)
+        )
+
+    def protected(self) -> list[int]:
+        return [self.owner, self.holder]
+
+
+class LongRangeFork(Base):
+    """A key revoked long ago signs events attached to the history before
+    its revocation."""
+
+    kind = "long_range"
+
+    def setup(self) -> None:
+        thief = self.nodes[0]
+        self.owner = self.honest_choice([])
+        self.holder = self.honest_choice([self.owner])
+        acc = self.victim_account(self.owner, [self.holder], self.f("create_at", 0.5))
+        self.attack = attack = Attack(self.kind, acc)
+        self.e.at(self.f("steal_at", 2.0), lambda t: self.steal(attack, acc.devices[1]))
+        self.e.at(self.f("revoke_at", 2.5), lambda t: self.owner_revokes(attack, self.owner, t))
+        t_attack = self.f("attack_at", 10.0)
+        for k in range(int(self.f("repeats", 3))):
+            self.e.at(
+                t_attack + k * self.f("interval", 1.0),
+                lambda t: self.thief_adds(attack, thief, t, old_parents=True),
+            )
+
+    def protected(self) -> list[int]:
+        return [self.owner, self.holder]
+
+
+class KeyInjection(Base):
+    """Forged add-device events for a victim account: unauthorised signers
+    and forged signatures in the owner's name."""
+
+    kind = "key_injection"
+
+    def ledger(self) -> Ledger:
+        return ForgingLedger(self.e.params, self.e.verify)
+
+    def setup(self) -> None:
+        self.owner = self.honest_choice([])
+        acc = self.victim_account(self.owner, [], self.f("create_at", 0.5))
+        self.attack = Attack(self.kind, acc, need_batch=False)
+        t = self.f("attack_at", 3.0)
+        for k in range(int(self.f("repeats", 3))):
+            for i, node in enumerate(self.nodes):
+                self.e.at(t + k * self.f("interval", 1.0) + i * 0.01, self._forge(node))
+
+    def _forge(self, node: int) -> Callable[[float], None]:
+        def fire(t: float) -> None:
+            self.e.call_on(self.e.nodes[node], self._job, t)
+
+        return fire
+
+    def _job(self, n: SimNode, now: float) -> list[Any]:
+        attack = self.attack
+        assert attack is not None
+        acc = attack.account
+        if acc.account_id is None or not n.ledger.has(acc.account_id):
+            return []
+        params, rng = self.e.params, self.e.rng
+        heads = list(n.ledger.log(acc.account_id).heads)
+        outs: list[Any] = []
+        mallory = DeviceKeys.from_random(rng.randbytes(64))
+        owner = acc.devices[0].keys
+        for style in ("unauthorised", "forged_signature"):
+            new = DeviceKeys.from_random(rng.randbytes(64))
+            attack.attacker_keys.append(new.sign_public)
+            intro = authoring.introduce(params, acc.account_id, new, "injected")
+            claimed = mallory.sign_public if style == "unauthorised" else owner.sign_public
+            ev = build_event(
+                params,
+                account=acc.account_id,
+                parents=heads,
+                timestamp=timestamp(n, now),
+                body=AddDeviceBody(intro),
+                signer_public=claimed,
+                sign=mallory.sign,
+            )
+            outs += self.w.publish_built(n, ev, now, False)
+        return outs
+
+
+class Eclipse(Base):
+    """Every peer of the victim is an attacker that withholds the owner's
+    revocation of a stolen device; at ``heal_at`` the victim gets one
+    honest peer."""
+
+    kind = "eclipse"
+
+    def ledger(self) -> Ledger:
+        def hide(event: Event) -> bool:
+            acc = self.attack.account.account_id if self.attack is not None else None
+            return event.kind is EventKind.REVOKE_DEVICE and event.account == acc
+
+        return FilteringLedger(self.e.params, self.e.verify, hide)
+
+    def setup(self) -> None:
+        thief = self.nodes[0]
+        self.victim = self.honest_choice([])
+        self.owner = self.honest_choice([self.victim])
+        self.holder = self.honest_choice([self.victim, self.owner])
+        for j in self.e.neighbours(self.victim):
+            self.e.remove_edge(self.victim, j, 0.0)
+        for a in self.nodes:
+            self.e.add_edge(self.victim, a, 0.0)
+        acc = self.victim_account(self.owner, [self.holder], self.f("create_at", 0.5))
+        self.attack = attack = Attack(self.kind, acc, victim=self.victim)
+        t_attack = self.f("attack_at", 4.0)
+        self.e.at(t_attack - 0.5, lambda t: self.steal(attack, acc.devices[1]))
+        for k in range(int(self.f("repeats", 2))):
+            self.e.at(t_attack + k, lambda t: self.thief_adds(attack, thief, t))
+        self.e.at(t_attack + 0.2, lambda t: self.owner_revokes(attack, self.owner, t))
+        heal = self.f("heal_at", 20.0)
+        attack.heal_at = heal
+        helper = self.honest_choice([self.victim])
+        self.e.at(heal, lambda t: self.e.add_edge(self.victim, helper, t))
+
+    def protected(self) -> list[int]:
+        return [self.victim, self.owner, self.holder]
+
+
+class Censor(Base):
+    """Attackers that never forward: 'blackhole' ones refuse every event,
+    'silent' ones send nothing at all."""
+
+    kind = "censorship"
+
+    def ledger(self) -> Ledger:
+        if str(self.p.get("mode", "blackhole")) == "blackhole":
+            return FilteringLedger(self.e.params, self.e.verify, lambda ev: True)
+        return super().ledger()
+
+    def setup(self) -> None:
+        if str(self.p.get("mode", "blackhole")) != "blackhole":
+            for i in self.nodes:
+                self.e.nodes[i].send_filter = lambda dst, frame: False
+
+
+class SybilFlood(Base):
+    """Many attacker nodes sending junk frames and invalid events."""
+
+    kind = "sybil_flood"
+
+    def ledger(self) -> Ledger:
+        return ForgingLedger(self.e.params, self.e.verify)
+
+    def setup(self) -> None:
+        start, interval = self.f("start", 1.0), self.f("interval", 1.0)
+        end = self.f("end", self.sim.sc.duration * 0.8)
+        for i in self.nodes:
+            self.e.at(start + self.e.rng.uniform(0, interval), self._loop(i, interval, end))
+
+    def _loop(self, i: int, interval: float, end: float) -> Callable[[float], None]:
+        def fire(t: float) -> None:
+            if t > end:
+                return
+            node = self.e.nodes[i]
+            rng = self.e.rng
+            for j in self.e.connected_peers(i):
+                self.e.transmit(node, j, rng.randbytes(rng.randint(1, 512)), t)
+            self.e.call_on(node, self._invalid_event, t)
+            self.e.at(t + interval, fire)
+
+        return fire
+
+    def _invalid_event(self, n: SimNode, now: float) -> list[Any]:
+        rng, params = self.e.rng, self.e.params
+        known = sorted(n.ledger.accounts)
+        mallory = DeviceKeys.from_random(rng.randbytes(64))
+        new = DeviceKeys.from_random(rng.randbytes(64))
+        if known and rng.random() < 0.5:
+            account = rng.choice(known)
+            parents = list(n.ledger.log(account).heads)
+        else:  # an account nobody has: parents missing, fills escrow
+            account, parents = rng.randbytes(32), [rng.randbytes(32)]
+        intro = authoring.introduce(params, account, new, "sybil")
+        ev = build_event(
+            params,
+            account=account,
+            parents=parents,
+            timestamp=timestamp(n, now),
+            body=AddDeviceBody(intro),
+            signer_public=mallory.sign_public,
+            sign=mallory.sign,
+        )
+        outs: list[Any] = n.rep.publish(ev.raw, now)
+        return outs
+
+
+class Replay(Base):
+    """Attackers that record frames and events and replay them later."""
+
+    kind = "replay"
+
+    def setup(self) -> None:
+        self.recorded: dict[int, list[bytes]] = {}
+        start, interval = self.f("start", 3.0), self.f("interval", 1.0)
+        for i in self.nodes:
+            rec: list[bytes] = []
+            self.recorded[i] = rec
+            self.e.nodes[i].on_frame = self._recorder(rec)
+            self.e.at(start + self.e.rng.uniform(0, interval), self._loop(i, interval))
+
+    @staticmethod
+    def _recorder(rec: list[bytes]) -> Callable[[int, bytes, float], None]:
+        def record(src: int, frame: bytes, t: float) -> None:
+            if len(rec) < 5000:
+                rec.append(frame)
+
+        return record
+
+    def _loop(self, i: int, interval: float) -> Callable[[float], None]:
+        burst = int(self.f("burst", 5))
+        end = self.f("end", self.sim.sc.duration * 0.8)
+
+        def fire(t: float) -> None:
+            if t > end:
+                return
+            rec = self.recorded[i]
+            node = self.e.nodes[i]
+            if rec:
+                for j in self.e.connected_peers(i):
+                    for _ in range(burst):
+                        self.e.transmit(node, j, self.e.rng.choice(rec), t)
+            self.e.at(t + interval, fire)
+
+        return fire
+
+
+KINDS: dict[str, type[Base]] = {
+    cls.kind: cls
+    for cls in (StolenDevice, LongRangeFork, KeyInjection, Eclipse, Censor, SybilFlood, Replay)
+}

@@ -1,0 +1,99 @@
+"""``simnet run SCENARIO.toml [--seed N] [--nodes N] [--out DIR]``.
+
+Writes report.json (a function of scenario and seed alone), stats.json
+(wall-clock figures) and PNG plots to DIR, and a short summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import UsageError
+
+from . import scenario as scenario_mod
+from .sim import Simulation
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def summary(report: dict[str, Any], stats: dict[str, Any]) -> str:
+    lat = report["propagation_latency"]
+    cost = report["cost"]
+    conv = report["convergence"]
+    lines = [
+        f"scenario {report['scenario']} seed {report['seed']}: {report['nodes']} nodes "
+        f"({report['honest_nodes']} honest), {report['honest_events']} honest events, "
+        f"{report['simulated_seconds']:g} s simulated [{report['replication']}]",
+        f"  safety violations {report['safety']['violations']}, "
+        f"digest mismatches {report['safety']['digest_mismatch_pairs']}",
+        f"  converged {conv['converged']} ({conv['distinct_event_sets_at_end']} distinct sets); "
+        f"after heal: {[c['seconds'] for c in conv['after_heal']]}",
+        f"  delivery ratio {report['delivery_ratio']}; latency p50 {lat['p50']} "
+        f"p95 {lat['p95']} p99 {lat['p99']} max {lat['max']} s",
+        f"  per node per event: {cost['messages_per_node_per_event']} messages, "
+        f"{cost['bytes_per_node_per_event']} bytes; "
+        f"duplicates per delivery {cost['duplicate_receptions_per_delivery']}",
+    ]
+    for a in report["attacks"]:
+        lines.append(f"  attack {a['kind']}: {json.dumps(a, sort_keys=True)}")
+    s = report["scores"]
+    lines.append(
+        f"  scores: honest peers {s['honest_peers'].get('mean')}, "
+        f"attackers {s['attackers'].get('mean')}"
+    )
+    lines.append(
+        f"  wall {stats['wall_seconds']} s, "
+        f"{stats['scheduler_events_per_wall_second']} simulated events per wall second"
+    )
+    return "\n".join(lines)
+
+
+def run(path: str, seed: int | None, nodes: int | None, out: Path, plots: bool) -> dict[str, Any]:
+    sc = scenario_mod.load(path).with_overrides(seed=seed, nodes=nodes)
+    sim = Simulation(sc)
+    report, stats = sim.run()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(dumps(report))
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    if plots:
+        from .plots import write_all
+
+        write_all(sim, out)
+    print(summary(report, stats))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="simnet", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a scenario")
+    r.add_argument("scenario", help="a .toml file, or the name of a built-in scenario")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--nodes", type=int)
+    r.add_argument("--out", type=Path, default=Path("simnet-out"))
+    r.add_argument("--no-plots", action="store_true")
+    sub.add_parser("list", help="list built-in scenarios")
+    args = ap.parse_args(argv)
+    if args.cmd == "list":
+        for p in sorted(scenario_mod.SCENARIO_DIR.glob("*.toml")):
+            print(p.stem)
+        return 0
+    path = args.scenario
+    if not Path(path).exists() and scenario_mod.builtin(path).exists():
+        path = str(scenario_mod.builtin(path))
+    try:
+        run(path, args.seed, args.nodes, args.out, not args.no_plots)
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"simnet: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

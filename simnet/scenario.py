@@ -1,0 +1,199 @@
+"""Scenario files: what a simulation runs (TOML, see simnet/scenarios/).
+
+Every section is optional and has defaults, so a scenario states only what
+it is about.  Node sets (partition groups, adversaries) are given as
+fractions of the node count or as counts, so ``--nodes`` can rescale a
+scenario without editing it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """A latency distribution in seconds: constant, uniform or log-normal."""
+
+    kind: str = "constant"
+    value: float = 0.05  # constant
+    low: float = 0.0  # uniform
+    high: float = 0.0
+    median: float = 0.05  # log-normal: median and sigma of the underlying normal
+    sigma: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    kind: str = "random_regular"  # random_regular | small_world | line | edges
+    degree: int = 8
+    rewire: float = 0.1  # small_world
+    edges: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """Virtual CPU time a node spends per job (seconds)."""
+
+    per_frame: float = 0.00005
+    per_byte: float = 0.0
+    per_event: float = 0.0005
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    accounts: int = 10
+    events: int = 60  # honest events in total, genesis included
+    start: float = 0.5
+    end: float = 20.0
+    #: relative weights of the change kinds after genesis
+    add: float = 0.5
+    revoke: float = 0.2
+    profile: float = 0.3
+    #: probability that a change is paired with a concurrent one from
+    #: another device of the same account on another node
+    concurrent: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    start: float
+    end: float
+    #: [low, high) fractions of the node index range; nodes outside every
+    #: group form one more group
+    groups: tuple[tuple[float, float], ...] = ((0.0, 0.5),)
+    #: only frames from a lower-numbered group to a higher one are lost
+    asymmetric: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Churn:
+    fraction: float = 0.1
+    start: float = 2.0
+    end: float = 20.0
+    down_min: float = 1.0
+    down_max: float = 8.0
+    cycles: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Adversary:
+    kind: str
+    count: int = 0
+    fraction: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def size(self, nodes: int) -> int:
+        n = self.count if self.count else round(self.fraction * nodes)
+        return max(n, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    seed: int = 1
+    nodes: int = 30
+    duration: float = 60.0
+    sample_interval: float = 1.0
+    #: compute state digests every this many samples (they cost the most)
+    digest_every: int = 1
+    network_id: str = "smu-sim"
+    topology: Topology = Topology()
+    latency: Distribution = Distribution()
+    loss: float = 0.0
+    bandwidth: float = 0.0  # bytes per second per link direction; 0: unlimited
+    clock_skew: float = 0.0  # each node's clock is off by up to this many seconds
+    cpu: Cpu = Cpu()
+    replication: dict[str, Any] = field(default_factory=dict)
+    workload: Workload = Workload()
+    partitions: tuple[Partition, ...] = ()
+    churn: Churn | None = None
+    adversaries: tuple[Adversary, ...] = ()
+
+    def with_overrides(self, seed: int | None = None, nodes: int | None = None) -> Scenario:
+        s = self
+        if seed is not None:
+            s = replace(s, seed=seed)
+        if nodes is not None:
+            s = replace(s, nodes=nodes)
+        return s
+
+
+def _section(data: dict[str, Any], key: str, cls: Any) -> Any:
+    raw = data.get(key)
+    if raw is None:
+        return cls()
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise UsageError(f"[{key}]: {exc}") from exc
+
+
+def from_dict(data: dict[str, Any]) -> Scenario:
+    try:
+        topo_raw = dict(data.get("topology", {}))
+        if "edges" in topo_raw:
+            topo_raw["edges"] = tuple((int(a), int(b)) for a, b in topo_raw["edges"])
+        partitions = tuple(
+            Partition(
+                start=float(p["start"]),
+                end=float(p["end"]),
+                groups=tuple((float(a), float(b)) for a, b in p.get("groups", [[0.0, 0.5]])),
+                asymmetric=bool(p.get("asymmetric", False)),
+            )
+            for p in data.get("partitions", [])
+        )
+        adversaries = tuple(
+            Adversary(
+                kind=str(a["kind"]),
+                count=int(a.get("count", 0)),
+                fraction=float(a.get("fraction", 0.0)),
+                params={k: v for k, v in a.items() if k not in ("kind", "count", "fraction")},
+            )
+            for a in data.get("adversaries", [])
+        )
+        return Scenario(
+            name=str(data.get("name", "unnamed")),
+            seed=int(data.get("seed", 1)),
+            nodes=int(data.get("nodes", 30)),
+            duration=float(data.get("duration", 60.0)),
+            sample_interval=float(data.get("sample_interval", 1.0)),
+            digest_every=int(data.get("digest_every", 1)),
+            network_id=str(data.get("network_id", "smu-sim")),
+            topology=Topology(**topo_raw),
+            latency=_section(data, "latency", Distribution),
+            loss=float(data.get("loss", 0.0)),
+            bandwidth=float(data.get("bandwidth", 0.0)),
+            clock_skew=float(data.get("clock_skew", 0.0)),
+            cpu=_section(data, "cpu", Cpu),
+            replication=dict(data.get("replication", {})),
+            workload=_section(data, "workload", Workload),
+            partitions=partitions,
+            churn=Churn(**data["churn"]) if "churn" in data else None,
+            adversaries=adversaries,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"bad scenario: {exc!r}") from exc
+
+
+def load(path: str | Path) -> Scenario:
+    with open(path, "rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+    if "name" not in data:
+        data["name"] = Path(path).stem
+    return from_dict(data)
+
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+def builtin(name: str) -> Path:
+    return SCENARIO_DIR / f"{name}.toml"

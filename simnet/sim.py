@@ -1,0 +1,303 @@
+"""One simulation run: build the network from a scenario, run it, report.
+
+``Simulation(scenario).run()`` returns the report as a plain dict (what
+report.json holds: a function of scenario and seed alone) and the wall-clock
+figures separately (stats.json), so the report stays byte-identical across
+runs of one seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import topology as topo
+from .adversaries import KINDS, Attack, Base
+from .engine import Engine
+from .metrics import DUP_NAMES, Observer, percentile, stat
+from .scenario import Scenario
+from .workload import Workload
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario) -> None:
+        self.sc = sc = scenario
+        self.obs = Observer(self)
+        self.engine = e = Engine(sc, self.obs)
+        n = sc.nodes
+        sizes = [a.size(n) for a in sc.adversaries]
+        n_honest = n - sum(sizes)
+        if n_honest < 2:
+            raise ValueError("a scenario needs at least two honest nodes")
+        self.honest = list(range(n_honest))
+        self.workload = Workload(e, self.honest, self.obs)
+        self.adversaries: list[Base] = []
+        first = n_honest
+        for spec, size in zip(sc.adversaries, sizes, strict=True):
+            cls = KINDS.get(spec.kind)
+            if cls is None:
+                raise ValueError(f"unknown adversary {spec.kind!r}")
+            self.adversaries.append(cls(self, spec, list(range(first, first + size))))
+            first += size
+        for _ in self.honest:
+            e.add_node(True)
+        for adv in self.adversaries:
+            for _ in adv.nodes:
+                node = e.add_node(False, adv.ledger())
+                node.role = adv.kind
+        for node in e.nodes:
+            node.skew = e.rng.uniform(-sc.clock_skew, sc.clock_skew) if sc.clock_skew else 0.0
+        self._groups = self._partition_groups()
+        for a, b in topo.build(sc.topology, n, e.rng):
+            e.add_edge(a, b, 0.0)
+        for adv in self.adversaries:
+            adv.setup()
+        self._schedule_partitions()
+        self._schedule_churn()
+        self.workload.schedule()
+        t = sc.sample_interval
+        while t < sc.duration:
+            e.at(t, self.obs.sample)
+            t += sc.sample_interval
+
+    # -- partitions and churn -----------------------------------------------------
+
+    def _partition_groups(self) -> list[list[int]]:
+        out = []
+        n = self.sc.nodes
+        for p in self.sc.partitions:
+            group_of = [len(p.groups)] * n
+            for g, (lo, hi) in enumerate(p.groups):
+                for i in range(round(lo * n), min(n, round(hi * n))):
+                    group_of[i] = g
+            out.append(group_of)
+        return out
+
+    def group_of(self, i: int) -> int:
+        return self._groups[0][i] if self._groups else 0
+
+    def group_count(self) -> int:
+        return len(set(self._groups[0])) if self._groups else 1
+
+    def _schedule_partitions(self) -> None:
+        e = self.engine
+        for p, group_of in zip(self.sc.partitions, self._groups, strict=True):
+            entry = (group_of, p.asymmetric)
+
+            def start(t: float, entry: tuple[list[int], bool] = entry) -> None:
+                e.cuts.append(entry)
+                if not entry[1]:
+                    for a, b in sorted(e.edges):
+                        if entry[0][a] != entry[0][b]:
+                            e.close_link(a, b, t)
+
+            def end(t: float, entry: tuple[list[int], bool] = entry) -> None:
+                e.cuts.remove(entry)
+                for a, b in sorted(e.edges):
+                    if entry[0][a] != entry[0][b]:
+                        if entry[1]:
+                            e.close_link(a, b, t)
+                        e.open_link(a, b, t)
+
+            e.at(p.start, start)
+            e.at(p.end, end)
+
+    def _schedule_churn(self) -> None:
+        c = self.sc.churn
+        if c is None:
+            return
+        e = self.engine
+        protected = {i for adv in self.adversaries for i in adv.protected()}
+        cands = [i for i in self.honest if i not in protected]
+        k = min(len(cands), round(c.fraction * len(self.honest)))
+        self.churned = sorted(e.rng.sample(cands, k))
+        for i in self.churned:
+            t = c.start
+            for _ in range(c.cycles):
+                t = e.rng.uniform(t, c.end)
+                back = t + e.rng.uniform(c.down_min, c.down_max)
+                e.at(t, functools.partial(_swap_args, e.node_down, i))
+                e.at(back, functools.partial(_swap_args, e.node_up, i))
+                t = back
+
+    def attacks(self) -> list[Attack]:
+        return [a.attack for a in self.adversaries if a.attack is not None]
+
+    # -- running ------------------------------------------------------------------
+
+    def run(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        wall0 = time.perf_counter()
+        e = self.engine
+        for a, b in sorted(e.edges):
+            e.open_link(a, b, 0.0)
+        e.run(self.sc.duration)
+        self.obs.sample(self.sc.duration, final=True)
+        wall = time.perf_counter() - wall0
+        report = self.report()
+        stats = {
+            "wall_seconds": round(wall, 3),
+            "simulated_seconds": self.sc.duration,
+            "scheduler_events": e.heap_events,
+            "scheduler_events_per_wall_second": round(e.heap_events / wall, 1) if wall else None,
+            "frames_per_wall_second": round(sum(n.frames_sent for n in e.nodes) / wall, 1)
+            if wall
+            else None,
+            "signature_cache_hits": e.verify.hits,
+            "signature_cache_misses": e.verify.misses,
+        }
+        return report, stats
+
+    def report(self) -> dict[str, Any]:
+        sc, e, obs = self.sc, self.engine, self.obs
+        honest_nodes = [e.nodes[i] for i in self.honest]
+        n_h = len(honest_nodes)
+        n_ev = len(obs.honest_events)
+        lat = obs.latencies()
+        expected = sum(n_h - 1 for _ in obs.honest_events)
+        up = [n for n in honest_nodes if n.up]
+        sets = {frozenset(n.ledger.event_ids()) for n in up}
+        duplicates = 0
+        for n in honest_nodes:
+            for s in [*n.retired, n.rep.stats]:
+                duplicates += stat(s, *DUP_NAMES)
+        # deliveries that came from a peer: every first delivery at an honest
+        # node except the origin's own
+        deliveries_from_peers = 0
+        for eid, seen in obs.first.items():
+            info = obs.created_at.get(eid)
+            deliveries_from_peers += len(seen) - (1 if info and info[1] in seen else 0)
+        frames = sum(n.frames_sent for n in honest_nodes)
+        nbytes = sum(n.bytes_sent for n in honest_nodes)
+        denom = n_h * n_ev if n_h and n_ev else 1
+        report: dict[str, Any] = {
+            "scenario": sc.name,
+            "seed": sc.seed,
+            "nodes": sc.nodes,
+            "honest_nodes": n_h,
+            "attackers": {adv.kind: len(adv.nodes) for adv in self.adversaries},
+            "replication": "protocol.replication",
+            "simulated_seconds": sc.duration,
+            "honest_events": n_ev,
+            "scenario_parameters": dataclasses.asdict(sc),
+            "workload_skipped": self.workload.skipped,
+            "safety": {
+                "violations": obs.violations,
+                "violation_examples": obs.violation_examples,
+                "digest_mismatch_pairs": obs.digest_mismatch_pairs,
+                "digest_checks": obs.digest_checks,
+            },
+            "convergence": {
+                "converged": len(sets) <= 1,
+                "distinct_event_sets_at_end": len(sets),
+                "after_heal": [
+                    {"heal_at": p.end, "seconds": _r(obs.convergence_after(p.end))}
+                    for p in sc.partitions
+                ],
+            },
+            "delivery_ratio": _r(obs.pairs_delivered / expected if expected else 1.0),
+            "propagation_latency": {
+                "count": len(lat),
+                "p50": _r(percentile(lat, 50)),
+                "p95": _r(percentile(lat, 95)),
+                "p99": _r(percentile(lat, 99)),
+                "max": _r(lat[-1] if lat else None),
+            },
+            "cost": {
+                "messages_per_node_per_event": _r(frames / denom),
+                "bytes_per_node_per_event": _r(nbytes / denom),
+                "duplicate_receptions_per_node_per_event": _r(duplicates / denom),
+                "duplicate_receptions_per_delivery": _r(
+                    duplicates / deliveries_from_peers if deliveries_from_peers else 0.0
+                ),
+                "frames_dropped": e.frames_dropped,
+                "retransmissions": e.retransmissions,
+            },
+            "misbehaviour_reports": dict(sorted(obs.misbehaviour.items())),
+            "scores": self._scores(),
+            "attacks": [self._attack_report(a) for a in self.attacks()],
+        }
+        return report
+
+    def _scores(self) -> dict[str, Any]:
+        """Each honest node's score of its topology neighbours at the end.
+
+        A peer banned for misbehaviour starts again from 0 after its
+        back-off, so bans (and current bans) say more than the score does.
+        """
+        e = self.engine
+        vals: dict[str, list[float]] = {"honest_peers": [], "attackers": []}
+        banned: dict[str, int] = {"honest_peers": 0, "attackers": 0}
+        for i in self.honest:
+            node = e.nodes[i]
+            book = getattr(node.rep, "book", None)
+            for j in e.neighbours(i):
+                peer = e.nodes[j]
+                key = "honest_peers" if peer.honest else "attackers"
+                vals[key].append(float(node.rep.score(peer.pid)))
+                if book is not None and book.banned_until(peer.pid, e.now) is not None:
+                    banned[key] += 1
+        out: dict[str, Any] = {}
+        for k, v in vals.items():
+            out[k] = (
+                {
+                    "count": len(v),
+                    "mean": _r(sum(v) / len(v)),
+                    "min": _r(min(v)),
+                    "max": _r(max(v)),
+                    "banned_at_end": banned[k],
+                }
+                if v
+                else {"count": 0}
+            )
+        out["misbehaviour_disconnects_by_honest"] = sum(
+            stat(s, "disconnects")
+            for i in self.honest
+            for s in [*e.nodes[i].retired, e.nodes[i].rep.stats]
+        )
+        return out
+
+    def _attack_report(self, a: Attack) -> dict[str, Any]:
+        obs = self.obs
+        out: dict[str, Any] = {
+            "kind": a.kind,
+            "attacker_keys": len(a.attacker_keys),
+            "owner_revocations": len(a.owner_batch),
+            "attacker_events_valid": len(a.attacker_events),
+            "recovers": a.recovers,
+        }
+        acc = a.account.account_id
+        statuses: set[str] = set()
+        active_anywhere = 0
+        holding = 0
+        keys = set(a.attacker_keys)
+        for i in self.honest:
+            ledger = self.engine.nodes[i].ledger
+            if acc is None or acc not in ledger.accounts:
+                continue
+            st = ledger.state(acc)
+            statuses.add(st.status.value)
+            active_anywhere += bool(keys & st.active_keys)
+            holding += all(ledger.has(x) for x in a.attacker_events)
+        out["account_status_at_end"] = sorted(statuses)
+        out["honest_nodes_with_attacker_key_active_at_end"] = active_anywhere
+        out["honest_nodes_holding_all_attacker_events"] = holding
+        if a.victim is not None and a.heal_at is not None:
+            times = [obs.first.get(b, {}).get(a.victim) for b in a.owner_batch]
+            reached = None if (not times or None in times) else max(t for t in times if t)
+            out["victim"] = a.victim
+            out["heal_at"] = a.heal_at
+            out["withheld_reached_victim_after_heal"] = (
+                _r(reached - a.heal_at) if reached is not None else None
+            )
+        return out
+
+
+def _swap_args(fn: Callable[[int, float], None], i: int, now: float) -> None:
+    fn(i, now)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
