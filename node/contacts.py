@@ -91,7 +91,7 @@ class ContactMethods:
             "handle": handle(state.display_name, account),
         }
 
-    def _find(self, ref: str) -> tuple[bytes, str]:
+    def find(self, ref: str) -> tuple[bytes, str]:
         """A contact by its name, handle or account id."""
         rows = self.db.execute("SELECT account, name FROM contacts").fetchall()
         for account, name in rows:
@@ -179,7 +179,7 @@ class ContactMethods:
         return {"contacts": [self._contact_doc(r) for r in rows]}
 
     async def contact_ack(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, _ = self._find(str(params["contact"]))
+        account, _ = self.find(str(params["contact"]))
         if account in self.d.ledger.accounts:
             seen = device_statuses(self.d.ledger.state(account))
             self.db.execute(
@@ -188,7 +188,7 @@ class ContactMethods:
         return {"account_id": account.hex(), "acknowledged": True}
 
     async def contact_verify(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, _ = self._find(str(params["contact"]))
+        account, _ = self.find(str(params["contact"]))
         own = self._own_account()
         number = safety_number(own, account)
         if params.get("confirm"):

@@ -28,6 +28,7 @@ from protocol.errors import InvalidInput, UsageError
 from protocol.keys import RecoveryKey, handle
 from protocol.ledger import IngestStatus, Ledger
 from protocol.params import NetworkParams, network_by_id
+from protocol.records import make_record
 from protocol.replication import (
     Delivered,
     Disconnect,
@@ -46,6 +47,7 @@ from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .errors import PeerError
 from .linking_node import LINK_PROTOCOL, LinkMethods
+from .messages import MESSAGE_PROTOCOL, MessageMethods
 from .preverify import VerifiedCache
 from .render import state_json
 from .storage import SqliteEventStore
@@ -56,6 +58,7 @@ log = logging.getLogger("smu.node")
 MAX_LINKS = 32
 LINK_QUEUE = 1024
 BOOTSTRAP_INTERVAL = 2.0
+RECORD_LIFETIME_MS = 24 * 3600 * 1000
 
 
 @dataclass
@@ -103,6 +106,8 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self.linking = LinkMethods(self)
+        self.contacts = ContactMethods(self)
+        self.messages = MessageMethods(self)
 
     # -- running ----------------------------------------------------------
 
@@ -111,6 +116,7 @@ class Daemon:
         self.peer_id = self.host.get_id().to_base58()
         self.host.set_stream_handler(TProtocol(REPLICATION_PROTOCOL), self._on_inbound)
         self.host.set_stream_handler(LINK_PROTOCOL, self.linking.on_stream)
+        self.host.set_stream_handler(MESSAGE_PROTOCOL, self.messages.on_stream)
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -118,6 +124,8 @@ class Daemon:
             nursery.start_soon(self._timers)
             nursery.start_soon(self._bootstrap_loop)
             nursery.start_soon(self.linking.run_timers)
+            nursery.start_soon(self.messages.run_delivery)
+            nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.addresses()))
             task_status.started()
@@ -133,6 +141,35 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def publish_own_record(self) -> None:
+        """Sign and publish where this device can be reached (PROTOCOL.md §16)."""
+        account = self.config.get("account")
+        publish = getattr(self.replicator, "publish_record", None)
+        if not account or publish is None or self.host is None:
+            return
+        account_id = bytes.fromhex(str(account))
+        if self.secrets.device.sign_public not in self.ledger.state(account_id).active_keys:
+            return
+        addrs = tuple(a.split("/p2p/")[0] for a in self.addresses())[:8]
+        record = make_record(
+            self.params,
+            account_id,
+            self.secrets.device,
+            timestamp=int(time.time() * 1000),
+            lifetime_ms=RECORD_LIFETIME_MS,
+            peer_ids=(self.peer_id,),
+            addrs=addrs,
+        )
+        try:
+            self._apply(publish(record.raw, trio.current_time()))
+        except InvalidInput as exc:
+            log.warning("own device record refused: %s", exc)
+
+    async def _records_loop(self) -> None:
+        while True:
+            self.publish_own_record()
+            await trio.sleep(RECORD_LIFETIME_MS / 4000)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -317,8 +354,9 @@ class Daemon:
             "account.list": self._rpc_account_list,
             "event.has": self._rpc_event_has,
             **AccountMethods(self).handlers(),
-            **ContactMethods(self).handlers(),
+            **self.contacts.handlers(),
             **self.linking.handlers(),
+            **self.messages.handlers(),
         }
 
     def set_digest(self) -> str:
@@ -447,6 +485,7 @@ class Daemon:
         self.publish(event.raw)
         self.config["account"] = event.id.hex()
         self.datadir.write_config(self.config)
+        self.publish_own_record()
         return {
             "account_id": event.id.hex(),
             "handle": handle(name, event.id),

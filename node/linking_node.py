@@ -228,6 +228,10 @@ class LinkMethods:
                         slot.pending = False
                     elif isinstance(event, LinkCompleted):
                         slot.completed = event
+                        # History follows only now that the add-device event is in the
+                        # log (DESIGN §9), encrypted to the approved key.
+                        with contextlib.suppress(RpcFailure):
+                            self.d.messages.send_history(event.sign_public)
                         slot.finished.set()
                         return
                 try:
@@ -388,6 +392,7 @@ class LinkMethods:
             self.d.publish(raw)
         self.d.config["account"] = joined.account.account_id.hex()
         self.d.datadir.write_config(self.d.config)
+        self.d.publish_own_record()
         return {
             "joined": True,
             "account": _account_doc(joined.account),

@@ -17,7 +17,7 @@ from protocol.events import Event
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Forward migrations: MIGRATIONS[v] upgrades a database from version v to v+1.
 MIGRATIONS: dict[int, list[str]] = {
@@ -41,6 +41,38 @@ MIGRATIONS: dict[int, list[str]] = {
                verified_recovers INTEGER NOT NULL DEFAULT 0,
                seen_devices TEXT NOT NULL DEFAULT '{}',
                blocked INTEGER NOT NULL DEFAULT 0)""",
+    ],
+    2: [
+        # Messages (node/messages.py).  One row per message id; peer is the
+        # other account of the conversation.  request=1: from a non-contact.
+        """CREATE TABLE IF NOT EXISTS messages (
+               id BLOB PRIMARY KEY,
+               peer BLOB NOT NULL,
+               outgoing INTEGER NOT NULL,
+               sender_account BLOB NOT NULL,
+               sender_device BLOB NOT NULL,
+               sent_ms INTEGER NOT NULL,
+               stored_ms INTEGER NOT NULL,
+               kind INTEGER NOT NULL,
+               text TEXT NOT NULL,
+               request INTEGER NOT NULL DEFAULT 0,
+               envelope BLOB)""",
+        "CREATE INDEX IF NOT EXISTS messages_peer ON messages(peer, stored_ms)",
+        "CREATE INDEX IF NOT EXISTS messages_stored ON messages(stored_ms)",
+        # One row per (message, device it must reach): the outbox.
+        """CREATE TABLE IF NOT EXISTS deliveries (
+               message BLOB NOT NULL,
+               device BLOB NOT NULL,
+               account BLOB NOT NULL,
+               state TEXT NOT NULL,
+               attempts INTEGER NOT NULL DEFAULT 0,
+               next_try_ms INTEGER NOT NULL DEFAULT 0,
+               last_error TEXT,
+               PRIMARY KEY (message, device))""",
+        "CREATE TABLE IF NOT EXISTS counters (account BLOB PRIMARY KEY, next INTEGER NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS replay (
+               id INTEGER PRIMARY KEY CHECK (id = 1),
+               guard BLOB NOT NULL)""",
     ],
 }
 
