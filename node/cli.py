@@ -201,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="mark the contact verified (after comparing the number in person)",
     )
 
+    p = sub.add_parser("send", parents=[common], help="send a message to a contact")
+    p.add_argument("contact", metavar="CONTACT")
+    p.add_argument("text", nargs="?", default=None, help="the message (default: read stdin)")
+    p.add_argument("--force", action="store_true", help="send even to a disputed account")
+    p = sub.add_parser("inbox", parents=[common], help="messages received, and contact changes")
+    p.add_argument("--follow", action="store_true", help="keep printing new messages")
+    p = sub.add_parser("conversation", parents=[common], help="a conversation with a contact")
+    p.add_argument("contact", metavar="CONTACT")
+    p = sub.add_parser("requests", parents=[common], help="messages from accounts not in contacts")
+    rsub = p.add_subparsers(dest="requests_command", parser_class=_Parser)
+    for name, text in (("accept", "add the sender to contacts"), ("block", "block the sender")):
+        q = rsub.add_parser(name, parents=[common], help=text)
+        q.add_argument("account", metavar="ACCOUNT_ID|HANDLE")
+
     logp = sub.add_parser("log", help="the local event store").add_subparsers(
         dest="log_command", required=True, parser_class=_Parser
     )
@@ -620,6 +634,73 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    text = args.text if args.text is not None else sys.stdin.read().rstrip("\n")
+    r = _client(args).call("message.send", contact=args.contact, text=text, force=args.force)
+    _out(args, r, f"sent to {r['to']} ({r['devices']} device(s)); stored as {r['message_id'][:12]}")
+    return 0
+
+
+def _message_line(m: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["sent_ms"] / 1000))
+    who = "me" if m["outgoing"] else m["from"]
+    status = ""
+    if m["outgoing"] and m.get("deliveries"):
+        status = "  [" + ", ".join(f"{n} {s}" for s, n in sorted(m["deliveries"].items())) + "]"
+    return f"{when}  {who} ({m['from_device']}): {m['text']}{status}"
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    c = _client(args)
+    since = 0
+    first = True
+    while True:
+        r = c.call("message.inbox", since_ms=since)
+        for m in r["messages"]:
+            since = max(since, m["stored_ms"])
+            print(
+                json.dumps(m) if args.json else f"[{m['conversation']}] {_message_line(m)}",
+                flush=True,
+            )
+        if first:
+            for ch in r["contact_changes"]:
+                for line in ch["changes"]:
+                    doc = {"contact": ch["contact"], "change": line}
+                    print(json.dumps(doc) if args.json else f"! {ch['contact']}: {line}")
+            if r["requests"] and not args.json:
+                print(f"{r['requests']} message request(s): see `smu requests`")
+            first = False
+        if not args.follow:
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_conversation(args: argparse.Namespace) -> int:
+    r = _client(args).call("message.conversation", contact=args.contact)
+    _out(
+        args,
+        r,
+        "\n".join(
+            [f"conversation with {r['contact']}"] + [_message_line(m) for m in r["messages"]]
+        ),
+    )
+    return 0
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.requests_command == "accept":
+        r = c.call("requests.accept", account=args.account)
+        _out(args, r, f"accepted {r['name']}")
+    elif args.requests_command == "block":
+        _out(args, c.call("requests.block", account=args.account), "blocked")
+    else:
+        r = c.call("message.requests")
+        lines = [f"{m['conversation_account'][:16]}  {_message_line(m)}" for m in r["requests"]]
+        _out(args, r, "\n".join(lines) or "no message requests")
+    return 0
+
+
 def cmd_log_verify(args: argparse.Namespace) -> int:
     from protocol.params import network_by_id
 
@@ -691,6 +772,10 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("log", "verify"): cmd_log_verify,
     ("event", "submit"): cmd_event_submit,
     ("demo", None): cmd_demo,
+    ("send", None): cmd_send,
+    ("inbox", None): cmd_inbox,
+    ("conversation", None): cmd_conversation,
+    ("requests", None): cmd_requests,
 }
 
 
