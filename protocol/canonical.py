@@ -51,6 +51,8 @@ def _normalise(value: Value, depth: int = 0) -> Value:
     if t is list or t is tuple:
         return [_normalise(v, depth + 1) for v in value]
     if t is dict:
+        if not all(isinstance(k, str | bytes) for k in value):
+            raise ValueError("map keys must be str or bytes")
         items = sorted(((_encode_key(k), k, v) for k, v in value.items()), key=lambda x: x[0])
         return {k: _normalise(v, depth + 1) for _, k, v in items}
     raise ValueError(f"type {t.__name__} has no canonical encoding")

@@ -104,7 +104,8 @@ def sanitise(text: str, max_chars: int = 200) -> str:
 def slug(name: str) -> str:
     """The name part of a handle: lowercase ASCII letters, digits, '-' and '_'."""
     out = []
-    for ch in unicodedata.normalize("NFKD", name.lower()):
+    # NFKD first: compatibility capitals (U+1D400 ...) become ASCII capitals
+    for ch in unicodedata.normalize("NFKD", name).lower():
         if ch.isascii() and (ch.isalnum() or ch in "-_"):
             out.append(ch)
         elif ch == " " and out and out[-1] != "-":
