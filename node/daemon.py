@@ -34,6 +34,8 @@ from protocol.replication import (
     Disconnect,
     Misbehaved,
     Output,
+    PeersLearned,
+    RecordAccepted,
     ReplicationConfig,
     Replicator,
     Send,
@@ -95,7 +97,11 @@ class Daemon:
         self.ledger.verify = self.verified.verify
         log.info("loaded %d events in %.2fs", self.ledger.event_count, time.monotonic() - started)
         self.replicator = Replicator(
-            self.ledger, random.Random(os.urandom(16)), replication or ReplicationConfig()
+            self.ledger,
+            random.Random(os.urandom(16)),
+            replication or ReplicationConfig(),
+            # device records are judged by the wall clock (PROTOCOL.md §16)
+            wall_ms=lambda now: int(time.time() * 1000),
         )
         self.links: dict[str, Link] = {}
         self.refused: set[str] = set()
@@ -127,6 +133,7 @@ class Daemon:
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
+            self.replicator.set_self(self.peer_id, [a.split("/p2p/")[0] for a in self.addresses()])
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.addresses()))
             task_status.started()
             await self._stop.wait()
@@ -217,9 +224,34 @@ class Daemon:
             return peer
         await self.host.connect(info)
         stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
+        self.replicator.note_addresses(peer, [str(a) for a in info.addrs])
         assert self._nursery is not None
         self._nursery.start_soon(self._run_link, peer, stream, True)
         return peer
+
+    def _maybe_dial(self, entry: Any) -> None:
+        """Peer exchange (PROTOCOL.md §11.8): dial a learned peer while we
+        have room; the dial itself authenticates it."""
+        peer, addrs = entry[0], entry[1]
+        if (
+            peer in self.links
+            or peer in self.refused
+            or peer == self.peer_id
+            or len(self.links) >= MAX_LINKS // 2
+            or not addrs
+            or self.backoff.get(peer, 0.0) > trio.current_time()
+            or self._nursery is None
+        ):
+            return
+
+        async def attempt() -> None:
+            try:
+                await self.dial(f"{addrs[0]}/p2p/{peer}")
+            except Exception as exc:
+                log.debug("peer exchange dial %s failed: %s", peer, exc)
+                self.backoff[peer] = trio.current_time() + 60.0
+
+        self._nursery.start_soon(attempt)
 
     async def _on_inbound(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id.to_base58()
@@ -332,6 +364,11 @@ class Daemon:
                 }
                 for subscriber in list(self.subscribers):
                     subscriber(note)
+            elif isinstance(out, RecordAccepted):
+                self.messages.wake.set()  # deliveries may have waited for this record
+            elif isinstance(out, PeersLearned):
+                for entry in out.peers:
+                    self._maybe_dial(entry)
             elif isinstance(out, Misbehaved):
                 log.warning(
                     "peer %s sent invalid input: %s (%s)", out.peer, out.error.code, out.error

@@ -87,6 +87,7 @@ class MessageMethods:
             "message.requests": self.requests,
             "requests.accept": self.accept_request,
             "requests.block": self.block_request,
+            "message.status": self.status,
         }
 
     # -- storage -------------------------------------------------------------
@@ -464,6 +465,17 @@ class MessageMethods:
             (account, KIND_TEXT),
         ).fetchall()
         return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Per message id: how many of its deliveries are in each state."""
+        out: dict[str, dict[str, int]] = {}
+        for mid in params["ids"]:
+            rows = self.db.execute(
+                "SELECT state, COUNT(*) FROM deliveries WHERE message=? GROUP BY state",
+                (bytes.fromhex(str(mid)),),
+            ).fetchall()
+            out[str(mid)] = {str(state): int(n) for state, n in rows}
+        return {"deliveries": out}
 
     async def requests(self, params: dict[str, Any]) -> dict[str, Any]:
         rows = self.db.execute(

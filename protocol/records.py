@@ -27,6 +27,7 @@ from .canonical import decode_flat, encode_flat
 from .errors import (
     BadTimestampError,
     SchemaError,
+    SizeLimitError,
     UnauthorisedError,
     UnsupportedVersionError,
     WrongNetworkError,
@@ -116,8 +117,14 @@ def _texts(value: object, limit: int, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def decode_record(raw: bytes, params: NetworkParams) -> DeviceRecord:
-    """Structure and signature; not the acceptance rules (``RecordBook.offer``)."""
+def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> DeviceRecord:
+    """Structure and (unless ``verify`` is False) signature; not the
+    acceptance rules (``RecordBook.offer``).  A caller that skips the
+    signature here -- to drop stale copies before paying for a verification
+    (PROTOCOL.md §11.7.2) -- MUST call ``verify_record`` before it trusts
+    the record."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise SizeLimitError(f"a device record is at most {MAX_RECORD_BYTES} bytes")
     fields = decode_flat(raw, MAX_RECORD_BYTES)
     if type(fields) is not list or len(fields) != FIELDS:
         raise SchemaError(f"a device record is an array of {FIELDS}")
@@ -151,8 +158,24 @@ def decode_record(raw: bytes, params: NetworkParams) -> DeviceRecord:
         sig,
         raw,
     )
-    crypto.verify(device, crypto.D_DEVICE_RECORD + encode_flat(fields[:-1]), sig)
+    if verify:
+        crypto.verify(device, crypto.D_DEVICE_RECORD + encode_flat(fields[:-1]), sig)
     return record
+
+
+def verify_record(record: DeviceRecord) -> None:
+    """The signature of a record decoded with ``verify=False``.  The decoded
+    form was canonical, so re-encoding the fields gives the signed bytes."""
+    unsigned = _unsigned(
+        record.network,
+        record.account,
+        record.device,
+        record.timestamp,
+        record.expires,
+        record.peer_ids,
+        record.addrs,
+    )
+    crypto.verify(record.device, crypto.D_DEVICE_RECORD + encode_flat(unsigned), record.signature)
 
 
 class Offer(Enum):
@@ -165,18 +188,30 @@ ActiveCheck = Callable[[bytes, bytes], bool]
 
 
 class RecordBook:
-    """The newest valid record per (account, device)."""
+    """The newest valid record per (account, device), indexed by account."""
 
     def __init__(self, params: NetworkParams, max_records: int = 100_000) -> None:
         self.params = params
         self.max_records = max_records
         self._records: dict[tuple[bytes, bytes], DeviceRecord] = {}
+        self._by_account: dict[bytes, dict[bytes, DeviceRecord]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
     def offer(self, raw: bytes, is_active: ActiveCheck, now_ms: int) -> tuple[Offer, DeviceRecord]:
-        record = decode_record(raw, self.params)
+        return self.admit(decode_record(raw, self.params), is_active, now_ms)
+
+    def is_stale(self, record: DeviceRecord) -> bool:
+        """We hold this record or a newer one of its device (newest wins)."""
+        held = self._records.get(record.key)
+        return held is not None and (held.timestamp, held.raw) >= (record.timestamp, record.raw)
+
+    def admit(
+        self, record: DeviceRecord, is_active: ActiveCheck, now_ms: int
+    ) -> tuple[Offer, DeviceRecord]:
+        """The acceptance rules (PROTOCOL-node.md §16) for a record whose
+        structure and signature were checked."""
         if record.timestamp > now_ms + MAX_SKEW_MS:
             raise BadTimestampError("record timestamp is ahead of our clock by more than the skew")
         if record.expires <= now_ms:
@@ -189,7 +224,15 @@ class RecordBook:
         if held is None and len(self._records) >= self.max_records:
             return Offer.STALE, record  # full: keep what we have; the sender will retry
         self._records[record.key] = record
+        self._by_account.setdefault(record.account, {})[record.device] = record
         return Offer.ACCEPTED, record
+
+    def _remove(self, record: DeviceRecord) -> None:
+        del self._records[record.key]
+        devices = self._by_account[record.account]
+        del devices[record.device]
+        if not devices:
+            del self._by_account[record.account]
 
     def prune(self, is_active: ActiveCheck, now_ms: int) -> list[DeviceRecord]:
         """Drop expired records and those of devices no longer active."""
@@ -199,16 +242,27 @@ class RecordBook:
             if r.expires <= now_ms or not is_active(r.account, r.device)
         ]
         for r in dropped:
-            del self._records[r.key]
+            self._remove(r)
         return dropped
+
+    def prune_account(
+        self, account: bytes, is_active: ActiveCheck, now_ms: int
+    ) -> list[DeviceRecord]:
+        """``prune`` for one account: after its state changed."""
+        dropped = [
+            r
+            for r in self._by_account.get(account, {}).values()
+            if r.expires <= now_ms or not is_active(r.account, r.device)
+        ]
+        for r in dropped:
+            self._remove(r)
+        return sorted(dropped, key=lambda r: r.device)
 
     def get(self, account: bytes, device: bytes) -> DeviceRecord | None:
         return self._records.get((account, device))
 
     def for_account(self, account: bytes) -> list[DeviceRecord]:
-        return sorted(
-            (r for r in self._records.values() if r.account == account), key=lambda r: r.device
-        )
+        return sorted(self._by_account.get(account, {}).values(), key=lambda r: r.device)
 
     def __iter__(self) -> Iterator[DeviceRecord]:
         return iter(sorted(self._records.values(), key=lambda r: r.key))

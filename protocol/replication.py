@@ -17,27 +17,51 @@ Sans-I/O: every entry point takes the current time and returns what to do
   (ANCESTRY), parents first.
 * Peers (§11.5): a score per peer (protocol.peers); invalid input costs
   dearly and leads to a disconnect with back-off; duplicates are normal.
+* Device records (§11.7): signed soft state (protocol.records) flooded to
+  every peer, newest wins; a record of a device we do not yet know to be
+  active waits in a small pending set until the account's events arrive.
+* Peer exchange (§11.8): PEERS frames tell a node whom it may dial; the
+  adapter decides whom it dials.
 """
 
 from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import InvalidInput, LimitExceededError, UnsupportedVersionError
+from .errors import (
+    BadTimestampError,
+    InvalidInput,
+    LimitExceededError,
+    UnsupportedVersionError,
+)
 from .events import Event, decode_event
 from .ledger import IngestStatus, Ledger
 from .peers import PeerBook, PeerId, ScoreConfig, TokenBucket
 from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
+from .records import (
+    MAX_SKEW_MS,
+    DeviceRecord,
+    Offer,
+    RecordBook,
+    decode_record,
+    verify_record,
+)
 from .wire import (
     FLAG_FINAL,
     FLAG_OWN,
+    MAX_PEER_ADDRS,
+    MAX_PEER_TEXT,
     AncestryFrame,
     AnnounceFrame,
     EventsFrame,
     Frame,
+    PeerEntry,
+    PeersFrame,
     ReconcileFrame,
+    RecordsFrame,
     RequestFrame,
     WireLimits,
     decode_frame,
@@ -50,6 +74,8 @@ __all__ = [
     "Misbehaved",
     "Output",
     "PeerId",
+    "PeersLearned",
+    "RecordAccepted",
     "ReplicationConfig",
     "ReplicationStats",
     "Replicator",
@@ -58,6 +84,13 @@ __all__ = [
 
 _FRAME_SLACK = 64  # bytes kept free in a frame for its header
 _MAX_ANCESTRY_WAIT = 4096  # parents waiting for an ANCESTRY frame, per peer
+#: machine time 0 as Unix ms when the adapter passes no wall clock: a fixed
+#: date, so tests and simnet stay deterministic (2025-06-15T15:06:40Z)
+SIM_EPOCH_MS = 1_750_000_000_000
+
+
+def _sim_wall_ms(now: float) -> int:
+    return SIM_EPOCH_MS + int(now * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +127,28 @@ class ReplicationConfig:
     #: frames waiting for a budget; more is a flood
     max_queued_frames: int = 32
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    #: device records (§11.7): per RECORDS frame; records checked per
+    #: second and in one burst, per peer; records held
+    max_records_per_frame: int = 64
+    record_rate: float = 1_000.0
+    record_burst: float = 20_000.0
+    max_records: int = 100_000
+    #: records of devices not (yet) active here, waiting for events
+    max_pending_records: int = 256
+    max_pending_per_peer: int = 32
+    pending_ttl: float = 600.0
+    #: seconds between sweeps for expired records
+    record_prune_interval: float = 60.0
+    #: peer exchange (§11.8): entries per PEERS frame; seconds between
+    #: PEERS frames to one random peer; PEERS frames accepted per peer
+    #: (rate per second, burst); learned peers held, and per sending peer
+    max_peers_per_frame: int = 32
+    peers_interval: float = 300.0
+    peers_rate: float = 1.0 / 60.0
+    peers_burst: float = 4.0
+    max_known_peers: int = 1024
+    max_learned_peers: int = 1024
+    max_learned_per_source: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +179,25 @@ class Misbehaved:
     error: InvalidInput
 
 
-Output = Send | Disconnect | Delivered | Misbehaved
+@dataclass(frozen=True, slots=True)
+class RecordAccepted:
+    """A device record newly accepted into ``Replicator.records`` (§11.7)."""
+
+    record: DeviceRecord
+    #: the peer that sent it; None for ``publish_record``
+    source: PeerId | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeersLearned:
+    """Peers a PEERS frame named that the node may dial (§11.8); new or
+    with changed addresses.  Not verified: the adapter dials and checks."""
+
+    peers: tuple[PeerEntry, ...]
+    source: PeerId = ""
+
+
+Output = Send | Disconnect | Delivered | Misbehaved | RecordAccepted | PeersLearned
 
 
 @dataclass(slots=True)
@@ -149,6 +222,17 @@ class ReplicationStats:
     request_timeouts: int = 0
     offences: int = 0
     disconnects: int = 0
+    #: device records (§11.7)
+    records_received: int = 0
+    records_accepted: int = 0
+    records_stale: int = 0
+    records_ignored: int = 0
+    records_pending: int = 0
+    records_pruned: int = 0
+    #: peer exchange (§11.8)
+    peers_frames_received: int = 0
+    peers_frames_dropped: int = 0
+    peers_learned: int = 0
 
 
 @dataclass(slots=True)
@@ -164,6 +248,8 @@ class _Peer:
     announce_budget: TokenBucket
     serve_budget: TokenBucket
     reconcile_budget: TokenBucket
+    record_budget: TokenBucket
+    peers_budget: TokenBucket
     want: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     inflight: set[bytes] = field(default_factory=set)
     #: parents escrowed events wait for, to fetch with their ancestry: id -> account
@@ -177,7 +263,7 @@ class _Peer:
     next_session: int = 0
 
 
-Costly = RequestFrame | AncestryFrame | ReconcileFrame
+Costly = RequestFrame | AncestryFrame | ReconcileFrame | RecordsFrame
 
 
 def _cost(frame: Costly) -> int:
@@ -185,21 +271,71 @@ def _cost(frame: Costly) -> int:
         return len(frame.ids)
     if isinstance(frame, AncestryFrame):
         return len(frame.targets)  # and the events sent, debited after (§11.5.2)
+    if isinstance(frame, RecordsFrame):
+        return len(frame.records)
     return len(frame.ranges)
+
+
+def _bucket(p: _Peer, frame: Costly) -> TokenBucket:
+    if isinstance(frame, ReconcileFrame):
+        return p.reconcile_budget
+    if isinstance(frame, RecordsFrame):
+        return p.record_budget
+    return p.serve_budget
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record of a device not active here (yet), waiting for events."""
+
+    record: DeviceRecord
+    source: PeerId
+    added: float
+
+
+def _addresses(addrs: object) -> tuple[str, ...]:
+    """The addresses that can travel in a PEERS entry (§11.8.1)."""
+    if isinstance(addrs, str) or not isinstance(addrs, list | tuple):
+        return ()
+    good: list[str] = []
+    for a in addrs:
+        if (
+            type(a) is str
+            and 0 < len(a) <= MAX_PEER_TEXT
+            and a.isprintable()
+            and a.startswith("/")
+            and a not in good
+        ):
+            good.append(a)
+    return tuple(good[:MAX_PEER_ADDRS])
+
+
+def _peer_id_ok(peer: object) -> bool:
+    return type(peer) is str and 0 < len(peer) <= MAX_PEER_TEXT and peer.isprintable()
 
 
 class Replicator:
     def __init__(
-        self, ledger: Ledger, rng: random.Random, config: ReplicationConfig = ReplicationConfig()
+        self,
+        ledger: Ledger,
+        rng: random.Random,
+        config: ReplicationConfig = ReplicationConfig(),
+        *,
+        wall_ms: Callable[[float], int] = _sim_wall_ms,
     ) -> None:
         self.ledger = ledger
         self.rng = rng
         self.config = config
+        #: machine time (s) -> Unix ms, for the records' acceptance rules;
+        #: the node passes its wall clock, tests and simnet a fixed epoch
+        self.wall_ms = wall_ms
         self.limits = WireLimits(
             config.max_frame_bytes,
             config.max_events_per_frame,
             config.max_ids_per_frame,
             config.max_ranges_per_frame,
+            max_records_per_frame=config.max_records_per_frame,
+            max_peers_per_frame=config.max_peers_per_frame,
         )
         id_budget = (config.max_frame_bytes - _FRAME_SLACK) // 40
         self.rconfig = ReconcileConfig(
@@ -220,6 +356,22 @@ class Replicator:
         self._alternates: dict[bytes, list[PeerId]] = {}
         self._next_reconcile: float | None = None
         self._now = 0.0
+        #: device records (§11.7): the newest valid one per device
+        self.records = RecordBook(ledger.params, config.max_records)
+        self._pending: OrderedDict[tuple[bytes, bytes], _Pending] = OrderedDict()
+        self._pending_by_account: dict[bytes, set[tuple[bytes, bytes]]] = {}
+        #: accounts with newly accepted events: their records are pruned and
+        #: their pending records retried before the entry point returns
+        self._touched: set[bytes] = set()
+        self._next_prune: float | None = None
+        #: peer exchange (§11.8): ourselves, addresses the adapter vouches
+        #: for, and what PEERS frames told us (id -> (addrs, source))
+        self._self_id: str | None = None
+        self._self_addrs: tuple[str, ...] = ()
+        self._known: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._learned: OrderedDict[str, tuple[tuple[str, ...], PeerId]] = OrderedDict()
+        self._learned_from: dict[PeerId, int] = {}
+        self._next_peers: float | None = None
 
     # -- queries -------------------------------------------------------------
 
@@ -241,9 +393,17 @@ class Replicator:
                 deadlines.append(first + self.config.session_timeout)
             if p.queue:
                 head = p.queue[0]
-                bucket = p.reconcile_budget if isinstance(head, ReconcileFrame) else p.serve_budget
+                bucket = _bucket(p, head)
                 deadlines.append(bucket.ready_at(_cost(head), bucket.updated))
+        if self._next_prune is not None and (self._pending or len(self.records)):
+            deadlines.append(self._next_prune)
+        if self._peers and self._next_peers is not None and self._shareable():
+            deadlines.append(self._next_peers)
         return min(deadlines) if deadlines else None
+
+    def learned_peers(self) -> list[PeerEntry]:
+        """Peers PEERS frames named, oldest first (not verified)."""
+        return [(pid, addrs) for pid, (addrs, _) in self._learned.items()]
 
     # -- entry points ----------------------------------------------------------
 
@@ -261,12 +421,20 @@ class Replicator:
             TokenBucket.full(c.announce_rate, c.announce_burst, now),
             TokenBucket.full(c.serve_rate, c.serve_burst, now),
             TokenBucket.full(c.reconcile_rate, c.reconcile_burst, now),
+            TokenBucket.full(c.record_rate, c.record_burst, now),
+            TokenBucket.full(c.peers_rate, c.peers_burst, now),
         )
         self._peers[peer] = p
         if self._next_reconcile is None:
             self._next_reconcile = now + c.reconcile_interval
+        if self._next_peers is None:
+            self._next_peers = now + c.peers_interval
         out: list[Output] = []
         self._start_session(p, now, out)
+        # soft state goes to a new link at once (§11.7.3, §11.8.2)
+        self._send_records(peer, list(self.records), out)
+        self._send_peers(p, out)
+        self._settle(now, out)
         return out
 
     def disconnect(self, peer: PeerId, now: float) -> list[Output]:
@@ -285,7 +453,46 @@ class Replicator:
             for ev in result.accepted:
                 self._accepted(ev, None, out)
             self._push(list(result.accepted), True, None, out)
+        self._settle(now, out)
         return out
+
+    def publish_record(self, raw: bytes, now: float) -> list[Output]:
+        """Accept the node's own device record and flood it (§11.7.3).
+        Raises ``InvalidInput`` if it is invalid, not yet valid, expired or
+        signed by a device not active here; a record no newer than the one
+        held is a no-op."""
+        self._enter(now)
+        record = decode_record(raw, self.ledger.params)
+        offer, record = self.records.admit(record, self._is_active, self.wall_ms(now))
+        out: list[Output] = []
+        if offer is Offer.ACCEPTED:
+            self._record_accepted(record, None, now, out)
+        self._settle(now, out)
+        return out
+
+    def set_self(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None:
+        """Our own peer id and listen addresses, shared in PEERS frames."""
+        if _peer_id_ok(peer_id):
+            self._self_id = peer_id
+            self._self_addrs = _addresses(addrs)
+            self._known.pop(peer_id, None)
+            self._unlearn(peer_id)
+
+    def note_addresses(self, peer: PeerId, addrs: list[str] | tuple[str, ...]) -> None:
+        """Addresses the adapter knows ``peer`` listens on (it dialled them,
+        or they came from the bootstrap list); only such peers are shared in
+        PEERS frames.  Addresses that cannot travel in PEERS are skipped; no
+        address left forgets the peer."""
+        if not _peer_id_ok(peer) or peer == self._self_id:
+            return
+        good = _addresses(addrs)
+        self._known.pop(peer, None)
+        if not good:
+            return
+        self._known[peer] = good
+        self._unlearn(peer)
+        while len(self._known) > self.config.max_known_peers:
+            self._known.popitem(last=False)
 
     def receive(self, peer: PeerId, frame: bytes, now: float) -> list[Output]:
         self._enter(now)
@@ -304,6 +511,8 @@ class Replicator:
             self._on_events(p, f, now, out)
         elif isinstance(f, AnnounceFrame):
             self._on_announce(p, f, now, out)
+        elif isinstance(f, PeersFrame):
+            self._on_peers(p, f, now, out)
         else:
             # requests and reconciliation cost us work: they wait for the
             # peer's budget, in order (§11.5.2)
@@ -316,6 +525,7 @@ class Replicator:
             else:
                 self._handle_costly(p, f, now, out)
         self._pump(p, now, out)
+        self._settle(now, out)
         return out
 
     def tick(self, now: float) -> list[Output]:
@@ -338,8 +548,15 @@ class Replicator:
             if idle:
                 self._start_session(self.rng.choice(idle), now, out)
             self._next_reconcile = now + self.config.reconcile_interval
+        if self._next_peers is not None and now >= self._next_peers:
+            if self._peers and self._shareable():
+                self._send_peers(self._peers[self.rng.choice(list(self._peers))], out)
+            self._next_peers = now + self.config.peers_interval
+        if self._next_prune is not None and now >= self._next_prune:
+            self._sweep_records(now)
         for p in list(self._peers.values()):
             self._pump(p, now, out)
+        self._settle(now, out)
         return out
 
     # -- bookkeeping -----------------------------------------------------------
@@ -353,6 +570,9 @@ class Replicator:
                 if eid not in self._seq:
                     self._seq[eid] = len(self._seq)
                     self.index.add(eid)
+                    account = self.ledger.account_of(eid)
+                    if account is not None and self._records_held():
+                        self._touched.add(account)
 
     def _send(self, peer: PeerId, frame: Frame, out: list[Output]) -> None:
         data = encode_frame(frame)
@@ -398,6 +618,8 @@ class Replicator:
         self.index.add(ev.id)
         self.stats.events_delivered += 1
         out.append(Delivered(ev, source))
+        if self._records_held():
+            self._touched.add(ev.account_id)
 
     def _clear_inflight(self, eid: bytes) -> PeerId | None:
         """The id is answered (or given up): forget the request."""
@@ -431,8 +653,7 @@ class Replicator:
             alternates.append(p.id)
 
     def _budget_take(self, p: _Peer, f: Costly, now: float) -> bool:
-        bucket = p.reconcile_budget if isinstance(f, ReconcileFrame) else p.serve_budget
-        return bucket.take(_cost(f), now)
+        return _bucket(p, f).take(_cost(f), now)
 
     def _drain(self, p: _Peer, now: float, out: list[Output]) -> None:
         while p.queue and p.id in self._peers:
@@ -445,6 +666,8 @@ class Replicator:
             self._serve(p, f, out)
         elif isinstance(f, AncestryFrame):
             p.serve_budget.debit(self._serve_ancestry(p, f, out))
+        elif isinstance(f, RecordsFrame):
+            self._on_records(p, f, now, out)
         else:
             self._on_reconcile(p, f, now, out)
 
@@ -703,3 +926,213 @@ class Replicator:
                 self.stats.reconcile_completed += 1
         for fr in frames:
             self._send(p.id, fr, out)
+
+    # -- device records (§11.7) --------------------------------------------------
+
+    def _records_held(self) -> bool:
+        return bool(self._pending) or len(self.records) > 0
+
+    def _is_active(self, account: bytes, device: bytes) -> bool:
+        log = self.ledger.accounts.get(account)
+        return log is not None and device in log.state().active_keys
+
+    def _records_frames(self, raws: list[bytes]) -> list[RecordsFrame]:
+        budget = self.config.max_frame_bytes - _FRAME_SLACK
+        frames: list[RecordsFrame] = []
+        cur: list[bytes] = []
+        size = 0
+        for raw in raws:
+            cost = len(raw) + 3
+            if cur and (size + cost > budget or len(cur) >= self.limits.max_records_per_frame):
+                frames.append(RecordsFrame(tuple(cur)))
+                cur, size = [], 0
+            cur.append(raw)
+            size += cost
+        if cur:
+            frames.append(RecordsFrame(tuple(cur)))
+        return frames
+
+    def _send_records(self, peer: PeerId, records: list[DeviceRecord], out: list[Output]) -> None:
+        for f in self._records_frames([r.raw for r in records]):
+            self._send(peer, f, out)
+
+    def _record_accepted(
+        self, record: DeviceRecord, source: PeerId | None, now: float, out: list[Output]
+    ) -> None:
+        """Newly accepted: report it and flood it to every other peer; a
+        peer that holds it (or newer) answers nothing, which ends the flood."""
+        self.stats.records_accepted += 1
+        pending = self._pending.get(record.key)
+        if pending is not None and (pending.record.timestamp, pending.record.raw) <= (
+            record.timestamp,
+            record.raw,
+        ):
+            self._remove_pending(record.key)
+        if self._next_prune is None:
+            self._next_prune = now + self.config.record_prune_interval
+        out.append(RecordAccepted(record, source))
+        for q in self._peers:
+            if q != source:
+                self._send_records(q, [record], out)
+
+    def _check_record(self, raw: bytes, now_ms: int) -> DeviceRecord | None:
+        """Structure, time and signature of a received record (§11.7.2);
+        None if it is dropped without blame.  Raises ``InvalidInput`` for an
+        offence."""
+        # the signature last: stale copies, which flooding makes common,
+        # cost no verification
+        record = decode_record(raw, self.ledger.params, verify=False)
+        if record.timestamp > now_ms + 2 * MAX_SKEW_MS:
+            # no honest node whose clock is within the skew of ours accepted it
+            raise BadTimestampError("record timestamp far ahead of our clock")
+        if record.timestamp > now_ms + MAX_SKEW_MS or record.expires <= now_ms:
+            self.stats.records_ignored += 1
+            return None
+        pending = self._pending.get(record.key)
+        if self.records.is_stale(record) or (
+            pending is not None
+            and (pending.record.timestamp, pending.record.raw) >= (record.timestamp, record.raw)
+        ):
+            self.stats.records_stale += 1
+            return None
+        verify_record(record)
+        return record
+
+    def _on_records(self, p: _Peer, f: RecordsFrame, now: float, out: list[Output]) -> None:
+        now_ms = self.wall_ms(now)
+        for raw in f.records:
+            self.stats.records_received += 1
+            try:
+                record = self._check_record(raw, now_ms)
+            except UnsupportedVersionError:
+                continue  # a newer record format an honest peer may relay
+            except InvalidInput as exc:
+                if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
+                    return
+                continue
+            if record is None:
+                continue
+            if not self._is_active(record.account, record.device):
+                # perhaps we lack the account's latest events: not an offence
+                self._add_pending(record, p.id, now)
+                continue
+            offer, record = self.records.admit(record, self._is_active, now_ms)
+            if offer is Offer.ACCEPTED:
+                self._record_accepted(record, p.id, now, out)
+            else:
+                self.stats.records_stale += 1
+
+    def _add_pending(self, record: DeviceRecord, source: PeerId, now: float) -> None:
+        c = self.config
+        if c.max_pending_records <= 0 or c.max_pending_per_peer <= 0:
+            return
+        if record.key in self._pending:
+            self._remove_pending(record.key)  # _check_record saw it is newer
+        mine = [k for k, e in self._pending.items() if e.source == source]
+        if len(mine) >= c.max_pending_per_peer:
+            self._remove_pending(mine[0])  # one peer cannot fill the set
+        if len(self._pending) >= c.max_pending_records:
+            self._remove_pending(next(iter(self._pending)))
+        self._pending[record.key] = _Pending(record, source, now)
+        self._pending_by_account.setdefault(record.account, set()).add(record.key)
+        self.stats.records_pending += 1
+        if self._next_prune is None:
+            self._next_prune = now + c.record_prune_interval
+
+    def _remove_pending(self, key: tuple[bytes, bytes]) -> None:
+        del self._pending[key]
+        keys = self._pending_by_account[key[0]]
+        keys.discard(key)
+        if not keys:
+            del self._pending_by_account[key[0]]
+
+    def _settle(self, now: float, out: list[Output]) -> None:
+        """Accounts with new events: drop records of devices no longer
+        active, and retry the pending records of those accounts (§11.7.4)."""
+        if not self._touched:
+            return
+        accounts = sorted(self._touched)
+        self._touched.clear()
+        now_ms = self.wall_ms(now)
+        for account in accounts:
+            self.stats.records_pruned += len(
+                self.records.prune_account(account, self._is_active, now_ms)
+            )
+            for key in sorted(self._pending_by_account.get(account, ())):
+                entry = self._pending[key]
+                record = entry.record
+                if record.expires <= now_ms:
+                    self._remove_pending(key)
+                elif self._is_active(record.account, record.device):
+                    self._remove_pending(key)
+                    offer, record = self.records.admit(record, self._is_active, now_ms)
+                    if offer is Offer.ACCEPTED:
+                        self._record_accepted(record, entry.source, now, out)
+
+    def _sweep_records(self, now: float) -> None:
+        """Expired records and pending records that waited too long."""
+        now_ms = self.wall_ms(now)
+        self.stats.records_pruned += len(self.records.prune(self._is_active, now_ms))
+        for key, entry in list(self._pending.items()):
+            if entry.record.expires <= now_ms or now - entry.added >= self.config.pending_ttl:
+                self._remove_pending(key)
+        self._next_prune = now + self.config.record_prune_interval if self._records_held() else None
+
+    # -- peer exchange (§11.8) ---------------------------------------------------
+
+    def _shareable(self) -> bool:
+        return bool(self._known) or bool(self._self_id and self._self_addrs)
+
+    def _send_peers(self, p: _Peer, out: list[Output]) -> None:
+        """Ourselves and a random sample of the peers the adapter vouches
+        for, never the receiver itself."""
+        limit = self.limits.max_peers_per_frame
+        entries: list[PeerEntry] = []
+        if self._self_id is not None and self._self_addrs:
+            entries.append((self._self_id, self._self_addrs))
+        others = [(pid, addrs) for pid, addrs in self._known.items() if pid != p.id]
+        room = limit - len(entries)
+        if len(others) > room:
+            others = self.rng.sample(others, room)
+        entries.extend(others)
+        if entries:
+            self._send(p.id, PeersFrame(tuple(sorted(entries))), out)
+
+    def _unlearn(self, peer: str) -> None:
+        old = self._learned.pop(peer, None)
+        if old is not None:
+            n = self._learned_from[old[1]] - 1
+            if n:
+                self._learned_from[old[1]] = n
+            else:
+                del self._learned_from[old[1]]
+
+    def _on_peers(self, p: _Peer, f: PeersFrame, now: float, out: list[Output]) -> None:
+        # beyond the budget a valid PEERS frame is dropped, never punished:
+        # peer exchange is a hint (§11.8.3)
+        if not p.peers_budget.take(1, now):
+            self.stats.peers_frames_dropped += 1
+            return
+        self.stats.peers_frames_received += 1
+        c = self.config
+        learned: list[PeerEntry] = []
+        for pid, addrs in f.peers:
+            if pid == self._self_id or self._known.get(pid) == addrs:
+                continue
+            old = self._learned.get(pid)
+            if old is not None and old[0] == addrs:
+                continue
+            self._unlearn(pid)
+            if c.max_learned_per_source <= 0 or c.max_learned_peers <= 0:
+                break
+            if self._learned_from.get(p.id, 0) >= c.max_learned_per_source:
+                # one peer cannot fill the table: its oldest entry goes
+                self._unlearn(next(k for k, v in self._learned.items() if v[1] == p.id))
+            if len(self._learned) >= c.max_learned_peers:
+                self._unlearn(next(iter(self._learned)))
+            self._learned[pid] = (addrs, p.id)
+            self._learned_from[p.id] = self._learned_from.get(p.id, 0) + 1
+            learned.append((pid, addrs))
+        if learned:
+            self.stats.peers_learned += len(learned)
+            out.append(PeersLearned(tuple(learned), p.id))

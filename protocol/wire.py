@@ -19,6 +19,7 @@ from enum import IntEnum
 from .canonical import decode_flat, encode_flat
 from .errors import SchemaError, SizeLimitError, UnsupportedVersionError
 from .reconcile import FP_BYTES, ID_BYTES, Mode, Range, check_bound
+from .records import MAX_RECORD_BYTES
 
 PROTOCOL_ID = "/smu/replication/1"
 WIRE_VERSION = 1
@@ -30,6 +31,8 @@ class FrameType(IntEnum):
     REQUEST = 3
     RECONCILE = 4
     ANCESTRY = 5
+    RECORDS = 6
+    PEERS = 7
 
 
 #: ReconcileFrame.flags
@@ -45,6 +48,10 @@ class WireLimits:
     max_ranges_per_frame: int = 8192
     max_ancestry_targets: int = 64
     max_ancestry_known: int = 256
+    #: signed device records in one RECORDS frame (§11.7.1)
+    max_records_per_frame: int = 64
+    #: (peer, addresses) entries in one PEERS frame (§11.8.1)
+    max_peers_per_frame: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,38 @@ class AncestryFrame:
     known: tuple[bytes, ...] = ()
 
 
-Frame = EventsFrame | AnnounceFrame | RequestFrame | ReconcileFrame | AncestryFrame
+@dataclass(frozen=True, slots=True)
+class RecordsFrame:
+    """Signed device records, raw (PROTOCOL-node.md §16; §11.7)."""
+
+    records: tuple[bytes, ...]
+
+
+#: one PEERS entry: a libp2p peer id and multiaddrs it listens on
+PeerEntry = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class PeersFrame:
+    """Peers the sender knows to be reachable, peer ids ascending (§11.8)."""
+
+    peers: tuple[PeerEntry, ...]
+
+
+Frame = (
+    EventsFrame
+    | AnnounceFrame
+    | RequestFrame
+    | ReconcileFrame
+    | AncestryFrame
+    | RecordsFrame
+    | PeersFrame
+)
+
+#: a PEERS peer id or address: printable, 1 to 160 characters
+MAX_PEER_TEXT = 160
+#: addresses per PEERS entry
+MAX_PEER_ADDRS = 8
 
 
 def _blob(ids: tuple[bytes, ...]) -> bytes:
@@ -109,6 +147,11 @@ def encode_frame(frame: Frame) -> bytes:
             return encode_flat(
                 [WIRE_VERSION, int(FrameType.ANCESTRY), _blob(targets), _blob(known)]
             )
+        case RecordsFrame(records):
+            return encode_flat([WIRE_VERSION, int(FrameType.RECORDS), list(records)])
+        case PeersFrame(peers):
+            entries = [[pid, list(addrs)] for pid, addrs in sorted(peers)]
+            return encode_flat([WIRE_VERSION, int(FrameType.PEERS), entries])
         case ReconcileFrame(session, flags, ranges):
             rs = [[r.upper, int(r.mode), r.payload] for r in ranges]
             return encode_flat([WIRE_VERSION, int(FrameType.RECONCILE), session, flags, rs])
@@ -132,6 +175,35 @@ def _uint(value: object, bits: int, what: str) -> int:
     if type(value) is not int or not 0 <= value < (1 << bits):
         raise SchemaError(f"{what} must be an unsigned {bits}-bit integer")
     return value
+
+
+def _text(value: object, what: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_PEER_TEXT or not value.isprintable():
+        raise SchemaError(f"{what}: printable text of 1 to {MAX_PEER_TEXT} characters")
+    return value
+
+
+def _peers(value: object, limits: WireLimits) -> PeersFrame:
+    if type(value) is not list:
+        raise SchemaError("PEERS is [1, 7, [[peer id, [addr...]]...]]")
+    if not value or len(value) > limits.max_peers_per_frame:
+        raise SizeLimitError(f"{len(value)} entries in one PEERS frame")
+    peers: list[PeerEntry] = []
+    for item in value:
+        if type(item) is not list or len(item) != 2 or type(item[1]) is not list:
+            raise SchemaError("a PEERS entry is [peer id, [addr...]]")
+        pid = _text(item[0], "peer id")
+        raw_addrs = item[1]
+        if not raw_addrs or len(raw_addrs) > MAX_PEER_ADDRS:
+            raise SizeLimitError(f"{len(raw_addrs)} addresses in one PEERS entry")
+        addrs = tuple(_text(a, "address") for a in raw_addrs)
+        if len(set(addrs)) != len(addrs) or any(not a.startswith("/") for a in addrs):
+            raise SchemaError("PEERS addresses are unique multiaddrs")
+        peers.append((pid, addrs))
+    for a, b in itertools.pairwise(peers):
+        if a[0] >= b[0]:
+            raise SchemaError("PEERS peer ids must be ascending and unique")
+    return PeersFrame(tuple(peers))
 
 
 def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
@@ -171,6 +243,21 @@ def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
         if len(known) > limits.max_ancestry_known:
             raise SizeLimitError(f"{len(known)} known ids")
         return AncestryFrame(targets, known)
+    if ftype is FrameType.RECORDS:
+        if len(value) != 3 or type(value[2]) is not list:
+            raise SchemaError("RECORDS is [1, 6, [record bin...]]")
+        records = value[2]
+        if not records or len(records) > limits.max_records_per_frame:
+            raise SizeLimitError(f"{len(records)} records in one frame")
+        if any(type(r) is not bytes for r in records):
+            raise SchemaError("a record is a bin")
+        if any(len(r) > MAX_RECORD_BYTES for r in records):
+            raise SizeLimitError(f"a device record is at most {MAX_RECORD_BYTES} bytes")
+        return RecordsFrame(tuple(records))
+    if ftype is FrameType.PEERS:
+        if len(value) != 3:
+            raise SchemaError("PEERS is [1, 7, [[peer id, [addr...]]...]]")
+        return _peers(value[2], limits)
     if len(value) != 5 or type(value[4]) is not list:
         raise SchemaError("RECONCILE is [1, 4, session, flags, [range...]]")
     session = _uint(value[2], 32, "session")

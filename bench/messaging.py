@@ -1,0 +1,190 @@
+"""Messaging benchmark (issue: Messaging).
+
+Part 1, over loopback: one sender node, a recipient account with 3 devices
+(3 more nodes, linked with approval).  Latency: one message at a time, from
+the `message.send` call until all 3 devices have stored it (their ACCEPTED
+answers, as the sender's outbox records them); p50 and p99.  Throughput: a
+burst of messages, sent as fast as the control API takes them, until all are
+delivered to all 3 devices.
+
+Part 2, in process: the crypto of one message (seal with 3 key wraps, then
+open on each of the 3 devices) beside the raw libsodium calls the same
+message needs (per wrap an X25519 base and shared multiplication and a small
+AEAD; one Ed25519 signature; one content AEAD; per opening one X25519
+multiplication, two AEAD decryptions and one Ed25519 verification), timed
+in the same run: ``crypto_ratio = raw_libsodium_seconds / envelope_seconds``.
+
+    .venv/bin/python bench/messaging.py [--latency 100] [--burst 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nacl.bindings as sodium
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from node.netdemo import Demo, DemoNode, link_devices
+from protocol.envelope import ledger_lookup, open_envelope, seal
+from protocol.messaging import ReplayGuard, Text
+from tests.conftest import FAST, History
+
+
+def crypto_part(n: int) -> dict[str, float]:
+    alice, bob = History(name="alice"), History(name="bob")
+    bob.add("a1", "d0", "d1", ["g"])
+    bob.add("a2", "d0", "d2", ["a1"])
+    ledger = alice.ledger()
+    for label in ("g", "a1", "a2"):
+        ledger.ingest(bob.events[label].raw)
+    a_state, b_state = ledger.state(alice.account), ledger.state(bob.account)
+    devices = [bob.keys[k] for k in ("d0", "d1", "d2")]
+    guards = [ReplayGuard() for _ in devices]
+    lookup = ledger_lookup(ledger)
+    text = Text("x" * 200)
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        env = seal(
+            FAST,
+            alice.keys["d0"],
+            a_state,
+            b_state,
+            text,
+            counter=i,
+            timestamp=1_750_000_000_000,
+            seed=os.urandom(32),
+        )
+        for dev, guard in zip(devices, guards, strict=True):
+            open_envelope(FAST, env.raw, bob.account, dev, lookup, guard)
+    ours = time.perf_counter() - start
+
+    sk = alice.keys["d0"]
+    enc_pub = [d.enc_public for d in devices]
+    key32, nonce, content = os.urandom(32), os.urandom(24), os.urandom(420)
+    start = time.perf_counter()
+    for _ in range(n):
+        wraps = []
+        for pub in enc_pub:
+            eph = os.urandom(32)
+            sodium.crypto_scalarmult_base(eph)
+            sodium.crypto_scalarmult(eph, pub)
+            wraps.append(
+                sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(key32, None, nonce, key32)
+            )
+        sig = sk.sign(content)
+        box = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(content, None, nonce, key32)
+        for dev, w in zip(devices, wraps, strict=True):
+            sodium.crypto_scalarmult(dev.enc_secret, dev.enc_public)
+            sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(w, None, nonce, key32)
+            sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(box, None, nonce, key32)
+            sodium.crypto_sign_open(sig + content, sk.sign_public)
+    raw = time.perf_counter() - start
+    return {
+        "messages": n,
+        "envelope_seconds": round(ours, 4),
+        "raw_libsodium_seconds": round(raw, 4),
+        "envelope_ms_per_message": round(1000 * ours / n, 3),
+        "crypto_ratio": round(raw / ours, 3),
+    }
+
+
+def wait_delivered(sender: DemoNode, ids: list[str], devices: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    while pending:
+        r = sender.client.call("message.status", ids=sorted(pending))["deliveries"]
+        pending = {m for m in pending if r[m].get("delivered", 0) < devices}
+        if pending and time.monotonic() > deadline:
+            raise SystemExit(f"{len(pending)} messages not delivered in {timeout}s")
+        if pending:
+            time.sleep(0.002)
+    return time.monotonic()
+
+
+def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="smu-bench-msg-"))
+    d = Demo(base, as_json=True)
+    try:
+        names = ["alice", "bob1", "bob2", "bob3"]
+        d.nodes = [DemoNode(base, n) for n in names]
+        for node in d.nodes:
+            node.start()
+        for node in d.nodes:
+            node.wait_ready()
+        alice, b1, b2, b3 = d.nodes
+        for x in (b1, b2, b3):
+            d.connect(alice, x)
+        alice.client.call("account.create", name="alice")
+        bob = b1.client.call("account.create", name="bob")
+        link_devices(d, b1, b2, "bob2")
+        link_devices(d, b1, b3, "bob3")
+        d.wait_converged(d.nodes)
+        alice.client.call("contact.add", ref=bob["account_id"], name="bob")
+        first = alice.client.call("message.send", contact="bob", text="warm-up")
+        wait_delivered(alice, [first["message_id"]], 3, 60)  # device records have spread
+        latencies = []
+        for i in range(latency_n):
+            t0 = time.monotonic()
+            m = alice.client.call("message.send", contact="bob", text=f"latency {i}")
+            latencies.append(wait_delivered(alice, [m["message_id"]], 3, 30) - t0)
+        t0 = time.monotonic()
+        ids = [
+            alice.client.call("message.send", contact="bob", text=f"burst {i}")["message_id"]
+            for i in range(burst_n)
+        ]
+        done = wait_delivered(alice, ids, 3, 300)
+        latencies.sort()
+        return {
+            "latency_messages": latency_n,
+            "latency_p50_ms": round(1000 * statistics.median(latencies), 2),
+            "latency_p99_ms": round(
+                1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2
+            ),
+            "burst_messages": burst_n,
+            "burst_seconds": round(done - t0, 3),
+            "messages_per_second": round(burst_n / (done - t0), 1),
+            "deliveries_per_second": round(3 * burst_n / (done - t0), 1),
+        }
+    finally:
+        for node in d.nodes:
+            node.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=int, default=100)
+    ap.add_argument("--burst", type=int, default=300)
+    ap.add_argument("--crypto", type=int, default=500)
+    args = ap.parse_args()
+    c = crypto_part(args.crypto)
+    print(
+        f"crypto: {c['envelope_ms_per_message']} ms per message (seal + 3 opens); raw "
+        f"libsodium ÷ ours = {c['crypto_ratio']}",
+        flush=True,
+    )
+    n = network_part(args.latency, args.burst)
+    print(
+        f"loopback, 3 recipient devices: p50 {n['latency_p50_ms']} ms, p99 "
+        f"{n['latency_p99_ms']} ms; burst {n['messages_per_second']} messages/s",
+        flush=True,
+    )
+    print(
+        json.dumps(
+            {"benchmark": "messaging", **c, **n, "recipient_devices": 3, "cpus": os.cpu_count()}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

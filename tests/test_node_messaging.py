@@ -1,0 +1,120 @@
+"""Messaging between real nodes over loopback (issue: Messaging, Tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.errors import RpcError
+from node.netdemo import Demo, DemoNode, link_devices
+
+from .test_node_net import _start
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    d = Demo(tmp_path, as_json=True)
+    yield d
+    for node in d.nodes:
+        node.stop()
+
+
+def wait_for(fn: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def texts(node: DemoNode, contact: str) -> list[str]:
+    return [
+        m["text"] for m in node.client.call("message.conversation", contact=contact)["messages"]
+    ]
+
+
+def delivered(node: DemoNode, message_id: str) -> dict[str, int]:
+    return dict(node.client.call("message.status", ids=[message_id])["deliveries"][message_id])
+
+
+def test_conversation_across_devices_history_and_revocation(demo: Demo) -> None:
+    a1, a2, b1, b2, b3 = _start(demo, ["alice1", "alice2", "bob1", "bob2", "bob3"])
+    for x, y in ((a1, a2), (a2, b1), (b1, b2), (b2, b3)):
+        demo.connect(x, y)
+    alice = a1.client.call("account.create", name="alice")
+    b1.client.call("account.create", name="bob")
+    link_devices(demo, a1, a2, "alice2")
+    link_devices(demo, b1, b2, "bob2")
+    demo.wait_converged(demo.nodes)
+
+    inv = b1.client.call("invite.create")
+    a1.client.call("contact.add", ref=inv["invite"], name="bob")
+    b1.client.call("contact.add", ref=alice["account_id"], name="alice")
+    b2.client.call("contact.add", ref=alice["account_id"], name="alice")
+    a2.client.call("contact.add", ref=inv["invite"], name="bob")
+    number = a1.client.call("contact.verify", contact="bob", confirm=True)["safety_number"]
+    assert number == b1.client.call("contact.verify", contact="alice")["safety_number"]
+
+    sent = a1.client.call("message.send", contact="bob", text="hello bob")
+    assert sent["devices"] == 3  # bob1, bob2 and alice's other device
+    for node in (b1, b2):
+        wait_for(lambda n=node: texts(n, "alice") == ["hello bob"])
+    wait_for(lambda: texts(a2, "bob") == ["hello bob"])
+    wait_for(lambda: delivered(a1, sent["message_id"]).get("delivered") == 3)
+
+    reply = b2.client.call("message.send", contact="alice", text="hi alice")
+    for node in (a1, a2, b1):
+        wait_for(
+            lambda n=node: "hi alice" in texts(n, "alice" if n.name.startswith("bob") else "bob")
+        )
+    inbox = a1.client.call("message.inbox")["messages"]
+    assert [m["text"] for m in inbox] == ["hi alice"] and inbox[0]["from_device"] == "bob2"
+    assert delivered(b2, reply["message_id"]).get("delivered") == 3
+
+    # A newly linked device gets the earlier history from its approver.
+    link_devices(demo, b1, b3, "bob3")
+    b3.client.call("contact.add", ref=alice["account_id"], name="alice")
+    wait_for(lambda: texts(b3, "alice") == ["hello bob", "hi alice"])
+
+    # After bob revokes bob2, the next message is not wrapped for it.
+    b1.client.call("device.revoke", device="bob2")
+    demo.wait_converged(demo.nodes)
+    after = a1.client.call("message.send", contact="bob", text="bob2 must not read this")
+    assert after["devices"] == 3  # bob1, bob3, alice2
+    wait_for(lambda: "bob2 must not read this" in texts(b3, "alice"))
+    wait_for(lambda: delivered(a1, after["message_id"]).get("delivered") == 3)
+    assert "bob2 must not read this" not in texts(b2, "alice")
+
+
+def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Demo) -> None:
+    a, b, c = _start(demo, ["alice", "bob", "bob-laptop"])
+    demo.connect(a, b)
+    demo.connect(b, c)
+    alice = a.client.call("account.create", name="alice")
+    bob = b.client.call("account.create", name="bob")
+    demo.wait_converged(demo.nodes)
+
+    # bob is not alice's contact: his message waits in alice's requests.
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    b.client.call("message.send", contact="alice", text="it's bob")
+    wait_for(lambda: a.client.call("message.requests")["requests"])
+    assert a.client.call("message.inbox")["messages"] == []
+    a.client.call("requests.accept", account=bob["account_id"])
+    assert [m["text"] for m in a.client.call("message.inbox")["messages"]] == ["it's bob"]
+
+    # bob's account becomes disputed: sending needs --force.
+    link_devices(demo, b, c, "laptop")
+    demo.partition([b], [a, c])
+    b.client.call("device.revoke", device="laptop")
+    c.client.call("device.revoke", device="bob", confirm_last=True)
+    demo.heal([b], [a, c])
+    demo.wait_converged(demo.nodes)
+    with pytest.raises(RpcError, match="force"):
+        a.client.call("message.send", contact=bob["account_id"], text="are you ok?")
