@@ -106,13 +106,13 @@ def wait_delivered(sender: DemoNode, ids: list[str], devices: int, timeout: floa
         if pending and time.monotonic() > deadline:
             raise SystemExit(f"{len(pending)} messages not delivered in {timeout}s")
         if pending:
-            time.sleep(0.002)
+            time.sleep(0.01)
     return time.monotonic()
 
 
 def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="smu-bench-msg-"))
-    d = Demo(base, as_json=True)
+    d = Demo(base, as_json=True, quiet=True)
     try:
         names = ["alice", "bob1", "bob2", "bob3"]
         d.nodes = [DemoNode(base, n) for n in names]

@@ -63,6 +63,7 @@ KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
 DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
+MAX_IN_FLIGHT = 32
 # Refusals that mean "this envelope can never be opened there": stop trying.
 FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
 
@@ -104,19 +105,17 @@ class MessageMethods:
             raise
         self.db.execute("COMMIT")
 
-    def _next_counter(self, account: bytes) -> int:
+    def _next_counter(self, account: bytes) -> tuple[int, tuple[str, tuple[Any, ...]]]:
+        """The next counter for ``account`` and the statement that uses it up;
+        the caller runs that statement in the transaction that stores the
+        message, so a counter is never reused and never skipped silently."""
         row = self.db.execute("SELECT next FROM counters WHERE account=?", (account,)).fetchone()
         counter = int(row[0]) if row else 1
-        self._tx(
-            [
-                (
-                    "INSERT INTO counters(account, next) VALUES(?, ?) ON CONFLICT(account) "
-                    "DO UPDATE SET next=excluded.next",
-                    (account, counter + 1),
-                )
-            ]
+        return counter, (
+            "INSERT INTO counters(account, next) VALUES(?, ?) ON CONFLICT(account) "
+            "DO UPDATE SET next=excluded.next",
+            (account, counter + 1),
         )
-        return counter
 
     def _own(self) -> bytes:
         account = self.d.config.get("account")
@@ -150,6 +149,7 @@ class MessageMethods:
             raise RpcFailure(
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
+        counter, use_counter = self._next_counter(recipient)
         try:
             env = seal(
                 self.d.params,
@@ -157,7 +157,7 @@ class MessageMethods:
                 my_state,
                 their_state,
                 content,
-                counter=self._next_counter(recipient),
+                counter=counter,
                 timestamp=_now_ms(),
                 seed=os.urandom(32),
                 force=force,
@@ -170,11 +170,12 @@ class MessageMethods:
         now = _now_ms()
         targets = [d for d in env.wrapped_for if d != me.sign_public]
         rows: list[tuple[str, tuple[Any, ...]]] = [
+            use_counter,
             (
                 "INSERT INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
                 "stored_ms, kind, text, envelope) VALUES(?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
                 (env.message_id, recipient, own, me.sign_public, now, now, kind, text, env.raw),
-            )
+            ),
         ]
         for device in targets:
             account = recipient if their_state.device(device) is not None else own
@@ -222,29 +223,36 @@ class MessageMethods:
         )
 
     async def run_delivery(self) -> None:
-        while True:
-            now = _now_ms()
-            due = self.db.execute(
-                "SELECT d.message, d.device, d.account, d.attempts, m.envelope FROM deliveries d "
-                "JOIN messages m ON m.id = d.message WHERE d.state='pending' AND "
-                "d.next_try_ms <= ? ORDER BY d.next_try_ms LIMIT 16",
-                (now,),
-            ).fetchall()
-            if due:
-                async with trio.open_nursery() as nursery:
-                    for message, device, account, attempts, envelope in due:
-                        nursery.start_soon(
-                            self._deliver_one,
-                            bytes(message),
-                            bytes(device),
-                            bytes(account),
-                            int(attempts),
-                            bytes(envelope),
-                        )
-                continue
-            self.wake = trio.Event()
-            with trio.move_on_after(1.0):
-                await self.wake.wait()
+        """Deliver due outbox rows, up to MAX_IN_FLIGHT at once."""
+        in_flight: set[tuple[bytes, bytes]] = set()
+
+        async def one(
+            key: tuple[bytes, bytes], account: bytes, attempts: int, envelope: bytes
+        ) -> None:
+            try:
+                await self._deliver_one(key[0], key[1], account, attempts, envelope)
+            finally:
+                in_flight.discard(key)
+                self.wake.set()
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                self.wake = trio.Event()
+                due = self.db.execute(
+                    "SELECT d.message, d.device, d.account, d.attempts, m.envelope "
+                    "FROM deliveries d JOIN messages m ON m.id = d.message "
+                    "WHERE d.state='pending' AND d.next_try_ms <= ? ORDER BY d.next_try_ms "
+                    "LIMIT ?",
+                    (_now_ms(), MAX_IN_FLIGHT * 2),
+                ).fetchall()
+                for message, device, account, attempts, envelope in due:
+                    key = (bytes(message), bytes(device))
+                    if key in in_flight or len(in_flight) >= MAX_IN_FLIGHT:
+                        continue
+                    in_flight.add(key)
+                    nursery.start_soon(one, key, bytes(account), int(attempts), bytes(envelope))
+                with trio.move_on_after(1.0):
+                    await self.wake.wait()
 
     async def _deliver_one(
         self, message: bytes, device: bytes, account: bytes, attempts: int, envelope: bytes

@@ -108,12 +108,15 @@ class DemoNode:
 
 
 class Demo:
-    def __init__(self, base: Path, as_json: bool) -> None:
+    def __init__(self, base: Path, as_json: bool, quiet: bool = False) -> None:
         self.base = base
         self.as_json = as_json
+        self.quiet = quiet
         self.nodes: list[DemoNode] = []
 
     def say(self, step: str, text: str, **data: object) -> None:
+        if self.quiet:
+            return
         if self.as_json:
             print(json.dumps({"step": step, "text": text, **data}), flush=True)
         else:
