@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint test-slow bench bench-ingest vectors clean check-toolchain
+.PHONY: demo test lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -44,7 +44,16 @@ vectors: $(STAMP)
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
-bench: bench-ingest
+bench-reconcile: $(STAMP)
+	$(BIN)/python bench/reconcile.py
+
+bench-catchup: $(STAMP)
+	$(BIN)/python bench/catchup.py
+
+bench-messaging: $(STAMP)
+	$(BIN)/python bench/messaging.py
+
+bench: bench-ingest bench-reconcile bench-catchup bench-messaging
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
