@@ -18,13 +18,32 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .errors import BadParentsError, InvalidEventError, LimitExceededError, UnauthorisedError
-from .events import Event, EventKind, GenesisBody, RecoverBody, RevokeDeviceBody
+from .events import (
+    AddDeviceBody,
+    DeviceIntro,
+    Event,
+    EventKind,
+    GenesisBody,
+    RecoverBody,
+    RevokeDeviceBody,
+)
 from .keys import recovery_commitment
 from .params import NetworkParams
 from .state import AccountState, Evaluation, build_state, evaluate
 
 # Evaluations of ancestor sets that are not the whole log, by parent tuple.
 _ANCESTOR_CACHE_SIZE = 32
+
+_REVOKE = EventKind.REVOKE_DEVICE
+_RECOVER = EventKind.RECOVER
+_GENESIS = EventKind.GENESIS
+_INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
+
+
+def _introduced(event: Event) -> DeviceIntro | None:
+    """``event.introduced_device`` without the property's call overhead."""
+    body = event.body
+    return body.device if isinstance(body, _INTRO_BODIES) else None
 
 
 class AccountLog:
@@ -50,11 +69,14 @@ class AccountLog:
         self.all_mask = 1
         body = genesis.body
         assert isinstance(body, GenesisBody)
-        self.introduced: dict[bytes, list[int]] = {body.device.sign_public: [0]}
+        # Tuples, not lists: the collector stops tracking a tuple of ints, and
+        # a ledger holds several per account (ingest benchmark, bench/ingest.py).
+        self.introduced: dict[bytes, tuple[int, ...]] = {body.device.sign_public: (0,)}
         self._heads: set[bytes] = {genesis.id}
         self._ev = Evaluation([0], {}, {body.device.sign_public}, {}, {}, [], False)
         self._state: AccountState | None = None
-        self._anc_cache: OrderedDict[tuple[bytes, ...], Evaluation] = OrderedDict()
+        # Made on first use: most accounts never leave the fast path.
+        self._anc_cache: OrderedDict[tuple[bytes, ...], Evaluation] | None = None
 
     @property
     def account_id(self) -> bytes:
@@ -74,24 +96,29 @@ class AccountLog:
 
     def _ancestor_mask(self, parents: tuple[bytes, ...]) -> int:
         mask = 0
+        index = self.index
+        anc = self.anc
         for p in parents:
-            i = self.index.get(p)
+            i = index.get(p)
             if i is None:
                 raise BadParentsError(f"parent {p.hex()[:12]} is not in account")
-            mask |= self.anc[i] | (1 << i)
+            mask |= anc[i] | (1 << i)
         return mask
 
     def _evaluation_at(self, parents: tuple[bytes, ...], mask: int) -> Evaluation:
         if mask == self.all_mask:
             return self._ev
-        cached = self._anc_cache.get(parents)
+        cache = self._anc_cache
+        if cache is None:
+            cache = self._anc_cache = OrderedDict()
+        cached = cache.get(parents)
         if cached is None:
             cached = evaluate(self.events, self.anc, mask)
-            self._anc_cache[parents] = cached
-            if len(self._anc_cache) > _ANCESTOR_CACHE_SIZE:
-                self._anc_cache.popitem(last=False)
+            cache[parents] = cached
+            if len(cache) > _ANCESTOR_CACHE_SIZE:
+                cache.popitem(last=False)
         else:
-            self._anc_cache.move_to_end(parents)
+            cache.move_to_end(parents)
         return cached
 
     def _introduced_in(self, key: bytes, mask: int) -> bool:
@@ -109,25 +136,28 @@ class AccountLog:
 
     def check(self, event: Event) -> int:
         """Raise unless ``event`` may join this log; return its ancestor mask."""
-        if event.kind is EventKind.GENESIS:
+        kind = event.kind
+        if kind is _GENESIS:
             raise InvalidEventError("an account has one genesis")
-        mask = self._ancestor_mask(event.parents)
-        exempt = event.kind in (EventKind.REVOKE_DEVICE, EventKind.RECOVER)
+        parents = event.parents
+        mask = self._ancestor_mask(parents)
+        exempt = kind is _REVOKE or kind is _RECOVER
         if not exempt and mask.bit_count() > self.params.max_ancestors:
             raise LimitExceededError("the account's history is at its cap")
-        ev = self._evaluation_at(event.parents, mask)
-        if event.kind is EventKind.RECOVER:
+        # The usual case, parents == heads, needs no evaluation of its own.
+        ev = self._ev if mask == self.all_mask else self._evaluation_at(parents, mask)
+        if kind is _RECOVER:
             commitment = self._commitment_at(mask, ev)
             if commitment is None or recovery_commitment(event.signer) != commitment:
                 raise UnauthorisedError("recover not signed by the committed recovery key")
         elif event.signer not in ev.active:
             raise UnauthorisedError("signer is not an active device at the event's parents")
-        dev = event.introduced_device
-        if dev is not None and self._introduced_in(dev.sign_public, mask):
-            raise InvalidEventError("this device key was already added to the account")
-        if isinstance(event.body, RevokeDeviceBody) and not self._introduced_in(
-            event.body.device, mask
-        ):
+        body = event.body
+        if isinstance(body, _INTRO_BODIES):
+            added = self.introduced.get(body.device.sign_public)
+            if added is not None and any((mask >> a) & 1 for a in added):
+                raise InvalidEventError("this device key was already added to the account")
+        elif isinstance(body, RevokeDeviceBody) and not self._introduced_in(body.device, mask):
             raise InvalidEventError("a revocation names only a device added among its ancestors")
         return mask
 
@@ -135,30 +165,36 @@ class AccountLog:
 
     def append(self, event: Event, mask: int) -> None:
         """Add a checked event (``mask`` from ``check``)."""
-        i = len(self.events)
+        events = self.events
+        i = len(events)
         fast = mask == self.all_mask
-        self.events.append(event)
-        self.index[event.id] = i
+        events.append(event)
+        event_id = event.id
+        self.index[event_id] = i
         self.anc.append(mask)
         self.all_mask |= 1 << i
-        dev = event.introduced_device
+        dev = _introduced(event)
         if dev is not None:
-            self.introduced.setdefault(dev.sign_public, []).append(i)
-        self._heads.difference_update(event.parents)
-        self._heads.add(event.id)
+            key = dev.sign_public
+            self.introduced[key] = (*self.introduced.get(key, ()), i)
+        heads = self._heads
+        heads.difference_update(event.parents)
+        heads.add(event_id)
         self._state = None
         if fast:
-            self._apply_fast(i, event)
+            self._apply_fast(i, event, dev)
         else:
-            self._anc_cache.clear()
-            self._ev = evaluate(self.events, self.anc, self.all_mask)
+            self._anc_cache = None
+            self._ev = evaluate(events, self.anc, self.all_mask)
 
-    def _apply_fast(self, i: int, event: Event) -> None:
-        """The new event descends from every other: see the module docstring."""
+    def _apply_fast(self, i: int, event: Event, dev: DeviceIntro | None) -> None:
+        """The new event descends from every other: see the module docstring.
+
+        ``dev`` is the device ``event`` introduces, if any."""
         ev = self._ev
         ev.members.append(i)
         body = event.body
-        if event.kind is EventKind.RECOVER:
+        if event.kind is _RECOVER:
             assert isinstance(body, RecoverBody)
             for key in self.introduced:
                 if key != body.device.sign_public:
@@ -170,10 +206,8 @@ class AccountLog:
             earlier = ev.revoked.get(body.device)
             if earlier is None or event.id < self.events[earlier].id:
                 ev.revoked[body.device] = i
-        else:
-            dev = event.introduced_device
-            if dev is not None:
-                ev.active.add(dev.sign_public)
+        elif dev is not None:
+            ev.active.add(dev.sign_public)
 
     def evaluation(self) -> Evaluation:
         return self._ev

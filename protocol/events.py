@@ -14,6 +14,7 @@ what it says.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -158,12 +159,17 @@ class Event:
     @property
     def introduced_device(self) -> DeviceIntro | None:
         body = self.body
-        if isinstance(body, GenesisBody | AddDeviceBody | RecoverBody):
+        if isinstance(body, _INTRO_BODIES):
             return body.device
         return None
 
     def __repr__(self) -> str:
         return f"Event({self.kind.name}, id={self.id.hex()[:12]})"
+
+
+# The bodies that bring a device in (a constant tuple: ``isinstance`` with
+# a ``X | Y`` union would build the union on every call, on the hot path).
+_INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 
 
 def core_of(raw: bytes) -> bytes:
@@ -213,22 +219,45 @@ def _list(value: object, size: int | None, what: str) -> list[object]:
     return value
 
 
+def _name(value: object, what: str, max_bytes: int) -> str:
+    """``names.check_name``, with a shortcut for the common case.
+
+    A printable ASCII string has no control, format or non-space
+    whitespace character and is already NFC, so only the length and the
+    space rules apply to it; anything else, and every name that fails,
+    goes through ``check_name`` so the error is the same.
+    """
+    if type(value) is not str:
+        raise SchemaError(f"{what} must be a string")
+    if (
+        value.isascii()
+        and value.isprintable()
+        and 0 < len(value) <= max_bytes
+        and value[0] != " "
+        and value[-1] != " "
+        and "  " not in value
+    ):
+        return value
+    check_name(value, max_bytes)
+    return value
+
+
 def _device(value: object, params: NetworkParams) -> DeviceIntro:
     sign_public, enc_public, name, pop = _list(value, 4, "device")
     crypto.check_x25519_public(_bin(enc_public, 32, "encryption key"))
-    check_name(_str(name, "device name"), params.max_name_bytes)
+    _name(name, "device name", params.max_name_bytes)
     return DeviceIntro(
-        sign_public=_bin(sign_public, 32, "signing key"),
-        enc_public=enc_public,  # type: ignore[arg-type]
-        name=name,  # type: ignore[arg-type]
-        pop=_bin(pop, 64, "proof of possession"),
+        _bin(sign_public, 32, "signing key"),
+        enc_public,  # type: ignore[arg-type]
+        name,  # type: ignore[arg-type]
+        _bin(pop, 64, "proof of possession"),
     )
 
 
 def _body(kind: EventKind, value: object, params: NetworkParams) -> Body:
     if kind is EventKind.GENESIS:
         name, device, commitment = _list(value, 3, "genesis body")
-        check_name(_str(name, "display name"), params.max_name_bytes)
+        _name(name, "display name", params.max_name_bytes)
         return GenesisBody(name, _device(device, params), _bin(commitment, 32, "commitment"))  # type: ignore[arg-type]
     if kind is EventKind.ADD_DEVICE:
         (device,) = _list(value, 1, "add-device body")
@@ -244,8 +273,7 @@ def _body(kind: EventKind, value: object, params: NetworkParams) -> Body:
         crypto.check_x25519_public(_bin(enc_public, 32, "encryption key"))
         return RotateEncKeyBody(enc_public)  # type: ignore[arg-type]
     (name,) = _list(value, 1, "profile body")
-    check_name(_str(name, "display name"), params.max_name_bytes)
-    return ProfileBody(name)  # type: ignore[arg-type]
+    return ProfileBody(_name(name, "display name", params.max_name_bytes))
 
 
 def check_parents(
@@ -261,7 +289,7 @@ def check_parents(
         raise BadParentsError(f"at most {params.max_parents} parents")
     for p in parents:
         _bin(p, ID_BYTES, "parent id")
-    if any(a >= b for a, b in pairwise(parents)):  # type: ignore[operator]
+    if len(parents) > 1 and any(a >= b for a, b in pairwise(parents)):  # type: ignore[operator]
         raise BadParentsError("parents must be sorted and unique")
 
 
@@ -282,10 +310,9 @@ def decode_event(raw: bytes, params: NetworkParams) -> Event:
     _, _, _, kind_v, account, parents, timestamp, body, signer, nonce, signature = fields
     if _str(network, "network") != params.network_id:
         raise WrongNetworkError(f"event is for network {network!r}, not {params.network_id!r}")
-    try:
-        kind = EventKind(_int(kind_v, "kind"))
-    except ValueError as exc:
-        raise SchemaError(f"unknown event kind {kind_v}") from exc
+    kind = _KIND_OF_VALUE.get(_int(kind_v, "kind"))
+    if kind is None:
+        raise SchemaError(f"unknown event kind {kind_v}")
     is_genesis = kind is EventKind.GENESIS
     if type(account) is not bytes or len(account) != (0 if is_genesis else ID_BYTES):
         raise SchemaError("account is empty in a genesis and 32 bytes otherwise")
@@ -296,19 +323,29 @@ def decode_event(raw: bytes, params: NetworkParams) -> Event:
     _bin(nonce, NONCE_BYTES, "nonce")
     _bin(signature, crypto.ED25519_SIGNATURE_BYTES, "signature")
     parsed_body = _body(kind, body, params)
+    # Positional, in field order: keyword passing costs measurably here.
     return Event(
-        network=network,
-        kind=kind,
-        account=account,
-        parents=tuple(parents),
-        timestamp=timestamp,
-        body=parsed_body,
-        signer=signer,
-        nonce=nonce,
-        signature=signature,
-        id=event_id(core_of(raw)),
-        raw=raw,
+        network,
+        kind,
+        account,
+        tuple(parents),
+        timestamp,
+        parsed_body,
+        signer,
+        nonce,
+        signature,
+        _blake2b(crypto.D_EVENT_ID + b"\x9a" + raw[1:_CORE_END], digest_size=32).digest(),
+        raw,
     )
+
+
+# ``EventKind(v)`` raises through the enum machinery; a dict is cheaper.  Its
+# keys are ints, and ``_int`` has already refused bools (True == 1).
+_KIND_OF_VALUE: dict[int, EventKind] = {int(k): k for k in EventKind}
+_blake2b = hashlib.blake2b
+# raw[1:_CORE_END] is the core's fields: everything but the header and the
+# signature's bin8 (0xc4 0x40 + 64 bytes); see ``core_of``.
+_CORE_END = -(2 + crypto.ED25519_SIGNATURE_BYTES)
 
 
 def verify_event(event: Event, params: NetworkParams) -> None:
@@ -316,14 +353,19 @@ def verify_event(event: Event, params: NetworkParams) -> None:
 
     They depend on the event alone, so their result can be cached by id.
     """
-    core = event.core
-    bits = params.pow_bits(event.kind is EventKind.GENESIS)
-    if not crypto.leading_zero_bits_ok(crypto.hash32(crypto.D_POW, core), bits):
+    core = b"\x9a" + event.raw[1:_CORE_END]  # core_of, inlined
+    kind = event.kind
+    bits = params.pow_bits(kind is EventKind.GENESIS)
+    # leading_zero_bits_ok(_, 0) is True whatever the hash: skip hashing.
+    if bits and not crypto.leading_zero_bits_ok(
+        _blake2b(crypto.D_POW + core, digest_size=32).digest(), bits
+    ):
         raise InsufficientWorkError(f"proof-of-work below {bits} bits")
     crypto.verify(event.signer, crypto.D_EVENT_SIG + core, event.signature)
-    device = event.introduced_device
-    if device is not None:
-        if event.kind is EventKind.GENESIS and device.sign_public != event.signer:
+    body = event.body
+    if isinstance(body, _INTRO_BODIES):
+        device = body.device
+        if kind is EventKind.GENESIS and device.sign_public != event.signer:
             raise SchemaError("a genesis is signed by its own first device")
         msg = pop_message(event.network, event.account, device.sign_public, device.enc_public)
         crypto.verify(device.sign_public, msg, device.pop)

@@ -51,8 +51,9 @@ class Ledger:
     ) -> None:
         self.params = params
         #: the stateless checks (``events.verify_event``); a simulator may
-        #: pass a version cached by event id, since validity depends on the
-        #: event alone
+        #: pass a cached version, since validity depends on the event alone;
+        #: key such a cache by (id, signature), never by id alone: the id does
+        #: not cover the signature (PROTOCOL.md §5.2)
         self.verify = verify
         self.store: EventStore = store if store is not None else MemoryEventStore()
         self.escrow = escrow if escrow is not None else Escrow()
@@ -93,27 +94,35 @@ class Ledger:
 
     def ingest(self, raw: bytes, source: Hashable | None = None) -> IngestResult:
         """Validate and store one event; raise ``InvalidInput`` if it is bad."""
-        event = decode_event(raw, self.params)
-        if event.id in self._account_of:
-            return IngestResult(IngestStatus.DUPLICATE, event.id)
-        if event.id in self.escrow:
-            return IngestResult(IngestStatus.ESCROWED, event.id)
-        self.verify(event, self.params)
+        params = self.params
+        event = decode_event(raw, params)
+        event_id = event.id
+        if event_id in self._account_of:
+            return IngestResult(IngestStatus.DUPLICATE, event_id)
+        if event_id in self.escrow:
+            return IngestResult(IngestStatus.ESCROWED, event_id)
+        self.verify(event, params)
         return self.ingest_verified(event, source)
 
     def ingest_verified(self, event: Event, source: Hashable | None = None) -> IngestResult:
         """Ingest an event whose ``verify_event`` already passed (e.g. in a
-        worker process, or cached by id)."""
-        if event.id in self._account_of:
-            return IngestResult(IngestStatus.DUPLICATE, event.id)
-        missing = frozenset(p for p in event.parents if p not in self._account_of)
-        if missing:
-            self.escrow.add(event, missing, source)
-            return IngestResult(IngestStatus.ESCROWED, event.id, missing=tuple(sorted(missing)))
+        worker process, or cached by (id, signature))."""
+        account_of = self._account_of
+        event_id = event.id
+        if event_id in account_of:
+            return IngestResult(IngestStatus.DUPLICATE, event_id)
+        for p in event.parents:
+            if p not in account_of:
+                missing = frozenset(p for p in event.parents if p not in account_of)
+                self.escrow.add(event, missing, source)
+                return IngestResult(IngestStatus.ESCROWED, event_id, missing=tuple(sorted(missing)))
         self._check_and_apply(event, persist=True)
+        if not self.escrow:
+            # Nothing waits, so nothing can be released (the usual case).
+            return IngestResult(IngestStatus.ACCEPTED, event_id, (event,), (), ())
         accepted = [event]
         rejected: list[tuple[bytes, InvalidInput]] = []
-        queue = [event.id]
+        queue = [event_id]
         while queue:
             for entry in self.escrow.children_of(queue.pop()):
                 child = entry.event
