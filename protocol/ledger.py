@@ -25,6 +25,9 @@ class IngestStatus(Enum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     ESCROWED = "escrowed"
+    #: its parents are missing and the escrow refused it (over the sender's
+    #: quota, PROTOCOL.md §8): nothing was kept; it will be fetched again
+    DROPPED = "dropped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,8 @@ class IngestResult:
     #: parent ids the event waits for (ESCROWED)
     missing: tuple[bytes, ...] = ()
     #: escrowed descendants released by this call that turned out invalid
-    rejected: tuple[tuple[bytes, InvalidInput], ...] = field(default=())
+    #: (event id, error, the source that sent it)
+    rejected: tuple[tuple[bytes, InvalidInput, Hashable | None], ...] = field(default=())
 
 
 class Ledger:
@@ -114,14 +118,15 @@ class Ledger:
         for p in event.parents:
             if p not in account_of:
                 missing = frozenset(p for p in event.parents if p not in account_of)
-                self.escrow.add(event, missing, source)
-                return IngestResult(IngestStatus.ESCROWED, event_id, missing=tuple(sorted(missing)))
+                kept = self.escrow.add(event, missing, source)
+                status = IngestStatus.ESCROWED if kept else IngestStatus.DROPPED
+                return IngestResult(status, event_id, missing=tuple(sorted(missing)))
         self._check_and_apply(event, persist=True)
         if not self.escrow:
             # Nothing waits, so nothing can be released (the usual case).
             return IngestResult(IngestStatus.ACCEPTED, event_id, (event,), (), ())
         accepted = [event]
-        rejected: list[tuple[bytes, InvalidInput]] = []
+        rejected: list[tuple[bytes, InvalidInput, Hashable | None]] = []
         queue = [event_id]
         while queue:
             for entry in self.escrow.children_of(queue.pop()):
@@ -133,7 +138,7 @@ class Ledger:
                 try:
                     self._check_and_apply(child, persist=True)
                 except InvalidInput as exc:
-                    rejected.append((child.id, exc))
+                    rejected.append((child.id, exc, entry.source))
                     continue
                 accepted.append(child)
                 queue.append(child.id)

@@ -31,29 +31,29 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import (
-    BadTimestampError,
-    InvalidInput,
-    LimitExceededError,
-    UnsupportedVersionError,
-)
+from .errors import InvalidInput, LimitExceededError, UnsupportedVersionError
 from .events import Event, decode_event
 from .ledger import IngestStatus, Ledger
-from .peers import PeerBook, PeerId, ScoreConfig, TokenBucket
+from .peers import PeerBook, PeerId, TokenBucket
 from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
-from .records import (
-    MAX_SKEW_MS,
-    DeviceRecord,
-    Offer,
-    RecordBook,
-    decode_record,
-    verify_record,
+from .records import DeviceRecord, Offer, decode_record
+from .replication_types import (
+    SIM_EPOCH_MS,
+    Delivered,
+    Disconnect,
+    Misbehaved,
+    Output,
+    PeersLearned,
+    RecordAccepted,
+    ReplicationConfig,
+    ReplicationStats,
+    Send,
+    sim_wall_ms,
 )
+from .softstate import Drop, PeerTable, RecordRelay
 from .wire import (
     FLAG_FINAL,
     FLAG_OWN,
-    MAX_PEER_ADDRS,
-    MAX_PEER_TEXT,
     AncestryFrame,
     AnnounceFrame,
     EventsFrame,
@@ -69,6 +69,7 @@ from .wire import (
 )
 
 __all__ = [
+    "SIM_EPOCH_MS",
     "Delivered",
     "Disconnect",
     "Misbehaved",
@@ -83,156 +84,9 @@ __all__ = [
 ]
 
 _FRAME_SLACK = 64  # bytes kept free in a frame for its header
+_DEFAULT_CONFIG = ReplicationConfig()  # frozen: one instance serves every default
 _MAX_ANCESTRY_WAIT = 4096  # parents waiting for an ANCESTRY frame, per peer
-#: machine time 0 as Unix ms when the adapter passes no wall clock: a fixed
-#: date, so tests and simnet stay deterministic (2025-06-15T15:06:40Z)
-SIM_EPOCH_MS = 1_750_000_000_000
-
-
-def _sim_wall_ms(now: float) -> int:
-    return SIM_EPOCH_MS + int(now * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationConfig:
-    #: peers that get a new event in full at once; the others get its id
-    eager_fanout: int = 3
-    #: seconds between reconciliations with one random peer
-    reconcile_interval: float = 30.0
-    #: the transport refuses longer frames before reading them (§11.2.1)
-    max_frame_bytes: int = 256 * 1024
-    max_events_per_frame: int = 256
-    max_ids_per_frame: int = 8192
-    max_ranges_per_frame: int = 8192
-    #: reconciliation: sub-ranges per split, and the size of a listed range
-    branching: int = 16
-    ids_threshold: int = 16
-    #: requested ids in flight per peer, and how long an answer may take
-    request_window: int = 512
-    request_timeout: float = 10.0
-    #: events in the answer to one ANCESTRY frame (the oldest first)
-    max_ancestry_events: int = 1024
-    #: a reconciliation session we started is forgotten after this long
-    session_timeout: float = 60.0
-    #: ids a peer told us about that wait to be requested from it
-    max_wanted_per_peer: int = 1 << 18
-    #: budgets (per peer): announced ids, requested ids served, ranges
-    #: reconciled, per second and in one burst
-    announce_rate: float = 2_000.0
-    announce_burst: float = 20_000.0
-    serve_rate: float = 5_000.0
-    serve_burst: float = 20_000.0
-    reconcile_rate: float = 20_000.0
-    reconcile_burst: float = 40_000.0
-    #: frames waiting for a budget; more is a flood
-    max_queued_frames: int = 32
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    #: device records (§11.7): per RECORDS frame; records checked per
-    #: second and in one burst, per peer; records held
-    max_records_per_frame: int = 64
-    record_rate: float = 1_000.0
-    record_burst: float = 20_000.0
-    max_records: int = 100_000
-    #: records of devices not (yet) active here, waiting for events
-    max_pending_records: int = 256
-    max_pending_per_peer: int = 32
-    pending_ttl: float = 600.0
-    #: seconds between sweeps for expired records
-    record_prune_interval: float = 60.0
-    #: peer exchange (§11.8): entries per PEERS frame; seconds between
-    #: PEERS frames to one random peer; PEERS frames accepted per peer
-    #: (rate per second, burst); learned peers held, and per sending peer
-    max_peers_per_frame: int = 32
-    peers_interval: float = 300.0
-    peers_rate: float = 1.0 / 60.0
-    peers_burst: float = 4.0
-    max_known_peers: int = 1024
-    max_learned_peers: int = 1024
-    max_learned_per_source: int = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    peer: PeerId
-    frame: bytes  # one frame, without the transport's length prefix
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    peer: PeerId
-    reason: str
-    until: float  # do not redial before this time
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    #: newly accepted, already persisted by the ledger's store
-    event: Event
-    #: the peer whose frame delivered it; None for local events and for
-    #: escrowed events released by a parent's arrival
-    source: PeerId | None
-
-
-@dataclass(frozen=True, slots=True)
-class Misbehaved:
-    peer: PeerId
-    error: InvalidInput
-
-
-@dataclass(frozen=True, slots=True)
-class RecordAccepted:
-    """A device record newly accepted into ``Replicator.records`` (§11.7)."""
-
-    record: DeviceRecord
-    #: the peer that sent it; None for ``publish_record``
-    source: PeerId | None
-
-
-@dataclass(frozen=True, slots=True)
-class PeersLearned:
-    """Peers a PEERS frame named that the node may dial (§11.8); new or
-    with changed addresses.  Not verified: the adapter dials and checks."""
-
-    peers: tuple[PeerEntry, ...]
-    source: PeerId = ""
-
-
-Output = Send | Disconnect | Delivered | Misbehaved | RecordAccepted | PeersLearned
-
-
-@dataclass(slots=True)
-class ReplicationStats:
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    frames_received: int = 0
-    bytes_received: int = 0
-    #: full events received that were already here (normal with eager push)
-    duplicate_events: int = 0
-    events_received: int = 0
-    events_delivered: int = 0
-    events_escrowed: int = 0
-    ids_announced: int = 0
-    ids_requested: int = 0
-    ids_served: int = 0
-    ancestry_requests: int = 0
-    announced_ids_dropped: int = 0
-    reconcile_rounds: int = 0
-    reconcile_completed: int = 0
-    reconcile_timeouts: int = 0
-    request_timeouts: int = 0
-    offences: int = 0
-    disconnects: int = 0
-    #: device records (§11.7)
-    records_received: int = 0
-    records_accepted: int = 0
-    records_stale: int = 0
-    records_ignored: int = 0
-    records_pending: int = 0
-    records_pruned: int = 0
-    #: peer exchange (§11.8)
-    peers_frames_received: int = 0
-    peers_frames_dropped: int = 0
-    peers_learned: int = 0
+_MAX_SERVED_ACCOUNTS = 4096  # accounts whose records wait to be sent again, per peer
 
 
 @dataclass(slots=True)
@@ -261,6 +115,10 @@ class _Peer:
     queue: deque[Costly] = field(default_factory=deque)
     sessions: dict[int, _Session] = field(default_factory=dict)
     next_session: int = 0
+    #: accounts of events we served this peer whose records it may have
+    #: had to drop, and when to send them (§11.7.1 rule 4)
+    served_accounts: set[bytes] = field(default_factory=set)
+    records_due: float | None = None
 
 
 Costly = RequestFrame | AncestryFrame | ReconcileFrame | RecordsFrame
@@ -284,44 +142,14 @@ def _bucket(p: _Peer, frame: Costly) -> TokenBucket:
     return p.serve_budget
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A record of a device not active here (yet), waiting for events."""
-
-    record: DeviceRecord
-    source: PeerId
-    added: float
-
-
-def _addresses(addrs: object) -> tuple[str, ...]:
-    """The addresses that can travel in a PEERS entry (§11.8.1)."""
-    if isinstance(addrs, str) or not isinstance(addrs, list | tuple):
-        return ()
-    good: list[str] = []
-    for a in addrs:
-        if (
-            type(a) is str
-            and 0 < len(a) <= MAX_PEER_TEXT
-            and a.isprintable()
-            and a.startswith("/")
-            and a not in good
-        ):
-            good.append(a)
-    return tuple(good[:MAX_PEER_ADDRS])
-
-
-def _peer_id_ok(peer: object) -> bool:
-    return type(peer) is str and 0 < len(peer) <= MAX_PEER_TEXT and peer.isprintable()
-
-
 class Replicator:
     def __init__(
         self,
         ledger: Ledger,
         rng: random.Random,
-        config: ReplicationConfig = ReplicationConfig(),
+        config: ReplicationConfig = _DEFAULT_CONFIG,
         *,
-        wall_ms: Callable[[float], int] = _sim_wall_ms,
+        wall_ms: Callable[[float], int] = sim_wall_ms,
     ) -> None:
         self.ledger = ledger
         self.rng = rng
@@ -356,21 +184,17 @@ class Replicator:
         self._alternates: dict[bytes, list[PeerId]] = {}
         self._next_reconcile: float | None = None
         self._now = 0.0
-        #: device records (§11.7): the newest valid one per device
-        self.records = RecordBook(ledger.params, config.max_records)
-        self._pending: OrderedDict[tuple[bytes, bytes], _Pending] = OrderedDict()
-        self._pending_by_account: dict[bytes, set[tuple[bytes, bytes]]] = {}
-        #: accounts with newly accepted events: their records are pruned and
-        #: their pending records retried before the entry point returns
-        self._touched: set[bytes] = set()
+        #: device records (§11.7) and their pending set
+        self.relay = RecordRelay(
+            ledger, config.max_records, config.max_pending_records, config.max_pending_per_peer
+        )
+        #: the newest valid record per device: where a device is reachable
+        self.records = self.relay.book
         self._next_prune: float | None = None
-        #: peer exchange (§11.8): ourselves, addresses the adapter vouches
-        #: for, and what PEERS frames told us (id -> (addrs, source))
-        self._self_id: str | None = None
-        self._self_addrs: tuple[str, ...] = ()
-        self._known: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        self._learned: OrderedDict[str, tuple[tuple[str, ...], PeerId]] = OrderedDict()
-        self._learned_from: dict[PeerId, int] = {}
+        #: peer exchange (§11.8)
+        self.peer_table = PeerTable(
+            config.max_known_peers, config.max_learned_peers, config.max_learned_per_source
+        )
         self._next_peers: float | None = None
 
     # -- queries -------------------------------------------------------------
@@ -395,15 +219,17 @@ class Replicator:
                 head = p.queue[0]
                 bucket = _bucket(p, head)
                 deadlines.append(bucket.ready_at(_cost(head), bucket.updated))
-        if self._next_prune is not None and (self._pending or len(self.records)):
+            if p.records_due is not None:
+                deadlines.append(p.records_due)
+        if self._next_prune is not None and self.relay.held():
             deadlines.append(self._next_prune)
-        if self._peers and self._next_peers is not None and self._shareable():
+        if self._peers and self._next_peers is not None and self.peer_table.shareable():
             deadlines.append(self._next_peers)
         return min(deadlines) if deadlines else None
 
     def learned_peers(self) -> list[PeerEntry]:
         """Peers PEERS frames named, oldest first (not verified)."""
-        return [(pid, addrs) for pid, (addrs, _) in self._learned.items()]
+        return [(pid, addrs) for pid, (addrs, _) in self.peer_table.learned.items()]
 
     # -- entry points ----------------------------------------------------------
 
@@ -424,17 +250,18 @@ class Replicator:
             TokenBucket.full(c.record_rate, c.record_burst, now),
             TokenBucket.full(c.peers_rate, c.peers_burst, now),
         )
+        out: list[Output] = []
+        # records of devices revoked meanwhile are dropped before we send ours
+        self._settle(now, out)
         self._peers[peer] = p
         if self._next_reconcile is None:
             self._next_reconcile = now + c.reconcile_interval
         if self._next_peers is None:
             self._next_peers = now + c.peers_interval
-        out: list[Output] = []
         self._start_session(p, now, out)
-        # soft state goes to a new link at once (§11.7.3, §11.8.2)
+        # soft state goes to a new link at once (§11.7.1, §11.8.2)
         self._send_records(peer, list(self.records), out)
         self._send_peers(p, out)
-        self._settle(now, out)
         return out
 
     def disconnect(self, peer: PeerId, now: float) -> list[Output]:
@@ -457,13 +284,13 @@ class Replicator:
         return out
 
     def publish_record(self, raw: bytes, now: float) -> list[Output]:
-        """Accept the node's own device record and flood it (§11.7.3).
+        """Accept the node's own device record and flood it (§11.7.1).
         Raises ``InvalidInput`` if it is invalid, not yet valid, expired or
         signed by a device not active here; a record no newer than the one
         held is a no-op."""
         self._enter(now)
         record = decode_record(raw, self.ledger.params)
-        offer, record = self.records.admit(record, self._is_active, self.wall_ms(now))
+        offer, record = self.relay.admit(record, self.wall_ms(now))
         out: list[Output] = []
         if offer is Offer.ACCEPTED:
             self._record_accepted(record, None, now, out)
@@ -472,27 +299,14 @@ class Replicator:
 
     def set_self(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None:
         """Our own peer id and listen addresses, shared in PEERS frames."""
-        if _peer_id_ok(peer_id):
-            self._self_id = peer_id
-            self._self_addrs = _addresses(addrs)
-            self._known.pop(peer_id, None)
-            self._unlearn(peer_id)
+        self.peer_table.set_self(peer_id, addrs)
 
     def note_addresses(self, peer: PeerId, addrs: list[str] | tuple[str, ...]) -> None:
         """Addresses the adapter knows ``peer`` listens on (it dialled them,
         or they came from the bootstrap list); only such peers are shared in
         PEERS frames.  Addresses that cannot travel in PEERS are skipped; no
         address left forgets the peer."""
-        if not _peer_id_ok(peer) or peer == self._self_id:
-            return
-        good = _addresses(addrs)
-        self._known.pop(peer, None)
-        if not good:
-            return
-        self._known[peer] = good
-        self._unlearn(peer)
-        while len(self._known) > self.config.max_known_peers:
-            self._known.popitem(last=False)
+        self.peer_table.note(peer, addrs)
 
     def receive(self, peer: PeerId, frame: bytes, now: float) -> list[Output]:
         self._enter(now)
@@ -549,9 +363,12 @@ class Replicator:
                 self._start_session(self.rng.choice(idle), now, out)
             self._next_reconcile = now + self.config.reconcile_interval
         if self._next_peers is not None and now >= self._next_peers:
-            if self._peers and self._shareable():
+            if self._peers and self.peer_table.shareable():
                 self._send_peers(self._peers[self.rng.choice(list(self._peers))], out)
             self._next_peers = now + self.config.peers_interval
+        for p in list(self._peers.values()):
+            if p.records_due is not None and now >= p.records_due:
+                self._resend_records(p, out)
         if self._next_prune is not None and now >= self._next_prune:
             self._sweep_records(now)
         for p in list(self._peers.values()):
@@ -571,8 +388,8 @@ class Replicator:
                     self._seq[eid] = len(self._seq)
                     self.index.add(eid)
                     account = self.ledger.account_of(eid)
-                    if account is not None and self._records_held():
-                        self._touched.add(account)
+                    if account is not None:
+                        self.relay.touch(account)
 
     def _send(self, peer: PeerId, frame: Frame, out: list[Output]) -> None:
         data = encode_frame(frame)
@@ -618,8 +435,7 @@ class Replicator:
         self.index.add(ev.id)
         self.stats.events_delivered += 1
         out.append(Delivered(ev, source))
-        if self._records_held():
-            self._touched.add(ev.account_id)
+        self.relay.touch(ev.account_id)
 
     def _clear_inflight(self, eid: bytes) -> PeerId | None:
         """The id is answered (or given up): forget the request."""
@@ -663,9 +479,9 @@ class Replicator:
 
     def _handle_costly(self, p: _Peer, f: Costly, now: float, out: list[Output]) -> None:
         if isinstance(f, RequestFrame):
-            self._serve(p, f, out)
+            self._serve(p, f, now, out)
         elif isinstance(f, AncestryFrame):
-            p.serve_budget.debit(self._serve_ancestry(p, f, out))
+            p.serve_budget.debit(self._serve_ancestry(p, f, now, out))
         elif isinstance(f, RecordsFrame):
             self._on_records(p, f, now, out)
         else:
@@ -772,7 +588,7 @@ class Replicator:
         frame = AncestryFrame(tuple(targets), tuple(known[: self.limits.max_ancestry_known]))
         self._send(p.id, frame, out)
 
-    def _serve_ancestry(self, p: _Peer, f: AncestryFrame, out: list[Output]) -> int:
+    def _serve_ancestry(self, p: _Peer, f: AncestryFrame, now: float, out: list[Output]) -> int:
         """Send the targets' ancestry minus what the peer knows, parents first;
         the number of events sent."""
         masks: dict[bytes, int] = {}
@@ -807,11 +623,14 @@ class Replicator:
         self.stats.ids_served += len(raws)
         for frame in self._events_frames(raws, missing):
             self._send(p.id, frame, out)
+        if raws:
+            self._served(p, list(masks), now)
         return len(raws)
 
-    def _serve(self, p: _Peer, f: RequestFrame, out: list[Output]) -> None:
+    def _serve(self, p: _Peer, f: RequestFrame, now: float, out: list[Output]) -> None:
         found: list[tuple[int, bytes]] = []
         missing: list[bytes] = []
+        served: list[bytes] = []
         for eid in f.ids:
             seq = self._seq.get(eid)
             raw = self.ledger.store.get(eid) if seq is not None else None
@@ -819,10 +638,13 @@ class Replicator:
                 missing.append(eid)
             else:
                 found.append((seq, raw))
+                served.append(eid)
         found.sort()  # acceptance order: parents before children
         self.stats.ids_served += len(found)
         for frame in self._events_frames([raw for _, raw in found], missing):
             self._send(p.id, frame, out)
+        if served and len(self.records):
+            self._served(p, [a for eid in served if (a := self.ledger.account_of(eid))], now)
 
     def _on_announce(self, p: _Peer, f: AnnounceFrame, now: float, out: list[Output]) -> None:
         # Announcements are hints: beyond the budget they are dropped, and
@@ -852,6 +674,8 @@ class Replicator:
             self._alternates.pop(result.event_id, None)
             if result.status is IngestStatus.DUPLICATE:
                 self.stats.duplicate_events += 1
+            elif result.status is IngestStatus.DROPPED:
+                self.stats.events_dropped += 1  # escrow full or over p's quota: asked again later
             elif result.status is IngestStatus.ESCROWED:
                 self.stats.events_escrowed += 1
                 if result.missing and len(p.ancestry_wait) < _MAX_ANCESTRY_WAIT:
@@ -929,13 +753,6 @@ class Replicator:
 
     # -- device records (§11.7) --------------------------------------------------
 
-    def _records_held(self) -> bool:
-        return bool(self._pending) or len(self.records) > 0
-
-    def _is_active(self, account: bytes, device: bytes) -> bool:
-        log = self.ledger.accounts.get(account)
-        return log is not None and device in log.state().active_keys
-
     def _records_frames(self, raws: list[bytes]) -> list[RecordsFrame]:
         budget = self.config.max_frame_bytes - _FRAME_SLACK
         frames: list[RecordsFrame] = []
@@ -960,14 +777,8 @@ class Replicator:
         self, record: DeviceRecord, source: PeerId | None, now: float, out: list[Output]
     ) -> None:
         """Newly accepted: report it and flood it to every other peer; a
-        peer that holds it (or newer) answers nothing, which ends the flood."""
+        peer that holds it (or newer) forwards nothing, ending the flood."""
         self.stats.records_accepted += 1
-        pending = self._pending.get(record.key)
-        if pending is not None and (pending.record.timestamp, pending.record.raw) <= (
-            record.timestamp,
-            record.raw,
-        ):
-            self._remove_pending(record.key)
         if self._next_prune is None:
             self._next_prune = now + self.config.record_prune_interval
         out.append(RecordAccepted(record, source))
@@ -975,137 +786,76 @@ class Replicator:
             if q != source:
                 self._send_records(q, [record], out)
 
-    def _check_record(self, raw: bytes, now_ms: int) -> DeviceRecord | None:
-        """Structure, time and signature of a received record (§11.7.2);
-        None if it is dropped without blame.  Raises ``InvalidInput`` for an
-        offence."""
-        # the signature last: stale copies, which flooding makes common,
-        # cost no verification
-        record = decode_record(raw, self.ledger.params, verify=False)
-        if record.timestamp > now_ms + 2 * MAX_SKEW_MS:
-            # no honest node whose clock is within the skew of ours accepted it
-            raise BadTimestampError("record timestamp far ahead of our clock")
-        if record.timestamp > now_ms + MAX_SKEW_MS or record.expires <= now_ms:
-            self.stats.records_ignored += 1
-            return None
-        pending = self._pending.get(record.key)
-        if self.records.is_stale(record) or (
-            pending is not None
-            and (pending.record.timestamp, pending.record.raw) >= (record.timestamp, record.raw)
-        ):
-            self.stats.records_stale += 1
-            return None
-        verify_record(record)
-        return record
-
     def _on_records(self, p: _Peer, f: RecordsFrame, now: float, out: list[Output]) -> None:
         now_ms = self.wall_ms(now)
         for raw in f.records:
             self.stats.records_received += 1
             try:
-                record = self._check_record(raw, now_ms)
+                checked = self.relay.check(raw, now_ms)
             except UnsupportedVersionError:
                 continue  # a newer record format an honest peer may relay
             except InvalidInput as exc:
                 if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
                     return
                 continue
-            if record is None:
+            if checked is Drop.IGNORED:
+                self.stats.records_ignored += 1
                 continue
-            if not self._is_active(record.account, record.device):
+            if checked is Drop.STALE:
+                self.stats.records_stale += 1
+                continue
+            result = self.relay.offer(checked, p.id, now, now_ms)
+            if result is None:
                 # perhaps we lack the account's latest events: not an offence
-                self._add_pending(record, p.id, now)
-                continue
-            offer, record = self.records.admit(record, self._is_active, now_ms)
-            if offer is Offer.ACCEPTED:
-                self._record_accepted(record, p.id, now, out)
+                self.stats.records_pending += 1
+                if self._next_prune is None:
+                    self._next_prune = now + self.config.record_prune_interval
+            elif result[0] is Offer.ACCEPTED:
+                self._record_accepted(result[1], p.id, now, out)
             else:
                 self.stats.records_stale += 1
 
-    def _add_pending(self, record: DeviceRecord, source: PeerId, now: float) -> None:
-        c = self.config
-        if c.max_pending_records <= 0 or c.max_pending_per_peer <= 0:
+    def _served(self, p: _Peer, accounts: list[bytes], now: float) -> None:
+        """We sent ``p`` events of ``accounts``: it may have dropped their
+        records, which came before the events; send them again once it has
+        been quiet for ``records_resend_delay`` (§11.7.1 rule 4)."""
+        with_records = [a for a in accounts if self.records.has_account(a)]
+        if not with_records:
             return
-        if record.key in self._pending:
-            self._remove_pending(record.key)  # _check_record saw it is newer
-        mine = [k for k, e in self._pending.items() if e.source == source]
-        if len(mine) >= c.max_pending_per_peer:
-            self._remove_pending(mine[0])  # one peer cannot fill the set
-        if len(self._pending) >= c.max_pending_records:
-            self._remove_pending(next(iter(self._pending)))
-        self._pending[record.key] = _Pending(record, source, now)
-        self._pending_by_account.setdefault(record.account, set()).add(record.key)
-        self.stats.records_pending += 1
-        if self._next_prune is None:
-            self._next_prune = now + c.record_prune_interval
+        if len(p.served_accounts) < _MAX_SERVED_ACCOUNTS:
+            p.served_accounts.update(with_records)
+        p.records_due = now + self.config.records_resend_delay
 
-    def _remove_pending(self, key: tuple[bytes, bytes]) -> None:
-        del self._pending[key]
-        keys = self._pending_by_account[key[0]]
-        keys.discard(key)
-        if not keys:
-            del self._pending_by_account[key[0]]
+    def _resend_records(self, p: _Peer, out: list[Output]) -> None:
+        p.records_due = None
+        accounts, p.served_accounts = sorted(p.served_accounts), set()
+        records = [r for a in accounts for r in self.records.for_account(a)]
+        self.stats.records_resent += len(records)
+        self._send_records(p.id, records, out)
 
     def _settle(self, now: float, out: list[Output]) -> None:
         """Accounts with new events: drop records of devices no longer
-        active, and retry the pending records of those accounts (§11.7.4)."""
-        if not self._touched:
+        active, accept their pending records now valid (§11.7.4)."""
+        if not self.relay.touched:
             return
-        accounts = sorted(self._touched)
-        self._touched.clear()
-        now_ms = self.wall_ms(now)
-        for account in accounts:
-            self.stats.records_pruned += len(
-                self.records.prune_account(account, self._is_active, now_ms)
-            )
-            for key in sorted(self._pending_by_account.get(account, ())):
-                entry = self._pending[key]
-                record = entry.record
-                if record.expires <= now_ms:
-                    self._remove_pending(key)
-                elif self._is_active(record.account, record.device):
-                    self._remove_pending(key)
-                    offer, record = self.records.admit(record, self._is_active, now_ms)
-                    if offer is Offer.ACCEPTED:
-                        self._record_accepted(record, entry.source, now, out)
+        pruned, released = self.relay.settle(self.wall_ms(now))
+        self.stats.records_pruned += pruned
+        for record, source in released:
+            self._record_accepted(record, source, now, out)
 
     def _sweep_records(self, now: float) -> None:
-        """Expired records and pending records that waited too long."""
-        now_ms = self.wall_ms(now)
-        self.stats.records_pruned += len(self.records.prune(self._is_active, now_ms))
-        for key, entry in list(self._pending.items()):
-            if entry.record.expires <= now_ms or now - entry.added >= self.config.pending_ttl:
-                self._remove_pending(key)
-        self._next_prune = now + self.config.record_prune_interval if self._records_held() else None
+        self.stats.records_pruned += self.relay.sweep(
+            now, self.wall_ms(now), self.config.pending_ttl
+        )
+        held = self.relay.held()
+        self._next_prune = now + self.config.record_prune_interval if held else None
 
     # -- peer exchange (§11.8) ---------------------------------------------------
 
-    def _shareable(self) -> bool:
-        return bool(self._known) or bool(self._self_id and self._self_addrs)
-
     def _send_peers(self, p: _Peer, out: list[Output]) -> None:
-        """Ourselves and a random sample of the peers the adapter vouches
-        for, never the receiver itself."""
-        limit = self.limits.max_peers_per_frame
-        entries: list[PeerEntry] = []
-        if self._self_id is not None and self._self_addrs:
-            entries.append((self._self_id, self._self_addrs))
-        others = [(pid, addrs) for pid, addrs in self._known.items() if pid != p.id]
-        room = limit - len(entries)
-        if len(others) > room:
-            others = self.rng.sample(others, room)
-        entries.extend(others)
+        entries = self.peer_table.sample(p.id, self.limits.max_peers_per_frame, self.rng)
         if entries:
-            self._send(p.id, PeersFrame(tuple(sorted(entries))), out)
-
-    def _unlearn(self, peer: str) -> None:
-        old = self._learned.pop(peer, None)
-        if old is not None:
-            n = self._learned_from[old[1]] - 1
-            if n:
-                self._learned_from[old[1]] = n
-            else:
-                del self._learned_from[old[1]]
+            self._send(p.id, PeersFrame(entries), out)
 
     def _on_peers(self, p: _Peer, f: PeersFrame, now: float, out: list[Output]) -> None:
         # beyond the budget a valid PEERS frame is dropped, never punished:
@@ -1114,25 +864,7 @@ class Replicator:
             self.stats.peers_frames_dropped += 1
             return
         self.stats.peers_frames_received += 1
-        c = self.config
-        learned: list[PeerEntry] = []
-        for pid, addrs in f.peers:
-            if pid == self._self_id or self._known.get(pid) == addrs:
-                continue
-            old = self._learned.get(pid)
-            if old is not None and old[0] == addrs:
-                continue
-            self._unlearn(pid)
-            if c.max_learned_per_source <= 0 or c.max_learned_peers <= 0:
-                break
-            if self._learned_from.get(p.id, 0) >= c.max_learned_per_source:
-                # one peer cannot fill the table: its oldest entry goes
-                self._unlearn(next(k for k, v in self._learned.items() if v[1] == p.id))
-            if len(self._learned) >= c.max_learned_peers:
-                self._unlearn(next(iter(self._learned)))
-            self._learned[pid] = (addrs, p.id)
-            self._learned_from[p.id] = self._learned_from.get(p.id, 0) + 1
-            learned.append((pid, addrs))
-        if learned:
-            self.stats.peers_learned += len(learned)
-            out.append(PeersLearned(tuple(learned), p.id))
+        news = self.peer_table.learn(f.peers, p.id)
+        if news:
+            self.stats.peers_learned += len(news)
+            out.append(PeersLearned(tuple(news), p.id))

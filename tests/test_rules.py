@@ -110,3 +110,15 @@ def test_rule7_revocation_through_a_void_device_disputes(history: History) -> No
     history.recover("rec", "d9", ["xr", "rv"])
     ledger.ingest(history.events["rec"].raw)
     assert ledger.state(history.account).status is AccountStatus.OK
+
+
+def test_escrow_refusal_is_reported_as_dropped(history: History) -> None:
+    from protocol.store import Escrow
+
+    history.profile("p1", "d0", "a", ["g"])
+    history.profile("p2", "d0", "b", ["p1"])
+    ledger = Ledger(history.params, escrow=Escrow(per_source=0))
+    ledger.ingest(history.genesis.raw)
+    result = ledger.ingest(history.events["p2"].raw, source="peer")
+    assert result.status is IngestStatus.DROPPED
+    assert history.events["p2"].id not in ledger.escrow
