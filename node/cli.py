@@ -358,27 +358,39 @@ class _Spinner:
             self._thread.join()
 
 
+def _show_recovery_key(
+    args: argparse.Namespace, doc: dict[str, Any], file: Path | None, summary: str, warning: str
+) -> None:
+    """The one place a recovery key is shown (DESIGN §9, secrets in output):
+    to a file the user named, else on the terminal; in --json only with
+    --show-secrets."""
+    key = doc.pop("recovery_key")
+    if file is not None:
+        write_private(file, (key + "\n").encode())
+        doc["recovery_key_file"] = str(file)
+    elif args.json and args.show_secrets:
+        doc["recovery_key"] = key
+    if args.json:
+        print(json.dumps(doc))
+        return
+    print(summary)
+    if file is not None:
+        print(f"  recovery key written to {file}")
+    else:
+        print(f"\n{warning}\n\n    {key}\n")
+
+
 def cmd_account_create(args: argparse.Namespace) -> int:
     with _Spinner("working on the proof-of-work", sys.stderr.isatty()):
         r = _client(args).call("account.create", name=args.name)
-    key = r.pop("recovery_key")
-    if args.recovery_key_file is not None:
-        write_private(args.recovery_key_file, (key + "\n").encode())
-        r["recovery_key_file"] = str(args.recovery_key_file)
-    elif args.json and args.show_secrets:
-        r["recovery_key"] = key
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"created {r['handle']}\n  account id {r['account_id']}")
-    if args.recovery_key_file is not None:
-        print(f"  recovery key written to {args.recovery_key_file}")
-    else:
-        print(
-            "\nRECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
-            "and it is the only way back into the account if every device is lost:\n\n"
-            f"    {key}\n"
-        )
+    _show_recovery_key(
+        args,
+        r,
+        args.recovery_key_file,
+        f"created {r['handle']}\n  account id {r['account_id']}",
+        "RECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
+        "and it is the only way back into the account if every device is lost:",
+    )
     return 0
 
 
@@ -558,23 +570,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
     key = _read_recovery_key(args.recovery_key_file)
     with _Spinner("working on the proof-of-work", sys.stderr.isatty()):
         r = _client(args).call("account.recover", account=args.account, recovery_key=key)
-    new_key = r.pop("recovery_key")
-    if args.new_recovery_key_file is not None:
-        write_private(args.new_recovery_key_file, (new_key + "\n").encode())
-        r["recovery_key_file"] = str(args.new_recovery_key_file)
-    elif args.json and args.show_secrets:
-        r["recovery_key"] = new_key
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"recovered {r['account']['handle']}: this node is now its only device")
-    if args.new_recovery_key_file is not None:
-        print(f"  new recovery key written to {args.new_recovery_key_file}")
-    else:
-        print(
-            "\nNEW RECOVERY KEY — the old one no longer works. Write this one down now:\n\n"
-            f"    {new_key}\n"
-        )
+    _show_recovery_key(
+        args,
+        r,
+        args.new_recovery_key_file,
+        f"recovered {r['account']['handle']}: this node is now its only device",
+        "NEW RECOVERY KEY — the old one no longer works. Write this one down now:",
+    )
     return 0
 
 

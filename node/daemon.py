@@ -49,6 +49,7 @@ from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .errors import PeerError
 from .linking_node import LINK_PROTOCOL, LinkMethods
+from .mailbox_node import MAILBOX_PROTOCOL, MailboxService
 from .messages import MESSAGE_PROTOCOL, MessageMethods
 from .preverify import VerifiedCache
 from .render import state_json
@@ -114,6 +115,7 @@ class Daemon:
         self.linking = LinkMethods(self)
         self.contacts = ContactMethods(self)
         self.messages = MessageMethods(self)
+        self.mailbox = MailboxService(self)
 
     # -- running ----------------------------------------------------------
 
@@ -123,6 +125,7 @@ class Daemon:
         self.host.set_stream_handler(TProtocol(REPLICATION_PROTOCOL), self._on_inbound)
         self.host.set_stream_handler(LINK_PROTOCOL, self.linking.on_stream)
         self.host.set_stream_handler(MESSAGE_PROTOCOL, self.messages.on_stream)
+        self.host.set_stream_handler(MAILBOX_PROTOCOL, self.mailbox.on_stream)
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -132,7 +135,9 @@ class Daemon:
             nursery.start_soon(self.linking.run_timers)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self._records_loop)
+            nursery.start_soon(self.mailbox.run)
             nursery.start_soon(self._signals)
+            self.mailbox.start()
             self.replicator.set_self(self.peer_id, [a.split("/p2p/")[0] for a in self.addresses()])
             log.info("node %s listening on %s", self.peer_id, ", ".join(self.addresses()))
             task_status.started()

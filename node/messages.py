@@ -64,6 +64,8 @@ DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
 MAX_IN_FLIGHT = 32
+DEPOSITED = "deposited"
+DEPOSITED_RETRY_MS = 60_000
 # Refusals that mean "this envelope can never be opened there": stop trying.
 FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
 
@@ -241,7 +243,8 @@ class MessageMethods:
                 due = self.db.execute(
                     "SELECT d.message, d.device, d.account, d.attempts, m.envelope "
                     "FROM deliveries d JOIN messages m ON m.id = d.message "
-                    "WHERE d.state='pending' AND d.next_try_ms <= ? ORDER BY d.next_try_ms "
+                    "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
+                    "ORDER BY d.next_try_ms "
                     "LIMIT ?",
                     (_now_ms(), MAX_IN_FLIGHT * 2),
                 ).fetchall()
@@ -260,6 +263,10 @@ class MessageMethods:
         error = await self._try_deliver(device, account, envelope)
         if error is None:
             state, next_try = "delivered", 0
+        elif error == DEPOSITED:
+            # At a mailbox: the receipt says when it arrives; until then keep
+            # trying directly, slowly (a mailbox is never the only copy).
+            state, next_try = "deposited", _now_ms() + DEPOSITED_RETRY_MS
         elif error.split(":")[0] in FINAL_REFUSALS:
             state, next_try = "failed", 0
         else:
@@ -280,6 +287,16 @@ class MessageMethods:
         record = records.get(account, device) if records is not None else None
         if record is None or not record.peer_ids:
             return "unreachable: no device record names where this device is"
+        error = await self._try_direct(record, envelope)
+        if (
+            error is not None
+            and error.startswith("unreachable")
+            and await self.d.mailbox.deposit(record, device, envelope)
+        ):
+            return DEPOSITED
+        return error
+
+    async def _try_direct(self, record: Any, envelope: bytes) -> str | None:
         try:
             peer = ID.from_base58(record.peer_ids[0])
             with trio.fail_after(DELIVERY_TIMEOUT):

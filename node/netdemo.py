@@ -170,9 +170,13 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def link_devices(d: Demo, approver: DemoNode, joiner: DemoNode, name: str) -> dict[str, Any]:
-    """`smu device link` on ``approver``, `smu device join` on ``joiner``, both
-    users confirm the code, the approver approves: what each one sees."""
+def link_devices(
+    d: Demo, approver: DemoNode, joiner: DemoNode, name: str, *, approve: bool = True
+) -> dict[str, Any]:
+    """`smu device link` on ``approver``, `smu device join` on ``joiner``; both
+    users see the same code, the joiner's user confirms, the approver's user
+    approves (or rejects).  Returns the joiner's answer plus ``offer``,
+    ``started`` and ``request``; a refusal is in ``error``."""
     offer = approver.client.call("device.link")
     started = joiner.client.call("device.join", link=offer["link"], name=name)
     d.say(
@@ -202,16 +206,19 @@ def link_devices(d: Demo, approver: DemoNode, joiner: DemoNode, name: str) -> di
         time.sleep(0.05)
     if request is None:
         raise NodeError(f"{approver.name} never saw {joiner.name}'s request")
+    if request["code"] != started["code"]:
+        raise NodeError("the two devices show different confirmation codes")
+    verdict = "approves" if approve else "rejects"
     d.say(
         "approve",
         f"{approver.name} asks: approve device {request['device_name']!r}, "
-        f"fingerprint {request['fingerprint']}? code {request['code']} — its user approves",
+        f"fingerprint {request['fingerprint']}? code {request['code']} — its user {verdict}",
     )
-    approver.client.call("device.approve", id=offer["id"])
+    approver.client.call("device.approve" if approve else "device.reject", id=offer["id"])
     waiter.join(60)
-    if not result.get("joined"):
+    if approve and not result.get("joined"):
         raise NodeError(f"{joiner.name} did not join: {result.get('error')}")
-    return result
+    return {**result, "offer": offer, "started": started, "request": request}
 
 
 def story(d: Demo, n: int) -> None:

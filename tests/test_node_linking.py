@@ -6,16 +6,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from node.errors import RpcError
-from node.netdemo import Demo, DemoNode
+from node.netdemo import Demo, link_devices
 from protocol.linking import LinkOffer
 
 from .test_node_net import _start
@@ -29,55 +27,17 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         node.stop()
 
 
-def _wait_pending(approver: DemoNode, link_id: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for req in approver.client.call("device.pending")["requests"]:
-            if req["id"] == link_id and req["awaiting_approval"]:
-                return dict(req)
-        time.sleep(0.05)
-    raise AssertionError("no request awaiting approval")
-
-
-def link(
-    approver: DemoNode, joiner: DemoNode, name: str, *, approve: bool = True
-) -> dict[str, Any]:
-    offer = approver.client.call("device.link")
-    started = joiner.client.call("device.join", link=offer["link"], name=name)
-    result: dict[str, Any] = {}
-
-    def confirm() -> None:
-        try:
-            result.update(
-                joiner.client.call("device.join_confirm", join_id=started["join_id"], accept=True)
-            )
-        except RpcError as exc:
-            result["error"] = str(exc)
-
-    t = threading.Thread(target=confirm)
-    t.start()
-    req = _wait_pending(approver, offer["id"])
-    assert req["code"] == started["code"], "both devices must show the same code"
-    assert req["device_name"] == name
-    if approve:
-        approver.client.call("device.approve", id=offer["id"][:8])
-    else:
-        approver.client.call("device.reject", id=offer["id"][:8])
-    t.join(60)
-    return {"offer": offer, "started": started, **result}
-
-
 def test_link_chain_and_misuse(demo: Demo) -> None:
     phone, laptop, tablet, other = _start(demo, ["phone", "laptop", "tablet", "other"])
     for x in (laptop, tablet, other):
         demo.connect(phone, x)
     bob = phone.client.call("account.create", name="bob")
 
-    r = link(phone, laptop, "laptop")
+    r = link_devices(demo, phone, laptop, "laptop")
     assert r["joined"] and r["account"]["account_id"] == bob["account_id"]
     assert r["started"]["account"]["handle"] == bob["handle"]
     # The second device links a third.
-    r = link(laptop, tablet, "tablet")
+    r = link_devices(demo, laptop, tablet, "tablet")
     assert r["joined"]
     demo.wait_converged(demo.nodes)
     doc = other.client.call("account.show", account=bob["account_id"])
@@ -101,7 +61,7 @@ def test_link_chain_and_misuse(demo: Demo) -> None:
     assert other.client.call("node.status")["account"] is None
 
     # A rejected request changes nothing.
-    r = link(phone, other, "other", approve=False)
+    r = link_devices(demo, phone, other, "other", approve=False)
     assert "error" in r and "reject" in r["error"]
     assert other.client.call("node.status")["account"] is None
     doc = phone.client.call("account.show")

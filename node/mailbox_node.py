@@ -1,0 +1,227 @@
+"""Mailboxes on a running node (issue: Messaging, Delivery; PROTOCOL.md §15.10).
+
+Every node serves ``/smu/mailbox/1`` for devices that are active in its own
+replica.  Its mailbox key is its libp2p Ed25519 identity key, which its peer
+id embeds and Noise authenticates, so a device can ask any peer for a grant
+without a lookup first; grant signatures are domain-separated from
+libp2p's.  A device obtains a grant from one of its peers and names it, with
+the mailbox's addresses, in its signed device record; a sender whose direct
+delivery fails deposits the envelope there and keeps retrying directly until
+the recipient's receipt arrives; the device fetches with a signature on a
+fresh challenge, stores what it opens, and then deletes it from the mailbox.
+
+Held envelopes live in memory: a mailbox that restarts loses them, and the
+sender's retries cover that (a mailbox is a shortcut, never the only copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from protocol.errors import InvalidInput
+from protocol.mailbox import (
+    MAX_ANSWER_FRAME,
+    MAX_REQUEST_BYTES,
+    PROTOCOL_ID,
+    Answer,
+    ChallengeIssued,
+    Deposited,
+    Grant,
+    Granted,
+    Items,
+    Mailbox,
+    MailboxIdentity,
+    challenge_request,
+    decode_answer,
+    decode_grant,
+    delete_request,
+    deposit_request,
+    fetch_request,
+    grant_request,
+)
+
+from .transport import frame, parse_multiaddr, read_frame
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = logging.getLogger("smu.mailbox")
+MAILBOX_PROTOCOL = TProtocol(PROTOCOL_ID)
+REQUEST_TIMEOUT = 10.0
+FETCH_INTERVAL = 2.0
+MAX_OWN_MAILBOXES = 1
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MailboxService:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.identity = MailboxIdentity(daemon.secrets.node_seed)
+        self.box: Mailbox | None = None
+        #: our own grants and the mailbox's addresses, named in our record
+        self.grants: list[tuple[Grant, tuple[str, ...]]] = []
+
+    def start(self) -> None:
+        self.box = Mailbox(
+            self.d.params, self.identity, peer_id=self.d.peer_id, grant_policy=self._serves
+        )
+
+    def _serves(self, account: bytes, device: bytes) -> bool:
+        """Grant only to devices active in this node's own replica."""
+        return (
+            account in self.d.ledger.accounts and device in self.d.ledger.state(account).active_keys
+        )
+
+    # -- serving -------------------------------------------------------------
+
+    async def on_stream(self, stream: Any) -> None:
+        remote = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                data = await read_frame(stream, MAX_REQUEST_BYTES)
+                assert self.box is not None
+                answer = self.box.handle(
+                    data, peer=remote, now_ms=_now_ms(), random16=os.urandom(16)
+                )
+                await stream.write(frame(answer))
+        except Exception as exc:
+            log.debug("mailbox stream from %s ended: %s", remote, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    # -- asking a mailbox ----------------------------------------------------
+
+    async def request(self, peer_id: str, addrs: tuple[str, ...], data: bytes) -> Answer:
+        peer = ID.from_base58(peer_id)
+        with trio.fail_after(REQUEST_TIMEOUT):
+            if addrs:
+                await self.d.host.connect(PeerInfo(peer, [parse_multiaddr(a) for a in addrs]))
+            stream = await self.d.host.new_stream(peer, [MAILBOX_PROTOCOL])
+            try:
+                await stream.write(frame(data))
+                return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+    async def deposit(self, record: Any, device: bytes, envelope: bytes) -> bool:
+        """Leave ``envelope`` at a mailbox the device's record names."""
+        for grant_raw, addrs in getattr(record, "mailboxes", ()):
+            try:
+                grant = decode_grant(grant_raw, self.d.params)
+                answer = await self.request(
+                    grant.mailbox_peer, tuple(addrs), deposit_request(device, envelope)
+                )
+            except Exception as exc:
+                log.debug("deposit failed: %s", exc)
+                continue
+            if isinstance(answer, Deposited):
+                return True
+        return False
+
+    # -- our own mailbox -----------------------------------------------------
+
+    def _own_account(self) -> bytes | None:
+        account = self.d.config.get("account")
+        if not account:
+            return None
+        acc = bytes.fromhex(str(account))
+        if self.d.secrets.device.sign_public not in self.d.ledger.state(acc).active_keys:
+            return None
+        return acc
+
+    async def ensure_grant(self) -> None:
+        account = self._own_account()
+        now = _now_ms()
+        self.grants = [
+            (g, a)
+            for g, a in self.grants
+            if g.valid_for(account or b"", self.d.secrets.device.sign_public, now + 3600_000)
+        ]
+        if account is None or len(self.grants) >= MAX_OWN_MAILBOXES:
+            return
+        me = self.d.secrets.device
+        for peer_id in sorted(self.d.links):
+            try:
+                key = ID.from_base58(peer_id).extract_public_key().to_bytes()
+                addrs = tuple(
+                    str(a) for a in self.d.host.get_peerstore().addrs(ID.from_base58(peer_id))
+                )
+                answer = await self.request(
+                    peer_id, (), grant_request(self.d.params, me, account, key, now)
+                )
+                if not isinstance(answer, Granted):
+                    continue
+                grant = decode_grant(answer.grant, self.d.params)
+            except Exception as exc:
+                log.debug("no grant from %s: %s", peer_id, exc)
+                continue
+            if grant.valid_for(account, me.sign_public, now) and grant.mailbox_key == key:
+                self.grants.append((grant, addrs[:4]))
+                log.info("mailbox at %s", peer_id)
+                self.d.publish_own_record()
+                return
+
+    async def fetch_all(self) -> int:
+        """Fetch, store and delete what our mailboxes hold; how many stored."""
+        account = self._own_account()
+        if account is None:
+            return 0
+        me = self.d.secrets.device
+        stored = 0
+        for grant, addrs in list(self.grants):
+            try:
+                issued = await self.request(
+                    grant.mailbox_peer, addrs, challenge_request(me.sign_public)
+                )
+                if not isinstance(issued, ChallengeIssued):
+                    continue
+                items = await self.request(
+                    grant.mailbox_peer,
+                    addrs,
+                    fetch_request(self.d.params, me, grant.mailbox_key, issued.nonce, limit=100),
+                )
+                if not isinstance(items, Items) or not items.items:
+                    continue
+                done = []
+                for item in items.items:
+                    try:
+                        self.d.messages.receive(item.envelope)  # stored before deletion
+                        stored += 1
+                    except InvalidInput as exc:
+                        log.debug("mailbox item refused: %s", exc.code)
+                    done.append(item.item_id)
+                issued = await self.request(
+                    grant.mailbox_peer, addrs, challenge_request(me.sign_public)
+                )
+                if isinstance(issued, ChallengeIssued):
+                    await self.request(
+                        grant.mailbox_peer,
+                        addrs,
+                        delete_request(self.d.params, me, grant.mailbox_key, issued.nonce, done),
+                    )
+            except Exception as exc:
+                log.debug("mailbox fetch failed: %s", exc)
+        return stored
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.ensure_grant()
+                await self.fetch_all()
+            if self.box is not None:
+                self.box.expire(_now_ms())
+            await trio.sleep(FETCH_INTERVAL)
