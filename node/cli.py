@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event", help="event as hex, or - to read hex lines from stdin")
 
     p = sub.add_parser("demo", parents=[common], help="the local network demo")
-    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--nodes", type=int, default=6, help="how many nodes (at least 6)")
     p.add_argument("--keep", action="store_true", help="keep the demo's data directories")
     return parser
 

@@ -221,11 +221,24 @@ def link_devices(
     return {**result, "offer": offer, "started": started, "request": request}
 
 
+def texts(node: DemoNode, contact: str) -> list[str]:
+    doc = node.client.call("message.conversation", contact=contact)
+    return [str(m["text"]) for m in doc["messages"]]
+
+
+def wait_until(what: str, check: Any, timeout: float = CONVERGE_TIMEOUT) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise NodeError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def story(d: Demo, n: int) -> None:
     d.say("start", f"starting {n} nodes on loopback, each a separate process")
-    names = ["alice-phone", "phone", "laptop", "tablet", "thief"] + [
-        f"node{i + 1}" for i in range(5, n)
-    ]
+    names = ["alice-phone", "alice-laptop", "phone", "laptop", "tablet", "thief"]
+    names += [f"node{i + 1}" for i in range(len(names), n)]
     d.nodes = [DemoNode(d.base, names[i]) for i in range(n)]
     for node in d.nodes:
         node.start()
@@ -235,7 +248,7 @@ def story(d: Demo, n: int) -> None:
         d.connect(d.nodes[i], d.nodes[(i + 1) % len(d.nodes)])
     d.say("topology", "nodes connected in a ring", peers={x.name: x.peer_id for x in d.nodes})
 
-    alice_phone, phone, laptop, tablet, thief = d.nodes[:5]
+    alice_phone, alice_laptop, phone, laptop, tablet, thief = d.nodes[:6]
     alice = alice_phone.client.call("account.create", name="alice")
     bob = phone.client.call("account.create", name="bob")
     d.say(
@@ -248,17 +261,85 @@ def story(d: Demo, n: int) -> None:
     d.wait_converged(d.nodes)
 
     link_devices(d, phone, laptop, "laptop")
-    link_devices(d, laptop, tablet, "tablet")
+    link_devices(d, alice_phone, alice_laptop, "alice-laptop")
     d.wait_converged(d.nodes)
-    d.say("devices", "bob's phone approved his laptop; the laptop approved his tablet")
+
+    invite = phone.client.call("invite.create")
+    for x in (alice_phone, alice_laptop):
+        x.client.call("contact.add", ref=invite["invite"], name="bob")
+    for x in (phone, laptop):
+        x.client.call("contact.add", ref=alice["account_id"], name="alice")
+    number = alice_phone.client.call("contact.verify", contact="bob", confirm=True)
+    theirs = phone.client.call("contact.verify", contact="alice")["safety_number"]
+    d.say(
+        "verify",
+        "alice adds bob with his invite; both phones show the same safety number "
+        "and alice marks bob verified",
+        safety_number=number["safety_number"],
+        same_on_both=number["safety_number"] == theirs,
+    )
+
+    hello = "hi bob, it's alice"
+    alice_phone.client.call("message.send", contact="bob", text=hello)
+    took = wait_until(
+        "every device shows alice's message",
+        lambda: all(
+            hello in texts(x, c)
+            for x, c in ((phone, "alice"), (laptop, "alice"), (alice_laptop, "bob"))
+        ),
+    )
+    d.say(
+        "message",
+        f"alice writes to bob; {took:.2f}s later both of bob's devices and alice's laptop show it",
+        shown_on=["phone", "laptop", "alice-laptop"],
+    )
+    reply = "hello alice! (from my laptop)"
+    laptop.client.call("message.send", contact="alice", text=reply)
+    wait_until(
+        "alice's devices show bob's reply",
+        lambda: all(reply in texts(x, "bob") for x in (alice_phone, alice_laptop)),
+    )
+    d.say(
+        "reply",
+        "bob replies from his laptop; alice's phone and laptop show it",
+        conversation_on_alice_phone=texts(alice_phone, "bob"),
+    )
+
+    link_devices(d, laptop, tablet, "tablet")
+    tablet.client.call("contact.add", ref=alice["account_id"], name="alice")
+    wait_until("the tablet has the history", lambda: texts(tablet, "alice")[:2] == [hello, reply])
+    d.say(
+        "history",
+        "bob's laptop approved his tablet; the tablet receives the earlier "
+        "conversation from the laptop, encrypted to its new key",
+        conversation_on_tablet=texts(tablet, "alice"),
+    )
+    d.wait_converged(d.nodes)
+
+    tablet.stop()
+    d.nodes.remove(tablet)
+    away = "are you there, tablet?"
+    alice_phone.client.call("message.send", contact="bob", text=away)
+    wait_until("bob's phone shows it", lambda: away in texts(phone, "alice"))
+    tablet.start_existing()
+    tablet.wait_ready()
+    d.nodes.insert(4, tablet)
+    for x in (laptop, thief):
+        d.connect(tablet, x)
+    took = wait_until("the tablet catches up", lambda: away in texts(tablet, "alice"), 120)
+    d.say(
+        "offline",
+        f"the tablet was off while alice wrote; {took:.2f}s after it came back it "
+        "shows her message",
+    )
     d.show(d.nodes[-1], bob["account_id"])
 
-    left, right = d.nodes[:2], d.nodes[2:]
+    left, right = d.nodes[:3], d.nodes[3:]
     d.partition(left, right)
     d.say(
         "partition",
-        "the tablet is stolen, and the network splits: "
-        f"{{alice-phone, phone}} | {{laptop, tablet, thief{', ...' if n > 5 else ''}}}",
+        "the tablet is stolen, and the network splits: {alice-phone, alice-laptop, phone} | "
+        f"{{laptop, tablet, thief{', ...' if n > 6 else ''}}}",
     )
     link_devices(d, tablet, thief, "totally-bob")
     revoked = phone.client.call("device.revoke", device="tablet")
@@ -288,6 +369,19 @@ def story(d: Demo, n: int) -> None:
     if len(set(digests.values())) != 1:
         raise NodeError("nodes disagree on bob's state")
 
+    secret = "the tablet must not read this"
+    sent = alice_phone.client.call("message.send", contact="bob", text=secret)
+    wait_until("bob's phone shows it", lambda: secret in texts(phone, "alice"))
+    d.say(
+        "revoked-cannot-read",
+        f"alice writes again: the message is wrapped for "
+        f"{sent['devices']} devices (bob's phone and laptop, alice's laptop), not for the "
+        "revoked tablet, which never shows it",
+        tablet_shows_it=secret in texts(tablet, "alice"),
+    )
+    if secret in texts(tablet, "alice"):
+        raise NodeError("a revoked device read a message")
+
     late = DemoNode(d.base, "new-phone")
     started_at = time.monotonic()
     late.start(bootstrap=[alice_phone.addr])
@@ -314,8 +408,15 @@ def story(d: Demo, n: int) -> None:
     )
     d.show(alice_phone, bob["account_id"])
     history = alice_phone.client.call("account.history", account=bob["account_id"])
+    changes = alice_phone.client.call("contact.list")["contacts"][0]["changes"]
     d.say(
-        "history",
+        "contact-changes",
+        "alice's contact list shows what changed, with who approved it, "
+        "and asks her to verify bob again after the recovery",
+        changes=changes,
+    )
+    d.say(
+        "explained",
         "alice's node explains every change to bob's account",
         lines=[
             e["text"] + (f" — VOID: {e['void']}" if e["void"] else "") for e in history["events"]
@@ -323,10 +424,10 @@ def story(d: Demo, n: int) -> None:
     )
 
 
-def run(as_json: bool = False, nodes: int = 5, keep: bool = False) -> int:
+def run(as_json: bool = False, nodes: int = 6, keep: bool = False) -> int:
     """Exit 0 only if every node converged; the last line says so."""
-    if nodes < 5:
-        raise NodeError("the demo runs at least 5 nodes")
+    if nodes < 6:
+        raise NodeError("the demo runs at least 6 nodes")
     base = Path(tempfile.mkdtemp(prefix="smu-demo-"))
     d = Demo(base, as_json)
     converged = False

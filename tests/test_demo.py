@@ -19,8 +19,34 @@ def test_demo_converges_and_says_so() -> None:
     last = lines[-1]
     assert last["converged"] is True and last["nodes"] >= 5
     steps = [x["step"] for x in lines]
-    for step in ("partition", "race", "heal", "converged", "late-joiner", "recover"):
-        assert step in steps
+    for step in (
+        "verify",
+        "message",
+        "reply",
+        "history",
+        "offline",
+        "partition",
+        "race",
+        "heal",
+        "converged",
+        "revoked-cannot-read",
+        "late-joiner",
+        "recover",
+        "contact-changes",
+    ):
+        assert step in steps, step
+    by_step = {x["step"]: x for x in lines}
+    assert by_step["verify"]["same_on_both"] is True
+    assert by_step["reply"]["conversation_on_alice_phone"] == [
+        "hi bob, it's alice",
+        "hello alice! (from my laptop)",
+    ]
+    assert by_step["history"]["conversation_on_tablet"][:2] == [
+        "hi bob, it's alice",
+        "hello alice! (from my laptop)",
+    ]
+    assert by_step["revoked-cannot-read"]["tablet_shows_it"] is False
+    assert any("verify the safety number again" in c for c in by_step["contact-changes"]["changes"])
     converged = next(x for x in lines if x["step"] == "converged")
     assert converged["identical"] is True
     shown = [x["account"] for x in lines if x["step"] == "show"]

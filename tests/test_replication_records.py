@@ -256,6 +256,31 @@ def test_a_record_that_arrives_before_its_accounts_events_is_accepted_later() ->
     assert b.stats.offences == 0
 
 
+def test_a_late_joiner_gets_records_again_after_fetching_their_accounts() -> None:
+    """The records frame on connect overtakes the events; beyond the pending
+    quota they are dropped, and sent again once the fetch is over."""
+    histories = [History(name=f"acct{i}") for i in range(6)]
+    config = ReplicationConfig(max_pending_per_peer=2)
+    net = Net(seed=12, config=config)
+    a = net.add("a", [h.genesis for h in histories])
+    for h in histories:
+        a.publish_record(record(h).raw, 0.0)
+    net.add("late")
+    net.connect("late", "a")
+    net.run()
+    late = net.nodes["late"]
+    assert len(late.ledger.accounts) == 6
+    assert len(late.records) == 2  # what the pending set could hold
+    deadline = late.next_deadline()
+    a_due = a.next_deadline()
+    assert a_due is not None and a_due <= config.records_resend_delay
+    assert deadline is None or deadline > a_due
+    net.run(until=5.0)
+    assert a.stats.records_resent == 6
+    assert sorted(r.account for r in late.records) == sorted(h.account for h in histories)
+    assert late.stats.offences == 0 and late.stats.records_stale == 2
+
+
 def test_pending_records_are_bounded_per_peer_and_expire() -> None:
     config = ReplicationConfig(max_pending_per_peer=4, max_pending_records=6, pending_ttl=100.0)
     node = Replicator(Ledger(FAST), random.Random(0), config)
@@ -267,15 +292,17 @@ def test_pending_records_are_bounded_per_peer_and_expire() -> None:
         stranger.keys[f"x{i}"] = device(f"x{i}")
         raws.append(record(stranger, dev=f"x{i}").raw)
     node.receive("p1", encode_frame(RecordsFrame(tuple(raws))), 1.0)
-    assert len(node._pending) == 4  # noqa: SLF001 - the bound under test
+    # p1's newest four wait
+    assert [e.record.raw for e in node.relay.pending.values()] == raws[6:]
     node.receive("p2", encode_frame(RecordsFrame(tuple(raws[:5]))), 1.0)
-    assert len(node._pending) == 6  # noqa: SLF001
-    assert node.stats.offences == 0
-    # swept after the ttl at the next record sweep
-    node.tick(node.next_deadline() or 0.0)
-    assert node._pending  # noqa: SLF001 - 60 s: not yet
+    sources = [e.source for e in node.relay.pending.values()]
+    assert len(sources) == 6 and sources.count("p2") == 4
+    assert node.stats.offences == 0 and len(node.records) == 0
+    # swept once they waited longer than the ttl
+    node.tick(90.0)
+    assert len(node.relay.pending) == 6
     node.tick(200.0)
-    assert not node._pending  # noqa: SLF001
+    assert not node.relay.pending
 
 
 @pytest.mark.parametrize(
@@ -471,3 +498,16 @@ def test_same_seed_same_outputs() -> None:
     assert any(s.startswith("RecordAccepted(") for s in first)
     assert any(s.startswith("PeersLearned(") for s in first)
     assert first != _scenario(32)  # the seed matters: frames interleave differently
+
+
+def test_a_revocation_ingested_by_the_adapter_prunes_at_the_next_entry_point() -> None:
+    h = History(name="adapter")
+    h.add("a1", "d0", "d1", ["g"])
+    node = victim([h.genesis.raw, h.events["a1"].raw])
+    node.publish_record(record(h, dev="d1").raw, 0.0)
+    assert len(node.records) == 1
+    # the node adapter ingests events of other protocols into the shared ledger
+    node.ledger.ingest(h.revoke("rv", "d0", "d1", ["a1"]).raw)
+    assert len(node.records) == 1
+    node.tick(1.0)
+    assert len(node.records) == 0 and node.stats.records_pruned == 1

@@ -273,7 +273,7 @@ def _deliver(params: NetworkParams, raws: list[bytes]) -> tuple[Ledger, dict[byt
         except errors.InvalidInput as exc:
             rejected[decode_event(raw, params).id] = type(exc).__name__
             continue
-        for event_id, error in result.rejected:
+        for event_id, error, _source in result.rejected:
             rejected[event_id] = type(error).__name__
     return ledger, rejected
 
