@@ -258,6 +258,9 @@ class RecordBook:
             self._remove(r)
         return sorted(dropped, key=lambda r: r.device)
 
+    def has_account(self, account: bytes) -> bool:
+        return account in self._by_account
+
     def get(self, account: bytes, device: bytes) -> DeviceRecord | None:
         return self._records.get((account, device))
 
