@@ -491,7 +491,7 @@ _WORLD = World()
 _ENV = _WORLD.send().raw
 
 
-def _only_protocol_errors(fn: Any, *args: Any) -> None:
+def _assert_only_protocol_errors(fn: Any, *args: Any) -> None:
     try:
         fn(*args)
     except InvalidInput:
@@ -503,11 +503,11 @@ def _only_protocol_errors(fn: Any, *args: Any) -> None:
 @_settings(300)
 @given(st.binary(max_size=2048))
 def test_fuzz_random_bytes(data: bytes) -> None:
-    _only_protocol_errors(_WORLD.open_bob, data)
-    _only_protocol_errors(peek, data, FAST)
-    _only_protocol_errors(ReplayGuard.decode, data)
+    _assert_only_protocol_errors(_WORLD.open_bob, data)
+    _assert_only_protocol_errors(peek, data, FAST)
+    _assert_only_protocol_errors(ReplayGuard.decode, data)
     for kind in (1, 2, 3):
-        _only_protocol_errors(decode_content, kind, data)
+        _assert_only_protocol_errors(decode_content, kind, data)
 
 
 @_settings(300)
@@ -590,7 +590,7 @@ def test_fuzz_signed_inner_from_a_malicious_sender(data: st.DataObject) -> None:
             raw[pos] ^= 1 << data.draw(st.integers(0, 7))
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
-    _only_protocol_errors(_WORLD.open_bob, _seal_raw_inner(_WORLD, bytes(raw)))
+    _assert_only_protocol_errors(_WORLD.open_bob, _seal_raw_inner(_WORLD, bytes(raw)))
 
 
 @_settings(300)

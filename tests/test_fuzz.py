@@ -39,7 +39,7 @@ FAST_N = 500
 SLOW_N = 20_000
 
 
-def survives(fn: Callable[..., Any], *args: Any) -> Any:
+def assert_survives(fn: Callable[..., Any], *args: Any) -> Any:
     """Call a decoder; a ProtocolError is a fine answer, anything else fails."""
     try:
         return fn(*args)
@@ -152,10 +152,10 @@ def field_mutated(draw: st.DrawFn) -> bytes:
 
 
 def _event_pipeline(raw: bytes, ledger: Ledger) -> None:
-    event = survives(decode_event, raw, FAST)
+    event = assert_survives(decode_event, raw, FAST)
     if event is None:
         return
-    survives(verify_event, event, FAST)
+    assert_survives(verify_event, event, FAST)
     with contextlib.suppress(InvalidInput):
         ledger.ingest(raw)
 
@@ -191,7 +191,7 @@ value_inputs = st.one_of(st.binary(max_size=200), mutated(VALUES + EVENTS), st.s
 
 def check_value_decoders(data: bytes, limit: int) -> None:
     for decode in (canonical.decode, canonical.decode_flat):
-        value = survives(decode, data, limit)
+        value = assert_survives(decode, data, limit)
         if value is not None and decode is canonical.decode:
             assert canonical.encode(value) == data
 
@@ -213,9 +213,9 @@ def test_deep_nesting_is_a_protocol_error() -> None:
     for depth in (17, 100, 10_000, 200_000):
         for head in (b"\x91", b"\x81\xa0"):
             data = head * depth + b"\x00"
-            survives(canonical.decode, data, 1 << 22)
-            survives(canonical.decode_flat, data, 1 << 22)
-            survives(decode_event, data, FAST)
+            assert_survives(canonical.decode, data, 1 << 22)
+            assert_survives(canonical.decode_flat, data, 1 << 22)
+            assert_survives(decode_event, data, FAST)
 
 
 # --------------------------------------------------------------------------
@@ -246,8 +246,8 @@ text_inputs = st.one_of(st.text(max_size=80), mutated_text(PAPER), st.just(PAPER
 
 
 def check_text_decoders(text: str, nbytes: int) -> None:
-    survives(keys.b32decode, text, nbytes)
-    key = survives(keys.RecoveryKey.from_paper, text)
+    assert_survives(keys.b32decode, text, nbytes)
+    key = assert_survives(keys.RecoveryKey.from_paper, text)
     if key is not None:
         assert key.to_paper() == PAPER  # a typo that decodes is no typo at all
 
