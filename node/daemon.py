@@ -172,6 +172,7 @@ class Daemon:
             lifetime_ms=RECORD_LIFETIME_MS,
             peer_ids=(self.peer_id,),
             addrs=addrs,
+            mailboxes=tuple((grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants),
         )
         try:
             self._apply(publish(record.raw, trio.current_time()))

@@ -91,6 +91,7 @@ class MessageMethods:
             "requests.accept": self.accept_request,
             "requests.block": self.block_request,
             "message.status": self.status,
+            "device.records": self.device_records,
         }
 
     # -- storage -------------------------------------------------------------
@@ -490,6 +491,27 @@ class MessageMethods:
             (account, KIND_TEXT),
         ).fetchall()
         return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+
+    async def device_records(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Where each device of an account can be reached (PROTOCOL.md §16)."""
+        account = self.d.resolve_account(params.get("account"))
+        from protocol.mailbox import decode_grant
+
+        out = []
+        for r in self.d.replicator.records.for_account(account):
+            out.append(
+                {
+                    "device": r.device.hex(),
+                    "device_name": self._device_name(account, r.device),
+                    "peer_ids": list(r.peer_ids),
+                    "addrs": list(r.addrs),
+                    "mailboxes": [
+                        decode_grant(g, self.d.params).mailbox_peer for g, _ in r.mailboxes
+                    ],
+                    "expires_ms": r.expires,
+                }
+            )
+        return {"records": out}
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         """Per message id: how many of its deliveries are in each state."""

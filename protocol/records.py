@@ -43,11 +43,14 @@ MAX_TEXT = 160
 MAX_SKEW_MS = 5 * 60 * 1000
 #: longest validity a record may claim
 MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000
-FIELDS = 10
+FIELDS = 11
+#: mailboxes a record may name, and addresses per mailbox
+MAX_MAILBOXES = 2
+MAX_MAILBOX_ADDRS = 2
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceRecord:
+class SignedDeviceRecord:
     network: str
     account: bytes
     device: bytes
@@ -55,6 +58,8 @@ class DeviceRecord:
     expires: int
     peer_ids: tuple[str, ...]
     addrs: tuple[str, ...]
+    #: (the mailbox's grant for this device, the mailbox's multiaddrs)
+    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...]
     signature: bytes
     raw: bytes
 
@@ -71,6 +76,7 @@ def _unsigned(
     expires: int,
     peer_ids: tuple[str, ...],
     addrs: tuple[str, ...],
+    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...],
 ) -> list[object]:
     return [
         FORMAT_VERSION,
@@ -82,6 +88,7 @@ def _unsigned(
         expires,
         list(peer_ids),
         list(addrs),
+        [[grant, list(mb_addrs)] for grant, mb_addrs in mailboxes],
     ]
 
 
@@ -94,7 +101,8 @@ def make_record(
     lifetime_ms: int,
     peer_ids: tuple[str, ...],
     addrs: tuple[str, ...],
-) -> DeviceRecord:
+    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...] = (),
+) -> SignedDeviceRecord:
     fields = _unsigned(
         params.network_id,
         account,
@@ -103,6 +111,7 @@ def make_record(
         timestamp + lifetime_ms,
         peer_ids,
         addrs,
+        mailboxes,
     )
     signature = device.sign(crypto.D_DEVICE_RECORD + encode_flat(fields))
     return decode_record(encode_flat([*fields, signature]), params)
@@ -117,7 +126,27 @@ def _texts(value: object, limit: int, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> DeviceRecord:
+def _mailboxes(
+    value: object, params: NetworkParams, account: bytes, device: bytes
+) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
+    """Each entry is [grant, [multiaddr...]]; the grant must be a mailbox's
+    valid signature for this very account and device (PROTOCOL.md §16)."""
+    from .mailbox import decode_grant  # mailbox imports envelope; keep records light
+
+    if type(value) is not list or len(value) > MAX_MAILBOXES:
+        raise SchemaError(f"mailboxes: an array of at most {MAX_MAILBOXES}")
+    out = []
+    for entry in value:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not bytes:
+            raise SchemaError("a mailbox entry is [grant, [addresses]]")
+        grant = decode_grant(entry[0], params)
+        if grant.account != account or grant.device != device:
+            raise SchemaError("a mailbox grant must name the record's account and device")
+        out.append((entry[0], _texts(entry[1], MAX_MAILBOX_ADDRS, "mailbox addresses")))
+    return tuple(out)
+
+
+def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> SignedDeviceRecord:
     """Structure and (unless ``verify`` is False) signature; not the
     acceptance rules (``RecordBook.offer``).  A caller that skips the
     signature here -- to drop stale copies before paying for a verification
@@ -128,7 +157,7 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
     fields = decode_flat(raw, MAX_RECORD_BYTES)
     if type(fields) is not list or len(fields) != FIELDS:
         raise SchemaError(f"a device record is an array of {FIELDS}")
-    version, suite, network, account, device, ts, expires, peer_ids, addrs, sig = fields
+    version, suite, network, account, device, ts, expires, peer_ids, addrs, boxes, sig = fields
     if version != FORMAT_VERSION or suite != SUITE_V1 or type(version) is not int:
         raise UnsupportedVersionError(f"record format {version}/{suite} is not known here")
     if network != params.network_id:
@@ -147,7 +176,7 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
         or expires - ts > MAX_LIFETIME_MS
     ):
         raise BadTimestampError("record timestamps out of bounds")
-    record = DeviceRecord(
+    record = SignedDeviceRecord(
         network,
         account,
         device,
@@ -155,6 +184,7 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
         expires,
         _texts(peer_ids, MAX_PEER_IDS, "peer ids"),
         _texts(addrs, MAX_ADDRS, "addresses"),
+        _mailboxes(boxes, params, account, device),
         sig,
         raw,
     )
@@ -163,7 +193,7 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
     return record
 
 
-def verify_record(record: DeviceRecord) -> None:
+def verify_record(record: SignedDeviceRecord) -> None:
     """The signature of a record decoded with ``verify=False``.  The decoded
     form was canonical, so re-encoding the fields gives the signed bytes."""
     unsigned = _unsigned(
@@ -174,6 +204,7 @@ def verify_record(record: DeviceRecord) -> None:
         record.expires,
         record.peer_ids,
         record.addrs,
+        record.mailboxes,
     )
     crypto.verify(record.device, crypto.D_DEVICE_RECORD + encode_flat(unsigned), record.signature)
 
@@ -193,23 +224,25 @@ class RecordBook:
     def __init__(self, params: NetworkParams, max_records: int = 100_000) -> None:
         self.params = params
         self.max_records = max_records
-        self._records: dict[tuple[bytes, bytes], DeviceRecord] = {}
-        self._by_account: dict[bytes, dict[bytes, DeviceRecord]] = {}
+        self._records: dict[tuple[bytes, bytes], SignedDeviceRecord] = {}
+        self._by_account: dict[bytes, dict[bytes, SignedDeviceRecord]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def offer(self, raw: bytes, is_active: ActiveCheck, now_ms: int) -> tuple[Offer, DeviceRecord]:
+    def offer(
+        self, raw: bytes, is_active: ActiveCheck, now_ms: int
+    ) -> tuple[Offer, SignedDeviceRecord]:
         return self.admit(decode_record(raw, self.params), is_active, now_ms)
 
-    def is_stale(self, record: DeviceRecord) -> bool:
+    def is_stale(self, record: SignedDeviceRecord) -> bool:
         """We hold this record or a newer one of its device (newest wins)."""
         held = self._records.get(record.key)
         return held is not None and (held.timestamp, held.raw) >= (record.timestamp, record.raw)
 
     def admit(
-        self, record: DeviceRecord, is_active: ActiveCheck, now_ms: int
-    ) -> tuple[Offer, DeviceRecord]:
+        self, record: SignedDeviceRecord, is_active: ActiveCheck, now_ms: int
+    ) -> tuple[Offer, SignedDeviceRecord]:
         """The acceptance rules (PROTOCOL-node.md §16) for a record whose
         structure and signature were checked."""
         if record.timestamp > now_ms + MAX_SKEW_MS:
@@ -227,14 +260,14 @@ class RecordBook:
         self._by_account.setdefault(record.account, {})[record.device] = record
         return Offer.ACCEPTED, record
 
-    def _remove(self, record: DeviceRecord) -> None:
+    def _remove(self, record: SignedDeviceRecord) -> None:
         del self._records[record.key]
         devices = self._by_account[record.account]
         del devices[record.device]
         if not devices:
             del self._by_account[record.account]
 
-    def prune(self, is_active: ActiveCheck, now_ms: int) -> list[DeviceRecord]:
+    def prune(self, is_active: ActiveCheck, now_ms: int) -> list[SignedDeviceRecord]:
         """Drop expired records and those of devices no longer active."""
         dropped = [
             r
@@ -247,7 +280,7 @@ class RecordBook:
 
     def prune_account(
         self, account: bytes, is_active: ActiveCheck, now_ms: int
-    ) -> list[DeviceRecord]:
+    ) -> list[SignedDeviceRecord]:
         """``prune`` for one account: after its state changed."""
         dropped = [
             r
@@ -261,11 +294,11 @@ class RecordBook:
     def has_account(self, account: bytes) -> bool:
         return account in self._by_account
 
-    def get(self, account: bytes, device: bytes) -> DeviceRecord | None:
+    def get(self, account: bytes, device: bytes) -> SignedDeviceRecord | None:
         return self._records.get((account, device))
 
-    def for_account(self, account: bytes) -> list[DeviceRecord]:
+    def for_account(self, account: bytes) -> list[SignedDeviceRecord]:
         return sorted(self._by_account.get(account, {}).values(), key=lambda r: r.device)
 
-    def __iter__(self) -> Iterator[DeviceRecord]:
+    def __iter__(self) -> Iterator[SignedDeviceRecord]:
         return iter(sorted(self._records.values(), key=lambda r: r.key))

@@ -36,7 +36,7 @@ from .events import Event, decode_event
 from .ledger import IngestStatus, Ledger
 from .peers import PeerBook, PeerId, TokenBucket
 from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
-from .records import DeviceRecord, Offer, decode_record
+from .records import Offer, SignedDeviceRecord, decode_record
 from .replication_types import (
     SIM_EPOCH_MS,
     Delivered,
@@ -769,12 +769,14 @@ class Replicator:
             frames.append(RecordsFrame(tuple(cur)))
         return frames
 
-    def _send_records(self, peer: PeerId, records: list[DeviceRecord], out: list[Output]) -> None:
+    def _send_records(
+        self, peer: PeerId, records: list[SignedDeviceRecord], out: list[Output]
+    ) -> None:
         for f in self._records_frames([r.raw for r in records]):
             self._send(peer, f, out)
 
     def _record_accepted(
-        self, record: DeviceRecord, source: PeerId | None, now: float, out: list[Output]
+        self, record: SignedDeviceRecord, source: PeerId | None, now: float, out: list[Output]
     ) -> None:
         """Newly accepted: report it and flood it to every other peer; a
         peer that holds it (or newer) forwards nothing, ending the flood."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .errors import InvalidInput
 from .events import Event
 from .peers import PeerId, ScoreConfig
-from .records import DeviceRecord
+from .records import SignedDeviceRecord
 from .wire import PeerEntry
 
 #: machine time 0 as Unix ms when the adapter passes no wall clock: a fixed
@@ -115,7 +115,7 @@ class Misbehaved:
 class RecordAccepted:
     """A device record newly accepted into ``Replicator.records`` (§11.7)."""
 
-    record: DeviceRecord
+    record: SignedDeviceRecord
     #: the peer that sent it; None for ``publish_record``
     source: PeerId | None
 
@@ -143,6 +143,8 @@ class ReplicationStats:
     events_received: int = 0
     events_delivered: int = 0
     events_escrowed: int = 0
+    #: refused by the escrow (full, or over the sender's quota)
+    events_dropped: int = 0
     ids_announced: int = 0
     ids_requested: int = 0
     ids_served: int = 0

@@ -16,7 +16,14 @@ from enum import Enum
 from .errors import BadTimestampError
 from .ledger import Ledger
 from .peers import PeerId
-from .records import MAX_SKEW_MS, DeviceRecord, Offer, RecordBook, decode_record, verify_record
+from .records import (
+    MAX_SKEW_MS,
+    Offer,
+    RecordBook,
+    SignedDeviceRecord,
+    decode_record,
+    verify_record,
+)
 from .wire import MAX_PEER_ADDRS, MAX_PEER_TEXT, PeerEntry
 
 Key = tuple[bytes, bytes]
@@ -33,12 +40,12 @@ class Drop(Enum):
 class Pending:
     """A record of a device not active here (yet), waiting for events."""
 
-    record: DeviceRecord
+    record: SignedDeviceRecord
     source: PeerId
     added: float
 
 
-def _newer(a: DeviceRecord, b: DeviceRecord) -> bool:
+def _newer(a: SignedDeviceRecord, b: SignedDeviceRecord) -> bool:
     """``a`` wins over ``b``: newest ``(timestamp, encoding)`` (§16)."""
     return (a.timestamp, a.raw) > (b.timestamp, b.raw)
 
@@ -71,7 +78,7 @@ class RecordRelay:
         if self.held():
             self.touched.add(account)
 
-    def check(self, raw: bytes, now_ms: int) -> DeviceRecord | Drop:
+    def check(self, raw: bytes, now_ms: int) -> SignedDeviceRecord | Drop:
         """Steps 1-5 of §11.7.2; raises ``InvalidInput`` for an offence."""
         # the signature last: stale copies, which flooding makes common,
         # cost no verification
@@ -90,15 +97,15 @@ class RecordRelay:
         return record
 
     def offer(
-        self, record: DeviceRecord, source: PeerId, now: float, now_ms: int
-    ) -> tuple[Offer, DeviceRecord] | None:
+        self, record: SignedDeviceRecord, source: PeerId, now: float, now_ms: int
+    ) -> tuple[Offer, SignedDeviceRecord] | None:
         """Steps 6-7 of §11.7.2 for a checked record; None if it now waits."""
         if not self.is_active(record.account, record.device):
             self._add_pending(record, source, now)
             return None
         return self.admit(record, now_ms)
 
-    def admit(self, record: DeviceRecord, now_ms: int) -> tuple[Offer, DeviceRecord]:
+    def admit(self, record: SignedDeviceRecord, now_ms: int) -> tuple[Offer, SignedDeviceRecord]:
         """The acceptance rules; raises ``InvalidInput`` if they fail."""
         offer, record = self.book.admit(record, self.is_active, now_ms)
         if offer is Offer.ACCEPTED:
@@ -107,7 +114,7 @@ class RecordRelay:
                 self._remove_pending(record.key)
         return offer, record
 
-    def _add_pending(self, record: DeviceRecord, source: PeerId, now: float) -> None:
+    def _add_pending(self, record: SignedDeviceRecord, source: PeerId, now: float) -> None:
         if self.max_pending <= 0 or self.max_pending_per_peer <= 0:
             return
         if record.key in self.pending:
@@ -127,14 +134,14 @@ class RecordRelay:
         if not keys:
             del self._pending_by_account[key[0]]
 
-    def settle(self, now_ms: int) -> tuple[int, list[tuple[DeviceRecord, PeerId]]]:
+    def settle(self, now_ms: int) -> tuple[int, list[tuple[SignedDeviceRecord, PeerId]]]:
         """For each touched account: drop records of devices no longer active
         (or expired), accept pending records of devices now active.  The
         number dropped, and the records newly accepted with their sender."""
         accounts = sorted(self.touched)
         self.touched.clear()
         pruned = 0
-        released: list[tuple[DeviceRecord, PeerId]] = []
+        released: list[tuple[SignedDeviceRecord, PeerId]] = []
         for account in accounts:
             pruned += len(self.book.prune_account(account, self.is_active, now_ms))
             for key in sorted(self._pending_by_account.get(account, ())):

@@ -118,3 +118,37 @@ def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Dem
     demo.wait_converged(demo.nodes)
     with pytest.raises(RpcError, match="force"):
         a.client.call("message.send", contact=bob["account_id"], text="are you ok?")
+
+
+def test_mailbox_carries_a_message_when_sender_and_recipient_are_never_online_together(
+    demo: Demo,
+) -> None:
+    a, m, b = _start(demo, ["alice", "mailbox", "bob"])
+    demo.connect(a, m)
+    demo.connect(m, b)
+    alice = a.client.call("account.create", name="alice")
+    bob = b.client.call("account.create", name="bob")
+    demo.wait_converged(demo.nodes)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    # bob's device names the mailbox node in its signed record, and alice learns it.
+    wait_for(
+        lambda: any(
+            r["mailboxes"] == [m.peer_id]
+            for r in a.client.call("device.records", account=bob["account_id"])["records"]
+        ),
+        timeout=60,
+    )
+
+    b.stop()
+    sent = a.client.call("message.send", contact="bob", text="left at the mailbox")
+    wait_for(lambda: delivered(a, sent["message_id"]).get("deposited") == 1)
+    a.stop()  # the sender is gone before the recipient comes back
+
+    b.start_existing()
+    b.wait_ready()
+    demo.connect(b, m)
+    wait_for(lambda: texts(b, "alice") == ["left at the mailbox"], timeout=60)
+    inbox = b.client.call("message.inbox")["messages"]
+    assert [x["text"] for x in inbox] == ["left at the mailbox"]
+    assert inbox[0]["from"] == "alice"

@@ -22,7 +22,7 @@ from protocol.errors import (
 )
 from protocol.ledger import Ledger
 from protocol.params import NetworkParams
-from protocol.records import MAX_SKEW_MS, DeviceRecord, make_record
+from protocol.records import MAX_SKEW_MS, SignedDeviceRecord, make_record
 from protocol.replication import (
     SIM_EPOCH_MS,
     Disconnect,
@@ -55,7 +55,7 @@ def record(
     ts: int = T0,
     lifetime: int = HOUR,
     peer: str = "12D3KooWpeer",
-) -> DeviceRecord:
+) -> SignedDeviceRecord:
     return make_record(
         FAST,
         h.account,
