@@ -46,8 +46,11 @@ def _account(seed: int, name: str, n: int = 1) -> tuple[list[DeviceKeys], list[E
     events = [g]
     for i in range(1, n):
         intro = authoring.introduce(TESTNET, g.id, keys[i], f"d{i}")
-        events.append(authoring.add_device(TESTNET, g.id, [events[-1].id], keys[i - 1], intro,
-                                           timestamp=T + i))
+        events.append(
+            authoring.add_device(
+                TESTNET, g.id, [events[-1].id], keys[i - 1], intro, timestamp=T + i
+            )
+        )
     return keys, events
 
 
@@ -78,11 +81,17 @@ def test_partition_with_concurrent_changes_heals(demo: Demo) -> None:
     demo.partition(left, right)
     account = events[0].id
     thief = DeviceKeys.from_random(b"\x77" * 64)
-    theft = authoring.add_device(TESTNET, account, [events[1].id], keys[1],
-                                 authoring.introduce(TESTNET, account, thief, "thief"),
-                                 timestamp=T + 10)
-    revoke = authoring.revoke_device(TESTNET, account, [events[1].id], keys[0],
-                                     keys[1].sign_public, timestamp=T + 11)
+    theft = authoring.add_device(
+        TESTNET,
+        account,
+        [events[1].id],
+        keys[1],
+        authoring.introduce(TESTNET, account, thief, "thief"),
+        timestamp=T + 10,
+    )
+    revoke = authoring.revoke_device(
+        TESTNET, account, [events[1].id], keys[0], keys[1].sign_public, timestamp=T + 11
+    )
     right[0].submit(theft)
     left[0].submit(revoke)
     # Each side sees only its own change.
@@ -107,8 +116,11 @@ def test_kill_during_ingest_loses_nothing_acknowledged(demo: Demo) -> None:
     for i in range(1, 400):
         k = DeviceKeys.from_random(os.urandom(64))
         intro = authoring.introduce(TESTNET, genesis.id, k, f"d{i}")
-        chain.append(authoring.add_device(TESTNET, genesis.id, [chain[-1].id], keys[-1], intro,
-                                          timestamp=T + i))
+        chain.append(
+            authoring.add_device(
+                TESTNET, genesis.id, [chain[-1].id], keys[-1], intro, timestamp=T + i
+            )
+        )
         keys.append(k)
     acked: list[str] = []
     stop = threading.Event()
