@@ -1,4 +1,4 @@
-"""Contact invites (PROTOCOL.md §15): an account id and where to find it.
+"""Contact invites (PROTOCOL.md §4.7): an account id and where to find it.
 
 ``smu1inv...`` or ``smu://invite/...``; payload
 ``[version, network, account, display_name, addrs]``.  The display name is

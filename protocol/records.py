@@ -243,7 +243,7 @@ class RecordBook:
     def admit(
         self, record: SignedDeviceRecord, is_active: ActiveCheck, now_ms: int
     ) -> tuple[Offer, SignedDeviceRecord]:
-        """The acceptance rules (PROTOCOL-node.md §16) for a record whose
+        """The acceptance rules (PROTOCOL.md §16) for a record whose
         structure and signature were checked."""
         if record.timestamp > now_ms + MAX_SKEW_MS:
             raise BadTimestampError("record timestamp is ahead of our clock by more than the skew")

@@ -99,7 +99,7 @@ class AncestryFrame:
 
 @dataclass(frozen=True, slots=True)
 class RecordsFrame:
-    """Signed device records, raw (PROTOCOL-node.md §16; §11.7)."""
+    """Signed device records, raw (PROTOCOL.md §16; §11.7)."""
 
     records: tuple[bytes, ...]
 

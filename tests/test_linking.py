@@ -1,4 +1,4 @@
-"""The device-linking handshake (docs/PROTOCOL-linking.md, §14), machines only.
+"""The device-linking handshake (docs/PROTOCOL.md §14), machines only.
 
 Frames travel through a fake in-memory link: the test hands each machine's
 output frames to the other, so every byte the node would send is exercised.
@@ -710,7 +710,7 @@ def test_joiner_refuses_to_join_with_a_key_already_in_the_account(history: Histo
 
 
 def test_spec_vector() -> None:
-    """docs/PROTOCOL-linking.md §14.11, byte for byte."""
+    """docs/PROTOCOL.md §14.11, byte for byte."""
     params = dataclasses.replace(FAST, network_id="smu-test")
     offer = lk.LinkOffer(
         "smu-test",
