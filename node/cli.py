@@ -664,6 +664,9 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 json.dumps(m) if args.json else f"[{m['conversation']}] {_message_line(m)}",
                 flush=True,
             )
+        for notice in r.get("notices", []):
+            since = max(since, notice["stored_ms"])
+            print(json.dumps(notice) if args.json else f"! {notice['text']}", flush=True)
         if first:
             for ch in r["contact_changes"]:
                 for line in ch["changes"]:

@@ -175,7 +175,7 @@ class Daemon:
             mailboxes=tuple((grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants),
         )
         try:
-            self._apply(publish(record.raw, trio.current_time()))
+            self.apply(publish(record.raw, trio.current_time()))
         except InvalidInput as exc:
             log.warning("own device record refused: %s", exc)
 
@@ -199,7 +199,7 @@ class Daemon:
             now = trio.current_time()
             wake = now + 1.0 if deadline is None else min(deadline, now + 1.0)
             await trio.sleep_until(wake)
-            self._apply(self.replicator.tick(trio.current_time()))
+            self.apply(self.replicator.tick(trio.current_time()))
 
     async def _bootstrap_loop(self) -> None:
         while True:
@@ -292,7 +292,7 @@ class Daemon:
             with link.cancel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, link)
-                    self._apply(self.replicator.connect(peer, trio.current_time()))
+                    self.apply(self.replicator.connect(peer, trio.current_time()))
                     await self._reader(link)
                     nursery.cancel_scope.cancel()
         finally:
@@ -305,7 +305,7 @@ class Daemon:
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
             log.info("peer %s disconnected", link.peer)
-            self._apply(self.replicator.disconnect(link.peer, trio.current_time()))
+            self.apply(self.replicator.disconnect(link.peer, trio.current_time()))
 
     async def _reader(self, link: Link) -> None:
         """Read frames; a worker thread checks signatures one frame ahead."""
@@ -313,7 +313,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_and_verify, link, send)
             async for data in recv:
-                self._apply(self.replicator.receive(link.peer, data, trio.current_time()))
+                self.apply(self.replicator.receive(link.peer, data, trio.current_time()))
             nursery.cancel_scope.cancel()
 
     async def _read_and_verify(self, link: Link, out: trio.MemorySendChannel[bytes]) -> None:
@@ -343,7 +343,7 @@ class Daemon:
 
     # -- carrying out the machine's outputs ----------------------------------
 
-    def _apply(self, outputs: list[Output]) -> None:
+    def apply(self, outputs: list[Output]) -> None:
         self.store.flush()  # persist before forwarding or acknowledging
         for out in outputs:
             if isinstance(out, Send):
@@ -492,7 +492,7 @@ class Daemon:
     def publish(self, raw: bytes) -> tuple[str, str, list[Output]]:
         before = self.ledger.event_count
         outputs = self.replicator.publish(raw, trio.current_time())
-        self._apply(outputs)  # flushes the store before anything is reported
+        self.apply(outputs)  # flushes the store before anything is reported
         from protocol.events import decode_event
 
         event = decode_event(raw, self.params)

@@ -64,6 +64,8 @@ DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
 MAX_IN_FLIGHT = 32
+DIVERGENCE_INTERVAL = 10.0
+MAX_NOTICES = 100
 DEPOSITED = "deposited"
 DEPOSITED_RETRY_MS = 60_000
 # Refusals that mean "this envelope can never be opened there": stop trying.
@@ -81,6 +83,9 @@ class MessageMethods:
         row = self.db.execute("SELECT guard FROM replay WHERE id=1").fetchone()
         self.guard = ReplayGuard.decode(bytes(row[0])) if row else ReplayGuard()
         self.wake = trio.Event()
+        #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
+        self.notices: list[tuple[int, str]] = []
+        self._last_divergence: dict[bytes, float] = {}
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -321,6 +326,33 @@ class MessageMethods:
 
     # -- receiving -----------------------------------------------------------
 
+    def diverged(self, views: Any) -> None:
+        """The sender saw heads of an account that we lack (S5): reconcile with
+        every peer now, at most every DIVERGENCE_INTERVAL per account, and
+        tell the user."""
+        now = trio.current_time()
+        for view in views:
+            lacking = [h for h in view.foreign_heads if not self.d.ledger.has(h)]
+            if not lacking:
+                continue
+            if now - self._last_divergence.get(view.account, -1e9) < DIVERGENCE_INTERVAL:
+                continue
+            self._last_divergence[view.account] = now
+            for peer in list(self.d.links):
+                self.d.apply(self.d.replicator.reconcile_now(peer, now))
+            self.notices.append(
+                (
+                    _now_ms(),
+                    (
+                        f"a message showed {len(lacking)} event(s) of "
+                        f"{self._label(view.account)}'s "
+                        "account that your peers had not given you yet; this node is fetching them "
+                        "(if it keeps happening, your peers may be withholding them)"
+                    ),
+                )
+            )
+            del self.notices[:-MAX_NOTICES]
+
     async def on_stream(self, stream: Any) -> None:
         try:
             with trio.fail_after(DELIVERY_TIMEOUT):
@@ -330,6 +362,9 @@ class MessageMethods:
                 self.receive(decode_delivery(data))
             except InvalidInput as exc:
                 error = exc
+                views = getattr(exc, "views", None)
+                if views:  # our replica lags the sender's: catch up (S5)
+                    self.diverged(views)
             await stream.write(frame(delivery_answer(error)))
         except Exception as exc:
             log.debug("message stream ended: %s", exc)
@@ -418,6 +453,8 @@ class MessageMethods:
                         )
                     )
         self._tx(rows)  # the message and the replay state, together, before ACCEPTED
+        if opened.diverged:
+            self.diverged(opened.views)
         if send_receipt:
             with contextlib.suppress(RpcFailure):
                 self._seal_and_queue(
@@ -479,6 +516,7 @@ class MessageMethods:
             "SELECT COUNT(DISTINCT peer) FROM messages WHERE request=1"
         ).fetchone()[0]
         return {
+            "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
             "messages": [self._doc(r) for r in rows],
             "contact_changes": [{"contact": c["name"], "changes": c["changes"]} for c in changes],
             "requests": int(requests),

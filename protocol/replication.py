@@ -342,6 +342,17 @@ class Replicator:
         self._settle(now, out)
         return out
 
+    def reconcile_now(self, peer: PeerId, now: float) -> list[Output]:
+        """Start a reconciliation with ``peer`` at once, unless one we started
+        is still open (§11.3).  The node calls it when a message shows that
+        its sender saw events we lack (S5); the node rate-limits the calls."""
+        self._enter(now)
+        p = self._peers.get(peer)
+        out: list[Output] = []
+        if p is not None and not p.sessions:
+            self._start_session(p, now, out)
+        return out
+
     def tick(self, now: float) -> list[Output]:
         self._enter(now)
         out: list[Output] = []

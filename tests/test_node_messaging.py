@@ -152,3 +152,38 @@ def test_mailbox_carries_a_message_when_sender_and_recipient_are_never_online_to
     inbox = b.client.call("message.inbox")["messages"]
     assert [x["text"] for x in inbox] == ["left at the mailbox"]
     assert inbox[0]["from"] == "alice"
+
+
+def test_a_message_from_a_newer_view_is_noticed_and_fetched(demo: Demo) -> None:
+    """S5: the envelope carries the sender's view of the heads; a receiver
+    that lacks them says so and reconciles at once."""
+    from protocol import authoring
+    from protocol.params import TESTNET
+
+    a, c, b = _start(demo, ["alice", "relay", "bob"])
+    demo.connect(a, c)
+    demo.connect(c, b)
+    alice = a.client.call("account.create", name="alice")
+    bob = b.client.call("account.create", name="bob")
+    demo.wait_converged(demo.nodes)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    wait_for(lambda: b.client.call("device.records", account=alice["account_id"])["records"])
+
+    a.client.call("peers.refuse", peer=c.peer_id)  # alice's node hears no gossip now
+    account = bytes.fromhex(bob["account_id"])
+    heads = [bytes.fromhex(h) for h in b.client.call("account.show")["heads"]]
+    change = authoring.profile(
+        TESTNET, account, heads, b.device(), display_name="bobby", timestamp=int(time.time() * 1000)
+    )
+    b.submit(change)
+    assert not a.client.call("event.has", ids=[change.id.hex()])["present"]
+
+    b.client.call("message.send", contact="alice", text="I renamed myself")
+    wait_for(lambda: texts(a, "bob") == ["I renamed myself"])
+    notices = a.client.call("message.inbox")["notices"]
+    assert notices and "had not given you yet" in notices[0]["text"]
+
+    a.client.call("peers.unrefuse", peer=c.peer_id)
+    demo.connect(a, c)
+    wait_for(lambda: a.client.call("event.has", ids=[change.id.hex()])["present"])

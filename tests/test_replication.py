@@ -470,3 +470,21 @@ def test_ancestry_answer_is_parents_first_minus_what_the_peer_knows() -> None:
     outs = node.receive("evil", encode_frame(ask), 1.0)
     (answer,) = [decode_frame(o.frame) for o in outs if isinstance(o, Send)]
     assert answer == EventsFrame((ev["p2"].raw, ev["p3"].raw, ev["p4"].raw), (bytes(32),))
+
+
+def test_reconcile_now_fetches_what_a_peer_holds_without_waiting_for_timers() -> None:
+    """S5: a message shows the sender saw events we lack; the node asks for
+    a reconciliation at once instead of waiting for the periodic one."""
+    events = make_events(2, 3)
+    net = Net(seed=11)
+    net.add("a", events[:3])
+    net.add("b", events[:3])
+    net.connect("a", "b")
+    net.run()
+    for ev in events[3:]:  # b learns events without telling anyone (withheld)
+        net.nodes["b"].ledger.ingest(ev.raw)
+    assert net.ids("a") != net.ids("b")
+    net.handle("a", net.nodes["a"].reconcile_now("b", net.now))
+    net.run()  # no timers fire
+    assert net.ids("a") == {e.id for e in events}
+    assert net.nodes["a"].reconcile_now("nobody", net.now) == []
