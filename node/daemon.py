@@ -96,6 +96,7 @@ class Daemon:
         self.ledger = Ledger(self.params, store=self.store, verify_signatures_on_load=False)
         self.verified = VerifiedCache(self.params, WireLimits())
         self.ledger.verify = self.verified.verify
+        self.ledger.decode = self.verified.decode
         log.info("loaded %d events in %.2fs", self.ledger.event_count, time.monotonic() - started)
         self.replicator = Replicator(
             self.ledger,

@@ -316,22 +316,50 @@ def story(d: Demo, n: int) -> None:
     )
     d.wait_converged(d.nodes)
 
+    tablet_key = tablet.device().sign_public.hex()
+    wait_until(
+        "alice's phone knows the tablet's mailbox",
+        lambda: any(
+            r["device"] == tablet_key and r["mailboxes"]
+            for r in alice_phone.client.call("device.records", account=bob["account_id"])["records"]
+        ),
+        60,
+    )
     tablet.stop()
     d.nodes.remove(tablet)
     away = "are you there, tablet?"
-    alice_phone.client.call("message.send", contact="bob", text=away)
-    wait_until("bob's phone shows it", lambda: away in texts(phone, "alice"))
+    sent = alice_phone.client.call("message.send", contact="bob", text=away)
+    wait_until(
+        "the message waits at the tablet's mailbox",
+        lambda: (
+            alice_phone.client.call("message.status", ids=[sent["message_id"]])["deliveries"][
+                sent["message_id"]
+            ].get("deposited", 0)
+            == 1
+        ),
+        60,
+    )
+    alice_phone.stop()  # the sender is gone too: only the mailbox holds it now
+    d.nodes.remove(alice_phone)
     tablet.start_existing()
     tablet.wait_ready()
-    d.nodes.insert(4, tablet)
+    d.nodes.insert(3, tablet)
     for x in (laptop, thief):
         d.connect(tablet, x)
-    took = wait_until("the tablet catches up", lambda: away in texts(tablet, "alice"), 120)
+    took = wait_until("the tablet fetches it", lambda: away in texts(tablet, "alice"), 120)
     d.say(
         "offline",
-        f"the tablet was off while alice wrote; {took:.2f}s after it came back it "
-        "shows her message",
+        f"the tablet was off when alice wrote, and alice's phone went off before "
+        f"the tablet came back: {took:.2f}s after it did, the tablet fetched her message "
+        "from its mailbox (ciphertext only; fetching needs the tablet's signature)",
+        via_mailbox=True,
     )
+    alice_phone.start_existing()
+    alice_phone.wait_ready()
+    d.nodes.insert(0, alice_phone)
+    for x in (alice_laptop, thief):
+        d.connect(alice_phone, x)
+    d.wait_converged(d.nodes)
     d.show(d.nodes[-1], bob["account_id"])
 
     left, right = d.nodes[:3], d.nodes[3:]

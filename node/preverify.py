@@ -1,15 +1,14 @@
-"""Signature checks off the trio thread (issue: Node, catch-up benchmark).
+"""Decoding and signature checks off the trio thread (issue: Node, catch-up).
 
 The stateless checks of an event (``protocol.events.verify_event``) depend
-on the event alone.  The cache is keyed by (id, signature), never by id
-alone: the id does not cover the signature (PROTOCOL.md §5.2), so a forged
-copy of a genuine event has the genuine id.  A link's reader hands each frame of full events to a
-worker thread that runs them first; cffi releases the GIL inside libsodium,
-so this thread verifies the next frame while the trio thread applies the
-current one, and both cores work during a catch-up.  The ledger then skips
-the checks for ids found here.  A failure here is not reported: the ledger
-runs the checks again, finds the same failure, and the Replicator scores
-the peer for it — one place for every verdict.
+on the event alone.  A link's reader hands each frame of full events to a
+worker thread that decodes and checks them first; cffi releases the GIL
+inside libsodium, so this thread works on the next frame while the trio
+thread applies the current one, and both cores work during a catch-up.  The
+ledger then takes the decoded event and skips the checks for exactly those
+bytes.  A failure here is not reported: the ledger runs the checks again,
+finds the same failure, and the Replicator scores the peer for it — one
+place for every verdict.
 """
 
 from __future__ import annotations
@@ -23,16 +22,19 @@ from protocol.wire import EventsFrame, WireLimits, decode_frame
 
 
 class VerifiedCache:
-    """Events (id, signature) whose stateless checks passed; bounded, oldest first."""
+    """Events decoded and verified in a worker thread, keyed by their exact
+    bytes; bounded, oldest dropped first.  Keying by the bytes (not the id,
+    which does not cover the signature, PROTOCOL.md §5.2) means a forged copy
+    of a genuine event never finds the genuine one's verdict."""
 
-    def __init__(self, params: NetworkParams, limits: WireLimits, max_ids: int = 65_536) -> None:
+    def __init__(self, params: NetworkParams, limits: WireLimits, max_events: int = 65_536) -> None:
         self.params = params
         self.limits = limits
-        self.max_ids = max_ids
-        self._ids: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self.max_events = max_events
+        self._events: OrderedDict[bytes, Event] = OrderedDict()
 
     def preverify(self, frame: bytes) -> int:
-        """Run in a worker thread: check every event in an events frame."""
+        """Run in a worker thread: decode and check every event of a frame."""
         try:
             decoded = decode_frame(frame, self.limits)
         except InvalidInput:
@@ -46,14 +48,19 @@ class VerifiedCache:
                 verify_event(event, self.params)
             except InvalidInput:
                 continue
-            self._ids[(event.id, event.signature)] = None
+            self._events[raw] = event
             done += 1
-        while len(self._ids) > self.max_ids:
-            self._ids.popitem(last=False)
+        while len(self._events) > self.max_events:
+            self._events.popitem(last=False)
         return done
 
+    def decode(self, raw: bytes, params: NetworkParams) -> Event:
+        """The ledger's decoder: the worker's result if it has one."""
+        event = self._events.get(raw)
+        return event if event is not None else decode_event(raw, params)
+
     def verify(self, event: Event, params: NetworkParams) -> None:
-        """The ledger's verifier: trust exact events checked here, check the rest."""
-        if self._ids.pop((event.id, event.signature), 0) is None:
+        """The ledger's verifier: trust exactly what the worker checked."""
+        if self._events.pop(event.raw, None) is event:
             return
         verify_event(event, params)

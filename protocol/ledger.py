@@ -59,6 +59,9 @@ class Ledger:
         #: key such a cache by (id, signature), never by id alone: the id does
         #: not cover the signature (PROTOCOL.md §5.2)
         self.verify = verify
+        #: the decoder (``events.decode_event``); a node that decoded and
+        #: verified an event in a worker thread hands the result over here
+        self.decode: Callable[[bytes, NetworkParams], Event] = decode_event
         self.store: EventStore = store if store is not None else MemoryEventStore()
         self.escrow = escrow if escrow is not None else Escrow()
         self.accounts: dict[bytes, AccountLog] = {}
@@ -74,6 +77,13 @@ class Ledger:
 
     def has(self, event_id: bytes) -> bool:
         return event_id in self._account_of
+
+    def raw(self, event_id: bytes) -> bytes | None:
+        """An accepted event's bytes, from memory (no store read)."""
+        log = self._account_of.get(event_id)
+        if log is None:
+            return None
+        return log.events[log.index[event_id]].raw
 
     def account_of(self, event_id: bytes) -> bytes | None:
         log = self._account_of.get(event_id)
@@ -99,7 +109,7 @@ class Ledger:
     def ingest(self, raw: bytes, source: Hashable | None = None) -> IngestResult:
         """Validate and store one event; raise ``InvalidInput`` if it is bad."""
         params = self.params
-        event = decode_event(raw, params)
+        event = self.decode(raw, params)
         event_id = event.id
         if event_id in self._account_of:
             return IngestResult(IngestStatus.DUPLICATE, event_id)

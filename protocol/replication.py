@@ -644,7 +644,7 @@ class Replicator:
         served: list[bytes] = []
         for eid in f.ids:
             seq = self._seq.get(eid)
-            raw = self.ledger.store.get(eid) if seq is not None else None
+            raw = self.ledger.raw(eid) if seq is not None else None
             if seq is None or raw is None:
                 missing.append(eid)
             else:

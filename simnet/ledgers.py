@@ -77,6 +77,10 @@ class ForgingLedger(Ledger):
         e = self.forged.get(event_id)
         return e.account if e is not None else super().account_of(event_id)
 
+    def raw(self, event_id: bytes) -> bytes | None:
+        e = self.forged.get(event_id)
+        return e.raw if e is not None else super().raw(event_id)
+
     def event_ids(self) -> Iterable[bytes]:
         return _Chain(list(super().event_ids()), list(self.forged))
 

@@ -187,3 +187,8 @@ def test_preverified_cache_does_not_trust_a_forged_copy() -> None:
     with pytest.raises(BadSignatureError):
         cache.verify(forged, TESTNET)
     cache.verify(decode_event(genesis, TESTNET), TESTNET)  # the genuine one passes
+    # The decoded event is handed over for exactly the same bytes only.
+    assert (
+        cache.decode(_forged(genesis), TESTNET).signature
+        != cache.decode(genesis, TESTNET).signature
+    )
