@@ -132,14 +132,7 @@ class AccountMethods:
         }
 
     def _my_state(self) -> AccountState:
-        account = self.d.config.get("account")
-        if not account:
-            raise RpcFailure(
-                control.USAGE,
-                "this device has no account yet: create one with "
-                "`smu account create` or join one with `smu device join`",
-            )
-        return self.d.ledger.state(bytes.fromhex(str(account)))
+        return self.d.ledger.state(self.d.own_account())
 
     def _require_active(self, state: AccountState) -> None:
         me = self.d.secrets.device.sign_public

@@ -71,17 +71,8 @@ class ContactMethods:
             "contact.verify": self.contact_verify,
         }
 
-    def _own_account(self) -> bytes:
-        account = self.d.config.get("account")
-        if not account:
-            raise RpcFailure(
-                control.USAGE,
-                "this device has no account yet: `smu account create` or `smu device join` first",
-            )
-        return bytes.fromhex(str(account))
-
     async def invite_create(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self._own_account()
+        account = self.d.own_account()
         state = self.d.ledger.state(account)
         addrs = [a if "/p2p/" in a else f"{a}/p2p/{self.d.peer_id}" for a in self.d.addresses()]
         inv = Invite(self.d.params.network_id, account, state.display_name, tuple(addrs[:4]))
@@ -124,7 +115,7 @@ class ContactMethods:
         else:
             account = self.d.resolve_account(ref)
             hint = self._display(account) or ""
-        if account == self._own_account():
+        if account == self.d.own_account():
             raise RpcFailure(control.USAGE, "that is your own account")
         known = account in self.d.ledger.accounts
         seen = json.dumps(device_statuses(self.d.ledger.state(account))) if known else "{}"
@@ -189,7 +180,7 @@ class ContactMethods:
 
     async def contact_verify(self, params: dict[str, Any]) -> dict[str, Any]:
         account, _ = self.find(str(params["contact"]))
-        own = self._own_account()
+        own = self.d.own_account()
         number = safety_number(own, account)
         if params.get("confirm"):
             if account not in self.d.ledger.accounts:

@@ -155,14 +155,35 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def account(self) -> bytes | None:
+        """This device's account, if it has one."""
+        account = self.config.get("account")
+        return bytes.fromhex(str(account)) if account else None
+
+    def own_account(self) -> bytes:
+        """This device's account, or the control API's one-line answer."""
+        account = self.account
+        if account is None:
+            raise RpcFailure(
+                control.USAGE,
+                "this device has no account yet: create one with "
+                "`smu account create` or join one with `smu device join`",
+            )
+        return account
+
+    def device_active(self) -> bool:
+        account = self.account
+        return (
+            account is not None
+            and self.secrets.device.sign_public in self.ledger.state(account).active_keys
+        )
+
     def publish_own_record(self) -> None:
         """Sign and publish where this device can be reached (PROTOCOL.md §16)."""
-        account = self.config.get("account")
         publish = getattr(self.replicator, "publish_record", None)
-        if not account or publish is None or self.host is None:
-            return
-        account_id = bytes.fromhex(str(account))
-        if self.secrets.device.sign_public not in self.ledger.state(account_id).active_keys:
+        account_id = self.account
+        if account_id is None or publish is None or self.host is None or not self.device_active():
             return
         addrs = tuple(a.split("/p2p/")[0] for a in self.addresses())[:8]
         record = make_record(
@@ -539,12 +560,7 @@ class Daemon:
 
     def resolve_account(self, ref: str | None) -> bytes:
         if not ref:
-            mine = self.config.get("account")
-            if not mine:
-                raise RpcFailure(
-                    control.USAGE, "this device has no account: name one, or create one"
-                )
-            return bytes.fromhex(str(mine))
+            return self.own_account()
         try:
             if len(ref) == 64:
                 return bytes.fromhex(ref)

@@ -117,15 +117,6 @@ class LinkMethods:
 
     # -- approver side ------------------------------------------------------
 
-    def _own_account(self) -> bytes:
-        account = self.d.config.get("account")
-        if not account:
-            raise RpcFailure(
-                control.USAGE,
-                "this device has no account: only a device of an account can link another",
-            )
-        return bytes.fromhex(str(account))
-
     async def _expire(self) -> None:
         """Expire offers past their deadline; tell a waiting joiner why."""
         now = _now_ms()
@@ -150,7 +141,7 @@ class LinkMethods:
             await self._expire()
 
     async def link(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self._own_account()
+        account = self.d.own_account()
         state = self.d.ledger.state(account)
         if self.d.secrets.device.sign_public not in state.active_keys:
             raise RpcFailure(

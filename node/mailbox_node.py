@@ -135,13 +135,7 @@ class MailboxService:
     # -- our own mailbox -----------------------------------------------------
 
     def _own_account(self) -> bytes | None:
-        account = self.d.config.get("account")
-        if not account:
-            return None
-        acc = bytes.fromhex(str(account))
-        if self.d.secrets.device.sign_public not in self.d.ledger.state(acc).active_keys:
-            return None
-        return acc
+        return self.d.account if self.d.device_active() else None
 
     async def ensure_grant(self) -> None:
         account = self._own_account()

@@ -27,6 +27,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from protocol.envelope import (
     MAX_ENVELOPE_BYTES,
     MESSAGE_PROTOCOL_ID,
+    NotForThisDeviceError,
     OpenedEnvelope,
     RecipientDisputedError,
     decode_delivery,
@@ -125,12 +126,6 @@ class MessageMethods:
             (account, counter + 1),
         )
 
-    def _own(self) -> bytes:
-        account = self.d.config.get("account")
-        if not account:
-            raise RpcFailure(control.USAGE, "this device has no account yet")
-        return bytes.fromhex(str(account))
-
     def _is_contact(self, account: bytes) -> tuple[bool, bool]:
         row = self.db.execute("SELECT blocked FROM contacts WHERE account=?", (account,)).fetchone()
         return (row is not None and not row[0], row is not None and bool(row[0]))
@@ -148,7 +143,7 @@ class MessageMethods:
         only: list[bytes] | None = None,
     ) -> tuple[bytes, int]:
         me = self.d.secrets.device
-        own = self._own()
+        own = self.d.own_account()
         states = self.d.ledger
         if recipient not in states.accounts:
             raise RpcFailure(control.USAGE, "that account's log has not reached this node yet")
@@ -223,7 +218,7 @@ class MessageMethods:
         if not entries:
             return
         self._seal_and_queue(
-            self._own(),
+            self.d.own_account(),
             HistoryBundle(0, 1, entries),
             KIND_HISTORY,
             f"history: {len(entries)} messages",
@@ -374,12 +369,9 @@ class MessageMethods:
 
     def receive(self, envelope: bytes) -> OpenedEnvelope:
         """Open, store with the replay state, and answer (raises InvalidInput)."""
-        account = self.d.config.get("account")
-        if not account:
-            from protocol.envelope import NotForThisDeviceError
-
+        own = self.d.account
+        if own is None:
             raise NotForThisDeviceError("this device belongs to no account yet")
-        own = bytes.fromhex(str(account))
         opened = open_envelope(
             self.d.params,
             envelope,
