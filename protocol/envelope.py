@@ -61,6 +61,8 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
+from .fields import fixed_bin as _bin
+from .fields import uint as _uint
 from .keys import DeviceKeys
 from .ledger import Ledger
 from .messaging import (
@@ -373,18 +375,6 @@ def _signed_message(header_raw: bytes, inner_raw: bytes) -> bytes:
 
 # --------------------------------------------------------------------------
 # Parsing (§15.7)
-
-
-def _bin(v: object, size: int, what: str) -> bytes:
-    if type(v) is not bytes or len(v) != size:
-        raise SchemaError(f"{what} must be {size} bytes")
-    return v
-
-
-def _uint(v: object, what: str) -> int:
-    if type(v) is not int or v < 0:
-        raise SchemaError(f"{what} must be a non-negative integer")
-    return v
 
 
 def _parse_outer(raw: bytes, params: NetworkParams) -> tuple[Header, bytes, bytes]:

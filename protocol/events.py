@@ -33,6 +33,8 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
+from .fields import fixed_bin as _bin
+from .fields import integer as _int
 from .names import check_name
 from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
 
@@ -193,18 +195,6 @@ def pop_message(network: str, account: bytes, sign_public: bytes, enc_public: by
 
 # --------------------------------------------------------------------------
 # Decoding (structure only: PROTOCOL.md §5.3)
-
-
-def _bin(value: object, size: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise SchemaError(f"{what} must be {size} bytes")
-    return value
-
-
-def _int(value: object, what: str) -> int:
-    if type(value) is not int:
-        raise SchemaError(f"{what} must be an integer")
-    return value
 
 
 def _str(value: object, what: str) -> str:

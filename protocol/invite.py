@@ -38,7 +38,7 @@ class Invite:
         return to_code(TEXT_PREFIX, self._payload(), crypto.D_INVITE_CHECKSUM)
 
     def to_uri(self) -> str:
-        return URI_PREFIX + self.to_text()[len(TEXT_PREFIX) :]
+        return to_code(URI_PREFIX, self._payload(), crypto.D_INVITE_CHECKSUM)
 
     @classmethod
     def parse(cls, text: str, params: NetworkParams) -> Invite:

@@ -56,10 +56,9 @@ from enum import Enum, IntEnum
 from . import crypto
 from .authoring import add_device, introduce
 from .canonical import decode, encode
+from .codes import from_code, to_code
 from .errors import (
     BadNameError,
-    ChecksumError,
-    DecodeError,
     InvalidEventError,
     InvalidInput,
     NotActiveError,
@@ -71,7 +70,9 @@ from .errors import (
     WrongNetworkError,
 )
 from .events import DeviceIntro, Event, EventKind, pop_message
-from .keys import DeviceKeys, b32decode, b32encode, fingerprint, handle
+from .fields import fixed_bin as _bin
+from .fields import uint as _uint
+from .keys import DeviceKeys, fingerprint, handle
 from .ledger import IngestStatus, Ledger
 from .names import check_name
 from .params import NetworkParams
@@ -191,24 +192,12 @@ def _refuse(cls: type[LinkError], detail: str = "") -> LinkError:
 # Field checks shared by the link string and the frames
 
 
-def _bin(value: object, size: int, what: str) -> bytes:
-    if type(value) is not bytes or len(value) != size:
-        raise SchemaError(f"{what} must be {size} bytes")
-    return value
-
-
 def _ascii(value: object, max_bytes: int, what: str) -> str:
     """Printable ASCII, 1..max_bytes: peer ids, multiaddrs, codes, network ids."""
     if type(value) is not str or not 0 < len(value) <= max_bytes:
         raise SchemaError(f"{what} must be a string of 1 to {max_bytes} characters")
     if not (value.isascii() and value.isprintable()) or " " in value:
         raise SchemaError(f"{what} must be printable ASCII without spaces")
-    return value
-
-
-def _uint(value: object, what: str) -> int:
-    if type(value) is not int or not 0 <= value < 2**63:
-        raise SchemaError(f"{what} must be an unsigned integer")
     return value
 
 
@@ -234,52 +223,30 @@ class LinkOffer:
     addrs: tuple[str, ...]
     expires_at_ms: int
 
-    def _payload(self) -> bytes:
-        return encode(
-            [
-                LINK_VERSION,
-                self.network_id,
-                self.account_id,
-                self.link_id,
-                self.secret,
-                self.peer_id,
-                list(self.addrs),
-                self.expires_at_ms,
-            ]
-        )
-
-    def _body(self) -> str:
-        payload = self._payload()
-        return b32encode(payload + crypto.hash_with(D_LINK_CHECKSUM, payload, CHECKSUM_BYTES))
+    def _payload(self) -> list[object]:
+        return [
+            LINK_VERSION,
+            self.network_id,
+            self.account_id,
+            self.link_id,
+            self.secret,
+            self.peer_id,
+            list(self.addrs),
+            self.expires_at_ms,
+        ]
 
     def to_text(self) -> str:
-        """``smu1link`` and Crockford base32: one token, safe to copy."""
-        return TEXT_PREFIX + self._body()
+        """``smu1link`` and Crockford base32 (§4.7): one token, safe to copy."""
+        return to_code(TEXT_PREFIX, self._payload(), D_LINK_CHECKSUM)
 
     def to_uri(self) -> str:
         """``smu://link/<base32>``; upper-cased it fits a QR's alphanumeric mode."""
-        return URI_PREFIX + self._body()
+        return to_code(URI_PREFIX, self._payload(), D_LINK_CHECKSUM)
 
     @classmethod
     def parse(cls, text: str) -> LinkOffer:
         """Parse either form, in any letter case; a typo raises ``ChecksumError``."""
-        if len(text) > MAX_LINK_CHARS:
-            raise SizeLimitError(f"a link is at most {MAX_LINK_CHARS} characters")
-        clean = "".join(text.split()).lower()
-        for prefix in (URI_PREFIX, TEXT_PREFIX):
-            if clean.startswith(prefix):
-                body = clean[len(prefix) :].replace("-", "")
-                break
-        else:
-            raise DecodeError(f"a link starts with {TEXT_PREFIX!r} or {URI_PREFIX!r}")
-        nbytes = len(body) * 5 // 8
-        if nbytes <= CHECKSUM_BYTES:
-            raise DecodeError("the link is too short")
-        raw = b32decode(body, nbytes)
-        payload, check = raw[:-CHECKSUM_BYTES], raw[-CHECKSUM_BYTES:]
-        if crypto.hash_with(D_LINK_CHECKSUM, payload, CHECKSUM_BYTES) != check:
-            raise ChecksumError("the link has a typo: its checksum does not match")
-        fields = decode(payload, MAX_LINK_CHARS)
+        fields = from_code(text, (URI_PREFIX, TEXT_PREFIX), D_LINK_CHECKSUM, "the link")
         if type(fields) is not list or not fields:
             raise SchemaError("a link's payload is an array")
         if fields[0] != LINK_VERSION or type(fields[0]) is not int:

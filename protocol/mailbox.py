@@ -50,6 +50,8 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
+from .fields import fixed_bin as _bin
+from .fields import uint as _uint
 from .keys import DeviceKeys
 from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
 
@@ -139,18 +141,6 @@ class Grant:
 
     def valid_for(self, account: bytes, device: bytes, now_ms: int) -> bool:
         return self.account == account and self.device == device and now_ms < self.expires
-
-
-def _uint(v: object, what: str) -> int:
-    if type(v) is not int or v < 0:
-        raise SchemaError(f"{what} must be a non-negative integer")
-    return v
-
-
-def _bin(v: object, size: int, what: str) -> bytes:
-    if type(v) is not bytes or len(v) != size:
-        raise SchemaError(f"{what} must be {size} bytes")
-    return v
 
 
 def _peer(v: object) -> str:

@@ -30,6 +30,8 @@ from itertools import pairwise
 
 from .canonical import decode_flat, encode_flat
 from .errors import InvalidInput, SchemaError, UsageError
+from .fields import fixed_bin as _bin
+from .fields import uint as _uint
 
 MESSAGE_ID_BYTES = 16
 MAX_TEXT_BYTES = 64 * 1024
@@ -141,18 +143,6 @@ def encode_content(content: Content) -> tuple[int, bytes]:
         raise UsageError(f"content would be refused by receivers: {exc}") from exc
     assert decoded == content
     return int(content.kind), body
-
-
-def _uint(v: object, what: str) -> int:
-    if type(v) is not int or v < 0:
-        raise SchemaError(f"{what} must be a non-negative integer")
-    return v
-
-
-def _bin(v: object, size: int, what: str) -> bytes:
-    if type(v) is not bytes or len(v) != size:
-        raise SchemaError(f"{what} must be {size} bytes")
-    return v
 
 
 def _text(fields: object) -> Text:
