@@ -141,6 +141,7 @@ def main() -> int:
             time.sleep(0.1)
         catchup_s = time.perf_counter() - start
         same = status["event_set_digest"] == source.status()["event_set_digest"]
+        stats = {k: v for k, v in status["replication"].items() if v}
     finally:
         source.stop()
         fresh.stop()
@@ -164,6 +165,7 @@ def main() -> int:
                 "met": ratio >= TARGET,
                 "same_set": same,
                 "cpus": os.cpu_count(),
+                "fresh_node_replication_stats": stats,
             }
         )
     )

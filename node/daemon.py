@@ -9,7 +9,7 @@ durable.  All protocol calls run on the trio thread, one at a time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import logging
 import os
 import random
@@ -40,6 +40,7 @@ from protocol.replication import (
     Replicator,
     Send,
 )
+from protocol.store import Escrow
 from protocol.wire import WireLimits
 
 from . import control
@@ -61,6 +62,13 @@ log = logging.getLogger("smu.node")
 MAX_LINKS = 32
 LINK_QUEUE = 1024
 BOOTSTRAP_INTERVAL = 2.0
+#: frames a link's reader and checker may run ahead of the applier
+READ_AHEAD = 8
+#: worker threads checking signatures (libsodium releases the GIL)
+VERIFY_THREADS = 2
+ESCROW_EVENTS = 40_000
+ESCROW_BYTES = 32 << 20
+ESCROW_PER_PEER = 16_000
 RECORD_LIFETIME_MS = 24 * 3600 * 1000
 
 
@@ -93,8 +101,18 @@ class Daemon:
         started = time.monotonic()
         # Events in the store were verified before they were stored;
         # `smu log verify` re-checks them from scratch.
-        self.ledger = Ledger(self.params, store=self.store, verify_signatures_on_load=False)
+        self.ledger = Ledger(
+            self.params,
+            store=self.store,
+            # A catching-up node receives many events before their parents;
+            # the escrow holds them in memory (bounded), never on disk.
+            escrow=Escrow(
+                max_events=ESCROW_EVENTS, max_bytes=ESCROW_BYTES, per_source=ESCROW_PER_PEER
+            ),
+            verify_signatures_on_load=False,
+        )
         self.verified = VerifiedCache(self.params, WireLimits())
+        self.verifiers = trio.CapacityLimiter(VERIFY_THREADS)
         self.ledger.verify = self.verified.verify
         self.ledger.decode = self.verified.decode
         log.info("loaded %d events in %.2fs", self.ledger.event_count, time.monotonic() - started)
@@ -330,15 +348,23 @@ class Daemon:
             self.apply(self.replicator.disconnect(link.peer, trio.current_time()))
 
     async def _reader(self, link: Link) -> None:
-        """Read frames; a worker thread checks signatures one frame ahead."""
-        send, recv = trio.open_memory_channel[bytes](2)
+        """Read frames, check each in a worker thread (decoding and
+        signatures; VERIFY_THREADS at once, since libsodium releases the GIL),
+        and apply them strictly in the order they arrived."""
+        ordered_send, ordered_recv = trio.open_memory_channel[tuple[bytes, trio.Event]](READ_AHEAD)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_and_verify, link, send)
-            async for data in recv:
+            nursery.start_soon(self._read_frames, link, ordered_send, nursery)
+            async for data, checked in ordered_recv:
+                await checked.wait()
                 self.apply(self.replicator.receive(link.peer, data, trio.current_time()))
             nursery.cancel_scope.cancel()
 
-    async def _read_and_verify(self, link: Link, out: trio.MemorySendChannel[bytes]) -> None:
+    async def _read_frames(
+        self,
+        link: Link,
+        out: trio.MemorySendChannel[tuple[bytes, trio.Event]],
+        nursery: trio.Nursery,
+    ) -> None:
         limit = self.replicator.config.max_frame_bytes
         async with out:
             while True:
@@ -351,8 +377,15 @@ class Daemon:
                 except Exception as exc:  # stream reset, EOF, libp2p errors
                     log.debug("peer %s: link ended: %s", link.peer, exc)
                     return
-                await trio.to_thread.run_sync(self.verified.preverify, data)
-                await out.send(data)
+                checked = trio.Event()
+                nursery.start_soon(self._check, data, checked)
+                await out.send((data, checked))
+
+    async def _check(self, data: bytes, checked: trio.Event) -> None:
+        try:
+            await trio.to_thread.run_sync(self.verified.preverify, data, limiter=self.verifiers)
+        finally:
+            checked.set()
 
     async def _writer(self, link: Link) -> None:
         async for data in link.recv:
@@ -425,10 +458,10 @@ class Daemon:
         }
 
     def set_digest(self) -> str:
-        h = hashlib.blake2b(digest_size=32)
-        for event_id in sorted(self.ledger.event_ids()):
-            h.update(event_id)
-        return h.hexdigest()
+        """The §11.3 fingerprint of the whole event set: equal digests, equal
+        sets; kept up to date by the reconciliation index, so O(1)."""
+        index = self.replicator.index
+        return index.fingerprint(0, len(index)).hex()
 
     async def _rpc_status(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -442,6 +475,7 @@ class Daemon:
             "event_set_digest": self.set_digest(),
             "account": self.config.get("account"),
             "device_fingerprint": self.secrets.device.fingerprint,
+            "replication": dataclasses.asdict(self.replicator.stats),
         }
 
     async def _rpc_stop(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -614,5 +648,6 @@ async def _close_quietly(stream: Any) -> None:
 
 
 def run_daemon(datadir: DataDir, secrets: Secrets, listen: list[str], bootstrap: list[str]) -> None:
+
     daemon = Daemon(datadir, secrets, listen, bootstrap)
     trio.run(daemon.run)

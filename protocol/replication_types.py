@@ -37,7 +37,7 @@ class ReplicationConfig:
     branching: int = 16
     ids_threshold: int = 16
     #: requested ids in flight per peer, and how long an answer may take
-    request_window: int = 512
+    request_window: int = 2048
     request_timeout: float = 10.0
     #: events in the answer to one ANCESTRY frame (the oldest first)
     max_ancestry_events: int = 1024
@@ -49,8 +49,8 @@ class ReplicationConfig:
     #: reconciled, per second and in one burst
     announce_rate: float = 2_000.0
     announce_burst: float = 20_000.0
-    serve_rate: float = 5_000.0
-    serve_burst: float = 20_000.0
+    serve_rate: float = 25_000.0
+    serve_burst: float = 50_000.0
     reconcile_rate: float = 20_000.0
     reconcile_burst: float = 40_000.0
     #: frames waiting for a budget; more is a flood
