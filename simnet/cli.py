@@ -42,6 +42,14 @@ def summary(report: dict[str, Any], stats: dict[str, Any]) -> str:
     ]
     for a in report["attacks"]:
         lines.append(f"  attack {a['kind']}: {json.dumps(a, sort_keys=True)}")
+    if "messages" in report:
+        m = report["messages"]
+        lines.append(
+            f"  messages: {m['sent']} sent, {m['deliveries']}/{m['deliveries_expected']} "
+            f"deliveries, latency p50 {m['latency']['p50']} p99 {m['latency']['p99']} s, "
+            f"refused for good {m['gave_up_refusals']}, opened by an inactive device "
+            f"{m['opened_by_inactive_device']}"
+        )
     s = report["scores"]
     lines.append(
         f"  scores: honest peers {s['honest_peers'].get('mean')}, "

@@ -58,6 +58,9 @@ class Workload:
     #: probability that a change is paired with a concurrent one from
     #: another device of the same account on another node
     concurrent: float = 0.1
+    #: end-to-end encrypted messages between accounts (simnet/messages.py)
+    messages: int = 0
+    message_bytes: int = 200
 
 
 @dataclass(frozen=True, slots=True)

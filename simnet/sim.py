@@ -219,6 +219,8 @@ class Simulation:
             "scores": self._scores(),
             "attacks": [self._attack_report(a) for a in self.attacks()],
         }
+        if self.workload.messages is not None:
+            report["messages"] = self.workload.messages.stats.report()
         return report
 
     def _scores(self) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class Workload:
         self.accounts: list[Account] = []
         self.skipped = 0
         self.rejected_local = 0
+        self.messages: Any = None
 
     # -- keys -----------------------------------------------------------------
 
@@ -152,6 +153,11 @@ class Workload:
         for t in times:
             if mine:
                 self.e.at(t, self._change_at(self.rng.choice(mine), budget))
+        if w.messages > 0:
+            from .messages import MessageTraffic  # message traffic is optional
+
+            self.messages = MessageTraffic(self)
+            self.messages.schedule(mine)
 
     def _eligible(self, acc: Account) -> list[Device]:
         if acc.account_id is None:
