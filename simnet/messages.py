@@ -73,6 +73,19 @@ class MessageStats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One envelope on its way to one device."""
+
+    raw: bytes
+    #: the account the target device belongs to (recipient or sender)
+    account: Account
+    target: Device
+    sent: float
+    sender: Account
+    device: Device  # the sending device
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
@@ -150,81 +163,53 @@ class MessageTraffic:
                 self.stats.expected += 1
                 account = recipient if target in recipient.devices else sender
                 arrive = now + topo.sample(self.e._lat, self.rng)  # a direct stream
-                self.e.at(
-                    arrive, self._deliver_at(env.raw, account, target, now, 0, (sender, device))
-                )
+                delivery = Delivery(env.raw, account, target, now, sender, device)
+                self.e.at(arrive, self._deliver_at(delivery, 0))
             return []
 
         return job
 
-    def _deliver_at(
-        self,
-        raw: bytes,
-        account: Account,
-        target: Device,
-        sent: float,
-        tries: int,
-        origin: tuple[Account, Device],
-    ) -> Any:
+    def _deliver_at(self, d: Delivery, tries: int) -> Any:
         def fire(t: float) -> None:
-            node = self.e.nodes[target.home]
+            node = self.e.nodes[d.target.home]
             if not node.up:
-                self._retry(raw, account, target, sent, tries, t, origin)
+                self._retry(d, tries, t, "offline")
                 return
-            self.e.call_on(node, self._open_job(raw, account, target, sent, tries, origin), t)
+            self.e.call_on(node, self._open_job(d, tries), t)
 
         return fire
 
-    def _open_job(
-        self,
-        raw: bytes,
-        account: Account,
-        target: Device,
-        sent: float,
-        tries: int,
-        origin: tuple[Account, Device],
-    ) -> Any:
+    def _open_job(self, d: Delivery, tries: int) -> Any:
         def job(n: SimNode, now: float) -> list[Any]:
-            assert account.account_id is not None
-            guard = self.guards.setdefault(target.keys.sign_public, ReplayGuard())
+            assert d.account.account_id is not None and d.sender.account_id is not None
+            guard = self.guards.setdefault(d.target.keys.sign_public, ReplayGuard())
             try:
                 open_envelope(
                     self.e.params,
-                    raw,
-                    account.account_id,
-                    target.keys,
+                    d.raw,
+                    d.account.account_id,
+                    d.target.keys,
                     ledger_lookup(n.ledger),
                     guard,
                 )
             except InvalidInput as exc:
-                self._retry(raw, account, target, sent, tries, now, origin, exc.code)
+                self._retry(d, tries, now, exc.code)
                 return []
             self.stats.delivered += 1
-            self.stats.latencies.append(now - sent)
-            if target.keys.sign_public not in active_in_view(n.ledger, account.account_id):
+            self.stats.latencies.append(now - d.sent)
+            # Judged from this node's own view, as the protocol promises (S6).
+            if d.target.keys.sign_public not in active_in_view(n.ledger, d.account.account_id):
                 self.stats.opened_by_inactive += 1
-            sender, device = origin
-            assert sender.account_id is not None
-            if device.keys.sign_public not in active_in_view(n.ledger, sender.account_id):
+            if d.device.keys.sign_public not in active_in_view(n.ledger, d.sender.account_id):
                 self.stats.opened_from_inactive_sender += 1
             return []
 
         return job
 
-    def _retry(
-        self,
-        raw: bytes,
-        account: Account,
-        target: Device,
-        sent: float,
-        tries: int,
-        t: float,
-        origin: tuple[Account, Device],
-        code: str = "offline",
-    ) -> None:
+    def _retry(self, d: Delivery, tries: int, t: float, code: str) -> None:
         if tries >= MAX_TRIES:
             self.stats.gave_up += 1
             self.stats.refusals[code] = self.stats.refusals.get(code, 0) + 1
             return
         self.stats.retries += 1
-        self.e.at(t + RETRY_AFTER, self._deliver_at(raw, account, target, sent, tries + 1, origin))
+        self.e.at(t + RETRY_AFTER, self._deliver_at(d, tries + 1))
