@@ -35,7 +35,8 @@ class NetworkParams:
         return self.genesis_pow_bits if is_genesis else self.event_pow_bits
 
 
-#: The public network: a genesis costs 1-3 s of one core, any event ~5 ms.
+#: The public network: a genesis costs about 1.4 s of one core on average
+#: (it varies widely: 0.1-6 s seen), any other event about 3 ms (PROTOCOL.md §9).
 MAINNET = NetworkParams(network_id="smu-main", genesis_pow_bits=21, event_pow_bits=12)
 
 #: For tests, demos and benchmarks: proof-of-work is trivial.
