@@ -94,3 +94,50 @@ def test_rejections() -> None:
     with pytest.raises(WrongNetworkError):
         decode_record(ok.raw, other)
     assert len(book) == 0
+
+
+def test_a_record_names_only_mailbox_grants_for_its_own_device() -> None:
+    from protocol.errors import InvalidInput, SchemaError
+    from protocol.mailbox import Mailbox, MailboxIdentity
+
+    h = History()
+    h.add("a1", "d0", "d1", ["g"])
+    box = Mailbox(FAST, MailboxIdentity(b"\x05" * 32), peer_id="12D3KooWmailbox")
+    mine = box.issue_grant(h.account, h.keys["d0"].sign_public, now_ms=T0)
+    other = box.issue_grant(h.account, h.keys["d1"].sign_public, now_ms=T0)
+    ok = make_record(
+        FAST,
+        h.account,
+        h.keys["d0"],
+        timestamp=T0,
+        lifetime_ms=HOUR,
+        peer_ids=(),
+        addrs=(),
+        mailboxes=((mine.raw, ("/ip4/127.0.0.1/tcp/1",)),),
+    )
+    assert ok.mailboxes == ((mine.raw, ("/ip4/127.0.0.1/tcp/1",)),)
+    assert decode_record(ok.raw, FAST) == ok
+    with pytest.raises(SchemaError):
+        make_record(
+            FAST,
+            h.account,
+            h.keys["d0"],
+            timestamp=T0,
+            lifetime_ms=HOUR,
+            peer_ids=(),
+            addrs=(),
+            mailboxes=((other.raw, ()),),
+        )
+    forged = bytearray(mine.raw)
+    forged[-1] ^= 1
+    with pytest.raises(InvalidInput):
+        make_record(
+            FAST,
+            h.account,
+            h.keys["d0"],
+            timestamp=T0,
+            lifetime_ms=HOUR,
+            peer_ids=(),
+            addrs=(),
+            mailboxes=((bytes(forged), ()),),
+        )
