@@ -146,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = device.add_parser(name, parents=[common], help=text)
         p.add_argument("id", metavar="ID", help="request id (a prefix is enough)")
     p = device.add_parser("join", parents=[common], help="join an account with a link")
-    p.add_argument("link", metavar="LINK", help="the link string or URI from the other device")
+    p.add_argument(
+        "link",
+        metavar="LINK",
+        help="the link string or URI from the other device, or - to read it from "
+        "stdin (other local users can see command lines)",
+    )
     p.add_argument("--name", default=None, help="this device's name")
     p.add_argument("--yes", action="store_true", help="confirm without asking (scripts)")
     p = device.add_parser("revoke", parents=[common], help="revoke a device")
@@ -366,8 +371,17 @@ def _show_recovery_key(
     --show-secrets."""
     key = doc.pop("recovery_key")
     if file is not None:
-        write_private(file, (key + "\n").encode())
-        doc["recovery_key_file"] = str(file)
+        try:
+            write_private(file, (key + "\n").encode())
+            doc["recovery_key_file"] = str(file)
+        except OSError as exc:
+            # The account exists now: never lose its only recovery key.
+            sys.stderr.write(
+                f"smu: could not write {file} ({exc.strerror}); the recovery key "
+                f"is shown here instead — write it down:\n    {key}\n"
+            )
+            file = None
+            doc["recovery_key_file"] = None
     elif args.json and args.show_secrets:
         doc["recovery_key"] = key
     if args.json:
@@ -524,7 +538,8 @@ def cmd_device_answer(args: argparse.Namespace) -> int:
 
 def cmd_device_join(args: argparse.Namespace) -> int:
     c = _client(args)
-    r = c.call("device.join", link=args.link, name=args.name)
+    link = sys.stdin.readline().strip() if args.link == "-" else args.link
+    r = c.call("device.join", link=link, name=args.name)
     acct = r["account"]
     if not args.json:
         print(f"Joining {acct['handle']} [{acct['status']}] as {r['device_name']!r}.")

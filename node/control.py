@@ -8,6 +8,7 @@ CLI, the demo and the tests use.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -19,12 +20,14 @@ import trio
 from .errors import DaemonNotRunning, NodeUsageError, RpcError
 
 MAX_LINE = 1 << 20
+log = logging.getLogger("smu.control")
 
 # JSON-RPC error codes
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 INVALID_INPUT = 1  # the submitted data is invalid (protocol.errors.InvalidInput)
 USAGE = 2  # local misuse: unknown account, not active, ...
 
@@ -85,7 +88,7 @@ async def _send(
 async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Handler]) -> bool:
     try:
         req = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return await _send(stream, None, error=(PARSE_ERROR, "not JSON"))
     if not isinstance(req, dict) or not isinstance(req.get("method"), str):
         return await _send(stream, None, error=(INVALID_REQUEST, "not a JSON-RPC request"))
@@ -102,6 +105,11 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
         return await _send(stream, req_id, error=(exc.code, str(exc)), data=exc.data)
     except (KeyError, TypeError, ValueError) as exc:
         return await _send(stream, req_id, error=(INVALID_PARAMS, f"bad params: {exc}"))
+    except Exception as exc:  # one failed call must never stop the daemon
+        log.exception("control method %s failed", req["method"])
+        return await _send(
+            stream, req_id, error=(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        )
     return await _send(stream, req_id, result=result)
 
 

@@ -211,7 +211,10 @@ class LinkMethods:
                     and ap.request.joiner_peer == remote
                 ):
                     slot.stream, slot.remote = stream, remote
-                await _write(stream, step)
+                try:
+                    await _write(stream, step)
+                except Exception:  # the joiner went away: its stream is gone
+                    return
                 for event in step.events:
                     if isinstance(event, ApprovalRequested):
                         slot.pending = True
@@ -368,21 +371,30 @@ class LinkMethods:
             with trio.fail_after(APPROVAL_TIMEOUT):
                 data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
             step = joiner.receive(data)
+            (joined,) = [e for e in step.events if isinstance(e, Joined)]
+            # Stored and recorded before the approver hears DONE, so a crash
+            # here never leaves it believing a join that did not happen.
+            for raw in joined.events:  # parents first; each stored, then gossiped
+                self.d.publish(raw)
+            self.d.config["account"] = joined.account.account_id.hex()
+            self.d.datadir.write_config(self.d.config)
             await _write(stream, step)
         except InvalidInput as exc:
             raise RpcFailure(control.USAGE, f"not joined: {exc}") from exc
         except trio.TooSlowError as exc:
             raise RpcFailure(control.USAGE, "not joined: nobody approved in time") from exc
         except Exception as exc:
+            if self.d.config.get("account"):  # joined; only the DONE frame was lost
+                self.d.publish_own_record()
+                return {
+                    "joined": True,
+                    "account": _account_doc(joined.account),
+                    "add_device_event": joined.add_device_id.hex(),
+                }
             raise RpcFailure(control.USAGE, f"not joined: the link broke ({exc})") from exc
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
-        (joined,) = [e for e in step.events if isinstance(e, Joined)]
-        for raw in joined.events:  # parents first; each stored, then gossiped
-            self.d.publish(raw)
-        self.d.config["account"] = joined.account.account_id.hex()
-        self.d.datadir.write_config(self.d.config)
         self.d.publish_own_record()
         return {
             "joined": True,

@@ -243,7 +243,7 @@ class MessageMethods:
                 self.wake = trio.Event()
                 due = self.db.execute(
                     "SELECT d.message, d.device, d.account, d.attempts, m.envelope "
-                    "FROM deliveries d JOIN messages m ON m.id = d.message "
+                    "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
                     "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
                     "ORDER BY d.next_try_ms "
                     "LIMIT ?",
@@ -324,9 +324,13 @@ class MessageMethods:
     def diverged(self, views: Any) -> None:
         """The sender saw heads of an account that we lack (S5): reconcile with
         every peer now, at most every DIVERGENCE_INTERVAL per account, and
-        tell the user."""
+        tell the user.  Only accounts this node holds count: the views may
+        come from a sender we cannot authenticate yet, so made-up account ids
+        must cost nothing."""
         now = trio.current_time()
         for view in views:
+            if view.account not in self.d.ledger.accounts:
+                continue
             lacking = [h for h in view.foreign_heads if not self.d.ledger.has(h)]
             if not lacking:
                 continue
@@ -340,9 +344,9 @@ class MessageMethods:
                     _now_ms(),
                     (
                         f"a message showed {len(lacking)} event(s) of "
-                        f"{self._label(view.account)}'s "
-                        "account that your peers had not given you yet; this node is fetching them "
-                        "(if it keeps happening, your peers may be withholding them)"
+                        f"{self._label(view.account)}'s account that your peers had not given "
+                        "you yet; this node is fetching them (if it keeps happening, your peers "
+                        "may be withholding them)"
                     ),
                 )
             )
@@ -372,19 +376,23 @@ class MessageMethods:
         own = self.d.account
         if own is None:
             raise NotForThisDeviceError("this device belongs to no account yet")
+        # Open against a copy of the replay state: it replaces ours only once
+        # the message is durable, or a failed write would turn the sender's
+        # retry into a "replay" and lose the message.
+        guard = ReplayGuard.decode(self.guard.encode())
         opened = open_envelope(
             self.d.params,
             envelope,
             own,
             self.d.secrets.device,
             ledger_lookup(self.d.ledger),
-            self.guard,
+            guard,
         )
         rows: list[tuple[str, tuple[Any, ...]]] = [
             (
                 "INSERT INTO replay(id, guard) VALUES(1, ?) ON CONFLICT(id) DO UPDATE SET "
                 "guard=excluded.guard",
-                (self.guard.encode(),),
+                (guard.encode(),),
             )
         ]
         content = opened.content
@@ -445,6 +453,7 @@ class MessageMethods:
                         )
                     )
         self._tx(rows)  # the message and the replay state, together, before ACCEPTED
+        self.guard = guard
         if opened.diverged:
             self.diverged(opened.views)
         if send_receipt:

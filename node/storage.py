@@ -45,8 +45,11 @@ MIGRATIONS: dict[int, list[str]] = {
     2: [
         # Messages (node/messages.py).  One row per message id; peer is the
         # other account of the conversation.  request=1: from a non-contact.
+        # A message id is chosen by its sender, so it is unique per sender
+        # only: keyed by (sender_account, id), another account cannot take
+        # over an id it saw in a clear header.
         """CREATE TABLE IF NOT EXISTS messages (
-               id BLOB PRIMARY KEY,
+               id BLOB NOT NULL,
                peer BLOB NOT NULL,
                outgoing INTEGER NOT NULL,
                sender_account BLOB NOT NULL,
@@ -56,7 +59,9 @@ MIGRATIONS: dict[int, list[str]] = {
                kind INTEGER NOT NULL,
                text TEXT NOT NULL,
                request INTEGER NOT NULL DEFAULT 0,
-               envelope BLOB)""",
+               envelope BLOB,
+               PRIMARY KEY (sender_account, id))""",
+        "CREATE INDEX IF NOT EXISTS messages_id ON messages(id)",
         "CREATE INDEX IF NOT EXISTS messages_peer ON messages(peer, stored_ms)",
         "CREATE INDEX IF NOT EXISTS messages_stored ON messages(stored_ms)",
         # One row per (message, device it must reach): the outbox.

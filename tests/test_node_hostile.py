@@ -192,3 +192,24 @@ def test_preverified_cache_does_not_trust_a_forged_copy() -> None:
         cache.decode(_forged(genesis), TESTNET).signature
         != cache.decode(genesis, TESTNET).signature
     )
+
+
+def test_control_api_survives_hostile_requests(nodes: tuple[DemoNode, DemoNode]) -> None:
+    """Deeply nested JSON and wrong params get an error answer; the daemon
+    keeps serving (a local caller is trusted, but a crash is still a bug)."""
+    import json
+    import socket
+
+    a, _ = nodes
+    for line in (
+        b"[" * 200_000 + b"\n",
+        b'{"method": "node.status", "params": []}\n',
+        b'{"method": "event.submit", "params": {"event": "zz"}}\n',
+    ):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(a.dir / "control.sock"))
+            s.sendall(line)
+            answer = json.loads(s.makefile("rb").readline())
+            assert "error" in answer
+    assert a.client.call("node.status")["peer_id"] == a.peer_id
