@@ -500,25 +500,35 @@ class Replicator:
 
     # -- push and fetch (§11.4.1, §11.4.3) ---------------------------------------
 
-    def _events_frames(self, raws: list[bytes], missing: list[bytes]) -> list[EventsFrame]:
+    def _pack(
+        self, raws: list[bytes], per_item: int, max_items: int, reserve_last: int = 0
+    ) -> list[list[bytes]]:
+        """Split ``raws`` into frame-sized chunks, in order; the last chunk
+        (possibly empty) leaves ``reserve_last`` bytes free for the caller."""
         budget = self.config.max_frame_bytes - _FRAME_SLACK
-        frames: list[EventsFrame] = []
+        chunks: list[list[bytes]] = []
         cur: list[bytes] = []
         size = 0
         for raw in raws:
-            cost = len(raw) + 5
-            if cur and (size + cost > budget or len(cur) >= self.config.max_events_per_frame):
-                frames.append(EventsFrame(tuple(cur)))
+            cost = len(raw) + per_item
+            if cur and (size + cost > budget or len(cur) >= max_items):
+                chunks.append(cur)
                 cur, size = [], 0
             cur.append(raw)
             size += cost
+        if cur and size + reserve_last > budget:
+            chunks.append(cur)
+            cur = []
+        chunks.append(cur)
+        return chunks
+
+    def _events_frames(self, raws: list[bytes], missing: list[bytes]) -> list[EventsFrame]:
+        chunks = self._pack(raws, 5, self.config.max_events_per_frame, 32 * len(missing))
+        frames = [EventsFrame(tuple(c)) for c in chunks[:-1]]
         if missing:
-            if cur and size + 32 * len(missing) > budget:
-                frames.append(EventsFrame(tuple(cur)))
-                cur = []
-            frames.append(EventsFrame(tuple(cur), tuple(missing)))
-        elif cur:
-            frames.append(EventsFrame(tuple(cur)))
+            frames.append(EventsFrame(tuple(chunks[-1]), tuple(missing)))
+        elif chunks[-1]:
+            frames.append(EventsFrame(tuple(chunks[-1])))
         return frames
 
     def _push(
@@ -765,20 +775,8 @@ class Replicator:
     # -- device records (§11.7) --------------------------------------------------
 
     def _records_frames(self, raws: list[bytes]) -> list[RecordsFrame]:
-        budget = self.config.max_frame_bytes - _FRAME_SLACK
-        frames: list[RecordsFrame] = []
-        cur: list[bytes] = []
-        size = 0
-        for raw in raws:
-            cost = len(raw) + 3
-            if cur and (size + cost > budget or len(cur) >= self.limits.max_records_per_frame):
-                frames.append(RecordsFrame(tuple(cur)))
-                cur, size = [], 0
-            cur.append(raw)
-            size += cost
-        if cur:
-            frames.append(RecordsFrame(tuple(cur)))
-        return frames
+        chunks = self._pack(raws, 3, self.limits.max_records_per_frame)
+        return [RecordsFrame(tuple(c)) for c in chunks if c]
 
     def _send_records(
         self, peer: PeerId, records: list[SignedDeviceRecord], out: list[Output]
