@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -11,6 +15,9 @@ from protocol.events import Event
 from protocol.keys import DeviceKeys, RecoveryKey
 from protocol.ledger import Ledger
 from protocol.params import NetworkParams
+
+if TYPE_CHECKING:
+    from node.netdemo import Demo, DemoNode
 
 #: proof-of-work off, so that tests spend their time on the rules
 FAST = NetworkParams(network_id="smu-unit", genesis_pow_bits=0, event_pow_bits=0)
@@ -123,3 +130,46 @@ class History:
 @pytest.fixture
 def history() -> History:
     return History()
+
+
+# --------------------------------------------------------------------------
+# Real nodes (separate processes on loopback) for the node tests.
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """A harness for real nodes; every node started in it is stopped after."""
+    from node.netdemo import Demo
+
+    d = Demo(tmp_path, as_json=True, quiet=True)
+    yield d
+    for node in d.nodes:
+        node.stop()
+
+
+def start_nodes(d: Demo, names: list[str], bootstrap: list[str] | None = None) -> list[DemoNode]:
+    """Start ``smu node run`` processes and wait until each answers."""
+    from node.netdemo import DemoNode
+
+    nodes = [DemoNode(d.base, n) for n in names]
+    for n in nodes:
+        n.start(bootstrap)
+    for n in nodes:
+        n.wait_ready()
+    d.nodes.extend(nodes)
+    return nodes
+
+
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll ``fn`` until it returns something truthy (real processes settle)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from node.errors import RpcError
 from node.netdemo import Demo, DemoNode, link_devices
 
-from .test_node_net import _start
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    d = Demo(tmp_path, as_json=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
+from .conftest import start_nodes
 
 
 def smu(node: DemoNode, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +28,7 @@ def statuses(node: DemoNode, account: str) -> dict[str, str]:
 
 
 def test_mutual_revocation_is_disputed_everywhere_until_recovery(demo: Demo) -> None:
-    phone, laptop, watcher, fresh = _start(demo, ["phone", "laptop", "watcher", "fresh"])
+    phone, laptop, watcher, fresh = start_nodes(demo, ["phone", "laptop", "watcher", "fresh"])
     for a, b in ((phone, watcher), (laptop, watcher), (fresh, watcher)):
         demo.connect(a, b)
     bob = phone.client.call("account.create", name="bob")
@@ -69,7 +59,7 @@ def test_mutual_revocation_is_disputed_everywhere_until_recovery(demo: Demo) -> 
 
 
 def test_cascade_last_device_and_cli_errors(demo: Demo) -> None:
-    phone, laptop, tablet = _start(demo, ["phone", "laptop", "tablet"])
+    phone, laptop, tablet = start_nodes(demo, ["phone", "laptop", "tablet"])
     demo.connect(phone, laptop)
     demo.connect(laptop, tablet)
     bob = phone.client.call("account.create", name="bob")

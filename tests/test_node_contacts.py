@@ -7,29 +7,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from node.netdemo import Demo
 from protocol import authoring
 from protocol.keys import DeviceKeys
 from protocol.params import TESTNET
 
-from .test_node_net import _start
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    d = Demo(tmp_path, as_json=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
+from .conftest import start_nodes
 
 
 def test_contact_lifecycle(demo: Demo) -> None:
-    a, b, c = _start(demo, ["alice", "bob", "spare"])
+    a, b, c = start_nodes(demo, ["alice", "bob", "spare"])
     demo.connect(a, b)
     demo.connect(b, c)
     alice = a.client.call("account.create", name="alice")
@@ -86,7 +74,7 @@ def test_contact_lifecycle(demo: Demo) -> None:
 
 
 def test_contact_errors(demo: Demo) -> None:
-    (a,) = _start(demo, ["solo"])
+    (a,) = start_nodes(demo, ["solo"])
     r = subprocess.run(
         [sys.executable, "-m", "node.cli", "invite", "--data-dir", str(a.dir)],
         capture_output=True,

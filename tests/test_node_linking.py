@@ -7,8 +7,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,19 +14,11 @@ from node.errors import RpcError
 from node.netdemo import Demo, link_devices
 from protocol.linking import LinkOffer
 
-from .test_node_net import _start
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    d = Demo(tmp_path, as_json=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
+from .conftest import start_nodes
 
 
 def test_link_chain_and_misuse(demo: Demo) -> None:
-    phone, laptop, tablet, other = _start(demo, ["phone", "laptop", "tablet", "other"])
+    phone, laptop, tablet, other = start_nodes(demo, ["phone", "laptop", "tablet", "other"])
     for x in (laptop, tablet, other):
         demo.connect(phone, x)
     bob = phone.client.call("account.create", name="bob")
@@ -75,11 +65,11 @@ def test_link_chain_and_misuse(demo: Demo) -> None:
 
 
 def test_cli_link_typo_is_one_line(demo: Demo) -> None:
-    (phone,) = _start(demo, ["phone"])
+    (phone,) = start_nodes(demo, ["phone"])
     phone.client.call("account.create", name="bob")
     offer = phone.client.call("device.link")
     typo = offer["link"][:-3] + ("x" if offer["link"][-3] != "x" else "y") + offer["link"][-2:]
-    (fresh,) = _start(demo, ["fresh"])
+    (fresh,) = start_nodes(demo, ["fresh"])
     r = subprocess.run(
         [
             sys.executable,

@@ -22,14 +22,14 @@ from protocol.envelope import (
     delivery_frame,
 )
 
-from .test_node_net import _start
+from .conftest import start_nodes
 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Demo, DemoNode, DemoNode, str]]:
     d = Demo(tmp_path, as_json=True, quiet=True)
     try:
-        a, b = _start(d, ["alice", "bob"])
+        a, b = start_nodes(d, ["alice", "bob"])
         d.connect(a, b)
         alice = a.client.call("account.create", name="alice")
         bob = b.client.call("account.create", name="bob")

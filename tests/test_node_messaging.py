@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from node.errors import RpcError
 from node.netdemo import Demo, DemoNode, link_devices
 
-from .test_node_net import _start
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    d = Demo(tmp_path, as_json=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
-
-
-def wait_for(fn: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
+from .conftest import start_nodes, wait_for
 
 
 def texts(node: DemoNode, contact: str) -> list[str]:
@@ -45,7 +23,7 @@ def delivered(node: DemoNode, message_id: str) -> dict[str, int]:
 
 
 def test_conversation_across_devices_history_and_revocation(demo: Demo) -> None:
-    a1, a2, b1, b2, b3 = _start(demo, ["alice1", "alice2", "bob1", "bob2", "bob3"])
+    a1, a2, b1, b2, b3 = start_nodes(demo, ["alice1", "alice2", "bob1", "bob2", "bob3"])
     for x, y in ((a1, a2), (a2, b1), (b1, b2), (b2, b3)):
         demo.connect(x, y)
     alice = a1.client.call("account.create", name="alice")
@@ -95,7 +73,7 @@ def test_conversation_across_devices_history_and_revocation(demo: Demo) -> None:
 
 
 def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Demo) -> None:
-    a, b, c = _start(demo, ["alice", "bob", "bob-laptop"])
+    a, b, c = start_nodes(demo, ["alice", "bob", "bob-laptop"])
     demo.connect(a, b)
     demo.connect(b, c)
     alice = a.client.call("account.create", name="alice")
@@ -124,7 +102,7 @@ def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Dem
 def test_mailbox_carries_a_message_when_sender_and_recipient_are_never_online_together(
     demo: Demo,
 ) -> None:
-    a, m, b = _start(demo, ["alice", "mailbox", "bob"])
+    a, m, b = start_nodes(demo, ["alice", "mailbox", "bob"])
     demo.connect(a, m)
     demo.connect(m, b)
     alice = a.client.call("account.create", name="alice")
@@ -161,7 +139,7 @@ def test_a_message_from_a_newer_view_is_noticed_and_fetched(demo: Demo) -> None:
     from protocol import authoring
     from protocol.params import TESTNET
 
-    a, c, b = _start(demo, ["alice", "relay", "bob"])
+    a, c, b = start_nodes(demo, ["alice", "relay", "bob"])
     demo.connect(a, c)
     demo.connect(c, b)
     alice = a.client.call("account.create", name="alice")

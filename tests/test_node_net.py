@@ -5,37 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from node.netdemo import Demo, DemoNode
+from node.netdemo import Demo
 from node.verify import verify_store
 from protocol import authoring
 from protocol.events import Event
 from protocol.keys import DeviceKeys, RecoveryKey
 from protocol.params import TESTNET
 
+from .conftest import start_nodes
+
 T = 1_750_000_000_000
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    d = Demo(tmp_path, as_json=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
-
-
-def _start(d: Demo, names: list[str], bootstrap: list[str] | None = None) -> list[DemoNode]:
-    nodes = [DemoNode(d.base, n) for n in names]
-    for n in nodes:
-        n.start(bootstrap)
-    for n in nodes:
-        n.wait_ready()
-    d.nodes.extend(nodes)
-    return nodes
 
 
 def _account(seed: int, name: str, n: int = 1) -> tuple[list[DeviceKeys], list[Event]]:
@@ -55,7 +35,7 @@ def _account(seed: int, name: str, n: int = 1) -> tuple[list[DeviceKeys], list[E
 
 
 def test_five_nodes_converge_and_late_node_catches_up(demo: Demo) -> None:
-    nodes = _start(demo, [f"n{i}" for i in range(5)])
+    nodes = start_nodes(demo, [f"n{i}" for i in range(5)])
     for i in range(4):
         demo.connect(nodes[i], nodes[i + 1])
     for seed, node in enumerate(nodes):
@@ -64,13 +44,13 @@ def test_five_nodes_converge_and_late_node_catches_up(demo: Demo) -> None:
             node.submit(e)
     demo.wait_converged(nodes)
     assert {n.status()["events"] for n in nodes} == {15}
-    (late,) = _start(demo, ["late"], bootstrap=[nodes[2].addr])
+    (late,) = start_nodes(demo, ["late"], bootstrap=[nodes[2].addr])
     demo.wait_converged(demo.nodes)
     assert late.status()["events"] == 15
 
 
 def test_partition_with_concurrent_changes_heals(demo: Demo) -> None:
-    nodes = _start(demo, [f"p{i}" for i in range(4)])
+    nodes = start_nodes(demo, [f"p{i}" for i in range(4)])
     for i in range(4):
         demo.connect(nodes[i], nodes[(i + 1) % 4])
     keys, events = _account(9, "bob", 2)
@@ -107,7 +87,7 @@ def test_partition_with_concurrent_changes_heals(demo: Demo) -> None:
 
 
 def test_kill_during_ingest_loses_nothing_acknowledged(demo: Demo) -> None:
-    (node,) = _start(demo, ["k0"])
+    (node,) = start_nodes(demo, ["k0"])
     _, events = _account(42, "many", 1)
     genesis = events[0]
     node.submit(genesis)
