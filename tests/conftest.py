@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from protocol import authoring
 from protocol.events import Event
@@ -130,6 +131,19 @@ class History:
 @pytest.fixture
 def history() -> History:
     return History()
+
+
+def hypothesis_settings(n: int, **kw: object) -> settings:
+    """Reproducible Hypothesis runs: fixed derivation, no example database,
+    no deadline (the machines are shared and noisy)."""
+    return settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 # --------------------------------------------------------------------------

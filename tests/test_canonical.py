@@ -13,26 +13,16 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import protocol.canonical as canonical
 from protocol.errors import DecodeError, NonCanonicalError, SizeLimitError
 
+from .conftest import hypothesis_settings as _settings
 from .test_properties import expect_caught, mutant
 
 BIG = 1 << 20
-
-
-def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
 
 # --------------------------------------------------------------------------
 # Values

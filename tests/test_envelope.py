@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import nacl.bindings as sodium
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import envelope as envmod
@@ -57,6 +57,7 @@ from protocol.params import NetworkParams
 from protocol.state import AccountState, AccountStatus, DeviceRecord, DeviceStatus
 
 from .conftest import FAST, T0, History, device
+from .conftest import hypothesis_settings as _settings
 
 
 def _seed(label: str) -> bytes:
@@ -475,16 +476,6 @@ def test_state_lookup_unknown_is_none(w: World) -> None:
 
 # --------------------------------------------------------------------------
 # Fuzzing the decoders (S7): only ProtocolError subclasses, never a crash.
-
-
-def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
 
 
 _WORLD = World()

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import authoring, canonical, keys
@@ -23,17 +23,7 @@ from protocol.events import decode_event, verify_event
 from protocol.ledger import Ledger
 
 from .conftest import FAST, History, device, recovery
-
-
-def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
+from .conftest import hypothesis_settings as _settings
 
 FAST_N = 500
 SLOW_N = 20_000

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import keys
@@ -14,17 +14,7 @@ from protocol.errors import ChecksumError, DecodeError, UsageError
 from protocol.keys import B32_ALPHABET, DeviceKeys, RecoveryKey
 
 from .conftest import device
-
-
-def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-
+from .conftest import hypothesis_settings as _settings
 
 seeds = st.binary(min_size=32, max_size=32)
 ids = st.binary(min_size=32, max_size=32)

@@ -68,20 +68,10 @@ from protocol.ledger import IngestStatus, Ledger
 from protocol.state import AccountState, AccountStatus, Evaluation
 
 from .conftest import FAST, T0
+from .conftest import hypothesis_settings as _settings
 
 # --------------------------------------------------------------------------
 # Settings: reproducible (derandomize), no deadline, modest by default.
-
-
-def _settings(n: int, **kw: Any) -> settings:
-    return settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-        **kw,
-    )
 
 
 FAST_N = 150
