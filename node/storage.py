@@ -90,7 +90,8 @@ class SqliteEventStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self._migrate()
         self._ids: set[bytes] = {row[0] for row in self.db.execute("SELECT id FROM events")}
-        self._in_tx = False
+        # puts since the last flush, written in one transaction by ``flush``
+        self._pending: dict[bytes, tuple[bytes, bytes, bytes]] = {}
 
     def _migrate(self) -> None:
         self.db.execute(
@@ -120,26 +121,31 @@ class SqliteEventStore:
         return event_id in self._ids
 
     def get(self, event_id: bytes) -> bytes | None:
+        pending = self._pending.get(event_id)
+        if pending is not None:
+            return pending[2]
         row = self.db.execute("SELECT raw FROM events WHERE id=?", (event_id,)).fetchone()
         return bytes(row[0]) if row else None
 
     def put(self, event: Event) -> None:
         if event.id in self._ids:
             return
-        if not self._in_tx:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        self.db.execute(
-            "INSERT INTO events(id, account, raw) VALUES(?, ?, ?)",
-            (event.id, event.account_id, event.raw),
-        )
+        self._pending[event.id] = (event.id, event.account_id, event.raw)
         self._ids.add(event.id)
 
     def flush(self) -> None:
-        """Make every ``put`` so far durable."""
-        if self._in_tx:
-            self.db.execute("COMMIT")
-            self._in_tx = False
+        """Make every ``put`` so far durable, in one transaction."""
+        if not self._pending:
+            return
+        rows = list(self._pending.values())
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT INTO events(id, account, raw) VALUES(?, ?, ?)", rows)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self._pending.clear()
 
     def iter_raw(self) -> Iterator[bytes]:
         for (raw,) in self.db.execute("SELECT raw FROM events ORDER BY seq"):

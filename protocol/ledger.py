@@ -85,6 +85,12 @@ class Ledger:
             return None
         return log.events[log.index[event_id]].raw
 
+    def position(self, event_id: bytes) -> int | None:
+        """An accepted event's 0-based place in its account's acceptance
+        order; each parent's is smaller (its rank, PROTOCOL.md §11.3.1)."""
+        log = self._account_of.get(event_id)
+        return log.index[event_id] if log is not None else None
+
     def account_of(self, event_id: bytes) -> bytes | None:
         log = self._account_of.get(event_id)
         return log.account_id if log is not None else None

@@ -9,6 +9,9 @@ of the sorted 256-bit id space.  For each range a message carries one of
 * ``HAVE``  – ids in the range that the sender holds and the receiver
   lacks (the answer to ``IDS``).
 
+Listed ids carry a *rank*, the event's position in the sender's account
+log, so the receiver can fetch what it lacks parents first (§11.3.1).
+
 A receiver compares fingerprints and splits ranges that differ into
 ``branching`` sub-ranges, until a range holds few enough ids to list, so the
 bytes exchanged follow the size of the difference, not of the set (the idea
@@ -27,7 +30,7 @@ and ``respond`` turn ranges into ranges.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -36,6 +39,10 @@ from .errors import SchemaError
 
 ID_BYTES = 32
 FP_BYTES = 16
+#: a listed id: 32-byte id, then its rank as 2 bytes big-endian (§11.3.1)
+RANK_BYTES = 2
+ENTRY_BYTES = ID_BYTES + RANK_BYTES
+MAX_RANK = (1 << (8 * RANK_BYTES)) - 1
 MOD = 1 << 256
 #: exclusive upper end of the id space; encoded as the empty bound
 INF = MOD
@@ -95,21 +102,41 @@ def fingerprint(total: int, count: int) -> bytes:
     return crypto.hash_with(D_RECONCILE_FP, data, FP_BYTES)
 
 
-def ids_to_blob(ids: Iterable[int]) -> bytes:
-    return b"".join(i.to_bytes(ID_BYTES, "big") for i in ids)
+#: the rank of an id: its position in the sender's account log (§11.3.1)
+Ranker = Callable[[int], int]
 
 
-def blob_to_ids(blob: bytes, lower: int = 0, upper: int = INF) -> list[int]:
-    """Parse concatenated ids, which must be ascending, unique and in range."""
-    if len(blob) % ID_BYTES:
-        raise SchemaError("an id list is a multiple of 32 bytes")
-    out = [int.from_bytes(blob[i : i + ID_BYTES], "big") for i in range(0, len(blob), ID_BYTES)]
+def no_rank(_: int) -> int:
+    """For sets without a DAG behind them (tests, benchmarks)."""
+    return 0
+
+
+def entries_to_blob(ids: Iterable[int], rank: Ranker) -> bytes:
+    """A ranked id list: each id, then its rank capped at ``MAX_RANK``."""
+    return b"".join(
+        i.to_bytes(ID_BYTES, "big") + min(rank(i), MAX_RANK).to_bytes(RANK_BYTES, "big")
+        for i in ids
+    )
+
+
+def blob_to_entries(blob: bytes, lower: int = 0, upper: int = INF) -> list[tuple[int, int]]:
+    """Parse a ranked id list into (id, rank); the ids must be ascending,
+    unique and inside the range."""
+    if len(blob) % ENTRY_BYTES:
+        raise SchemaError(f"a ranked id list is a multiple of {ENTRY_BYTES} bytes")
+    out = [
+        (
+            int.from_bytes(blob[i : i + ID_BYTES], "big"),
+            int.from_bytes(blob[i + ID_BYTES : i + ENTRY_BYTES], "big"),
+        )
+        for i in range(0, len(blob), ENTRY_BYTES)
+    ]
     prev = lower - 1
-    for v in out:
+    for v, _ in out:
         if v <= prev:
             raise SchemaError("ids must be ascending and unique")
         prev = v
-    if out and out[-1] >= upper:
+    if out and out[-1][0] >= upper:
         raise SchemaError("an id lies outside its range")
     return out
 
@@ -246,6 +273,9 @@ class Outcome:
     reply: tuple[Range, ...]
     #: ids the peer holds and we lack: fetch them
     need: tuple[bytes, ...]
+    #: the rank the peer gave each id of ``need`` (same order): fetch the
+    #: lowest first, and parents come before their children
+    ranks: tuple[int, ...]
     #: whether the message had to be answered (it carried FP or IDS)
     wants_reply: bool
 
@@ -277,7 +307,12 @@ class _Builder:
 
 
 def _list_ids(
-    b: _Builder, index_ids: list[int], upper: bytes, mode: Mode, cfg: ReconcileConfig
+    b: _Builder,
+    index_ids: list[int],
+    upper: bytes,
+    mode: Mode,
+    cfg: ReconcileConfig,
+    rank: Ranker,
 ) -> None:
     """Emit ``index_ids`` (ascending, all within the current range) as
     ``mode`` ranges ending at ``upper``, cut so no range lists too many."""
@@ -289,7 +324,7 @@ def _list_ids(
             sub_upper = separating_bound(index_ids[end - 1], index_ids[end])
         else:
             sub_upper = upper
-        b.add(Range(sub_upper, mode, ids_to_blob(chunk)))
+        b.add(Range(sub_upper, mode, entries_to_blob(chunk, rank)))
 
 
 def _split(
@@ -306,29 +341,41 @@ def _split(
 
 
 def _describe(
-    b: _Builder, index: IdIndex, lo: int, hi: int, upper: bytes, cfg: ReconcileConfig
+    b: _Builder,
+    index: IdIndex,
+    lo: int,
+    hi: int,
+    upper: bytes,
+    cfg: ReconcileConfig,
+    rank: Ranker,
 ) -> None:
     """Describe our ids of ranks [lo, hi): list them if few, else split."""
     if hi - lo <= cfg.ids_threshold:
-        _list_ids(b, list(index.slice(lo, hi)), upper, Mode.IDS, cfg)
+        _list_ids(b, list(index.slice(lo, hi)), upper, Mode.IDS, cfg, rank)
     else:
         _split(b, index, lo, hi, upper, cfg)
 
 
-def initiate(index: IdIndex, cfg: ReconcileConfig = ReconcileConfig()) -> tuple[Range, ...]:
+def initiate(
+    index: IdIndex, cfg: ReconcileConfig = ReconcileConfig(), rank: Ranker = no_rank
+) -> tuple[Range, ...]:
     """The first message of a reconciliation: our whole set, described."""
     b = _Builder()
-    _describe(b, index, 0, len(index), b"", cfg)
+    _describe(b, index, 0, len(index), b"", cfg, rank)
     return b.ranges()
 
 
 def respond(
-    index: IdIndex, ranges: Iterable[Range], cfg: ReconcileConfig = ReconcileConfig()
+    index: IdIndex,
+    ranges: Iterable[Range],
+    cfg: ReconcileConfig = ReconcileConfig(),
+    rank: Ranker = no_rank,
 ) -> Outcome:
     """Process one message (§11.3.3).  The ranges must cover the id space in
-    order and end with the empty bound; ``SchemaError`` otherwise."""
+    order and end with the empty bound; ``SchemaError`` otherwise.  ``rank``
+    ranks the ids we list (§11.3.1)."""
     b = _Builder()
-    need: list[int] = []
+    need: list[tuple[int, int]] = []
     lower = 0
     wants = False
     last_upper: bytes | None = None
@@ -351,27 +398,32 @@ def respond(
             if index.fingerprint(lo, hi) == r.payload:
                 b.skip(r.upper)
             else:
-                _describe(b, index, lo, hi, r.upper, cfg)
+                _describe(b, index, lo, hi, r.upper, cfg, rank)
         elif r.mode is Mode.IDS:
             wants = True
-            theirs = blob_to_ids(r.payload, lower, upper)
-            their_set = set(theirs)
+            theirs = blob_to_entries(r.payload, lower, upper)
+            their_set = {v for v, _ in theirs}
             mine = list(index.slice(lo, hi))
-            need.extend(v for v in theirs if not index.contains_int(v))
+            need.extend(e for e in theirs if not index.contains_int(e[0]))
             lacking = [v for v in mine if v not in their_set]
             if lacking:
-                _list_ids(b, lacking, r.upper, Mode.HAVE, cfg)
+                _list_ids(b, lacking, r.upper, Mode.HAVE, cfg, rank)
             else:
                 b.skip(r.upper)
         else:  # HAVE
-            theirs = blob_to_ids(r.payload, lower, upper)
-            need.extend(v for v in theirs if not index.contains_int(v))
+            theirs = blob_to_entries(r.payload, lower, upper)
+            need.extend(e for e in theirs if not index.contains_int(e[0]))
             b.skip(r.upper)
         lower = upper
         last_upper = r.upper
     if last_upper != b"":
         raise SchemaError("ranges must end with the end of the id space")
-    return Outcome(b.ranges(), tuple(v.to_bytes(ID_BYTES, "big") for v in need), wants)
+    return Outcome(
+        b.ranges(),
+        tuple(v.to_bytes(ID_BYTES, "big") for v, _ in need),
+        tuple(r for _, r in need),
+        wants,
+    )
 
 
 def range_cost(r: Range) -> int:

@@ -51,6 +51,7 @@ from .replication_types import (
     sim_wall_ms,
 )
 from .softstate import Drop, PeerTable, RecordRelay
+from .wants import ANNOUNCED, RETRY, WantQueue
 from .wire import (
     FLAG_FINAL,
     FLAG_OWN,
@@ -104,7 +105,8 @@ class _Peer:
     reconcile_budget: TokenBucket
     record_budget: TokenBucket
     peers_budget: TokenBucket
-    want: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    #: ids it offered, requested lowest rank first (§11.4.3)
+    want: WantQueue = field(default_factory=WantQueue)
     inflight: set[bytes] = field(default_factory=set)
     #: parents escrowed events wait for, to fetch with their ancestry: id -> account
     ancestry_wait: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
@@ -422,8 +424,7 @@ class Replicator:
         for peer in self._alternates.pop(eid, []):
             q = self._peers.get(peer)
             if q is not None and self._lacks(eid):
-                q.want[eid] = None
-                q.want.move_to_end(eid, last=False)
+                q.want.add(eid, RETRY)
                 self._pump(q, now, out)
                 return
 
@@ -459,11 +460,17 @@ class Replicator:
             p.ancestry.pop(eid, None)
         return entry[0]
 
+    def _rank(self, value: int) -> int:
+        """The rank we give an id we list in reconciliation (§11.3.1)."""
+        position = self.ledger.position(value.to_bytes(32, "big"))
+        return 0 if position is None else position
+
     def _lacks(self, eid: bytes) -> bool:
         return not (self.ledger.has(eid) or eid in self.ledger.escrow or eid in self._inflight)
 
-    def _want(self, p: _Peer, ids: tuple[bytes, ...]) -> None:
-        for eid in ids:
+    def _want(self, p: _Peer, ids: tuple[bytes, ...], ranks: tuple[int, ...] | None) -> None:
+        """Queue ids ``p`` offered, with its ranks (``None``: announced)."""
+        for i, eid in enumerate(ids):
             if self.ledger.has(eid) or eid in self.ledger.escrow:
                 continue
             if eid in self._inflight:
@@ -471,7 +478,7 @@ class Replicator:
                 continue
             if eid not in p.want and len(p.want) >= self.config.max_wanted_per_peer:
                 break  # reconciliation finds the rest later
-            p.want[eid] = None
+            p.want.add(eid, ANNOUNCED if ranks is None else ranks[i])
 
     def _offered(self, p: _Peer, eid: bytes) -> None:
         """``p`` offers an id already requested elsewhere: remember it."""
@@ -559,15 +566,16 @@ class Replicator:
             return
         room = self.window - len(p.inflight)
         self._pump_ancestry(p, now, out)
-        # Ids come in id order, not parents first.  While the escrow is half
-        # full, only a trickle of new ids is fetched, so the ancestry answers
-        # can release what waits before the escrow starts dropping (§11.4.3).
+        # Ranks put parents first, but a lying peer, announced ids and ids
+        # fetched from several peers can still fill the escrow.  While it is
+        # half full, only a trickle of new ids is fetched, so the ancestry
+        # answers can release what waits before it starts dropping (§11.4.3).
         escrow = self.ledger.escrow
         if len(escrow) >= max(1, min(escrow.per_source, escrow.max_events) // 2):
             room = min(room, max(1, self.window // 16) - len(p.inflight))
         batch: list[bytes] = []
         while room > 0 and p.want:
-            eid, _ = p.want.popitem(last=False)
+            eid = p.want.pop()
             if self._lacks(eid):
                 batch.append(eid)
                 room -= 1
@@ -673,7 +681,7 @@ class Replicator:
         if not p.announce_budget.take(len(f.ids), now):
             self.stats.announced_ids_dropped += len(f.ids)
             return
-        self._want(p, f.ids)
+        self._want(p, f.ids, None)
 
     def _on_events(self, p: _Peer, f: EventsFrame, now: float, out: list[Output]) -> None:
         pushed: list[Event] = []
@@ -743,7 +751,8 @@ class Replicator:
     def _start_session(self, p: _Peer, now: float, out: list[Output]) -> None:
         sid = p.next_session
         p.next_session = (sid + 1) % (1 << 32)
-        frames = self._reconcile_frames(sid, FLAG_OWN, initiate(self.index, self.rconfig))
+        ranges = initiate(self.index, self.rconfig, self._rank)
+        frames = self._reconcile_frames(sid, FLAG_OWN, ranges)
         p.sessions[sid] = _Session(now, sum(needs_reply(f.ranges) for f in frames))
         self.stats.reconcile_rounds += 1
         for f in frames:
@@ -751,11 +760,11 @@ class Replicator:
 
     def _on_reconcile(self, p: _Peer, f: ReconcileFrame, now: float, out: list[Output]) -> None:
         try:
-            outcome = respond(self.index, f.ranges, self.rconfig)
+            outcome = respond(self.index, f.ranges, self.rconfig, self._rank)
         except InvalidInput as exc:
             self._offence(p, exc, self.config.score.invalid_penalty, now, out)
             return
-        self._want(p, outcome.need)
+        self._want(p, outcome.need, outcome.ranks)
         mine = not f.own  # the frame answers a session we started
         frames: list[ReconcileFrame] = []
         if outcome.wants_reply:

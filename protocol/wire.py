@@ -18,7 +18,7 @@ from enum import IntEnum
 
 from .canonical import decode_flat, encode_flat
 from .errors import SchemaError, SizeLimitError, UnsupportedVersionError
-from .reconcile import FP_BYTES, ID_BYTES, Mode, Range, check_bound
+from .reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
 from .records import MAX_RECORD_BYTES
 
 PROTOCOL_ID = "/smu/replication/1"
@@ -283,9 +283,9 @@ def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
         if mode is Mode.FP and len(payload) != FP_BYTES:
             raise SchemaError("a fingerprint is 16 bytes")
         if mode in (Mode.IDS, Mode.HAVE):
-            if len(payload) % ID_BYTES:
-                raise SchemaError("an id list is a multiple of 32 bytes")
-            total_ids += len(payload) // ID_BYTES
+            if len(payload) % ENTRY_BYTES:
+                raise SchemaError(f"a ranked id list is a multiple of {ENTRY_BYTES} bytes")
+            total_ids += len(payload) // ENTRY_BYTES
         ranges.append(Range(upper, mode, payload))
     if total_ids > limits.max_ids_per_frame:
         raise SizeLimitError(f"{total_ids} ids in one frame")

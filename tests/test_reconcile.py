@@ -9,7 +9,9 @@ import pytest
 
 from protocol.errors import InvalidInput, SchemaError, SizeLimitError, UnsupportedVersionError
 from protocol.reconcile import (
+    ENTRY_BYTES,
     INF,
+    MAX_RANK,
     IdIndex,
     Mode,
     Range,
@@ -195,14 +197,40 @@ def test_chunked_message_means_the_same_as_the_whole() -> None:
         [Range(b"", Mode.SKIP), Range(b"", Mode.SKIP)],
         [Range(b"\x80\x00", Mode.SKIP), Range(b"", Mode.SKIP)],  # bound ends in zero
         [Range(b"", Mode.FP, b"short")],
-        [Range(b"\x80", Mode.IDS, b"\x90" + bytes(31)), Range(b"", Mode.SKIP)],  # out of range
-        [Range(b"", Mode.IDS, b"\x90" + bytes(31) + b"\x10" + bytes(31))],  # descending
-        [Range(b"", Mode.HAVE, b"\x90" * 33)],
+        [Range(b"\x80", Mode.IDS, b"\x90" + bytes(33)), Range(b"", Mode.SKIP)],  # out of range
+        [Range(b"", Mode.IDS, b"\x90" + bytes(33) + b"\x10" + bytes(33))],  # descending
+        [Range(b"", Mode.IDS, b"\x10" + bytes(33) + b"\x10" + bytes(33))],  # repeated
+        [Range(b"", Mode.HAVE, b"\x90" * 33)],  # not whole entries
+        [Range(b"", Mode.HAVE, b"\x90" * 32)],  # ids without ranks
     ],
 )
 def test_malformed_ranges_are_schema_errors(ranges: list[Range]) -> None:
     with pytest.raises(SchemaError):
         respond(IdIndex([bytes(32)]), ranges)
+
+
+def test_listed_ids_carry_the_senders_ranks() -> None:
+    """§11.3.1: each listed id carries its sender's rank, capped at 65,535,
+    and the receiver gets the rank of every id it needs."""
+    rng = random.Random(8)
+    theirs = [rng.randbytes(32) for _ in range(40)]
+    rank_of = {int.from_bytes(e, "big"): i * 3000 for i, e in enumerate(theirs)}
+    a, b = IdIndex(theirs[:10]), IdIndex(theirs)  # a lacks 30 of b's ids
+    reply = respond(b, initiate(a), rank=rank_of.__getitem__).reply
+    out = respond(a, reply)
+    assert set(out.need) == set(theirs[10:])
+    assert len(out.ranks) == len(out.need)
+    for eid, rank in zip(out.need, out.ranks, strict=True):
+        assert rank == min(rank_of[int.from_bytes(eid, "big")], MAX_RANK)
+    assert MAX_RANK in out.ranks  # 39 * 3000 was capped
+    # the small side lists its ids in the first message, with ranks too
+    entries = [r for r in initiate(a, rank=lambda v: 7) if r.mode is Mode.IDS]
+    assert entries and all(len(r.payload) % ENTRY_BYTES == 0 for r in entries)
+    assert all(
+        r.payload[i + 32 : i + 34] == b"\x00\x07"
+        for r in entries
+        for i in range(0, len(r.payload), ENTRY_BYTES)
+    )
 
 
 # -- frames --------------------------------------------------------------------
@@ -221,7 +249,10 @@ def test_frames_round_trip() -> None:
         ReconcileFrame(
             2**32 - 1,
             FLAG_OWN | FLAG_FINAL,
-            (Range(b"\x10", Mode.FP, bytes(16)), Range(b"", Mode.IDS, b"".join(ids[3:]))),
+            (
+                Range(b"\x10", Mode.FP, bytes(16)),
+                Range(b"", Mode.IDS, b"".join(i + b"\x00\x07" for i in ids[3:])),
+            ),
         ),
     ]
     for f in frames:

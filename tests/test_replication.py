@@ -14,11 +14,14 @@ import random
 from collections import deque
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocol import canonical
 from protocol.errors import BadSignatureError, NonCanonicalError, SizeLimitError
 from protocol.events import Event
 from protocol.ledger import Ledger
+from protocol.reconcile import MAX_RANK
 from protocol.replication import (
     Delivered,
     Disconnect,
@@ -29,6 +32,7 @@ from protocol.replication import (
     Send,
 )
 from protocol.store import Escrow
+from protocol.wants import ANNOUNCED, RETRY, WantQueue
 from protocol.wire import (
     AncestryFrame,
     AnnounceFrame,
@@ -38,7 +42,7 @@ from protocol.wire import (
     encode_frame,
 )
 
-from .conftest import FAST, History
+from .conftest import FAST, History, hypothesis_settings
 
 
 def make_events(accounts: int, per_account: int, seed: str = "s") -> list[Event]:
@@ -434,19 +438,58 @@ def test_reconciliation_bytes_follow_the_difference_between_machines() -> None:
     assert costs[20] > costs[1]
 
 
-@pytest.mark.parametrize("ancestry_cap", [1024, 7])
-def test_deep_chains_catch_up_through_a_small_escrow(ancestry_cap: int) -> None:
-    """Ids come in id order, not parents first.  Chains deeper than the
-    escrow's quota are fetched with their ancestry (capped answers are asked
-    again), before the first periodic reconciliation."""
-    events = make_events(6, 60, seed="deep")  # six chains of 60
-    config = ReplicationConfig(request_window=16, max_ancestry_events=ancestry_cap)
-    net = Net(seed=8, config=config)
-    net.add("a", events)
-    late = Replicator(Ledger(FAST, escrow=Escrow(per_source=30)), random.Random(1), config)
+def _late_joiner(net: Net, config: ReplicationConfig, per_source: int) -> Replicator:
+    late = Replicator(Ledger(FAST, escrow=Escrow(per_source=per_source)), random.Random(1), config)
     net.nodes["late"] = late
     net.delivered["late"] = []
     net.outputs["late"] = []
+    return late
+
+
+def test_deep_chains_arrive_parents_first_by_rank() -> None:
+    """§11.4.3: reconciliation lists ids with the peer's ranks, and ids are
+    requested lowest rank first, so chains far longer than the request
+    window arrive parents first: nothing waits in escrow, nothing twice."""
+    events = make_events(6, 60, seed="deep")  # six chains of 60
+    config = ReplicationConfig(request_window=16)
+    net = Net(seed=8, config=config)
+    net.add("a", events)
+    late = _late_joiner(net, config, per_source=30)
+    net.connect("late", "a")
+    net.run(until=config.reconcile_interval - 1)
+    assert net.ids("late") == {e.id for e in events}
+    assert late.stats.events_escrowed == 0 and late.stats.ancestry_requests == 0
+    assert late.stats.events_received == len(events)
+    assert late.stats.ids_requested == len(events)
+
+
+class _CarelessRanks(Replicator):
+    """A peer whose ranks say nothing (all 0) or lie (children first)."""
+
+    def __init__(self, *args: object, reverse: bool, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reverse = reverse
+
+    def _rank(self, value: int) -> int:
+        return MAX_RANK - super()._rank(value) if self.reverse else 0
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["flat", "reversed"])
+@pytest.mark.parametrize("ancestry_cap", [1024, 7])
+def test_deep_chains_catch_up_through_a_small_escrow(ancestry_cap: int, reverse: bool) -> None:
+    """Ranks are hints: from a peer that gives useless or lying ones, ids
+    come children first.  Chains deeper than the escrow's quota are then
+    fetched with their ancestry (capped answers are asked again), before
+    the first periodic reconciliation."""
+    events = make_events(6, 60, seed="deep")
+    config = ReplicationConfig(request_window=16, max_ancestry_events=ancestry_cap)
+    net = Net(seed=8, config=config)
+    ledger = Ledger(FAST)
+    for ev in events:
+        ledger.ingest(ev.raw)
+    net.nodes["a"] = _CarelessRanks(ledger, random.Random("a"), config, reverse=reverse)
+    net.delivered["a"], net.outputs["a"] = [], []
+    late = _late_joiner(net, config, per_source=30)
     net.connect("late", "a")
     net.run(until=config.reconcile_interval - 1)
     assert net.ids("late") == {e.id for e in events}
@@ -488,3 +531,58 @@ def test_reconcile_now_fetches_what_a_peer_holds_without_waiting_for_timers() ->
     net.run()  # no timers fire
     assert net.ids("a") == {e.id for e in events}
     assert net.nodes["a"].reconcile_now("nobody", net.now) == []
+
+
+# -- the fetch queue (§11.4.3) -------------------------------------------------
+
+
+@pytest.mark.parametrize("slack", [0, 1024])
+@hypothesis_settings(300)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("add"),
+                st.integers(0, 3),
+                st.sampled_from([RETRY, 0, 1, 2, 3, MAX_RANK, ANNOUNCED]),
+            ),
+            st.tuples(st.just("pop"), st.just(0), st.just(0)),
+        ),
+        max_size=400,
+    )
+)
+def test_want_queue_pops_lowest_rank_then_oldest(
+    slack: int, ops: list[tuple[str, int, int]]
+) -> None:
+    """Against a plain model: an id is queued once, at the lowest rank it
+    was offered with; pops go by rank, then by when that rank was given.
+    Slack 0 makes the queue sweep its stale entries at once."""
+    queue = WantQueue(slack=slack)
+    model: dict[bytes, tuple[int, int]] = {}
+    for step, (op, n, rank) in enumerate(ops):
+        eid = bytes([n]) * 32
+        if op == "add":
+            queue.add(eid, rank)
+            if eid not in model or rank < model[eid][0]:
+                model[eid] = (rank, step)
+        elif model:
+            expected = min(model, key=model.__getitem__)
+            assert queue.pop() == expected
+            del model[expected]
+        else:
+            with pytest.raises(IndexError):
+                queue.pop()
+        assert len(queue) == len(model) and all(e in queue for e in model)
+
+
+def test_want_queue_sweeps_stale_entries_and_keeps_order() -> None:
+    a, b, c = (bytes([i]) * 32 for i in range(3))
+    queue = WantQueue(slack=0)
+    for rank in range(10, -1, -1):  # offered again and again, lower each time
+        queue.add(a, rank)
+    queue.add(b, 5)
+    queue.add(c, 0)
+    queue.add(b, 6)  # a higher rank changes nothing
+    assert len(queue) == 3 and len(queue._heap) <= 2 * 3
+    assert [queue.pop(), queue.pop(), queue.pop()] == [a, c, b]
+    assert not queue

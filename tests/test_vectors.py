@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from protocol import crypto, errors, keys, names
+from protocol import crypto, errors, keys, names, reconcile, wire
 from protocol.canonical import decode, encode, encode_flat
 from protocol.events import EventKind, decode_event, pop_message, verify_event
 from protocol.ledger import IngestStatus, Ledger
@@ -358,3 +358,59 @@ def test_history_in_other_delivery_orders(history: dict[str, Any]) -> None:
         state = ledger.state(account)
         assert state.digest.hex() == history["final"]["state_digest"]
         assert state.event_count == len(valid)
+
+
+# -- replication.json ----------------------------------------------------------
+
+
+def test_replication_frames() -> None:
+    data = load("replication.json")
+    types = set()
+    for case in data["frames"]:
+        raw = bytes.fromhex(case["hex"])
+        frame = wire.decode_frame(raw)
+        types.add(type(frame).__name__)
+        assert wire.encode_frame(frame) == raw, case["name"]
+        assert decode(raw, len(raw)) == from_tagged(case["value"]), case["name"]
+    assert len(types) == 7  # every frame type of §11.2.1
+    for case in data["rejected"]:
+        raises_exactly(case["error"], wire.decode_frame, bytes.fromhex(case["hex"]))
+
+
+def test_replication_fingerprints() -> None:
+    for case in load("replication.json")["fingerprints"]:
+        ids = [bytes.fromhex(e) for e in case["ids"]]
+        index = reconcile.IdIndex(ids)
+        assert index.fingerprint(0, len(ids)).hex() == case["fingerprint"], case["name"]
+
+
+def test_replication_exchange_is_reproduced_message_by_message() -> None:
+    """Each side, answering the other's message with its own ids and ranks
+    (position in its sorted list), writes exactly the next message; the
+    ids and ranks each side learns it needs are the recorded ones."""
+    ex = load("replication.json")["exchange"]
+    cfg = reconcile.ReconcileConfig(ex["branching"], ex["ids_threshold"], ex["max_ids_per_range"])
+    ids = {side: [bytes.fromhex(e) for e in v] for side, v in ex["ids"].items()}
+    index = {side: reconcile.IdIndex(v) for side, v in ids.items()}
+    rank = {
+        side: {int.from_bytes(e, "big"): i for i, e in enumerate(v)}.__getitem__
+        for side, v in ids.items()
+    }
+    frames = [wire.decode_frame(bytes.fromhex(m["hex"])) for m in ex["messages"]]
+    assert ex["messages"][0]["from"] == "A"
+    first = frames[0]
+    assert isinstance(first, wire.ReconcileFrame)
+    assert first.ranges == reconcile.initiate(index["A"], cfg, rank["A"])
+    needs: dict[str, list[list[Any]]] = {"A": [], "B": []}
+    for i, frame in enumerate(frames):
+        assert isinstance(frame, wire.ReconcileFrame)
+        receiver = "B" if ex["messages"][i]["from"] == "A" else "A"
+        out = reconcile.respond(index[receiver], frame.ranges, cfg, rank[receiver])
+        needs[receiver] += [[e.hex(), r] for e, r in zip(out.need, out.ranks, strict=True)]
+        if i + 1 < len(frames):
+            assert out.wants_reply and ex["messages"][i + 1]["from"] == receiver
+            nxt = frames[i + 1]
+            assert isinstance(nxt, wire.ReconcileFrame) and nxt.ranges == out.reply
+        else:
+            assert not out.wants_reply
+    assert needs == ex["needs"]

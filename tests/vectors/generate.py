@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import encoding_vectors, event_vectors, history_vectors, key_vectors
+from . import (
+    encoding_vectors,
+    event_vectors,
+    history_vectors,
+    key_vectors,
+    replication_vectors,
+)
 from ._common import Json
 
 VECTORS_DIR = Path(__file__).resolve().parent
@@ -24,6 +30,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "keys.json": key_vectors.build,
     "events.json": event_vectors.build,
     "histories.json": history_vectors.build,
+    "replication.json": replication_vectors.build,
 }
 
 
