@@ -27,6 +27,17 @@ from protocol import authoring
 from protocol.errors import InvalidInput, UsageError
 from protocol.keys import RecoveryKey, handle
 from protocol.ledger import IngestStatus, Ledger
+from protocol.linkpolicy import (
+    EXEMPT,
+    LinkInfo,
+    LinkLimits,
+    Verdict,
+    addresses_at,
+    admit,
+    dial_candidates,
+    multiaddr_host,
+    network_group,
+)
 from protocol.params import NetworkParams, network_by_id
 from protocol.records import make_record
 from protocol.replication import (
@@ -59,9 +70,11 @@ from .transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr, 
 
 log = logging.getLogger("smu.node")
 
-MAX_LINKS = 32
+LINK_LIMITS = LinkLimits()
 LINK_QUEUE = 1024
 BOOTSTRAP_INTERVAL = 2.0
+#: after a failed dial, how long the other side's simultaneous dial may take
+DIAL_RACE_WAIT = 2.0
 #: frames a link's reader and checker may run ahead of the applier
 READ_AHEAD = 8
 #: worker threads checking signatures (libsodium releases the GIL)
@@ -77,6 +90,10 @@ class Link:
     peer: str
     stream: Any
     outbound: bool
+    #: the remote host of the connection, and its network group
+    #: (protocol/linkpolicy.py)
+    host: str
+    group: str
     send: trio.MemorySendChannel[bytes]
     recv: trio.MemoryReceiveChannel[bytes]
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -125,7 +142,15 @@ class Daemon:
         )
         self.links: dict[str, Link] = {}
         self.refused: set[str] = set()
+        #: peers that misbehaved: no link with them until then (any direction)
         self.backoff: dict[str, float] = {}
+        #: peers a dial of ours failed to reach: not dialled again until then
+        #: (they may still connect to us)
+        self.redial_after: dict[str, float] = {}
+        #: learned peers being dialled (peer -> group), counted as outbound
+        self._dialing: dict[str, str] = {}
+        #: set when a link with that peer is registered
+        self._link_waiters: dict[str, trio.Event] = {}
         self.host: Any = None
         self.peer_id = ""
         self._stop = trio.Event()
@@ -247,13 +272,15 @@ class Daemon:
                 peer = addr.rsplit("/p2p/", 1)[-1] if "/p2p/" in addr else None
                 if peer is None or peer in self.links or peer in self.refused:
                     continue
-                if self.backoff.get(peer, 0.0) > trio.current_time():
+                now = trio.current_time()
+                if max(self.backoff.get(peer, 0.0), self.redial_after.get(peer, 0.0)) > now:
                     continue
                 try:
                     await self.dial(addr)
                 except Exception as exc:
                     log.debug("bootstrap dial %s failed: %s", addr, exc)
-                    self.backoff[peer] = trio.current_time() + BOOTSTRAP_INTERVAL * 2
+                    self.redial_after[peer] = trio.current_time() + BOOTSTRAP_INTERVAL * 2
+            self._dial_learned()
             await trio.sleep(BOOTSTRAP_INTERVAL)
 
     # -- links ----------------------------------------------------------------
@@ -268,36 +295,83 @@ class Daemon:
             raise ValueError(f"peer {peer} is on the refused list")
         if peer in self.links:
             return peer
-        await self.host.connect(info)
-        stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
+        try:
+            await self.host.connect(info)
+            stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
+        except Exception:
+            # Both sides may dial at once, and libp2p keeps one connection
+            # per peer, closing the other with its streams: then the link
+            # the other side opened serves as well.
+            if await self.wait_linked(peer, DIAL_RACE_WAIT):
+                return peer
+            raise
         self.replicator.note_addresses(peer, [str(a) for a in info.addrs])
         assert self._nursery is not None
         self._nursery.start_soon(self._run_link, peer, stream, True)
         return peer
 
-    def _maybe_dial(self, entry: Any) -> None:
-        """Peer exchange (PROTOCOL.md §11.8): dial a learned peer while we
-        have room; the dial itself authenticates it."""
-        peer, addrs = entry[0], entry[1]
-        if (
-            peer in self.links
-            or peer in self.refused
-            or peer == self.peer_id
-            or len(self.links) >= MAX_LINKS // 2
-            or not addrs
-            or self.backoff.get(peer, 0.0) > trio.current_time()
-            or self._nursery is None
-        ):
+    async def wait_linked(self, peer: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a link with ``peer``."""
+        if peer not in self.links:
+            waiter = self._link_waiters.setdefault(peer, trio.Event())
+            with trio.move_on_after(timeout):
+                await waiter.wait()
+        return peer in self.links
+
+    def _vouch_for_sender(self, learned: PeersLearned) -> None:
+        """A peer's own entry, at the host its connection comes from, is
+        shared onwards (PROTOCOL.md §11.8.1): it can vouch for itself only
+        where it is, so nobody can make us advertise someone else."""
+        link = self.links.get(str(learned.source))
+        if link is None or not link.host:
             return
+        for peer, addrs in learned.peers:
+            if peer == learned.source:
+                here = addresses_at(addrs, link.host)
+                if here:
+                    self.replicator.note_addresses(peer, here)
 
-        async def attempt() -> None:
-            try:
-                await self.dial(f"{addrs[0]}/p2p/{peer}")
-            except Exception as exc:
-                log.debug("peer exchange dial %s failed: %s", peer, exc)
-                self.backoff[peer] = trio.current_time() + 60.0
+    def _link_infos(self) -> list[LinkInfo]:
+        links = [LinkInfo(link.outbound, link.group) for link in self.links.values()]
+        return links + [LinkInfo(True, group) for group in self._dialing.values()]
 
-        self._nursery.start_soon(attempt)
+    def _dial_learned(self) -> None:
+        """Peer exchange (PROTOCOL.md §11.8): dial learned peers while
+        outbound links are few, in networks not linked yet (§11.5.3); the
+        dial itself authenticates the peer."""
+        if self._nursery is None:
+            return
+        now = trio.current_time()
+        addrs: dict[str, str] = {}
+        candidates: list[tuple[str, str]] = []
+        for peer, peer_addrs in self.replicator.learned_peers():
+            if (
+                peer in self.links
+                or peer in self._dialing
+                or peer in self.refused
+                or peer == self.peer_id
+                or not peer_addrs
+                or max(self.backoff.get(peer, 0.0), self.redial_after.get(peer, 0.0)) > now
+            ):
+                continue
+            host = multiaddr_host(peer_addrs[0])
+            if host is None:
+                continue
+            addrs[peer] = peer_addrs[0]
+            candidates.append((peer, network_group(host)))
+        groups = dict(candidates)
+        for peer in dial_candidates(self._link_infos(), candidates, LINK_LIMITS):
+            self._dialing[peer] = groups[peer]
+            self._nursery.start_soon(self._dial_learned_peer, peer, addrs[peer])
+
+    async def _dial_learned_peer(self, peer: str, addr: str) -> None:
+        try:
+            await self.dial(f"{addr}/p2p/{peer}")
+        except Exception as exc:
+            log.debug("peer exchange dial %s failed: %s", peer, exc)
+            self.redial_after[peer] = trio.current_time() + 60.0
+        finally:
+            self._dialing.pop(peer, None)
 
     async def _on_inbound(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id.to_base58()
@@ -315,18 +389,35 @@ class Daemon:
             self._drop_link(existing)
         return keep_new
 
+    def _admit(self, peer: str, group: str, outbound: bool) -> bool:
+        """Room for a new link (§11.5.3)?  A peer already linked is a
+        duplicate dial, settled by ``_keep_new_link``."""
+        if peer in self.links:
+            return True
+        others = [LinkInfo(link.outbound, link.group) for link in self.links.values()]
+        verdict = admit(others, group, outbound, LINK_LIMITS)
+        if verdict is not Verdict.ACCEPT:
+            log.info("refusing a link with %s: %s", peer, verdict.value)
+        return verdict is Verdict.ACCEPT
+
     async def _run_link(self, peer: str, stream: Any, outbound: bool) -> None:
+        remote = stream.get_remote_address()
+        host = str(remote[0]) if remote else ""
+        group = network_group(host) if host else EXEMPT
         if (
             peer in self.refused
             or self.backoff.get(peer, 0.0) > trio.current_time()
-            or (peer not in self.links and len(self.links) >= MAX_LINKS)
+            or not self._admit(peer, group, outbound)
             or not self._keep_new_link(peer, outbound)
         ):
             await _close_quietly(stream)
             return
         send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
-        link = Link(peer, stream, outbound, send, recv)
+        link = Link(peer, stream, outbound, host, group, send, recv)
         self.links[peer] = link
+        waiter = self._link_waiters.pop(peer, None)
+        if waiter is not None:
+            waiter.set()
         log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
         try:
             with link.cancel:
@@ -428,8 +519,8 @@ class Daemon:
             elif isinstance(out, RecordAccepted):
                 self.messages.wake.set()  # deliveries may have waited for this record
             elif isinstance(out, PeersLearned):
-                for entry in out.peers:
-                    self._maybe_dial(entry)
+                self._vouch_for_sender(out)
+                self._dial_learned()
             elif isinstance(out, Misbehaved):
                 log.warning(
                     "peer %s sent invalid input: %s (%s)", out.peer, out.error.code, out.error
@@ -497,17 +588,21 @@ class Daemon:
 
     async def _rpc_connect(self, params: dict[str, Any]) -> dict[str, Any]:
         addr = str(params["addr"])
-        try:
-            peer = await self.dial(addr)
-        except ValueError as exc:
-            raise RpcFailure(control.USAGE, str(exc)) from exc
-        except Exception as exc:
-            raise RpcFailure(control.USAGE, f"could not connect to {addr}: {exc}") from exc
+        # A second attempt only for the case where the peer dialled us at the
+        # same moment and libp2p closed both connections (see ``dial``); the
+        # peer's own dial then backs off, so the second one meets no race.
+        for attempt in (1, 2):
+            try:
+                peer = await self.dial(addr)
+                break
+            except ValueError as exc:
+                raise RpcFailure(control.USAGE, str(exc)) from exc
+            except Exception as exc:
+                if attempt == 2:
+                    raise RpcFailure(control.USAGE, f"could not connect to {addr}: {exc}") from exc
+                log.info("dial %s failed (%s); trying once more", addr, exc)
         # Wait until the link is registered, so callers can rely on it.
-        with trio.move_on_after(5):
-            while peer not in self.links:
-                await trio.sleep(0.01)
-        return {"peer_id": peer, "connected": peer in self.links}
+        return {"peer_id": peer, "connected": await self.wait_linked(peer, 5.0)}
 
     async def _rpc_disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
         peer = str(params["peer"])

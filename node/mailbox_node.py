@@ -12,14 +12,23 @@ fresh challenge, stores what it opens, and then deletes it from the mailbox.
 
 Held envelopes live in memory: a mailbox that restarts loses them, and the
 sender's retries cover that (a mailbox is a shortcut, never the only copy).
+
+A device keeps up to ``MAX_OWN_MAILBOXES`` grants, at different peers, and
+writes them to ``mailboxes.json`` in its data directory, so that after a
+restart it goes on fetching from the mailboxes its record named (what was
+left there for it waits there, not at whichever peers it meets next).
+A sender never deposits at its own node: its outbox already holds the
+message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +58,7 @@ from protocol.mailbox import (
     grant_request,
 )
 
+from .datadir import write_private
 from .transport import frame, parse_multiaddr, read_frame
 
 if TYPE_CHECKING:
@@ -58,7 +68,7 @@ log = logging.getLogger("smu.mailbox")
 MAILBOX_PROTOCOL = TProtocol(PROTOCOL_ID)
 REQUEST_TIMEOUT = 10.0
 FETCH_INTERVAL = 2.0
-MAX_OWN_MAILBOXES = 1
+MAX_OWN_MAILBOXES = 2
 
 
 def _now_ms() -> int:
@@ -73,10 +83,35 @@ class MailboxService:
         #: our own grants and the mailbox's addresses, named in our record
         self.grants: list[tuple[Grant, tuple[str, ...]]] = []
 
+    @property
+    def _grants_path(self) -> Path:
+        return self.d.datadir.path / "mailboxes.json"
+
     def start(self) -> None:
         self.box = Mailbox(
             self.d.params, self.identity, peer_id=self.d.peer_id, grant_policy=self._serves
         )
+        self.grants = self._load_grants()
+
+    def _load_grants(self) -> list[tuple[Grant, tuple[str, ...]]]:
+        """Our grants from the last run, those still valid; a damaged file
+        only costs new grants."""
+        try:
+            entries = json.loads(self._grants_path.read_text())
+            grants = [
+                (decode_grant(bytes.fromhex(e["grant"]), self.d.params), tuple(e["addrs"]))
+                for e in entries
+            ]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError, KeyError, InvalidInput) as exc:
+            log.warning("ignoring %s: %s", self._grants_path, exc)
+            return []
+        return [(g, a) for g, a in grants if all(type(x) is str for x in a)]
+
+    def _save_grants(self) -> None:
+        entries = [{"grant": g.raw.hex(), "addrs": list(a)} for g, a in self.grants]
+        write_private(self._grants_path, json.dumps(entries, indent=1).encode())
 
     def _serves(self, account: bytes, device: bytes) -> bool:
         """Grant only to devices active in this node's own replica."""
@@ -122,6 +157,8 @@ class MailboxService:
         for grant_raw, addrs in getattr(record, "mailboxes", ()):
             try:
                 grant = decode_grant(grant_raw, self.d.params)
+                if grant.mailbox_peer == self.d.peer_id:
+                    continue  # our outbox already holds it
                 answer = await self.request(
                     grant.mailbox_peer, tuple(addrs), deposit_request(device, envelope)
                 )
@@ -140,15 +177,21 @@ class MailboxService:
     async def ensure_grant(self) -> None:
         account = self._own_account()
         now = _now_ms()
-        self.grants = [
+        kept = [
             (g, a)
             for g, a in self.grants
             if g.valid_for(account or b"", self.d.secrets.device.sign_public, now + 3600_000)
         ]
+        if len(kept) != len(self.grants):
+            self.grants = kept
+            self._save_grants()
         if account is None or len(self.grants) >= MAX_OWN_MAILBOXES:
             return
         me = self.d.secrets.device
+        have = {g.mailbox_peer for g, _ in self.grants}
         for peer_id in sorted(self.d.links):
+            if peer_id in have or len(self.grants) >= MAX_OWN_MAILBOXES:
+                continue
             try:
                 key = ID.from_base58(peer_id).extract_public_key().to_bytes()
                 addrs = tuple(
@@ -165,9 +208,9 @@ class MailboxService:
                 continue
             if grant.valid_for(account, me.sign_public, now) and grant.mailbox_key == key:
                 self.grants.append((grant, addrs[:4]))
+                self._save_grants()  # before our record names it
                 log.info("mailbox at %s", peer_id)
                 self.d.publish_own_record()
-                return
 
     async def fetch_all(self) -> int:
         """Fetch, store and delete what our mailboxes hold; how many stored."""

@@ -317,14 +317,20 @@ def story(d: Demo, n: int) -> None:
     d.wait_converged(d.nodes)
 
     tablet_key = tablet.device().sign_public.hex()
-    wait_until(
-        "alice's phone knows the tablet's mailbox",
-        lambda: any(
-            r["device"] == tablet_key and r["mailboxes"]
-            for r in alice_phone.client.call("device.records", account=bob["account_id"])["records"]
-        ),
-        60,
-    )
+
+    def tablet_mailboxes() -> list[str]:
+        """Where alice's phone can leave a message for the tablet: any
+        mailbox its record names except one on the phone's own node."""
+        records = alice_phone.client.call("device.records", account=bob["account_id"])
+        return [
+            mailbox
+            for r in records["records"]
+            if r["device"] == tablet_key
+            for mailbox in r["mailboxes"]
+            if mailbox != alice_phone.peer_id
+        ]
+
+    wait_until("alice's phone knows a mailbox of the tablet's", tablet_mailboxes, 60)
     tablet.stop()
     d.nodes.remove(tablet)
     away = "are you there, tablet?"

@@ -13,7 +13,7 @@ from protocol.events import Event
 from protocol.keys import DeviceKeys, RecoveryKey
 from protocol.params import TESTNET
 
-from .conftest import start_nodes
+from .conftest import start_nodes, wait_for
 
 T = 1_750_000_000_000
 
@@ -135,3 +135,26 @@ def test_kill_during_ingest_loses_nothing_acknowledged(demo: Demo) -> None:
     node.wait_ready()
     present = node.client.call("event.has", ids=acked)["present"]
     assert present == acked
+
+
+def test_peer_exchange_links_nodes_that_only_knew_a_hub(demo: Demo) -> None:
+    """§11.8 and §11.5.3: two nodes that know only a hub learn of each other
+    through its PEERS frames, and one dials the other (loopback is exempt
+    from the network-group limits)."""
+    (hub,) = start_nodes(demo, ["hub"])
+    (b,) = start_nodes(demo, ["b"], bootstrap=[hub.addr])
+    # b's PEERS frame names b itself, at the host it connects from: the hub
+    # vouches for that and tells the next node that connects
+    wait_for(lambda: hub.status()["replication"].get("peers_learned", 0) >= 1)
+    (c,) = start_nodes(demo, ["c"], bootstrap=[hub.addr])
+
+    def linked() -> bool:
+        return c.peer_id in {p["peer_id"] for p in b.client.call("peers.list")["peers"]}
+
+    wait_for(linked)
+    demo.partition([hub], [b, c])  # b and c now have only each other
+    _, events = _account(21, "carol", 2)
+    for e in events:
+        c.submit(e)
+    demo.wait_converged([b, c])
+    assert b.status()["events"] == 2 and hub.status()["events"] == 0
