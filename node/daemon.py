@@ -28,7 +28,7 @@ from protocol.errors import InvalidInput, UsageError
 from protocol.keys import RecoveryKey, handle
 from protocol.ledger import IngestStatus, Ledger
 from protocol.linkpolicy import (
-    EXEMPT,
+    UNKNOWN_GROUP,
     LinkInfo,
     LinkLimits,
     Verdict,
@@ -150,7 +150,7 @@ class Daemon:
         #: learned peers being dialled (peer -> group), counted as outbound
         self._dialing: dict[str, str] = {}
         #: set when a link with that peer is registered
-        self._link_waiters: dict[str, trio.Event] = {}
+        self._link_waiters: dict[str, set[trio.Event]] = {}
         self.host: Any = None
         self.peer_id = ""
         self._stop = trio.Event()
@@ -229,17 +229,19 @@ class Daemon:
         if account_id is None or publish is None or self.host is None or not self.device_active():
             return
         addrs = tuple(a.split("/p2p/")[0] for a in self.addresses())[:8]
-        record = make_record(
-            self.params,
-            account_id,
-            self.secrets.device,
-            timestamp=int(time.time() * 1000),
-            lifetime_ms=RECORD_LIFETIME_MS,
-            peer_ids=(self.peer_id,),
-            addrs=addrs,
-            mailboxes=tuple((grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants),
-        )
         try:
+            record = make_record(
+                self.params,
+                account_id,
+                self.secrets.device,
+                timestamp=int(time.time() * 1000),
+                lifetime_ms=RECORD_LIFETIME_MS,
+                peer_ids=(self.peer_id,),
+                addrs=addrs,
+                mailboxes=tuple(
+                    (grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants
+                ),
+            )
             self.apply(publish(record.raw, trio.current_time()))
         except InvalidInput as exc:
             log.warning("own device record refused: %s", exc)
@@ -281,7 +283,14 @@ class Daemon:
                     log.debug("bootstrap dial %s failed: %s", addr, exc)
                     self.redial_after[peer] = trio.current_time() + BOOTSTRAP_INTERVAL * 2
             self._dial_learned()
+            self._forget_expired()
             await trio.sleep(BOOTSTRAP_INTERVAL)
+
+    def _forget_expired(self) -> None:
+        now = trio.current_time()
+        for table in (self.backoff, self.redial_after):
+            for peer in [p for p, until in table.items() if until <= now]:
+                del table[peer]
 
     # -- links ----------------------------------------------------------------
 
@@ -295,16 +304,8 @@ class Daemon:
             raise ValueError(f"peer {peer} is on the refused list")
         if peer in self.links:
             return peer
-        try:
-            await self.host.connect(info)
-            stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
-        except Exception:
-            # Both sides may dial at once, and libp2p keeps one connection
-            # per peer, closing the other with its streams: then the link
-            # the other side opened serves as well.
-            if await self.wait_linked(peer, DIAL_RACE_WAIT):
-                return peer
-            raise
+        await self.host.connect(info)
+        stream = await self.host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
         self.replicator.note_addresses(peer, [str(a) for a in info.addrs])
         assert self._nursery is not None
         self._nursery.start_soon(self._run_link, peer, stream, True)
@@ -312,10 +313,18 @@ class Daemon:
 
     async def wait_linked(self, peer: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a link with ``peer``."""
-        if peer not in self.links:
-            waiter = self._link_waiters.setdefault(peer, trio.Event())
+        if peer in self.links:
+            return True
+        waiter = trio.Event()
+        waiters = self._link_waiters.setdefault(peer, set())
+        waiters.add(waiter)
+        try:
             with trio.move_on_after(timeout):
                 await waiter.wait()
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._link_waiters.get(peer) is waiters:
+                del self._link_waiters[peer]
         return peer in self.links
 
     def _vouch_for_sender(self, learned: PeersLearned) -> None:
@@ -323,13 +332,11 @@ class Daemon:
         shared onwards (PROTOCOL.md §11.8.1): it can vouch for itself only
         where it is, so nobody can make us advertise someone else."""
         link = self.links.get(str(learned.source))
-        if link is None or not link.host:
+        if link is None:
             return
-        for peer, addrs in learned.peers:
-            if peer == learned.source:
-                here = addresses_at(addrs, link.host)
-                if here:
-                    self.replicator.note_addresses(peer, here)
+        here = addresses_at(learned.sender_addrs, link.host)
+        if here:
+            self.replicator.note_addresses(link.peer, here)
 
     def _link_infos(self) -> list[LinkInfo]:
         links = [LinkInfo(link.outbound, link.group) for link in self.links.values()]
@@ -365,12 +372,13 @@ class Daemon:
             self._nursery.start_soon(self._dial_learned_peer, peer, addrs[peer])
 
     async def _dial_learned_peer(self, peer: str, addr: str) -> None:
+        # On success ``_run_link`` takes the peer off ``_dialing`` as it
+        # registers the link, so it counts as outbound all along.
         try:
             await self.dial(f"{addr}/p2p/{peer}")
         except Exception as exc:
             log.debug("peer exchange dial %s failed: %s", peer, exc)
             self.redial_after[peer] = trio.current_time() + 60.0
-        finally:
             self._dialing.pop(peer, None)
 
     async def _on_inbound(self, stream: Any) -> None:
@@ -401,9 +409,10 @@ class Daemon:
         return verdict is Verdict.ACCEPT
 
     async def _run_link(self, peer: str, stream: Any, outbound: bool) -> None:
+        self._dialing.pop(peer, None)  # registered or refused below, without a pause
         remote = stream.get_remote_address()
         host = str(remote[0]) if remote else ""
-        group = network_group(host) if host else EXEMPT
+        group = network_group(host) if host else UNKNOWN_GROUP
         if (
             peer in self.refused
             or self.backoff.get(peer, 0.0) > trio.current_time()
@@ -415,8 +424,7 @@ class Daemon:
         send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
         link = Link(peer, stream, outbound, host, group, send, recv)
         self.links[peer] = link
-        waiter = self._link_waiters.pop(peer, None)
-        if waiter is not None:
+        for waiter in self._link_waiters.pop(peer, ()):
             waiter.set()
         log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
         try:
@@ -490,7 +498,15 @@ class Daemon:
     # -- carrying out the machine's outputs ----------------------------------
 
     def apply(self, outputs: list[Output]) -> None:
-        self.store.flush()  # persist before forwarding or acknowledging
+        try:
+            self.store.flush()  # persist before forwarding or acknowledging
+        except Exception:
+            # The ledger in memory is now ahead of the disk and nothing of
+            # it may be forwarded: stop; a restart loads what is stored and
+            # fetches the rest again.
+            log.critical("cannot write the event store; stopping", exc_info=True)
+            self.stop()
+            raise
         for out in outputs:
             if isinstance(out, Send):
                 link = self.links.get(out.peer)
@@ -588,19 +604,24 @@ class Daemon:
 
     async def _rpc_connect(self, params: dict[str, Any]) -> dict[str, Any]:
         addr = str(params["addr"])
-        # A second attempt only for the case where the peer dialled us at the
-        # same moment and libp2p closed both connections (see ``dial``); the
-        # peer's own dial then backs off, so the second one meets no race.
-        for attempt in (1, 2):
-            try:
-                peer = await self.dial(addr)
-                break
-            except ValueError as exc:
-                raise RpcFailure(control.USAGE, str(exc)) from exc
-            except Exception as exc:
-                if attempt == 2:
-                    raise RpcFailure(control.USAGE, f"could not connect to {addr}: {exc}") from exc
+        try:
+            peer = await self.dial(addr)
+        except ValueError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        except Exception as exc:
+            # The peer may have dialled us at the same moment: libp2p keeps
+            # one connection per peer and can close both.  Its own dial then
+            # backs off, so either the link it opened stands, or a second
+            # dial of ours meets no race.
+            peer = info_from_p2p_addr(parse_multiaddr(addr)).peer_id.to_base58()
+            if not await self.wait_linked(peer, DIAL_RACE_WAIT):
                 log.info("dial %s failed (%s); trying once more", addr, exc)
+                try:
+                    await self.dial(addr)
+                except Exception as again:
+                    raise RpcFailure(
+                        control.USAGE, f"could not connect to {addr}: {again}"
+                    ) from again
         # Wait until the link is registered, so callers can rely on it.
         return {"peer_id": peer, "connected": await self.wait_linked(peer, 5.0)}
 

@@ -17,8 +17,8 @@ A device keeps up to ``MAX_OWN_MAILBOXES`` grants, at different peers, and
 writes them to ``mailboxes.json`` in its data directory, so that after a
 restart it goes on fetching from the mailboxes its record named (what was
 left there for it waits there, not at whichever peers it meets next).
-A sender never deposits at its own node: its outbox already holds the
-message.
+A sender tries a mailbox on its own node last: it goes offline with the
+sender.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from protocol.mailbox import (
     fetch_request,
     grant_request,
 )
+from protocol.records import MAX_MAILBOXES, MAX_TEXT
 
 from .datadir import write_private
 from .transport import frame, parse_multiaddr, read_frame
@@ -68,7 +69,12 @@ log = logging.getLogger("smu.mailbox")
 MAILBOX_PROTOCOL = TProtocol(PROTOCOL_ID)
 REQUEST_TIMEOUT = 10.0
 FETCH_INTERVAL = 2.0
-MAX_OWN_MAILBOXES = 2
+MAX_OWN_MAILBOXES = MAX_MAILBOXES
+
+
+def _addr_ok(addr: object) -> bool:
+    """An address as a record carries it (PROTOCOL.md §16)."""
+    return type(addr) is str and 0 < len(addr) <= MAX_TEXT and addr.isprintable()
 
 
 def _now_ms() -> int:
@@ -94,23 +100,36 @@ class MailboxService:
         self.grants = self._load_grants()
 
     def _load_grants(self) -> list[tuple[Grant, tuple[str, ...]]]:
-        """Our grants from the last run, those still valid; a damaged file
-        only costs new grants."""
+        """Our grants from the last run that are still ours and valid, at
+        most ``MAX_OWN_MAILBOXES`` at different peers; a damaged file only
+        costs asking for new grants."""
+        account, device = self.d.account, self.d.secrets.device.sign_public
         try:
             entries = json.loads(self._grants_path.read_text())
             grants = [
-                (decode_grant(bytes.fromhex(e["grant"]), self.d.params), tuple(e["addrs"]))
+                (decode_grant(bytes.fromhex(e["grant"]), self.d.params), e["addrs"])
                 for e in entries
             ]
         except FileNotFoundError:
             return []
-        except (ValueError, TypeError, KeyError, InvalidInput) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, InvalidInput) as exc:
             log.warning("ignoring %s: %s", self._grants_path, exc)
             return []
-        return [(g, a) for g, a in grants if all(type(x) is str for x in a)]
+        kept: list[tuple[Grant, tuple[str, ...]]] = []
+        for grant, addrs in grants:
+            if (
+                account is not None
+                and grant.valid_for(account, device, _now_ms())
+                and all(g.mailbox_peer != grant.mailbox_peer for g, _ in kept)
+                and type(addrs) is list
+                and all(_addr_ok(a) for a in addrs)
+                and len(kept) < MAX_OWN_MAILBOXES
+            ):
+                kept.append((grant, tuple(addrs[:4])))
+        return kept
 
-    def _save_grants(self) -> None:
-        entries = [{"grant": g.raw.hex(), "addrs": list(a)} for g, a in self.grants]
+    def _save_grants(self, grants: list[tuple[Grant, tuple[str, ...]]]) -> None:
+        entries = [{"grant": g.raw.hex(), "addrs": list(a)} for g, a in grants]
         write_private(self._grants_path, json.dumps(entries, indent=1).encode())
 
     def _serves(self, account: bytes, device: bytes) -> bool:
@@ -153,15 +172,26 @@ class MailboxService:
                     await stream.close()
 
     async def deposit(self, record: Any, device: bytes, envelope: bytes) -> bool:
-        """Leave ``envelope`` at a mailbox the device's record names."""
+        """Leave ``envelope`` at a mailbox the device's record names; one
+        on this node last, since it goes offline with us."""
+        named: list[tuple[Grant, tuple[str, ...]]] = []
         for grant_raw, addrs in getattr(record, "mailboxes", ()):
             try:
-                grant = decode_grant(grant_raw, self.d.params)
-                if grant.mailbox_peer == self.d.peer_id:
-                    continue  # our outbox already holds it
-                answer = await self.request(
-                    grant.mailbox_peer, tuple(addrs), deposit_request(device, envelope)
-                )
+                named.append((decode_grant(grant_raw, self.d.params), tuple(addrs)))
+            except InvalidInput as exc:
+                log.debug("unreadable grant in a record: %s", exc.code)
+        named.sort(key=lambda entry: entry[0].mailbox_peer == self.d.peer_id)  # stable
+        request = deposit_request(device, envelope)
+        for grant, addrs in named:
+            try:
+                if grant.mailbox_peer == self.d.peer_id and self.box is not None:
+                    answer = decode_answer(
+                        self.box.handle(
+                            request, peer=self.d.peer_id, now_ms=_now_ms(), random16=os.urandom(16)
+                        )
+                    )
+                else:
+                    answer = await self.request(grant.mailbox_peer, addrs, request)
             except Exception as exc:
                 log.debug("deposit failed: %s", exc)
                 continue
@@ -183,8 +213,8 @@ class MailboxService:
             if g.valid_for(account or b"", self.d.secrets.device.sign_public, now + 3600_000)
         ]
         if len(kept) != len(self.grants):
+            self._save_grants(kept)
             self.grants = kept
-            self._save_grants()
         if account is None or len(self.grants) >= MAX_OWN_MAILBOXES:
             return
         me = self.d.secrets.device
@@ -207,8 +237,9 @@ class MailboxService:
                 log.debug("no grant from %s: %s", peer_id, exc)
                 continue
             if grant.valid_for(account, me.sign_public, now) and grant.mailbox_key == key:
-                self.grants.append((grant, addrs[:4]))
-                self._save_grants()  # before our record names it
+                grants = [*self.grants, (grant, addrs[:4])]
+                self._save_grants(grants)  # before our record names it
+                self.grants = grants
                 log.info("mailbox at %s", peer_id)
                 self.d.publish_own_record()
 

@@ -9,6 +9,7 @@ Derived state is never stored: it is rebuilt from the events on start.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,13 +139,15 @@ class SqliteEventStore:
         if not self._pending:
             return
         rows = list(self._pending.values())
-        self.db.execute("BEGIN IMMEDIATE")
         try:
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT INTO events(id, account, raw) VALUES(?, ?, ?)", rows)
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
         self._pending.clear()
 
     def iter_raw(self) -> Iterator[bytes]:

@@ -4,7 +4,8 @@ An attacker who wants to eclipse a node (be all of its peers) finds
 addresses cheap to get in bulk from one provider, and connecting in costs
 nothing.  So, as in Bitcoin's address groups:
 
-* addresses are grouped by network: an IPv4 /16, an IPv6 /32, a DNS name;
+* addresses are grouped by network: an IPv4 /16, an IPv6 /32; all DNS
+  names form one group;
 * inbound links are capped, so that slots stay free for links the node
   chooses itself, and capped per group;
 * the node dials peers it learned only in groups where it has no outbound
@@ -30,6 +31,11 @@ from enum import Enum
 
 #: a link's group when the address is exempt from the group limits
 EXEMPT = ""
+#: every DNS name: a name says nothing about the network it points into
+#: (a thousand names can point at one host), so together they are one group
+DNS_GROUP = "dns"
+#: a connection whose remote address the transport did not tell
+UNKNOWN_GROUP = "unknown"
 
 
 def network_group(host: str) -> str:
@@ -37,7 +43,7 @@ def network_group(host: str) -> str:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return f"dns:{host.lower()}"
+        return DNS_GROUP
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if not ip.is_global:  # loopback, private, link-local, documentation...

@@ -885,6 +885,7 @@ class Replicator:
             return
         self.stats.peers_frames_received += 1
         news = self.peer_table.learn(f.peers, p.id)
-        if news:
-            self.stats.peers_learned += len(news)
-            out.append(PeersLearned(tuple(news), p.id))
+        own = next((tuple(addrs) for peer, addrs in f.peers if peer == p.id), ())
+        self.stats.peers_learned += len(news)
+        if news or own:
+            out.append(PeersLearned(tuple(news), p.id, own))

@@ -127,6 +127,9 @@ class PeersLearned:
 
     peers: tuple[PeerEntry, ...]
     source: PeerId = ""
+    #: the addresses the sender gave for itself in this frame, new or not
+    #: (the adapter may vouch for them, §11.8.1)
+    sender_addrs: tuple[str, ...] = ()
 
 
 Output = Send | Disconnect | Delivered | Misbehaved | RecordAccepted | PeersLearned

@@ -1,4 +1,4 @@
-"""Frames of the replication protocol ``/smu/replication/1`` (PROTOCOL.md §11.2).
+"""Frames of the replication protocol ``/smu/replication/2`` (PROTOCOL.md §11.2).
 
 A frame is one canonical MessagePack array ``[version, type, ...fields]``.
 The transport puts a length prefix in front of each frame and refuses a
@@ -21,7 +21,7 @@ from .errors import SchemaError, SizeLimitError, UnsupportedVersionError
 from .reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
 from .records import MAX_RECORD_BYTES
 
-PROTOCOL_ID = "/smu/replication/1"
+PROTOCOL_ID = "/smu/replication/2"
 WIRE_VERSION = 1
 
 

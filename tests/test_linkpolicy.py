@@ -27,7 +27,8 @@ LIMITS = LinkLimits()
         ("2a00:1450:1::1", "2a00:1450:ffff::2", True),  # one IPv6 /32
         ("2a00:1450::1", "2a00:1451::1", False),
         ("::ffff:45.33.113.5", "45.33.1.1", True),  # v4-mapped is its v4 address
-        ("Seed.Example.org", "seed.example.org", True),
+        ("seed.example.org", "n7.evil.example", True),  # names: one group
+        ("seed.example.org", "45.33.1.1", False),
     ],
 )
 def test_network_groups(a: str, b: str, same: bool) -> None:
@@ -106,3 +107,12 @@ def test_dials_spread_over_networks_unlinked_ones_first() -> None:
     assert dial_candidates(links, candidates, small) == ["c", "e"]
     at_target = [LinkInfo(True, f"ip4:9.{i}.0.0/16") for i in range(LIMITS.outbound_target)]
     assert dial_candidates(at_target, candidates, LIMITS) == []
+
+
+def test_many_names_pointing_anywhere_get_one_dial() -> None:
+    """A thousand DNS names can point at one host: learned names share one
+    group, so they cannot fill the outbound slots."""
+    names = [(f"peer{i}", network_group(f"n{i}.evil.example")) for i in range(20)]
+    honest = [(f"honest{i}", network_group(f"80.{i}.0.1")) for i in range(3)]
+    chosen = dial_candidates([], names + honest, LIMITS)
+    assert chosen == ["peer0", "honest0", "honest1", "honest2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -44,6 +45,32 @@ def test_unflushed_events_are_not_durable(tmp_path: Path) -> None:
     assert len(other) == 0
     store.flush()
     assert len(SqliteEventStore(tmp_path / "events.sqlite")) == 1
+
+
+def test_a_failed_flush_keeps_its_events_and_no_transaction_open(tmp_path: Path) -> None:
+    """A write that fails (here: a row another writer put there) rolls back
+    whole; the events stay pending, the connection stays usable, and the
+    next flush writes them."""
+    h = History()
+    h.add("a1", "d0", "d1", ["g"])
+    store = SqliteEventStore(tmp_path / "events.sqlite")
+    ledger = Ledger(FAST, store=store)
+    ledger.ingest(h.genesis.raw)
+    ledger.ingest(h.events["a1"].raw)
+    other = SqliteEventStore(tmp_path / "events.sqlite")
+    other.db.execute(
+        "INSERT INTO events(id, account, raw) VALUES(?, ?, ?)",
+        (h.events["a1"].id, h.account, b"in the way"),
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        store.flush()
+    assert not store.db.in_transaction
+    assert len(SqliteEventStore(tmp_path / "events.sqlite")) == 1  # only the intruder
+    other.db.execute("DELETE FROM events")
+    store.flush()
+    assert sorted(SqliteEventStore(tmp_path / "events.sqlite").iter_raw()) == sorted(
+        [h.genesis.raw, h.events["a1"].raw]
+    )
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -114,3 +141,49 @@ def test_init_json_has_no_secrets(tmp_path: Path) -> None:
     secrets = DataDir(tmp_path / "n").load_secrets()
     assert secrets.device.sign_seed.hex() not in r.stdout
     assert secrets.node_seed.hex() not in r.stdout
+
+
+def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
+    """mailboxes.json is ours but may be damaged or stale: only grants for
+    this very device, unexpired, at different mailboxes, at most two, with
+    record-sized addresses come back; garbage costs only new grants."""
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from node.mailbox_node import MailboxService
+    from protocol.keys import DeviceKeys
+    from protocol.mailbox import Mailbox, MailboxIdentity
+
+    me, other = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
+    account = b"\xaa" * 32
+    now = int(time.time() * 1000)
+    boxes = [Mailbox(FAST, MailboxIdentity(bytes([i]) * 32), f"12D3KooWBox{i}") for i in range(4)]
+    daemon = SimpleNamespace(
+        account=account,
+        params=FAST,
+        datadir=SimpleNamespace(path=tmp_path),
+        secrets=SimpleNamespace(device=me, node_seed=b"\x09" * 32),
+    )
+    service = MailboxService(daemon)  # type: ignore[arg-type]
+
+    def entry(box: Mailbox, device: bytes = me.sign_public, **kw: int) -> dict[str, object]:
+        grant = box.issue_grant(account, device, now_ms=kw.get("at", now))
+        return {"grant": grant.raw.hex(), "addrs": ["/ip4/127.0.0.1/tcp/1"]}
+
+    good = entry(boxes[0])
+    saved = [
+        entry(boxes[1], other.sign_public),  # another device's grant
+        entry(boxes[2], at=now - 40 * 24 * 3600 * 1000),  # expired
+        {**entry(boxes[3]), "addrs": ["x" * 500]},  # an address no record may carry
+        good,
+        good,  # the same mailbox twice
+        entry(boxes[1]),
+        entry(boxes[2]),  # a third mailbox
+    ]
+    (tmp_path / "mailboxes.json").write_text(json.dumps(saved))
+    loaded = service._load_grants()
+    assert [g.mailbox_peer for g, _ in loaded] == ["12D3KooWBox0", "12D3KooWBox1"]
+    for damaged in ("not json", '{"grant": 1}', '[{"grant": "zz", "addrs": []}]', "[1]"):
+        (tmp_path / "mailboxes.json").write_text(damaged)
+        assert service._load_grants() == []

@@ -413,13 +413,19 @@ def test_peers_frames_teach_a_new_node_about_a_third() -> None:
     # a never tells a peer about itself, and new's own address reached a
     assert "a" in learned(net, "c") and "c" not in learned(net, "c")
     assert learned(net, "a")["new"] == ("/ip4/10.0.0.3/tcp/4001/new",)
-    # nothing is learned twice
-    n_outs = sum(isinstance(o, PeersLearned) for o in net.outputs["new"])
+
+    # nothing is learned twice (a's own entry comes again, for the adapter)
+    def reported() -> int:
+        return sum(len(o.peers) for o in net.outputs["new"] if isinstance(o, PeersLearned))
+
+    n_entries = reported()
     net.cut("new", "a")
     net.handle("new", net.nodes["new"].disconnect("a", net.now))
     net.connect("new", "a")
     net.run()
-    assert sum(isinstance(o, PeersLearned) for o in net.outputs["new"]) == n_outs
+    assert reported() == n_entries
+    last = [o for o in net.outputs["new"] if isinstance(o, PeersLearned)][-1]
+    assert last.peers == () and last.sender_addrs == ("/ip4/10.0.0.1/tcp/4001/a",)
 
 
 def test_peers_are_shared_periodically_and_within_the_frame_limit() -> None:
@@ -464,6 +470,24 @@ def test_a_flood_of_peers_frames_is_limited_but_never_fatal() -> None:
     bad = canonical.encode_flat([1, 7, [["b", ["/x"]], ["a", ["/y"]]]])
     outs = node.receive("evil", bad, 61.0)
     assert any(isinstance(o, Misbehaved) and isinstance(o.error, SchemaError) for o in outs)
+
+
+def test_a_senders_own_entry_is_reported_every_time() -> None:
+    """§11.8.1: the adapter vouches for a sender's own addresses from the
+    connection it is on, so the machine reports them even when the entry is
+    old news (first heard of from another peer)."""
+    node = Replicator(Ledger(FAST), random.Random(0))
+    node.connect("b", 0.0)
+    node.connect("c", 0.0)
+    entry = ("c", ("/ip4/127.0.0.1/tcp/7",))
+    node.receive("b", encode_frame(PeersFrame((entry,))), 0.0)  # b names c
+    outs = node.receive("c", encode_frame(PeersFrame((entry,))), 0.0)  # c names itself
+    assert [o for o in outs if isinstance(o, PeersLearned)] == [
+        PeersLearned((), "c", ("/ip4/127.0.0.1/tcp/7",))
+    ]
+    # an entry about someone else is not the sender's own
+    outs = node.receive("b", encode_frame(PeersFrame((entry,))), 100.0)
+    assert not [o for o in outs if isinstance(o, PeersLearned)]
 
 
 # -- determinism ------------------------------------------------------------------
