@@ -605,6 +605,14 @@ class Daemon:
     async def _rpc_connect(self, params: dict[str, Any]) -> dict[str, Any]:
         addr = str(params["addr"])
         try:
+            info = info_from_p2p_addr(parse_multiaddr(addr))
+        except Exception as exc:
+            raise RpcFailure(control.USAGE, f"not a peer address ({exc}): {addr}") from exc
+        # Asked explicitly: dial even if libp2p saw the peer fail lately
+        # (it refuses such dials for a minute).
+        network = self.host.get_network()
+        network.unblock_peer(info.peer_id)
+        try:
             peer = await self.dial(addr)
         except ValueError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
@@ -613,9 +621,10 @@ class Daemon:
             # one connection per peer and can close both.  Its own dial then
             # backs off, so either the link it opened stands, or a second
             # dial of ours meets no race.
-            peer = info_from_p2p_addr(parse_multiaddr(addr)).peer_id.to_base58()
+            peer = info.peer_id.to_base58()
             if not await self.wait_linked(peer, DIAL_RACE_WAIT):
                 log.info("dial %s failed (%s); trying once more", addr, exc)
+                network.unblock_peer(info.peer_id)
                 try:
                     await self.dial(addr)
                 except Exception as again:
