@@ -274,8 +274,7 @@ class Daemon:
                 peer = addr.rsplit("/p2p/", 1)[-1] if "/p2p/" in addr else None
                 if peer is None or peer in self.links or peer in self.refused:
                     continue
-                now = trio.current_time()
-                if max(self.backoff.get(peer, 0.0), self.redial_after.get(peer, 0.0)) > now:
+                if self._held_back(peer, trio.current_time()):
                     continue
                 try:
                     await self.dial(addr)
@@ -285,6 +284,11 @@ class Daemon:
             self._dial_learned()
             self._forget_expired()
             await trio.sleep(BOOTSTRAP_INTERVAL)
+
+    def _held_back(self, peer: str, now: float) -> bool:
+        """Not to be dialled on our own yet: it misbehaved, or our last
+        dial failed."""
+        return max(self.backoff.get(peer, 0.0), self.redial_after.get(peer, 0.0)) > now
 
     def _forget_expired(self) -> None:
         now = trio.current_time()
@@ -339,6 +343,7 @@ class Daemon:
             self.replicator.note_addresses(link.peer, here)
 
     def _link_infos(self) -> list[LinkInfo]:
+        """Our links and the learned peers being dialled (soon links)."""
         links = [LinkInfo(link.outbound, link.group) for link in self.links.values()]
         return links + [LinkInfo(True, group) for group in self._dialing.values()]
 
@@ -358,7 +363,7 @@ class Daemon:
                 or peer in self.refused
                 or peer == self.peer_id
                 or not peer_addrs
-                or max(self.backoff.get(peer, 0.0), self.redial_after.get(peer, 0.0)) > now
+                or self._held_back(peer, now)
             ):
                 continue
             host = multiaddr_host(peer_addrs[0])
@@ -402,8 +407,7 @@ class Daemon:
         duplicate dial, settled by ``_keep_new_link``."""
         if peer in self.links:
             return True
-        others = [LinkInfo(link.outbound, link.group) for link in self.links.values()]
-        verdict = admit(others, group, outbound, LINK_LIMITS)
+        verdict = admit(self._link_infos(), group, outbound, LINK_LIMITS)
         if verdict is not Verdict.ACCEPT:
             log.info("refusing a link with %s: %s", peer, verdict.value)
         return verdict is Verdict.ACCEPT

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -172,6 +173,20 @@ def start_nodes(d: Demo, names: list[str], bootstrap: list[str] | None = None) -
         n.wait_ready()
     d.nodes.extend(nodes)
     return nodes
+
+
+def alice_and_bob(
+    d: Demo, names: list[str], bob_on: int
+) -> tuple[list[DemoNode], dict[str, Any], dict[str, Any]]:
+    """Start nodes linked in a chain, create alice on the first and bob on
+    node ``bob_on``, and wait until every node holds both accounts."""
+    nodes = start_nodes(d, names)
+    for left, right in itertools.pairwise(nodes):
+        d.connect(left, right)
+    alice: dict[str, Any] = nodes[0].client.call("account.create", name="alice")
+    bob: dict[str, Any] = nodes[bob_on].client.call("account.create", name="bob")
+    d.wait_converged(d.nodes)
+    return nodes, alice, bob
 
 
 T = TypeVar("T")

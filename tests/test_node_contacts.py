@@ -13,16 +13,11 @@ from protocol import authoring
 from protocol.keys import DeviceKeys
 from protocol.params import TESTNET
 
-from .conftest import start_nodes
+from .conftest import alice_and_bob, start_nodes
 
 
 def test_contact_lifecycle(demo: Demo) -> None:
-    a, b, c = start_nodes(demo, ["alice", "bob", "spare"])
-    demo.connect(a, b)
-    demo.connect(b, c)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
+    (a, b, c), alice, bob = alice_and_bob(demo, ["alice", "bob", "spare"], bob_on=1)
 
     inv = a.client.call("invite.create")
     added = b.client.call("contact.add", ref=inv["invite"])

@@ -9,7 +9,7 @@ import pytest
 from node.errors import RpcError
 from node.netdemo import Demo, DemoNode, link_devices
 
-from .conftest import start_nodes, wait_for
+from .conftest import alice_and_bob, start_nodes, wait_for
 
 
 def texts(node: DemoNode, contact: str) -> list[str]:
@@ -73,12 +73,7 @@ def test_conversation_across_devices_history_and_revocation(demo: Demo) -> None:
 
 
 def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Demo) -> None:
-    a, b, c = start_nodes(demo, ["alice", "bob", "bob-laptop"])
-    demo.connect(a, b)
-    demo.connect(b, c)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
+    (a, b, c), alice, bob = alice_and_bob(demo, ["alice", "bob", "bob-laptop"], bob_on=1)
 
     # bob is not alice's contact: his message waits in alice's requests.
     b.client.call("contact.add", ref=alice["account_id"], name="alice")
@@ -102,17 +97,12 @@ def test_disputed_recipient_needs_force_and_strangers_wait_in_requests(demo: Dem
 def test_mailbox_carries_a_message_when_sender_and_recipient_are_never_online_together(
     demo: Demo,
 ) -> None:
-    a, m, b = start_nodes(demo, ["alice", "mailbox", "bob"])
-    demo.connect(a, m)
-    demo.connect(m, b)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
+    (a, m, b), alice, bob = alice_and_bob(demo, ["alice", "mailbox", "bob"], bob_on=2)
     a.client.call("contact.add", ref=bob["account_id"], name="bob")
     b.client.call("contact.add", ref=alice["account_id"], name="alice")
     # bob's device names the mailbox node in its signed record (and maybe
-    # alice's node, which peer exchange linked it to: a sender never
-    # deposits at its own node), and alice learns it.
+    # alice's node, which peer exchange linked it to: a sender tries its
+    # own node last), and alice learns it.
     wait_for(
         lambda: any(
             m.peer_id in r["mailboxes"]
@@ -141,12 +131,7 @@ def test_a_message_from_a_newer_view_is_noticed_and_fetched(demo: Demo) -> None:
     from protocol import authoring
     from protocol.params import TESTNET
 
-    a, c, b = start_nodes(demo, ["alice", "relay", "bob"])
-    demo.connect(a, c)
-    demo.connect(c, b)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
+    (a, c, b), alice, bob = alice_and_bob(demo, ["alice", "relay", "bob"], bob_on=2)
     a.client.call("contact.add", ref=bob["account_id"], name="bob")
     b.client.call("contact.add", ref=alice["account_id"], name="alice")
     wait_for(lambda: b.client.call("device.records", account=alice["account_id"])["records"])

@@ -11,7 +11,14 @@ from protocol.errors import (
     WrongNetworkError,
 )
 from protocol.params import NetworkParams
-from protocol.records import MAX_SKEW_MS, Offer, RecordBook, decode_record, make_record
+from protocol.records import (
+    MAX_SKEW_MS,
+    Offer,
+    RecordBook,
+    SignedDeviceRecord,
+    decode_record,
+    make_record,
+)
 
 from .conftest import FAST, T0, History
 
@@ -105,39 +112,25 @@ def test_a_record_names_only_mailbox_grants_for_its_own_device() -> None:
     box = Mailbox(FAST, MailboxIdentity(b"\x05" * 32), peer_id="12D3KooWmailbox")
     mine = box.issue_grant(h.account, h.keys["d0"].sign_public, now_ms=T0)
     other = box.issue_grant(h.account, h.keys["d1"].sign_public, now_ms=T0)
-    ok = make_record(
-        FAST,
-        h.account,
-        h.keys["d0"],
-        timestamp=T0,
-        lifetime_ms=HOUR,
-        peer_ids=(),
-        addrs=(),
-        mailboxes=((mine.raw, ("/ip4/127.0.0.1/tcp/1",)),),
-    )
+
+    def record(mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...]) -> SignedDeviceRecord:
+        return make_record(
+            FAST,
+            h.account,
+            h.keys["d0"],
+            timestamp=T0,
+            lifetime_ms=HOUR,
+            peer_ids=(),
+            addrs=(),
+            mailboxes=mailboxes,
+        )
+
+    ok = record(((mine.raw, ("/ip4/127.0.0.1/tcp/1",)),))
     assert ok.mailboxes == ((mine.raw, ("/ip4/127.0.0.1/tcp/1",)),)
     assert decode_record(ok.raw, FAST) == ok
     with pytest.raises(SchemaError):
-        make_record(
-            FAST,
-            h.account,
-            h.keys["d0"],
-            timestamp=T0,
-            lifetime_ms=HOUR,
-            peer_ids=(),
-            addrs=(),
-            mailboxes=((other.raw, ()),),
-        )
+        record(((other.raw, ()),))
     forged = bytearray(mine.raw)
     forged[-1] ^= 1
     with pytest.raises(InvalidInput):
-        make_record(
-            FAST,
-            h.account,
-            h.keys["d0"],
-            timestamp=T0,
-            lifetime_ms=HOUR,
-            peer_ids=(),
-            addrs=(),
-            mailboxes=((bytes(forged), ()),),
-        )
+        record(((bytes(forged), ()),))
