@@ -32,10 +32,10 @@ from bench.ingest import signature_jobs, time_pynacl
 from node.datadir import DataDir
 from node.netdemo import DemoNode
 from node.storage import SqliteEventStore
-from protocol import authoring
-from protocol.events import decode_event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.params import TESTNET
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import TESTNET
+from protocol.log import authoring
+from protocol.log.events import decode_event
 
 TARGET = 0.5
 T0 = 1_750_000_000_000

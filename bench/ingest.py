@@ -43,13 +43,13 @@ import nacl.bindings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol import authoring
-from protocol.crypto import D_EVENT_SIG
-from protocol.events import Event, decode_event, pop_message
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import Ledger
-from protocol.params import TESTNET, NetworkParams
-from protocol.store import MemoryEventStore
+from protocol.core.crypto import D_EVENT_SIG
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import TESTNET, NetworkParams
+from protocol.log import authoring
+from protocol.log.events import Event, decode_event, pop_message
+from protocol.log.ledger import Ledger
+from protocol.log.store import MemoryEventStore
 
 TARGET = 0.7
 #: bump when the generator changes what it makes, to invalidate caches

@@ -34,8 +34,8 @@ import nacl.bindings as sodium
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.netdemo import Demo, DemoNode, link_devices
-from protocol.envelope import ledger_lookup, open_envelope, seal
-from protocol.messaging import ReplayGuard, Text
+from protocol.messaging.content import ReplayGuard, Text
+from protocol.messaging.envelope import ledger_lookup, open_envelope, seal
 from tests.conftest import FAST, History
 
 

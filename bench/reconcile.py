@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.reconcile import IdIndex, ReconcileConfig, chunk, initiate, respond
-from protocol.wire import (
+from protocol.sync.reconcile import IdIndex, ReconcileConfig, chunk, initiate, respond
+from protocol.sync.wire import (
     FLAG_OWN,
     EventsFrame,
     ReconcileFrame,

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from protocol import authoring
-from protocol.errors import ChecksumError, DecodeError, UsageError
-from protocol.events import (
+from protocol.core.errors import ChecksumError, DecodeError, UsageError
+from protocol.core.keys import RecoveryKey, fingerprint, handle
+from protocol.core.names import sanitise
+from protocol.log import authoring
+from protocol.log.events import (
     AddDeviceBody,
     Event,
     EventKind,
@@ -25,9 +27,7 @@ from protocol.events import (
     RevokeDeviceBody,
     RotateEncKeyBody,
 )
-from protocol.keys import RecoveryKey, fingerprint, handle
-from protocol.names import sanitise
-from protocol.state import AccountState, DeviceRecord, DeviceStatus
+from protocol.log.state import AccountState, DeviceRecord, DeviceStatus
 
 from . import control
 from .control import RpcFailure

@@ -722,7 +722,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
-    from protocol.params import network_by_id
+    from protocol.core.params import network_by_id
 
     from .verify import verify_store
 

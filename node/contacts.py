@@ -14,12 +14,12 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.errors import InvalidInput
-from protocol.events import EventKind
-from protocol.invite import Invite
-from protocol.keys import handle, safety_number
-from protocol.names import sanitise
-from protocol.state import AccountState, AccountStatus
+from protocol.core.errors import InvalidInput
+from protocol.core.invite import Invite
+from protocol.core.keys import handle, safety_number
+from protocol.core.names import sanitise
+from protocol.log.events import EventKind
+from protocol.log.state import AccountState, AccountStatus
 
 from . import control
 from .control import RpcFailure

@@ -23,11 +23,10 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from protocol import authoring
-from protocol.errors import InvalidInput, UsageError
-from protocol.keys import RecoveryKey, handle
-from protocol.ledger import IngestStatus, Ledger
-from protocol.linkpolicy import (
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.core.keys import RecoveryKey, handle
+from protocol.core.params import NetworkParams, network_by_id
+from protocol.links.policy import (
     UNKNOWN_GROUP,
     LinkInfo,
     LinkLimits,
@@ -38,9 +37,11 @@ from protocol.linkpolicy import (
     multiaddr_host,
     network_group,
 )
-from protocol.params import NetworkParams, network_by_id
-from protocol.records import make_record
-from protocol.replication import (
+from protocol.log import authoring
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.store import Escrow
+from protocol.records.device import make_record
+from protocol.sync.replication import (
     Delivered,
     Disconnect,
     Misbehaved,
@@ -51,8 +52,7 @@ from protocol.replication import (
     Replicator,
     Send,
 )
-from protocol.store import Escrow
-from protocol.wire import WireLimits
+from protocol.sync.wire import WireLimits
 
 from . import control
 from .account_rpc import AccountMethods
@@ -91,7 +91,7 @@ class Link:
     stream: Any
     outbound: bool
     #: the remote host of the connection, and its network group
-    #: (protocol/linkpolicy.py)
+    #: (protocol/links/policy.py)
     host: str
     group: str
     send: trio.MemorySendChannel[bytes]
@@ -678,7 +678,7 @@ class Daemon:
         before = self.ledger.event_count
         outputs = self.replicator.publish(raw, trio.current_time())
         self.apply(outputs)  # flushes the store before anything is reported
-        from protocol.events import decode_event
+        from protocol.log.events import decode_event
 
         event = decode_event(raw, self.params)
         if self.ledger.has(event.id):

@@ -24,7 +24,7 @@ import nacl.secret
 import nacl.utils
 import platformdirs
 
-from protocol.keys import DeviceKeys
+from protocol.core.keys import DeviceKeys
 
 from .errors import NodeUsageError
 

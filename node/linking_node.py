@@ -24,8 +24,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from protocol.errors import InvalidInput, UsageError
-from protocol.linking import (
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.linking.machines import (
     APPROVER_BOUND_MAX_BYTES,
     ApprovalRequested,
     Approver,

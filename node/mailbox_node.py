@@ -36,8 +36,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from protocol.errors import InvalidInput
-from protocol.mailbox import (
+from protocol.core.errors import InvalidInput
+from protocol.messaging.mailbox import (
     MAX_ANSWER_FRAME,
     MAX_REQUEST_BYTES,
     PROTOCOL_ID,
@@ -57,7 +57,7 @@ from protocol.mailbox import (
     fetch_request,
     grant_request,
 )
-from protocol.records import MAX_MAILBOXES, MAX_TEXT
+from protocol.records.device import MAX_MAILBOXES, MAX_TEXT
 
 from .datadir import write_private
 from .transport import frame, parse_multiaddr, read_frame

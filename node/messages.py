@@ -1,6 +1,6 @@
 """Messages on a running node (issue: Messaging; DESIGN §5).
 
-The adapter for ``protocol.envelope``: sending seals a message once for
+The adapter for ``protocol.messaging.envelope``: sending seals a message once for
 every device the sender's own replica authorises, stores it with one outbox
 row per device, and only then reports it as sent; a delivery task carries
 each envelope over ``/smu/message/1`` to the node named in the device's
@@ -24,7 +24,19 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from protocol.envelope import (
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.core.keys import handle
+from protocol.core.names import sanitise
+from protocol.messaging.content import (
+    Content,
+    HistoryBundle,
+    HistoryEntry,
+    Receipt,
+    ReceiptStatus,
+    ReplayGuard,
+    Text,
+)
+from protocol.messaging.envelope import (
     MAX_ENVELOPE_BYTES,
     MESSAGE_PROTOCOL_ID,
     NotForThisDeviceError,
@@ -38,18 +50,6 @@ from protocol.envelope import (
     open_envelope,
     seal,
 )
-from protocol.errors import InvalidInput, UsageError
-from protocol.keys import handle
-from protocol.messaging import (
-    Content,
-    HistoryBundle,
-    HistoryEntry,
-    Receipt,
-    ReceiptStatus,
-    ReplayGuard,
-    Text,
-)
-from protocol.names import sanitise
 
 from . import control
 from .control import RpcFailure
@@ -534,7 +534,7 @@ class MessageMethods:
     async def device_records(self, params: dict[str, Any]) -> dict[str, Any]:
         """Where each device of an account can be reached (PROTOCOL.md §16)."""
         account = self.d.resolve_account(params.get("account"))
-        from protocol.mailbox import decode_grant
+        from protocol.records.grant import decode_grant
 
         out = []
         for r in self.d.replicator.records.for_account(account):

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from protocol.events import Event
-from protocol.keys import DeviceKeys
-from protocol.params import TESTNET
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import TESTNET
+from protocol.log.events import Event
 
 from .control import ControlClient
 from .datadir import DataDir

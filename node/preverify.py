@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from protocol.errors import InvalidInput
-from protocol.events import Event, decode_event, verify_event
-from protocol.params import NetworkParams
-from protocol.wire import EventsFrame, WireLimits, decode_frame
+from protocol.core.errors import InvalidInput
+from protocol.core.params import NetworkParams
+from protocol.log.events import Event, decode_event, verify_event
+from protocol.sync.wire import EventsFrame, WireLimits, decode_frame
 
 
 class VerifiedCache:

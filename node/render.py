@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.keys import fingerprint, handle
-from protocol.names import sanitise
-from protocol.state import AccountState
+from protocol.core.keys import fingerprint, handle
+from protocol.core.names import sanitise
+from protocol.log.state import AccountState
 
 
 def approver_label(state: AccountState, approver: bytes, device: bytes | None = None) -> str:

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from protocol.events import Event
+from protocol.log.events import Event
 
 from .errors import StoreError
 

@@ -22,7 +22,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from protocol.wire import PROTOCOL_ID as WIRE_PROTOCOL_ID
+from protocol.sync.wire import PROTOCOL_ID as WIRE_PROTOCOL_ID
 
 from .errors import PeerError
 

@@ -10,9 +10,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.errors import InvalidInput
-from protocol.ledger import IngestStatus, Ledger
-from protocol.params import NetworkParams
+from protocol.core.errors import InvalidInput
+from protocol.core.params import NetworkParams
+from protocol.log.ledger import IngestStatus, Ledger
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Deterministic simulation of SMU networks under virtual time.
 
 simnet runs many nodes built from the *same* protocol machines as the real
-node (a ``protocol.ledger.Ledger`` and a ``protocol.replication.Replicator``
+node (a ``protocol.log.ledger.Ledger`` and a ``protocol.sync.replication.Replicator``
 each) over a simulated network, in virtual time, from one seeded
 ``random.Random``: the same scenario and seed give a byte-identical
 report.json (DESIGN.md §2).

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import authoring
-from protocol.errors import UnknownAccountError
-from protocol.events import AddDeviceBody, Event, EventKind, build_event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import Ledger
-from protocol.state import DeviceStatus
+from protocol.core.errors import UnknownAccountError
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.log import authoring
+from protocol.log.events import AddDeviceBody, Event, EventKind, build_event
+from protocol.log.ledger import Ledger
+from protocol.log.state import DeviceStatus
 
 from .engine import Engine, SimNode
 from .ledgers import FilteringLedger, ForgingLedger

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import UsageError
+from protocol.core.errors import UsageError
 
 from . import scenario as scenario_mod
 from .sim import Simulation

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.ledger import Ledger
-from protocol.params import NetworkParams
-from protocol.replication import (
+from protocol.core.params import NetworkParams
+from protocol.log.ledger import Ledger
+from protocol.sync.replication import (
     Delivered,
     Disconnect,
     Misbehaved,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
 
-from protocol.errors import InvalidInput
-from protocol.events import Event, decode_event, verify_event
-from protocol.ledger import IngestResult, IngestStatus, Ledger
-from protocol.params import NetworkParams
+from protocol.core.errors import InvalidInput
+from protocol.core.params import NetworkParams
+from protocol.log.events import Event, decode_event, verify_event
+from protocol.log.ledger import IngestResult, IngestStatus, Ledger
 
 
 class CachedVerifier:

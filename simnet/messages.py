@@ -1,6 +1,6 @@
 """Message-sized traffic: real envelopes between simulated devices.
 
-A message is sealed with ``protocol.envelope.seal`` on the sender device's
+A message is sealed with ``protocol.messaging.envelope.seal`` on the sender device's
 home node, from that node's own replica (so it is wrapped for exactly the
 devices that node believes active), and travels straight to the home node
 of each device it was wrapped for: one latency sample of the scenario's
@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from protocol.envelope import ledger_lookup, open_envelope, seal
-from protocol.errors import InvalidInput, UsageError
-from protocol.messaging import ReplayGuard, Text
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.messaging.content import ReplayGuard, Text
+from protocol.messaging.envelope import ledger_lookup, open_envelope, seal
 
 from . import topology as topo
 from .metrics import percentile

@@ -5,7 +5,7 @@ which keys the attacker holds or added, and which revocations the owner
 issued.  A sample counts a violation when an honest node holds every one of
 the owner's revocations and still reports one of the attacker's keys as
 active (for injected keys: reports it active at all).  The account rules in
-``protocol.state`` are what is being judged, so they are not used here.
+``protocol.log.state`` are what is being judged, so they are not used here.
 
 S3 is checked directly: honest nodes holding identical event sets must
 report identical state digests.
@@ -18,8 +18,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from protocol.errors import InvalidInput
-from protocol.events import Event
+from protocol.core.errors import InvalidInput
+from protocol.log.events import Event
 
 from .engine import SimNode
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import UsageError
+from protocol.core.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ class Simulation:
             "nodes": sc.nodes,
             "honest_nodes": n_h,
             "attackers": {adv.kind: len(adv.nodes) for adv in self.adversaries},
-            "replication": "protocol.replication",
+            "replication": "protocol.sync.replication",
             "simulated_seconds": sc.duration,
             "honest_events": n_ev,
             "scenario_parameters": dataclasses.asdict(sc),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 
-from protocol.errors import UsageError
+from protocol.core.errors import UsageError
 
 from .scenario import Distribution, Topology
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import authoring
-from protocol.errors import InvalidInput, UnknownAccountError
-from protocol.events import Event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import Ledger
+from protocol.core.errors import InvalidInput, UnknownAccountError
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.log import authoring
+from protocol.log.events import Event
+from protocol.log.ledger import Ledger
 
 from .engine import Engine, SimNode
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from hypothesis import HealthCheck, settings
 
-from protocol import authoring
-from protocol.events import Event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import Ledger
-from protocol.params import NetworkParams
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import NetworkParams
+from protocol.log import authoring
+from protocol.log.events import Event
+from protocol.log.ledger import Ledger
 
 if TYPE_CHECKING:
     from node.netdemo import Demo, DemoNode

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import crypto, names
-from protocol.canonical import encode_flat
-from protocol.errors import (
+from protocol.core import crypto, names
+from protocol.core.canonical import encode_flat
+from protocol.core.errors import (
     BadNameError,
     BadParentsError,
     BadSignatureError,
@@ -35,10 +35,10 @@ from protocol.errors import (
     UnsupportedVersionError,
     WrongNetworkError,
 )
-from protocol.events import EventKind, decode_event, pop_message, verify_event
-from protocol.keys import DeviceKeys
-from protocol.ledger import IngestStatus, Ledger
-from protocol.params import NetworkParams
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import NetworkParams
+from protocol.log.events import EventKind, decode_event, pop_message, verify_event
+from protocol.log.ledger import IngestStatus, Ledger
 
 from .conftest import FAST, T0, History, device, recovery
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import protocol.canonical as canonical
-from protocol.errors import DecodeError, NonCanonicalError, SizeLimitError
+import protocol.core.canonical as canonical
+from protocol.core.errors import DecodeError, NonCanonicalError, SizeLimitError
 
 from .conftest import hypothesis_settings as _settings
 from .test_properties import expect_caught, mutant

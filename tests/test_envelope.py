@@ -12,21 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import envelope as envmod
-from protocol.canonical import encode_flat
-from protocol.envelope import (
-    MAX_ENVELOPE_BYTES,
-    DecryptError,
-    NotForThisDeviceError,
-    RecipientDisputedError,
-    SenderNotActiveError,
-    UnauthorisedWrapError,
-    ledger_lookup,
-    open_envelope,
-    peek,
-    seal,
-)
-from protocol.errors import (
+from protocol.core.canonical import encode_flat
+from protocol.core.errors import (
     BadSignatureError,
     DecodeError,
     InvalidInput,
@@ -39,9 +26,12 @@ from protocol.errors import (
     UsageError,
     WrongNetworkError,
 )
-from protocol.keys import DeviceKeys
-from protocol.ledger import Ledger
-from protocol.messaging import (
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import NetworkParams
+from protocol.log.ledger import Ledger
+from protocol.log.state import AccountState, AccountStatus, DeviceRecord, DeviceStatus
+from protocol.messaging import envelope as envmod
+from protocol.messaging.content import (
     ContentKind,
     HistoryBundle,
     HistoryEntry,
@@ -53,8 +43,18 @@ from protocol.messaging import (
     UnknownContent,
     decode_content,
 )
-from protocol.params import NetworkParams
-from protocol.state import AccountState, AccountStatus, DeviceRecord, DeviceStatus
+from protocol.messaging.envelope import (
+    MAX_ENVELOPE_BYTES,
+    DecryptError,
+    NotForThisDeviceError,
+    RecipientDisputedError,
+    SenderNotActiveError,
+    UnauthorisedWrapError,
+    ledger_lookup,
+    open_envelope,
+    peek,
+    seal,
+)
 
 from .conftest import FAST, T0, History, device
 from .conftest import hypothesis_settings as _settings

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import authoring, canonical, keys
-from protocol.errors import InvalidInput, ProtocolError
-from protocol.events import decode_event, verify_event
-from protocol.ledger import Ledger
+from protocol.core import canonical, keys
+from protocol.core.errors import InvalidInput, ProtocolError
+from protocol.log import authoring
+from protocol.log.events import decode_event, verify_event
+from protocol.log.ledger import Ledger
 
 from .conftest import FAST, History, device, recovery
 from .conftest import hypothesis_settings as _settings

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.errors import ChecksumError, DecodeError, WrongNetworkError
-from protocol.invite import Invite
-from protocol.params import TESTNET
+from protocol.core.errors import ChecksumError, DecodeError, WrongNetworkError
+from protocol.core.invite import Invite
+from protocol.core.params import TESTNET
 
 from .conftest import FAST
 

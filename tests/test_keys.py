@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import keys
-from protocol.errors import ChecksumError, DecodeError, UsageError
-from protocol.keys import B32_ALPHABET, DeviceKeys, RecoveryKey
+from protocol.core import keys
+from protocol.core.errors import ChecksumError, DecodeError, UsageError
+from protocol.core.keys import B32_ALPHABET, DeviceKeys, RecoveryKey
 
 from .conftest import device
 from .conftest import hypothesis_settings as _settings

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import msgpack
 import pytest
 
-from protocol import authoring, crypto
-from protocol import linking as lk
-from protocol.canonical import encode
-from protocol.errors import (
+from protocol.core import crypto
+from protocol.core.canonical import encode
+from protocol.core.errors import (
     BadNameError,
     BadSignatureError,
     ChecksumError,
@@ -31,11 +30,13 @@ from protocol.errors import (
     UsageError,
     WrongNetworkError,
 )
-from protocol.events import DeviceIntro
-from protocol.keys import B32_ALPHABET, DeviceKeys, b32encode, fingerprint
-from protocol.ledger import IngestStatus, Ledger
-from protocol.params import NetworkParams
-from protocol.state import DeviceStatus
+from protocol.core.keys import B32_ALPHABET, DeviceKeys, b32encode, fingerprint
+from protocol.core.params import NetworkParams
+from protocol.linking import machines as lk
+from protocol.log import authoring
+from protocol.log.events import DeviceIntro
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.state import DeviceStatus
 
 from .conftest import FAST, T0, History, device
 

@@ -1,10 +1,10 @@
-"""Bounded, diverse links (PROTOCOL.md §11.5.3, protocol/linkpolicy.py)."""
+"""Bounded, diverse links (PROTOCOL.md §11.5.3, protocol/links/policy.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from protocol.linkpolicy import (
+from protocol.links.policy import (
     EXEMPT,
     LinkInfo,
     LinkLimits,

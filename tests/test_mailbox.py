@@ -11,15 +11,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.canonical import encode_flat
-from protocol.envelope import DecryptError, ledger_lookup, open_envelope
-from protocol.errors import (
+from protocol.core.canonical import encode_flat
+from protocol.core.errors import (
     BadSignatureError,
     InvalidInput,
     SchemaError,
     WrongNetworkError,
 )
-from protocol.mailbox import (
+from protocol.core.params import NetworkParams
+from protocol.messaging.content import ReplayError, ReplayGuard, Text
+from protocol.messaging.envelope import DecryptError, ledger_lookup, open_envelope
+from protocol.messaging.mailbox import (
     CHALLENGE_TTL_MS,
     ChallengeError,
     ChallengeIssued,
@@ -43,8 +45,6 @@ from protocol.mailbox import (
     grant_request,
     item_id_of,
 )
-from protocol.messaging import ReplayError, ReplayGuard, Text
-from protocol.params import NetworkParams
 
 from .conftest import FAST, T0
 from .test_envelope import World, _settings
@@ -315,7 +315,7 @@ def test_challenges_per_device_are_capped(s: Setup) -> None:
 
 
 def test_an_items_answer_is_bounded_in_bytes(s: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    import protocol.mailbox as mb
+    import protocol.messaging.mailbox as mb
 
     envs = [s.w.send() for _ in range(3)]
     for e in envs:

@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from protocol.errors import BadNameError
-from protocol.names import check_name, is_forbidden, sanitise
+from protocol.core.errors import BadNameError
+from protocol.core.names import check_name, is_forbidden, sanitise
 
 
 @pytest.mark.parametrize("name", ["alice", "Zoë", "李小龙", "bob's laptop", "x\U0001f6dc", "🙂"])

@@ -9,9 +9,9 @@ import sys
 import time
 
 from node.netdemo import Demo
-from protocol import authoring
-from protocol.keys import DeviceKeys
-from protocol.params import TESTNET
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import TESTNET
+from protocol.log import authoring
 
 from .conftest import alice_and_bob, start_nodes
 

@@ -21,10 +21,10 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from node.netdemo import Demo, DemoNode
 from node.transport import FRAME_HEADER, REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr
-from protocol import authoring
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.params import TESTNET
-from protocol.wire import EventsFrame, encode_frame
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import TESTNET
+from protocol.log import authoring
+from protocol.sync.wire import EventsFrame, encode_frame
 
 T = 1_750_000_000_000
 
@@ -109,7 +109,7 @@ def _forged(raw: bytes) -> bytes:
 
 
 def _has(node: DemoNode, raw: bytes) -> bool:
-    from protocol.events import decode_event
+    from protocol.log.events import decode_event
 
     event_id = decode_event(raw, TESTNET).id.hex()
     return bool(node.client.call("event.has", ids=[event_id])["present"])
@@ -175,9 +175,9 @@ def test_preverified_cache_does_not_trust_a_forged_copy() -> None:
     """A forged copy of a genuine event has the genuine id (the id does not
     cover the signature): the cache must not let it skip verification."""
     from node.preverify import VerifiedCache
-    from protocol.errors import BadSignatureError
-    from protocol.events import decode_event
-    from protocol.wire import WireLimits
+    from protocol.core.errors import BadSignatureError
+    from protocol.log.events import decode_event
+    from protocol.sync.wire import WireLimits
 
     genesis, _ = _events()
     cache = VerifiedCache(TESTNET, WireLimits())

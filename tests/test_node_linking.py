@@ -12,7 +12,7 @@ import pytest
 
 from node.errors import RpcError
 from node.netdemo import Demo, link_devices
-from protocol.linking import LinkOffer
+from protocol.linking.machines import LinkOffer
 
 from .conftest import start_nodes
 

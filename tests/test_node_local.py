@@ -15,7 +15,7 @@ from node.datadir import DataDir
 from node.errors import NodeUsageError, StoreError
 from node.storage import SqliteEventStore
 from node.verify import verify_store
-from protocol.ledger import Ledger
+from protocol.log.ledger import Ledger
 
 from .conftest import FAST, History
 
@@ -152,8 +152,8 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from node.mailbox_node import MailboxService
-    from protocol.keys import DeviceKeys
-    from protocol.mailbox import Mailbox, MailboxIdentity
+    from protocol.core.keys import DeviceKeys
+    from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 
     me, other = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
     account = b"\xaa" * 32

@@ -16,7 +16,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from node.netdemo import Demo, DemoNode
 from node.transport import frame, make_host, parse_multiaddr, read_frame
-from protocol.envelope import (
+from protocol.messaging.envelope import (
     MESSAGE_PROTOCOL_ID,
     decode_delivery_answer,
     delivery_frame,

@@ -128,8 +128,8 @@ def test_mailbox_carries_a_message_when_sender_and_recipient_are_never_online_to
 def test_a_message_from_a_newer_view_is_noticed_and_fetched(demo: Demo) -> None:
     """S5: the envelope carries the sender's view of the heads; a receiver
     that lacks them says so and reconciles at once."""
-    from protocol import authoring
-    from protocol.params import TESTNET
+    from protocol.core.params import TESTNET
+    from protocol.log import authoring
 
     (a, c, b), alice, bob = alice_and_bob(demo, ["alice", "relay", "bob"], bob_on=2)
     a.client.call("contact.add", ref=bob["account_id"], name="bob")

@@ -8,10 +8,10 @@ import threading
 
 from node.netdemo import Demo
 from node.verify import verify_store
-from protocol import authoring
-from protocol.events import Event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.params import TESTNET
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import TESTNET
+from protocol.log import authoring
+from protocol.log.events import Event
 
 from .conftest import start_nodes, wait_for
 

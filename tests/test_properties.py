@@ -33,7 +33,7 @@ Property 6 (canonical encoding) is in ``test_canonical.py``.
 Each property is a plain ``check_*`` function, driven by a fast default test
 and a ``slow`` variant with many more examples.  ``test_*_catches_*`` tests
 run the same check against a deliberately broken copy of a rule (the source
-of ``protocol.state.evaluate`` or a method, edited in memory and swapped in
+of ``protocol.log.state.evaluate`` or a method, edited in memory and swapped in
 with ``mock.patch``) and require the property to fail: none of these
 properties holds vacuously.
 """
@@ -55,17 +55,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import event as hyp_event
 from hypothesis import strategies as st
 
-import protocol.account
-import protocol.canonical
-import protocol.crypto
-import protocol.state
-from protocol import authoring
-from protocol.account import AccountLog
-from protocol.errors import InvalidInput
-from protocol.events import Event, EventKind, GenesisBody, RecoverBody, decode_event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import IngestStatus, Ledger
-from protocol.state import AccountState, AccountStatus, Evaluation
+import protocol.core.canonical
+import protocol.core.crypto
+import protocol.log.account
+import protocol.log.state
+from protocol.core.errors import InvalidInput
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.log import authoring
+from protocol.log.account import AccountLog
+from protocol.log.events import Event, EventKind, GenesisBody, RecoverBody, decode_event
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.state import AccountState, AccountStatus, Evaluation
 
 from .conftest import FAST, T0
 from .conftest import hypothesis_settings as _settings
@@ -150,7 +150,7 @@ class World:
 
     def evaluation_at(self, parents: list[bytes]) -> Evaluation:
         log = self.log
-        return protocol.state.evaluate(log.events, log.anc, self.mask_of(parents))
+        return protocol.log.state.evaluate(log.events, log.anc, self.mask_of(parents))
 
     def introduced_at(self, parents: list[bytes]) -> list[bytes]:
         log = self.log
@@ -782,8 +782,8 @@ def expect_caught(
         prop()
 
 
-EVAL = (protocol.state, "evaluate")
-EVAL_ALSO = (protocol.account,)
+EVAL = (protocol.log.state, "evaluate")
+EVAL_ALSO = (protocol.log.account,)
 
 
 def test_convergence_catches_arrival_dependent_tie_break() -> None:
@@ -879,13 +879,13 @@ bad_cases = st.builds(
 
 def resign(raw: bytes, key: DeviceKeys | RecoveryKey, signer: bytes | None = None) -> bytes:
     """The same core with another signer field, signed by ``key``."""
-    fields = protocol.canonical.decode_flat(raw, 1 << 16)
+    fields = protocol.core.canonical.decode_flat(raw, 1 << 16)
     fields[8] = key.public if isinstance(key, RecoveryKey) else key.sign_public
     if signer is not None:
         fields[8] = signer
-    core = protocol.canonical.encode_flat(fields[:10])
+    core = protocol.core.canonical.encode_flat(fields[:10])
     sig = key.sign(b"smu/event-sig/v1\x00" + core)
-    return protocol.canonical.encode_flat([*fields[:10], sig])
+    return protocol.core.canonical.encode_flat([*fields[:10], sig])
 
 
 def check_bad_input_harmless(case: BadCase) -> None:
@@ -970,7 +970,7 @@ def test_bad_input_property_catches_missing_authorisation() -> None:
 
 def test_bad_input_property_catches_missing_signature_check() -> None:
     # Every signature check (event and proof of possession) passes.
-    with mock.patch.object(protocol.crypto, "verify", lambda *args: None):
+    with mock.patch.object(protocol.core.crypto, "verify", lambda *args: None):
         expect_caught(check_bad_input_harmless, bad_cases, 500)
 
 

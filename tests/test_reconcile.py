@@ -7,8 +7,8 @@ from bisect import bisect_left
 
 import pytest
 
-from protocol.errors import InvalidInput, SchemaError, SizeLimitError, UnsupportedVersionError
-from protocol.reconcile import (
+from protocol.core.errors import InvalidInput, SchemaError, SizeLimitError, UnsupportedVersionError
+from protocol.sync.reconcile import (
     ENTRY_BYTES,
     INF,
     MAX_RANK,
@@ -22,7 +22,7 @@ from protocol.reconcile import (
     respond,
     separating_bound,
 )
-from protocol.wire import (
+from protocol.sync.wire import (
     FLAG_FINAL,
     FLAG_OWN,
     AncestryFrame,

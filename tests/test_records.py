@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.errors import (
+from protocol.core.errors import (
     BadSignatureError,
     BadTimestampError,
     UnauthorisedError,
     WrongNetworkError,
 )
-from protocol.params import NetworkParams
-from protocol.records import (
+from protocol.core.params import NetworkParams
+from protocol.records.device import (
     MAX_SKEW_MS,
     Offer,
     RecordBook,
@@ -104,8 +104,8 @@ def test_rejections() -> None:
 
 
 def test_a_record_names_only_mailbox_grants_for_its_own_device() -> None:
-    from protocol.errors import InvalidInput, SchemaError
-    from protocol.mailbox import Mailbox, MailboxIdentity
+    from protocol.core.errors import InvalidInput, SchemaError
+    from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 
     h = History()
     h.add("a1", "d0", "d1", ["g"])

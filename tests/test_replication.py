@@ -17,12 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import canonical
-from protocol.errors import BadSignatureError, NonCanonicalError, SizeLimitError
-from protocol.events import Event
-from protocol.ledger import Ledger
-from protocol.reconcile import MAX_RANK
-from protocol.replication import (
+from protocol.core import canonical
+from protocol.core.errors import BadSignatureError, NonCanonicalError, SizeLimitError
+from protocol.log.events import Event
+from protocol.log.ledger import Ledger
+from protocol.log.store import Escrow
+from protocol.sync.reconcile import MAX_RANK
+from protocol.sync.replication import (
     Delivered,
     Disconnect,
     Misbehaved,
@@ -31,9 +32,8 @@ from protocol.replication import (
     Replicator,
     Send,
 )
-from protocol.store import Escrow
-from protocol.wants import ANNOUNCED, RETRY, WantQueue
-from protocol.wire import (
+from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
+from protocol.sync.wire import (
     AncestryFrame,
     AnnounceFrame,
     EventsFrame,

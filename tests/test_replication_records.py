@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from protocol import canonical
-from protocol.errors import (
+from protocol.core import canonical
+from protocol.core.errors import (
     BadSignatureError,
     BadTimestampError,
     SchemaError,
@@ -20,10 +20,10 @@ from protocol.errors import (
     UnauthorisedError,
     WrongNetworkError,
 )
-from protocol.ledger import Ledger
-from protocol.params import NetworkParams
-from protocol.records import MAX_SKEW_MS, SignedDeviceRecord, make_record
-from protocol.replication import (
+from protocol.core.params import NetworkParams
+from protocol.log.ledger import Ledger
+from protocol.records.device import MAX_SKEW_MS, SignedDeviceRecord, make_record
+from protocol.sync.replication import (
     SIM_EPOCH_MS,
     Disconnect,
     Misbehaved,
@@ -34,7 +34,7 @@ from protocol.replication import (
     Replicator,
     Send,
 )
-from protocol.wire import (
+from protocol.sync.wire import (
     EventsFrame,
     PeersFrame,
     RecordsFrame,

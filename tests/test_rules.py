@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from protocol.errors import InvalidEventError, UnauthorisedError
-from protocol.ledger import IngestStatus, Ledger
-from protocol.state import AccountStatus
+from protocol.core.errors import InvalidEventError, UnauthorisedError
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.state import AccountStatus
 
 from .conftest import History
 
@@ -113,7 +113,7 @@ def test_rule7_revocation_through_a_void_device_disputes(history: History) -> No
 
 
 def test_escrow_refusal_is_reported_as_dropped(history: History) -> None:
-    from protocol.store import Escrow
+    from protocol.log.store import Escrow
 
     history.profile("p1", "d0", "a", ["g"])
     history.profile("p2", "d0", "b", ["p1"])

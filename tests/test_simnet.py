@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import protocol.account
-import protocol.state
-from protocol.state import VoidReason
+import protocol.log.account
+import protocol.log.state
+from protocol.log.state import VoidReason
 from simnet import scenario as sc_mod
 from simnet import topology as topo
 from simnet.cli import dumps
@@ -137,7 +137,7 @@ def test_stolen_device_attack_really_happens() -> None:
     assert [a["recovers"] for a in attacks] == [0, 0, 1]
 
 
-def _weakened_evaluate(*args: Any) -> protocol.state.Evaluation:
+def _weakened_evaluate(*args: Any) -> protocol.log.state.Evaluation:
     """Rule 4 broken: a revocation no longer voids what the revoked device
     added concurrently (nor, through rule 5, what those devices added)."""
     ev = _ORIGINAL_EVALUATE(*args)
@@ -151,21 +151,23 @@ def _weakened_evaluate(*args: Any) -> protocol.state.Evaluation:
     return ev
 
 
-_ORIGINAL_EVALUATE = protocol.state.evaluate
+_ORIGINAL_EVALUATE = protocol.log.state.evaluate
 
 
 def test_safety_judge_catches_a_weakened_revocation_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(protocol.state, "evaluate", _weakened_evaluate)
-    monkeypatch.setattr(protocol.account, "evaluate", _weakened_evaluate)
+    monkeypatch.setattr(protocol.log.state, "evaluate", _weakened_evaluate)
+    monkeypatch.setattr(protocol.log.account, "evaluate", _weakened_evaluate)
     report = run("stolen-device")
     assert report["safety"]["violations"] > 0
     assert report["safety"]["violation_examples"][0]["attack"] == "stolen_device"
 
 
-_ORIGINAL_BUILD_STATE = protocol.state.build_state
+_ORIGINAL_BUILD_STATE = protocol.log.state.build_state
 
 
-def _arrival_dependent_build_state(events: Any, anc: Any, ev: Any) -> protocol.state.AccountState:
+def _arrival_dependent_build_state(
+    events: Any, anc: Any, ev: Any
+) -> protocol.log.state.AccountState:
     st = _ORIGINAL_BUILD_STATE(events, anc, ev)
     return dataclasses.replace(st, display_name=events[-1].id.hex()[:8])  # last arrival
 
@@ -173,7 +175,7 @@ def _arrival_dependent_build_state(events: Any, anc: Any, ev: Any) -> protocol.s
 def test_convergence_judge_catches_arrival_order_dependence(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(protocol.account, "build_state", _arrival_dependent_build_state)
+    monkeypatch.setattr(protocol.log.account, "build_state", _arrival_dependent_build_state)
     report = run("partition-heal", nodes=30)
     assert report["safety"]["digest_mismatch_pairs"] > 0
 

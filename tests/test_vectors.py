@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from protocol import crypto, errors, keys, names, reconcile, wire
-from protocol.canonical import decode, encode, encode_flat
-from protocol.events import EventKind, decode_event, pop_message, verify_event
-from protocol.ledger import IngestStatus, Ledger
-from protocol.params import NetworkParams
+from protocol.core import crypto, errors, keys, names
+from protocol.core.canonical import decode, encode, encode_flat
+from protocol.core.params import NetworkParams
+from protocol.log.events import EventKind, decode_event, pop_message, verify_event
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.sync import reconcile, wire
 from tests.vectors import generate
 from tests.vectors._common import PARAMS, from_tagged, state_json
 

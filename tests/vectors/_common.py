@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from protocol import crypto, errors
-from protocol.canonical import encode_flat
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.params import FORMAT_VERSION, SUITE_V1, NetworkParams
-from protocol.state import AccountState
+from protocol.core import crypto, errors
+from protocol.core.canonical import encode_flat
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.log.state import AccountState
 
 #: A network of its own: proof-of-work is real (so an implementation must
 #: check it) but cheap, and its id keeps these events off every real network.

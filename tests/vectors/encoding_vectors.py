@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.canonical import MAX_DEPTH, decode, encode
+from protocol.core.canonical import MAX_DEPTH, decode, encode
 
 from ._common import FORMAT_NOTE, Json, assert_raises, params_json, to_tagged
 

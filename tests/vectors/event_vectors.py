@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol import authoring, crypto
-from protocol.canonical import encode, encode_flat
-from protocol.events import (
+from protocol.core import crypto
+from protocol.core.canonical import encode, encode_flat
+from protocol.core.params import FORMAT_VERSION, SUITE_V1
+from protocol.log import authoring
+from protocol.log.events import (
     AddDeviceBody,
     DeviceIntro,
     Event,
@@ -25,8 +27,7 @@ from protocol.events import (
     pop_message,
     verify_event,
 )
-from protocol.ledger import Ledger
-from protocol.params import FORMAT_VERSION, SUITE_V1
+from protocol.log.ledger import Ledger
 
 from ._common import (
     FORMAT_NOTE,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from protocol import authoring, errors
-from protocol.events import Event
-from protocol.keys import DeviceKeys, RecoveryKey
-from protocol.ledger import Ledger
-from protocol.params import NetworkParams
+from protocol.core import errors
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import NetworkParams
+from protocol.log import authoring
+from protocol.log.events import Event
+from protocol.log.ledger import Ledger
 
 from ._common import (
     FORMAT_NOTE,

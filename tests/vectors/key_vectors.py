@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from protocol import keys, names
+from protocol.core import keys, names
 
 from ._common import (
     FORMAT_NOTE,

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from protocol.canonical import decode
-from protocol.reconcile import (
+from protocol.core.canonical import decode
+from protocol.sync.reconcile import (
     FP_BYTES,
     IdIndex,
     Mode,
@@ -15,7 +15,7 @@ from protocol.reconcile import (
     initiate,
     respond,
 )
-from protocol.wire import (
+from protocol.sync.wire import (
     FLAG_FINAL,
     FLAG_OWN,
     AncestryFrame,

@@ -47,9 +47,9 @@ from itertools import pairwise
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from . import crypto
-from .canonical import decode_flat, encode_flat
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import (
     BadSignatureError,
     DecodeError,
     InvalidInput,
@@ -61,11 +61,13 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
-from .fields import fixed_bin as _bin
-from .fields import uint as _uint
-from .keys import DeviceKeys
-from .ledger import Ledger
-from .messaging import (
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import uint as _uint
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.log.ledger import Ledger
+from protocol.log.state import AccountState, AccountStatus, DeviceStatus
+from protocol.messaging.content import (
     MAX_CONTENT_BYTES,
     MESSAGE_ID_BYTES,
     Content,
@@ -76,8 +78,6 @@ from .messaging import (
     decode_content,
     encode_content,
 )
-from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
-from .state import AccountState, AccountStatus, DeviceStatus
 
 # Domain labels (§15.2).  Changing one is a protocol change.
 D_ENV_SIG = b"smu/envelope-sig/v1\x00"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .events import (
+from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.params import NetworkParams
+from protocol.log.events import (
     AddDeviceBody,
     DeviceIntro,
     Event,
@@ -21,8 +23,6 @@ from .events import (
     build_event,
     pop_message,
 )
-from .keys import DeviceKeys, RecoveryKey
-from .params import NetworkParams
 
 Progress = Callable[[int], None] | None
 

@@ -7,7 +7,7 @@ is int`` rather than ``isinstance``: ``True`` is not an integer on the wire.
 
 from __future__ import annotations
 
-from .errors import SchemaError
+from protocol.core.errors import SchemaError
 
 
 def fixed_bin(value: object, size: int, what: str) -> bytes:

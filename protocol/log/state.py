@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from . import crypto
-from .canonical import encode
-from .events import (
+from protocol.core import crypto
+from protocol.core.canonical import encode
+from protocol.core.keys import fingerprint
+from protocol.log.events import (
     AddDeviceBody,
     Event,
     EventKind,
@@ -24,7 +25,6 @@ from .events import (
     RevokeDeviceBody,
     RotateEncKeyBody,
 )
-from .keys import fingerprint
 
 
 class AccountStatus(Enum):

@@ -10,10 +10,10 @@ whitespace, hyphens and letter case.
 
 from __future__ import annotations
 
-from . import crypto
-from .canonical import Value, decode, encode
-from .errors import ChecksumError, DecodeError, SizeLimitError
-from .keys import b32decode, b32encode
+from protocol.core import crypto
+from protocol.core.canonical import Value, decode, encode
+from protocol.core.errors import ChecksumError, DecodeError, SizeLimitError
+from protocol.core.keys import b32decode, b32encode
 
 CHECKSUM_BYTES = 4
 MAX_CODE_CHARS = 2048

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import crypto
-from .errors import SchemaError
+from protocol.core import crypto
+from protocol.core.errors import SchemaError
 
 ID_BYTES = 32
 FP_BYTES = 16

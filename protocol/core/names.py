@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 from bisect import bisect_right
 
-from .errors import BadNameError
+from protocol.core.errors import BadNameError
 
 #: Inclusive code-point ranges that a name must not contain (PROTOCOL.md §4.4).
 FORBIDDEN_RANGES: tuple[tuple[int, int], ...] = (

@@ -37,10 +37,9 @@ from enum import IntEnum
 
 import nacl.bindings as sodium
 
-from . import crypto
-from .canonical import decode_flat, encode_flat
-from .envelope import MAX_ENVELOPE_BYTES, peek
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import (
     BadTimestampError,
     InvalidInput,
     LimitExceededError,
@@ -48,24 +47,28 @@ from .errors import (
     SchemaError,
     UnsupportedVersionError,
     UsageError,
-    WrongNetworkError,
 )
-from .fields import fixed_bin as _bin
-from .fields import uint as _uint
-from .keys import DeviceKeys
-from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import uint as _uint
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.messaging.envelope import MAX_ENVELOPE_BYTES, peek
+from protocol.records.grant import (
+    D_MAILBOX_GRANT,
+    MAX_GRANT_BYTES,
+    Grant,
+    check_peer_id,
+    decode_grant,
+)
 
 PROTOCOL_ID = "/smu/mailbox/1"
 WIRE_VERSION = 1
 
-D_MAILBOX_GRANT = b"smu/mailbox-grant/v1\x00"
 D_MAILBOX_AUTH = b"smu/mailbox-auth/v1\x00"
 D_MAILBOX_ITEM = b"smu/mailbox-item/v1\x00"
 
 ITEM_ID_BYTES = 16
 NONCE_BYTES = 16
-MAX_GRANT_BYTES = 512
-MAX_PEER_ID = 128
 #: a request frame: one envelope plus a little framing
 MAX_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 256
 MAX_FETCH = 256
@@ -78,7 +81,6 @@ CHALLENGES_PER_DEVICE = 4
 GRANT_REQUEST_SKEW_MS = 5 * 60 * 1000
 MAX_DELETE = 1024
 CHALLENGE_TTL_MS = 60_000
-GRANT_FIELDS = 12
 
 
 class MailboxError(InvalidInput):
@@ -119,64 +121,6 @@ class MailboxIdentity:
 
     def sign(self, message: bytes) -> bytes:
         return crypto.sign(self._secret, message)
-
-
-# --------------------------------------------------------------------------
-# Grants (§15.11)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    network: str
-    mailbox_key: bytes
-    mailbox_peer: str
-    account: bytes
-    device: bytes
-    quota_bytes: int
-    quota_count: int
-    issued: int
-    expires: int
-    signature: bytes
-    raw: bytes
-
-    def valid_for(self, account: bytes, device: bytes, now_ms: int) -> bool:
-        return self.account == account and self.device == device and now_ms < self.expires
-
-
-def _peer(v: object) -> str:
-    if type(v) is not str or not 0 < len(v) <= MAX_PEER_ID or not v.isprintable():
-        raise SchemaError("a peer id is printable text")
-    return v
-
-
-def decode_grant(raw: bytes, params: NetworkParams) -> Grant:
-    """Structure and the mailbox's signature (expiry is the caller's check)."""
-    f = decode_flat(raw, MAX_GRANT_BYTES)
-    if type(f) is not list or len(f) != GRANT_FIELDS:
-        raise SchemaError(f"a grant is an array of {GRANT_FIELDS}")
-    if type(f[0]) is not int or type(f[1]) is not int:
-        raise SchemaError("version and suite are integers")
-    if f[0] != FORMAT_VERSION or f[1] != SUITE_V1:
-        raise UnsupportedVersionError("grant format is not known here")
-    if f[2] != params.network_id:
-        raise WrongNetworkError("grant is for another network")
-    grant = Grant(
-        params.network_id,
-        _bin(f[3], 32, "mailbox key"),
-        _peer(f[4]),
-        _bin(f[5], 32, "account"),
-        _bin(f[6], 32, "device"),
-        _uint(f[7], "quota bytes"),
-        _uint(f[8], "quota count"),
-        _uint(f[9], "issued"),
-        _uint(f[10], "expires"),
-        _bin(f[11], 64, "signature"),
-        raw,
-    )
-    if grant.expires <= grant.issued:
-        raise BadTimestampError("a grant expires after it is issued")
-    crypto.verify(grant.mailbox_key, D_MAILBOX_GRANT + encode_flat(f[:-1]), grant.signature)
-    return grant
 
 
 # --------------------------------------------------------------------------
@@ -406,7 +350,7 @@ class Mailbox:
         #: decides GRANT_REQUESTs: ``(account, device) -> bool``; None refuses all
         self.grant_policy = grant_policy
         self.identity = identity
-        self.peer_id = _peer(peer_id)
+        self.peer_id = check_peer_id(peer_id)
         self.limits = limits or MailboxLimits()
         self._boxes: dict[bytes, _Box] = {}  # by device key
         self._peer_use: dict[str, tuple[int, int]] = {}  # peer -> (bytes, count)

@@ -1,5 +1,5 @@
 """Configuration, outputs and statistics of the replication machine
-(PROTOCOL.md §11.4-§11.8), apart from ``protocol.replication`` to keep each
+(PROTOCOL.md §11.4-§11.8), apart from ``protocol.sync.replication`` to keep each
 file readable; import them from there.
 """
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InvalidInput
-from .events import Event
-from .peers import PeerId, ScoreConfig
-from .records import SignedDeviceRecord
-from .wire import PeerEntry
+from protocol.core.errors import InvalidInput
+from protocol.log.events import Event
+from protocol.records.device import SignedDeviceRecord
+from protocol.sync.scores import PeerId, ScoreConfig
+from protocol.sync.wire import PeerEntry
 
 #: machine time 0 as Unix ms when the adapter passes no wall clock: a fixed
 #: date, so tests and simnet stay deterministic (2025-06-15T15:06:40Z)

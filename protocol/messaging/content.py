@@ -1,6 +1,6 @@
 """Message contents and replay state (PROTOCOL.md §15.4, §15.6).
 
-What travels *inside* an envelope (``protocol.envelope``) is one content
+What travels *inside* an envelope (``protocol.messaging.envelope``) is one content
 value, tagged by its kind:
 
 * ``Text`` (kind 1) — a UTF-8 message;
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import pairwise
 
-from .canonical import decode_flat, encode_flat
-from .errors import InvalidInput, SchemaError, UsageError
-from .fields import fixed_bin as _bin
-from .fields import uint as _uint
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import InvalidInput, SchemaError, UsageError
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import uint as _uint
 
 MESSAGE_ID_BYTES = 16
 MAX_TEXT_BYTES = 64 * 1024

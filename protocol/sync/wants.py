@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 
-from .reconcile import MAX_RANK
+from protocol.sync.reconcile import MAX_RANK
 
 #: announced ids: after everything a reconciliation listed
 ANNOUNCED = MAX_RANK + 1

@@ -11,7 +11,7 @@ import hashlib
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from .errors import BadSignatureError, InvalidKeyError
+from protocol.core.errors import BadSignatureError, InvalidKeyError
 
 ED25519_PUBLIC_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64

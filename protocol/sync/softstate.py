@@ -2,7 +2,7 @@
 §11.7, §11.8): device records with their pending set, and the peer table of
 peer exchange.
 
-These classes hold state and decide; ``protocol.replication.Replicator``
+These classes hold state and decide; ``protocol.sync.replication.Replicator``
 sends frames, scores peers and counts.  Sans-I/O and deterministic like it.
 """
 
@@ -13,10 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import BadTimestampError
-from .ledger import Ledger
-from .peers import PeerId
-from .records import (
+from protocol.core.errors import BadTimestampError
+from protocol.log.ledger import Ledger
+from protocol.records.device import (
     MAX_SKEW_MS,
     Offer,
     RecordBook,
@@ -24,7 +23,8 @@ from .records import (
     decode_record,
     verify_record,
 )
-from .wire import MAX_PEER_ADDRS, MAX_PEER_TEXT, PeerEntry
+from protocol.sync.scores import PeerId
+from protocol.sync.wire import MAX_PEER_ADDRS, MAX_PEER_TEXT, PeerEntry
 
 Key = tuple[bytes, bytes]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import DecodeError, NonCanonicalError, SizeLimitError
+from protocol.core.errors import DecodeError, NonCanonicalError, SizeLimitError
 
 # Nesting deeper than this is never needed by a protocol value; refusing it
 # early keeps hostile input from exhausting the decoder's stack.

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from . import crypto
-from .canonical import decode_flat, encode_flat
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import (
     BadTimestampError,
     SchemaError,
     SizeLimitError,
@@ -32,8 +32,9 @@ from .errors import (
     UnsupportedVersionError,
     WrongNetworkError,
 )
-from .keys import DeviceKeys
-from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.keys import DeviceKeys
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.records.grant import decode_grant
 
 MAX_RECORD_BYTES = 2048
 MAX_PEER_IDS = 4
@@ -131,8 +132,6 @@ def _mailboxes(
 ) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
     """Each entry is [grant, [multiaddr...]]; the grant must be a mailbox's
     valid signature for this very account and device (PROTOCOL.md §16)."""
-    from .mailbox import decode_grant  # mailbox imports envelope; keep records light
-
     if type(value) is not list or len(value) > MAX_MAILBOXES:
         raise SchemaError(f"mailboxes: an array of at most {MAX_MAILBOXES}")
     out = []

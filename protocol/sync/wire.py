@@ -16,10 +16,10 @@ import itertools
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .canonical import decode_flat, encode_flat
-from .errors import SchemaError, SizeLimitError, UnsupportedVersionError
-from .reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
-from .records import MAX_RECORD_BYTES
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import SchemaError, SizeLimitError, UnsupportedVersionError
+from protocol.records.device import MAX_RECORD_BYTES
+from protocol.sync.reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
 
 PROTOCOL_ID = "/smu/replication/2"
 WIRE_VERSION = 1

@@ -13,12 +13,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .account import AccountLog
-from .errors import BadParentsError, InvalidInput, UnknownAccountError
-from .events import Event, EventKind, decode_event, verify_event
-from .params import NetworkParams
-from .state import AccountState
-from .store import Escrow, EventStore, MemoryEventStore
+from protocol.core.errors import BadParentsError, InvalidInput, UnknownAccountError
+from protocol.core.params import NetworkParams
+from protocol.log.account import AccountLog
+from protocol.log.events import Event, EventKind, decode_event, verify_event
+from protocol.log.state import AccountState
+from protocol.log.store import Escrow, EventStore, MemoryEventStore
 
 
 class IngestStatus(Enum):

@@ -8,7 +8,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .events import Event
+from protocol.log.events import Event
 
 
 class EventStore(Protocol):

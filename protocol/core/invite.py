@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import crypto
-from .codes import from_code, to_code
-from .errors import SchemaError, UnsupportedVersionError, WrongNetworkError
-from .names import check_name
-from .params import NetworkParams
+from protocol.core import crypto
+from protocol.core.codes import from_code, to_code
+from protocol.core.errors import SchemaError, UnsupportedVersionError, WrongNetworkError
+from protocol.core.names import check_name
+from protocol.core.params import NetworkParams
 
 INVITE_VERSION = 1
 TEXT_PREFIX = "smu1inv"

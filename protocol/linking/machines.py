@@ -53,10 +53,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from . import crypto
-from .authoring import add_device, introduce
-from .canonical import encode
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import encode
+from protocol.core.errors import (
     BadNameError,
     InvalidEventError,
     InvalidInput,
@@ -65,10 +64,10 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
-from .events import DeviceIntro, Event, EventKind, pop_message
-from .keys import DeviceKeys, fingerprint, handle
-from .ledger import IngestStatus, Ledger
-from .linking_wire import (
+from protocol.core.keys import DeviceKeys, fingerprint, handle
+from protocol.core.names import check_name
+from protocol.core.params import NetworkParams
+from protocol.linking.wire import (
     APPROVAL_WINDOW_MS,
     APPROVER_BOUND_MAX_BYTES,
     CHECKSUM_BYTES,
@@ -125,9 +124,10 @@ from .linking_wire import (
     joiner_bound_max_bytes,
     link_id_of,
 )
-from .names import check_name
-from .params import NetworkParams
-from .state import AccountState, AccountStatus, DeviceStatus
+from protocol.log.authoring import add_device, introduce
+from protocol.log.events import DeviceIntro, Event, EventKind, pop_message
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.state import AccountState, AccountStatus, DeviceStatus
 
 # --------------------------------------------------------------------------
 # The transcript, MACs and the confirmation code (§14.3)

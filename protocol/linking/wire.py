@@ -10,10 +10,10 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from . import crypto
-from .canonical import decode, encode
-from .codes import from_code, to_code
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import decode, encode
+from protocol.core.codes import from_code, to_code
+from protocol.core.errors import (
     InvalidInput,
     ProtocolError,
     SchemaError,
@@ -21,11 +21,11 @@ from .errors import (
     UnsupportedVersionError,
     UsageError,
 )
-from .events import DeviceIntro
-from .fields import fixed_bin as _bin
-from .fields import uint as _uint
-from .names import check_name
-from .params import NetworkParams
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import uint as _uint
+from protocol.core.names import check_name
+from protocol.core.params import NetworkParams
+from protocol.log.events import DeviceIntro
 
 PROTOCOL_ID = "/smu/link/1"
 LINK_VERSION = 1  # of the link string's payload (§14.2)

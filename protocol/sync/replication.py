@@ -17,7 +17,7 @@ Sans-I/O: every entry point takes the current time and returns what to do
   (ANCESTRY), parents first.
 * Peers (§11.5): a score per peer (protocol.peers); invalid input costs
   dearly and leads to a disconnect with back-off; duplicates are normal.
-* Device records (§11.7): signed soft state (protocol.records) flooded to
+* Device records (§11.7): signed soft state (protocol.records.device) flooded to
   every peer, newest wins; a record of a device we do not yet know to be
   active waits in a small pending set until the account's events arrive.
 * Peer exchange (§11.8): PEERS frames tell a node whom it may dial; the
@@ -31,13 +31,22 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import InvalidInput, LimitExceededError, UnsupportedVersionError
-from .events import Event, decode_event
-from .ledger import IngestStatus, Ledger
-from .peers import PeerBook, PeerId, TokenBucket
-from .reconcile import IdIndex, Range, ReconcileConfig, chunk, initiate, needs_reply, respond
-from .records import Offer, SignedDeviceRecord, decode_record
-from .replication_types import (
+from protocol.core.errors import InvalidInput, LimitExceededError, UnsupportedVersionError
+from protocol.log.events import Event, decode_event
+from protocol.log.ledger import IngestStatus, Ledger
+from protocol.records.device import Offer, SignedDeviceRecord, decode_record
+from protocol.sync.reconcile import (
+    IdIndex,
+    Range,
+    ReconcileConfig,
+    chunk,
+    initiate,
+    needs_reply,
+    respond,
+)
+from protocol.sync.scores import PeerBook, PeerId, TokenBucket
+from protocol.sync.softstate import Drop, PeerTable, RecordRelay
+from protocol.sync.types import (
     SIM_EPOCH_MS,
     Delivered,
     Disconnect,
@@ -50,9 +59,8 @@ from .replication_types import (
     Send,
     sim_wall_ms,
 )
-from .softstate import Drop, PeerTable, RecordRelay
-from .wants import ANNOUNCED, RETRY, WantQueue
-from .wire import (
+from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
+from protocol.sync.wire import (
     FLAG_FINAL,
     FLAG_OWN,
     AncestryFrame,

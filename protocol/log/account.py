@@ -17,8 +17,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .errors import BadParentsError, InvalidEventError, LimitExceededError, UnauthorisedError
-from .events import (
+from protocol.core.errors import (
+    BadParentsError,
+    InvalidEventError,
+    LimitExceededError,
+    UnauthorisedError,
+)
+from protocol.core.keys import recovery_commitment
+from protocol.core.params import NetworkParams
+from protocol.log.events import (
     AddDeviceBody,
     DeviceIntro,
     Event,
@@ -27,9 +34,7 @@ from .events import (
     RecoverBody,
     RevokeDeviceBody,
 )
-from .keys import recovery_commitment
-from .params import NetworkParams
-from .state import AccountState, Evaluation, build_state, evaluate
+from protocol.log.state import AccountState, Evaluation, build_state, evaluate
 
 # Evaluations of ancestor sets that are not the whole log, by parent tuple.
 _ANCESTOR_CACHE_SIZE = 32

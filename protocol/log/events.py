@@ -22,9 +22,9 @@ from itertools import pairwise
 
 import msgpack
 
-from . import crypto
-from .canonical import decode_flat, encode_flat
-from .errors import (
+from protocol.core import crypto
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import (
     BadParentsError,
     BadTimestampError,
     InsufficientWorkError,
@@ -33,10 +33,10 @@ from .errors import (
     UsageError,
     WrongNetworkError,
 )
-from .fields import fixed_bin as _bin
-from .fields import integer as _int
-from .names import check_name
-from .params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import integer as _int
+from protocol.core.names import check_name
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
 
 NONCE_BYTES = 8
 ID_BYTES = 32

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import nacl.bindings as sodium
 
-from . import crypto
-from .errors import ChecksumError, DecodeError, UsageError
-from .names import slug
+from protocol.core import crypto
+from protocol.core.errors import ChecksumError, DecodeError, UsageError
+from protocol.core.names import slug
 
 # Crockford's base32: no i, l, o or u, so a hand-copied code survives.
 B32_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
