@@ -56,6 +56,7 @@ from protocol.sync.wire import WireLimits
 
 from . import control
 from .account_rpc import AccountMethods
+from .clock import clock_now
 from .contacts import ContactMethods
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
@@ -137,8 +138,6 @@ class Daemon:
             self.ledger,
             random.Random(os.urandom(16)),
             replication or ReplicationConfig(),
-            # device records are judged by the wall clock (PROTOCOL.md §16)
-            wall_ms=lambda now: int(time.time() * 1000),
         )
         self.links: dict[str, Link] = {}
         self.refused: set[str] = set()
@@ -242,7 +241,7 @@ class Daemon:
                     (grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants
                 ),
             )
-            self.apply(publish(record.raw, trio.current_time()))
+            self.apply(publish(record.raw, clock_now()))
         except InvalidInput as exc:
             log.warning("own device record refused: %s", exc)
 
@@ -266,7 +265,7 @@ class Daemon:
             now = trio.current_time()
             wake = now + 1.0 if deadline is None else min(deadline, now + 1.0)
             await trio.sleep_until(wake)
-            self.apply(self.replicator.tick(trio.current_time()))
+            self.apply(self.replicator.tick(clock_now()))
 
     async def _bootstrap_loop(self) -> None:
         while True:
@@ -435,7 +434,7 @@ class Daemon:
             with link.cancel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, link)
-                    self.apply(self.replicator.connect(peer, trio.current_time()))
+                    self.apply(self.replicator.connect(peer, clock_now()))
                     await self._reader(link)
                     nursery.cancel_scope.cancel()
         finally:
@@ -448,7 +447,7 @@ class Daemon:
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
             log.info("peer %s disconnected", link.peer)
-            self.apply(self.replicator.disconnect(link.peer, trio.current_time()))
+            self.apply(self.replicator.disconnect(link.peer, clock_now()))
 
     async def _reader(self, link: Link) -> None:
         """Read frames, check each in a worker thread (decoding and
@@ -459,7 +458,7 @@ class Daemon:
             nursery.start_soon(self._read_frames, link, ordered_send, nursery)
             async for data, checked in ordered_recv:
                 await checked.wait()
-                self.apply(self.replicator.receive(link.peer, data, trio.current_time()))
+                self.apply(self.replicator.receive(link.peer, data, clock_now()))
             nursery.cancel_scope.cancel()
 
     async def _read_frames(
@@ -676,7 +675,7 @@ class Daemon:
 
     def publish(self, raw: bytes) -> tuple[str, str, list[Output]]:
         before = self.ledger.event_count
-        outputs = self.replicator.publish(raw, trio.current_time())
+        outputs = self.replicator.publish(raw, clock_now())
         self.apply(outputs)  # flushes the store before anything is reported
         from protocol.log.events import decode_event
 

@@ -52,6 +52,7 @@ from protocol.messaging.envelope import (
 )
 
 from . import control
+from .clock import clock_now
 from .control import RpcFailure
 from .transport import frame, parse_multiaddr, read_frame
 
@@ -338,7 +339,7 @@ class MessageMethods:
                 continue
             self._last_divergence[view.account] = now
             for peer in list(self.d.links):
-                self.d.apply(self.d.replicator.reconcile_now(peer, now))
+                self.d.apply(self.d.replicator.reconcile_now(peer, clock_now()))
             self.notices.append(
                 (
                     _now_ms(),

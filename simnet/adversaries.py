@@ -455,7 +455,7 @@ class SybilFlood(Base):
             signer_public=mallory.sign_public,
             sign=mallory.sign,
         )
-        outs: list[Any] = n.rep.publish(ev.raw, now)
+        outs: list[Any] = n.rep.publish(ev.raw, n.now(now))
         return outs
 
 

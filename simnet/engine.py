@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.core.machine import SIM_EPOCH_MS, Now
 from protocol.core.params import NetworkParams
 from protocol.log.ledger import Ledger
 from protocol.sync.replication import (
@@ -84,6 +85,11 @@ class SimNode:
         self.misbehaved_reports = 0
         #: stats of replication machines this node ran before a restart
         self.retired: list[Any] = []
+
+    def now(self, t: float) -> Now:
+        """Virtual time ``t`` as this node's machines see it: its wall clock
+        is off by its ``skew`` (seconds)."""
+        return Now(t, SIM_EPOCH_MS + int((t + self.skew) * 1000))
 
 
 class Engine:
@@ -174,16 +180,16 @@ class Engine:
                 node.bytes_received += len(frame)
                 if node.on_frame is not None:
                     node.on_frame(src, frame, t)
-                outs = rep.receive(self.nodes[src].pid, frame, t)
+                outs = rep.receive(self.nodes[src].pid, frame, node.now(t))
                 cost += cpu.per_byte * len(frame)
         elif kind == J_PUBLISH:
-            outs = rep.publish(job[1], t)
+            outs = rep.publish(job[1], node.now(t))
         elif kind == J_TICK:
-            outs = rep.tick(t)
+            outs = rep.tick(node.now(t))
         elif kind == J_CONNECT:
-            outs = rep.connect(self.nodes[job[1]].pid, t)
+            outs = rep.connect(self.nodes[job[1]].pid, node.now(t))
         elif kind == J_DISCONNECT:
-            outs = rep.disconnect(self.nodes[job[1]].pid, t)
+            outs = rep.disconnect(self.nodes[job[1]].pid, node.now(t))
         else:
             outs = job[1](node, t)
         for o in outs:

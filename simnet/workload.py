@@ -15,13 +15,14 @@ from typing import Any
 
 from protocol.core.errors import InvalidInput, UnknownAccountError
 from protocol.core.keys import DeviceKeys, RecoveryKey
+from protocol.core.machine import SIM_EPOCH_MS
 from protocol.log import authoring
 from protocol.log.events import Event
 from protocol.log.ledger import Ledger
 
 from .engine import Engine, SimNode
 
-T0_MS = 1_750_000_000_000
+T0_MS = SIM_EPOCH_MS
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class Workload:
         """Hand a freshly built event to the node's replicator (inside a job)."""
         self.obs.created(event, node.idx, t, honest)
         try:
-            outs: list[Any] = node.rep.publish(event.raw, t)
+            outs: list[Any] = node.rep.publish(event.raw, node.now(t))
         except InvalidInput:
             self.rejected_local += 1  # e.g. a concurrent change made it invalid here
             self.obs.forget(event)

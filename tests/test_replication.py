@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from protocol.core import canonical
 from protocol.core.errors import BadSignatureError, NonCanonicalError, SizeLimitError
+from protocol.core.machine import Now
 from protocol.log.events import Event
 from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
@@ -43,6 +44,9 @@ from protocol.sync.wire import (
 )
 
 from .conftest import FAST, History, hypothesis_settings
+
+#: virtual time t, as every machine entry point takes it
+at = Now.virtual
 
 
 def make_events(accounts: int, per_account: int, seed: str = "s") -> list[Event]:
@@ -94,14 +98,14 @@ class Net:
     def connect(self, a: str, b: str) -> None:
         self.links[(a, b)] = deque()
         self.links[(b, a)] = deque()
-        self.handle(a, self.nodes[a].connect(b, self.now))
-        self.handle(b, self.nodes[b].connect(a, self.now))
+        self.handle(a, self.nodes[a].connect(b, at(self.now)))
+        self.handle(b, self.nodes[b].connect(a, at(self.now)))
 
     def cut(self, a: str, b: str) -> None:
         self.links.pop((a, b), None)
         self.links.pop((b, a), None)
         if b in self.nodes:
-            self.handle(b, self.nodes[b].disconnect(a, self.now))
+            self.handle(b, self.nodes[b].disconnect(a, at(self.now)))
 
     def run(self, until: float | None = None, max_steps: int = 200_000) -> None:
         """Deliver frames; when none are in flight, advance to the next timer
@@ -112,7 +116,7 @@ class Net:
                 src, dst = self.rng.choice(busy)
                 frame = self.links[(src, dst)].popleft()
                 if dst in self.nodes:
-                    self.handle(dst, self.nodes[dst].receive(src, frame, self.now))
+                    self.handle(dst, self.nodes[dst].receive(src, frame, at(self.now)))
                 continue
             if until is None:
                 return
@@ -123,7 +127,7 @@ class Net:
                 return
             self.now = max(self.now, nxt)
             for name, node in self.nodes.items():
-                self.handle(name, node.tick(self.now))
+                self.handle(name, node.tick(at(self.now)))
         raise AssertionError("the network did not settle")
 
     def ids(self, name: str) -> set[bytes]:
@@ -181,7 +185,7 @@ def test_chain_of_five_propagates_a_published_event_by_push() -> None:
     net.run()
     rounds = sum(n.stats.reconcile_rounds for n in net.nodes.values())
     new = h.profile("p", "d0", "hello", ["g"])
-    net.handle("n0", net.nodes["n0"].publish(new.raw, net.now))
+    net.handle("n0", net.nodes["n0"].publish(new.raw, at(net.now)))
     net.run()  # no timers fire: only push can move the event
     for n in names:
         assert new.id in net.ids(n), n
@@ -200,7 +204,7 @@ def test_announce_and_request_when_not_eager() -> None:
     net.connect("a", "b")
     net.run()
     new = h.profile("p", "d0", "x", ["g"])
-    net.handle("a", net.nodes["a"].publish(new.raw, net.now))
+    net.handle("a", net.nodes["a"].publish(new.raw, at(net.now)))
     net.run()
     assert new.id in net.ids("b")
     assert net.nodes["a"].stats.ids_announced == 1
@@ -218,8 +222,8 @@ def test_child_first_waits_in_escrow_and_its_parent_is_requested() -> None:
     net.links[("a", "b")] = deque()
     net.links[("b", "a")] = deque()
     for x, y in (("a", "b"), ("b", "a")):
-        net.handle(x, [o for o in net.nodes[x].connect(y, 0.0) if not isinstance(o, Send)])
-    outs = b.receive("a", encode_frame(EventsFrame((h.events["p2"].raw,))), 0.0)
+        net.handle(x, [o for o in net.nodes[x].connect(y, at(0.0)) if not isinstance(o, Send)])
+    outs = b.receive("a", encode_frame(EventsFrame((h.events["p2"].raw,))), at(0.0))
     (req,) = [o for o in outs if isinstance(o, Send)]
     # the missing parent is fetched with its ancestry, minus what b holds
     assert decode_frame(req.frame) == AncestryFrame((h.events["p1"].id,), (h.genesis.id,))
@@ -238,7 +242,7 @@ def _pair(config: ReplicationConfig | None = None) -> tuple[Replicator, History]
     ledger = Ledger(FAST)
     ledger.ingest(h.genesis.raw)
     node = Replicator(ledger, random.Random(0), config or ReplicationConfig())
-    node.connect("evil", 0.0)
+    node.connect("evil", at(0.0))
     return node, h
 
 
@@ -249,15 +253,15 @@ def _disconnected(outs: list[Output]) -> Disconnect:
 
 def test_garbage_is_punished_with_backoff() -> None:
     node, _ = _pair()
-    outs = node.receive("evil", b"\xc1garbage", 1.0)
+    outs = node.receive("evil", b"\xc1garbage", at(1.0))
     assert any(isinstance(o, Misbehaved) for o in outs)
     d = _disconnected(outs)
     assert d.until > 1.0
     assert node.peers() == []
     # a redial before the back-off ends is refused; the next ban lasts longer
-    assert isinstance(node.connect("evil", 2.0)[0], Disconnect)
-    assert node.connect("evil", d.until + 1)
-    d2 = _disconnected(node.receive("evil", b"\x00", d.until + 2))
+    assert isinstance(node.connect("evil", at(2.0))[0], Disconnect)
+    assert node.connect("evil", at(d.until + 1))
+    d2 = _disconnected(node.receive("evil", b"\x00", at(d.until + 2)))
     assert d2.until - (d.until + 2) > d.until - 1.0
 
 
@@ -267,7 +271,7 @@ def test_forged_event_is_not_stored_and_costs_the_peer() -> None:
     fields = canonical.decode_flat(good.raw, 4096)
     fields[-1] = bytes(64)  # a signature that does not verify
     forged = canonical.encode_flat(fields)
-    outs = node.receive("evil", encode_frame(EventsFrame((forged,))), 1.0)
+    outs = node.receive("evil", encode_frame(EventsFrame((forged,))), at(1.0))
     (m,) = [o for o in outs if isinstance(o, Misbehaved)]
     assert isinstance(m.error, BadSignatureError)
     _disconnected(outs)
@@ -280,7 +284,7 @@ def test_oversized_and_non_canonical_frames_are_refused() -> None:
     good = h.profile("p", "d0", "x", ["g"])
     big = encode_frame(EventsFrame((good.raw,) * 20))
     assert len(big) > 4096
-    outs = node.receive("evil", big, 1.0)
+    outs = node.receive("evil", big, at(1.0))
     (m,) = [o for o in outs if isinstance(o, Misbehaved)]
     assert isinstance(m.error, SizeLimitError)
     _disconnected(outs)
@@ -289,7 +293,7 @@ def test_oversized_and_non_canonical_frames_are_refused() -> None:
     node2, _h2 = _pair()
     # the frame [1, 3, ids] with the type written as a 16-bit integer
     bad = b"\x93\x01\xcd\x00\x03\xc4\x00"
-    outs = node2.receive("evil", bad, 1.0)
+    outs = node2.receive("evil", bad, at(1.0))
     (m,) = [o for o in outs if isinstance(o, Misbehaved)]
     assert isinstance(m.error, NonCanonicalError)
 
@@ -300,7 +304,7 @@ def test_repeating_valid_events_is_not_an_offence() -> None:
     frame = encode_frame(EventsFrame((good.raw,)))
     outs: list[Output] = []
     for i in range(50):
-        outs += node.receive("evil", frame, 1.0 + i)
+        outs += node.receive("evil", frame, at(1.0 + i))
     assert not any(isinstance(o, Misbehaved | Disconnect) for o in outs)
     assert node.stats.duplicate_events == 49
     assert node.score("evil") > 0
@@ -313,13 +317,13 @@ def test_request_flood_is_rate_limited_then_cut() -> None:
     frame = encode_frame(RequestFrame((h.genesis.id,)))
     outs: list[Output] = []
     for _ in range(10):
-        outs += node.receive("evil", frame, 0.0)
+        outs += node.receive("evil", frame, at(0.0))
     served = [o for o in outs if isinstance(o, Send)]
     # the burst (10 ids) is served, then 2 frames wait, then floods cost score
     assert 1 <= len(served) <= 11
     assert node.next_deadline() is not None
     for _ in range(20):
-        outs += node.receive("evil", frame, 0.0)
+        outs += node.receive("evil", frame, at(0.0))
     _disconnected(outs)
 
 
@@ -327,13 +331,13 @@ def test_queued_requests_are_served_when_the_budget_refills() -> None:
     config = ReplicationConfig(serve_rate=1.0, serve_burst=1.0, max_queued_frames=4)
     node, h = _pair(config)
     frame = encode_frame(RequestFrame((h.genesis.id,)))
-    sends = [o for o in node.receive("evil", frame, 0.0) if isinstance(o, Send)]
+    sends = [o for o in node.receive("evil", frame, at(0.0)) if isinstance(o, Send)]
     # the initial reconciliation frame plus the answer
     assert len([s for s in sends if isinstance(decode_frame(s.frame), EventsFrame)]) == 1
-    assert not node.receive("evil", frame, 0.0)
+    assert not node.receive("evil", frame, at(0.0))
     deadline = node.next_deadline()
     assert deadline is not None and 0.0 < deadline <= 1.0
-    later = node.tick(deadline)
+    later = node.tick(at(deadline))
     assert [decode_frame(s.frame) for s in later if isinstance(s, Send)] == [
         EventsFrame((h.genesis.raw,))
     ]
@@ -348,7 +352,7 @@ def test_periodic_reconciliation_repairs_a_missed_push() -> None:
     net.run()
     new = h.profile("p", "d0", "x", ["g"])
     # a publishes while its pushes are lost
-    outs = net.nodes["a"].publish(new.raw, net.now)
+    outs = net.nodes["a"].publish(new.raw, at(net.now))
     assert any(isinstance(o, Send) for o in outs)
     net.run(until=20.0)
     assert new.id in net.ids("b")
@@ -386,8 +390,8 @@ def test_a_failed_request_moves_to_another_peer_that_offered_the_id(failure: str
     ledger = Ledger(FAST)
     ledger.ingest(h.genesis.raw)
     node = Replicator(ledger, random.Random(0))
-    node.connect("p1", 0.0)
-    node.connect("p2", 0.0)
+    node.connect("p1", at(0.0))
+    node.connect("p2", at(0.0))
 
     def requests(outs: list[Output]) -> list[tuple[str, object]]:
         return [
@@ -397,18 +401,18 @@ def test_a_failed_request_moves_to_another_peer_that_offered_the_id(failure: str
         ]
 
     announce = encode_frame(AnnounceFrame((new.id,)))
-    assert requests(node.receive("p1", announce, 1.0)) == [("p1", RequestFrame((new.id,)))]
-    assert requests(node.receive("p2", announce, 1.0)) == []  # already asked p1
+    assert requests(node.receive("p1", announce, at(1.0))) == [("p1", RequestFrame((new.id,)))]
+    assert requests(node.receive("p2", announce, at(1.0))) == []  # already asked p1
     if failure == "missing":
-        outs = node.receive("p1", encode_frame(EventsFrame((), (new.id,))), 2.0)
+        outs = node.receive("p1", encode_frame(EventsFrame((), (new.id,))), at(2.0))
     elif failure == "timeout":
         deadline = node.next_deadline()
         assert deadline is not None and deadline <= 1.0 + ReplicationConfig().request_timeout
-        outs = node.tick(deadline)
+        outs = node.tick(at(deadline))
     else:
-        outs = node.disconnect("p1", 2.0)
+        outs = node.disconnect("p1", at(2.0))
     assert requests(outs) == [("p2", RequestFrame((new.id,)))]
-    outs = node.receive("p2", encode_frame(EventsFrame((new.raw,))), 3.0)
+    outs = node.receive("p2", encode_frame(EventsFrame((new.raw,))), at(3.0))
     assert [o.event.id for o in outs if isinstance(o, Delivered)] == [new.id]
 
 
@@ -510,7 +514,7 @@ def test_ancestry_answer_is_parents_first_minus_what_the_peer_knows() -> None:
         node.ledger.ingest(h.events[label].raw)
     ev = h.events
     ask = AncestryFrame((ev["p4"].id, bytes(32)), (ev["p1"].id,))
-    outs = node.receive("evil", encode_frame(ask), 1.0)
+    outs = node.receive("evil", encode_frame(ask), at(1.0))
     (answer,) = [decode_frame(o.frame) for o in outs if isinstance(o, Send)]
     assert answer == EventsFrame((ev["p2"].raw, ev["p3"].raw, ev["p4"].raw), (bytes(32),))
 
@@ -527,10 +531,10 @@ def test_reconcile_now_fetches_what_a_peer_holds_without_waiting_for_timers() ->
     for ev in events[3:]:  # b learns events without telling anyone (withheld)
         net.nodes["b"].ledger.ingest(ev.raw)
     assert net.ids("a") != net.ids("b")
-    net.handle("a", net.nodes["a"].reconcile_now("b", net.now))
+    net.handle("a", net.nodes["a"].reconcile_now("b", at(net.now)))
     net.run()  # no timers fire
     assert net.ids("a") == {e.id for e in events}
-    assert net.nodes["a"].reconcile_now("nobody", net.now) == []
+    assert net.nodes["a"].reconcile_now("nobody", at(net.now)) == []
 
 
 # -- the fetch queue (§11.4.3) -------------------------------------------------

@@ -20,11 +20,11 @@ from protocol.core.errors import (
     UnauthorisedError,
     WrongNetworkError,
 )
+from protocol.core.machine import SIM_EPOCH_MS, Now
 from protocol.core.params import NetworkParams
 from protocol.log.ledger import Ledger
 from protocol.records.device import MAX_SKEW_MS, SignedDeviceRecord, make_record
 from protocol.sync.replication import (
-    SIM_EPOCH_MS,
     Disconnect,
     Misbehaved,
     Output,
@@ -47,6 +47,8 @@ from .conftest import FAST, T0, History, device
 from .test_replication import Net
 
 HOUR = 3600 * 1000
+#: virtual time t, as every machine entry point takes it
+at = Now.virtual
 
 
 def record(
@@ -81,14 +83,13 @@ def victim(events: list[bytes] = ()) -> Replicator:  # type: ignore[assignment]
     for raw in events:
         ledger.ingest(raw)
     node = Replicator(ledger, random.Random(0))
-    node.connect("evil", 0.0)
+    node.connect("evil", at(0.0))
     return node
 
 
-def test_wall_clock_default_matches_the_test_epoch() -> None:
+def test_virtual_wall_clock_matches_the_test_epoch() -> None:
     assert SIM_EPOCH_MS == T0
-    node = Replicator(Ledger(FAST), random.Random(0), wall_ms=lambda now: 7 + int(now))
-    assert node.wall_ms(5.0) == 12
+    assert at(5.0) == Now(5.0, T0 + 5000)
 
 
 # -- wire -------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_a_record_published_at_a_reaches_c_through_b_and_the_flood_stops() -> No
     net.connect("c", "a")
     net.run()
     r = record(h)
-    net.handle("a", net.nodes["a"].publish_record(r.raw, net.now))
+    net.handle("a", net.nodes["a"].publish_record(r.raw, at(net.now)))
     net.run()
     for n in ("a", "b", "c"):
         assert net.nodes[n].records.get(h.account, h.keys["d0"].sign_public) == r, n
@@ -172,11 +173,11 @@ def test_newest_record_wins_in_either_order() -> None:
     net.connect("a", "b")
     net.connect("b", "z")
     net.run()
-    net.handle("a", net.nodes["a"].publish_record(new.raw, net.now))
+    net.handle("a", net.nodes["a"].publish_record(new.raw, at(net.now)))
     net.run()
     # the older one, published later elsewhere, is refused as stale
-    assert net.nodes["z"].publish_record(old.raw, net.now) == []
-    z_outs = net.nodes["z"].receive("b", encode_frame(RecordsFrame((old.raw,))), net.now)
+    assert net.nodes["z"].publish_record(old.raw, at(net.now)) == []
+    z_outs = net.nodes["z"].receive("b", encode_frame(RecordsFrame((old.raw,))), at(net.now))
     assert z_outs == []
     for n in ("a", "b", "z"):
         assert net.nodes[n].records.get(h.account, h.keys["d0"].sign_public) == new
@@ -186,9 +187,9 @@ def test_newest_record_wins_in_either_order() -> None:
         net2.add(n, [h.genesis])
     net2.connect("a", "b")
     net2.run()
-    net2.handle("a", net2.nodes["a"].publish_record(old.raw, net2.now))
+    net2.handle("a", net2.nodes["a"].publish_record(old.raw, at(net2.now)))
     net2.run()
-    net2.handle("a", net2.nodes["a"].publish_record(new.raw, net2.now))
+    net2.handle("a", net2.nodes["a"].publish_record(new.raw, at(net2.now)))
     net2.run()
     assert net2.nodes["b"].records.get(h.account, h.keys["d0"].sign_public) == new
     assert [o.record.timestamp for o in accepted(net2, "b")] == [T0, T0 + 1000]
@@ -205,25 +206,25 @@ def test_a_revoked_devices_record_is_dropped_everywhere() -> None:
     net.connect("b", "c")
     net.run()
     r = record(h, dev="d1")
-    net.handle("b", net.nodes["b"].publish_record(r.raw, net.now))
+    net.handle("b", net.nodes["b"].publish_record(r.raw, at(net.now)))
     net.run()
     d1 = h.keys["d1"].sign_public
     assert all(n.records.get(h.account, d1) == r for n in net.nodes.values())
     revoke = h.revoke("rv", "d0", "d1", ["a1"])
-    net.handle("a", net.nodes["a"].publish(revoke.raw, net.now))
+    net.handle("a", net.nodes["a"].publish(revoke.raw, at(net.now)))
     net.run()
     for name, n in net.nodes.items():
         assert n.ledger.has(revoke.id), name
         assert n.records.get(h.account, d1) is None, name
         assert n.stats.records_pruned == 1, name
     # the stale record offered again is no offence, but it is not stored
-    outs = net.nodes["c"].receive("b", encode_frame(RecordsFrame((r.raw,))), net.now)
+    outs = net.nodes["c"].receive("b", encode_frame(RecordsFrame((r.raw,))), at(net.now))
     assert not any(isinstance(o, Misbehaved | RecordAccepted) for o in outs)
     assert net.nodes["c"].records.get(h.account, d1) is None
     # and the device cannot publish one either
     newer = record(h, dev="d1", ts=T0 + 5)
     with pytest.raises(UnauthorisedError):
-        net.nodes["c"].publish_record(newer.raw, net.now)
+        net.nodes["c"].publish_record(newer.raw, at(net.now))
 
 
 def test_a_record_that_arrives_before_its_accounts_events_is_accepted_later() -> None:
@@ -231,10 +232,10 @@ def test_a_record_that_arrives_before_its_accounts_events_is_accepted_later() ->
     h.add("a1", "d0", "d1", ["g"])
     r = record(h, dev="d1")
     node = victim([h.genesis.raw])  # knows the account, not yet d1
-    outs = node.receive("evil", encode_frame(RecordsFrame((r.raw,))), 1.0)
+    outs = node.receive("evil", encode_frame(RecordsFrame((r.raw,))), at(1.0))
     assert outs == [] and len(node.records) == 0
     assert node.stats.records_pending == 1 and node.score("evil") == 0
-    outs = node.receive("evil", encode_frame(EventsFrame((h.events["a1"].raw,))), 2.0)
+    outs = node.receive("evil", encode_frame(EventsFrame((h.events["a1"].raw,))), at(2.0))
     (acc,) = [o for o in outs if isinstance(o, RecordAccepted)]
     assert acc.record == r and acc.source == "evil"
     assert node.records.get(h.account, h.keys["d1"].sign_public) == r
@@ -245,7 +246,7 @@ def test_a_record_that_arrives_before_its_accounts_events_is_accepted_later() ->
     r2 = record(h2)
     net = Net(seed=6)
     net.add("a", [h2.genesis])
-    net.handle("a", net.nodes["a"].publish_record(r2.raw, 0.0))
+    net.handle("a", net.nodes["a"].publish_record(r2.raw, at(0.0)))
     net.add("b")
     net.connect("a", "b")
     net.run()
@@ -264,7 +265,7 @@ def test_a_late_joiner_gets_records_again_after_fetching_their_accounts() -> Non
     net = Net(seed=12, config=config)
     a = net.add("a", [h.genesis for h in histories])
     for h in histories:
-        a.publish_record(record(h).raw, 0.0)
+        a.publish_record(record(h).raw, at(0.0))
     net.add("late")
     net.connect("late", "a")
     net.run()
@@ -284,24 +285,24 @@ def test_a_late_joiner_gets_records_again_after_fetching_their_accounts() -> Non
 def test_pending_records_are_bounded_per_peer_and_expire() -> None:
     config = ReplicationConfig(max_pending_per_peer=4, max_pending_records=6, pending_ttl=100.0)
     node = Replicator(Ledger(FAST), random.Random(0), config)
-    node.connect("p1", 0.0)
-    node.connect("p2", 0.0)
+    node.connect("p1", at(0.0))
+    node.connect("p2", at(0.0))
     stranger = History(name="stranger")
     raws = []
     for i in range(10):
         stranger.keys[f"x{i}"] = device(f"x{i}")
         raws.append(record(stranger, dev=f"x{i}").raw)
-    node.receive("p1", encode_frame(RecordsFrame(tuple(raws))), 1.0)
+    node.receive("p1", encode_frame(RecordsFrame(tuple(raws))), at(1.0))
     # p1's newest four wait
     assert [e.record.raw for e in node.relay.pending.values()] == raws[6:]
-    node.receive("p2", encode_frame(RecordsFrame(tuple(raws[:5]))), 1.0)
+    node.receive("p2", encode_frame(RecordsFrame(tuple(raws[:5]))), at(1.0))
     sources = [e.source for e in node.relay.pending.values()]
     assert len(sources) == 6 and sources.count("p2") == 4
     assert node.stats.offences == 0 and len(node.records) == 0
     # swept once they waited longer than the ttl
-    node.tick(90.0)
+    node.tick(at(90.0))
     assert len(node.relay.pending) == 6
-    node.tick(200.0)
+    node.tick(at(200.0))
     assert not node.relay.pending
 
 
@@ -330,7 +331,7 @@ def test_bad_records_cost_the_sender_and_are_not_stored(case: str) -> None:
         fields = canonical.decode_flat(record(h).raw, 4096)
         fields[6] = T0 + 31 * 24 * HOUR
         raw, error = canonical.encode_flat(fields), BadTimestampError
-    outs = node.receive("evil", encode_frame(RecordsFrame((raw,))), 0.0)
+    outs = node.receive("evil", encode_frame(RecordsFrame((raw,))), at(0.0))
     (m,) = [o for o in outs if isinstance(o, Misbehaved)]
     assert isinstance(m.error, error)
     assert any(isinstance(o, Disconnect) for o in outs)
@@ -342,11 +343,11 @@ def test_slightly_future_or_expired_records_are_dropped_without_blame() -> None:
     node = victim([h.genesis.raw])
     ahead = record(h, ts=T0 + MAX_SKEW_MS + 1000)  # within twice the skew
     expired = record(h, ts=T0 - 2 * HOUR)
-    outs = node.receive("evil", encode_frame(RecordsFrame((ahead.raw, expired.raw))), 0.0)
+    outs = node.receive("evil", encode_frame(RecordsFrame((ahead.raw, expired.raw))), at(0.0))
     assert outs == [] and len(node.records) == 0
     assert node.stats.records_ignored == 2 and node.score("evil") == 0
     # the one from the near future is fine once our clock catches up
-    outs = node.receive("evil", encode_frame(RecordsFrame((ahead.raw,))), 2.0)
+    outs = node.receive("evil", encode_frame(RecordsFrame((ahead.raw,))), at(2.0))
     assert [o.record for o in outs if isinstance(o, RecordAccepted)] == [ahead]
 
 
@@ -354,17 +355,17 @@ def test_records_expire_in_tick() -> None:
     h = History(name="expire")
     node = victim([h.genesis.raw])
     r = record(h, lifetime=90_000)
-    outs = node.publish_record(r.raw, 0.0)
+    outs = node.publish_record(r.raw, at(0.0))
     assert frames_of(outs, RecordsFrame) == [("evil", RecordsFrame((r.raw,)))]
     assert len(node.records) == 1
     t = 0.0
     while len(node.records) and t < 1000:
         t = node.next_deadline() or 1000.0
-        node.tick(t)
+        node.tick(at(t))
     assert len(node.records) == 0 and 90.0 <= t <= 150.0
     assert node.stats.records_pruned == 1
     with pytest.raises(BadTimestampError):
-        node.publish_record(r.raw, t)
+        node.publish_record(r.raw, at(t))
 
 
 def test_records_frames_wait_for_the_budget_then_flood_is_cut() -> None:
@@ -373,14 +374,14 @@ def test_records_frames_wait_for_the_budget_then_flood_is_cut() -> None:
     ledger = Ledger(FAST)
     ledger.ingest(h.genesis.raw)
     node = Replicator(ledger, random.Random(0), config)
-    node.connect("evil", 0.0)
+    node.connect("evil", at(0.0))
     frames = [encode_frame(RecordsFrame((record(h, ts=T0 + i).raw,))) for i in range(6)]
     outs: list[Output] = []
     for f in frames:
-        outs += node.receive("evil", f, 0.0)
+        outs += node.receive("evil", f, at(0.0))
     assert node.stats.records_received == 2  # the burst; 2 wait; then floods
     assert sum(isinstance(o, Misbehaved) for o in outs) == 2
-    node.tick(10.0)
+    node.tick(at(10.0))
     assert node.stats.records_received == 4
     assert node.records.get(h.account, h.keys["d0"].sign_public) == record(h, ts=T0 + 3)
 
@@ -420,7 +421,7 @@ def test_peers_frames_teach_a_new_node_about_a_third() -> None:
 
     n_entries = reported()
     net.cut("new", "a")
-    net.handle("new", net.nodes["new"].disconnect("a", net.now))
+    net.handle("new", net.nodes["new"].disconnect("a", at(net.now)))
     net.connect("new", "a")
     net.run()
     assert reported() == n_entries
@@ -434,27 +435,27 @@ def test_peers_are_shared_periodically_and_within_the_frame_limit() -> None:
     node.set_self("me", ["/ip4/1.1.1.1/tcp/1"])
     for i in range(20):
         node.note_addresses(f"p{i:02}", [f"/ip4/2.2.2.{i}/tcp/1"])
-    outs = node.connect("p03", 0.0)
+    outs = node.connect("p03", at(0.0))
     ((_, f),) = frames_of(outs, PeersFrame)
     assert isinstance(f, PeersFrame) and len(f.peers) == 5
     ids = [pid for pid, _ in f.peers]
     assert "me" in ids and "p03" not in ids
     assert node.next_deadline() == 30.0  # reconciliation first
-    node.tick(30.0)
+    node.tick(at(30.0))
     assert node.next_deadline() == 50.0
-    assert len(frames_of(node.tick(50.0), PeersFrame)) == 1
+    assert len(frames_of(node.tick(at(50.0)), PeersFrame)) == 1
 
 
 def test_a_flood_of_peers_frames_is_limited_but_never_fatal() -> None:
     config = ReplicationConfig(max_learned_per_source=10, peers_burst=4.0)
     node = Replicator(Ledger(FAST), random.Random(0), config)
-    node.connect("evil", 0.0)
-    node.connect("honest", 0.0)
-    node.receive("honest", encode_frame(PeersFrame((("h1", ("/ip4/9.9.9.9/tcp/1",)),))), 0.0)
+    node.connect("evil", at(0.0))
+    node.connect("honest", at(0.0))
+    node.receive("honest", encode_frame(PeersFrame((("h1", ("/ip4/9.9.9.9/tcp/1",)),))), at(0.0))
     outs: list[Output] = []
     for k in range(50):
         entries = tuple((f"s{k:02}-{i:02}", ("/ip4/6.6.6.6/tcp/1",)) for i in range(8))
-        outs += node.receive("evil", encode_frame(PeersFrame(entries)), 0.0)
+        outs += node.receive("evil", encode_frame(PeersFrame(entries)), at(0.0))
     assert not any(isinstance(o, Misbehaved | Disconnect) for o in outs)
     assert node.peers() == ["evil", "honest"]
     assert node.stats.peers_frames_received == 5 and node.stats.peers_frames_dropped == 46
@@ -462,13 +463,13 @@ def test_a_flood_of_peers_frames_is_limited_but_never_fatal() -> None:
     # one sender holds at most its quota; the honest entry survives
     assert sum(pid.startswith("s") for pid in table) == 10 and "h1" in table
     # the budget refills with time
-    later = node.receive("evil", encode_frame(PeersFrame((("t", ("/x",)),))), 60.0)
+    later = node.receive("evil", encode_frame(PeersFrame((("t", ("/x",)),))), at(60.0))
     assert [o for o in later if isinstance(o, PeersLearned)] == [
         PeersLearned((("t", ("/x",)),), "evil")
     ]
     # a malformed one is an offence
     bad = canonical.encode_flat([1, 7, [["b", ["/x"]], ["a", ["/y"]]]])
-    outs = node.receive("evil", bad, 61.0)
+    outs = node.receive("evil", bad, at(61.0))
     assert any(isinstance(o, Misbehaved) and isinstance(o.error, SchemaError) for o in outs)
 
 
@@ -477,16 +478,16 @@ def test_a_senders_own_entry_is_reported_every_time() -> None:
     connection it is on, so the machine reports them even when the entry is
     old news (first heard of from another peer)."""
     node = Replicator(Ledger(FAST), random.Random(0))
-    node.connect("b", 0.0)
-    node.connect("c", 0.0)
+    node.connect("b", at(0.0))
+    node.connect("c", at(0.0))
     entry = ("c", ("/ip4/127.0.0.1/tcp/7",))
-    node.receive("b", encode_frame(PeersFrame((entry,))), 0.0)  # b names c
-    outs = node.receive("c", encode_frame(PeersFrame((entry,))), 0.0)  # c names itself
+    node.receive("b", encode_frame(PeersFrame((entry,))), at(0.0))  # b names c
+    outs = node.receive("c", encode_frame(PeersFrame((entry,))), at(0.0))  # c names itself
     assert [o for o in outs if isinstance(o, PeersLearned)] == [
         PeersLearned((), "c", ("/ip4/127.0.0.1/tcp/7",))
     ]
     # an entry about someone else is not the sender's own
-    outs = node.receive("b", encode_frame(PeersFrame((entry,))), 100.0)
+    outs = node.receive("b", encode_frame(PeersFrame((entry,))), at(100.0))
     assert not [o for o in outs if isinstance(o, PeersLearned)]
 
 
@@ -506,10 +507,10 @@ def _scenario(seed: int) -> list[str]:
                 net.nodes[n].note_addresses(m, [f"/dns4/{m}.example/tcp/1"])
     for x, y in (("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")):
         net.connect(x, y)
-    net.handle("a", net.nodes["a"].publish_record(record(h, dev="d0").raw, 0.0))
+    net.handle("a", net.nodes["a"].publish_record(record(h, dev="d0").raw, at(0.0)))
     c = net.nodes["c"]
-    net.handle("c", c.receive("d", encode_frame(EventsFrame((h.events["a1"].raw,))), 0.0))
-    net.handle("c", c.publish_record(record(h, dev="d1").raw, 0.0))
+    net.handle("c", c.receive("d", encode_frame(EventsFrame((h.events["a1"].raw,))), at(0.0)))
+    net.handle("c", c.publish_record(record(h, dev="d1").raw, at(0.0)))
     net.run(until=400.0)
     for n in names:
         assert len(net.nodes[n].records) == 2, n
@@ -528,10 +529,10 @@ def test_a_revocation_ingested_by_the_adapter_prunes_at_the_next_entry_point() -
     h = History(name="adapter")
     h.add("a1", "d0", "d1", ["g"])
     node = victim([h.genesis.raw, h.events["a1"].raw])
-    node.publish_record(record(h, dev="d1").raw, 0.0)
+    node.publish_record(record(h, dev="d1").raw, at(0.0))
     assert len(node.records) == 1
     # the node adapter ingests events of other protocols into the shared ledger
     node.ledger.ingest(h.revoke("rv", "d0", "d1", ["a1"]).raw)
     assert len(node.records) == 1
-    node.tick(1.0)
+    node.tick(at(1.0))
     assert len(node.records) == 0 and node.stats.records_pruned == 1

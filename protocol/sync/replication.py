@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.core.errors import InvalidInput, LimitExceededError, UnsupportedVersionError
+from protocol.core.machine import Now
 from protocol.log.events import Event, decode_event
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.records.device import Offer, SignedDeviceRecord, decode_record
@@ -47,7 +47,6 @@ from protocol.sync.reconcile import (
 from protocol.sync.scores import PeerBook, PeerId, TokenBucket
 from protocol.sync.softstate import Drop, PeerTable, RecordRelay
 from protocol.sync.types import (
-    SIM_EPOCH_MS,
     Delivered,
     Disconnect,
     Misbehaved,
@@ -57,7 +56,6 @@ from protocol.sync.types import (
     ReplicationConfig,
     ReplicationStats,
     Send,
-    sim_wall_ms,
 )
 from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
 from protocol.sync.wire import (
@@ -78,7 +76,6 @@ from protocol.sync.wire import (
 )
 
 __all__ = [
-    "SIM_EPOCH_MS",
     "Delivered",
     "Disconnect",
     "Misbehaved",
@@ -158,15 +155,10 @@ class Replicator:
         ledger: Ledger,
         rng: random.Random,
         config: ReplicationConfig = _DEFAULT_CONFIG,
-        *,
-        wall_ms: Callable[[float], int] = sim_wall_ms,
     ) -> None:
         self.ledger = ledger
         self.rng = rng
         self.config = config
-        #: machine time (s) -> Unix ms, for the records' acceptance rules;
-        #: the node passes its wall clock, tests and simnet a fixed epoch
-        self.wall_ms = wall_ms
         self.limits = WireLimits(
             config.max_frame_bytes,
             config.max_events_per_frame,
@@ -194,6 +186,8 @@ class Replicator:
         self._alternates: dict[bytes, list[PeerId]] = {}
         self._next_reconcile: float | None = None
         self._now = 0.0
+        #: the wall clock of the current call (records are judged by it, §11.7.2)
+        self._wall_ms = 0
         #: device records (§11.7) and their pending set
         self.relay = RecordRelay(
             ledger, config.max_records, config.max_pending_records, config.max_pending_per_peer
@@ -243,10 +237,10 @@ class Replicator:
 
     # -- entry points ----------------------------------------------------------
 
-    def connect(self, peer: PeerId, now: float) -> list[Output]:
+    def connect(self, peer: PeerId, now: Now) -> list[Output]:
         """A new link: start a reconciliation with it (§11.4.2)."""
-        self._enter(now)
-        until = self.book.banned_until(peer, now)
+        t = self._enter(now)
+        until = self.book.banned_until(peer, t)
         if until is not None:
             return [Disconnect(peer, "backing off after misbehaviour", until)]
         if peer in self._peers:
@@ -254,57 +248,57 @@ class Replicator:
         c = self.config
         p = _Peer(
             peer,
-            TokenBucket.full(c.announce_rate, c.announce_burst, now),
-            TokenBucket.full(c.serve_rate, c.serve_burst, now),
-            TokenBucket.full(c.reconcile_rate, c.reconcile_burst, now),
-            TokenBucket.full(c.record_rate, c.record_burst, now),
-            TokenBucket.full(c.peers_rate, c.peers_burst, now),
+            TokenBucket.full(c.announce_rate, c.announce_burst, t),
+            TokenBucket.full(c.serve_rate, c.serve_burst, t),
+            TokenBucket.full(c.reconcile_rate, c.reconcile_burst, t),
+            TokenBucket.full(c.record_rate, c.record_burst, t),
+            TokenBucket.full(c.peers_rate, c.peers_burst, t),
         )
         out: list[Output] = []
         # records of devices revoked meanwhile are dropped before we send ours
-        self._settle(now, out)
+        self._settle(t, out)
         self._peers[peer] = p
         if self._next_reconcile is None:
-            self._next_reconcile = now + c.reconcile_interval
+            self._next_reconcile = t + c.reconcile_interval
         if self._next_peers is None:
-            self._next_peers = now + c.peers_interval
-        self._start_session(p, now, out)
+            self._next_peers = t + c.peers_interval
+        self._start_session(p, t, out)
         # soft state goes to a new link at once (§11.7.1, §11.8.2)
         self._send_records(peer, list(self.records), out)
         self._send_peers(p, out)
         return out
 
-    def disconnect(self, peer: PeerId, now: float) -> list[Output]:
-        self._enter(now)
+    def disconnect(self, peer: PeerId, now: Now) -> list[Output]:
+        t = self._enter(now)
         out: list[Output] = []
-        self._drop(peer, now, out)
+        self._drop(peer, t, out)
         return out
 
-    def publish(self, raw_event: bytes, now: float) -> list[Output]:
+    def publish(self, raw_event: bytes, now: Now) -> list[Output]:
         """Ingest a local event, then push it.  Invalid input raises the
         ledger's ``InvalidInput`` to the local caller."""
-        self._enter(now)
+        t = self._enter(now)
         result = self.ledger.ingest(raw_event, source=None)
         out: list[Output] = []
         if result.status is IngestStatus.ACCEPTED:
             for ev in result.accepted:
                 self._accepted(ev, None, out)
             self._push(list(result.accepted), True, None, out)
-        self._settle(now, out)
+        self._settle(t, out)
         return out
 
-    def publish_record(self, raw: bytes, now: float) -> list[Output]:
+    def publish_record(self, raw: bytes, now: Now) -> list[Output]:
         """Accept the node's own device record and flood it (§11.7.1).
         Raises ``InvalidInput`` if it is invalid, not yet valid, expired or
         signed by a device not active here; a record no newer than the one
         held is a no-op."""
-        self._enter(now)
+        t = self._enter(now)
         record = decode_record(raw, self.ledger.params)
-        offer, record = self.relay.admit(record, self.wall_ms(now))
+        offer, record = self.relay.admit(record, self._wall_ms)
         out: list[Output] = []
         if offer is Offer.ACCEPTED:
-            self._record_accepted(record, None, now, out)
-        self._settle(now, out)
+            self._record_accepted(record, None, t, out)
+        self._settle(t, out)
         return out
 
     def set_self(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None:
@@ -318,8 +312,8 @@ class Replicator:
         address left forgets the peer."""
         self.peer_table.note(peer, addrs)
 
-    def receive(self, peer: PeerId, frame: bytes, now: float) -> list[Output]:
-        self._enter(now)
+    def receive(self, peer: PeerId, frame: bytes, now: Now) -> list[Output]:
+        t = self._enter(now)
         p = self._peers.get(peer)
         if p is None:
             return []  # a frame still in flight from a link we dropped
@@ -329,78 +323,81 @@ class Replicator:
         try:
             f: Frame = decode_frame(frame, self.limits)
         except InvalidInput as exc:
-            self._offence(p, exc, self.config.score.invalid_penalty, now, out)
+            self._offence(p, exc, self.config.score.invalid_penalty, t, out)
             return out
         if isinstance(f, EventsFrame):
-            self._on_events(p, f, now, out)
+            self._on_events(p, f, t, out)
         elif isinstance(f, AnnounceFrame):
-            self._on_announce(p, f, now, out)
+            self._on_announce(p, f, t, out)
         elif isinstance(f, PeersFrame):
-            self._on_peers(p, f, now, out)
+            self._on_peers(p, f, t, out)
         else:
             # requests and reconciliation cost us work: they wait for the
             # peer's budget, in order (§11.5.2)
-            if p.queue or not self._budget_take(p, f, now):
+            if p.queue or not self._budget_take(p, f, t):
                 if len(p.queue) >= self.config.max_queued_frames:
                     flood = LimitExceededError("too many frames beyond the peer's budget")
-                    self._offence(p, flood, self.config.score.flood_penalty, now, out)
+                    self._offence(p, flood, self.config.score.flood_penalty, t, out)
                     return out
                 p.queue.append(f)
             else:
-                self._handle_costly(p, f, now, out)
-        self._pump(p, now, out)
-        self._settle(now, out)
+                self._handle_costly(p, f, t, out)
+        self._pump(p, t, out)
+        self._settle(t, out)
         return out
 
-    def reconcile_now(self, peer: PeerId, now: float) -> list[Output]:
+    def reconcile_now(self, peer: PeerId, now: Now) -> list[Output]:
         """Start a reconciliation with ``peer`` at once, unless one we started
         is still open (§11.3).  The node calls it when a message shows that
         its sender saw events we lack (S5); the node rate-limits the calls."""
-        self._enter(now)
+        t = self._enter(now)
         p = self._peers.get(peer)
         out: list[Output] = []
         if p is not None and not p.sessions:
-            self._start_session(p, now, out)
+            self._start_session(p, t, out)
         return out
 
-    def tick(self, now: float) -> list[Output]:
-        self._enter(now)
+    def tick(self, now: Now) -> list[Output]:
+        t = self._enter(now)
         out: list[Output] = []
         for p in list(self._peers.values()):
-            self._drain(p, now, out)
-        expired = [eid for eid, (_, d) in self._inflight.items() if d <= now]
+            self._drain(p, t, out)
+        expired = [eid for eid, (_, d) in self._inflight.items() if d <= t]
         for eid in expired:
             self._clear_inflight(eid)
             self.stats.request_timeouts += 1
-            self._retry(eid, now, out)
+            self._retry(eid, t, out)
         for p in self._peers.values():
             for sid, s in list(p.sessions.items()):
-                if now >= s.started + self.config.session_timeout:
+                if t >= s.started + self.config.session_timeout:
                     del p.sessions[sid]
                     self.stats.reconcile_timeouts += 1
-        if self._next_reconcile is not None and now >= self._next_reconcile:
+        if self._next_reconcile is not None and t >= self._next_reconcile:
             idle = [p for p in self._peers.values() if not p.sessions]
             if idle:
-                self._start_session(self.rng.choice(idle), now, out)
-            self._next_reconcile = now + self.config.reconcile_interval
-        if self._next_peers is not None and now >= self._next_peers:
+                self._start_session(self.rng.choice(idle), t, out)
+            self._next_reconcile = t + self.config.reconcile_interval
+        if self._next_peers is not None and t >= self._next_peers:
             if self._peers and self.peer_table.shareable():
                 self._send_peers(self._peers[self.rng.choice(list(self._peers))], out)
-            self._next_peers = now + self.config.peers_interval
+            self._next_peers = t + self.config.peers_interval
         for p in list(self._peers.values()):
-            if p.records_due is not None and now >= p.records_due:
+            if p.records_due is not None and t >= p.records_due:
                 self._resend_records(p, out)
-        if self._next_prune is not None and now >= self._next_prune:
-            self._sweep_records(now)
+        if self._next_prune is not None and t >= self._next_prune:
+            self._sweep_records(t)
         for p in list(self._peers.values()):
-            self._pump(p, now, out)
-        self._settle(now, out)
+            self._pump(p, t, out)
+        self._settle(t, out)
         return out
 
     # -- bookkeeping -----------------------------------------------------------
 
-    def _enter(self, now: float) -> None:
-        self._now = now
+    def _enter(self, now: Now) -> float:
+        """Every entry point starts here: note the clocks, and catch up with
+        events another adapter ingested; the monotonic time, for the body."""
+        self._now = now.mono
+        self._wall_ms = now.wall_ms
         # Someone else may have ingested into the ledger (the node adapter
         # does for events from other protocols): catch up, in acceptance order.
         if len(self._seq) < self.ledger.event_count:
@@ -411,6 +408,7 @@ class Replicator:
                     account = self.ledger.account_of(eid)
                     if account is not None:
                         self.relay.touch(account)
+        return now.mono
 
     def _send(self, peer: PeerId, frame: Frame, out: list[Output]) -> None:
         data = encode_frame(frame)
@@ -815,7 +813,7 @@ class Replicator:
                 self._send_records(q, [record], out)
 
     def _on_records(self, p: _Peer, f: RecordsFrame, now: float, out: list[Output]) -> None:
-        now_ms = self.wall_ms(now)
+        now_ms = self._wall_ms
         for raw in f.records:
             self.stats.records_received += 1
             try:
@@ -866,15 +864,13 @@ class Replicator:
         active, accept their pending records now valid (§11.7.4)."""
         if not self.relay.touched:
             return
-        pruned, released = self.relay.settle(self.wall_ms(now))
+        pruned, released = self.relay.settle(self._wall_ms)
         self.stats.records_pruned += pruned
         for record, source in released:
             self._record_accepted(record, source, now, out)
 
     def _sweep_records(self, now: float) -> None:
-        self.stats.records_pruned += self.relay.sweep(
-            now, self.wall_ms(now), self.config.pending_ttl
-        )
+        self.stats.records_pruned += self.relay.sweep(now, self._wall_ms, self.config.pending_ttl)
         held = self.relay.held()
         self._next_prune = now + self.config.record_prune_interval if held else None
 

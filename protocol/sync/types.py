@@ -13,14 +13,6 @@ from protocol.records.device import SignedDeviceRecord
 from protocol.sync.scores import PeerId, ScoreConfig
 from protocol.sync.wire import PeerEntry
 
-#: machine time 0 as Unix ms when the adapter passes no wall clock: a fixed
-#: date, so tests and simnet stay deterministic (2025-06-15T15:06:40Z)
-SIM_EPOCH_MS = 1_750_000_000_000
-
-
-def sim_wall_ms(now: float) -> int:
-    return SIM_EPOCH_MS + int(now * 1000)
-
 
 @dataclass(frozen=True, slots=True)
 class ReplicationConfig:
