@@ -1,0 +1,131 @@
+"""The link manager machine (PROTOCOL.md §17.1-§17.2, protocol/links/manager.py)."""
+
+from __future__ import annotations
+
+from protocol.core.machine import Now
+from protocol.links.manager import (
+    BOOTSTRAP_RETRY,
+    LEARNED_RETRY,
+    Admitted,
+    Close,
+    Dial,
+    LinkManager,
+    Refusal,
+    Rejected,
+)
+from protocol.links.policy import LinkLimits
+
+at = Now.virtual
+ME = "12D3KooWme"
+
+
+def verdict(outs: list[object]) -> Refusal | None:
+    first = outs[0]
+    if isinstance(first, Rejected):
+        return first.refusal
+    assert isinstance(first, Admitted)
+    return None
+
+
+def test_inbound_links_are_capped_per_network_group_and_in_all() -> None:
+    m = LinkManager(ME, LinkLimits(max_links=6, max_inbound=4, max_inbound_per_group=2))
+    # two from one /16 are fine, the third is refused; other groups still get in
+    assert verdict(m.opened("a1", "45.33.1.1", False, at(0))) is None
+    assert verdict(m.opened("a2", "45.33.9.9", False, at(0))) is None
+    assert verdict(m.opened("a3", "45.33.7.7", False, at(0))) is Refusal.GROUP_FULL
+    assert verdict(m.opened("b1", "80.1.1.1", False, at(0))) is None
+    assert verdict(m.opened("c1", "90.1.1.1", False, at(0))) is None
+    assert verdict(m.opened("d1", "100.1.1.1", False, at(0))) is Refusal.INBOUND_FULL
+    # links we open need only a free slot
+    assert verdict(m.opened("o1", "45.33.3.3", True, at(0))) is None
+    assert verdict(m.opened("o2", "45.33.4.4", True, at(0))) is None
+    assert verdict(m.opened("o3", "45.33.5.5", True, at(0))) is Refusal.FULL
+    assert m.stats.rejected == {"GROUP_FULL": 1, "INBOUND_FULL": 1, "FULL": 1}
+    # a closed link frees its slot
+    m.closed("a1", at(1))
+    assert verdict(m.opened("a3", "45.33.7.7", False, at(1))) is None
+
+
+def test_loopback_and_private_peers_are_exempt_from_group_caps() -> None:
+    m = LinkManager(ME, LinkLimits(max_inbound_per_group=1))
+    for i in range(5):
+        assert verdict(m.opened(f"p{i}", "127.0.0.1", False, at(0))) is None
+
+
+def test_refused_and_banned_peers_get_no_link_and_no_stream() -> None:
+    m = LinkManager(ME)
+    assert m.allows("x", at(0)) is None
+    assert verdict(m.opened("x", "10.0.0.1", False, at(0))) is None
+    assert m.refuse("x", at(1)) == [Close("x", "refused")]
+    m.closed("x", at(1))
+    assert m.allows("x", at(1)) is Refusal.REFUSED
+    assert verdict(m.opened("x", "10.0.0.1", False, at(1))) is Refusal.REFUSED
+    m.unrefuse("x", at(2))
+    assert m.allows("x", at(2)) is None
+
+    assert verdict(m.opened("y", "10.0.0.2", False, at(2))) is None
+    assert m.ban("y", 100.0, at(3)) == [Close("y", "misbehaved")]
+    m.closed("y", at(3))
+    assert m.allows("y", at(50)) is Refusal.BANNED
+    assert verdict(m.opened("y", "10.0.0.2", False, at(50))) is Refusal.BANNED
+    assert m.next_deadline() == 100.0
+    m.tick(at(100))
+    assert m.allows("y", at(100)) is None
+
+
+def test_two_links_with_one_peer_keep_the_one_the_lower_peer_id_opened() -> None:
+    low, high = "12D3KooWaaa", "12D3KooWzzz"
+    m_low, m_high = LinkManager(low), LinkManager(high)
+    # both dial at once: each sees its own outbound link and the other's inbound
+    assert verdict(m_low.opened(high, "10.0.0.2", True, at(0))) is None
+    assert verdict(m_high.opened(low, "10.0.0.1", True, at(0))) is None
+    # the inbound halves arrive: low keeps its own dial, high switches to it
+    assert verdict(m_low.opened(high, "10.0.0.2", False, at(0))) is Refusal.DUPLICATE
+    outs = m_high.opened(low, "10.0.0.1", False, at(0))
+    assert verdict(outs) is None and Close(low, "superseded by a simultaneous link") in outs
+    assert m_high.links()[low][0] is False and m_low.links()[high][0] is True
+
+
+def test_bootstrap_peers_are_dialled_until_linked_with_a_hold_back_after_failure() -> None:
+    m = LinkManager(ME)
+    outs = m.set_bootstrap({"b1": "/ip4/10.0.0.1/tcp/1", ME: "/ip4/10.0.0.9/tcp/1"}, at(0))
+    assert outs == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
+    assert m.tick(at(0.5)) == []  # being dialled
+    m.dial_failed("b1", at(1))
+    assert m.next_deadline() == 1 + BOOTSTRAP_RETRY
+    assert m.tick(at(2)) == []
+    assert m.tick(at(1 + BOOTSTRAP_RETRY)) == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
+    assert verdict(m.opened("b1", "10.0.0.1", True, at(6))) is None
+    assert m.next_deadline() is None and m.tick(at(7)) == []
+    # it goes away: redialled promptly, without a periodic poll in between
+    m.closed("b1", at(8))
+    assert m.next_deadline() == 8
+    assert m.tick(at(8)) == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
+
+
+def test_learned_peers_are_dialled_one_per_group_while_outbound_links_are_few() -> None:
+    m = LinkManager(ME, LinkLimits(outbound_target=3))
+    learned = [
+        ("a1", ("/ip4/45.33.1.1/tcp/1",)),
+        ("a2", ("/ip4/45.33.2.2/tcp/1",)),  # same /16 as a1
+        ("b1", ("/ip4/80.1.1.1/tcp/1",)),
+        ("c1", ("/ip4/90.1.1.1/tcp/1",)),
+        ("d1", ("/ip4/100.1.1.1/tcp/1",)),
+        ("bad", ("/unix/x",)),
+    ]
+    outs = m.offer_candidates(learned, at(0))
+    assert [o.peer for o in outs if isinstance(o, Dial)] == ["a1", "b1", "c1"]
+    m.dial_failed("a1", at(1))
+    # a1's slot is free again: a2 (same group, but no outbound link there now)
+    outs = m.tick(at(1))
+    assert [o.peer for o in outs if isinstance(o, Dial)] == ["a2"]
+    assert m.next_deadline() == 1 + LEARNED_RETRY  # a1 is held back
+
+
+def test_outbound_dial_refused_for_lack_of_slots_is_held_back() -> None:
+    m = LinkManager(ME, LinkLimits(max_links=1))
+    m.opened("x", "10.0.0.1", False, at(0))
+    m.set_bootstrap({"b1": "/ip4/10.0.0.2/tcp/1"}, at(0))
+    assert verdict(m.opened("b1", "10.0.0.2", True, at(1))) is Refusal.FULL
+    assert m.tick(at(1)) == []
+    assert m.next_deadline() == 1 + BOOTSTRAP_RETRY
