@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -34,6 +34,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# the fast layers only: no real node processes
+test-unit: lint
+	$(BIN)/pytest -q -m 'not slow and not bench and not process'
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow

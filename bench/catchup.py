@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.ingest import signature_jobs, time_pynacl
 from node.datadir import DataDir
 from node.netdemo import DemoNode
-from node.storage import SqliteEventStore
+from node.storage import SqliteEventStore, open_database
 from protocol.core.keys import DeviceKeys, RecoveryKey
 from protocol.core.params import TESTNET
 from protocol.log import authoring
@@ -110,7 +110,7 @@ def main() -> int:
     source, fresh = DemoNode(base, "source"), DemoNode(base, "fresh")
     try:
         DataDir(source.dir).init(TESTNET.network_id, "source", None)
-        store = SqliteEventStore(source.dir / "events.sqlite")
+        store = SqliteEventStore(open_database(source.dir / "events.sqlite"))
         for raw in raws:
             store.put(decode_event(raw, TESTNET))
         store.close()

@@ -33,3 +33,7 @@ class RpcError(NodeError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class PeerUnreachable(NodeError):
+    """A peer could not be dialled, or the stream to it broke (transport)."""

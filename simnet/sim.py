@@ -17,6 +17,7 @@ from typing import Any
 from . import topology as topo
 from .adversaries import KINDS, Attack, Base
 from .engine import Engine
+from .messages import MessageTraffic
 from .metrics import DUP_NAMES, Observer, percentile, stat
 from .scenario import Scenario
 from .workload import Workload
@@ -57,7 +58,11 @@ class Simulation:
             adv.setup()
         self._schedule_partitions()
         self._schedule_churn()
-        self.workload.schedule()
+        slots = self.workload.schedule()
+        self.messages: MessageTraffic | None = None
+        if sc.workload.messages > 0:  # message traffic is optional
+            self.messages = MessageTraffic(self.workload)
+            self.messages.schedule(slots)
         t = sc.sample_interval
         while t < sc.duration:
             e.at(t, self.obs.sample)
@@ -219,8 +224,8 @@ class Simulation:
             "scores": self._scores(),
             "attacks": [self._attack_report(a) for a in self.attacks()],
         }
-        if self.workload.messages is not None:
-            report["messages"] = self.workload.messages.stats.report()
+        if self.messages is not None:
+            report["messages"] = self.messages.stats.report()
         return report
 
     def _scores(self) -> dict[str, Any]:

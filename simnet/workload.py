@@ -67,7 +67,6 @@ class Workload:
         self.accounts: list[Account] = []
         self.skipped = 0
         self.rejected_local = 0
-        self.messages: Any = None
 
     # -- keys -----------------------------------------------------------------
 
@@ -140,7 +139,8 @@ class Workload:
 
     # -- the honest schedule ------------------------------------------------------
 
-    def schedule(self) -> None:
+    def schedule(self) -> list[int]:
+        """Schedule the honest accounts and their changes; the accounts' slots."""
         w = self.e.sc.workload
         span = max(w.end - w.start, 0.001)
         mine = []
@@ -154,11 +154,7 @@ class Workload:
         for t in times:
             if mine:
                 self.e.at(t, self._change_at(self.rng.choice(mine), budget))
-        if w.messages > 0:
-            from .messages import MessageTraffic  # message traffic is optional
-
-            self.messages = MessageTraffic(self)
-            self.messages.schedule(mine)
+        return mine
 
     def _eligible(self, acc: Account) -> list[Device]:
         if acc.account_id is None:

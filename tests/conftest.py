@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -19,7 +17,7 @@ from protocol.log.events import Event
 from protocol.log.ledger import Ledger
 
 if TYPE_CHECKING:
-    from node.netdemo import Demo, DemoNode
+    from node.netdemo import Demo
 
 #: proof-of-work off, so that tests spend their time on the rules
 FAST = NetworkParams(network_id="smu-unit", genesis_pow_bits=0, event_pow_bits=0)
@@ -148,7 +146,7 @@ def hypothesis_settings(n: int, **kw: object) -> settings:
 
 
 # --------------------------------------------------------------------------
-# Real nodes (separate processes on loopback) for the node tests.
+# Real nodes (separate processes on loopback): helpers in tests/process.py.
 
 
 @pytest.fixture
@@ -156,49 +154,25 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     """A harness for real nodes; every node started in it is stopped after."""
     from node.netdemo import Demo
 
+    from .process import ACTIVE
+
     d = Demo(tmp_path, as_json=True, quiet=True)
-    yield d
-    for node in d.nodes:
-        node.stop()
+    ACTIVE.append(d)
+    try:
+        yield d
+    finally:
+        ACTIVE.remove(d)
+        for node in d.nodes:
+            node.stop()
 
 
-def start_nodes(d: Demo, names: list[str], bootstrap: list[str] | None = None) -> list[DemoNode]:
-    """Start ``smu node run`` processes and wait until each answers."""
-    from node.netdemo import DemoNode
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran real nodes shows the tail of each node's log."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and call.when in ("setup", "call"):
+        from .process import ACTIVE, log_tails
 
-    nodes = [DemoNode(d.base, n) for n in names]
-    for n in nodes:
-        n.start(bootstrap)
-    for n in nodes:
-        n.wait_ready()
-    d.nodes.extend(nodes)
-    return nodes
-
-
-def alice_and_bob(
-    d: Demo, names: list[str], bob_on: int
-) -> tuple[list[DemoNode], dict[str, Any], dict[str, Any]]:
-    """Start nodes linked in a chain, create alice on the first and bob on
-    node ``bob_on``, and wait until every node holds both accounts."""
-    nodes = start_nodes(d, names)
-    for left, right in itertools.pairwise(nodes):
-        d.connect(left, right)
-    alice: dict[str, Any] = nodes[0].client.call("account.create", name="alice")
-    bob: dict[str, Any] = nodes[bob_on].client.call("account.create", name="bob")
-    d.wait_converged(d.nodes)
-    return nodes, alice, bob
-
-
-T = TypeVar("T")
-
-
-def wait_for(fn: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll ``fn`` until it returns something truthy (real processes settle)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
+        if ACTIVE:
+            report.sections.append(("node logs", log_tails()))

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from node.errors import RpcError
-from node.netdemo import Demo, DemoNode, link_devices
+from node.netdemo import Demo, link_devices
 
-from .conftest import start_nodes
+from .process import smu, start_nodes, statuses
 
-
-def smu(node: DemoNode, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args, "--data-dir", str(node.dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def statuses(node: DemoNode, account: str) -> dict[str, str]:
-    doc = node.client.call("account.show", account=account)
-    return {d["name"]: d["status"] for d in doc["devices"]}
+pytestmark = pytest.mark.process
 
 
 def test_mutual_revocation_is_disputed_everywhere_until_recovery(demo: Demo) -> None:

@@ -8,12 +8,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from node.netdemo import Demo
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import TESTNET
 from protocol.log import authoring
 
-from .conftest import alice_and_bob, start_nodes
+from .process import alice_and_bob, start_nodes
+
+pytestmark = pytest.mark.process
 
 
 def test_contact_lifecycle(demo: Demo) -> None:

@@ -8,87 +8,31 @@ Repeating valid events is normal and is not punished.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
-
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from node.netdemo import Demo, DemoNode
-from node.transport import FRAME_HEADER, REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr
+from node.transport import FRAME_HEADER, frame, parse_multiaddr
 from protocol.core.keys import DeviceKeys, RecoveryKey
 from protocol.core.params import TESTNET
 from protocol.log import authoring
 from protocol.sync.wire import EventsFrame, encode_frame
 
+from .process import Hostile, hostile_peer, start_nodes
+
+pytestmark = pytest.mark.process
+
+
 T = 1_750_000_000_000
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[tuple[DemoNode, DemoNode]]:
-    d = Demo(tmp_path, as_json=True)
-    a, b = DemoNode(tmp_path, "honest-a"), DemoNode(tmp_path, "honest-b")
-    d.nodes = [a, b]
-    try:
-        for n in d.nodes:
-            n.start()
-        for n in d.nodes:
-            n.wait_ready()
-        d.connect(a, b)
-        yield a, b
-    finally:
-        for n in d.nodes:
-            n.stop()
-
-
-class Hostile:
-    def __init__(self, host: Any, stream: Any) -> None:
-        self.host, self.stream = host, stream
-
-    async def send_raw(self, data: bytes) -> None:
-        await self.stream.write(data)
-
-    async def send(self, payload: bytes) -> None:
-        await self.stream.write(frame(payload))
-
-    async def disconnected_within(self, seconds: float) -> bool:
-        """Read until the node closes the stream (True) or time runs out."""
-        with trio.move_on_after(seconds):
-            try:
-                while True:
-                    if not await self.stream.read(65536):
-                        return True
-            except Exception:
-                return True
-        return False
-
-    async def refused(self, addr: str) -> bool:
-        """A new stream from this peer is closed at once (back-off)."""
-        try:
-            stream = await self.host.new_stream(
-                info_from_p2p_addr(parse_multiaddr(addr)).peer_id, [TProtocol(REPLICATION_PROTOCOL)]
-            )
-        except Exception:
-            return True
-        return await Hostile(self.host, stream).disconnected_within(5)
-
-
-@asynccontextmanager
-async def hostile_peer(addr: str) -> AsyncIterator[Hostile]:
-    host = make_host(os.urandom(32))
-    async with host.run([parse_multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        info = info_from_p2p_addr(parse_multiaddr(addr))
-        await host.connect(info)
-        stream = await host.new_stream(info.peer_id, [TProtocol(REPLICATION_PROTOCOL)])
-        try:
-            yield Hostile(host, stream)
-        finally:
-            await host.close()
+def nodes(demo: Demo) -> tuple[DemoNode, DemoNode]:
+    a, b = start_nodes(demo, ["honest-a", "honest-b"])
+    demo.connect(a, b)
+    return a, b
 
 
 def _events() -> list[bytes]:
@@ -213,3 +157,55 @@ def test_control_api_survives_hostile_requests(nodes: tuple[DemoNode, DemoNode])
             answer = json.loads(s.makefile("rb").readline())
             assert "error" in answer
     assert a.client.call("node.status")["peer_id"] == a.peer_id
+
+
+GATED = [
+    "/smu/replication/2",
+    "/smu/link/1",
+    "/smu/message/1",
+    "/smu/mailbox/1",
+]
+
+
+async def _answers(peer: Hostile, addr: str, protocol: str) -> bool:
+    """Open a ``protocol`` stream, send a small well-formed request frame,
+    and say whether any answer byte comes back before the stream ends."""
+    from protocol.messaging.mailbox import challenge_request
+
+    try:
+        stream = await peer.host.new_stream(
+            info_from_p2p_addr(parse_multiaddr(addr)).peer_id, [TProtocol(protocol)]
+        )
+        # a mailbox challenge request: every protocol answers a frame it can
+        # parse with something (an error frame at least), or closes
+        await stream.write(frame(challenge_request(b"\x07" * 32)))
+        with trio.move_on_after(5):
+            return bool(await stream.read(1))
+    except Exception:
+        return False
+    return False
+
+
+@pytest.mark.parametrize("cause", ["banned", "refused"])
+async def test_a_banned_or_refused_peer_is_refused_on_every_protocol(
+    nodes: tuple[DemoNode, DemoNode], cause: str
+) -> None:
+    """One gate for every SMU protocol (DESIGN §10): before reading a byte,
+    each handler asks it; a peer in back-off after misbehaving on
+    replication, or on the user's refused list, gets no answer anywhere."""
+    a, _ = nodes
+    async with hostile_peer(a.addr) as peer:
+        me = peer.host.get_id().to_base58()
+        # before: the mailbox answers this peer (with a refusal frame)
+        assert await _answers(peer, a.addr, "/smu/mailbox/1")
+        if cause == "banned":
+            await peer.send(b"\xff\x00 not msgpack at all")
+            assert await peer.disconnected_within(10)
+        else:
+            await trio.to_thread.run_sync(lambda: a.client.call("peers.refuse", peer=me))
+        for protocol in GATED:
+            assert not await _answers(peer, a.addr, protocol), protocol
+        status = await trio.to_thread.run_sync(lambda: a.client.call("node.status"))
+        refused = status["gate"]["refused"]
+        for protocol in GATED:
+            assert refused.get(f"{protocol}: {cause}", 0) >= 1, (protocol, refused)

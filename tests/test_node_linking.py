@@ -14,7 +14,9 @@ from node.errors import RpcError
 from node.netdemo import Demo, link_devices
 from protocol.linking.machines import LinkOffer
 
-from .conftest import start_nodes
+from .process import start_nodes
+
+pytestmark = pytest.mark.process
 
 
 def test_link_chain_and_misuse(demo: Demo) -> None:

@@ -13,78 +13,80 @@ import pytest
 
 from node.datadir import DataDir
 from node.errors import NodeUsageError, StoreError
-from node.storage import SqliteEventStore
+from node.storage import SqliteEventStore, open_database
 from node.verify import verify_store
 from protocol.log.ledger import Ledger
 
 from .conftest import FAST, History
 
 
+def store_at(path: Path) -> SqliteEventStore:
+    return SqliteEventStore(open_database(path / "events.sqlite"))
+
+
 def test_sqlite_store_survives_reopen_and_rebuilds_state(tmp_path: Path) -> None:
     h = History()
     h.add("a1", "d0", "d1", ["g"])
     h.revoke("rv", "d0", "d1", ["a1"])
-    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store = store_at(tmp_path)
     ledger = Ledger(FAST, store=store)
     for e in h.events.values():
         ledger.ingest(e.raw)
-    store.flush()
+    store.commit_now()
     digest = ledger.state(h.account).digest
     store.close()
-    again = Ledger(FAST, store=SqliteEventStore(tmp_path / "events.sqlite"))
+    again = Ledger(FAST, store=store_at(tmp_path))
     assert again.state(h.account).digest == digest
     assert again.event_count == 3
 
 
-def test_unflushed_events_are_not_durable(tmp_path: Path) -> None:
+def test_uncommitted_events_are_not_durable(tmp_path: Path) -> None:
     h = History()
-    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store = store_at(tmp_path)
     Ledger(FAST, store=store).ingest(h.genesis.raw)
-    # A second connection sees only committed data: nothing until flush.
-    other = SqliteEventStore(tmp_path / "events.sqlite")
+    # A second connection sees only committed data: nothing until the commit.
+    other = store_at(tmp_path)
     assert len(other) == 0
-    store.flush()
-    assert len(SqliteEventStore(tmp_path / "events.sqlite")) == 1
+    store.commit_now()
+    assert len(store_at(tmp_path)) == 1
 
 
-def test_a_failed_flush_keeps_its_events_and_no_transaction_open(tmp_path: Path) -> None:
+def test_a_failed_commit_keeps_its_events_and_no_transaction_open(tmp_path: Path) -> None:
     """A write that fails (here: a row another writer put there) rolls back
     whole; the events stay pending, the connection stays usable, and the
-    next flush writes them."""
+    next commit writes them."""
     h = History()
     h.add("a1", "d0", "d1", ["g"])
-    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store = store_at(tmp_path)
     ledger = Ledger(FAST, store=store)
     ledger.ingest(h.genesis.raw)
     ledger.ingest(h.events["a1"].raw)
-    other = SqliteEventStore(tmp_path / "events.sqlite")
-    other.db.execute(
+    other = store_at(tmp_path)
+    other.db.conn.execute(
         "INSERT INTO events(id, account, raw) VALUES(?, ?, ?)",
         (h.events["a1"].id, h.account, b"in the way"),
     )
     with pytest.raises(sqlite3.IntegrityError):
-        store.flush()
-    assert not store.db.in_transaction
-    assert len(SqliteEventStore(tmp_path / "events.sqlite")) == 1  # only the intruder
-    other.db.execute("DELETE FROM events")
-    store.flush()
-    assert sorted(SqliteEventStore(tmp_path / "events.sqlite").iter_raw()) == sorted(
-        [h.genesis.raw, h.events["a1"].raw]
-    )
+        store.commit_now()
+    assert not store.db.conn.in_transaction
+    assert len(store_at(tmp_path)) == 1  # only the intruder
+    other.db.conn.execute("DELETE FROM events")
+    store.commit_now()
+    assert sorted(store_at(tmp_path).iter_raw()) == sorted([h.genesis.raw, h.events["a1"].raw])
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    store = SqliteEventStore(tmp_path / "events.sqlite")
-    store.db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    store = store_at(tmp_path)
+    store.db.conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     store.close()
     with pytest.raises(StoreError, match="upgrade smu"):
-        SqliteEventStore(tmp_path / "events.sqlite")
+        store_at(tmp_path)
 
 
 def test_log_verify_finds_tampering(tmp_path: Path) -> None:
     h = History()
     h.add("a1", "d0", "d1", ["g"])
-    store = SqliteEventStore(tmp_path / "events.sqlite")
+    store = store_at(tmp_path)
     ledger = Ledger(FAST, store=store)
     for e in h.events.values():
         ledger.ingest(e.raw)
@@ -92,7 +94,7 @@ def test_log_verify_finds_tampering(tmp_path: Path) -> None:
     assert verify_store(tmp_path / "events.sqlite", FAST).ok
     raw = bytearray(h.events["a1"].raw)
     raw[-1] ^= 1  # break the signature
-    db = SqliteEventStore(tmp_path / "events.sqlite").db
+    db = store_at(tmp_path).db.conn
     db.execute("UPDATE events SET raw=? WHERE id=?", (bytes(raw), h.events["a1"].id))
     report = verify_store(tmp_path / "events.sqlite", FAST)
     assert not report.ok
@@ -151,7 +153,7 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     import time
     from types import SimpleNamespace
 
-    from node.mailbox_node import MailboxService
+    from node.services.mailbox import MailboxService
     from protocol.core.keys import DeviceKeys
     from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 
@@ -159,13 +161,10 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     account = b"\xaa" * 32
     now = int(time.time() * 1000)
     boxes = [Mailbox(FAST, MailboxIdentity(bytes([i]) * 32), f"12D3KooWBox{i}") for i in range(4)]
-    daemon = SimpleNamespace(
-        account=account,
-        params=FAST,
-        datadir=SimpleNamespace(path=tmp_path),
-        secrets=SimpleNamespace(device=me, node_seed=b"\x09" * 32),
+    ctx = SimpleNamespace(
+        account=lambda: account, params=FAST, data_path=tmp_path, device=me, node_seed=b"\x09" * 32
     )
-    service = MailboxService(daemon)  # type: ignore[arg-type]
+    service = MailboxService(ctx, receive=lambda envelope: None)  # type: ignore[arg-type]
 
     def entry(box: Mailbox, device: bytes = me.sign_public, **kw: int) -> dict[str, object]:
         grant = box.issue_grant(account, device, now_ms=kw.get("at", now))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -22,34 +19,29 @@ from protocol.messaging.envelope import (
     delivery_frame,
 )
 
-from .conftest import start_nodes
+from .process import start_nodes, wait_for
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Demo, DemoNode, DemoNode, str]]:
-    d = Demo(tmp_path, as_json=True, quiet=True)
-    try:
-        a, b = start_nodes(d, ["alice", "bob"])
-        d.connect(a, b)
-        alice = a.client.call("account.create", name="alice")
-        bob = b.client.call("account.create", name="bob")
-        d.wait_converged(d.nodes)
-        a.client.call("contact.add", ref=bob["account_id"], name="bob")
-        b.client.call("contact.add", ref=alice["account_id"], name="alice")
-        sent = a.client.call("message.send", contact="bob", text="only once")
-        deadline = time.monotonic() + 30
-        while not b.client.call("message.conversation", contact="alice")["messages"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        db = sqlite3.connect(f"file:{a.dir / 'events.sqlite'}?mode=ro", uri=True)
-        (envelope,) = db.execute(
-            "SELECT envelope FROM messages WHERE id=?", (bytes.fromhex(sent["message_id"]),)
-        ).fetchone()
-        db.close()
-        yield d, a, b, bytes(envelope).hex()
-    finally:
-        for n in d.nodes:
-            n.stop()
+def pair(demo: Demo) -> tuple[Demo, DemoNode, DemoNode, str]:
+    d = demo
+    a, b = start_nodes(d, ["alice", "bob"])
+    d.connect(a, b)
+    alice = a.client.call("account.create", name="alice")
+    bob = b.client.call("account.create", name="bob")
+    d.wait_converged(d.nodes)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    sent = a.client.call("message.send", contact="bob", text="only once")
+    wait_for(lambda: b.client.call("message.conversation", contact="alice")["messages"])
+    db = sqlite3.connect(f"file:{a.dir / 'events.sqlite'}?mode=ro", uri=True)
+    (envelope,) = db.execute(
+        "SELECT envelope FROM messages WHERE id=?", (bytes.fromhex(sent["message_id"]),)
+    ).fetchone()
+    db.close()
+    return d, a, b, bytes(envelope).hex()
 
 
 async def _deliver(addr: str, envelope: bytes) -> str | None:

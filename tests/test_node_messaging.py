@@ -7,19 +7,11 @@ import time
 import pytest
 
 from node.errors import RpcError
-from node.netdemo import Demo, DemoNode, link_devices
+from node.netdemo import Demo, link_devices
 
-from .conftest import alice_and_bob, start_nodes, wait_for
+from .process import alice_and_bob, delivered, start_nodes, texts, wait_for
 
-
-def texts(node: DemoNode, contact: str) -> list[str]:
-    return [
-        m["text"] for m in node.client.call("message.conversation", contact=contact)["messages"]
-    ]
-
-
-def delivered(node: DemoNode, message_id: str) -> dict[str, int]:
-    return dict(node.client.call("message.status", ids=[message_id])["deliveries"][message_id])
+pytestmark = pytest.mark.process
 
 
 def test_conversation_across_devices_history_and_revocation(demo: Demo) -> None:
@@ -136,8 +128,11 @@ def test_a_message_from_a_newer_view_is_noticed_and_fetched(demo: Demo) -> None:
     b.client.call("contact.add", ref=alice["account_id"], name="alice")
     wait_for(lambda: b.client.call("device.records", account=alice["account_id"])["records"])
 
-    for peer in (c, b):  # alice's node hears no gossip now (peer exchange linked a and b)
-        a.client.call("peers.refuse", peer=peer.peer_id)
+    # alice's node hears no gossip now: it refuses the relay, and bob's node
+    # refuses it (so no link forms; refusing bob itself would refuse his
+    # message too, since a refusal covers every protocol)
+    a.client.call("peers.refuse", peer=c.peer_id)
+    b.client.call("peers.refuse", peer=a.peer_id)
     account = bytes.fromhex(bob["account_id"])
     heads = [bytes.fromhex(h) for h in b.client.call("account.show")["heads"]]
     change = authoring.profile(

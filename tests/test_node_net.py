@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 from node.netdemo import Demo
 from node.verify import verify_store
 from protocol.core.keys import DeviceKeys, RecoveryKey
@@ -13,7 +15,10 @@ from protocol.core.params import TESTNET
 from protocol.log import authoring
 from protocol.log.events import Event
 
-from .conftest import start_nodes, wait_for
+from .process import start_nodes, wait_for
+
+pytestmark = pytest.mark.process
+
 
 T = 1_750_000_000_000
 

@@ -16,13 +16,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
 from protocol.core.errors import InvalidInput, UsageError
 from protocol.linking.machines import (
@@ -42,15 +40,13 @@ from protocol.linking.machines import (
     link_id_of,
 )
 
-from . import control
-from .control import RpcFailure
-from .transport import frame, parse_multiaddr, read_frame
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .. import control
+from ..context import NodeContext
+from ..control import RpcFailure
+from ..transport import frame, read_frame
 
 log = logging.getLogger("smu.link")
-LINK_PROTOCOL = TProtocol("/smu/link/1")
+LINK_PROTOCOL = "/smu/link/1"
 ANSWER_TIMEOUT = 30.0
 APPROVAL_TIMEOUT = 6 * 60.0
 KEEP_FINISHED_MS = 3600 * 1000
@@ -99,9 +95,11 @@ def _account_doc(info: Any) -> dict[str, Any]:
     }
 
 
-class LinkMethods:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+class LinkService:
+    def __init__(self, ctx: NodeContext, on_linked: Callable[[bytes], None]) -> None:
+        self.ctx = ctx
+        #: a device this one approved has its account: send it the history
+        self.on_linked = on_linked
         self.offers: dict[bytes, OfferSlot] = {}
         self.joins: dict[str, JoinSession] = {}
 
@@ -141,9 +139,9 @@ class LinkMethods:
             await self._expire()
 
     async def link(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.d.own_account()
-        state = self.d.ledger.state(account)
-        if self.d.secrets.device.sign_public not in state.active_keys:
+        account = self.ctx.own_account()
+        state = self.ctx.ledger.state(account)
+        if self.ctx.device.sign_public not in state.active_keys:
             raise RpcFailure(
                 control.USAGE, "this device is not active in its account: it cannot link devices"
             )
@@ -152,12 +150,12 @@ class LinkMethods:
             raise RpcFailure(
                 control.USAGE, f"{MAX_OFFERS} link offers are open: wait for them to expire"
             )
-        addrs = [a.split("/p2p/")[0] for a in self.d.addresses()][:4]
+        addrs = [a.split("/p2p/")[0] for a in self.ctx.addresses()][:4]
         ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
         ap = Approver(
-            self.d.params,
+            self.ctx.params,
             account,
-            peer_id=self.d.peer_id,
+            peer_id=self.ctx.peer_id,
             addrs=addrs,
             link_id=os.urandom(8),
             secret=os.urandom(16),
@@ -178,7 +176,7 @@ class LinkMethods:
         try:
             with trio.fail_after(ANSWER_TIMEOUT):
                 data = await read_frame(stream, APPROVER_BOUND_MAX_BYTES)
-            link_id = link_id_of(data, self.d.params)
+            link_id = link_id_of(data, self.ctx.params)
         except InvalidInput as exc:
             await _refuse(stream, exc)
             return
@@ -199,7 +197,7 @@ class LinkMethods:
             while data is not None:
                 try:
                     step = ap.receive(
-                        data, remote_peer=remote, now_ms=_now_ms(), ledger=self.d.ledger
+                        data, remote_peer=remote, now_ms=_now_ms(), ledger=self.ctx.ledger
                     )
                 except InvalidInput as exc:
                     log.info("link %s refused %s: %s", ap.offer.link_id.hex(), remote, exc.code)
@@ -225,7 +223,7 @@ class LinkMethods:
                         # History follows only now that the add-device event is in the
                         # log (DESIGN §9), encrypted to the approved key.
                         with contextlib.suppress(RpcFailure):
-                            self.d.messages.send_history(event.sign_public)
+                            self.on_linked(event.sign_public)
                         slot.finished.set()
                         return
                 try:
@@ -275,19 +273,19 @@ class LinkMethods:
             )
         try:
             approval = slot.approver.approve(
-                self.d.secrets.device, self.d.ledger, timestamp_ms=_now_ms(), now_ms=_now_ms()
+                self.ctx.device, self.ctx.ledger, timestamp_ms=_now_ms(), now_ms=_now_ms()
             )
         except (InvalidInput, UsageError) as exc:
             raise RpcFailure(control.USAGE, f"cannot approve: {exc}") from exc
-        status, event_id, _ = self.d.publish(approval.event.raw)  # stored before it is sent
+        published = await self.ctx.publish(approval.event.raw)  # stored before it is sent
         await _write(slot.stream, approval.step)
         with trio.move_on_after(ANSWER_TIMEOUT):
             await slot.finished.wait()
         req = slot.approver.request
         assert req is not None
         return {
-            "event_id": event_id,
-            "status": status,
+            "event_id": published.event_id,
+            "status": published.status,
             "device_name": req.device_name,
             "fingerprint": req.fingerprint,
             "completed": slot.completed is not None,
@@ -308,37 +306,34 @@ class LinkMethods:
     # -- joiner side --------------------------------------------------------
 
     async def join(self, params: dict[str, Any]) -> dict[str, Any]:
-        if self.d.config.get("account"):
+        if self.ctx.account() is not None:
             raise RpcFailure(control.USAGE, "this device already belongs to an account")
         try:
             offer = LinkOffer.parse(str(params["link"]))
         except InvalidInput as exc:
             raise RpcFailure(control.USAGE, f"link: {exc}") from exc
-        name = str(params.get("name") or self.d.config.get("device_name") or "device")
+        name = str(params.get("name") or self.ctx.device_name)
         try:
             joiner = Joiner(
-                self.d.params,
+                self.ctx.params,
                 offer,
-                self.d.secrets.device,
+                self.ctx.device,
                 name,
-                own_peer=self.d.peer_id,
+                own_peer=self.ctx.peer_id,
                 remote_peer=offer.peer_id,
                 now_ms=_now_ms(),
             )
         except (InvalidInput, UsageError) as exc:
             raise RpcFailure(control.USAGE, f"link: {exc}") from exc
         try:
-            peer = ID.from_base58(offer.peer_id)
-            info = PeerInfo(peer, [parse_multiaddr(a) for a in offer.addrs])
             with trio.fail_after(ANSWER_TIMEOUT):
-                await self.d.host.connect(info)
-                stream = await self.d.host.new_stream(peer, [LINK_PROTOCOL])
+                stream = await self.ctx.open_stream(offer.peer_id, offer.addrs, LINK_PROTOCOL)
         except Exception as exc:
             raise RpcFailure(control.USAGE, f"cannot reach the other device: {exc}") from exc
         try:
             await _write(stream, joiner.start())
             with trio.fail_after(ANSWER_TIMEOUT):
-                data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
+                data = await read_frame(stream, joiner_bound_max_bytes(self.ctx.params))
             step = joiner.receive(data)
         except InvalidInput as exc:
             with contextlib.suppress(Exception):
@@ -369,23 +364,22 @@ class LinkMethods:
                 return {"joined": False}
             await _write(stream, joiner.confirm())
             with trio.fail_after(APPROVAL_TIMEOUT):
-                data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
+                data = await read_frame(stream, joiner_bound_max_bytes(self.ctx.params))
             step = joiner.receive(data)
             (joined,) = [e for e in step.events if isinstance(e, Joined)]
             # Stored and recorded before the approver hears DONE, so a crash
             # here never leaves it believing a join that did not happen.
             for raw in joined.events:  # parents first; each stored, then gossiped
-                self.d.publish(raw)
-            self.d.config["account"] = joined.account.account_id.hex()
-            self.d.datadir.write_config(self.d.config)
+                await self.ctx.publish(raw)
+            self.ctx.set_account(joined.account.account_id)
             await _write(stream, step)
         except InvalidInput as exc:
             raise RpcFailure(control.USAGE, f"not joined: {exc}") from exc
         except trio.TooSlowError as exc:
             raise RpcFailure(control.USAGE, "not joined: nobody approved in time") from exc
         except Exception as exc:
-            if self.d.config.get("account"):  # joined; only the DONE frame was lost
-                self.d.publish_own_record()
+            if self.ctx.account() is not None:  # joined; only the DONE frame was lost
+                self.ctx.publish_own_record()
                 return {
                     "joined": True,
                     "account": _account_doc(joined.account),
@@ -395,7 +389,7 @@ class LinkMethods:
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
-        self.d.publish_own_record()
+        self.ctx.publish_own_record()
         return {
             "joined": True,
             "account": _account_doc(joined.account),

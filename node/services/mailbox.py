@@ -28,13 +28,12 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
 from protocol.core.errors import InvalidInput
 from protocol.messaging.mailbox import (
@@ -44,29 +43,26 @@ from protocol.messaging.mailbox import (
     Answer,
     ChallengeIssued,
     Deposited,
-    Grant,
     Granted,
     Items,
     Mailbox,
     MailboxIdentity,
     challenge_request,
     decode_answer,
-    decode_grant,
     delete_request,
     deposit_request,
     fetch_request,
     grant_request,
 )
 from protocol.records.device import MAX_MAILBOXES, MAX_TEXT
+from protocol.records.grant import Grant, decode_grant
 
-from .datadir import write_private
-from .transport import frame, parse_multiaddr, read_frame
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from ..context import NodeContext
+from ..datadir import write_private
+from ..transport import frame, read_frame
 
 log = logging.getLogger("smu.mailbox")
-MAILBOX_PROTOCOL = TProtocol(PROTOCOL_ID)
+MAILBOX_PROTOCOL = PROTOCOL_ID
 REQUEST_TIMEOUT = 10.0
 FETCH_INTERVAL = 2.0
 MAX_OWN_MAILBOXES = MAX_MAILBOXES
@@ -82,20 +78,22 @@ def _now_ms() -> int:
 
 
 class MailboxService:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.identity = MailboxIdentity(daemon.secrets.node_seed)
+    def __init__(self, ctx: NodeContext, receive: Callable[[bytes], object]) -> None:
+        self.ctx = ctx
+        #: open and store an envelope fetched from a mailbox (raises InvalidInput)
+        self.receive = receive
+        self.identity = MailboxIdentity(ctx.node_seed)
         self.box: Mailbox | None = None
         #: our own grants and the mailbox's addresses, named in our record
         self.grants: list[tuple[Grant, tuple[str, ...]]] = []
 
     @property
     def _grants_path(self) -> Path:
-        return self.d.datadir.path / "mailboxes.json"
+        return self.ctx.data_path / "mailboxes.json"
 
     def start(self) -> None:
         self.box = Mailbox(
-            self.d.params, self.identity, peer_id=self.d.peer_id, grant_policy=self._serves
+            self.ctx.params, self.identity, peer_id=self.ctx.peer_id, grant_policy=self._serves
         )
         self.grants = self._load_grants()
 
@@ -103,11 +101,11 @@ class MailboxService:
         """Our grants from the last run that are still ours and valid, at
         most ``MAX_OWN_MAILBOXES`` at different peers; a damaged file only
         costs asking for new grants."""
-        account, device = self.d.account, self.d.secrets.device.sign_public
+        account, device = self.ctx.account(), self.ctx.device.sign_public
         try:
             entries = json.loads(self._grants_path.read_text())
             grants = [
-                (decode_grant(bytes.fromhex(e["grant"]), self.d.params), e["addrs"])
+                (decode_grant(bytes.fromhex(e["grant"]), self.ctx.params), e["addrs"])
                 for e in entries
             ]
         except FileNotFoundError:
@@ -135,7 +133,8 @@ class MailboxService:
     def _serves(self, account: bytes, device: bytes) -> bool:
         """Grant only to devices active in this node's own replica."""
         return (
-            account in self.d.ledger.accounts and device in self.d.ledger.state(account).active_keys
+            account in self.ctx.ledger.accounts
+            and device in self.ctx.ledger.state(account).active_keys
         )
 
     # -- serving -------------------------------------------------------------
@@ -159,11 +158,8 @@ class MailboxService:
     # -- asking a mailbox ----------------------------------------------------
 
     async def request(self, peer_id: str, addrs: tuple[str, ...], data: bytes) -> Answer:
-        peer = ID.from_base58(peer_id)
         with trio.fail_after(REQUEST_TIMEOUT):
-            if addrs:
-                await self.d.host.connect(PeerInfo(peer, [parse_multiaddr(a) for a in addrs]))
-            stream = await self.d.host.new_stream(peer, [MAILBOX_PROTOCOL])
+            stream = await self.ctx.open_stream(peer_id, addrs, MAILBOX_PROTOCOL)
             try:
                 await stream.write(frame(data))
                 return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
@@ -177,17 +173,20 @@ class MailboxService:
         named: list[tuple[Grant, tuple[str, ...]]] = []
         for grant_raw, addrs in getattr(record, "mailboxes", ()):
             try:
-                named.append((decode_grant(grant_raw, self.d.params), tuple(addrs)))
+                named.append((decode_grant(grant_raw, self.ctx.params), tuple(addrs)))
             except InvalidInput as exc:
                 log.debug("unreadable grant in a record: %s", exc.code)
-        named.sort(key=lambda entry: entry[0].mailbox_peer == self.d.peer_id)  # stable
+        named.sort(key=lambda entry: entry[0].mailbox_peer == self.ctx.peer_id)  # stable
         request = deposit_request(device, envelope)
         for grant, addrs in named:
             try:
-                if grant.mailbox_peer == self.d.peer_id and self.box is not None:
+                if grant.mailbox_peer == self.ctx.peer_id and self.box is not None:
                     answer = decode_answer(
                         self.box.handle(
-                            request, peer=self.d.peer_id, now_ms=_now_ms(), random16=os.urandom(16)
+                            request,
+                            peer=self.ctx.peer_id,
+                            now_ms=_now_ms(),
+                            random16=os.urandom(16),
                         )
                     )
                 else:
@@ -202,7 +201,7 @@ class MailboxService:
     # -- our own mailbox -----------------------------------------------------
 
     def _own_account(self) -> bytes | None:
-        return self.d.account if self.d.device_active() else None
+        return self.ctx.account() if self.ctx.device_active() else None
 
     async def ensure_grant(self) -> None:
         account = self._own_account()
@@ -210,29 +209,27 @@ class MailboxService:
         kept = [
             (g, a)
             for g, a in self.grants
-            if g.valid_for(account or b"", self.d.secrets.device.sign_public, now + 3600_000)
+            if g.valid_for(account or b"", self.ctx.device.sign_public, now + 3600_000)
         ]
         if len(kept) != len(self.grants):
             self._save_grants(kept)
             self.grants = kept
         if account is None or len(self.grants) >= MAX_OWN_MAILBOXES:
             return
-        me = self.d.secrets.device
+        me = self.ctx.device
         have = {g.mailbox_peer for g, _ in self.grants}
-        for peer_id in sorted(self.d.links):
+        for peer_id in sorted(self.ctx.linked_peers()):
             if peer_id in have or len(self.grants) >= MAX_OWN_MAILBOXES:
                 continue
             try:
                 key = ID.from_base58(peer_id).extract_public_key().to_bytes()
-                addrs = tuple(
-                    str(a) for a in self.d.host.get_peerstore().addrs(ID.from_base58(peer_id))
-                )
+                addrs = tuple(self.ctx.peer_addresses(peer_id))
                 answer = await self.request(
-                    peer_id, (), grant_request(self.d.params, me, account, key, now)
+                    peer_id, (), grant_request(self.ctx.params, me, account, key, now)
                 )
                 if not isinstance(answer, Granted):
                     continue
-                grant = decode_grant(answer.grant, self.d.params)
+                grant = decode_grant(answer.grant, self.ctx.params)
             except Exception as exc:
                 log.debug("no grant from %s: %s", peer_id, exc)
                 continue
@@ -241,14 +238,14 @@ class MailboxService:
                 self._save_grants(grants)  # before our record names it
                 self.grants = grants
                 log.info("mailbox at %s", peer_id)
-                self.d.publish_own_record()
+                self.ctx.publish_own_record()
 
     async def fetch_all(self) -> int:
         """Fetch, store and delete what our mailboxes hold; how many stored."""
         account = self._own_account()
         if account is None:
             return 0
-        me = self.d.secrets.device
+        me = self.ctx.device
         stored = 0
         for grant, addrs in list(self.grants):
             try:
@@ -260,14 +257,14 @@ class MailboxService:
                 items = await self.request(
                     grant.mailbox_peer,
                     addrs,
-                    fetch_request(self.d.params, me, grant.mailbox_key, issued.nonce, limit=100),
+                    fetch_request(self.ctx.params, me, grant.mailbox_key, issued.nonce, limit=100),
                 )
                 if not isinstance(items, Items) or not items.items:
                     continue
                 done = []
                 for item in items.items:
                     try:
-                        self.d.messages.receive(item.envelope)  # stored before deletion
+                        self.receive(item.envelope)  # stored before deletion
                         stored += 1
                     except InvalidInput as exc:
                         log.debug("mailbox item refused: %s", exc.code)
@@ -279,7 +276,7 @@ class MailboxService:
                     await self.request(
                         grant.mailbox_peer,
                         addrs,
-                        delete_request(self.d.params, me, grant.mailbox_key, issued.nonce, done),
+                        delete_request(self.ctx.params, me, grant.mailbox_key, issued.nonce, done),
                     )
             except Exception as exc:
                 log.debug("mailbox fetch failed: %s", exc)

@@ -1,0 +1,317 @@
+"""Links with peers: the libp2p side of the link manager (PROTOCOL.md §17).
+
+``protocol.links.manager.LinkManager`` decides (admission, bans, refusals,
+whom to dial); this adapter carries its decisions out over libp2p and tells
+it what happened.  A *link* is one replication stream ``/smu/replication/2``
+with a peer; ``LinkHandler.serve_link`` (the replication service) runs it
+for as long as it lasts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+
+from protocol.core.machine import Now
+from protocol.links.manager import (
+    Admitted,
+    Close,
+    Dial,
+    LinkManager,
+    Output,
+    Rejected,
+)
+from protocol.links.policy import LinkLimits
+
+from .driver import MachineDriver
+from .errors import NodeUsageError, PeerUnreachable
+from .transport import parse_multiaddr
+
+log = logging.getLogger("smu.links")
+
+#: frames queued for one link's writer; a peer that lets it fill is cut off
+LINK_QUEUE = 1024
+#: after a failed explicit dial, how long the other side's simultaneous
+#: dial may take to register
+DIAL_RACE_WAIT = 2.0
+
+
+@dataclass
+class Link:
+    peer: str
+    stream: Any
+    outbound: bool
+    #: the remote host of the connection, and its network group
+    host: str
+    group: str
+    send: trio.MemorySendChannel[bytes]
+    recv: trio.MemoryReceiveChannel[bytes]
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+#: runs one admitted link until it ends (the replication service)
+ServeLink = Callable[[Link], Awaitable[None]]
+
+
+def _remote_host(stream: Any) -> str:
+    remote = stream.get_remote_address()
+    return str(remote[0]) if remote else ""
+
+
+async def close_quietly(stream: Any) -> None:
+    """Reset a stream whose peer may already be gone."""
+    try:
+        await stream.reset()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await stream.close()
+
+
+class LinkService:
+    def __init__(
+        self,
+        host: Any,
+        peer_id: str,
+        replication_protocol: str,
+        limits: LinkLimits | None = None,
+    ) -> None:
+        self.host = host
+        self.peer_id = peer_id
+        self.protocol = replication_protocol
+        self.manager = LinkManager(peer_id, limits)
+        self.driver = MachineDriver("links", self.manager, self._carry_out)
+        self.links: dict[str, Link] = {}
+        self._serve_link: ServeLink | None = None
+        self._nursery: trio.Nursery | None = None
+        #: set when a link with that peer is registered
+        self._link_waiters: dict[str, set[trio.Event]] = {}
+        #: addresses of peers we dialled, for the replication machine's
+        #: peer exchange (it shares only peers someone vouched for)
+        self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
+        #: a link stopped being *the* link with its peer (closed or replaced):
+        #: called at once, before any new link with that peer is served
+        self.on_closed: Callable[[Link], None] = lambda link: None
+
+    async def run(
+        self,
+        serve_link: ServeLink,
+        bootstrap: Sequence[str],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._serve_link = serve_link
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.driver.run)
+            peers: dict[str, str] = {}
+            for addr in bootstrap:
+                if "/p2p/" in addr:
+                    base, peer = addr.rsplit("/p2p/", 1)
+                    peers[peer] = base
+                else:
+                    log.warning("bootstrap address without /p2p/<peer id> ignored: %s", addr)
+            self.driver.call(lambda now: self.manager.set_bootstrap(peers, now))
+            task_status.started()
+            await trio.sleep_forever()
+
+    def stop(self) -> None:
+        for link in list(self.links.values()):
+            link.cancel.cancel()
+
+    # -- carrying out the manager's decisions --------------------------------
+
+    def _carry_out(self, outputs: Sequence[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Dial):
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._dial_for_manager, out)
+            elif isinstance(out, Close):
+                link = self.links.get(out.peer)
+                if link is not None:
+                    log.info("closing the link with %s: %s", out.peer, out.reason)
+                    link.cancel.cancel()
+            elif isinstance(out, Rejected):
+                log.info("refusing a link with %s: %s", out.peer, out.refusal.value)
+
+    async def _dial_for_manager(self, dial: Dial) -> None:
+        addr = f"{dial.addr}/p2p/{dial.peer}"
+        try:
+            await self.dial(addr)
+        except (PeerUnreachable, NodeUsageError) as exc:
+            log.debug("dial %s failed: %s", addr, exc)
+            self.driver.call(lambda now: self.manager.dial_failed(dial.peer, now))
+
+    # -- dialling ----------------------------------------------------------------
+
+    async def dial(self, addr: str) -> str:
+        """Open a link with the peer at ``addr`` (ending in ``/p2p/<id>``)."""
+        try:
+            info = info_from_p2p_addr(parse_multiaddr(addr))
+        except Exception as exc:  # multiaddr raises several unrelated types
+            raise NodeUsageError(f"not a peer address ({exc}): {addr}") from exc
+        peer = info.peer_id.to_base58()
+        if peer == self.peer_id:
+            raise NodeUsageError("that address is this node")
+        if peer in self.manager.refused:
+            raise NodeUsageError(f"peer {peer} is on the refused list")
+        if peer in self.links:
+            return peer
+        self._addresses_first(info.peer_id, list(info.addrs))
+        try:
+            await self.host.connect(info)
+            stream = await self.host.new_stream(info.peer_id, [self.protocol])
+        except Exception as exc:  # libp2p raises many unrelated types on a failed dial
+            raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
+        self.on_dialled(peer, [str(a) for a in info.addrs])
+        assert self._nursery is not None
+        self._nursery.start_soon(self.run_link, peer, stream, True)
+        return peer
+
+    async def connect(self, addr: str) -> tuple[str, bool]:
+        """``smu peers connect``: dial even if libp2p or we held the peer
+        back; wait until the link is registered."""
+        try:
+            info = info_from_p2p_addr(parse_multiaddr(addr))
+        except Exception as exc:
+            raise NodeUsageError(f"not a peer address ({exc}): {addr}") from exc
+        peer = info.peer_id.to_base58()
+        self.driver.call(lambda now: _user_dial(self.manager, peer, now))
+        # libp2p refuses dials to a peer that failed lately, for a minute
+        network = self.host.get_network()
+        network.unblock_peer(info.peer_id)
+        try:
+            peer = await self.dial(addr)
+        except PeerUnreachable as exc:
+            # The peer may have dialled us at the same moment: libp2p keeps
+            # one connection per peer and can close both.  Its own dial then
+            # backs off, so either the link it opened stands, or a second
+            # dial of ours meets no race.
+            if not await self.wait_linked(peer, DIAL_RACE_WAIT):
+                log.info("dial %s failed (%s); trying once more", addr, exc)
+                network.unblock_peer(info.peer_id)
+                await self.dial(addr)
+        return peer, await self.wait_linked(peer, 5.0)
+
+    async def wait_linked(self, peer: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a link with ``peer``."""
+        if peer in self.links:
+            return True
+        waiter = trio.Event()
+        waiters = self._link_waiters.setdefault(peer, set())
+        waiters.add(waiter)
+        try:
+            with trio.move_on_after(timeout):
+                await waiter.wait()
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._link_waiters.get(peer) is waiters:
+                del self._link_waiters[peer]
+        return peer in self.links
+
+    async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
+        """A request stream to ``peer`` (not a link), dialling if needed."""
+        try:
+            peer_id = ID.from_base58(peer)
+            if addrs:
+                maddrs = [parse_multiaddr(a) for a in addrs]
+                self._addresses_first(peer_id, maddrs)
+                await self.host.connect(PeerInfo(peer_id, maddrs))
+            return await self.host.new_stream(peer_id, [protocol])
+        except Exception as exc:  # libp2p raises many unrelated types
+            raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from exc
+
+    def _addresses_first(self, peer_id: Any, addrs: list[Any]) -> None:
+        """Put ``addrs`` before what the peerstore remembers of ``peer_id``.
+        libp2p dials only the first address of each transport it knows, so
+        an address from before the peer restarted would shadow the one just
+        given (a dial that can never succeed)."""
+        store = self.host.get_peerstore()
+        try:
+            known = list(store.addrs(peer_id))
+        except Exception:  # PeerStoreError: nothing known yet
+            known = []
+        store.clear_addrs(peer_id)
+        store.add_addrs(peer_id, addrs + [a for a in known if a not in addrs])
+
+    def peer_addresses(self, peer: str) -> list[str]:
+        try:
+            return [str(a) for a in self.host.get_peerstore().addrs(ID.from_base58(peer))]
+        except Exception:  # an unknown or malformed peer id has no addresses
+            return []
+
+    # -- links ----------------------------------------------------------------
+
+    async def on_inbound(self, stream: Any) -> None:
+        """A peer opened the replication stream (behind the gate)."""
+        peer = stream.muxed_conn.peer_id.to_base58()
+        await self.run_link(peer, stream, False)
+
+    async def run_link(self, peer: str, stream: Any, outbound: bool) -> None:
+        host = _remote_host(stream)
+        outs = self.driver.call(lambda now: self.manager.opened(peer, host, outbound, now))
+        verdict = outs[0]
+        if not isinstance(verdict, Admitted):
+            await close_quietly(stream)
+            return
+        send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
+        link = Link(peer, stream, outbound, host, verdict.group, send, recv)
+        old = self.links.pop(peer, None)
+        if old is not None:  # both sides dialled at once; the manager kept this one
+            old.cancel.cancel()
+            self.on_closed(old)
+        self.links[peer] = link
+        for waiter in self._link_waiters.pop(peer, ()):
+            waiter.set()
+        log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
+        try:
+            with link.cancel:
+                assert self._serve_link is not None
+                await self._serve_link(link)
+        finally:
+            if self.links.get(peer) is link:
+                del self.links[peer]
+                log.info("peer %s disconnected", peer)
+                self.on_closed(link)
+                self.driver.call(lambda now: self.manager.closed(peer, now))
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await close_quietly(stream)
+
+    async def disconnect(self, peer: str) -> None:
+        link = self.links.get(peer)
+        if link is None:
+            raise NodeUsageError(f"not connected to {peer}")
+        await self._cancel_and_wait(link)
+
+    async def _cancel_and_wait(self, link: Link) -> None:
+        link.cancel.cancel()
+        with trio.move_on_after(5):
+            while self.links.get(link.peer) is link:
+                await trio.sleep(0.01)
+
+    async def refuse(self, peer: str) -> None:
+        link = self.links.get(peer)
+        self.driver.call(lambda now: self.manager.refuse(peer, now))
+        if link is not None:
+            await self._cancel_and_wait(link)
+
+    def unrefuse(self, peer: str) -> None:
+        self.driver.call(lambda now: self.manager.unrefuse(peer, now))
+
+    def ban(self, peer: str, until: float) -> None:
+        """Misbehaviour on any protocol: close the link, no link until then."""
+        self.driver.call(lambda now: self.manager.ban(peer, until, now))
+
+    def learned(self, peers: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Peers a PEERS frame named: dial candidates (PROTOCOL.md §11.8)."""
+        self.driver.call(lambda now: self.manager.offer_candidates(peers, now))
+
+
+def _user_dial(manager: LinkManager, peer: str, now: Now) -> list[Output]:
+    manager.user_dial(peer, now)
+    return []

@@ -1,0 +1,509 @@
+"""Messages on a running node: the ``message.*`` and ``requests.*``
+namespaces, the ``/smu/message/1`` stream and the outbox (DESIGN §5;
+PROTOCOL.md §15).
+
+Sending seals a message once for every device the sender's own replica
+authorises, stores it with one outbox row per device, and only then reports
+it as sent; the delivery task carries each envelope over ``/smu/message/1``
+to the node named in the device's signed record, with back-off, and falls
+back to a mailbox.  Receiving opens an envelope against this node's own
+replica and stores the message together with the replay state in one
+transaction before it answers ACCEPTED.  Receipts are signed and encrypted
+like messages.  A device linked with approval receives the approver's
+history (``send_history``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.core.keys import handle
+from protocol.core.names import sanitise
+from protocol.messaging.content import (
+    Content,
+    HistoryBundle,
+    HistoryEntry,
+    Receipt,
+    ReceiptStatus,
+    ReplayGuard,
+    Text,
+)
+from protocol.messaging.envelope import (
+    MAX_ENVELOPE_BYTES,
+    MESSAGE_PROTOCOL_ID,
+    HeadsView,
+    NotForThisDeviceError,
+    OpenedEnvelope,
+    RecipientDisputedError,
+    decode_delivery,
+    decode_delivery_answer,
+    delivery_answer,
+    delivery_frame,
+    ledger_lookup,
+    open_envelope,
+    seal,
+)
+from protocol.records.device import SignedDeviceRecord
+
+from .. import control
+from ..context import NodeContext, Stream
+from ..control import RpcFailure
+from ..errors import PeerUnreachable
+from ..storage.db import Statement
+from ..storage.messages import MessageRow, MessageStore, NewMessage
+from ..transport import frame, read_frame
+from .contacts import ContactSet
+
+log = logging.getLogger("smu.messages")
+MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
+KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+DELIVERY_TIMEOUT = 10.0
+MAX_BACKOFF_MS = 5 * 60 * 1000
+HISTORY_LIMIT = 1000
+MAX_IN_FLIGHT = 32
+DIVERGENCE_INTERVAL = 10.0
+MAX_NOTICES = 100
+DEPOSITED = "deposited"
+DEPOSITED_RETRY_MS = 60_000
+# Refusals that mean "this envelope can never be opened there": stop trying.
+FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
+
+#: leave an envelope at a mailbox a device's record names: True if one took it
+Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MessageService:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        store: MessageStore,
+        contacts: ContactSet,
+        *,
+        deposit: Deposit,
+        reconcile_all: Callable[[], None],
+        contact_changes: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.contacts = contacts
+        self.deposit = deposit
+        #: start a reconciliation with every linked peer (S5)
+        self.reconcile_all = reconcile_all
+        #: contacts whose accounts changed since the user last looked
+        self.contact_changes = contact_changes
+        stored = store.replay_guard()
+        self.guard = ReplayGuard.decode(stored) if stored else ReplayGuard()
+        self._wake = trio.Event()
+        #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
+        self.notices: list[tuple[int, str]] = []
+        self._last_divergence: dict[bytes, float] = {}
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {
+            "message.send": self.send,
+            "message.inbox": self.inbox,
+            "message.conversation": self.conversation,
+            "message.requests": self.requests,
+            "message.status": self.status,
+            "requests.accept": self.accept_request,
+            "requests.block": self.block_request,
+        }
+
+    def wake(self) -> None:
+        """Deliveries may be possible now (a record arrived, a row was added)."""
+        self._wake.set()
+
+    # -- sending -------------------------------------------------------------
+
+    def _seal_and_queue(
+        self,
+        recipient: bytes,
+        content: Content,
+        kind: int,
+        text: str,
+        *,
+        force: bool = False,
+        only: list[bytes] | None = None,
+    ) -> tuple[bytes, int]:
+        me = self.ctx.device
+        own = self.ctx.own_account()
+        ledger = self.ctx.ledger
+        if recipient not in ledger.accounts:
+            raise RpcFailure(control.USAGE, "that account's log has not reached this node yet")
+        my_state, their_state = ledger.state(own), ledger.state(recipient)
+        if me.sign_public not in my_state.active_keys:
+            raise RpcFailure(
+                control.USAGE, "this device is not active in its account: it cannot send"
+            )
+        counter = self.store.next_counter(recipient)
+        try:
+            env = seal(
+                self.ctx.params,
+                me,
+                my_state,
+                their_state,
+                content,
+                counter=counter,
+                timestamp=_now_ms(),
+                seed=os.urandom(32),
+                force=force,
+                only_devices=only,
+            )
+        except RecipientDisputedError as exc:
+            raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
+        except UsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        now = _now_ms()
+        targets = [d for d in env.wrapped_for if d != me.sign_public]
+        message = NewMessage(
+            message_id=env.message_id,
+            peer=recipient,
+            outgoing=True,
+            sender_account=own,
+            sender_device=me.sign_public,
+            sent_ms=now,
+            stored_ms=now,
+            kind=kind,
+            text=text,
+            envelope=env.raw,
+        )
+        rows: list[Statement] = [
+            # the counter is used up in the transaction that stores the
+            # message: never reused, never skipped silently (§15.6)
+            MessageStore.counter_statement(recipient, counter + 1),
+            MessageStore.insert_statement(message, ignore_duplicate=False),
+        ]
+        for device in targets:
+            account = recipient if their_state.device(device) is not None else own
+            rows.append(MessageStore.delivery_statement(env.message_id, device, account))
+        self.store.db.write(rows)  # stored before it is reported as sent
+        self.wake()
+        return env.message_id, len(targets)
+
+    async def send(self, params: dict[str, Any]) -> dict[str, Any]:
+        account, name = self.contacts.find(str(params["contact"]))
+        text = str(params["text"])
+        if not text:
+            raise RpcFailure(control.USAGE, "an empty message")
+        message_id, devices = self._seal_and_queue(
+            account, Text(text), KIND_TEXT, text, force=bool(params.get("force"))
+        )
+        return {"message_id": message_id.hex(), "to": name, "devices": devices, "stored": True}
+
+    def send_history(self, device: bytes) -> None:
+        """History for a device this one just approved (§14.9): one bundle,
+        wrapped for that device only."""
+        entries = tuple(
+            HistoryEntry(peer, mid, sa, sd, ts, Text(text))
+            for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
+        )
+        if not entries:
+            return
+        self._seal_and_queue(
+            self.ctx.own_account(),
+            HistoryBundle(0, 1, entries),
+            KIND_HISTORY,
+            f"history: {len(entries)} messages",
+            only=[device],
+        )
+
+    async def run_delivery(self) -> None:
+        """Deliver due outbox rows, up to MAX_IN_FLIGHT at once; sleep until
+        the next row is due or something wakes the outbox."""
+        in_flight: set[tuple[bytes, bytes]] = set()
+
+        async def one(key: tuple[bytes, bytes], account: bytes, attempts: int, env: bytes) -> None:
+            try:
+                await self._deliver_one(key[0], key[1], account, attempts, env)
+            finally:
+                in_flight.discard(key)
+                self.wake()
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._wake = trio.Event()
+                for due in self.store.due(_now_ms(), MAX_IN_FLIGHT * 2):
+                    key = (due.message, due.device)
+                    if key in in_flight or len(in_flight) >= MAX_IN_FLIGHT:
+                        continue
+                    in_flight.add(key)
+                    nursery.start_soon(one, key, due.account, due.attempts, due.envelope)
+                next_ms = self.store.next_due_ms(exclude=in_flight)
+                wait = (next_ms - _now_ms()) / 1000 if next_ms is not None else float("inf")
+                with trio.move_on_after(max(wait, 0.01)):
+                    await self._wake.wait()
+
+    async def _deliver_one(
+        self, message: bytes, device: bytes, account: bytes, attempts: int, envelope: bytes
+    ) -> None:
+        error = await self._try_deliver(device, account, envelope)
+        if error is None:
+            state, next_try = "delivered", 0
+        elif error == DEPOSITED:
+            # At a mailbox: the receipt says when it arrives; until then keep
+            # trying directly, slowly (a mailbox is never the only copy).
+            state, next_try = "deposited", _now_ms() + DEPOSITED_RETRY_MS
+        elif error.split(":")[0] in FINAL_REFUSALS:
+            state, next_try = "failed", 0
+        else:
+            state = "pending"
+            next_try = _now_ms() + min(MAX_BACKOFF_MS, 1000 * 2 ** min(attempts, 16))
+        self.store.set_delivery(
+            message, device, state=state, attempts=attempts + 1, next_try_ms=next_try, error=error
+        )
+
+    async def _try_deliver(self, device: bytes, account: bytes, envelope: bytes) -> str | None:
+        record = self.ctx.records.get(account, device)
+        if record is None or not record.peer_ids:
+            return "unreachable: no device record names where this device is"
+        error = await self._try_direct(record, envelope)
+        if (
+            error is not None
+            and error.startswith("unreachable")
+            and await self.deposit(record, device, envelope)
+        ):
+            return DEPOSITED
+        return error
+
+    async def _try_direct(self, record: SignedDeviceRecord, envelope: bytes) -> str | None:
+        try:
+            with trio.fail_after(DELIVERY_TIMEOUT):
+                stream = await self.ctx.open_stream(
+                    record.peer_ids[0], record.addrs, MESSAGE_PROTOCOL
+                )
+                try:
+                    await stream.write(frame(delivery_frame(envelope)))
+                    answer = decode_delivery_answer(await read_frame(stream, 1024))
+                finally:
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+        except InvalidInput as exc:
+            return f"{exc.code}: {exc}"
+        except (PeerUnreachable, trio.TooSlowError, EOFError, OSError) as exc:
+            return f"unreachable: {type(exc).__name__}"
+        except Exception as exc:  # libp2p raises many unrelated types on a broken stream
+            return f"unreachable: {type(exc).__name__}"
+        if answer is None or answer.code == "replay":  # replay: it has this message already
+            return None
+        return f"{answer.code}: {answer.message}"
+
+    # -- receiving -----------------------------------------------------------
+
+    def diverged(self, views: Sequence[HeadsView]) -> None:
+        """The sender saw heads of an account that we lack (S5): reconcile with
+        every peer now, at most every DIVERGENCE_INTERVAL per account, and
+        tell the user.  Only accounts this node holds count: the views may
+        come from a sender we cannot authenticate yet, so made-up account ids
+        must cost nothing."""
+        now = trio.current_time()
+        ledger = self.ctx.ledger
+        for view in views:
+            if view.account not in ledger.accounts:
+                continue
+            lacking = [h for h in view.foreign_heads if not ledger.has(h)]
+            if not lacking:
+                continue
+            if now - self._last_divergence.get(view.account, -1e9) < DIVERGENCE_INTERVAL:
+                continue
+            self._last_divergence[view.account] = now
+            self.reconcile_all()
+            self.notices.append(
+                (
+                    _now_ms(),
+                    (
+                        f"a message showed {len(lacking)} event(s) of "
+                        f"{self.contacts.label(view.account)}'s account that your peers had not "
+                        "given you yet; this node is fetching them (if it keeps happening, your "
+                        "peers may be withholding them)"
+                    ),
+                )
+            )
+            del self.notices[:-MAX_NOTICES]
+
+    async def on_stream(self, stream: Stream) -> None:
+        try:
+            with trio.fail_after(DELIVERY_TIMEOUT):
+                data = await read_frame(stream, MAX_ENVELOPE_BYTES + 64)
+            error: InvalidInput | None = None
+            try:
+                self.receive(decode_delivery(data))
+            except InvalidInput as exc:
+                error = exc
+                views = getattr(exc, "views", None)
+                if views:  # our replica lags the sender's: catch up (S5)
+                    self.diverged(views)
+            await stream.write(frame(delivery_answer(error)))
+        except Exception as exc:  # the stream's end is the sender's business
+            log.debug("message stream ended: %s", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    def receive(self, envelope: bytes) -> OpenedEnvelope:
+        """Open, store with the replay state, and answer (raises InvalidInput)."""
+        own = self.ctx.account()
+        if own is None:
+            raise NotForThisDeviceError("this device belongs to no account yet")
+        # Open against a copy of the replay state: it replaces ours only once
+        # the message is durable, or a failed write would turn the sender's
+        # retry into a "replay" and lose the message.
+        guard = ReplayGuard.decode(self.guard.encode())
+        opened = open_envelope(
+            self.ctx.params,
+            envelope,
+            own,
+            self.ctx.device,
+            ledger_lookup(self.ctx.ledger),
+            guard,
+        )
+        rows: list[Statement] = [MessageStore.replay_statement(guard.encode())]
+        content = opened.content
+        outgoing = opened.sender_account == own
+        peer = opened.recipient_account if outgoing else opened.sender_account
+        now = _now_ms()
+        send_receipt = False
+        if isinstance(content, Text):
+            if not self.contacts.is_blocked(peer):
+                request = not outgoing and not self.contacts.is_contact(peer)
+                rows.append(
+                    MessageStore.insert_statement(
+                        NewMessage(
+                            message_id=opened.message_id,
+                            peer=peer,
+                            outgoing=outgoing,
+                            sender_account=opened.sender_account,
+                            sender_device=opened.sender_device,
+                            sent_ms=opened.timestamp,
+                            stored_ms=now,
+                            kind=KIND_TEXT,
+                            text=content.text,
+                            request=request,
+                        )
+                    )
+                )
+                send_receipt = not outgoing
+        elif isinstance(content, Receipt):
+            for mid in content.message_ids:
+                rows.append(MessageStore.delivered_statement(mid, opened.sender_device))
+        elif isinstance(content, HistoryBundle):
+            for e in content.entries:
+                if isinstance(e.content, Text):
+                    rows.append(
+                        MessageStore.insert_statement(
+                            NewMessage(
+                                message_id=e.message_id,
+                                peer=e.peer_account,
+                                outgoing=e.sender_account == own,
+                                sender_account=e.sender_account,
+                                sender_device=e.sender_device,
+                                sent_ms=e.timestamp,
+                                stored_ms=now,
+                                kind=KIND_TEXT,
+                                text=e.content.text,
+                            )
+                        )
+                    )
+        self.store.db.write(rows)  # the message and the replay state, together, before ACCEPTED
+        self.guard = guard
+        if opened.diverged:
+            self.diverged(opened.views)
+        if send_receipt:
+            with contextlib.suppress(RpcFailure):
+                self._seal_and_queue(
+                    peer, Receipt(ReceiptStatus.DELIVERED, (opened.message_id,)), KIND_RECEIPT, ""
+                )
+        return opened
+
+    # -- reading -------------------------------------------------------------
+
+    def _device_name(self, account: bytes, device: bytes) -> str:
+        ledger = self.ctx.ledger
+        if account in ledger.accounts:
+            d = ledger.state(account).device(device)
+            if d is not None:
+                return sanitise(d.name)
+        return device.hex()[:12]
+
+    def _doc(self, m: MessageRow) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "message_id": m.message_id.hex(),
+            "conversation": self.contacts.label(m.peer),
+            "conversation_account": m.peer.hex(),
+            "outgoing": m.outgoing,
+            "from": self.contacts.label(m.sender_account) if not m.outgoing else "me",
+            "from_device": self._device_name(m.sender_account, m.sender_device),
+            "sent_ms": m.sent_ms,
+            "stored_ms": m.stored_ms,
+            "text": sanitise(m.text, max_chars=65536),
+            "request": m.request,
+        }
+        if m.outgoing:
+            doc["deliveries"] = self.store.delivery_counts(m.message_id)
+        return doc
+
+    async def inbox(self, params: dict[str, Any]) -> dict[str, Any]:
+        since = int(params.get("since_ms") or 0)
+        return {
+            "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
+            "messages": [self._doc(r) for r in self.store.inbox(KIND_TEXT, since)],
+            "contact_changes": [
+                {"contact": c["name"], "changes": c["changes"]}
+                for c in self.contact_changes()
+                if c["changes"]
+            ],
+            "requests": self.store.request_senders(),
+        }
+
+    async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
+        account, name = self.contacts.find(str(params["contact"]))
+        rows = self.store.conversation(account, KIND_TEXT)
+        return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Per message id: how many of its deliveries are in each state."""
+        return {
+            "deliveries": {
+                str(mid): self.store.delivery_counts(bytes.fromhex(str(mid)))
+                for mid in params["ids"]
+            }
+        }
+
+    async def requests(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"requests": [self._doc(r) for r in self.store.requests()]}
+
+    async def accept_request(self, params: dict[str, Any]) -> dict[str, Any]:
+        account = self.ctx.resolve_account(str(params["account"]))
+        if account == self.ctx.own_account():
+            raise RpcFailure(control.USAGE, "that is your own account")
+        hint = self.contacts.display_name(account) or ""
+        label = str(params.get("name") or hint or account.hex()[:12])
+        self.contacts.add(account, label)
+        self.store.accept_requests(account)
+        return {
+            "account_id": account.hex(),
+            "name": label,
+            "synced": account in self.ctx.ledger.accounts,
+            "handle": handle(self.contacts.display_name(account) or label, account),
+        }
+
+    async def block_request(self, params: dict[str, Any]) -> dict[str, Any]:
+        account = self.ctx.resolve_account(str(params["account"]))
+        self.store.db.write(
+            [
+                self.contacts.store.block_statement(account, account.hex()[:12], _now_ms()),
+                MessageStore.delete_requests_statement(account),
+            ]
+        )
+        return {"blocked": account.hex()}

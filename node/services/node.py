@@ -1,0 +1,58 @@
+"""The node itself: the ``node.*`` namespace (PROTOCOL.md §13)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .. import control
+from ..context import NodeContext
+from ..gate import Gate
+from ..links import LinkService
+from ..replication import ReplicationService
+
+
+class NodeService:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        replication: ReplicationService,
+        links: LinkService,
+        gate: Gate,
+        stop: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.replication = replication
+        self.links = links
+        self.gate = gate
+        self._stop = stop
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {"node.status": self.status, "node.stop": self.stop}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        ledger = self.ctx.ledger
+        account = self.ctx.account()
+        return {
+            "peer_id": self.ctx.peer_id,
+            "network": self.ctx.params.network_id,
+            "listen": self.ctx.addresses(),
+            "peers": len(self.links.links),
+            "events": ledger.event_count,
+            "accounts": len(ledger.accounts),
+            "escrow": len(ledger.escrow),
+            "event_set_digest": self.replication.set_digest(),
+            "account": account.hex() if account is not None else None,
+            "device_fingerprint": self.ctx.device.fingerprint,
+            "replication": self.replication.stats(),
+            "links": dataclasses.asdict(self.links.manager.stats),
+            "gate": {
+                "admitted": dict(self.gate.stats.admitted),
+                "refused": dict(self.gate.stats.refused),
+            },
+        }
+
+    async def stop(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._stop()
+        return {"stopping": True}

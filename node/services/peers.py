@@ -1,0 +1,65 @@
+"""Peers: the ``peers.*`` namespace (PROTOCOL.md §13, §17)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import control
+from ..control import RpcFailure
+from ..errors import NodeUsageError, PeerUnreachable
+from ..links import LinkService
+
+
+class PeerService:
+    def __init__(self, links: LinkService, score: Any) -> None:
+        self.links = links
+        #: peer -> replication score (``Replicator.score``)
+        self.score = score
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {
+            "peers.list": self.list,
+            "peers.connect": self.connect,
+            "peers.disconnect": self.disconnect,
+            "peers.refuse": self.refuse,
+            "peers.unrefuse": self.unrefuse,
+        }
+
+    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "peers": [
+                {
+                    "peer_id": p,
+                    "score": round(float(self.score(p)), 3),
+                    "direction": "outbound" if link.outbound else "inbound",
+                }
+                for p, link in sorted(self.links.links.items())
+            ],
+            "refused": sorted(self.links.manager.refused),
+        }
+
+    async def connect(self, params: dict[str, Any]) -> dict[str, Any]:
+        addr = str(params["addr"])
+        try:
+            peer, connected = await self.links.connect(addr)
+        except NodeUsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        except PeerUnreachable as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        return {"peer_id": peer, "connected": connected}
+
+    async def disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
+        peer = str(params["peer"])
+        try:
+            await self.links.disconnect(peer)
+        except NodeUsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        return {"peer_id": peer, "disconnected": True}
+
+    async def refuse(self, params: dict[str, Any]) -> dict[str, Any]:
+        await self.links.refuse(str(params["peer"]))
+        return {"refused": sorted(self.links.manager.refused)}
+
+    async def unrefuse(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.links.unrefuse(str(params["peer"]))
+        return {"refused": sorted(self.links.manager.refused)}

@@ -1,0 +1,45 @@
+"""The node's SQLite storage (DESIGN §7; PROTOCOL.md §8): one database per
+node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
+(their schema, as forward migrations) and the SQL that uses them:
+
+* ``db``        the connection, transactions and the migration runner
+* ``events``    accepted events (the log): staged puts, an explicit commit
+* ``contacts``  the account's contacts, verification marks and blocks
+* ``messages``  messages, the outbox of deliveries, counters, replay state
+
+Derived state (account states, indexes in memory) is never stored: it is
+rebuilt from the events on start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import contacts, events, messages
+from .contacts import ContactStore
+from .db import Database
+from .events import SqliteEventStore
+from .messages import MessageStore
+
+#: MIGRATIONS[v] upgrades a database from version v to v + 1
+MIGRATIONS: dict[int, list[str]] = {
+    0: events.SCHEMA_V1,
+    1: contacts.SCHEMA_V2,
+    2: messages.SCHEMA_V3,
+}
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def open_database(path: Path) -> Database:
+    """Open (creating or migrating forward) a node's database."""
+    return Database(path, MIGRATIONS)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ContactStore",
+    "Database",
+    "MessageStore",
+    "SqliteEventStore",
+    "open_database",
+]

@@ -1,0 +1,88 @@
+"""The connection, transactions and forward migrations of a node's database.
+
+Every table belongs to one module of this package, which declares its
+schema as migration steps; ``node.storage.MIGRATIONS`` puts them in version
+order.
+``Database.write`` is one durable transaction; before it runs, everything
+staged for the event store is committed first (``before_write``), so a write
+never becomes durable ahead of the events it may refer to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+
+#: migrations[v] upgrades a database from version v to v + 1
+Migrations = dict[int, list[str]]
+Statement = tuple[str, Sequence[Any]]
+
+
+class Database:
+    def __init__(self, path: Path, migrations: Migrations) -> None:
+        self.path = path
+        self.migrations = migrations
+        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+        #: run before every write transaction (the event store's commit)
+        self.before_write: list[Callable[[], None]] = []
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        latest = len(self.migrations)
+        if version > latest:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this smu knows up to "
+                f"{latest}: upgrade smu"
+            )
+        while version < latest:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for statement in self.migrations[version]:
+                self.conn.execute(statement)
+            version += 1
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
+                (str(version),),
+            )
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, args).fetchall())
+
+    def query_one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.conn.execute(sql, args).fetchone()
+        return tuple(row) if row is not None else None
+
+    def write(self, statements: Iterable[Statement]) -> None:
+        """One durable transaction (synchronous=FULL), whole or not at all."""
+        for hook in self.before_write:
+            hook()
+        self.transaction(lambda conn: [conn.execute(sql, args) for sql, args in statements])
+
+    def transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
+        """Run ``body`` inside BEGIN IMMEDIATE ... COMMIT; roll back on any error."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            body(self.conn)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        for hook in self.before_write:
+            hook()
+        self.conn.close()

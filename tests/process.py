@@ -1,0 +1,171 @@
+"""Helpers for tests that run real ``smu node`` processes on loopback, in
+one place: starting nodes, waiting with failures that explain themselves,
+a raw libp2p peer in the test process, and small readers of node state.
+
+A wait that times out says what it waited for, the last value it saw, and
+the tail of every running node's log.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from node.netdemo import Demo, DemoNode
+from node.transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr
+
+#: every Demo a test opened, so a failed wait can show its nodes' logs
+ACTIVE: list[Demo] = []
+LOG_TAIL_LINES = 25
+
+T = TypeVar("T")
+
+
+def log_tails(lines: int = LOG_TAIL_LINES) -> str:
+    out = []
+    for demo in ACTIVE:
+        for node in demo.nodes:
+            path = node.dir / "node.log"
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except FileNotFoundError:
+                text = ["(no log)"]
+            state = "running" if node.proc is not None and node.proc.poll() is None else "stopped"
+            out.append(f"--- {node.name} ({state}), last {len(text)} lines of {path} ---")
+            out.extend(text)
+    return "\n".join(out)
+
+
+def _describe(fn: Callable[[], object]) -> str:
+    try:
+        return inspect.getsource(fn).strip()
+    except (OSError, TypeError):
+        return repr(fn)
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str | None = None) -> T:
+    """Poll ``fn`` until it returns something truthy (real processes settle
+    in their own time); on timeout, fail with what was awaited, the last
+    value and the nodes' logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for: {what or _describe(fn)}\n"
+                f"last value: {value!r}\n{log_tails()}"
+            )
+        time.sleep(0.05)
+
+
+def start_nodes(d: Demo, names: list[str], bootstrap: list[str] | None = None) -> list[DemoNode]:
+    """Start ``smu node run`` processes and wait until each answers."""
+    nodes = [DemoNode(d.base, n) for n in names]
+    d.nodes.extend(nodes)
+    for n in nodes:
+        n.start(bootstrap)
+    for n in nodes:
+        n.wait_ready()
+    return nodes
+
+
+def alice_and_bob(
+    d: Demo, names: list[str], bob_on: int
+) -> tuple[list[DemoNode], dict[str, Any], dict[str, Any]]:
+    """Start nodes linked in a chain, create alice on the first and bob on
+    node ``bob_on``, and wait until every node holds both accounts."""
+    nodes = start_nodes(d, names)
+    for left, right in itertools.pairwise(nodes):
+        d.connect(left, right)
+    alice: dict[str, Any] = nodes[0].client.call("account.create", name="alice")
+    bob: dict[str, Any] = nodes[bob_on].client.call("account.create", name="bob")
+    d.wait_converged(d.nodes)
+    return nodes, alice, bob
+
+
+def smu(node: DemoNode, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``smu`` CLI against ``node``."""
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args, "--data-dir", str(node.dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def texts(node: DemoNode, contact: str) -> list[str]:
+    return [
+        m["text"] for m in node.client.call("message.conversation", contact=contact)["messages"]
+    ]
+
+
+def delivered(node: DemoNode, message_id: str) -> dict[str, int]:
+    return dict(node.client.call("message.status", ids=[message_id])["deliveries"][message_id])
+
+
+def statuses(node: DemoNode, account: str) -> dict[str, str]:
+    doc = node.client.call("account.show", account=account)
+    return {d["name"]: d["status"] for d in doc["devices"]}
+
+
+# -- a raw libp2p peer in the test process --------------------------------------
+
+
+class Hostile:
+    """A libp2p host in this process with one replication stream to a node."""
+
+    def __init__(self, host: Any, stream: Any) -> None:
+        self.host, self.stream = host, stream
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.write(data)
+
+    async def send(self, payload: bytes) -> None:
+        await self.stream.write(frame(payload))
+
+    async def disconnected_within(self, seconds: float) -> bool:
+        """Read until the node closes the stream (True) or time runs out."""
+        with trio.move_on_after(seconds):
+            try:
+                while True:
+                    if not await self.stream.read(65536):
+                        return True
+            except Exception:
+                return True
+        return False
+
+    async def refused(self, addr: str) -> bool:
+        """A new stream from this peer is closed at once (back-off)."""
+        try:
+            stream = await self.host.new_stream(
+                info_from_p2p_addr(parse_multiaddr(addr)).peer_id, [TProtocol(REPLICATION_PROTOCOL)]
+            )
+        except Exception:
+            return True
+        return await Hostile(self.host, stream).disconnected_within(5)
+
+
+@asynccontextmanager
+async def hostile_peer(addr: str, protocol: str = REPLICATION_PROTOCOL) -> AsyncIterator[Hostile]:
+    host = make_host(os.urandom(32))
+    async with host.run([parse_multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(parse_multiaddr(addr))
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
+        try:
+            yield Hostile(host, stream)
+        finally:
+            await host.close()
