@@ -3,8 +3,10 @@
 The adapter for ``protocol.linking``: libp2p streams ``/smu/link/1`` with
 the same length-prefixed framing as replication (transport.py), the
 control-API methods behind ``smu device link|pending|approve|reject|join``,
-and nothing else: every decision is the machines'.  When a machine refuses,
-the adapter writes ``error_frame(exc)`` and closes the stream.
+and nothing else: every decision is the machines'.  The adapter carries out
+their outputs: it writes each ``Send`` frame to the stream and closes the
+stream on ``Hangup`` (a refusal is ``Send`` of the ERROR frame, then
+``Hangup``).  ``Offers`` holds the open offers and routes new streams.
 
 Approving publishes the add-device event through the daemon (stored, then
 gossiped) before the APPROVED frame is sent.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from protocol.core.errors import InvalidInput, UsageError
+from protocol.core.machine import Hangup, Misbehaved, Send
 from protocol.linking.machines import (
     APPROVER_BOUND_MAX_BYTES,
     ApprovalRequested,
@@ -33,16 +36,17 @@ from protocol.linking.machines import (
     JoinAborted,
     Joined,
     Joiner,
+    JoinFailed,
+    JoinRequested,
     LinkCompleted,
     LinkOffer,
-    Step,
-    UnknownLinkError,
-    error_frame,
+    LinkOutput,
     joiner_bound_max_bytes,
-    link_id_of,
 )
+from protocol.linking.offers import OfferForgotten, Offers
 
 from . import control
+from .clock import clock_now
 from .control import RpcFailure
 from .transport import frame, parse_multiaddr, read_frame
 
@@ -53,12 +57,6 @@ log = logging.getLogger("smu.link")
 LINK_PROTOCOL = TProtocol("/smu/link/1")
 ANSWER_TIMEOUT = 30.0
 APPROVAL_TIMEOUT = 6 * 60.0
-KEEP_FINISHED_MS = 3600 * 1000
-MAX_OFFERS = 64
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -77,16 +75,25 @@ class JoinSession:
     stream: Any
 
 
-async def _write(stream: Any, step: Step) -> None:
-    for data in step.frames:
-        await stream.write(frame(data))
+async def _write(stream: Any, outputs: Sequence[LinkOutput]) -> None:
+    """Write the ``Send`` frames (the caller closes the stream)."""
+    for out in outputs:
+        if isinstance(out, Send):
+            await stream.write(frame(out.frame))
 
 
-async def _refuse(stream: Any, exc: InvalidInput) -> None:
-    with contextlib.suppress(Exception):
-        await stream.write(frame(error_frame(exc)))
-    with contextlib.suppress(Exception):
-        await stream.close()
+async def _perform(stream: Any, outputs: Sequence[LinkOutput]) -> None:
+    """Write the ``Send`` frames and close on ``Hangup``, as far as the
+    stream lets us (a refusal goes to a peer that may be gone already)."""
+    for out in outputs:
+        if isinstance(out, Send):
+            with contextlib.suppress(Exception):
+                await stream.write(frame(out.frame))
+        elif isinstance(out, Hangup):
+            with contextlib.suppress(Exception):
+                await stream.close()
+        elif isinstance(out, Misbehaved):
+            log.info("link refused %s: %s", out.peer, out.error.code)
 
 
 def _account_doc(info: Any) -> dict[str, Any]:
@@ -102,6 +109,8 @@ def _account_doc(info: Any) -> dict[str, Any]:
 class LinkMethods:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        self.book = Offers(daemon.params)
+        #: the adapter's side of each offer the book holds
         self.offers: dict[bytes, OfferSlot] = {}
         self.joins: dict[str, JoinSession] = {}
 
@@ -118,25 +127,23 @@ class LinkMethods:
     # -- approver side ------------------------------------------------------
 
     async def _expire(self) -> None:
-        """Expire offers past their deadline; tell a waiting joiner why."""
-        now = _now_ms()
-        for link_id, slot in list(self.offers.items()):
-            step = slot.approver.tick(now)
-            if step.frames and slot.stream is not None:
-                with contextlib.suppress(Exception):
-                    await _write(slot.stream, step)
-                    await slot.stream.close()
-            # Finished offers stay an hour, so that a late joiner hears why
-            # (expired, used, burnt) rather than "no such link".
-            if slot.stream is None and now > slot.approver.offer.expires_at_ms + KEEP_FINISHED_MS:
-                del self.offers[link_id]
+        """Expire offers past their deadline (a waiting joiner hears why);
+        drop what the book forgot (finished offers stay an hour, so that a
+        late joiner hears why rather than "no such link")."""
+        for out in self.book.tick(clock_now()):
+            if isinstance(out, OfferForgotten):
+                self.offers.pop(out.link_id, None)
+                continue
+            slot = self.offers.get(out.link_id)
+            if slot is not None and slot.stream is not None:
+                await _perform(slot.stream, [out.output])
 
     async def run_timers(self) -> None:
-        """Wake at each offer's deadline (``Approver.deadline_ms``)."""
+        """Wake at the book's deadline (``Offers.next_deadline``), and at
+        least every second, since a new offer brings a new deadline."""
         while True:
-            deadlines = [s.approver.deadline_ms for s in self.offers.values()]
-            soonest = min((d for d in deadlines if d is not None), default=None)
-            wait = 1.0 if soonest is None else max(0.0, min(1.0, (soonest - _now_ms()) / 1000))
+            soonest = self.book.next_deadline()
+            wait = 1.0 if soonest is None else max(0.0, min(1.0, soonest - trio.current_time()))
             await trio.sleep(wait)
             await self._expire()
 
@@ -148,22 +155,20 @@ class LinkMethods:
                 control.USAGE, "this device is not active in its account: it cannot link devices"
             )
         await self._expire()
-        if len(self.offers) >= MAX_OFFERS:
-            raise RpcFailure(
-                control.USAGE, f"{MAX_OFFERS} link offers are open: wait for them to expire"
-            )
         addrs = [a.split("/p2p/")[0] for a in self.d.addresses()][:4]
         ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
-        ap = Approver(
-            self.d.params,
-            account,
-            peer_id=self.d.peer_id,
-            addrs=addrs,
-            link_id=os.urandom(8),
-            secret=os.urandom(16),
-            now_ms=_now_ms(),
-            ttl_ms=max(ttl_ms, 1000),
-        )
+        try:
+            ap = self.book.create(
+                account,
+                peer_id=self.d.peer_id,
+                addrs=addrs,
+                link_id=os.urandom(8),
+                secret=os.urandom(16),
+                now=clock_now(),
+                ttl_ms=max(ttl_ms, 1000),
+            )
+        except UsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
         self.offers[ap.offer.link_id] = OfferSlot(ap)
         return {
             "id": ap.offer.link_id.hex(),
@@ -178,18 +183,17 @@ class LinkMethods:
         try:
             with trio.fail_after(ANSWER_TIMEOUT):
                 data = await read_frame(stream, APPROVER_BOUND_MAX_BYTES)
-            link_id = link_id_of(data, self.d.params)
-        except InvalidInput as exc:
-            await _refuse(stream, exc)
-            return
         except Exception:
             with contextlib.suppress(Exception):
                 await stream.close()
             return
-        slot = self.offers.get(link_id)
-        if slot is None:
-            await _refuse(stream, UnknownLinkError())
+        routed = self.book.route(data, remote, clock_now())
+        if isinstance(routed, list):  # malformed, or no such offer
+            await _perform(stream, routed)
             return
+        slot = self.offers.get(routed.offer.link_id)
+        if slot is None:  # every offer of the book has a slot; be safe
+            slot = self.offers[routed.offer.link_id] = OfferSlot(routed)
         await self._serve(slot, stream, remote, data)
 
     async def _serve(self, slot: OfferSlot, stream: Any, remote: str, first: bytes) -> None:
@@ -197,67 +201,66 @@ class LinkMethods:
         data: bytes | None = first
         try:
             while data is not None:
-                try:
-                    step = ap.receive(
-                        data, remote_peer=remote, now_ms=_now_ms(), ledger=self.d.ledger
-                    )
-                except InvalidInput as exc:
-                    log.info("link %s refused %s: %s", ap.offer.link_id.hex(), remote, exc.code)
-                    await _refuse(stream, exc)
-                    return
-                if (
-                    slot.stream is None
-                    and ap.request is not None
-                    and ap.request.joiner_peer == remote
-                ):
-                    slot.stream, slot.remote = stream, remote
-                try:
-                    await _write(stream, step)
-                except Exception:  # the joiner went away: its stream is gone
-                    return
-                for event in step.events:
-                    if isinstance(event, ApprovalRequested):
+                outputs = ap.receive(
+                    data, remote_peer=remote, now=clock_now(), ledger=self.d.ledger
+                )
+                if any(isinstance(out, JoinRequested) for out in outputs):
+                    slot.stream, slot.remote = stream, remote  # this joiner claimed it
+                for out in outputs:
+                    if isinstance(out, Send):
+                        try:
+                            await stream.write(frame(out.frame))
+                        except Exception:  # the joiner went away: its stream is gone
+                            return
+                    elif isinstance(out, Misbehaved):
+                        link = ap.offer.link_id.hex()
+                        log.info("link %s refused %s: %s", link, remote, out.error.code)
+                    elif isinstance(out, Hangup):
+                        with contextlib.suppress(Exception):
+                            await stream.close()
+                        return
+                    elif isinstance(out, ApprovalRequested):
                         slot.pending = True
-                    elif isinstance(event, JoinAborted):
+                    elif isinstance(out, JoinAborted):
                         slot.pending = False
-                    elif isinstance(event, LinkCompleted):
-                        slot.completed = event
+                    elif isinstance(out, LinkCompleted):
+                        slot.completed = out
                         # History follows only now that the add-device event is in the
                         # log (DESIGN §9), encrypted to the approved key.
                         with contextlib.suppress(RpcFailure):
-                            self.d.messages.send_history(event.sign_public)
+                            self.d.messages.send_history(out.sign_public)
                         slot.finished.set()
-                        return
                 try:
                     data = await read_frame(stream, APPROVER_BOUND_MAX_BYTES)
                 except Exception:
                     data = None
         finally:
             if slot.stream is stream:
-                with contextlib.suppress(Exception):
-                    ap.connection_lost(remote)
+                ap.connection_lost(remote, clock_now())
                 slot.stream = None
                 slot.pending = False
                 slot.finished.set()
 
     def _slot(self, ref: str) -> OfferSlot:
-        matches = [s for k, s in self.offers.items() if k.hex().startswith(ref.lower())]
-        if len(matches) != 1:
+        ap = self.book.find(ref)
+        slot = None if ap is None else self.offers.get(ap.offer.link_id)
+        if slot is None:
             raise RpcFailure(
                 control.USAGE, f"no single pending request {ref!r}: see `smu device pending`"
             )
-        return matches[0]
+        return slot
 
     async def pending(self, params: dict[str, Any]) -> dict[str, Any]:
         await self._expire()
         out = []
-        for link_id, slot in self.offers.items():
-            req = slot.approver.request
+        for ap in self.book:
+            slot = self.offers.get(ap.offer.link_id)
+            req = ap.request
             out.append(
                 {
-                    "id": link_id.hex(),
-                    "state": slot.approver.state.value,
-                    "awaiting_approval": slot.pending,
+                    "id": ap.offer.link_id.hex(),
+                    "state": ap.state.value,
+                    "awaiting_approval": slot is not None and slot.pending,
                     "device_name": req.device_name if req else None,
                     "fingerprint": req.fingerprint if req else None,
                     "code": req.code if req else None,
@@ -273,14 +276,15 @@ class LinkMethods:
                 "that request is not waiting for approval "
                 "(the new device has not confirmed, or it went away)",
             )
+        now = clock_now()
         try:
             approval = slot.approver.approve(
-                self.d.secrets.device, self.d.ledger, timestamp_ms=_now_ms(), now_ms=_now_ms()
+                self.d.secrets.device, self.d.ledger, timestamp_ms=now.wall_ms, now=now
             )
         except (InvalidInput, UsageError) as exc:
             raise RpcFailure(control.USAGE, f"cannot approve: {exc}") from exc
         status, event_id, _ = self.d.publish(approval.event.raw)  # stored before it is sent
-        await _write(slot.stream, approval.step)
+        await _write(slot.stream, approval.outputs)
         with trio.move_on_after(ANSWER_TIMEOUT):
             await slot.finished.wait()
         req = slot.approver.request
@@ -296,13 +300,11 @@ class LinkMethods:
     async def reject(self, params: dict[str, Any]) -> dict[str, Any]:
         slot = self._slot(str(params["id"]))
         try:
-            step = slot.approver.reject(_now_ms())
+            outputs = slot.approver.reject(clock_now())
         except (InvalidInput, UsageError) as exc:
             raise RpcFailure(control.USAGE, f"cannot reject: {exc}") from exc
         if slot.stream is not None:
-            with contextlib.suppress(Exception):
-                await _write(slot.stream, step)
-                await slot.stream.close()
+            await _perform(slot.stream, outputs)
         return {"rejected": True}
 
     # -- joiner side --------------------------------------------------------
@@ -323,7 +325,7 @@ class LinkMethods:
                 name,
                 own_peer=self.d.peer_id,
                 remote_peer=offer.peer_id,
-                now_ms=_now_ms(),
+                now=clock_now(),
             )
         except (InvalidInput, UsageError) as exc:
             raise RpcFailure(control.USAGE, f"link: {exc}") from exc
@@ -336,19 +338,20 @@ class LinkMethods:
         except Exception as exc:
             raise RpcFailure(control.USAGE, f"cannot reach the other device: {exc}") from exc
         try:
-            await _write(stream, joiner.start())
+            await _write(stream, joiner.start(clock_now()))
             with trio.fail_after(ANSWER_TIMEOUT):
                 data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
-            step = joiner.receive(data)
-        except InvalidInput as exc:
-            with contextlib.suppress(Exception):
-                await stream.close()
-            raise RpcFailure(control.USAGE, f"link refused: {exc}") from exc
+            outputs = joiner.receive(data, clock_now())
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await stream.close()
             raise RpcFailure(control.USAGE, f"the other device did not answer: {exc}") from exc
-        (confirm,) = [e for e in step.events if isinstance(e, ConfirmRequired)]
+        failed = [o for o in outputs if isinstance(o, JoinFailed)]
+        if failed:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            raise RpcFailure(control.USAGE, f"link refused: {failed[0].error}")
+        (confirm,) = [o for o in outputs if isinstance(o, ConfirmRequired)]
         join_id = offer.link_id.hex()
         self.joins[join_id] = JoinSession(joiner, stream)
         return {
@@ -365,20 +368,25 @@ class LinkMethods:
         stream, joiner = session.stream, session.joiner
         try:
             if not params.get("accept"):
-                await _write(stream, joiner.decline())
+                await _write(stream, joiner.decline(clock_now()))
                 return {"joined": False}
-            await _write(stream, joiner.confirm())
+            await _write(stream, joiner.confirm(clock_now()))
             with trio.fail_after(APPROVAL_TIMEOUT):
                 data = await read_frame(stream, joiner_bound_max_bytes(self.d.params))
-            step = joiner.receive(data)
-            (joined,) = [e for e in step.events if isinstance(e, Joined)]
+            outputs = joiner.receive(data, clock_now())
+            failed = [o for o in outputs if isinstance(o, JoinFailed)]
+            if failed:
+                raise RpcFailure(control.USAGE, f"not joined: {failed[0].error}")
+            (joined,) = [o for o in outputs if isinstance(o, Joined)]
             # Stored and recorded before the approver hears DONE, so a crash
             # here never leaves it believing a join that did not happen.
             for raw in joined.events:  # parents first; each stored, then gossiped
                 self.d.publish(raw)
             self.d.config["account"] = joined.account.account_id.hex()
             self.d.datadir.write_config(self.d.config)
-            await _write(stream, step)
+            await _write(stream, outputs)  # DONE; the stream is closed below
+        except RpcFailure:
+            raise
         except InvalidInput as exc:
             raise RpcFailure(control.USAGE, f"not joined: {exc}") from exc
         except trio.TooSlowError as exc:
