@@ -37,6 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from protocol.core.errors import InvalidInput
+from protocol.core.machine import Misbehaved, Send
 from protocol.messaging.mailbox import (
     MAX_ANSWER_FRAME,
     MAX_REQUEST_BYTES,
@@ -59,6 +60,7 @@ from protocol.messaging.mailbox import (
 )
 from protocol.records.device import MAX_MAILBOXES, MAX_TEXT
 
+from .clock import clock_now
 from .datadir import write_private
 from .transport import frame, parse_multiaddr, read_frame
 
@@ -146,10 +148,14 @@ class MailboxService:
             with trio.fail_after(REQUEST_TIMEOUT):
                 data = await read_frame(stream, MAX_REQUEST_BYTES)
                 assert self.box is not None
-                answer = self.box.handle(
-                    data, peer=remote, now_ms=_now_ms(), random16=os.urandom(16)
+                outputs = self.box.handle(
+                    data, peer=remote, now=clock_now(), random16=os.urandom(16)
                 )
-                await stream.write(frame(answer))
+                for out in outputs:
+                    if isinstance(out, Send):
+                        await stream.write(frame(out.frame))
+                    elif isinstance(out, Misbehaved):
+                        log.debug("mailbox refused %s: %s", remote, out.error.code)
         except Exception as exc:
             log.debug("mailbox stream from %s ended: %s", remote, exc)
         finally:
@@ -185,11 +191,11 @@ class MailboxService:
         for grant, addrs in named:
             try:
                 if grant.mailbox_peer == self.d.peer_id and self.box is not None:
-                    answer = decode_answer(
-                        self.box.handle(
-                            request, peer=self.d.peer_id, now_ms=_now_ms(), random16=os.urandom(16)
-                        )
+                    outputs = self.box.handle(
+                        request, peer=self.d.peer_id, now=clock_now(), random16=os.urandom(16)
                     )
+                    (own,) = [o.frame for o in outputs if isinstance(o, Send)]
+                    answer = decode_answer(own)
                 else:
                     answer = await self.request(grant.mailbox_peer, addrs, request)
             except Exception as exc:
@@ -291,5 +297,5 @@ class MailboxService:
                 await self.ensure_grant()
                 await self.fetch_all()
             if self.box is not None:
-                self.box.expire(_now_ms())
+                self.box.tick(clock_now())
             await trio.sleep(FETCH_INTERVAL)
