@@ -1,9 +1,12 @@
-"""Fuzzing every decoder of remote or typed-in input (S7).
+"""Fuzzing every decoder of remote or typed-in input (S7), and the machines
+that take remote bytes.
 
 Random bytes, random text and mutations of valid encodings (byte-level and
 field-level) must either decode or raise a ``ProtocolError`` subclass:
 never another exception.  Whatever ``decode_event`` accepts also goes
-through ``verify_event`` and ``Ledger.ingest`` under the same rule.
+through ``verify_event`` and ``Ledger.ingest`` under the same rule.  The
+machines that read remote frames (``Approver.receive``, ``Joiner.receive``,
+``Mailbox.handle``) answer any bytes with outputs, never an exception.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from protocol.linking import machines as lk
 from protocol.log import authoring
 from protocol.log.events import decode_event, verify_event
 from protocol.log.ledger import Ledger
+from protocol.messaging import mailbox as mb
 
 from .conftest import FAST, History, device, recovery
 from .conftest import hypothesis_settings as _settings
@@ -259,7 +263,8 @@ def test_fuzz_text_decoders_slow(text: str, nbytes: int) -> None:
 
 
 # --------------------------------------------------------------------------
-# Machines fed remote bytes: outputs only, never an exception (§18)
+# Machines fed remote bytes: outputs only, never an exception (§18):
+# Approver.receive, Joiner.receive, Mailbox.handle
 
 LINK_NOW = Now.virtual(1.0)
 PA, PJ = "12D3KooWFuzzApprover", "12D3KooWFuzzJoiner"
@@ -348,3 +353,43 @@ def test_fuzz_link_machines(data: bytes) -> None:
 @given(link_inputs)
 def test_fuzz_link_machines_slow(data: bytes) -> None:
     check_link_machines(data)
+
+
+MB_KEYS = device("fuzz-mailbox-device")
+MB_IDENTITY = mb.MailboxIdentity(b"m" * 32)
+MB_FRAMES = [
+    mb.deposit_request(MB_KEYS.sign_public, EVENTS[0]),
+    mb.challenge_request(MB_KEYS.sign_public),
+    mb.fetch_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), 5),
+    mb.delete_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), [bytes(16)]),
+    mb.grant_request(FAST, MB_KEYS, HISTORY.account, MB_IDENTITY.public, LINK_NOW.wall_ms),
+]
+mailbox_inputs = st.one_of(st.binary(max_size=600), mutated(MB_FRAMES), st.sampled_from(MB_FRAMES))
+
+
+def check_mailbox_handle(data: bytes) -> None:
+    box = mb.Mailbox(FAST, MB_IDENTITY, "12D3KooWFuzzBox", grant_policy=lambda a, d: True)
+    box.issue_grant(HISTORY.account, MB_KEYS.sign_public, now=LINK_NOW)
+    box.challenge(MB_KEYS.sign_public, bytes(16), LINK_NOW)
+    outs = box.handle(data, peer="peer", now=LINK_NOW, random16=b"n" * 16)
+    send, *rest = outs
+    assert isinstance(send, Send) and send.peer == "peer"
+    answer = mb.decode_answer(send.frame)  # always a well-formed answer
+    if isinstance(answer, mb.Refused):
+        assert len(rest) == 1 and isinstance(rest[0], Misbehaved)
+        assert rest[0].error.code == answer.code
+    else:
+        assert rest == []
+
+
+@_settings(FAST_N)
+@given(mailbox_inputs)
+def test_fuzz_mailbox_handle(data: bytes) -> None:
+    check_mailbox_handle(data)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N // 10)
+@given(mailbox_inputs)
+def test_fuzz_mailbox_handle_slow(data: bytes) -> None:
+    check_mailbox_handle(data)
