@@ -117,8 +117,9 @@ class Daemon:
         )
         self.mailbox = MailboxService(self, receive=self.messages.receive)
         self.linking = LinkingService(self, on_linked=self._send_history)
-        self.replication.on_delivered = self.notify
+        self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
+        self.links.on_changed = self.mailbox.refresh
         self.services: list[Any] = [
             NodeService(self, self.replication, self.links, self.gate, self.stop),
             PeerService(self.links, self.replication.replicator.score),
@@ -129,6 +130,12 @@ class Daemon:
             contacts,
             self.messages,
         ]
+
+    def _delivered(self, note: dict[str, Any]) -> None:
+        account = self.account()
+        if account is not None and note["account"] == account.hex():
+            self.mailbox.refresh()  # this device may have become active, or not
+        self.notify(note)
 
     def _send_history(self, device: bytes) -> None:
         # History follows only now that the add-device event is in the log
@@ -171,12 +178,11 @@ class Daemon:
                 self._peer_id, [a.split("/p2p/")[0] for a in self.addresses()]
             )
             await nursery.start(self.links.run, self.replication.serve_link, self.bootstrap)
-            nursery.start_soon(self.linking.run_timers)
+            await nursery.start(self.linking.run)
+            await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self._records_loop)
-            nursery.start_soon(self.mailbox.run)
             nursery.start_soon(self._signals)
-            self.mailbox.start()
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
             task_status.started()
             await self._stop.wait()
@@ -259,6 +265,7 @@ class Daemon:
     def set_account(self, account: bytes) -> None:
         self.config["account"] = account.hex()
         self.datadir.write_config(self.config)
+        self.mailbox.refresh()
 
     def device_active(self) -> bool:
         account = self.account()

@@ -98,6 +98,8 @@ class LinkService:
         #: a link stopped being *the* link with its peer (closed or replaced):
         #: called at once, before any new link with that peer is served
         self.on_closed: Callable[[Link], None] = lambda link: None
+        #: the set of linked peers changed
+        self.on_changed: Callable[[], None] = lambda: None
 
     async def run(
         self,
@@ -269,6 +271,7 @@ class LinkService:
         for waiter in self._link_waiters.pop(peer, ()):
             waiter.set()
         log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
+        self.on_changed()
         try:
             with link.cancel:
                 assert self._serve_link is not None
@@ -279,6 +282,7 @@ class LinkService:
                 log.info("peer %s disconnected", peer)
                 self.on_closed(link)
                 self.driver.call(lambda now: self.manager.closed(peer, now))
+                self.on_changed()
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await close_quietly(stream)
 

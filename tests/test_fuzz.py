@@ -1,9 +1,12 @@
-"""Fuzzing every decoder of remote or typed-in input (S7).
+"""Fuzzing every decoder of remote or typed-in input (S7), and the machines
+that take remote bytes.
 
 Random bytes, random text and mutations of valid encodings (byte-level and
 field-level) must either decode or raise a ``ProtocolError`` subclass:
 never another exception.  Whatever ``decode_event`` accepts also goes
-through ``verify_event`` and ``Ledger.ingest`` under the same rule.
+through ``verify_event`` and ``Ledger.ingest`` under the same rule.  The
+machines that read remote frames (``Approver.receive``, ``Joiner.receive``,
+``Mailbox.handle``) answer any bytes with outputs, never an exception.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from hypothesis import strategies as st
 
 from protocol.core import canonical, keys
 from protocol.core.errors import InvalidInput, ProtocolError
+from protocol.core.machine import Hangup, Misbehaved, Now, Send
+from protocol.linking import machines as lk
 from protocol.log import authoring
 from protocol.log.events import decode_event, verify_event
 from protocol.log.ledger import Ledger
+from protocol.messaging import mailbox as mb
 
 from .conftest import FAST, History, device, recovery
 from .conftest import hypothesis_settings as _settings
@@ -254,3 +260,136 @@ def test_fuzz_text_decoders(text: str, nbytes: int) -> None:
 @given(text_inputs, st.integers(0, 40))
 def test_fuzz_text_decoders_slow(text: str, nbytes: int) -> None:
     check_text_decoders(text, nbytes)
+
+
+# --------------------------------------------------------------------------
+# Machines fed remote bytes: outputs only, never an exception (§18):
+# Approver.receive, Joiner.receive, Mailbox.handle
+
+LINK_NOW = Now.virtual(1.0)
+PA, PJ = "12D3KooWFuzzApprover", "12D3KooWFuzzJoiner"
+
+
+def _approver() -> lk.Approver:
+    return lk.Approver(
+        FAST, HISTORY.account, peer_id=PA, addrs=("/ip4/192.0.2.1/tcp/1",),
+        link_id=bytes(8), secret=bytes(range(16)), now=Now.virtual(0.0),
+    )  # fmt: skip
+
+
+def _sent(outs: list[lk.LinkOutput]) -> bytes:
+    (frame,) = [o.frame for o in outs if isinstance(o, Send)]
+    return frame
+
+
+def _joiner() -> tuple[lk.Joiner, bytes]:
+    """A joiner that has sent JOIN, and that frame."""
+    ap = _approver()
+    jn = lk.Joiner(
+        FAST, ap.offer, device("fuzz-new"), "new", own_peer=PJ, remote_peer=PA, now=LINK_NOW
+    )
+    return jn, _sent(jn.start(LINK_NOW))
+
+
+def _claimed(ledger: Ledger) -> tuple[lk.Approver, lk.Joiner, bytes, bytes]:
+    """An offer claimed by a joiner, its JOIN and the ACCEPT frame it got."""
+    ap, (jn, join) = _approver(), _joiner()
+    return ap, jn, join, _sent(ap.receive(join, remote_peer=PJ, now=LINK_NOW, ledger=ledger))
+
+
+def _link_corpus() -> list[bytes]:
+    _, _, join, accept = _claimed(_ledger())
+    others = [lk.ConfirmFrame(), lk.DoneFrame(), lk.ErrorFrame("link_declined")]
+    approved = lk.ApprovedFrame(tuple(EVENTS[:3]))
+    return [join, accept, lk.encode_frame(approved), *(lk.encode_frame(f) for f in others)]
+
+
+LINK_FRAMES = _link_corpus()
+link_inputs = st.one_of(
+    st.binary(max_size=1200), mutated(LINK_FRAMES), st.sampled_from(LINK_FRAMES)
+)
+
+
+def _approver_answer(outs: list[lk.LinkOutput], peer: str) -> None:
+    """A refusal is exactly ERROR, Misbehaved, Hangup for the sender."""
+    bad = [o for o in outs if isinstance(o, Misbehaved)]
+    if bad:
+        (m,) = bad
+        assert outs == [Send(peer, lk.error_frame(m.error)), m, Hangup(peer)]
+
+
+def _joiner_answer(jn: lk.Joiner, outs: list[lk.LinkOutput]) -> None:
+    """A failure is JoinFailed, maybe Misbehaved, then Hangup; nothing sent."""
+    assert outs
+    if isinstance(outs[0], lk.JoinFailed):
+        assert outs[-1] == Hangup(PA) and jn.state is lk.JoinerState.FAILED
+        assert not any(isinstance(o, Send) for o in outs)
+
+
+def check_link_machines(data: bytes) -> None:
+    ledger = _ledger()
+    count = ledger.event_count
+    _approver_answer(_approver().receive(data, remote_peer=PJ, now=LINK_NOW, ledger=ledger), PJ)
+    ap, requested, _, accept = _claimed(ledger)
+    ap.receive(lk.encode_frame(lk.ConfirmFrame()), remote_peer=PJ, now=LINK_NOW, ledger=ledger)
+    for peer in (PJ, "12D3KooWStranger"):
+        _approver_answer(ap.receive(data, remote_peer=peer, now=LINK_NOW, ledger=ledger), peer)
+    assert ledger.event_count == count
+    _joiner_answer(requested, requested.receive(data, LINK_NOW))
+    waiting, _ = _joiner()
+    waiting.receive(accept, LINK_NOW)
+    waiting.confirm(LINK_NOW)
+    _joiner_answer(waiting, waiting.receive(data, LINK_NOW))
+
+
+@_settings(300)
+@given(link_inputs)
+def test_fuzz_link_machines(data: bytes) -> None:
+    check_link_machines(data)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N // 10)
+@given(link_inputs)
+def test_fuzz_link_machines_slow(data: bytes) -> None:
+    check_link_machines(data)
+
+
+MB_KEYS = device("fuzz-mailbox-device")
+MB_IDENTITY = mb.MailboxIdentity(b"m" * 32)
+MB_FRAMES = [
+    mb.deposit_request(MB_KEYS.sign_public, EVENTS[0]),
+    mb.challenge_request(MB_KEYS.sign_public),
+    mb.fetch_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), 5),
+    mb.delete_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), [bytes(16)]),
+    mb.grant_request(FAST, MB_KEYS, HISTORY.account, MB_IDENTITY.public, LINK_NOW.wall_ms),
+]
+mailbox_inputs = st.one_of(st.binary(max_size=600), mutated(MB_FRAMES), st.sampled_from(MB_FRAMES))
+
+
+def check_mailbox_handle(data: bytes) -> None:
+    box = mb.Mailbox(FAST, MB_IDENTITY, "12D3KooWFuzzBox", grant_policy=lambda a, d: True)
+    box.issue_grant(HISTORY.account, MB_KEYS.sign_public, now=LINK_NOW)
+    box.challenge(MB_KEYS.sign_public, bytes(16), LINK_NOW)
+    outs = box.handle(data, peer="peer", now=LINK_NOW, random16=b"n" * 16)
+    send, *rest = outs
+    assert isinstance(send, Send) and send.peer == "peer"
+    answer = mb.decode_answer(send.frame)  # always a well-formed answer
+    if isinstance(answer, mb.Refused):
+        assert len(rest) == 1 and isinstance(rest[0], Misbehaved)
+        assert rest[0].error.code == answer.code
+    else:
+        assert rest == []
+
+
+@_settings(FAST_N)
+@given(mailbox_inputs)
+def test_fuzz_mailbox_handle(data: bytes) -> None:
+    check_mailbox_handle(data)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N // 10)
+@given(mailbox_inputs)
+def test_fuzz_mailbox_handle_slow(data: bytes) -> None:
+    check_mailbox_handle(data)

@@ -18,6 +18,7 @@ from protocol.core.errors import (
     SchemaError,
     WrongNetworkError,
 )
+from protocol.core.machine import Misbehaved, Now, Send
 from protocol.core.params import NetworkParams
 from protocol.messaging.content import ReplayError, ReplayGuard, Text
 from protocol.messaging.envelope import DecryptError, ledger_lookup, open_envelope
@@ -27,6 +28,7 @@ from protocol.messaging.mailbox import (
     ChallengeIssued,
     Deleted,
     Deposited,
+    Expired,
     Granted,
     Items,
     Mailbox,
@@ -52,8 +54,35 @@ from .test_envelope import World, _settings
 DAY = 24 * 3600 * 1000
 
 
+def at(ms: int) -> Now:
+    """``ms`` milliseconds after T0, on both clocks (monotonic 0 at T0)."""
+    return Now(ms / 1000, T0 + ms)
+
+
+NOW = at(0)
+
+
 def _nonce(i: int) -> bytes:
     return hashlib.blake2b(b"nonce%d" % i, digest_size=16).digest()
+
+
+def answer_of(outs: list[Any], peer: str) -> tuple[Any, InvalidInput | None]:
+    """The decoded answer in ``handle``'s outputs and the refusal's error,
+    checking their shape: the answer for ``peer``, then ``Misbehaved``
+    exactly when the answer is a refusal."""
+    send, *rest = outs
+    assert isinstance(send, Send) and send.peer == peer
+    ans = decode_answer(send.frame)
+    if not isinstance(ans, Refused):
+        assert rest == []
+        return ans, None
+    (bad,) = rest
+    assert isinstance(bad, Misbehaved) and bad.peer == peer and bad.error.code == ans.code
+    return ans, bad.error
+
+
+def answer(box: Mailbox, frame: bytes, peer: str, now: Now, random16: bytes) -> Any:
+    return answer_of(box.handle(frame, peer=peer, now=now, random16=random16), peer)[0]
 
 
 class Setup:
@@ -62,14 +91,18 @@ class Setup:
         self.box = Mailbox(FAST, MailboxIdentity(b"m" * 32), "12D3KooWMailbox", limits)
         self.bob = self.w.b.keys["d0"]
         self.grant = self.box.issue_grant(
-            self.w.b.account, self.bob.sign_public, now_ms=T0, quota_count=5
+            self.w.b.account, self.bob.sign_public, now=NOW, quota_count=5
         )
         self.n = 0
-        self.now = T0
+        self.now = NOW
+        #: what the last call's refusal reported (None if it was answered)
+        self.misbehaved: InvalidInput | None = None
 
     def call(self, frame: bytes, peer: str = "peerA") -> Any:
         self.n += 1
-        return decode_answer(self.box.handle(frame, peer, self.now, _nonce(self.n)))
+        outs = self.box.handle(frame, peer=peer, now=self.now, random16=_nonce(self.n))
+        ans, self.misbehaved = answer_of(outs, peer)
+        return ans
 
     def challenge(self, dev: Any = None) -> bytes:
         ans = self.call(challenge_request((dev or self.bob).sign_public))
@@ -124,16 +157,16 @@ def test_deposit_refusals(s: Setup) -> None:
     carol = s.w.b.keys["d1"]  # no grant here
     ans = s.call(deposit_request(carol.sign_public, env.raw))
     assert isinstance(ans, Refused) and ans.code == "no_grant"
-    assert isinstance(s.box.last_error, NoGrantError)
+    assert isinstance(s.misbehaved, NoGrantError)
     # an envelope with no wrap for the device
     stranger = s.w.send(only_devices=[s.w.b.keys["d1"].sign_public])
     with pytest.raises(MailboxError):
-        s.box.deposit(s.bob.sign_public, stranger.raw, "p", T0)
+        s.box.deposit(s.bob.sign_public, stranger.raw, "p", NOW)
     with pytest.raises(InvalidInput):
-        s.box.deposit(s.bob.sign_public, b"junk", "p", T0)
+        s.box.deposit(s.bob.sign_public, b"junk", "p", NOW)
     # after the grant expires, no deposits
     with pytest.raises(NoGrantError):
-        s.box.deposit(s.bob.sign_public, env.raw, "p", s.grant.expires)
+        s.box.deposit(s.bob.sign_public, env.raw, "p", at(s.grant.expires - T0))
 
 
 def test_quotas_per_device_and_per_peer() -> None:
@@ -141,37 +174,68 @@ def test_quotas_per_device_and_per_peer() -> None:
     envs = [s.w.send() for _ in range(7)]
     dev = s.bob.sign_public
     for e in envs[:3]:
-        s.box.deposit(dev, e.raw, "noisy", T0)
+        s.box.deposit(dev, e.raw, "noisy", NOW)
     with pytest.raises(QuotaExceededError):
-        s.box.deposit(dev, envs[3].raw, "noisy", T0)  # per-peer count
-    s.box.deposit(dev, envs[3].raw, "other", T0)
-    s.box.deposit(dev, envs[4].raw, "third", T0)
+        s.box.deposit(dev, envs[3].raw, "noisy", NOW)  # per-peer count
+    s.box.deposit(dev, envs[3].raw, "other", NOW)
+    s.box.deposit(dev, envs[4].raw, "third", NOW)
     with pytest.raises(QuotaExceededError):
-        s.box.deposit(dev, envs[5].raw, "fourth", T0)  # the grant's 5 items
+        s.box.deposit(dev, envs[5].raw, "fourth", NOW)  # the grant's 5 items
     assert s.box.held(dev)[1] == 5
     # a deletion frees both quotas
     first = item_id_of(dev, envs[0].raw)
     assert s.delete([first]) == Deleted(1)
-    s.box.deposit(dev, envs[5].raw, "noisy", T0)
+    s.box.deposit(dev, envs[5].raw, "noisy", NOW)
     # byte quota
     small = Setup()
     small.box.issue_grant(
-        small.w.b.account, small.bob.sign_public, now_ms=T0, quota_bytes=len(envs[0].raw)
+        small.w.b.account, small.bob.sign_public, now=NOW, quota_bytes=len(envs[0].raw)
     )
-    small.box.deposit(small.bob.sign_public, envs[0].raw, "p", T0)
+    small.box.deposit(small.bob.sign_public, envs[0].raw, "p", NOW)
     with pytest.raises(QuotaExceededError):
-        small.box.deposit(small.bob.sign_public, envs[1].raw, "p", T0)
+        small.box.deposit(small.bob.sign_public, envs[1].raw, "p", NOW)
 
 
 def test_items_and_grants_expire(s: Setup) -> None:
     env = s.w.send()
-    s.box.deposit(s.bob.sign_public, env.raw, "p", T0)
-    assert s.box.next_deadline() is not None
-    assert s.box.expire(T0 + 13 * DAY) == 0
-    assert s.box.expire(T0 + 14 * DAY) == 1
+    s.box.deposit(s.bob.sign_public, env.raw, "p", NOW)
+    # the item goes first; the grant only holds the box once it is empty
+    assert s.box.next_deadline() == 14 * DAY / 1000
+    assert s.box.tick(at(13 * DAY)) == []
+    assert s.box.tick(at(14 * DAY)) == [Expired(items=1, grants=0)]
     assert s.box.held(s.bob.sign_public) == (0, 0)
     assert s.box.grant_of(s.bob.sign_public) is not None
-    s.box.expire(s.grant.expires)
+    assert s.box.next_deadline() == (s.grant.expires - T0) / 1000
+    assert s.box.tick(at(s.grant.expires - T0)) == [Expired(items=0, grants=1)]
+    assert s.box.grant_of(s.bob.sign_public) is None and s.box.next_deadline() is None
+
+
+def test_next_deadline_is_monotonic_time_through_the_last_now(s: Setup) -> None:
+    # an open challenge expires first; its wall-clock expiry is turned into
+    # monotonic time through the latest Now the machine was given
+    s.now = Now(1000.0, T0)
+    s.challenge()
+    assert s.box.next_deadline() == 1000.0 + CHALLENGE_TTL_MS / 1000
+    assert s.box.tick(Now(1010.0, T0 + 5_000)) == []  # the wall clock lags by 5 s
+    assert s.box.next_deadline() == 1010.0 + (CHALLENGE_TTL_MS - 5_000) / 1000
+    s.box.tick(Now(1100.0, T0 + CHALLENGE_TTL_MS))  # challenges go silently
+    assert s.box.next_deadline() == 1100.0 + (s.grant.expires - T0 - CHALLENGE_TTL_MS) / 1000
+
+
+def test_a_box_with_items_under_an_expired_grant_needs_no_tick_until_they_go(s: Setup) -> None:
+    env = s.w.send()
+    s.box.issue_grant(s.w.b.account, s.bob.sign_public, now=NOW, lifetime_ms=DAY)
+    s.box.deposit(s.bob.sign_public, env.raw, "p", NOW)
+    s.box.tick(at(2 * DAY))  # the grant expired; the item stays
+    assert s.box.grant_of(s.bob.sign_public) is not None
+    assert s.box.next_deadline() == 14 * DAY / 1000  # not the past grant expiry
+    # an expired grant still allows fetch and delete; then the box can go
+    s.now = at(2 * DAY)
+    (item,) = s.fetch().items
+    assert s.delete([item.item_id]) == Deleted(1)
+    # empty now, under a grant that expired a day ago: due at once
+    assert s.box.next_deadline() == DAY / 1000
+    assert s.box.tick(s.now) == [Expired(items=0, grants=1)]
     assert s.box.grant_of(s.bob.sign_public) is None
 
 
@@ -182,14 +246,14 @@ def test_challenges_are_single_use_bound_and_expiring(s: Setup) -> None:
     assert isinstance(s.call(req), Items)
     replayed = s.call(req)  # the same signed request again
     assert isinstance(replayed, Refused) and replayed.code == "challenge"
-    assert isinstance(s.box.last_error, ChallengeError)
+    assert isinstance(s.misbehaved, ChallengeError)
     # expired
     nonce = s.challenge()
-    s.now += CHALLENGE_TTL_MS
+    s.now = at(CHALLENGE_TTL_MS)
     assert s.call(fetch_request(FAST, s.bob, key, nonce, 10)).code == "challenge"
     # issued for another device
     other = s.w.b.keys["d1"]
-    s.box.issue_grant(s.w.b.account, other.sign_public, now_ms=s.now)
+    s.box.issue_grant(s.w.b.account, other.sign_public, now=s.now)
     nonce = s.challenge(other)
     assert s.call(fetch_request(FAST, s.bob, key, nonce, 10)).code == "challenge"
     # signed by a key that is not the device's
@@ -213,7 +277,7 @@ def test_challenges_are_single_use_bound_and_expiring(s: Setup) -> None:
 def test_a_hostile_mailbox_cannot_duplicate_or_forge(s: Setup) -> None:
     envs = [s.w.send(Text(f"m{i}")) for i in range(4)]
     for e in envs:
-        s.box.deposit(s.bob.sign_public, e.raw, "alice-node", T0)
+        s.box.deposit(s.bob.sign_public, e.raw, "alice-node", NOW)
     items = s.fetch().items
     # The mailbox serves everything twice, out of order, and drops m1.
     served = [items[3], items[0], items[2], items[0], items[3], items[2]]
@@ -259,10 +323,8 @@ def test_handle_answers_every_bad_frame_with_an_error(s: Setup) -> None:
 @given(st.binary(max_size=512))
 def test_fuzz_mailbox_decoders(data: bytes) -> None:
     box = Mailbox(FAST, MailboxIdentity(b"m" * 32), "p")
-    answer = box.handle(data, "peer", T0, b"n" * 16)
-    assert isinstance(
-        decode_answer(answer), Refused | Items | Deleted | Deposited | ChallengeIssued
-    )
+    ans = answer(box, data, "peer", NOW, b"n" * 16)
+    assert isinstance(ans, Refused | Items | Deleted | Deposited | ChallengeIssued)
     for fn in (decode_answer, lambda d: decode_grant(d, FAST)):
         with contextlib.suppress(InvalidInput):
             fn(data)
@@ -276,30 +338,24 @@ def test_grant_requests_need_the_device_key_and_the_policy() -> None:
     )
     key = box.identity.public
     d1, d2 = w.b.keys["d1"], w.b.keys["d2"]
-    ans = decode_answer(
-        box.handle(grant_request(FAST, d1, w.b.account, key, T0), "x", T0, _nonce(0))
-    )
+    ans = answer(box, grant_request(FAST, d1, w.b.account, key, T0), "x", NOW, _nonce(0))
     assert isinstance(ans, Granted)
     grant = decode_grant(ans.grant, FAST)
     assert grant.valid_for(w.b.account, d1.sign_public, T0) and grant.mailbox_peer == "p"
     # asked again soon: the same grant, not a new one
-    again = decode_answer(
-        box.handle(grant_request(FAST, d1, w.b.account, key, T0 + 5), "x", T0 + 5, _nonce(1))
-    )
+    again = answer(box, grant_request(FAST, d1, w.b.account, key, T0 + 5), "x", at(5), _nonce(1))
     assert again == ans
-    refused = decode_answer(
-        box.handle(grant_request(FAST, d2, w.b.account, key, T0), "x", T0, _nonce(2))
-    )
+    refused = answer(box, grant_request(FAST, d2, w.b.account, key, T0), "x", NOW, _nonce(2))
     assert isinstance(refused, Refused) and refused.code == "grant_refused"
     # proof of possession: another key's signature, or a stale timestamp, fails
     forged = grant_request(FAST, d2, w.b.account, key, T0).replace(d2.sign_public, d1.sign_public)
-    assert decode_answer(box.handle(forged, "x", T0, _nonce(3))).code == "bad_signature"
+    assert answer(box, forged, "x", NOW, _nonce(3)).code == "bad_signature"
     stale = grant_request(FAST, d1, w.b.account, key, T0 - 10 * 60 * 1000)
-    assert decode_answer(box.handle(stale, "x", T0, _nonce(4))).code == "bad_timestamp"
+    assert answer(box, stale, "x", NOW, _nonce(4)).code == "bad_timestamp"
     # a mailbox without a policy grants nothing over the wire
     closed = Mailbox(FAST, MailboxIdentity(b"r" * 32), "p")
     req = grant_request(FAST, d1, w.b.account, closed.identity.public, T0)
-    assert decode_answer(closed.handle(req, "x", T0, _nonce(5))).code == "grant_refused"
+    assert answer(closed, req, "x", NOW, _nonce(5)).code == "grant_refused"
 
 
 def test_challenges_per_device_are_capped(s: Setup) -> None:
@@ -311,7 +367,7 @@ def test_challenges_per_device_are_capped(s: Setup) -> None:
     for n in nonces[2:]:
         assert isinstance(s.call(fetch_request(FAST, s.bob, key, n, 1)), Items)
     with pytest.raises(NoGrantError):  # no grant, no challenge
-        s.box.challenge(s.w.b.keys["d2"].sign_public, _nonce(99), T0)
+        s.box.challenge(s.w.b.keys["d2"].sign_public, _nonce(99), NOW)
 
 
 def test_an_items_answer_is_bounded_in_bytes(s: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,7 +375,7 @@ def test_an_items_answer_is_bounded_in_bytes(s: Setup, monkeypatch: pytest.Monke
 
     envs = [s.w.send() for _ in range(3)]
     for e in envs:
-        s.box.deposit(s.bob.sign_public, e.raw, "p", T0)
+        s.box.deposit(s.bob.sign_public, e.raw, "p", NOW)
     monkeypatch.setattr(mb, "MAX_ANSWER_BYTES", len(envs[0].raw) + len(envs[1].raw))
     assert len(s.fetch().items) == 2
     monkeypatch.setattr(mb, "MAX_ANSWER_BYTES", 1)
@@ -351,7 +407,7 @@ def test_fuzz_mutated_requests_get_an_answer(frame: bytes, data: st.DataObject) 
         if not raw:
             break
     box = Mailbox(FAST, MailboxIdentity(b"m" * 32), "p", grant_policy=lambda a, d: True)
-    box.issue_grant(_S.w.b.account, _S.bob.sign_public, now_ms=T0)
-    box.challenge(_S.bob.sign_public, _nonce(1), T0)
-    answer = decode_answer(box.handle(bytes(raw), "peer", T0, _nonce(2)))
-    assert isinstance(answer, Refused) == (box.last_error is not None)
+    box.issue_grant(_S.w.b.account, _S.bob.sign_public, now=NOW)
+    box.challenge(_S.bob.sign_public, _nonce(1), NOW)
+    # ``answer`` checks that a Misbehaved comes exactly with a refusal
+    answer(box, bytes(raw), "peer", NOW, _nonce(2))

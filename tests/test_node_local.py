@@ -155,6 +155,7 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
 
     from node.services.mailbox import MailboxService
     from protocol.core.keys import DeviceKeys
+    from protocol.core.machine import Now
     from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 
     me, other = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
@@ -167,7 +168,7 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     service = MailboxService(ctx, receive=lambda envelope: None)  # type: ignore[arg-type]
 
     def entry(box: Mailbox, device: bytes = me.sign_public, **kw: int) -> dict[str, object]:
-        grant = box.issue_grant(account, device, now_ms=kw.get("at", now))
+        grant = box.issue_grant(account, device, now=Now(0.0, kw.get("at", now)))
         return {"grant": grant.raw.hex(), "addrs": ["/ip4/127.0.0.1/tcp/1"]}
 
     good = entry(boxes[0])

@@ -105,13 +105,14 @@ def test_rejections() -> None:
 
 def test_a_record_names_only_mailbox_grants_for_its_own_device() -> None:
     from protocol.core.errors import InvalidInput, SchemaError
+    from protocol.core.machine import Now
     from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 
     h = History()
     h.add("a1", "d0", "d1", ["g"])
     box = Mailbox(FAST, MailboxIdentity(b"\x05" * 32), peer_id="12D3KooWmailbox")
-    mine = box.issue_grant(h.account, h.keys["d0"].sign_public, now_ms=T0)
-    other = box.issue_grant(h.account, h.keys["d1"].sign_public, now_ms=T0)
+    mine = box.issue_grant(h.account, h.keys["d0"].sign_public, now=Now(0.0, T0))
+    other = box.issue_grant(h.account, h.keys["d1"].sign_public, now=Now(0.0, T0))
 
     def record(mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...]) -> SignedDeviceRecord:
         return make_record(

@@ -1,41 +1,39 @@
-"""Mailboxes on a running node (issue: Messaging, Delivery; PROTOCOL.md §15.10).
+"""Mailboxes on a running node (PROTOCOL.md §15.10-§15.13): the mailbox this
+node serves on ``/smu/mailbox/1``, and this device's use of mailboxes.
 
-Every node serves ``/smu/mailbox/1`` for devices that are active in its own
-replica.  Its mailbox key is its libp2p Ed25519 identity key, which its peer
-id embeds and Noise authenticates, so a device can ask any peer for a grant
-without a lookup first; grant signatures are domain-separated from
-libp2p's.  A device obtains a grant from one of its peers and names it, with
-the mailbox's addresses, in its signed device record; a sender whose direct
-delivery fails deposits the envelope there and keeps retrying directly until
-the recipient's receipt arrives; the device fetches with a signature on a
-fresh challenge, stores what it opens, and then deletes it from the mailbox.
+Serving: every node holds envelopes for devices active in its own replica
+(``protocol.messaging.mailbox.Mailbox``).  Its mailbox key is its libp2p
+Ed25519 identity key, which its peer id embeds and Noise authenticates, so a
+device can ask any peer for a grant without a lookup first; grant
+signatures are domain-separated from libp2p's.  Held envelopes live in
+memory: a mailbox that restarts loses them, and the sender's retries cover
+that (a mailbox is a shortcut, never the only copy).
 
-Held envelopes live in memory: a mailbox that restarts loses them, and the
-sender's retries cover that (a mailbox is a shortcut, never the only copy).
-
-A device keeps up to ``MAX_OWN_MAILBOXES`` grants, at different peers, and
-writes them to ``mailboxes.json`` in its data directory, so that after a
-restart it goes on fetching from the mailboxes its record named (what was
-left there for it waits there, not at whichever peers it meets next).
-A sender tries a mailbox on its own node last: it goes offline with the
-sender.
+Using: ``protocol.messaging.mailbox_client.MailboxClient`` decides when this
+device asks its linked peers for grants (up to two, at different peers) and
+when it fetches; this adapter does the asking and fetching and reports back.
+Grants are written to ``mailboxes.json`` before the device record names
+them, so after a restart the device goes on fetching from the mailboxes its
+record named.  A sender deposits at a mailbox the recipient's record names
+when direct delivery fails, and tries a mailbox on its own node last: it
+goes offline with the sender.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 from libp2p.peer.id import ID
 
-from protocol.core.errors import InvalidInput
+from protocol.core.errors import InvalidInput, UsageError
+from protocol.core.machine import Misbehaved, Send
 from protocol.messaging.mailbox import (
     MAX_ANSWER_FRAME,
     MAX_REQUEST_BYTES,
@@ -43,10 +41,12 @@ from protocol.messaging.mailbox import (
     Answer,
     ChallengeIssued,
     Deposited,
+    Expired,
     Granted,
     Items,
     Mailbox,
     MailboxIdentity,
+    MailboxOutput,
     challenge_request,
     decode_answer,
     delete_request,
@@ -54,27 +54,35 @@ from protocol.messaging.mailbox import (
     fetch_request,
     grant_request,
 )
-from protocol.records.device import MAX_MAILBOXES, MAX_TEXT
+from protocol.messaging.mailbox_client import (
+    AskGrant,
+    ClientOutput,
+    Fetch,
+    GrantDropped,
+    GrantsChanged,
+    MailboxClient,
+)
+from protocol.records.device import MAX_MAILBOXES, MAX_TEXT, SignedDeviceRecord
 from protocol.records.grant import Grant, decode_grant
 
-from ..context import NodeContext
+from ..context import NodeContext, Stream
 from ..datadir import write_private
+from ..driver import MachineDriver
+from ..errors import PeerUnreachable
+from ..gate import remote_peer
 from ..transport import frame, read_frame
 
 log = logging.getLogger("smu.mailbox")
 MAILBOX_PROTOCOL = PROTOCOL_ID
 REQUEST_TIMEOUT = 10.0
-FETCH_INTERVAL = 2.0
 MAX_OWN_MAILBOXES = MAX_MAILBOXES
+#: envelopes fetched per request
+FETCH_LIMIT = 100
 
 
 def _addr_ok(addr: object) -> bool:
     """An address as a record carries it (PROTOCOL.md §16)."""
     return type(addr) is str and 0 < len(addr) <= MAX_TEXT and addr.isprintable()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class MailboxService:
@@ -84,18 +92,51 @@ class MailboxService:
         self.receive = receive
         self.identity = MailboxIdentity(ctx.node_seed)
         self.box: Mailbox | None = None
-        #: our own grants and the mailbox's addresses, named in our record
-        self.grants: list[tuple[Grant, tuple[str, ...]]] = []
+        self.box_driver: MachineDriver[MailboxOutput] | None = None
+        self.client: MailboxClient | None = None
+        self.client_driver: MachineDriver[ClientOutput] | None = None
+        #: where each of our mailboxes listens, as the grant's peer told us
+        self._addrs: dict[str, tuple[str, ...]] = {}
+        self._nursery: trio.Nursery | None = None
 
     @property
     def _grants_path(self) -> Path:
         return self.ctx.data_path / "mailboxes.json"
 
-    def start(self) -> None:
+    @property
+    def grants(self) -> list[tuple[Grant, tuple[str, ...]]]:
+        """Our grants and their mailboxes' addresses, for our device record."""
+        held = self.client.grants if self.client is not None else ()
+        return [(g, self._addrs.get(g.mailbox_peer, ())) for g in held]
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.box = Mailbox(
             self.ctx.params, self.identity, peer_id=self.ctx.peer_id, grant_policy=self._serves
         )
-        self.grants = self._load_grants()
+        self.box_driver = MachineDriver("mailbox", self.box, self._box_outputs)
+        saved = self._load_grants()
+        self._addrs = {g.mailbox_peer: addrs for g, addrs in saved}
+        self.client = MailboxClient(self.ctx.device.sign_public, grants=[g for g, _ in saved])
+        self.client_driver = MachineDriver("mailbox-client", self.client, self._client_outputs)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.box_driver.run)
+            await nursery.start(self.client_driver.run)
+            self.refresh()
+            task_status.started()
+
+    def refresh(self) -> None:
+        """Our account, whether this device is active in it, or our links
+        changed: tell the client."""
+        if self.client is None or self.client_driver is None:
+            return
+        client = self.client
+        account = self.ctx.account() if self.ctx.device_active() else None
+        peers = self.ctx.linked_peers()
+        self.client_driver.call(lambda now: client.set_active(account, now))
+        self.client_driver.call(lambda now: client.peers_changed(peers, now))
+
+    # -- saved grants ----------------------------------------------------------
 
     def _load_grants(self) -> list[tuple[Grant, tuple[str, ...]]]:
         """Our grants from the last run that are still ours and valid, at
@@ -113,11 +154,12 @@ class MailboxService:
         except (ValueError, TypeError, KeyError, AttributeError, InvalidInput) as exc:
             log.warning("ignoring %s: %s", self._grants_path, exc)
             return []
+        now_ms = time.time_ns() // 1_000_000
         kept: list[tuple[Grant, tuple[str, ...]]] = []
         for grant, addrs in grants:
             if (
                 account is not None
-                and grant.valid_for(account, device, _now_ms())
+                and grant.valid_for(account, device, now_ms)
                 and all(g.mailbox_peer != grant.mailbox_peer for g, _ in kept)
                 and type(addrs) is list
                 and all(_addr_ok(a) for a in addrs)
@@ -126,52 +168,74 @@ class MailboxService:
                 kept.append((grant, tuple(addrs[:4])))
         return kept
 
-    def _save_grants(self, grants: list[tuple[Grant, tuple[str, ...]]]) -> None:
-        entries = [{"grant": g.raw.hex(), "addrs": list(a)} for g, a in grants]
+    def _save_grants(self, grants: Sequence[Grant]) -> None:
+        entries = [
+            {"grant": g.raw.hex(), "addrs": list(self._addrs.get(g.mailbox_peer, ()))}
+            for g in grants
+        ]
         write_private(self._grants_path, json.dumps(entries, indent=1).encode())
 
     def _serves(self, account: bytes, device: bytes) -> bool:
         """Grant only to devices active in this node's own replica."""
-        return (
-            account in self.ctx.ledger.accounts
-            and device in self.ctx.ledger.state(account).active_keys
+        ledger = self.ctx.ledger
+        return account in ledger.accounts and device in ledger.state(account).active_keys
+
+    # -- serving ---------------------------------------------------------------
+
+    def _box_outputs(self, outputs: Sequence[MailboxOutput]) -> None:
+        for out in outputs:
+            if isinstance(out, Misbehaved):
+                log.debug("mailbox refused %s: %s", out.peer, out.error.code)
+            elif isinstance(out, Expired):
+                log.debug("mailbox expired %s", out)
+
+    def _handle(self, data: bytes, peer: str) -> bytes:
+        """One request to our own mailbox: the answer frame."""
+        box, driver = self.box, self.box_driver
+        assert box is not None and driver is not None
+        outputs = driver.call(
+            lambda now: box.handle(data, peer=peer, now=now, random16=os.urandom(16))
         )
+        (answer,) = [o.frame for o in outputs if isinstance(o, Send)]
+        return answer
 
-    # -- serving -------------------------------------------------------------
-
-    async def on_stream(self, stream: Any) -> None:
-        remote = stream.muxed_conn.peer_id.to_base58()
+    async def on_stream(self, stream: Stream) -> None:
+        remote = remote_peer(stream)
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
                 data = await read_frame(stream, MAX_REQUEST_BYTES)
-                assert self.box is not None
-                answer = self.box.handle(
-                    data, peer=remote, now_ms=_now_ms(), random16=os.urandom(16)
-                )
-                await stream.write(frame(answer))
-        except Exception as exc:
+                await stream.write(frame(self._handle(data, remote)))
+        except Exception as exc:  # the requester's stream is its business
             log.debug("mailbox stream from %s ended: %s", remote, exc)
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await stream.close()
+            except Exception as exc:
+                log.debug("mailbox stream from %s: close failed: %s", remote, exc)
 
-    # -- asking a mailbox ----------------------------------------------------
+    # -- asking a mailbox ---------------------------------------------------------
 
-    async def request(self, peer_id: str, addrs: tuple[str, ...], data: bytes) -> Answer:
+    async def request(self, peer_id: str, addrs: Sequence[str], data: bytes) -> Answer:
+        """One request to another node's mailbox (raises PeerUnreachable,
+        trio.TooSlowError or InvalidInput)."""
         with trio.fail_after(REQUEST_TIMEOUT):
             stream = await self.ctx.open_stream(peer_id, addrs, MAILBOX_PROTOCOL)
             try:
                 await stream.write(frame(data))
                 return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
+            except (EOFError, OSError) as exc:
+                raise PeerUnreachable(f"{peer_id}: {exc}") from exc
             finally:
-                with contextlib.suppress(Exception):
+                try:
                     await stream.close()
+                except Exception as exc:  # the mailbox may have gone already
+                    log.debug("mailbox stream to %s: close failed: %s", peer_id, exc)
 
-    async def deposit(self, record: Any, device: bytes, envelope: bytes) -> bool:
+    async def deposit(self, record: SignedDeviceRecord, device: bytes, envelope: bytes) -> bool:
         """Leave ``envelope`` at a mailbox the device's record names; one
         on this node last, since it goes offline with us."""
         named: list[tuple[Grant, tuple[str, ...]]] = []
-        for grant_raw, addrs in getattr(record, "mailboxes", ()):
+        for grant_raw, addrs in record.mailboxes:
             try:
                 named.append((decode_grant(grant_raw, self.ctx.params), tuple(addrs)))
             except InvalidInput as exc:
@@ -181,112 +245,102 @@ class MailboxService:
         for grant, addrs in named:
             try:
                 if grant.mailbox_peer == self.ctx.peer_id and self.box is not None:
-                    answer = decode_answer(
-                        self.box.handle(
-                            request,
-                            peer=self.ctx.peer_id,
-                            now_ms=_now_ms(),
-                            random16=os.urandom(16),
-                        )
-                    )
+                    answer = decode_answer(self._handle(request, self.ctx.peer_id))
                 else:
                     answer = await self.request(grant.mailbox_peer, addrs, request)
-            except Exception as exc:
-                log.debug("deposit failed: %s", exc)
+            except (PeerUnreachable, trio.TooSlowError, InvalidInput) as exc:
+                log.debug("deposit at %s failed: %s", grant.mailbox_peer, exc)
                 continue
             if isinstance(answer, Deposited):
                 return True
         return False
 
-    # -- our own mailbox -----------------------------------------------------
+    # -- carrying out the client's decisions ----------------------------------------
 
-    def _own_account(self) -> bytes | None:
-        return self.ctx.account() if self.ctx.device_active() else None
-
-    async def ensure_grant(self) -> None:
-        account = self._own_account()
-        now = _now_ms()
-        kept = [
-            (g, a)
-            for g, a in self.grants
-            if g.valid_for(account or b"", self.ctx.device.sign_public, now + 3600_000)
-        ]
-        if len(kept) != len(self.grants):
-            self._save_grants(kept)
-            self.grants = kept
-        if account is None or len(self.grants) >= MAX_OWN_MAILBOXES:
-            return
-        me = self.ctx.device
-        have = {g.mailbox_peer for g, _ in self.grants}
-        for peer_id in sorted(self.ctx.linked_peers()):
-            if peer_id in have or len(self.grants) >= MAX_OWN_MAILBOXES:
-                continue
-            try:
-                key = ID.from_base58(peer_id).extract_public_key().to_bytes()
-                addrs = tuple(self.ctx.peer_addresses(peer_id))
-                answer = await self.request(
-                    peer_id, (), grant_request(self.ctx.params, me, account, key, now)
-                )
-                if not isinstance(answer, Granted):
-                    continue
-                grant = decode_grant(answer.grant, self.ctx.params)
-            except Exception as exc:
-                log.debug("no grant from %s: %s", peer_id, exc)
-                continue
-            if grant.valid_for(account, me.sign_public, now) and grant.mailbox_key == key:
-                grants = [*self.grants, (grant, addrs[:4])]
-                self._save_grants(grants)  # before our record names it
-                self.grants = grants
-                log.info("mailbox at %s", peer_id)
+    def _client_outputs(self, outputs: Sequence[ClientOutput]) -> None:
+        for out in outputs:
+            if isinstance(out, AskGrant):
+                self._spawn(self._ask_grant, out.peer)
+            elif isinstance(out, Fetch):
+                self._spawn(self._fetch, out.grant)
+            elif isinstance(out, GrantsChanged):
+                self._save_grants(out.grants)  # before our record names them
                 self.ctx.publish_own_record()
+            elif isinstance(out, GrantDropped):
+                log.info("mailbox at %s dropped: %s", out.grant.mailbox_peer, out.reason)
 
-    async def fetch_all(self) -> int:
-        """Fetch, store and delete what our mailboxes hold; how many stored."""
-        account = self._own_account()
-        if account is None:
-            return 0
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _ask_grant(self, peer_id: str) -> None:
+        client, driver = self.client, self.client_driver
+        assert client is not None and driver is not None
+        account = self.ctx.account()
         me = self.ctx.device
+        try:
+            public = ID.from_base58(peer_id).extract_public_key()
+            if account is None or public is None:
+                raise UsageError("no account, or a peer id without a key")
+            key = public.to_bytes()
+            addrs = tuple(self.ctx.peer_addresses(peer_id))
+            now = driver.clock()
+            answer = await self.request(
+                peer_id, (), grant_request(self.ctx.params, me, account, key, now.wall_ms)
+            )
+            if not isinstance(answer, Granted):
+                raise UsageError(f"refused: {answer}")
+            grant = decode_grant(answer.grant, self.ctx.params)
+            if (
+                not grant.valid_for(account, me.sign_public, now.wall_ms)
+                or grant.mailbox_key != key
+            ):
+                raise UsageError("a grant for someone else, or from another key")
+        except (PeerUnreachable, trio.TooSlowError, InvalidInput, UsageError, ValueError) as exc:
+            log.debug("no grant from %s: %s", peer_id, exc)
+            driver.call(lambda now: client.grant_refused(peer_id, now))
+            return
+        self._addrs[peer_id] = addrs[:4]
+        log.info("mailbox at %s", peer_id)
+        driver.call(lambda now: client.granted(grant, now))
+
+    async def _fetch(self, grant: Grant) -> None:
+        """Fetch, store and delete what one mailbox holds for us."""
+        client, driver = self.client, self.client_driver
+        assert client is not None and driver is not None
+        me = self.ctx.device
+        peer, addrs = grant.mailbox_peer, self._addrs.get(grant.mailbox_peer, ())
         stored = 0
-        for grant, addrs in list(self.grants):
-            try:
-                issued = await self.request(
-                    grant.mailbox_peer, addrs, challenge_request(me.sign_public)
-                )
-                if not isinstance(issued, ChallengeIssued):
-                    continue
-                items = await self.request(
-                    grant.mailbox_peer,
-                    addrs,
-                    fetch_request(self.ctx.params, me, grant.mailbox_key, issued.nonce, limit=100),
-                )
-                if not isinstance(items, Items) or not items.items:
-                    continue
-                done = []
-                for item in items.items:
-                    try:
-                        self.receive(item.envelope)  # stored before deletion
-                        stored += 1
-                    except InvalidInput as exc:
-                        log.debug("mailbox item refused: %s", exc.code)
-                    done.append(item.item_id)
-                issued = await self.request(
-                    grant.mailbox_peer, addrs, challenge_request(me.sign_public)
-                )
+        try:
+            issued = await self.request(peer, addrs, challenge_request(me.sign_public))
+            if not isinstance(issued, ChallengeIssued):
+                raise UsageError(f"no challenge: {issued}")
+            items = await self.request(
+                peer,
+                addrs,
+                fetch_request(self.ctx.params, me, grant.mailbox_key, issued.nonce, FETCH_LIMIT),
+            )
+            if not isinstance(items, Items):
+                raise UsageError(f"no items: {items}")
+            done = []
+            for item in items.items:
+                try:
+                    self.receive(item.envelope)  # stored before it is deleted there
+                    stored += 1
+                except InvalidInput as exc:
+                    log.debug("mailbox item refused: %s", exc.code)
+                done.append(item.item_id)
+            if done:
+                issued = await self.request(peer, addrs, challenge_request(me.sign_public))
                 if isinstance(issued, ChallengeIssued):
                     await self.request(
-                        grant.mailbox_peer,
+                        peer,
                         addrs,
                         delete_request(self.ctx.params, me, grant.mailbox_key, issued.nonce, done),
                     )
-            except Exception as exc:
-                log.debug("mailbox fetch failed: %s", exc)
-        return stored
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await self.ensure_grant()
-                await self.fetch_all()
-            if self.box is not None:
-                self.box.expire(_now_ms())
-            await trio.sleep(FETCH_INTERVAL)
+        except (PeerUnreachable, trio.TooSlowError, InvalidInput, UsageError) as exc:
+            log.debug("mailbox fetch from %s failed: %s", peer, exc)
+            why = f"{type(exc).__name__}: {exc}"
+            driver.call(lambda now: client.failed(peer, why, now))
+            return
+        driver.call(lambda now: client.fetched(peer, stored, now))

@@ -7,7 +7,12 @@
   machine never reads a clock itself.
 * Every entry point returns what to send and what happened, as a list of
   frozen values (the machine's ``Output`` union); nothing is reported
-  through attributes or callbacks.
+  through attributes or callbacks.  Remote input never raises: a refusal
+  is an output (``Misbehaved``, or the machine's own failure value).  Local
+  misuse by the caller still raises ``UsageError`` or the typed error.
+* The outputs every machine shares are here: ``Send`` a frame to a peer on
+  the machine's own protocol, report a peer that ``Misbehaved``, and
+  ``Hangup`` on a peer's stream.
 * One timer pair, the same names everywhere: ``next_deadline()`` is the
   monotonic time at which the machine wants ``tick(now)`` called, or None.
   A driver calls ``tick`` then (not earlier than it asks, and not on a
@@ -22,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from protocol.core.errors import InvalidInput
 
 #: machine time 0 as Unix ms under virtual time (tests and simnet): a fixed
 #: date, so runs stay deterministic (2025-06-15T15:06:40Z)
@@ -50,6 +57,31 @@ class Now:
         """The monotonic time at which the wall clock will read ``wall_ms``
         (for deadlines of things that expire by the wall clock)."""
         return self.mono + (wall_ms - self.wall_ms) / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A frame for ``peer`` on the machine's own protocol."""
+
+    peer: str
+    #: one frame, without the transport's length prefix
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaved:
+    """``peer`` sent input the machine refused; the caller may score it."""
+
+    peer: str
+    error: InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """This machine is done with its stream to ``peer``: close it (after
+    writing the ``Send`` outputs before this one)."""
+
+    peer: str
 
 
 OutputT_co = TypeVar("OutputT_co", covariant=True)

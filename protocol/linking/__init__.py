@@ -1,2 +1,3 @@
-"""Device linking (PROTOCOL.md §14): the link string, its frames and the
-approver and joiner machines.  A feature: imports only lower layers."""
+"""Device linking (PROTOCOL.md §14): the link string, its frames, the
+approver and joiner machines, and a node's book of offers.  A feature:
+imports only lower layers."""

@@ -45,6 +45,11 @@ MAX_FAILURES = 3
 #: the joiner refuses a link this long past its expiry by its own clock; the
 #: approver's clock is the one that decides
 CLOCK_SKEW_MS = 60 * 1000
+#: the joiner gives up when the approver has not answered its JOIN within
+#: this long, or has not sent APPROVED within APPROVAL_TIMEOUT_MS of the
+#: user's confirmation (by the joiner's monotonic clock, §14.6)
+ANSWER_TIMEOUT_MS = 30 * 1000
+APPROVAL_TIMEOUT_MS = APPROVAL_WINDOW_MS + CLOCK_SKEW_MS
 
 MAX_NETWORK_ID_BYTES = 32
 MAX_PEER_ID_BYTES = 128
@@ -126,6 +131,11 @@ class UnexpectedFrameError(LinkError):
 class WrongPeerError(LinkError):
     code = "link_wrong_peer"
     message = "the connected peer is not the one the link names"
+
+
+class LinkTimeoutError(LinkError):
+    code = "link_timeout"
+    message = "the other device did not answer in time"
 
 
 # Every code a peer may send, mapped to its class (subclasses are direct).

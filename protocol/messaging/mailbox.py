@@ -7,15 +7,22 @@ grant.  The envelope's own replay protection (§15.6) is what keeps a
 mailbox that drops, reorders or replays envelopes from making a message
 appear twice or from someone else.
 
+The ``Mailbox`` follows the machine contract (``core.machine``, §18):
+every entry point takes one ``Now``; ``handle`` answers every request frame
+with outputs (``Send`` of the answer, and ``Misbehaved`` when it refused
+the request), never with an exception; ``tick(now)`` at ``next_deadline()``
+(monotonic seconds) drops what has expired and reports ``Expired``.
+
 Mailbox side (stream ``/smu/mailbox/1``, one request frame, one answer)::
 
     box = Mailbox(params, MailboxIdentity(seed32), peer_id=my_peer_id,
                   grant_policy=lambda account, device: <active in my replica?>)
-    grant = box.issue_grant(account, device, now_ms=now)   # e.g. the node's own devices
-    answer = box.handle(frame, peer=remote_peer_id, now_ms=now, random16=os.urandom(16))
-    box.expire(now_ms)            # at box.next_deadline(), or periodically
+    grant = box.issue_grant(account, device, now=now)   # e.g. the node's own devices
+    outs = box.handle(frame, peer=remote_peer_id, now=now, random16=os.urandom(16))
+    # [Send(peer, answer)] (+ Misbehaved(peer, error)): write it, close the stream
+    box.tick(now)                 # at box.next_deadline()
 
-Device side::
+Device side (``mailbox_client.MailboxClient`` decides when)::
 
     frame = grant_request(params, keys, account, mailbox_key, now_ms)  # -> Granted
     grant = decode_grant(granted.grant, params)  # check valid_for before naming it
@@ -43,7 +50,6 @@ from protocol.core.errors import (
     BadTimestampError,
     InvalidInput,
     LimitExceededError,
-    ProtocolError,
     SchemaError,
     UnsupportedVersionError,
     UsageError,
@@ -51,6 +57,7 @@ from protocol.core.errors import (
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.keys import DeviceKeys
+from protocol.core.machine import Misbehaved, Now, Send
 from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
 from protocol.messaging.envelope import MAX_ENVELOPE_BYTES, peek
 from protocol.records.grant import (
@@ -302,6 +309,19 @@ def decode_answer(raw: bytes) -> Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class Expired:
+    """``tick`` dropped ``items`` held too long and ``grants`` expired with
+    nothing left under them."""
+
+    items: int
+    grants: int
+
+
+#: what ``Mailbox.handle`` and ``Mailbox.tick`` return
+MailboxOutput = Send | Misbehaved | Expired
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxLimits:
     #: defaults of a grant
     quota_bytes: int = 64 * 1024 * 1024
@@ -355,8 +375,8 @@ class Mailbox:
         self._boxes: dict[bytes, _Box] = {}  # by device key
         self._peer_use: dict[str, tuple[int, int]] = {}  # peer -> (bytes, count)
         self._challenges: dict[bytes, tuple[bytes, int]] = {}  # nonce -> (device, expires)
-        #: the last refusal ``handle`` answered with, for peer scoring
-        self.last_error: ProtocolError | None = None
+        #: the last time an entry point was given, for ``next_deadline``
+        self._now: Now | None = None
 
     # -- grants ------------------------------------------------------------
 
@@ -365,12 +385,14 @@ class Mailbox:
         account: bytes,
         device: bytes,
         *,
-        now_ms: int,
+        now: Now,
         quota_bytes: int | None = None,
         quota_count: int | None = None,
         lifetime_ms: int | None = None,
     ) -> Grant:
         """Sign and install a grant (the node's policy decided to serve this device)."""
+        self._now = now
+        now_ms = now.wall_ms
         lim = self.limits
         fields: list[object] = [
             FORMAT_VERSION,
@@ -405,10 +427,12 @@ class Mailbox:
 
     # -- operations --------------------------------------------------------
 
-    def deposit(self, device: bytes, envelope: bytes, peer: str, now_ms: int) -> bytes:
-        """Store an envelope for ``device``; returns its item id (idempotent)."""
+    def deposit(self, device: bytes, envelope: bytes, peer: str, now: Now) -> bytes:
+        """Store an envelope for ``device``; returns its item id (idempotent).
+        A refusal raises its ``InvalidInput`` (``handle`` turns it into outputs)."""
+        self._now = now
         box = self._boxes.get(device)
-        if box is None or now_ms >= box.grant.expires:
+        if box is None or now.wall_ms >= box.grant.expires:
             raise NoGrantError("no current grant for that device here")
         header = peek(envelope, self.params)  # shape and size only
         if device not in header.devices:
@@ -423,33 +447,35 @@ class Mailbox:
         pbytes, pcount = self._peer_use.get(peer, (0, 0))
         if pbytes + size > self.limits.peer_bytes or pcount + 1 > self.limits.peer_count:
             raise QuotaExceededError("this peer holds too much here already")
-        box.items[item_id] = _Stored(item_id, peer, now_ms, envelope)
+        box.items[item_id] = _Stored(item_id, peer, now.wall_ms, envelope)
         box.used_bytes += size
         self._peer_use[peer] = (pbytes + size, pcount + 1)
         return item_id
 
-    def challenge(self, device: bytes, nonce: bytes, now_ms: int) -> ChallengeIssued:
+    def challenge(self, device: bytes, nonce: bytes, now: Now) -> ChallengeIssued:
         """A single-use nonce for ``device`` (``nonce``: fresh random bytes)."""
         if len(nonce) != NONCE_BYTES:
             raise UsageError(f"a nonce is {NONCE_BYTES} random bytes")
+        self._now = now
         if device not in self._boxes:
             raise NoGrantError("no grant for that device here")
-        self._expire_challenges(now_ms)
+        self._expire_challenges(now.wall_ms)
         mine = [n for n, (d, _) in self._challenges.items() if d == device]
         for n in mine[: max(0, len(mine) - CHALLENGES_PER_DEVICE + 1)]:
             del self._challenges[n]  # oldest first: dicts keep insertion order
         if len(self._challenges) >= self.limits.max_challenges:
             raise LimitExceededError("too many open challenges; retry later")
-        expires = now_ms + CHALLENGE_TTL_MS
+        expires = now.wall_ms + CHALLENGE_TTL_MS
         self._challenges[nonce] = (device, expires)
         return ChallengeIssued(nonce, expires)
 
     def _authenticate(
-        self, op: Op, device: bytes, nonce: bytes, args: list[object], sig: bytes, now_ms: int
+        self, op: Op, device: bytes, nonce: bytes, args: list[object], sig: bytes, now: Now
     ) -> _Box:
+        self._now = now
         # The nonce is consumed by any attempt, good or bad: single use.
         entry = self._challenges.pop(nonce, None)
-        if entry is None or entry[0] != device or now_ms >= entry[1]:
+        if entry is None or entry[0] != device or now.wall_ms >= entry[1]:
             raise ChallengeError("challenge unknown, used, expired or for another device")
         box = self._boxes.get(device)
         if box is None:
@@ -459,9 +485,9 @@ class Mailbox:
         return box
 
     def fetch(
-        self, device: bytes, nonce: bytes, limit: int, signature: bytes, now_ms: int
+        self, device: bytes, nonce: bytes, limit: int, signature: bytes, now: Now
     ) -> tuple[Item, ...]:
-        box = self._authenticate(Op.FETCH, device, nonce, [limit], signature, now_ms)
+        box = self._authenticate(Op.FETCH, device, nonce, [limit], signature, now)
         out: list[Item] = []
         size = 0
         for s in box.items.values():
@@ -472,15 +498,17 @@ class Mailbox:
         return tuple(out)
 
     def delete(
-        self, device: bytes, nonce: bytes, item_ids: list[bytes], signature: bytes, now_ms: int
+        self, device: bytes, nonce: bytes, item_ids: list[bytes], signature: bytes, now: Now
     ) -> int:
-        box = self._authenticate(Op.DELETE, device, nonce, [item_ids], signature, now_ms)
+        box = self._authenticate(Op.DELETE, device, nonce, [item_ids], signature, now)
         return sum(self._drop(box, i) for i in item_ids)
 
     def request_grant(
-        self, account: bytes, device: bytes, timestamp: int, signature: bytes, now_ms: int
+        self, account: bytes, device: bytes, timestamp: int, signature: bytes, now: Now
     ) -> Grant:
         """A device asks for a grant, signing a fresh timestamp (§15.11)."""
+        self._now = now
+        now_ms = now.wall_ms
         if abs(timestamp - now_ms) > GRANT_REQUEST_SKEW_MS:
             raise BadTimestampError("grant request timestamp too far from our clock")
         msg = auth_message(
@@ -501,7 +529,7 @@ class Mailbox:
             and now_ms < (held.issued + held.expires) // 2
         ):
             return held  # still in the first half of its life: no need for a new one
-        return self.issue_grant(account, device, now_ms=now_ms)
+        return self.issue_grant(account, device, now=now)
 
     def _drop(self, box: _Box, item_id: bytes) -> int:
         s = box.items.pop(item_id, None)
@@ -519,58 +547,73 @@ class Mailbox:
         for n in [n for n, (_, exp) in self._challenges.items() if now_ms >= exp]:
             del self._challenges[n]
 
-    def expire(self, now_ms: int) -> int:
-        """Drop old items, stale challenges, and expired grants with nothing left."""
+    def tick(self, now: Now) -> list[MailboxOutput]:
+        """Drop old items, stale challenges, and expired grants with nothing
+        left; ``[Expired(items, grants)]`` if any item or grant went."""
+        self._now = now
+        now_ms = now.wall_ms
         self._expire_challenges(now_ms)
-        dropped = 0
+        dropped = grants = 0
         ttl = self.limits.item_ttl_ms
         for device, box in list(self._boxes.items()):
             for s in [s for s in box.items.values() if now_ms >= s.deposited_at + ttl]:
                 dropped += self._drop(box, s.item_id)
             if not box.items and now_ms >= box.grant.expires:
                 del self._boxes[device]
-        return dropped
+                grants += 1
+        return [Expired(dropped, grants)] if dropped or grants else []
 
-    def next_deadline(self) -> int | None:
+    def next_deadline(self) -> float | None:
+        """Monotonic seconds of the next expiry (of a challenge, an item, or
+        an empty box's grant), through the last ``Now`` seen; None if none."""
         times = [exp for _, exp in self._challenges.values()]
         for box in self._boxes.values():
-            times.append(box.grant.expires)
-            times.extend(s.deposited_at + self.limits.item_ttl_ms for s in box.items.values())
-        return min(times) if times else None
+            if box.items:  # the box goes with its last item, not with its grant
+                times.extend(s.deposited_at + self.limits.item_ttl_ms for s in box.items.values())
+            else:
+                times.append(box.grant.expires)
+        if not times or self._now is None:
+            return None
+        return self._now.mono_at_wall(min(times))
 
     # -- the wire ----------------------------------------------------------
 
-    def handle(self, frame: bytes, peer: str, now_ms: int, random16: bytes) -> bytes:
-        """Answer one request frame; refusals become an ERROR frame, never an exception.
+    def handle(self, frame: bytes, *, peer: str, now: Now, random16: bytes) -> list[MailboxOutput]:
+        """Answer one request frame: ``[Send(peer, answer)]``.  A refused
+        request is answered with an ERROR frame and reported as
+        ``Misbehaved(peer, error)`` (the node may score the peer); remote
+        input never raises.
 
         ``random16`` is fresh randomness for a challenge nonce (used only by
-        CHALLENGE_REQUEST).  Remote misbehaviour is also returned to the
-        caller via ``last_error`` so that the node can score the peer.
+        CHALLENGE_REQUEST).  The peer id is opaque here and only counts
+        quotas.  One request, one answer: the caller then closes the stream.
         """
-        self.last_error = None
+        self._now = now
         try:
-            return self._handle(frame, peer, now_ms, random16)
+            return [Send(peer, self._handle(frame, peer, now, random16))]
         except InvalidInput as exc:
-            self.last_error = exc
-            return _frame(Frame.ERROR, exc.code, str(exc)[:200])
+            return [
+                Send(peer, _frame(Frame.ERROR, exc.code, str(exc)[:200])),
+                Misbehaved(peer, exc),
+            ]
 
-    def _handle(self, frame: bytes, peer: str, now_ms: int, random16: bytes) -> bytes:
+    def _handle(self, frame: bytes, peer: str, now: Now, random16: bytes) -> bytes:
         t, f = _split(frame, MAX_REQUEST_BYTES)
         if t is Frame.DEPOSIT:
             _arity(f, 2, "deposit")
             device = _bin(f[0], 32, "device")
             if type(f[1]) is not bytes:
                 raise SchemaError("envelope must be bin")
-            return _frame(Frame.DEPOSITED, self.deposit(device, f[1], peer, now_ms))
+            return _frame(Frame.DEPOSITED, self.deposit(device, f[1], peer, now))
         if t is Frame.CHALLENGE_REQUEST:
             _arity(f, 1, "challenge request")
-            c = self.challenge(_bin(f[0], 32, "device"), random16, now_ms)
+            c = self.challenge(_bin(f[0], 32, "device"), random16, now)
             return _frame(Frame.CHALLENGE, c.nonce, c.expires)
         if t is Frame.FETCH:
             _arity(f, 4, "fetch")
             device, nonce = _bin(f[0], 32, "device"), _bin(f[1], NONCE_BYTES, "nonce")
             limit, sig = _uint(f[2], "limit"), _bin(f[3], 64, "signature")
-            items = self.fetch(device, nonce, limit, sig, now_ms)
+            items = self.fetch(device, nonce, limit, sig, now)
             return _frame(Frame.ITEMS, [[i.item_id, i.deposited_at, i.envelope] for i in items])
         if t is Frame.DELETE:
             _arity(f, 4, "delete")
@@ -579,7 +622,7 @@ class Mailbox:
             if type(ids) is not list or len(ids) > MAX_DELETE:
                 raise SchemaError(f"at most {MAX_DELETE} ids")
             id_list = [_bin(i, ITEM_ID_BYTES, "item id") for i in ids]
-            n = self.delete(device, nonce, id_list, _bin(f[3], 64, "signature"), now_ms)
+            n = self.delete(device, nonce, id_list, _bin(f[3], 64, "signature"), now)
             return _frame(Frame.DELETED, n)
         if t is Frame.GRANT_REQUEST:
             _arity(f, 4, "grant request")
@@ -588,7 +631,7 @@ class Mailbox:
                 _bin(f[1], 32, "device"),
                 _uint(f[2], "timestamp"),
                 _bin(f[3], 64, "signature"),
-                now_ms,
+                now,
             )
             return _frame(Frame.GRANTED, grant.raw)
         raise SchemaError(f"{t.name} is not a request")

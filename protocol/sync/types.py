@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from protocol.core.errors import InvalidInput
+# The outputs every machine shares (PROTOCOL.md §18), re-exported.
+from protocol.core.machine import Misbehaved as Misbehaved
+from protocol.core.machine import Send as Send
 from protocol.log.events import Event
 from protocol.records.device import SignedDeviceRecord
 from protocol.sync.scores import PeerId, ScoreConfig
@@ -76,12 +78,6 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    peer: PeerId
-    frame: bytes  # one frame, without the transport's length prefix
-
-
-@dataclass(frozen=True, slots=True)
 class Disconnect:
     peer: PeerId
     reason: str
@@ -95,12 +91,6 @@ class Delivered:
     #: the peer whose frame delivered it; None for local events and for
     #: escrowed events released by a parent's arrival
     source: PeerId | None
-
-
-@dataclass(frozen=True, slots=True)
-class Misbehaved:
-    peer: PeerId
-    error: InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
