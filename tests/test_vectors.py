@@ -56,6 +56,7 @@ def params_of(data: dict[str, Any]) -> NetworkParams:
         max_ancestors=p["max_ancestors"],
         min_timestamp_ms=p["min_timestamp_ms"],
         max_timestamp_ms=p["max_timestamp_ms"],
+        suite=p["suite"],
     )
     return params
 

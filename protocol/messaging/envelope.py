@@ -64,7 +64,7 @@ from protocol.core.errors import (
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.keys import DeviceKeys
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.params import FORMAT_VERSION, NetworkParams, check_suite
 from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus, DeviceStatus
 from protocol.messaging.content import (
@@ -331,7 +331,7 @@ def seal(
     wraps = [_make_wrap(seed, content_key, dev, enc) for dev, enc in sorted(targets.items())]
     header = [
         FORMAT_VERSION,
-        SUITE_V1,
+        params.suite,
         params.network_id,
         recipient_state.account_id,
         message_id,
@@ -384,8 +384,9 @@ def _parse_outer(raw: bytes, params: NetworkParams) -> tuple[Header, bytes, byte
     version, suite, network, recipient, message_id, wraps, nonce, ciphertext = fields
     if type(version) is not int or type(suite) is not int:
         raise SchemaError("version and suite are integers")
-    if version != FORMAT_VERSION or suite != SUITE_V1:
+    if version != FORMAT_VERSION:
         raise UnsupportedVersionError(f"envelope format {version!r}/{suite!r} is not known here")
+    check_suite(params, suite, "an envelope")
     if network != params.network_id:
         raise WrongNetworkError(f"envelope is for network {network!r}")
     _bin(recipient, 32, "recipient account")
