@@ -28,6 +28,8 @@ from protocol.log.events import decode_event
 from protocol.log.ledger import Ledger
 from protocol.messaging.content import ReplayGuard, Text
 from protocol.messaging.envelope import ledger_lookup, open_envelope, peek, seal
+from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+from protocol.records.grant import decode_grant
 from protocol.sync.replication import Misbehaved, Replicator
 from protocol.sync.wire import EventsFrame, encode_frame
 
@@ -76,7 +78,15 @@ def test_events_of_the_other_suite_are_unsupported() -> None:
     assert same.genesis.id != other.genesis.id
 
 
-def test_envelopes_of_the_other_suite_are_unsupported() -> None:
+def test_grants_and_envelopes_of_the_other_suite_are_unsupported() -> None:
+    one, two = _pair()
+    for h, mine, other in ((one, FAST, SUITE2), (two, SUITE2, FAST)):
+        box = Mailbox(mine, MailboxIdentity(b"s" * 32), "12D3KooWbox")
+        grant = box.issue_grant(h.account, h.keys["d0"].sign_public, now_ms=T0)
+        assert decode_grant(grant.raw, mine) == grant
+        with pytest.raises(UnsupportedVersionError):
+            decode_grant(grant.raw, other)
+
     for mine, other in ((FAST, SUITE2), (SUITE2, FAST)):
         alice, bob = History(mine, name="alice"), History(mine, name="bob")
         ledger = Ledger(mine)
