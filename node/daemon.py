@@ -40,7 +40,7 @@ from protocol.links.policy import (
 from protocol.log import authoring
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.log.store import Escrow
-from protocol.records.device import make_record
+from protocol.records.device import make_record, text_ok
 from protocol.sync.replication import (
     Delivered,
     Disconnect,
@@ -228,7 +228,9 @@ class Daemon:
         account_id = self.account
         if account_id is None or publish is None or self.host is None or not self.device_active():
             return
-        addrs = tuple(a.split("/p2p/")[0] for a in self.addresses())[:8]
+        # only what a v2 record may carry (PROTOCOL.md §16): one odd address
+        # must not keep the whole record from being published
+        addrs = tuple(a for a in (a.split("/p2p/")[0] for a in self.addresses()) if text_ok(a))[:8]
         try:
             record = make_record(
                 self.params,

@@ -57,7 +57,8 @@ from protocol.messaging.mailbox import (
     fetch_request,
     grant_request,
 )
-from protocol.records.device import MAX_MAILBOXES, MAX_TEXT
+from protocol.records.device import MAX_MAILBOXES, text_ok
+from protocol.records.grant import GRANT_V2
 
 from .datadir import write_private
 from .transport import frame, parse_multiaddr, read_frame
@@ -73,8 +74,8 @@ MAX_OWN_MAILBOXES = MAX_MAILBOXES
 
 
 def _addr_ok(addr: object) -> bool:
-    """An address as a record carries it (PROTOCOL.md §16)."""
-    return type(addr) is str and 0 < len(addr) <= MAX_TEXT and addr.isprintable()
+    """An address as our (v2) record carries it (PROTOCOL.md §16)."""
+    return text_ok(addr)
 
 
 def _now_ms() -> int:
@@ -119,6 +120,7 @@ class MailboxService:
         for grant, addrs in grants:
             if (
                 account is not None
+                and grant.version == GRANT_V2  # a v1 grant, from an older run, cannot be named
                 and grant.valid_for(account, device, _now_ms())
                 and all(g.mailbox_peer != grant.mailbox_peer for g, _ in kept)
                 and type(addrs) is list
@@ -236,8 +238,12 @@ class MailboxService:
             except Exception as exc:
                 log.debug("no grant from %s: %s", peer_id, exc)
                 continue
-            if grant.valid_for(account, me.sign_public, now) and grant.mailbox_key == key:
-                grants = [*self.grants, (grant, addrs[:4])]
+            if (
+                grant.version == GRANT_V2  # what our v2 record may name (§15.11)
+                and grant.valid_for(account, me.sign_public, now)
+                and grant.mailbox_key == key
+            ):
+                grants = [*self.grants, (grant, tuple(a for a in addrs if _addr_ok(a))[:4])]
                 self._save_grants(grants)  # before our record names it
                 self.grants = grants
                 log.info("mailbox at %s", peer_id)

@@ -29,13 +29,15 @@ from protocol.log.ledger import Ledger
 from protocol.messaging.content import ReplayGuard, Text
 from protocol.messaging.envelope import ledger_lookup, open_envelope, peek, seal
 from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+from protocol.records.device import RECORD_V1, RECORD_V2, decode_record, make_record
 from protocol.records.grant import decode_grant
 from protocol.sync.replication import Misbehaved, Replicator
-from protocol.sync.wire import EventsFrame, encode_frame
+from protocol.sync.wire import EventsFrame, RecordsFrame, encode_frame
 
 from .conftest import FAST, T0, History
 
 SUITE2 = dataclasses.replace(FAST, suite=2)
+HOUR = 3_600_000
 
 
 def test_real_networks_speak_a_known_suite() -> None:
@@ -78,9 +80,23 @@ def test_events_of_the_other_suite_are_unsupported() -> None:
     assert same.genesis.id != other.genesis.id
 
 
-def test_grants_and_envelopes_of_the_other_suite_are_unsupported() -> None:
+def test_records_grants_and_envelopes_of_the_other_suite_are_unsupported() -> None:
     one, two = _pair()
     for h, mine, other in ((one, FAST, SUITE2), (two, SUITE2, FAST)):
+        for version in (RECORD_V1, RECORD_V2):
+            rec = make_record(
+                mine,
+                h.account,
+                h.keys["d0"],
+                timestamp=T0,
+                lifetime_ms=HOUR,
+                peer_ids=(),
+                addrs=(),
+                version=version,
+            )
+            assert decode_record(rec.raw, mine) == rec
+            with pytest.raises(UnsupportedVersionError):
+                decode_record(rec.raw, other)
         box = Mailbox(mine, MailboxIdentity(b"s" * 32), "12D3KooWbox")
         grant = box.issue_grant(h.account, h.keys["d0"].sign_public, now_ms=T0)
         assert decode_grant(grant.raw, mine) == grant
@@ -112,11 +128,15 @@ def test_grants_and_envelopes_of_the_other_suite_are_unsupported() -> None:
 
 def test_replication_skips_another_suite_without_blame() -> None:
     """DESIGN §9: a node of another rules version is not an attacker; its
-    events are skipped, and the peer keeps its score."""
+    events and records are skipped, and the peer keeps its score."""
     _, two = _pair()
+    rec = make_record(
+        SUITE2, two.account, two.keys["d0"], timestamp=T0, lifetime_ms=HOUR, peer_ids=(), addrs=()
+    )
     node = Replicator(Ledger(FAST), random.Random(0))
     node.connect("newer", 0.0)
     outs = node.receive("newer", encode_frame(EventsFrame((two.genesis.raw,))), 0.0)
+    outs += node.receive("newer", encode_frame(RecordsFrame((rec.raw,))), 0.0)
     assert not [o for o in outs if isinstance(o, Misbehaved)]
     assert node.score("newer") == 0 and node.stats.offences == 0
-    assert not node.ledger.accounts
+    assert not node.ledger.accounts and len(node.records) == 0
