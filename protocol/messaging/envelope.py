@@ -72,9 +72,11 @@ from protocol.messaging.content import (
     MESSAGE_ID_BYTES,
     Content,
     ContentKind,
+    ContentRange,
     HistoryBundle,
     ReplayGuard,
     ReplayKey,
+    content_range,
     decode_content,
     encode_content,
 )
@@ -545,6 +547,9 @@ def open_envelope(
     content = decode_content(kind, body)
     if kind == ContentKind.HISTORY and not same_account:
         raise UnauthorisedError("history comes only from a device of one's own account")
+    if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
+        # known or not: a contact cannot write into this account's own sync (§15.4)
+        raise UnauthorisedError("account sync comes only from a device of one's own account")
 
     # Step 9: replay, last, so that only a fully valid envelope is recorded.
     key: ReplayKey = (s_account, s_device, header.recipient_account)
