@@ -27,7 +27,7 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
-from protocol.records.device import RecordBook, make_record
+from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
@@ -304,7 +304,10 @@ class Daemon:
         account_id = self.account()
         if account_id is None or not self.device_active():
             return
-        addrs = tuple(a.split("/p2p/")[0] for a in self.addresses())[:8]
+        # only what a v2 record may carry (PROTOCOL.md §16): one odd address
+        # must not keep the whole record from being published
+        bare = (a.split("/p2p/")[0] for a in self.addresses())
+        addrs = tuple(a for a in bare if text_ok(a))[:8]
         try:
             record = make_record(
                 self._params,

@@ -33,6 +33,7 @@ from protocol.log.state import AccountState, AccountStatus, DeviceRecord, Device
 from protocol.messaging import envelope as envmod
 from protocol.messaging.content import (
     ContentKind,
+    ContentRange,
     HistoryBundle,
     HistoryEntry,
     Receipt,
@@ -41,6 +42,7 @@ from protocol.messaging.content import (
     ReplayGuard,
     Text,
     UnknownContent,
+    content_range,
     decode_content,
 )
 from protocol.messaging.envelope import (
@@ -639,3 +641,72 @@ def test_envelope_bytes_are_deterministic_and_pinned(w: World) -> None:
         hashlib.sha256(raw).hexdigest()
         == "77d7a30c1fdded9ce3965749ed34c78b86ac60e95ce1125131550da1c47d343a"
     )
+
+
+# --------------------------------------------------------------------------
+# Content-kind ranges (PROTOCOL.md §15.4, DESIGN §10)
+
+
+def test_content_ranges() -> None:
+    cases = {
+        ContentRange.MESSAGES: (1, 15),
+        ContentRange.SESSION: (16, 31),
+        ContentRange.ACCOUNT_SYNC: (32, 47),
+        ContentRange.MAILBOX_TOKENS: (48, 63),
+        ContentRange.RESERVED: (64, 2**64 - 1),
+    }
+    for rng, (first, last) in cases.items():
+        assert content_range(first) is rng and content_range(last) is rng
+    assert {content_range(k) for k in ContentKind} == {ContentRange.MESSAGES}
+    for bad in (0, -1, True):
+        with pytest.raises(SchemaError):
+            content_range(bad)
+    with pytest.raises(SchemaError):
+        decode_content(0, b"\x90")  # 0 is no kind
+    assert UnknownContent(40, b"").range is ContentRange.ACCOUNT_SYNC
+    assert UnknownContent(70, b"").range is ContentRange.RESERVED
+
+
+def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
+    """Bob's d1 to Bob's own account, wrapped for d0: the shape of account sync."""
+    seed = b"o" * 32
+    ck = envmod._derive(seed, b"key", 32)
+    d0, d1 = w.b.keys["d0"], w.b.keys["d1"]
+    inner = encode_flat(
+        [
+            w.b.account,
+            d1.sign_public,
+            1,
+            T0,
+            [envmod._view(w.lb.state(w.b.account))],
+            kind,
+            body,
+            [],
+        ]
+    )
+    wrap = envmod._make_wrap(seed, ck, d0.sign_public, d0.enc_public)
+    header = [1, 1, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
+    hraw = encode_flat(header)
+    plain = encode_flat([inner, d1.sign(envmod._signed_message(hraw, inner))])
+    ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, hraw, bytes(24), ck)
+    return encode_flat([*header, bytes(24), bytes(ct)])
+
+
+@pytest.mark.parametrize("kind", [4, 15, 16, 31, 48, 63, 64, 1000])
+def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
+    """A contact may send an unknown kind of any range but account sync: it
+    is opened, replay-checked and reported (§15.4)."""
+    opened = w.open_bob(_seal_raw_inner(w, _inner_of(w, kind, b"\x90")))
+    assert opened.content == UnknownContent(kind, b"\x90")
+    assert opened.content.range is content_range(kind)
+
+
+@pytest.mark.parametrize("kind", [32, 40, 47])
+def test_account_sync_comes_only_from_ones_own_account(w: World, kind: int) -> None:
+    guard = ReplayGuard()
+    with pytest.raises(UnauthorisedError):
+        w.open_bob(_seal_raw_inner(w, _inner_of(w, kind, b"\x90")), guard=guard)
+    assert guard.stream_count == 0  # refused: no trace in the replay state
+    opened = w.open_bob(_own_account_envelope(w, kind, b"\x90"), guard=guard)
+    assert opened.content == UnknownContent(kind, b"\x90")
+    assert opened.content.range is ContentRange.ACCOUNT_SYNC

@@ -7,6 +7,7 @@ never another exception.  Whatever ``decode_event`` accepts also goes
 through ``verify_event`` and ``Ledger.ingest`` under the same rule.  The
 machines that read remote frames (``Approver.receive``, ``Joiner.receive``,
 ``Mailbox.handle``) answer any bytes with outputs, never an exception.
+Whatever ``decode_record`` accepts unverified goes through ``verify_record``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ from protocol.log import authoring
 from protocol.log.events import decode_event, verify_event
 from protocol.log.ledger import Ledger
 from protocol.messaging import mailbox as mb
+from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+from protocol.records.device import (
+    RECORD_V1,
+    SignedPrekey,
+    decode_record,
+    make_record,
+    verify_record,
+)
+from protocol.records.grant import D_MAILBOX_GRANT, GRANT_V1, decode_grant, grant_fields
 
-from .conftest import FAST, History, device, recovery
+from .conftest import FAST, T0, History, device, recovery
 from .conftest import hypothesis_settings as _settings
 
 FAST_N = 500
@@ -393,3 +403,101 @@ def test_fuzz_mailbox_handle(data: bytes) -> None:
 @given(mailbox_inputs)
 def test_fuzz_mailbox_handle_slow(data: bytes) -> None:
     check_mailbox_handle(data)
+
+
+# Device records (v1, v2) and mailbox grants (v1, v2): PROTOCOL.md §16, §15.11
+
+
+def _soft_state_corpus() -> list[bytes]:
+    h = HISTORY
+    dev = h.keys["d0"]
+    box = MailboxIdentity(b"\x09" * 32)
+    v1_fields = grant_fields(
+        FAST, GRANT_V1, box.public, "12D3KooWv1", h.account, dev.sign_public, 9, 9, 1, 2
+    )
+    v1_grant = canonical.encode_flat(
+        [*v1_fields, box.sign(D_MAILBOX_GRANT + canonical.encode_flat(v1_fields))]
+    )
+    mailbox = Mailbox(FAST, box, "12D3KooWv2")
+    v2_grant = mailbox.issue_grant(h.account, dev.sign_public, now=Now.virtual(0.0)).raw
+    keyed = mailbox.issue_grant(
+        h.account, dev.sign_public, now=Now.virtual(0.0), token_key=device("tok").sign_public
+    ).raw
+    common: dict[str, Any] = {"timestamp": T0, "lifetime_ms": 3_600_000}
+    records = [
+        make_record(
+            FAST, h.account, dev, peer_ids=("12D3KooWa",), addrs=("/ip4/1.2.3.4/tcp/1",),
+            mailboxes=((v1_grant, ("/ip4/5.6.7.8/tcp/2",)),), version=RECORD_V1, **common,
+        ),
+        make_record(
+            FAST, h.account, dev, peer_ids=("12D3KooWa",), addrs=("/ip4/1.2.3.4/tcp/1",),
+            mailboxes=((v2_grant, ("/ip4/5.6.7.8/tcp/2",)), (keyed, ())),
+            signed_prekey=SignedPrekey(3, device("pre").enc_public),
+            relays=("12D3KooWrelay",), capabilities=(1, 2, 77), **common,
+        ),
+        make_record(FAST, h.account, dev, peer_ids=(), addrs=(), **common),
+    ]  # fmt: skip
+    return [r.raw for r in records] + [v1_grant, v2_grant, keyed]
+
+
+SOFT_STATE = _soft_state_corpus()
+
+
+@st.composite
+def soft_state_field_mutated(draw: st.DrawFn) -> bytes:
+    """A record or grant with one element (or one element of a nested
+    array: a grant entry, the prekey, the capabilities) replaced, removed or
+    added: reaches every field check behind the canonical form."""
+    fields = msgpack.unpackb(draw(st.sampled_from(SOFT_STATE)), raw=False)
+    target = fields
+    while draw(st.booleans()):
+        inner = [x for x in target if isinstance(x, list)]
+        if not inner:
+            break
+        target = draw(st.sampled_from(inner))
+    op = draw(st.integers(0, 3))
+    i = draw(st.integers(0, max(len(target) - 1, 0)))
+    if op <= 1 and target:
+        target[i] = draw(any_value)
+    elif op == 2 and target:
+        del target[i]
+    else:
+        target.insert(i, draw(any_value))
+    return bytes(msgpack.packb(fields, use_bin_type=True))
+
+
+soft_state_inputs = st.one_of(
+    st.binary(max_size=600),
+    mutated(SOFT_STATE),
+    soft_state_field_mutated(),
+    st.sampled_from(SOFT_STATE),
+)
+
+
+def check_soft_state_decoders(raw: bytes) -> None:
+    assert_survives(decode_grant, raw, FAST)
+    assert_survives(decode_record, raw, FAST)
+    unverified = assert_survives(lambda r: decode_record(r, FAST, verify=False), raw)
+    if unverified is not None:
+        # the relay's path (§11.7.2): structure first, the signature later
+        assert_survives(verify_record, unverified)
+        assert unverified.raw == raw
+
+
+@_settings(FAST_N)
+@given(soft_state_inputs)
+def test_fuzz_record_and_grant_decoders(raw: bytes) -> None:
+    check_soft_state_decoders(raw)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N)
+@given(soft_state_inputs)
+def test_fuzz_record_and_grant_decoders_slow(raw: bytes) -> None:
+    check_soft_state_decoders(raw)
+
+
+def test_the_soft_state_corpus_is_valid() -> None:
+    records, grants = SOFT_STATE[:3], SOFT_STATE[3:]
+    assert [decode_record(r, FAST).version for r in records] == [1, 2, 2]
+    assert [decode_grant(g, FAST).version for g in grants] == [1, 2, 2]

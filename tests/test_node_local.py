@@ -147,16 +147,19 @@ def test_init_json_has_no_secrets(tmp_path: Path) -> None:
 
 def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     """mailboxes.json is ours but may be damaged or stale: only grants for
-    this very device, unexpired, at different mailboxes, at most two, with
-    record-sized addresses come back; garbage costs only new grants."""
+    this very device, unexpired, v2 (what a v2 record may name), at
+    different mailboxes, at most two, with record-sized addresses come
+    back; garbage costs only new grants."""
     import json
     import time
     from types import SimpleNamespace
 
     from node.services.mailbox import MailboxService
+    from protocol.core.canonical import encode_flat
     from protocol.core.keys import DeviceKeys
     from protocol.core.machine import Now
     from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+    from protocol.records.grant import D_MAILBOX_GRANT, GRANT_V1, grant_fields
 
     me, other = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
     account = b"\xaa" * 32
@@ -171,8 +174,18 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
         grant = box.issue_grant(account, device, now=Now(0.0, kw.get("at", now)))
         return {"grant": grant.raw.hex(), "addrs": ["/ip4/127.0.0.1/tcp/1"]}
 
+    def v1_entry(box: Mailbox) -> dict[str, object]:
+        """A v1 grant, as an older version saved it: a v2 record cannot name it."""
+        fields = grant_fields(
+            FAST, GRANT_V1, box.identity.public, box.peer_id, account, me.sign_public, 1, 1, now,
+            now + 3600_000,
+        )  # fmt: skip
+        raw = encode_flat([*fields, box.identity.sign(D_MAILBOX_GRANT + encode_flat(fields))])
+        return {"grant": raw.hex(), "addrs": ["/ip4/127.0.0.1/tcp/1"]}
+
     good = entry(boxes[0])
     saved = [
+        v1_entry(boxes[3]),
         entry(boxes[1], other.sign_public),  # another device's grant
         entry(boxes[2], at=now - 40 * 24 * 3600 * 1000),  # expired
         {**entry(boxes[3]), "addrs": ["x" * 500]},  # an address no record may carry

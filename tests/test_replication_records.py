@@ -23,7 +23,7 @@ from protocol.core.errors import (
 from protocol.core.machine import SIM_EPOCH_MS, Now
 from protocol.core.params import NetworkParams
 from protocol.log.ledger import Ledger
-from protocol.records.device import MAX_SKEW_MS, SignedDeviceRecord, make_record
+from protocol.records.device import MAX_RECORD_BYTES, MAX_SKEW_MS, SignedDeviceRecord, make_record
 from protocol.sync.replication import (
     Disconnect,
     Misbehaved,
@@ -109,7 +109,7 @@ def test_records_and_peers_frames_round_trip_and_are_bounded() -> None:
     with pytest.raises(SizeLimitError):
         decode_frame(encode_frame(RecordsFrame(())))
     with pytest.raises(SizeLimitError):
-        decode_frame(encode_frame(RecordsFrame((bytes(2049),))))
+        decode_frame(encode_frame(RecordsFrame((bytes(MAX_RECORD_BYTES + 1),))))
     three = tuple((f"p{i}", ("/ip4/1.1.1.1/tcp/1",)) for i in range(3))
     with pytest.raises(SizeLimitError):
         decode_frame(encode_frame(PeersFrame(three)), limits)

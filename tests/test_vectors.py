@@ -21,6 +21,8 @@ from protocol.core.canonical import decode, encode, encode_flat
 from protocol.core.params import NetworkParams
 from protocol.log.events import EventKind, decode_event, pop_message, verify_event
 from protocol.log.ledger import IngestStatus, Ledger
+from protocol.records.device import decode_record
+from protocol.records.grant import D_MAILBOX_GRANT, decode_grant
 from protocol.sync import reconcile, wire
 from tests.vectors import generate
 from tests.vectors._common import PARAMS, from_tagged, state_json
@@ -56,6 +58,7 @@ def params_of(data: dict[str, Any]) -> NetworkParams:
         max_ancestors=p["max_ancestors"],
         min_timestamp_ms=p["min_timestamp_ms"],
         max_timestamp_ms=p["max_timestamp_ms"],
+        suite=p["suite"],
     )
     return params
 
@@ -415,3 +418,84 @@ def test_replication_exchange_is_reproduced_message_by_message() -> None:
         else:
             assert not out.wants_reply
     assert needs == ex["needs"]
+
+
+# -- records.json ----------------------------------------------------------------
+
+_GRANT_BIN = {"mailbox_key", "account", "device", "token_key"}
+
+
+def _grant_wire(fields: dict[str, Any]) -> list[object]:
+    """The signed elements of a grant, in the JSON's (array) order."""
+    return [bytes.fromhex(v) if k in _GRANT_BIN else v for k, v in fields.items()]
+
+
+def _record_wire(fields: dict[str, Any], grants: dict[str, bytes]) -> list[object]:
+    out: list[object] = []
+    for k, v in fields.items():
+        if k in ("account", "device"):
+            out.append(bytes.fromhex(v))
+        elif k == "mailboxes":
+            out.append([[grants[m["grant"]], m["addrs"]] for m in v])
+        elif k == "signed_prekey":
+            out.append([v[0], bytes.fromhex(v[1])] if v else [])
+        else:
+            out.append(v)
+    return out
+
+
+def test_record_and_grant_vectors_are_reproduced_from_their_fields() -> None:
+    data = load("records.json")
+    params = params_of(data)
+    assert data["domains"]["D_MAILBOX_GRANT"] == D_MAILBOX_GRANT.hex()
+    assert data["domains"]["D_DEVICE_RECORD"] == crypto.D_DEVICE_RECORD.hex()
+    grants: dict[str, bytes] = {}
+    for case in data["grants"]["valid"]:
+        raw, signed = bytes.fromhex(case["raw_hex"]), _grant_wire(case["fields"])
+        signing_input = D_MAILBOX_GRANT + encode_flat(signed)
+        assert signing_input.hex() == case["signing_input_hex"], case["name"]
+        sig = bytes.fromhex(case["signature"])
+        crypto.verify(bytes.fromhex(case["fields"]["mailbox_key"]), signing_input, sig)
+        assert encode_flat([*signed, sig]) == raw, case["name"]
+        g = decode_grant(raw, params)
+        assert (g.version, g.token_key.hex()) == (
+            case["fields"]["version"],
+            case["fields"].get("token_key", ""),
+        )
+        grants[case["name"]] = raw
+    versions = []
+    for case in data["records"]["valid"]:
+        raw, signed = bytes.fromhex(case["raw_hex"]), _record_wire(case["fields"], grants)
+        signing_input = crypto.D_DEVICE_RECORD + encode_flat(signed)
+        assert signing_input.hex() == case["signing_input_hex"], case["name"]
+        sig = bytes.fromhex(case["signature"])
+        crypto.verify(bytes.fromhex(case["fields"]["device"]), signing_input, sig)
+        assert encode_flat([*signed, sig]) == raw, case["name"]
+        r = decode_record(raw, params)
+        versions.append(r.version)
+        assert list(r.capabilities) == case["fields"].get("capabilities", [])
+        assert list(r.relays) == case["fields"].get("relays", [])
+    assert sorted(set(versions)) == [1, 2]
+
+
+def test_invalid_records_and_grants_fail_with_their_error() -> None:
+    data = load("records.json")
+    params = params_of(data)
+    seen = set()
+    for case in data["grants"]["invalid"]:
+        seen.add(case["error"])
+        raises_exactly(case["error"], decode_grant, bytes.fromhex(case["raw_hex"]), params)
+    for case in data["records"]["invalid"]:
+        seen.add(case["error"])
+        raises_exactly(case["error"], decode_record, bytes.fromhex(case["raw_hex"]), params)
+    assert len(seen) >= 8
+
+
+def test_newest_record_wins_across_versions() -> None:
+    data = load("records.json")
+    records = {
+        c["name"]: decode_record(bytes.fromhex(c["raw_hex"]), params_of(data))
+        for c in data["records"]["valid"]
+    }
+    order = sorted(records, key=lambda n: (records[n].timestamp, records[n].raw))
+    assert order == data["newest_last"]

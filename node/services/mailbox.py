@@ -62,8 +62,8 @@ from protocol.messaging.mailbox_client import (
     GrantsChanged,
     MailboxClient,
 )
-from protocol.records.device import MAX_MAILBOXES, MAX_TEXT, SignedDeviceRecord
-from protocol.records.grant import Grant, decode_grant
+from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
+from protocol.records.grant import GRANT_V2, Grant, decode_grant
 
 from ..context import NodeContext, Stream
 from ..datadir import write_private
@@ -81,8 +81,8 @@ FETCH_LIMIT = 100
 
 
 def _addr_ok(addr: object) -> bool:
-    """An address as a record carries it (PROTOCOL.md §16)."""
-    return type(addr) is str and 0 < len(addr) <= MAX_TEXT and addr.isprintable()
+    """An address as our (v2) record carries it (PROTOCOL.md §16)."""
+    return text_ok(addr)
 
 
 class MailboxService:
@@ -159,6 +159,7 @@ class MailboxService:
         for grant, addrs in grants:
             if (
                 account is not None
+                and grant.version == GRANT_V2  # a v1 grant, from an older run, cannot be named
                 and grant.valid_for(account, device, now_ms)
                 and all(g.mailbox_peer != grant.mailbox_peer for g, _ in kept)
                 and type(addrs) is list
@@ -300,7 +301,7 @@ class MailboxService:
             log.debug("no grant from %s: %s", peer_id, exc)
             driver.call(lambda now: client.grant_refused(peer_id, now))
             return
-        self._addrs[peer_id] = addrs[:4]
+        self._addrs[peer_id] = tuple(a for a in addrs if _addr_ok(a))[:4]
         log.info("mailbox at %s", peer_id)
         driver.call(lambda now: client.granted(grant, now))
 

@@ -36,7 +36,7 @@ from protocol.core.errors import (
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import integer as _int
 from protocol.core.names import check_name
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams, check_suite
 
 NONCE_BYTES = 8
 ID_BYTES = 32
@@ -293,8 +293,11 @@ def decode_event(raw: bytes, params: NetworkParams) -> Event:
     if type(fields) is not list or len(fields) < 3:
         raise SchemaError("an event is an array")
     version, suite, network = fields[0], fields[1], fields[2]
-    if _int(version, "version") != FORMAT_VERSION or _int(suite, "suite") != SUITE_V1:
+    if _int(version, "version") != FORMAT_VERSION:
         raise UnsupportedVersionError(f"event format {version}/{suite} is not known here")
+    # The suite is the network's rules version (§12): an event of another
+    # suite is not evaluated here, whatever its fields say.
+    check_suite(params, _int(suite, "suite"), "an event")
     if len(fields) != EVENT_FIELDS:
         raise SchemaError(f"a version-1 event has {EVENT_FIELDS} fields")
     _, _, _, kind_v, account, parents, timestamp, body, signer, nonce, signature = fields
@@ -326,6 +329,8 @@ def decode_event(raw: bytes, params: NetworkParams) -> Event:
         signature,
         _blake2b(crypto.D_EVENT_ID + b"\x9a" + raw[1:_CORE_END], digest_size=32).digest(),
         raw,
+        FORMAT_VERSION,
+        suite,
     )
 
 
@@ -390,7 +395,7 @@ def build_event(
         msgpack.packb(
             [
                 FORMAT_VERSION,
-                SUITE_V1,
+                params.suite,
                 params.network_id,
                 int(kind),
                 account,

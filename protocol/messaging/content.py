@@ -9,9 +9,11 @@ value, tagged by its kind:
 * ``HistoryBundle`` (kind 3) — a batch of earlier messages, sent by the
   device that approved a new device of the *same* account, wrapped for the
   new device only;
-* ``UnknownContent`` — any other kind (16 and up are reserved for a later
-  session/ratchet layer, §15.9): authenticated and replay-checked like the
-  rest, reported so that the node can say "needs upgrade".
+* ``UnknownContent`` — any other kind: authenticated and replay-checked
+  like the rest, and reported with its ``ContentRange`` (DESIGN §10: 1-15
+  messages, receipts and history; 16-31 session control; 32-47 account
+  sync; 48-63 mailbox tokens; 64 and up groups and attachments), which says
+  what a receiver does with a kind it does not know (§15.4).
 
 ``ReplayGuard`` is a receiving device's replay state: per (sender account,
 sender device, recipient account) the highest counter seen and a bitmap of
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from itertools import pairwise
 
 from protocol.core.canonical import decode_flat, encode_flat
@@ -47,8 +49,44 @@ class ContentKind(IntEnum):
     TEXT = 1
     RECEIPT = 2
     HISTORY = 3
-    # 4..15: reserved for later content kinds of this layer
-    # 16..31: reserved for the session/ratchet layer (§15.9)
+    # 4..15: later messages, receipts and history; 16..31 session control
+    # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
+    # attachments.  ``content_range`` tells them apart.
+
+
+class ContentRange(Enum):
+    """What a content kind is for, by its range (DESIGN §10, PROTOCOL.md
+    §15.4).  Fixed for every version, so that a receiver knows what to do
+    with a kind it cannot decode."""
+
+    #: 1-15: messages, receipts and history, shown to the user
+    MESSAGES = "messages"
+    #: 16-31: session control of the ratchet layer (§15.9)
+    SESSION = "session"
+    #: 32-47: sync among the devices of one account, from that account only
+    ACCOUNT_SYNC = "account_sync"
+    #: 48-63: one-time mailbox deposit tokens handed to contacts
+    MAILBOX_TOKENS = "mailbox_tokens"
+    #: 64 and up: reserved for groups and attachments
+    RESERVED = "reserved"
+
+
+#: the first kind of each range after the first, ascending
+_RANGE_STARTS = (
+    (64, ContentRange.RESERVED),
+    (48, ContentRange.MAILBOX_TOKENS),
+    (32, ContentRange.ACCOUNT_SYNC),
+    (16, ContentRange.SESSION),
+    (1, ContentRange.MESSAGES),
+)
+
+
+def content_range(kind: int) -> ContentRange:
+    """The range of a kind; 0 is no kind (``SchemaError``): every range
+    starts at 1 or above, and 0 was never sent."""
+    if isinstance(kind, bool) or not isinstance(kind, int) or kind < 1:  # ContentKind is an int
+        raise SchemaError(f"content kind {kind!r} is not 1 or more")
+    return next(r for start, r in _RANGE_STARTS if kind >= start)
 
 
 class ReceiptStatus(IntEnum):
@@ -123,10 +161,17 @@ class HistoryBundle:
 
 @dataclass(frozen=True, slots=True)
 class UnknownContent:
-    """A kind this version does not know: shown as "needs upgrade"."""
+    """A kind this version does not know, kept undecoded.  Its ``range``
+    says what to do with it (§15.4): show "needs upgrade" for messages,
+    groups and attachments; ignore session control and mailbox tokens;
+    account sync arrives only from one's own account."""
 
     kind: int
     body: bytes
+
+    @property
+    def range(self) -> ContentRange:
+        return content_range(self.kind)
 
 
 Content = Text | Receipt | HistoryBundle | UnknownContent
@@ -210,6 +255,7 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.HISTORY: _history,
     }
     if kind not in decoders:
+        content_range(kind)  # 0 is no kind at all
         return UnknownContent(kind, body)
     # Bodies hold no maps, so the C-level canonical check is enough (§2.2).
     return decoders[ContentKind(kind)](decode_flat(body, MAX_CONTENT_BYTES))

@@ -64,7 +64,7 @@ from protocol.core.errors import (
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.keys import DeviceKeys
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.params import FORMAT_VERSION, NetworkParams, check_suite
 from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus, DeviceStatus
 from protocol.messaging.content import (
@@ -72,9 +72,11 @@ from protocol.messaging.content import (
     MESSAGE_ID_BYTES,
     Content,
     ContentKind,
+    ContentRange,
     HistoryBundle,
     ReplayGuard,
     ReplayKey,
+    content_range,
     decode_content,
     encode_content,
 )
@@ -331,7 +333,7 @@ def seal(
     wraps = [_make_wrap(seed, content_key, dev, enc) for dev, enc in sorted(targets.items())]
     header = [
         FORMAT_VERSION,
-        SUITE_V1,
+        params.suite,
         params.network_id,
         recipient_state.account_id,
         message_id,
@@ -384,8 +386,9 @@ def _parse_outer(raw: bytes, params: NetworkParams) -> tuple[Header, bytes, byte
     version, suite, network, recipient, message_id, wraps, nonce, ciphertext = fields
     if type(version) is not int or type(suite) is not int:
         raise SchemaError("version and suite are integers")
-    if version != FORMAT_VERSION or suite != SUITE_V1:
+    if version != FORMAT_VERSION:
         raise UnsupportedVersionError(f"envelope format {version!r}/{suite!r} is not known here")
+    check_suite(params, suite, "an envelope")
     if network != params.network_id:
         raise WrongNetworkError(f"envelope is for network {network!r}")
     _bin(recipient, 32, "recipient account")
@@ -544,6 +547,9 @@ def open_envelope(
     content = decode_content(kind, body)
     if kind == ContentKind.HISTORY and not same_account:
         raise UnauthorisedError("history comes only from a device of one's own account")
+    if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
+        # known or not: a contact cannot write into this account's own sync (§15.4)
+        raise UnauthorisedError("account sync comes only from a device of one's own account")
 
     # Step 9: replay, last, so that only a fully valid envelope is recorded.
     key: ReplayKey = (s_account, s_device, header.recipient_account)

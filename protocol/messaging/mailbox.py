@@ -58,14 +58,16 @@ from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.keys import DeviceKeys
 from protocol.core.machine import Misbehaved, Now, Send
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.params import NetworkParams
 from protocol.messaging.envelope import MAX_ENVELOPE_BYTES, peek
 from protocol.records.grant import (
     D_MAILBOX_GRANT,
+    GRANT_V2,
     MAX_GRANT_BYTES,
     Grant,
     check_peer_id,
     decode_grant,
+    grant_fields,
 )
 
 PROTOCOL_ID = "/smu/mailbox/1"
@@ -389,15 +391,17 @@ class Mailbox:
         quota_bytes: int | None = None,
         quota_count: int | None = None,
         lifetime_ms: int | None = None,
+        token_key: bytes = b"",
     ) -> Grant:
-        """Sign and install a grant (the node's policy decided to serve this device)."""
+        """Sign and install a grant (the node's policy decided to serve this
+        device).  Always a v2 grant (§15.11), the only kind a v2 device record
+        may name; ``token_key`` stays empty until deposit tokens exist."""
         self._now = now
         now_ms = now.wall_ms
         lim = self.limits
-        fields: list[object] = [
-            FORMAT_VERSION,
-            SUITE_V1,
-            self.params.network_id,
+        fields = grant_fields(
+            self.params,
+            GRANT_V2,
             self.identity.public,
             self.peer_id,
             account,
@@ -406,7 +410,8 @@ class Mailbox:
             lim.quota_count if quota_count is None else quota_count,
             now_ms,
             now_ms + (lim.grant_lifetime_ms if lifetime_ms is None else lifetime_ms),
-        ]
+            token_key,
+        )
         sig = self.identity.sign(D_MAILBOX_GRANT + encode_flat(fields))
         grant = decode_grant(encode_flat([*fields, sig]), self.params)
         box = self._boxes.get(device)

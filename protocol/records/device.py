@@ -1,26 +1,33 @@
 """Signed device records: soft state beside the log (PROTOCOL.md §16).
 
 A device publishes where it can be reached (libp2p peer ids and
-multiaddrs; later mailbox grants and prekeys) in a record it signs.  Records
-are not events: the newest one per device wins, each expires, and a node
-accepts one only from a device that is active in the node's *own* view of
-the account, with a timestamp no further ahead of the node's clock than the
-allowed skew.  When a device stops being active its records are dropped.
+multiaddrs, the mailboxes that hold envelopes for it, and, from version 2,
+its signed prekey, the relays it reserved slots at and what it can do) in
+a record it signs.  Records are not events: the newest one per device
+wins, each expires, and a node accepts one only from a device that is
+active in the node's *own* view of the account, with a timestamp no further
+ahead of the node's clock than the allowed skew.  When a device stops being
+active its records are dropped.
 
-Wire form, canonical MessagePack:
+Wire forms, canonical MessagePack, told apart by their first element:
 
-    [version, suite, network, account, device, timestamp, expires,
-     peer_ids, addrs, signature]
+    v1: [1, suite, network, account, device, timestamp, expires,
+         peer_ids, addrs, mailboxes, signature]
+    v2: [2, suite, network, account, device, timestamp, expires,
+         peer_ids, addrs, mailboxes, signed_prekey, relays, capabilities,
+         signature]
 
 The signature is Ed25519 by ``device`` over ``D_DEVICE_RECORD`` followed by
-the canonical encoding of the first nine elements as an array.
+the canonical encoding of every element but the signature, as an array;
+the version inside keeps the signed bytes of the two formats apart.  A v1
+record names only v1 grants and a v2 record only v2 grants (§15.11).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 
 from protocol.core import crypto
 from protocol.core.canonical import decode_flat, encode_flat
@@ -30,13 +37,20 @@ from protocol.core.errors import (
     SizeLimitError,
     UnauthorisedError,
     UnsupportedVersionError,
+    UsageError,
     WrongNetworkError,
 )
 from protocol.core.keys import DeviceKeys
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
-from protocol.records.grant import decode_grant
+from protocol.core.params import NetworkParams, suite_known
+from protocol.records.grant import GRANT_V1, GRANT_V2, decode_grant
 
-MAX_RECORD_BYTES = 2048
+RECORD_V1 = 1
+RECORD_V2 = 2
+#: largest record of any version, checked before parsing: the worst-case
+#: v2 record is 4,556 bytes (PROTOCOL.md §16.4 adds it up), plus margin
+MAX_RECORD_BYTES = 5120
+#: version 1 keeps the limit it always had
+MAX_RECORD_V1_BYTES = 2048
 MAX_PEER_IDS = 4
 MAX_ADDRS = 8
 MAX_TEXT = 160
@@ -44,10 +58,48 @@ MAX_TEXT = 160
 MAX_SKEW_MS = 5 * 60 * 1000
 #: longest validity a record may claim
 MAX_LIFETIME_MS = 30 * 24 * 3600 * 1000
+#: elements of each version's array, signature included
 FIELDS = 11
+FIELDS_V2 = 14
+_FIELDS = {RECORD_V1: FIELDS, RECORD_V2: FIELDS_V2}
+#: the grant version each record version may name (one format per record
+#: version keeps the size bound and the signature domain simple, §16)
+_GRANT_VERSION = {RECORD_V1: GRANT_V1, RECORD_V2: GRANT_V2}
 #: mailboxes a record may name, and addresses per mailbox
 MAX_MAILBOXES = 2
 MAX_MAILBOX_ADDRS = 2
+#: v2: relays a record may name, capabilities it may list
+MAX_RELAYS = 4
+MAX_CAPABILITIES = 16
+#: every capability value is below this; a prekey id below ``PREKEY_ID_BOUND``
+CAPABILITY_BOUND = 1 << 16
+PREKEY_ID_BOUND = 1 << 32
+_SIGNATURE_TAIL = 2 + crypto.ED25519_SIGNATURE_BYTES  # bin8 header + 64 bytes
+
+
+class Capability(IntEnum):
+    """Named capability values of a v2 record (PROTOCOL.md §16).  A record
+    may list values this code does not name: they are kept and ignored."""
+
+    #: the device opens wrap scheme 2 (forward-secret sessions, §15.9).
+    #: Sticky: once a sender has seen it for a device it never wraps for
+    #: that device with scheme 1 again, so a stale or forged-by-omission
+    #: record cannot downgrade the session.
+    WRAP_SCHEME_2 = 1
+    #: the device's node speaks the framed, flow-controlled per-link channel
+    #: (DESIGN §10)
+    LINK_CHANNEL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SignedPrekey:
+    """A v2 record's signed prekey: the record's own signature covers it."""
+
+    prekey_id: int
+    public: bytes
+
+
+Mailboxes = tuple[tuple[bytes, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,29 +112,42 @@ class SignedDeviceRecord:
     peer_ids: tuple[str, ...]
     addrs: tuple[str, ...]
     #: (the mailbox's grant for this device, the mailbox's multiaddrs)
-    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...]
+    mailboxes: Mailboxes
     signature: bytes
     raw: bytes
+    version: int = RECORD_V1
+    #: v2 only (None, empty in v1): the signed prekey, relay peer ids and
+    #: capability values, unknown values included, ascending
+    signed_prekey: SignedPrekey | None = None
+    relays: tuple[str, ...] = ()
+    capabilities: tuple[int, ...] = ()
 
     @property
     def key(self) -> tuple[bytes, bytes]:
         return (self.account, self.device)
 
+    def has(self, capability: Capability) -> bool:
+        return int(capability) in self.capabilities
+
 
 def _unsigned(
-    network: str,
+    params: NetworkParams,
+    version: int,
     account: bytes,
     device: bytes,
     timestamp: int,
     expires: int,
     peer_ids: tuple[str, ...],
     addrs: tuple[str, ...],
-    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...],
+    mailboxes: Mailboxes,
+    signed_prekey: SignedPrekey | None,
+    relays: tuple[str, ...],
+    capabilities: tuple[int, ...],
 ) -> list[object]:
-    return [
-        FORMAT_VERSION,
-        SUITE_V1,
-        network,
+    fields: list[object] = [
+        version,
+        params.suite,
+        params.network_id,
         account,
         device,
         timestamp,
@@ -91,6 +156,10 @@ def _unsigned(
         list(addrs),
         [[grant, list(mb_addrs)] for grant, mb_addrs in mailboxes],
     ]
+    if version == RECORD_V2:
+        prekey = [] if signed_prekey is None else [signed_prekey.prekey_id, signed_prekey.public]
+        fields += [prekey, list(relays), list(capabilities)]
+    return fields
 
 
 def make_record(
@@ -102,10 +171,22 @@ def make_record(
     lifetime_ms: int,
     peer_ids: tuple[str, ...],
     addrs: tuple[str, ...],
-    mailboxes: tuple[tuple[bytes, tuple[str, ...]], ...] = (),
+    mailboxes: Mailboxes = (),
+    signed_prekey: SignedPrekey | None = None,
+    relays: tuple[str, ...] = (),
+    capabilities: tuple[int, ...] = (),
+    version: int = RECORD_V2,
 ) -> SignedDeviceRecord:
+    """Sign a record; version 2 unless ``version=RECORD_V1`` (kept for the
+    golden vectors and tests: nodes publish v2).  Raises the
+    ``InvalidInput`` that a receiver would raise on a field it refuses."""
+    if version not in _FIELDS:
+        raise UsageError(f"no device record version {version}")
+    if version == RECORD_V1 and (signed_prekey is not None or relays or capabilities):
+        raise UsageError("a version-1 record has no prekey, relays or capabilities")
     fields = _unsigned(
-        params.network_id,
+        params,
+        version,
         account,
         device.sign_public,
         timestamp,
@@ -113,25 +194,41 @@ def make_record(
         peer_ids,
         addrs,
         mailboxes,
+        signed_prekey,
+        relays,
+        capabilities,
     )
     signature = device.sign(crypto.D_DEVICE_RECORD + encode_flat(fields))
     return decode_record(encode_flat([*fields, signature]), params)
 
 
-def _texts(value: object, limit: int, what: str) -> tuple[str, ...]:
+def text_ok(v: object, version: int = RECORD_V2) -> bool:
+    """A peer id or multiaddr as a record of ``version`` may carry it.
+    v1: 1 to 160 printable characters (Python's ``str.isprintable``).  v2:
+    1 to 160 visible ASCII characters (0x21-0x7e), which is all a peer id
+    or a multiaddr ever holds, so that the rule is the same in every
+    language and the worst-case size of a record is a plain sum (§16)."""
+    if type(v) is not str or not 0 < len(v) <= MAX_TEXT:
+        return False
+    if version == RECORD_V1:
+        return v.isprintable()
+    return v.isascii() and v.isprintable() and " " not in v
+
+
+def _texts(value: object, limit: int, what: str, version: int) -> tuple[str, ...]:
     if type(value) is not list or len(value) > limit:
         raise SchemaError(f"{what}: an array of at most {limit}")
-    for v in value:
-        if type(v) is not str or not 0 < len(v) <= MAX_TEXT or not v.isprintable():
-            raise SchemaError(f"{what}: printable strings of at most {MAX_TEXT} characters")
+    if not all(text_ok(v, version) for v in value):
+        raise SchemaError(f"{what}: 1 to {MAX_TEXT} printable characters each")
     return tuple(value)
 
 
 def _mailboxes(
-    value: object, params: NetworkParams, account: bytes, device: bytes
-) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
+    value: object, params: NetworkParams, version: int, account: bytes, device: bytes
+) -> Mailboxes:
     """Each entry is [grant, [multiaddr...]]; the grant must be a mailbox's
-    valid signature for this very account and device (PROTOCOL.md §16)."""
+    valid signature for this very account and device (PROTOCOL.md §16), in
+    the grant format of this record version."""
     if type(value) is not list or len(value) > MAX_MAILBOXES:
         raise SchemaError(f"mailboxes: an array of at most {MAX_MAILBOXES}")
     out = []
@@ -139,10 +236,55 @@ def _mailboxes(
         if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not bytes:
             raise SchemaError("a mailbox entry is [grant, [addresses]]")
         grant = decode_grant(entry[0], params)
+        if grant.version != _GRANT_VERSION[version]:
+            raise SchemaError(
+                f"a version-{version} record names version-{_GRANT_VERSION[version]} grants"
+            )
         if grant.account != account or grant.device != device:
             raise SchemaError("a mailbox grant must name the record's account and device")
-        out.append((entry[0], _texts(entry[1], MAX_MAILBOX_ADDRS, "mailbox addresses")))
+        out.append((entry[0], _texts(entry[1], MAX_MAILBOX_ADDRS, "mailbox addresses", version)))
     return tuple(out)
+
+
+def _prekey(value: object) -> SignedPrekey | None:
+    """``[]`` or ``[prekey_id uint32, x25519 bin(32)]``; the key must pass
+    the X25519 checks of §3.3 (``InvalidKeyError``), as an event's would."""
+    if type(value) is not list or len(value) not in (0, 2):
+        raise SchemaError("a signed prekey is [] or [prekey_id, key]")
+    if not value:
+        return None
+    prekey_id, public = value
+    if type(prekey_id) is not int or not 0 <= prekey_id < PREKEY_ID_BOUND:
+        raise SchemaError("a prekey id is an unsigned 32-bit integer")
+    if type(public) is not bytes or len(public) != 32:
+        raise SchemaError("a prekey is 32 bytes")
+    crypto.check_x25519_public(public)
+    return SignedPrekey(prekey_id, public)
+
+
+def _capabilities(value: object) -> tuple[int, ...]:
+    """At most 16 values below 2**16, strictly increasing: one encoding per
+    set, so a record's bytes (and which of two records wins) do not depend
+    on how its signer ordered them."""
+    if type(value) is not list or len(value) > MAX_CAPABILITIES:
+        raise SchemaError(f"capabilities: an array of at most {MAX_CAPABILITIES}")
+    previous = -1
+    for c in value:
+        if type(c) is not int or not 0 <= c < CAPABILITY_BOUND:
+            raise SchemaError(f"a capability is an integer below {CAPABILITY_BOUND}")
+        if c <= previous:
+            raise SchemaError("capabilities must be strictly increasing")
+        previous = c
+    return tuple(value)
+
+
+def _signed_bytes(raw: bytes) -> bytes:
+    """``D_DEVICE_RECORD`` and the canonical encoding of every element but
+    the signature.  Both versions are fixarrays (11 and 14 elements, header
+    0x90 + n) ending in the signature's 66 bytes (c4 40 + 64), so that
+    encoding is the raw record with the header one less and the tail cut:
+    no re-encoding (§2.1)."""
+    return crypto.D_DEVICE_RECORD + bytes((raw[0] - 1,)) + raw[1:-_SIGNATURE_TAIL]
 
 
 def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> SignedDeviceRecord:
@@ -154,13 +296,24 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
     if len(raw) > MAX_RECORD_BYTES:
         raise SizeLimitError(f"a device record is at most {MAX_RECORD_BYTES} bytes")
     fields = decode_flat(raw, MAX_RECORD_BYTES)
-    if type(fields) is not list or len(fields) != FIELDS:
-        raise SchemaError(f"a device record is an array of {FIELDS}")
-    version, suite, network, account, device, ts, expires, peer_ids, addrs, boxes, sig = fields
-    if version != FORMAT_VERSION or suite != SUITE_V1 or type(version) is not int:
-        raise UnsupportedVersionError(f"record format {version}/{suite} is not known here")
+    if type(fields) is not list or len(fields) < 3:
+        raise SchemaError("a device record is an array [version, suite, network, ...]")
+    # The version first: an unknown one is dropped without blame by a relay
+    # (§11.7.2), so a later format may change everything after
+    # [version, suite, network].  For version 1, the checks it always made.
+    version = fields[0]
+    if type(version) is not int or version not in _FIELDS:
+        raise UnsupportedVersionError(f"record format {version!r} is not known here")
+    if version == RECORD_V1 and len(raw) > MAX_RECORD_V1_BYTES:
+        raise SizeLimitError(f"a version-1 device record is at most {MAX_RECORD_V1_BYTES} bytes")
+    if len(fields) != _FIELDS[version]:
+        raise SchemaError(f"a version-{version} device record is an array of {_FIELDS[version]}")
+    suite, network, account, device, ts, expires, peer_ids, addrs, boxes = fields[1:10]
+    if not suite_known(params, suite):
+        raise UnsupportedVersionError(f"record format {version}/{suite!r} is not known here")
     if network != params.network_id:
         raise WrongNetworkError(f"record is for network {network!r}")
+    sig = fields[-1]
     for value, size, what in (
         (account, 32, "account"),
         (device, 32, "device"),
@@ -175,37 +328,30 @@ def decode_record(raw: bytes, params: NetworkParams, *, verify: bool = True) -> 
         or expires - ts > MAX_LIFETIME_MS
     ):
         raise BadTimestampError("record timestamps out of bounds")
-    record = SignedDeviceRecord(
-        network,
-        account,
-        device,
-        ts,
-        expires,
-        _texts(peer_ids, MAX_PEER_IDS, "peer ids"),
-        _texts(addrs, MAX_ADDRS, "addresses"),
-        _mailboxes(boxes, params, account, device),
-        sig,
-        raw,
+    texts = (
+        _texts(peer_ids, MAX_PEER_IDS, "peer ids", version),
+        _texts(addrs, MAX_ADDRS, "addresses", version),
     )
+    mailboxes = _mailboxes(boxes, params, version, account, device)
+    common = (network, account, device, ts, expires, *texts, mailboxes, sig, raw)
+    if version == RECORD_V1:
+        record = SignedDeviceRecord(*common)
+    else:
+        record = SignedDeviceRecord(
+            *common,
+            RECORD_V2,
+            _prekey(fields[10]),
+            _texts(fields[11], MAX_RELAYS, "relays", version),
+            _capabilities(fields[12]),
+        )
     if verify:
-        crypto.verify(device, crypto.D_DEVICE_RECORD + encode_flat(fields[:-1]), sig)
+        crypto.verify(device, _signed_bytes(raw), sig)
     return record
 
 
 def verify_record(record: SignedDeviceRecord) -> None:
-    """The signature of a record decoded with ``verify=False``.  The decoded
-    form was canonical, so re-encoding the fields gives the signed bytes."""
-    unsigned = _unsigned(
-        record.network,
-        record.account,
-        record.device,
-        record.timestamp,
-        record.expires,
-        record.peer_ids,
-        record.addrs,
-        record.mailboxes,
-    )
-    crypto.verify(record.device, crypto.D_DEVICE_RECORD + encode_flat(unsigned), record.signature)
+    """The signature of a record decoded with ``verify=False``."""
+    crypto.verify(record.device, _signed_bytes(record.raw), record.signature)
 
 
 class Offer(Enum):

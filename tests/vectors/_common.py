@@ -14,7 +14,7 @@ from typing import Any
 from protocol.core import crypto, errors
 from protocol.core.canonical import encode_flat
 from protocol.core.keys import DeviceKeys, RecoveryKey
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams
+from protocol.core.params import FORMAT_VERSION, NetworkParams
 from protocol.log.state import AccountState
 
 #: A network of its own: proof-of-work is real (so an implementation must
@@ -33,7 +33,7 @@ def params_json(params: NetworkParams = PARAMS) -> dict[str, Json]:
     return {
         "network_id": params.network_id,
         "format_version": FORMAT_VERSION,
-        "suite": SUITE_V1,
+        "suite": params.suite,
         "genesis_pow_bits": params.genesis_pow_bits,
         "event_pow_bits": params.event_pow_bits,
         "max_event_bytes": params.max_event_bytes,

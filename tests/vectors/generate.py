@@ -19,6 +19,7 @@ from . import (
     event_vectors,
     history_vectors,
     key_vectors,
+    record_vectors,
     replication_vectors,
 )
 from ._common import Json
@@ -31,6 +32,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "events.json": event_vectors.build,
     "histories.json": history_vectors.build,
     "replication.json": replication_vectors.build,
+    "records.json": record_vectors.build,
 }
 
 
