@@ -19,8 +19,8 @@ same machines under virtual time, with ``Now.virtual``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 #: machine time 0 as Unix ms under virtual time (tests and simnet): a fixed
