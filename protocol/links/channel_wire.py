@@ -161,7 +161,7 @@ def _uint(value: object, low: int, high: int, what: str) -> int:
 
 def _fields(value: list[object], count: int, layout: str) -> None:
     if len(value) != count:
-        raise SchemaError(f"{layout} has {count} elements, not {len(value)}")
+        raise SchemaError(f"{layout} must have {count} elements, not {len(value)}")
 
 
 def _items(value: object, first_seq: int) -> tuple[tuple[int, bytes], ...]:
