@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    channel_vectors,
     encoding_vectors,
     event_vectors,
     history_vectors,
@@ -31,6 +32,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "events.json": event_vectors.build,
     "histories.json": history_vectors.build,
     "replication.json": replication_vectors.build,
+    "channel.json": channel_vectors.build,
 }
 
 
