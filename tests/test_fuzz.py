@@ -8,6 +8,8 @@ through ``verify_event`` and ``Ledger.ingest`` under the same rule.  The
 machines that read remote frames (``Approver.receive``, ``Joiner.receive``,
 ``Mailbox.handle``) answer any bytes with outputs, never an exception.
 Whatever ``decode_record`` accepts unverified goes through ``verify_record``.
+The per-link channel machine must not raise at all on remote input: it reports
+it as ``Misbehaved`` and closes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from protocol.core import canonical, keys
 from protocol.core.errors import InvalidInput, ProtocolError
 from protocol.core.machine import Hangup, Misbehaved, Now, Send
 from protocol.linking import machines as lk
+from protocol.links import channel_wire
+from protocol.links.channel import Channel
+from protocol.links.channel import Misbehaved as ChannelMisbehaved
+from protocol.links.channel import State as ChannelState
 from protocol.log import authoring
 from protocol.log.events import decode_event, verify_event
 from protocol.log.ledger import Ledger
@@ -501,3 +507,71 @@ def test_the_soft_state_corpus_is_valid() -> None:
     records, grants = SOFT_STATE[:3], SOFT_STATE[3:]
     assert [decode_record(r, FAST).version for r in records] == [1, 2, 2]
     assert [decode_grant(g, FAST).version for g in grants] == [1, 2, 2]
+
+
+# Per-link channel frames (PROTOCOL.md §17.3.2): the decoder raises only
+# InvalidInput, and the machine never raises on remote input at all
+
+CHANNEL_FRAMES = [
+    channel_wire.encode_frame(f)
+    for f in (
+        channel_wire.HelloFrame(1, channel_wire.MIN_WINDOW, channel_wire.MIN_FRAME_BYTES),
+        channel_wire.DataFrame(1, ((1, b"payload"), (65_535, b""), (0, bytes(300)))),
+        channel_wire.DataFrame(2**40, ((16, b"x"),)),
+        channel_wire.AckFrame(3, channel_wire.MIN_WINDOW + 1),
+        channel_wire.PingFrame(),
+        channel_wire.CloseFrame(channel_wire.CloseCode.STALLED, "nothing acknowledged"),
+    )
+]
+
+
+@st.composite
+def channel_field_mutated(draw: st.DrawFn) -> bytes:
+    """A valid frame with one field (or one field of one DATA item)
+    replaced, removed or added, re-packed: reaches the schema checks."""
+    fields = msgpack.unpackb(draw(st.sampled_from(CHANNEL_FRAMES)), raw=False)
+    target = fields
+    if len(fields) == 3 and isinstance(fields[2], list) and draw(st.booleans()):
+        target = draw(st.sampled_from(fields[2]))  # one item of a DATA frame
+    op = draw(st.integers(0, 2))
+    i = draw(st.integers(0, max(len(target) - 1, 0)))
+    if op == 0 and target:
+        target[i] = draw(any_value)
+    elif op == 1 and target:
+        del target[i]
+    else:
+        target.insert(i, draw(any_value))
+    return bytes(msgpack.packb(fields, use_bin_type=True))
+
+
+channel_inputs = st.one_of(
+    st.binary(max_size=200),
+    mutated(CHANNEL_FRAMES),
+    channel_field_mutated(),
+    st.sampled_from(CHANNEL_FRAMES),
+)
+
+
+def check_channel_decoder(data: bytes, opened: bool) -> None:
+    with contextlib.suppress(InvalidInput):  # and nothing else
+        channel_wire.decode_frame(data, channel_wire.MIN_FRAME_BYTES)
+    machine = Channel()
+    machine.start(Now.virtual(0))
+    if opened:
+        machine.receive(CHANNEL_FRAMES[0], Now.virtual(0))
+    outputs = machine.receive(data, Now.virtual(1))  # must not raise
+    if any(isinstance(o, ChannelMisbehaved) for o in outputs):
+        assert machine.state is ChannelState.CLOSED
+
+
+@_settings(FAST_N)
+@given(channel_inputs, st.booleans())
+def test_fuzz_channel_frames(data: bytes, opened: bool) -> None:
+    check_channel_decoder(data, opened)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N)
+@given(channel_inputs, st.booleans())
+def test_fuzz_channel_frames_slow(data: bytes, opened: bool) -> None:
+    check_channel_decoder(data, opened)

@@ -18,7 +18,20 @@ import pytest
 
 from protocol.core import crypto, errors, keys, names
 from protocol.core.canonical import decode, encode, encode_flat
+from protocol.core.machine import Now
 from protocol.core.params import NetworkParams
+from protocol.links import channel_wire
+from protocol.links.channel import (
+    Acknowledged,
+    Channel,
+    ChannelConfig,
+    CloseCode,
+    Closed,
+    Misbehaved,
+    Queued,
+    Received,
+    Send,
+)
 from protocol.log.events import EventKind, decode_event, pop_message, verify_event
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.records.device import decode_record
@@ -499,3 +512,100 @@ def test_newest_record_wins_across_versions() -> None:
     }
     order = sorted(records, key=lambda n: (records[n].timestamp, records[n].raw))
     assert order == data["newest_last"]
+
+
+# -- channel.json --------------------------------------------------------------
+
+
+def test_channel_limits_and_frames() -> None:
+    data = load("channel.json")
+    assert data["protocol_id"] == channel_wire.PROTOCOL_ID
+    assert data["limits"] == {
+        "max_item_bytes": channel_wire.MAX_ITEM_BYTES,
+        "item_cost": channel_wire.ITEM_COST,
+        "min_frame_bytes": channel_wire.MIN_FRAME_BYTES,
+        "min_window": channel_wire.MIN_WINDOW,
+        "max_items_per_frame": channel_wire.MAX_ITEMS_PER_FRAME,
+        "max_reason_bytes": channel_wire.MAX_REASON_BYTES,
+    }
+    types = set()
+    for case in data["frames"]:
+        raw = bytes.fromhex(case["hex"])
+        frame = channel_wire.decode_frame(raw, channel_wire.MIN_FRAME_BYTES)
+        types.add(type(frame).__name__)
+        assert channel_wire.encode_frame(frame) == raw, case["name"]
+        assert decode(raw, len(raw)) == from_tagged(case["value"]), case["name"]
+    assert len(types) == 5  # every frame type of §17.3.2
+    for case in data["rejected"]:
+        raw = bytes.fromhex(case["hex"])
+        raises_exactly(case["error"], channel_wire.decode_frame, raw, channel_wire.MIN_FRAME_BYTES)
+
+
+def _session_channel(data: dict[str, Any]) -> Channel:
+    c = data["session"]["config"]
+    config = ChannelConfig(
+        receive_window=c["receive_window"],
+        max_frame_bytes=c["max_frame_bytes"],
+        ack_delay=c["ack_delay"],
+        keepalive_interval=c["keepalive_interval"],
+    )
+    return Channel(config)
+
+
+def test_channel_frames_refused_out_of_place() -> None:
+    data = load("channel.json")
+    for case in data["out_of_place"]:
+        ch = _session_channel(data)
+        ch.start(Now.virtual(0))
+        for raw in case["before"]:
+            accepted = ch.receive(bytes.fromhex(raw), Now.virtual(0))
+            assert not [o for o in accepted if isinstance(o, Misbehaved)], case["name"]
+        out = ch.receive(bytes.fromhex(case["hex"]), Now.virtual(0))
+        (bad,) = [o for o in out if isinstance(o, Misbehaved)]
+        assert type(bad.error) is error_class(case["error"]), case["name"]
+        assert ch.closed is not None and ch.closed.code is CloseCode.PROTOCOL, case["name"]
+
+
+def test_channel_session_is_reproduced_step_by_step() -> None:
+    """Two channels driven by the recorded steps send exactly the recorded
+    frames and report exactly the recorded events."""
+    data = load("channel.json")
+    ends = {"A": _session_channel(data), "B": _session_channel(data)}
+    wire: dict[str, list[bytes]] = {"A": [], "B": []}
+    for step in data["session"]["steps"]:
+        side, now = step["side"], Now.virtual(step["at"])
+        ch = ends[side]
+        match step["do"]:
+            case "start":
+                out = ch.start(now)
+            case "offer":
+                out = ch.offer(step["kind"], bytes.fromhex(step["payload"]), now)
+            case "deliver":
+                out = ch.receive(wire[side].pop(0), now)
+            case "processed":
+                out = ch.processed(step["seq"], now)
+            case "tick":
+                out = ch.tick(now)
+            case "close":
+                out = ch.close(now, step["reason"])
+        sends = [o.frame for o in out if isinstance(o, Send)]
+        wire["B" if side == "A" else "A"] += sends
+        assert [f.hex() for f in sends] == step["sends"], step
+        events: list[dict[str, Any]] = []
+        for o in out:
+            if isinstance(o, Queued):
+                events.append({"queued": o.seq})
+            elif isinstance(o, Received):
+                events.append({"received": [o.seq, o.kind, o.payload.hex()]})
+            elif isinstance(o, Acknowledged):
+                events.append({"acknowledged": [o.first, o.last]})
+            elif isinstance(o, Closed):
+                closed = {
+                    "code": None if o.code is None else int(o.code),
+                    "reason": o.reason,
+                    "by_peer": o.by_peer,
+                    "unacknowledged": [i.seq for i in o.unacknowledged],
+                }
+                events.append({"closed": closed})
+        assert events == step["events"], step
+    assert all(ch.closed is not None for ch in ends.values())

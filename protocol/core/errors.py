@@ -98,6 +98,21 @@ class ChecksumError(InvalidInput):
     code = "checksum"
 
 
+class ChannelProtocolError(InvalidInput):
+    """A per-link channel frame that is well formed but wrong at this point
+    of the stream (PROTOCOL.md §17.3.5): a frame before HELLO, a second
+    HELLO, a gap in sequence numbers, an ACK of items never sent."""
+
+    code = "channel_protocol"
+
+
+class FlowControlError(InvalidInput):
+    """A channel peer sent beyond the window it was granted, or shrank the
+    window it grants (PROTOCOL.md §17.3.3)."""
+
+    code = "flow_control"
+
+
 class UsageError(ProtocolError):
     """The local caller misused the API."""
 

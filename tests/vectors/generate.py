@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    channel_vectors,
     encoding_vectors,
     event_vectors,
     history_vectors,
@@ -33,6 +34,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "histories.json": history_vectors.build,
     "replication.json": replication_vectors.build,
     "records.json": record_vectors.build,
+    "channel.json": channel_vectors.build,
 }
 
 
