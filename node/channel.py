@@ -10,9 +10,9 @@ offers a libp2p stream's ``read(n)``, ``write(data)``, ``close()`` and
 * one writer task: the machine's ``Send`` outputs, in order, from an
   unbounded queue (the machine bounds what it emits: DATA by the windows,
   the rest by its timers);
-* one timer task: a cancel scope whose deadline is re-armed from
-  ``next_deadline()`` after every call into the machine, so ``tick`` runs
-  exactly when due and nothing polls.
+* the machine driver (``node/driver.py``): every call into the machine goes
+  through it, and it re-arms the machine's timer from ``next_deadline()``
+  after each, so ``tick`` runs exactly when due and nothing polls.
 
 The caller reads ``events`` (``Received``, ``Acknowledged``, ``Misbehaved``
 and finally ``Closed``), calls ``processed`` once a received item is safe,
@@ -21,7 +21,7 @@ offer it again after ``wait_room``).  ``run`` returns the ``Closed`` value,
 whose ``unacknowledged`` items belong on the next stream.
 
 Stream errors are caught by type at the two places that touch the stream
-and logged once; the daemon wires this in later (it is not used yet).
+and logged once.  ``node/channels.py`` runs one per link.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
+from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import trio
-from libp2p.io.exceptions import IOException
 
 from protocol.core.errors import SizeLimitError
 from protocol.core.machine import Now
@@ -51,21 +51,11 @@ from protocol.links.channel import (
     State,
 )
 
+from .driver import MachineDriver
 from .errors import PeerError
-from .transport import frame, read_frame
+from .transport import STREAM_ERRORS, frame, read_frame
 
 log = logging.getLogger("smu.channel")
-
-#: what a stream raises when it ends or breaks: EOF (``read_exactly``, and
-#: libp2p's StreamEOF), libp2p's stream and connection errors, socket
-#: errors, and trio's for in-memory streams
-STREAM_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError,
-    OSError,
-    IOException,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-)
 
 #: seconds the last frames (a final ACK, the CLOSE) get to go out after a
 #: close before the stream is reset instead: a peer that does not read
@@ -85,11 +75,6 @@ class Stream(Protocol):
     async def reset(self) -> None: ...
 
 
-def wall_now() -> Now:
-    """trio's clock (monotonic; the MockClock in tests) and the wall clock."""
-    return Now(trio.current_time(), time.time_ns() // 1_000_000)
-
-
 class ChannelLink:
     def __init__(
         self,
@@ -107,7 +92,7 @@ class ChannelLink:
         # window, Acknowledged by our own items, one Closed
         self._events_send, self.events = trio.open_memory_channel[Event](math.inf)
         self._frames_send, self._frames = trio.open_memory_channel[bytes](math.inf)
-        self._timer = trio.CancelScope()
+        self.driver = MachineDriver(f"channel {name}", self.channel, self._apply)
         self._done = trio.Event()
         self._written = trio.Event()  # the writer sent everything, or gave up
         self._broken = False  # the stream failed: reset it rather than close it
@@ -124,10 +109,10 @@ class ChannelLink:
         if it failed or the last frames did not go out in time)."""
         try:
             async with trio.open_nursery() as nursery:
-                self._apply(self.channel.start(wall_now()))
+                await nursery.start(self.driver.run)
+                self.driver.call(self.channel.start)
                 nursery.start_soon(self._read_loop)
                 nursery.start_soon(self._write_loop)
-                nursery.start_soon(self._timer_loop)
                 await self._done.wait()
                 with trio.move_on_after(self.close_grace):
                     await self._written.wait()
@@ -140,8 +125,7 @@ class ChannelLink:
     def offer(self, kind: int, payload: bytes) -> int | None:
         """Queue an item; its sequence number, or None if the channel
         refused it (queue full, or closed)."""
-        outputs = self.channel.offer(kind, payload, wall_now())
-        self._apply(outputs)
+        outputs = self.driver.call(lambda now: self.channel.offer(kind, payload, now))
         return next((o.seq for o in outputs if isinstance(o, Queued)), None)
 
     async def wait_room(self, payload_bytes: int = 0) -> None:
@@ -154,13 +138,13 @@ class ChannelLink:
             await self._room.wait()
 
     def processed(self, seq: int) -> None:
-        self._apply(self.channel.processed(seq, wall_now()))
+        self.driver.call(lambda now: self.channel.processed(seq, now))
 
     def grant(self, window: int) -> None:
-        self._apply(self.channel.grant(window, wall_now()))
+        self.driver.call(lambda now: self.channel.grant(window, now))
 
     def close(self, reason: str = "") -> None:
-        self._apply(self.channel.close(wall_now(), reason))
+        self.driver.call(lambda now: self.channel.close(now, reason))
 
     # -- tasks -------------------------------------------------------------------
 
@@ -170,12 +154,12 @@ class ChannelLink:
             try:
                 data = await read_frame(self.stream, limit)
             except PeerError as exc:  # a length over the limit, unread
-                self._apply(self.channel.reject(SizeLimitError(str(exc)), wall_now()))
+                self.driver.call(partial(self._reject, SizeLimitError(str(exc))))
                 return
             except STREAM_ERRORS as exc:
                 self._lost(f"read: {type(exc).__name__}: {exc}")
                 return
-            self._apply(self.channel.receive(data, wall_now()))
+            self.driver.call(lambda now, data=data: self.channel.receive(data, now))
 
     async def _write_loop(self) -> None:
         async for data in self._frames:
@@ -187,18 +171,12 @@ class ChannelLink:
                 break
         self._written.set()
 
-    async def _timer_loop(self) -> None:
-        while True:
-            with self._timer:  # its deadline is the machine's (see _apply)
-                await trio.sleep(math.inf)
-            if self.channel.state is State.CLOSED:
-                return
-            self._timer = trio.CancelScope()  # re-armed by _apply
-            self._apply(self.channel.tick(wall_now()))
-
     # -- carrying out the machine's outputs ----------------------------------------
 
-    def _apply(self, outputs: list[Output]) -> None:
+    def _reject(self, error: SizeLimitError, now: Now) -> list[Output]:
+        return self.channel.reject(error, now)
+
+    def _apply(self, outputs: Sequence[Output]) -> None:
         room = False
         for out in outputs:
             if isinstance(out, Send):
@@ -217,8 +195,6 @@ class ChannelLink:
                     self._events_send.send_nowait(out)
         if room:
             self._room.set()
-        deadline = self.channel.next_deadline()
-        self._timer.deadline = math.inf if deadline is None else deadline
 
     def _on_closed(self, closed: Closed) -> None:
         who = "peer" if closed.by_peer else "we"
@@ -237,7 +213,7 @@ class ChannelLink:
     def _lost(self, what: str) -> None:
         if self.channel.state is not State.CLOSED:
             log.debug("channel with %s: stream ended (%s)", self.name, what)
-        self._apply(self.channel.connection_lost(wall_now(), what))
+        self.driver.call(lambda now: self.channel.connection_lost(now, what))
 
     async def _end_stream(self, clean: bool) -> None:
         with trio.CancelScope(shield=True):

@@ -31,6 +31,7 @@ from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
+from .channels import CHANNEL_PROTOCOL, ChannelService
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
@@ -60,6 +61,8 @@ RECORD_LIFETIME_MS = 24 * 3600 * 1000
 #: manager admits it); linking needs one stream per attempt
 LINK_STREAM_CAPS = StreamCaps(per_peer=2, total=64)
 REPLICATION_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
+#: one channel per link; a second is the replacement of the first
+CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 
 
 class Daemon:
@@ -100,6 +103,9 @@ class Daemon:
         self.links = LinkService(self.host, self._peer_id, REPLICATION_PROTOCOL)
         self.gate = Gate(self.links.manager)
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
+        self.channels = ChannelService(self.links)
+        self.links.on_opened.append(self.channels.link_opened)
+        self.links.on_closed.append(self.channels.link_closed)
         self._contacts = ContactSet(ContactStore(self.db), self._ledger)
         self._stop = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
@@ -121,7 +127,7 @@ class Daemon:
         self.replication.on_record = self.messages.wake
         self.links.on_changed = self.mailbox.refresh
         self.services: list[Any] = [
-            NodeService(self, self.replication, self.links, self.gate, self.stop),
+            NodeService(self, self.replication, self.links, self.gate, self.channels, self.stop),
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
             AccountService(self),
@@ -170,10 +176,15 @@ class Daemon:
         self.host.set_stream_handler(
             MAILBOX_PROTOCOL_ID, gate.wrap(MAILBOX_PROTOCOL_ID, self.mailbox.on_stream)
         )
+        self.host.set_stream_handler(
+            CHANNEL_PROTOCOL,
+            gate.wrap(CHANNEL_PROTOCOL, self.channels.on_stream, CHANNEL_STREAM_CAPS),
+        )
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.replication.run)
+            await nursery.start(self.channels.run)
             self.replication.set_self(
                 self._peer_id, [a.split("/p2p/")[0] for a in self.addresses()]
             )

@@ -95,9 +95,11 @@ class LinkService:
         #: addresses of peers we dialled, for the replication machine's
         #: peer exchange (it shares only peers someone vouched for)
         self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
-        #: a link stopped being *the* link with its peer (closed or replaced):
-        #: called at once, before any new link with that peer is served
-        self.on_closed: Callable[[Link], None] = lambda link: None
+        #: told of each link admitted, before it is served
+        self.on_opened: list[Callable[[Link], None]] = []
+        #: told when a link stops being *the* link with its peer (closed or
+        #: replaced), at once, before any new link with that peer is served
+        self.on_closed: list[Callable[[Link], None]] = []
         #: the set of linked peers changed
         self.on_changed: Callable[[], None] = lambda: None
 
@@ -266,8 +268,11 @@ class LinkService:
         old = self.links.pop(peer, None)
         if old is not None:  # both sides dialled at once; the manager kept this one
             old.cancel.cancel()
-            self.on_closed(old)
+            for listener in self.on_closed:
+                listener(old)
         self.links[peer] = link
+        for opened in self.on_opened:
+            opened(link)
         for waiter in self._link_waiters.pop(peer, ()):
             waiter.set()
         log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
@@ -280,7 +285,8 @@ class LinkService:
             if self.links.get(peer) is link:
                 del self.links[peer]
                 log.info("peer %s disconnected", peer)
-                self.on_closed(link)
+                for listener in self.on_closed:
+                    listener(link)
                 self.driver.call(lambda now: self.manager.closed(peer, now))
                 self.on_changed()
             with trio.CancelScope(shield=True), trio.move_on_after(2):

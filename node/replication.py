@@ -79,7 +79,7 @@ class ReplicationService:
         self.on_delivered: Callable[[dict[str, Any]], None] = lambda note: None
         #: a device record arrived: deliveries may have waited for it
         self.on_record: Callable[[], None] = lambda: None
-        links.on_closed = self._link_closed
+        links.on_closed.append(self._link_closed)
         links.on_dialled = self.replicator.note_addresses
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from .errors import PeerError
-from .transport import frame, read_frame
+from .transport import STREAM_ERRORS, frame, read_frame
 
 log = logging.getLogger("smu.streams")
 
@@ -57,7 +57,7 @@ class StreamPort:
                 if data is None:
                     break
                 await self.stream.write(frame(data))
-        except Exception as exc:  # a broken libp2p stream raises many unrelated types
+        except STREAM_ERRORS as exc:
             log.debug("stream to %s: write failed: %s", self.peer, exc)
         finally:
             self.closed.set()
@@ -72,5 +72,5 @@ class StreamPort:
         except PeerError as exc:
             log.info("stream from %s: %s", self.peer, exc)
             return None
-        except Exception:  # EOF, reset, libp2p errors: the stream is gone
+        except STREAM_ERRORS:  # EOF, reset: the stream is gone
             return None

@@ -13,9 +13,11 @@ import struct
 from typing import Any
 
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.config import ConnectionConfig
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -27,6 +29,17 @@ from protocol.sync.wire import PROTOCOL_ID as WIRE_PROTOCOL_ID
 from .errors import PeerError
 
 REPLICATION_PROTOCOL = WIRE_PROTOCOL_ID
+
+#: what a stream raises when it ends or breaks: EOF (``read_exactly``, and
+#: libp2p's StreamEOF), libp2p's stream, muxer and connection errors, socket
+#: errors, and trio's for in-memory streams
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    BaseLibp2pError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 FRAME_HEADER = struct.Struct(">I")
 
 

@@ -122,7 +122,7 @@ async def test_a_replicated_event_is_forwarded_only_after_its_commit(
 
     class NoLinks:
         links: ClassVar[dict[str, object]] = {}
-        on_closed = None
+        on_closed: ClassVar[list[object]] = []
         on_dialled = None
 
     service = ReplicationService(ledger, store, NoLinks())  # type: ignore[arg-type]

@@ -163,3 +163,18 @@ def test_peer_exchange_links_nodes_that_only_knew_a_hub(demo: Demo) -> None:
         c.submit(e)
     demo.wait_converged([b, c])
     assert b.status()["events"] == 2 and hub.status()["events"] == 0
+
+
+def test_every_link_gets_one_channel_that_ends_with_it(demo: Demo) -> None:
+    """DESIGN §10: one framed, flow-controlled channel per peer link
+    (PROTOCOL.md §17.3), opened by the dialler, closed with the link."""
+    a, b = start_nodes(demo, ["a", "b"])
+    demo.connect(a, b)
+    for x, y in ((a, b), (b, a)):
+        wait_for(
+            lambda x=x, y=y: x.status()["channels"]["open"] == [y.peer_id],
+            what=f"{x.name}'s channel with {y.name}",
+        )
+    a.client.call("peers.refuse", peer=b.peer_id)  # the link ends, and stays ended
+    for x in (a, b):
+        wait_for(lambda x=x: x.status()["channels"]["open"] == [], what=f"{x.name}: no channel")

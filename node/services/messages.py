@@ -56,10 +56,10 @@ from protocol.records.device import SignedDeviceRecord
 from .. import control
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
-from ..errors import PeerUnreachable
+from ..errors import PeerError, PeerUnreachable
 from ..storage.db import Statement
 from ..storage.messages import MessageRow, MessageStore, NewMessage
-from ..transport import frame, read_frame
+from ..transport import STREAM_ERRORS, frame, read_frame
 from .contacts import ContactSet
 
 log = logging.getLogger("smu.messages")
@@ -291,9 +291,7 @@ class MessageService:
                         await stream.close()
         except InvalidInput as exc:
             return f"{exc.code}: {exc}"
-        except (PeerUnreachable, trio.TooSlowError, EOFError, OSError) as exc:
-            return f"unreachable: {type(exc).__name__}"
-        except Exception as exc:  # libp2p raises many unrelated types on a broken stream
+        except (PeerUnreachable, PeerError, trio.TooSlowError, *STREAM_ERRORS) as exc:
             return f"unreachable: {type(exc).__name__}"
         if answer is None or answer.code == "replay":  # replay: it has this message already
             return None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import control
+from ..channels import ChannelService
 from ..context import NodeContext
 from ..gate import Gate
 from ..links import LinkService
@@ -20,12 +21,14 @@ class NodeService:
         replication: ReplicationService,
         links: LinkService,
         gate: Gate,
+        channels: ChannelService,
         stop: Callable[[], None],
     ) -> None:
         self.ctx = ctx
         self.replication = replication
         self.links = links
         self.gate = gate
+        self.channels = channels
         self._stop = stop
 
     def handlers(self) -> dict[str, control.Handler]:
@@ -47,6 +50,7 @@ class NodeService:
             "device_fingerprint": self.ctx.device.fingerprint,
             "replication": self.replication.stats(),
             "links": dataclasses.asdict(self.links.manager.stats),
+            "channels": self.channels.status(),
             "gate": {
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
