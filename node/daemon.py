@@ -102,6 +102,7 @@ class Daemon:
         self._peer_id = str(self.host.get_id().to_base58())
         self.links = LinkService(self.host, self._peer_id, REPLICATION_PROTOCOL)
         self.gate = Gate(self.links.manager)
+        self.gate.on_admitted = self.links.heard
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
         self.channels = ChannelService(self.links)
         self.links.on_opened.append(self.channels.link_opened)

@@ -68,9 +68,9 @@ from protocol.records.grant import GRANT_V2, Grant, decode_grant
 from ..context import NodeContext, Stream
 from ..datadir import write_private
 from ..driver import MachineDriver
-from ..errors import PeerError, PeerUnreachable
+from ..errors import PeerUnreachable
 from ..gate import remote_peer
-from ..transport import STREAM_ERRORS, frame, read_frame
+from ..transport import REQUEST_ERRORS, frame, read_frame
 
 log = logging.getLogger("smu.mailbox")
 MAILBOX_PROTOCOL = PROTOCOL_ID
@@ -224,7 +224,7 @@ class MailboxService:
             try:
                 await stream.write(frame(data))
                 return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
-            except (*STREAM_ERRORS, PeerError) as exc:
+            except REQUEST_ERRORS as exc:
                 raise PeerUnreachable(f"{peer_id}: {type(exc).__name__}: {exc}") from exc
             finally:
                 try:

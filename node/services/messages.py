@@ -56,10 +56,10 @@ from protocol.records.device import SignedDeviceRecord
 from .. import control
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
-from ..errors import PeerError, PeerUnreachable
+from ..errors import PeerUnreachable
 from ..storage.db import Statement
 from ..storage.messages import MessageRow, MessageStore, NewMessage
-from ..transport import STREAM_ERRORS, frame, read_frame
+from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 
 log = logging.getLogger("smu.messages")
@@ -240,8 +240,11 @@ class MessageService:
                         continue
                     in_flight.add(key)
                     nursery.start_soon(one, key, due.account, due.attempts, due.envelope)
-                next_ms = self.store.next_due_ms(exclude=in_flight)
-                wait = (next_ms - _now_ms()) / 1000 if next_ms is not None else float("inf")
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    wait = float("inf")  # a finished delivery wakes the loop
+                else:
+                    next_ms = self.store.next_due_ms(exclude=in_flight)
+                    wait = (next_ms - _now_ms()) / 1000 if next_ms is not None else float("inf")
                 with trio.move_on_after(max(wait, 0.01)):
                     await self._wake.wait()
 
@@ -291,7 +294,9 @@ class MessageService:
                         await stream.close()
         except InvalidInput as exc:
             return f"{exc.code}: {exc}"
-        except (PeerUnreachable, PeerError, trio.TooSlowError, *STREAM_ERRORS) as exc:
+        except (PeerUnreachable, trio.TooSlowError) as exc:
+            return f"unreachable: {type(exc).__name__}"
+        except REQUEST_ERRORS as exc:
             return f"unreachable: {type(exc).__name__}"
         if answer is None or answer.code == "replay":  # replay: it has this message already
             return None

@@ -16,7 +16,7 @@ from enum import Enum
 from protocol.core.errors import BadParentsError, InvalidInput, UnknownAccountError
 from protocol.core.params import NetworkParams
 from protocol.log.account import AccountLog
-from protocol.log.events import Event, EventKind, decode_event, verify_event
+from protocol.log.events import Event, EventKind, decode_event, raw_event_id, verify_event
 from protocol.log.state import AccountState
 from protocol.log.store import Escrow, EventStore, MemoryEventStore
 
@@ -84,6 +84,20 @@ class Ledger:
         if log is None:
             return None
         return log.events[log.index[event_id]].raw
+
+    def held_raw(self, raw: bytes) -> bool:
+        """Is exactly this encoding accepted or escrowed here already?  One
+        hash and one lookup, no decoding and no signature check: a replayed
+        event costs this and nothing more (PROTOCOL.md §8).  A different
+        encoding with the same id (a forged signature, say) is not held and
+        goes through ``ingest``."""
+        event_id = raw_event_id(raw)
+        if event_id is None:
+            return False
+        log = self._account_of.get(event_id)
+        if log is not None:
+            return bool(log.events[log.index[event_id]].raw == raw)
+        return self.escrow.holds_raw(event_id, raw)
 
     def position(self, event_id: bytes) -> int | None:
         """An accepted event's 0-based place in its account's acceptance
