@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -78,6 +79,10 @@ FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
+#: told of a message once it is durable (live views: the web app)
+StoredListener = Callable[[NewMessage], None]
+#: told of a message id whose deliveries changed, once that is durable
+DeliveryListener = Callable[[bytes], None]
 
 
 def _now_ms() -> int:
@@ -109,6 +114,19 @@ class MessageService:
         #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
         self.notices: list[tuple[int, str]] = []
         self._last_divergence: dict[bytes, float] = {}
+        self.on_stored: list[StoredListener] = []
+        self.on_delivery: list[DeliveryListener] = []
+
+    def _tell(self, stored: Sequence[NewMessage], deliveries: Sequence[bytes] = ()) -> None:
+        """Tell the listeners after the write: a listener's failure must never
+        turn a stored message into a refused one."""
+        calls = [partial(f, m) for m in stored for f in self.on_stored]
+        calls += [partial(g, d) for d in deliveries for g in self.on_delivery]
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.exception("a message listener failed")
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -189,6 +207,7 @@ class MessageService:
             account = recipient if their_state.device(device) is not None else own
             rows.append(MessageStore.delivery_statement(env.message_id, device, account))
         self.store.db.write(rows)  # stored before it is reported as sent
+        self._tell([message])
         self.wake()
         return env.message_id, len(targets)
 
@@ -266,6 +285,7 @@ class MessageService:
         self.store.set_delivery(
             message, device, state=state, attempts=attempts + 1, next_try_ms=next_try, error=error
         )
+        self._tell([], [message])
 
     async def _try_deliver(self, device: bytes, account: bytes, envelope: bytes) -> str | None:
         record = self.ctx.records.get(account, device)
@@ -377,11 +397,18 @@ class MessageService:
         peer = opened.recipient_account if outgoing else opened.sender_account
         now = _now_ms()
         send_receipt = False
+        stored: list[NewMessage] = []
+        receipted: Sequence[bytes] = ()
+
+        def insert(m: NewMessage) -> Statement:
+            stored.append(m)  # told to the listeners once it is durable
+            return MessageStore.insert_statement(m)
+
         if isinstance(content, Text):
             if not self.contacts.is_blocked(peer):
                 request = not outgoing and not self.contacts.is_contact(peer)
                 rows.append(
-                    MessageStore.insert_statement(
+                    insert(
                         NewMessage(
                             message_id=opened.message_id,
                             peer=peer,
@@ -398,13 +425,14 @@ class MessageService:
                 )
                 send_receipt = not outgoing
         elif isinstance(content, Receipt):
+            receipted = content.message_ids
             for mid in content.message_ids:
                 rows.append(MessageStore.delivered_statement(mid, opened.sender_device))
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):
                     rows.append(
-                        MessageStore.insert_statement(
+                        insert(
                             NewMessage(
                                 message_id=e.message_id,
                                 peer=e.peer_account,
@@ -420,6 +448,7 @@ class MessageService:
                     )
         self.store.db.write(rows)  # the message and the replay state, together, before ACCEPTED
         self.guard = guard
+        self._tell(stored, receipted)
         if opened.diverged:
             self.diverged(opened.views)
         if send_receipt:
