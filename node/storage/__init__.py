@@ -6,6 +6,7 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``events``    accepted events (the log): staged puts, an explicit commit
 * ``contacts``  the account's contacts, verification marks and blocks
 * ``messages``  messages, the outbox of deliveries, counters, replay state
+* ``reads``     what the user has read of each conversation
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -15,17 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, messages
+from . import contacts, events, messages, reads
 from .contacts import ContactStore
 from .db import Database
 from .events import SqliteEventStore
 from .messages import MessageStore
+from .reads import ReadStore
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1
 MIGRATIONS: dict[int, list[str]] = {
     0: events.SCHEMA_V1,
     1: contacts.SCHEMA_V2,
     2: messages.SCHEMA_V3,
+    3: reads.SCHEMA_V4,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -40,6 +43,7 @@ __all__ = [
     "ContactStore",
     "Database",
     "MessageStore",
+    "ReadStore",
     "SqliteEventStore",
     "open_database",
 ]
