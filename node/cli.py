@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer to keep connected to; repeatable",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--web-port", type=int, default=0, help="the web app's loopback port (default: any free)"
+    )
+    p.add_argument("--no-web", action="store_true", help="run without the web app")
     node.add_parser("status", parents=[common], help="peer id, addresses, counts, set digest")
     node.add_parser("stop", parents=[common], help="stop the running daemon")
 
@@ -231,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = event.add_parser("submit", parents=[common], help="submit an already-signed event (hex)")
     p.add_argument("event", help="event as hex, or - to read hex lines from stdin")
 
+    p = sub.add_parser("web", parents=[common], help="open the web app (a one-time address)")
+    p.add_argument("--no-open", action="store_true", help="print the address only")
+    p.add_argument(
+        "--show-secrets", action="store_true", help="with --json: include the one-time address"
+    )
+
     p = sub.add_parser("demo", parents=[common], help="the local network demo")
     p.add_argument("--nodes", type=int, default=6, help="how many nodes (at least 6)")
     p.add_argument("--keep", action="store_true", help="keep the demo's data directories")
@@ -296,7 +306,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     secrets = dd.load_secrets(_passphrase(False) if dd.is_encrypted() else None)
     from .daemon import run_daemon  # importing libp2p takes a second: only here
 
-    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap)
+    web_port = None if args.no_web else args.web_port
+    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap, web_port)
     return 0
 
 
@@ -761,6 +772,24 @@ def cmd_event_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web.launch import make_launch, open_browser
+
+    launch = make_launch(_client(args), _datadir(args).path)
+    if args.json:
+        doc: dict[str, Any] = {"port": launch.port, "expires_at_ms": launch.expires_at_ms}
+        if args.show_secrets:
+            doc["url"] = launch.url
+        print(json.dumps(doc))
+        return 0
+    opened = not args.no_open and open_browser(launch.url)
+    print(
+        f"{'Opened' if opened else 'Open'} the web app at\n\n    {launch.url}\n\n"
+        "The address works once, within a minute; run `smu web` again for a new one."
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .netdemo import run
 
@@ -792,6 +821,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("log", "verify"): cmd_log_verify,
     ("event", "submit"): cmd_event_submit,
     ("demo", None): cmd_demo,
+    ("web", None): cmd_web,
     ("send", None): cmd_send,
     ("inbox", None): cmd_inbox,
     ("conversation", None): cmd_conversation,

@@ -75,6 +75,7 @@ class Daemon:
         listen: list[str],
         bootstrap: list[str],
         replication: ReplicationConfig | None = None,
+        web_port: int | None = None,
     ) -> None:
         self.datadir = datadir
         self.secrets = secrets
@@ -111,6 +112,7 @@ class Daemon:
         self._stop = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
+        self.web = self._build_web(web_port)
 
     def _build_services(self) -> None:
         contacts = ContactService(self, self._contacts)
@@ -137,6 +139,20 @@ class Daemon:
             contacts,
             self.messages,
         ]
+
+    def _build_web(self, port: int | None) -> Any:
+        """The web app (node/web/), unless the node runs without it (None)."""
+        from .web.service import WebService
+
+        server = None
+        if port is not None:
+            from .web.deps import Services
+            from .web.server import WebServer
+
+            server = WebServer(self.datadir.path, port, Services.find(self, self.services))
+            self.subscribers.append(server.hub.on_note)
+        self.services.append(WebService(server))
+        return server
 
     def _delivered(self, note: dict[str, Any]) -> None:
         account = self.account()
@@ -195,6 +211,8 @@ class Daemon:
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
+            if self.web is not None:
+                nursery.start_soon(self.web.run)  # its own nursery: never stops the node
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
             task_status.started()
             await self._stop.wait()
@@ -363,6 +381,12 @@ class Daemon:
             subscriber(note)
 
 
-def run_daemon(datadir: DataDir, secrets: Secrets, listen: list[str], bootstrap: list[str]) -> None:
-    daemon = Daemon(datadir, secrets, listen, bootstrap)
+def run_daemon(
+    datadir: DataDir,
+    secrets: Secrets,
+    listen: list[str],
+    bootstrap: list[str],
+    web_port: int | None = None,
+) -> None:
+    daemon = Daemon(datadir, secrets, listen, bootstrap, web_port=web_port)
     trio.run(daemon.run)
