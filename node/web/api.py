@@ -165,10 +165,15 @@ class Api:
         if contacts.is_contact(peer):
             rows = store.conversation(peer, KIND_TEXT)
             doc = next(
-                c
-                for c in (await self.svc.contacts.contact_list({}))["contacts"]
-                if c["account_id"] == ref
+                (
+                    c
+                    for c in (await self.svc.contacts.contact_list({}))["contacts"]
+                    if c["account_id"] == ref
+                ),
+                None,
             )
+            if doc is None:
+                raise WebError(404, "no conversation with that account")
             about = {k: doc[k] for k in ("name", "handle", "verified", "status")}
             about["request"] = False
         else:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -96,4 +97,12 @@ def build_app(state: AppState, assets: Assets) -> ASGIApp:
         max_requests=MAX_REQUESTS,
         max_sockets=MAX_SOCKETS,
     )
-    return Guard(Starlette(routes=routes), config, state.sessions)
+
+    async def not_here(request: Request, exc: Exception) -> Response:
+        # the page reads every refusal the same way: {"error": ...}
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        words = {404: "no such page", 405: "method not allowed"}.get(status, "refused")
+        return JSONResponse({"error": words}, status_code=status)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_here, 405: not_here})
+    return Guard(app, config, state.sessions)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
@@ -25,6 +26,7 @@ from .guard import SESSION_SCOPE_KEY
 log = logging.getLogger("smu.web")
 
 Params = dict[str, Any]
+BODY_TIMEOUT = 10.0
 Handler = Callable[[Request, Params], Awaitable[Any]]
 
 
@@ -44,9 +46,13 @@ async def read_params(request: Request) -> Params:
     if request.method != "POST":
         return dict(request.query_params)
     try:
-        body = await request.body()
+        # a body trickled in slowly must not hold a connection for good
+        with trio.fail_after(BODY_TIMEOUT):
+            body = await request.body()
     except ClientDisconnect as exc:  # the guard cut a body longer than it said
         raise WebError(413, "request too large") from exc
+    except trio.TooSlowError as exc:
+        raise WebError(408, "the request body took too long") from exc
     try:
         params = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

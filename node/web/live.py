@@ -90,7 +90,11 @@ class Hub:
             )
 
     def on_note(self, note: dict[str, Any]) -> None:
-        """An event was accepted into the log (the daemon's subscribers)."""
+        """An event was accepted into the log (the daemon's subscribers).
+        Costs nothing while no page is open (a node catching up hears of
+        every event)."""
+        if not self.clients:
+            return
         account = self.svc.ctx.account()
         ref = note.get("account")
         if account is not None and ref == account.hex():
@@ -159,7 +163,8 @@ class Hub:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 key = json.loads(first.get("text") or "{}").get("key")
         if not isinstance(key, str) or not key_matches(session, key):
-            await ws.close(CLOSE_UNAUTHORISED)
+            with contextlib.suppress(Exception):  # the page may be gone already
+                await ws.close(CLOSE_UNAUTHORISED)
             return
         send, receive = trio.open_memory_channel[str](QUEUE)
         client = Client(session.id, send)

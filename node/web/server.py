@@ -100,9 +100,11 @@ def hypercorn_config() -> Config:
     config.accesslog = None  # no addresses, no codes, nothing typed in any log
     config.errorlog = logging.getLogger("smu.web.http")
     config.include_server_header = False
+    # A connection with no request under way (headers still arriving count)
+    # is closed after this; a request being answered is not (joining waits
+    # for the other device's approval), and it counts against the caps.
     config.keep_alive_timeout = 15
-    config.read_timeout = 60  # a connection that sends nothing is closed
-    config.websocket_ping_interval = 20  # ... so live pages are pinged
+    config.websocket_ping_interval = 20  # a live page that went away is noticed
     config.websocket_max_message_size = 64 * 1024
     config.h11_max_incomplete_size = 16 * 1024
     return config

@@ -204,7 +204,7 @@ SMU.dialog = function (title, ...body) {
   const dlg = SMU.$("dialog");
   if (dlg.open) dlg.close();
   SMU.clear(dlg);
-  dlg.append(SMU.h("h2", { id: "dialog-title" }, title), ...body.flat());
+  SMU.append(dlg, [SMU.h("h2", { id: "dialog-title" }, title), body]);
   dlg.showModal();
   const first = dlg.querySelector("[autofocus], input, textarea, button.primary, button");
   if (first) first.focus();

@@ -10,6 +10,11 @@ SMU.NAV = [
 ];
 
 SMU.buildNav = function () {
+  // the skip link moves focus; following "#main" would change the route
+  document.querySelector(".skip").addEventListener("click", (e) => {
+    e.preventDefault();
+    SMU.$("main").focus();
+  });
   const nav = SMU.clear(SMU.$("nav"));
   for (const [name, label] of SMU.NAV) {
     nav.append(

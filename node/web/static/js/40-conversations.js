@@ -32,8 +32,10 @@
 
   async function loadList() {
     let doc;
+    const early = SMU.prefetched && SMU.prefetched["/api/conversations"];
+    if (early) delete SMU.prefetched["/api/conversations"];
     try {
-      doc = await SMU.get("/api/conversations");
+      doc = await (early || SMU.get("/api/conversations"));
     } catch (err) {
       return;
     }

@@ -73,7 +73,11 @@
           "td",
           {},
           d.status === "active" && SMU.deviceActive()
-            ? h("button", { type: "button", onclick: () => confirmRevoke(d, doc) }, `Revoke ${d.name}`)
+            ? h(
+                "button",
+                { type: "button", "aria-label": `Revoke ${d.name}`, onclick: () => confirmRevoke(d, doc) },
+                "Revoke",
+              )
             : null,
         ),
       ),

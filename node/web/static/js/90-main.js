@@ -5,6 +5,11 @@
 (async function boot() {
   SMU.buildNav();
   if (!(await SMU.launch())) return;
+  // the first screen's list is fetched beside the state, not after it
+  if (/^(#\/?(conversations(\/.*)?)?)?$/.test(window.location.hash)) {
+    SMU.prefetched = { "/api/conversations": SMU.get("/api/conversations") };
+    SMU.prefetched["/api/conversations"].catch(() => {});
+  }
   try {
     await SMU.refreshState();
   } catch (err) {
