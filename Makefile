@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-web vectors clean check-toolchain browser
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -32,8 +32,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol simnet
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q
+
+# The web app's browser tests drive Debian's Chromium through Debian's
+# chromedriver (never a downloaded browser).  As root with apt (CI), install
+# them; elsewhere say what is missing: those tests then skip, except in CI.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "note: the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); without them they are skipped"; \
+	fi
 
 # the fast layers only: no real node processes
 test-unit: lint
@@ -60,7 +72,10 @@ bench-messaging: $(STAMP)
 bench-flood: $(STAMP)
 	$(BIN)/python bench/flood.py
 
-bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
+bench-web: $(STAMP) browser
+	$(BIN)/python bench/web.py
+
+bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-web
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
