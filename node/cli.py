@@ -773,21 +773,9 @@ def cmd_event_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from .web.launch import make_launch, open_browser
+    from .web.launch import run
 
-    launch = make_launch(_client(args), _datadir(args).path)
-    if args.json:
-        doc: dict[str, Any] = {"port": launch.port, "expires_at_ms": launch.expires_at_ms}
-        if args.show_secrets:
-            doc["url"] = launch.url
-        print(json.dumps(doc))
-        return 0
-    opened = not args.no_open and open_browser(launch.url)
-    print(
-        f"{'Opened' if opened else 'Open'} the web app at\n\n    {launch.url}\n\n"
-        "The address works once, within a minute; run `smu web` again for a new one."
-    )
-    return 0
+    return run(_client(args), _datadir(args).path, args.json, args.show_secrets, args.no_open)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

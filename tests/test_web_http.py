@@ -23,7 +23,7 @@ from node.netdemo import Demo, DemoNode
 from node.web.auth import proof, read_key
 from node.web.guard import CSP
 
-from .process import start_nodes, wait_for
+from .process import smu, start_nodes, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -133,6 +133,16 @@ def test_refusals_sessions_and_malformed_requests(demo: Demo) -> None:
     assert got == proof(read_key(a_node.dir), a.port, c)
     assert a.post("/api/proof", {"challenge": "zz"}, auth=False).status == 400
 
+    # `smu web`: the address carries the code, the challenge and the answer
+    # the page must get; in --json only with --show-secrets
+    assert "url" not in json.loads(smu(a_node, "web", "--json").stdout)
+    url = json.loads(smu(a_node, "web", "--json", "--show-secrets").stdout)["url"]
+    assert url.startswith(f"http://127.0.0.1:{a.port}/#launch=")
+    fragment = dict(part.split("=", 1) for part in url.split("#", 1)[1].split("&"))
+    answer = a.post("/api/proof", {"challenge": fragment["c"]}, auth=False).json()["proof"]
+    assert answer == fragment["v"]
+    assert a.post("/api/session", {"code": fragment["launch"]}, auth=False).status == 200
+
     # the launch code: once, then a session cookie named for this node and port
     code = a.control.call("web.launch")["code"]
     first = a.post("/api/session", {"code": code}, auth=False)
@@ -237,7 +247,7 @@ def test_refusals_sessions_and_malformed_requests(demo: Demo) -> None:
     other = Web(a_node)
     other.sign_in()
     listed = a.request("GET", "/api/sessions").json()["sessions"]
-    assert len(listed) == 2 and sum(s["current"] for s in listed) == 1
+    assert len(listed) == 3 and sum(s["current"] for s in listed) == 1  # smu web made one
     theirs = next(s["id"] for s in listed if not s["current"])
     assert a.post("/api/sessions/revoke", {"id": theirs}).status == 200
     assert other.request("GET", "/api/state").status == 401

@@ -5,6 +5,7 @@ browser never sends to any server."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import webbrowser
@@ -44,3 +45,21 @@ def open_browser(url: str) -> bool:
         return bool(browser.open(url, new=2))
     except Exception:  # a browser that will not start is not our failure
         return False
+
+
+def run(client: ControlClient, datadir: Path, as_json: bool, secrets: bool, no_open: bool) -> int:
+    """``smu web``: the address in --json only with --show-secrets (it is
+    one, for a minute)."""
+    launch = make_launch(client, datadir)
+    if as_json:
+        doc: dict[str, Any] = {"port": launch.port, "expires_at_ms": launch.expires_at_ms}
+        if secrets:
+            doc["url"] = launch.url
+        print(json.dumps(doc))
+        return 0
+    opened = not no_open and open_browser(launch.url)
+    print(
+        f"{'Opened' if opened else 'Open'} the web app at\n\n    {launch.url}\n\n"
+        "The address works once, within a minute; run `smu web` again for a new one."
+    )
+    return 0
