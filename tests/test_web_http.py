@@ -245,10 +245,10 @@ def test_refusals_sessions_and_malformed_requests(demo: Demo) -> None:
 
     # sessions: listed, one ended from another, and signing out
     other = Web(a_node)
-    other.sign_in()
+    theirs = other.sign_in().json()["session"]
     listed = a.request("GET", "/api/sessions").json()["sessions"]
     assert len(listed) == 3 and sum(s["current"] for s in listed) == 1  # smu web made one
-    theirs = next(s["id"] for s in listed if not s["current"])
+    assert theirs in {s["id"] for s in listed if not s["current"]}
     assert a.post("/api/sessions/revoke", {"id": theirs}).status == 200
     assert other.request("GET", "/api/state").status == 401
     out = a.post("/api/logout", {})
