@@ -13,7 +13,7 @@ It holds every decision about links that used to live in the node adapter:
 * **dialling** (``tick``): bootstrap peers while they are not linked, and
   peers learned by exchange while outbound links are few, one per network
   group (``links.policy.dial_candidates``), each held back after a failed
-  dial;
+  dial (and after a link we dialled that the other side closed at once);
 * **bans** (``ban``): a misbehaving peer is closed and not linked again
   until its back-off ends, in either direction.
 
@@ -41,6 +41,10 @@ from protocol.links.policy import (
 #: after a failed dial of a bootstrap peer, and of a learned peer
 BOOTSTRAP_RETRY = 4.0
 LEARNED_RETRY = 60.0
+#: a link we dialled that ends this soon after it opened was most likely
+#: refused by the other side (full, or backing off from us): it counts as a
+#: failed dial, so a full peer is not redialled in a loop
+REFUSED_WITHIN = 1.0
 #: learned peers held as dial candidates (the replication machine holds
 #: more; these are the newest it reported)
 MAX_CANDIDATES = 1024
@@ -230,7 +234,9 @@ class LinkManager:
 
     def closed(self, peer: str, now: Now) -> list[Output]:
         self._now = now.mono
-        self._links.pop(peer, None)
+        link = self._links.pop(peer, None)
+        if link is not None and link.outbound and now.mono - link.since < REFUSED_WITHIN:
+            self._hold_back(peer, now.mono)
         out: list[Output] = []
         self._dial_learned(now.mono, out)
         return out
