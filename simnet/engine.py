@@ -381,11 +381,21 @@ class Engine:
             self.open_link(i, j, t)
 
     def publish(self, node: SimNode, raw: bytes, t: float) -> None:
-        self.enqueue(node, (J_PUBLISH, raw), t)
+        self._enqueue_at(node, (J_PUBLISH, raw), t)
 
     def call_on(self, node: SimNode, fn: Callable[[SimNode, float], list[Any]], t: float) -> None:
-        """Run ``fn`` as a job on ``node``'s CPU (workload and attacker actions)."""
-        self.enqueue(node, (J_CALL, fn), t)
+        """Run ``fn`` as a job on ``node``'s CPU at ``t`` (workload and
+        attacker actions)."""
+        self._enqueue_at(node, (J_CALL, fn), t)
+
+    def _enqueue_at(self, node: SimNode, job: Job, t: float) -> None:
+        # A job for later joins the queue at its time: queued now, it would
+        # either run early (behind other jobs) or hold the idle CPU until
+        # then, with every frame that arrives meanwhile waiting behind it.
+        if t > self.now:
+            self.at(t, lambda now: self.enqueue(node, job, now))
+        else:
+            self.enqueue(node, job, t)
 
 
 def _key(a: int, b: int) -> Edge:
