@@ -378,7 +378,8 @@ class Eclipse(Base):
     outbound links, which need only a free slot: the link policy rightly
     does not stand in their way), and they name only each other in peer
     exchange, so the victim learns no honest peer.  At ``heal_at`` an honest
-    helper joins its bootstrap list; peer exchange with it does the rest."""
+    helper joins its bootstrap list; peer exchange with it does the rest.
+    ``eclipse_sybil`` is the eclipse the link policy has to stop."""
 
     kind = "eclipse"
 
@@ -418,6 +419,58 @@ class Eclipse(Base):
 
     def protected(self) -> list[int]:
         return [self.victim, self.owner, self.holder]
+
+
+class EclipseSybil(Eclipse):
+    """Eclipse through the real link policy.  Many attacker nodes in a few
+    /16s of their own (``groups``) wait for the victim to restart
+    (``restart_at``, down for ``down`` seconds); their connection attempts
+    land the moment it listens again, before any dial of its own, and they
+    keep dialling every ``redial`` seconds.  They name only each other in
+    peer exchange and withhold the owner's revocation of a stolen device.
+    The victim keeps its honest topology neighbours and bootstrap list:
+    whether it holds honest links is up to its link manager (inbound caps
+    per network group, slots kept for its own dials, outbound diversity).
+
+    The Sybils stand outside the scenario's topology (among so many, an
+    honest node whose every topology neighbour is a Sybil would be
+    eclipsed by accident); each joins the network by dialling ``joins``
+    honest nodes other than the victim, which gives them every event to
+    relay but the withheld ones."""
+
+    kind = "eclipse_sybil"
+    in_topology = False
+
+    def setup(self) -> None:
+        self.victim = self.honest_choice([])
+        self.owner = self.honest_choice([self.victim])
+        self.holder = self.honest_choice([self.victim, self.owner])
+        self.collude()
+        others = [i for i in self.sim.honest if i != self.victim]
+        for a in self.nodes:
+            for h in self.e.rng.sample(others, min(len(others), int(self.f("joins", 2)))):
+                self.e.add_edge(a, h, 0.0)
+        down = self.f("restart_at", 2.0)
+        up = down + self.f("down", 1.0)
+        self.redial = self.f("redial", 4.0)
+        attack = self._theft(self.f("attack_at", 5.0))
+        attack.eclipse_from = up
+        self.e.at(down, lambda t: self.e.node_down(self.victim, t))
+        self.e.at(up, self._rush)
+
+    def _rush(self, t: float) -> None:
+        self.e.node_up(self.victim, t)
+        for a in self.nodes:  # dialled while it was down: set up already
+            self.e.connect(a, self.victim, t, setup=0.0)
+        self.e.at(t + self.redial, self._hammer)
+
+    def _hammer(self, t: float) -> None:
+        if t >= self.sim.sc.duration:
+            return
+        for a in self.nodes:
+            if self.victim not in self.e.nodes[a].peers:
+                self.e.connect(a, self.victim, t)
+        self.e.at(t + self.redial, self._hammer)
 
 
 class Censor(Base):
@@ -530,5 +583,14 @@ class Replay(Base):
 
 KINDS: dict[str, type[Base]] = {
     cls.kind: cls
-    for cls in (StolenDevice, LongRangeFork, KeyInjection, Eclipse, Censor, SybilFlood, Replay)
+    for cls in (
+        StolenDevice,
+        LongRangeFork,
+        KeyInjection,
+        Eclipse,
+        EclipseSybil,
+        Censor,
+        SybilFlood,
+        Replay,
+    )
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,17 @@ def run(path: str, seed: int | None, nodes: int | None, out: Path, plots: bool) 
     return report
 
 
+def _pin_hash_seed(argv: list[str] | None) -> None:
+    """Run under a fixed str/bytes hash seed unless one is set: the report
+    must not depend on set iteration order anywhere in the machines it
+    drives (a test runs a scenario under another seed to catch that)."""
+    if argv is None and os.environ.get("PYTHONHASHSEED") is None:
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, "-m", "simnet.cli", *sys.argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
+    _pin_hash_seed(argv)
     ap = argparse.ArgumentParser(prog="simnet", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a scenario")

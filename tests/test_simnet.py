@@ -313,3 +313,81 @@ def test_a_ban_closes_the_link_and_blocks_redials_until_it_ends() -> None:
     assert 1 in e.connected_peers(0)
     report, _ = sim.run()
     assert report["links"]["honest"]["bans"] == 1
+
+
+def _eclipse_sybil(sybils: int = 40, **limits: int) -> sc_mod.Scenario:
+    """eclipse-sybil at test size: 40 Sybils (more than a node's 32 link
+    slots) against 12 honest nodes."""
+    sc = sc_mod.load(sc_mod.builtin("eclipse-sybil"))
+    (adv,) = sc.adversaries
+    params = {**adv.params, "restart_at": 1.0, "attack_at": 3.0}
+    return dataclasses.replace(
+        sc,
+        nodes=12 + sybils,
+        duration=10.0,
+        workload=dataclasses.replace(sc.workload, accounts=4, events=20, start=2.5, end=8.0),
+        adversaries=(dataclasses.replace(adv, count=sybils, params=params),),
+        link_limits=LinkLimits(**limits),
+        compare_baseline=not limits,
+    )
+
+
+def test_eclipse_sybil_is_defeated_by_the_link_policy_and_not_without_it() -> None:
+    report, _ = Simulation(_eclipse_sybil()).run()
+    (attack,) = report["attacks"]
+    v = attack["victim_links"]
+    base = report["attacker_free_baseline"]
+    # with the policy: the victim holds honest links throughout, at most the
+    # per-group cap of inbound links from each of the two Sybil /16s, and
+    # learns the revocation within a few round trips
+    assert v["seconds_without_honest_links"] == 0
+    assert v["at_revocation"]["honest"] >= 2
+    assert v["most_attacker_inbound_links"] == 2 * LinkLimits().max_inbound_per_group
+    assert v["refused"]["GROUP_FULL"] > 0
+    assert attack["revocation_reached_victim_seconds"] < 1.0
+    assert report["safety"]["violations"] == 0 and report["convergence"]["converged"]
+    # and honest delivery is as good as without any attacker
+    assert report["delivery_ratio"] == base["delivery_ratio"] == 1.0
+    assert report["propagation_latency"]["p99"] <= base["propagation_latency"]["p99"] + 0.25
+    # caps off: the Sybils take every slot of the restarted victim, it never
+    # gets the revocation, and it misses honest events
+    off, _ = Simulation(_eclipse_sybil(max_inbound=32, max_inbound_per_group=32)).run()
+    (attack,) = off["attacks"]
+    v = attack["victim_links"]
+    assert v["at_revocation"] == {"honest": 0, "attacker": 32}
+    assert v["seconds_without_honest_links"] >= 8.0
+    assert attack["revocation_reached_victim_seconds"] is None
+    assert off["delivery_ratio"] < 1.0
+    assert "attacker_free_baseline" not in off
+
+
+def test_runs_with_link_managers_are_deterministic() -> None:
+    """Admissions, refusals, hold-backs, bans and peer-exchange dials: the
+    same seed gives the same bytes."""
+    sc = dataclasses.replace(_eclipse_sybil(sybils=16), compare_baseline=False)
+    first = dumps(Simulation(sc).run()[0])
+    assert '"GROUP_FULL"' in first and '"BANNED"' in first
+    assert dumps(Simulation(sc).run()[0]) == first
+
+
+_DET_CODE = (
+    "import dataclasses, sys; from tests.test_simnet import _eclipse_sybil, Simulation, dumps; "
+    "sc = dataclasses.replace(_eclipse_sybil(sybils=16), compare_baseline=False); "
+    "sys.stdout.write(dumps(Simulation(sc).run()[0]))"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="protocol/sync/replication.py Replicator._drop retries a dropped peer's "
+    "in-flight ids in set[bytes] order, which follows PYTHONHASHSEED; the CLI pins "
+    "the hash seed until that is fixed",
+)
+def test_runs_with_link_churn_do_not_depend_on_the_hash_seed() -> None:
+    outs = []
+    for hash_seed in ("1", "4321"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-c", _DET_CODE]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1]
