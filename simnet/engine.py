@@ -262,6 +262,7 @@ class Engine:
             outs = rep.tick(node.now(t))
         elif kind == J_LTICK:
             outs = node.links.tick(node.now(t))
+            self._arm_links(node, t)
         elif kind == J_CONNECT:
             outs = rep.connect(self.nodes[job[1]].pid, node.now(t))
         elif kind == J_DISCONNECT:
@@ -280,17 +281,18 @@ class Engine:
         self._schedule_tick(node, done)
 
     def _schedule_tick(self, node: SimNode, now: float) -> None:
-        """Arm both machines' timers (each asks again after every call)."""
         d = node.rep.next_deadline()
-        if d is not None:
-            d = max(d, now + 1e-3)  # a deadline in the past must not spin
-            if node.tick_at is None or node.tick_at > d:
-                node.tick_at = d
-                node.tick_token += 1
-                self._push(d, _TICK, node.idx, node.epoch, node.tick_token)
-        self._arm_links(node, now)
+        if d is None:
+            return
+        d = max(d, now + 1e-3)  # a deadline in the past must not spin
+        if node.tick_at is not None and node.tick_at <= d:
+            return
+        node.tick_at = d
+        node.tick_token += 1
+        self._push(d, _TICK, node.idx, node.epoch, node.tick_token)
 
     def _arm_links(self, node: SimNode, now: float) -> None:
+        """The link manager's timer, asked again after every call of it."""
         if not node.up:
             return
         d = node.links.next_deadline()
@@ -325,6 +327,7 @@ class Engine:
                 for c in node.links.ban(o.peer, o.until, node.now(t)):
                     if type(c) is Close and dst is not None:
                         self.close_link(node.idx, dst, t, initiator=node.idx)
+                self._arm_links(node, t)
             elif tp is Misbehaved:
                 node.misbehaved_reports += 1
                 obs.misbehaved(node, o.peer, o.error, t)
@@ -347,6 +350,7 @@ class Engine:
             if here:
                 node.rep.note_addresses(o.source, here)
         self._outputs(node, node.links.offer_candidates(node.rep.learned_peers(), node.now(t)), t)
+        self._arm_links(node, t)
 
     @staticmethod
     def _may_share(node: SimNode, peer: int) -> bool:
