@@ -11,12 +11,13 @@ replica.  Two entry points::
     env.raw            # bytes to deliver to every device in env.wrapped_for
     env.message_id     # 16 bytes, the id receipts refer to
 
-    # receiver: its own keys, its own replica, its persisted ReplayGuard
+    # receiver: its own keys, its own replica, its replay state (a
+    # ReplayGuard in memory, or a PendingReplay over the node's table)
     opened = open_envelope(params, raw, my_account, my_keys, ledger_lookup, guard)
     opened.content     # Text | Receipt | HistoryBundle | UnknownContent
     opened.sender_account, opened.sender_device, opened.timestamp (claimed)
     opened.diverged    # accounts whose heads the sender saw differently (S5)
-    # persist the message and guard.encode() together, then acknowledge
+    # persist the message and the changed replay window together, then acknowledge
 
 ``states`` maps an account id to its ``AccountState`` in the receiver's
 replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
@@ -74,8 +75,8 @@ from protocol.messaging.content import (
     ContentKind,
     ContentRange,
     HistoryBundle,
-    ReplayGuard,
     ReplayKey,
+    ReplayState,
     content_range,
     decode_content,
     encode_content,
@@ -457,7 +458,7 @@ def open_envelope(
     my_account: bytes,
     me: DeviceKeys,
     states: StateLookup,
-    guard: ReplayGuard,
+    guard: ReplayState,
 ) -> OpenedEnvelope:
     """Decrypt, authenticate and replay-check an envelope (§15.5, steps 1-9).
 
