@@ -55,6 +55,7 @@ from protocol.core.errors import (
     DecodeError,
     InvalidInput,
     InvalidKeyError,
+    LimitExceededError,
     NotActiveError,
     SchemaError,
     UnauthorisedError,
@@ -147,6 +148,14 @@ class UnauthorisedWrapError(UnauthorisedError):
     def __init__(self, message: str, views: tuple[HeadsView, ...]) -> None:
         super().__init__(message)
         self.views = views
+
+
+class RequestsFullError(LimitExceededError):
+    """The receiving node keeps no more message requests (texts from accounts
+    that are not its contacts) from this sender, or in all (§15.14): a
+    policy refusal of a valid envelope, so the sender may try again later."""
+
+    code = "requests_full"
 
 
 class RecipientDisputedError(UsageError):
@@ -647,6 +656,7 @@ __all__ = [
     "NotForThisDeviceError",
     "OpenedEnvelope",
     "RecipientDisputedError",
+    "RequestsFullError",
     "SealedEnvelope",
     "SenderNotActiveError",
     "UnauthorisedWrapError",
