@@ -17,7 +17,6 @@ from node.services.contacts import ContactSet
 from node.services.messages import MessageService
 from node.storage import ContactStore, MessageStore
 from node.storage.db import Database, Statement
-from protocol.core.keys import DeviceKeys
 from protocol.log.ledger import Ledger
 from protocol.messaging.content import Content, Text
 from protocol.messaging.envelope import SealedEnvelope, seal
@@ -137,7 +136,3 @@ class Peer:
             timestamp=T0,
             seed=os.urandom(32),
         )
-
-
-def device_keys(label: str) -> DeviceKeys:
-    return DeviceKeys.from_random(label.encode().ljust(32, b"\0")[:32])
