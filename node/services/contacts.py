@@ -9,7 +9,8 @@ number of the two account ids; it survives device changes, because each is
 authorised in the log, but a recovery always asks for re-verification.
 
 ``ContactSet`` is the one place that answers "is this account a contact";
-message requests, receipts and (later) quotas all ask it.  It is backed by
+message requests and their caps, receipts and (later) quotas all ask it
+(``node/services/requests.py``).  It is backed by
 this device's table until account-wide sync fills it for every device.
 """
 
@@ -31,6 +32,7 @@ from ..context import NodeContext
 from ..control import RpcFailure
 from ..render import approver_label
 from ..storage.contacts import ContactRow, ContactStore
+from ..storage.db import Statement
 
 
 def device_statuses(state: AccountState) -> dict[str, str]:
@@ -102,6 +104,11 @@ class ContactSet:
         known = account in self.ledger.accounts
         seen = device_statuses(self.ledger.state(account)) if known else {}
         self.store.add(account, name, int(time.time() * 1000), seen)
+
+    def block_statement(self, account: bytes, now_ms: int) -> Statement:
+        """Block ``account`` (a blocked contact if it was none), as a
+        statement for the caller's transaction."""
+        return self.store.block_statement(account, account.hex()[:12], now_ms)
 
 
 class ContactService:

@@ -5,7 +5,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``db``        the connection, transactions and the migration runner
 * ``events``    accepted events (the log): staged puts, an explicit commit
 * ``contacts``  the account's contacts, verification marks and blocks
-* ``messages``  messages, the outbox of deliveries, counters, replay state
+* ``messages``  messages (and requests), the outbox of deliveries, counters
+* ``replay``    the receive-side replay state, one row per sender stream
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -15,17 +16,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, messages
+from . import contacts, events, messages, replay
 from .contacts import ContactStore
-from .db import Database
+from .db import Database, Migrations
 from .events import SqliteEventStore
 from .messages import MessageStore
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1
-MIGRATIONS: dict[int, list[str]] = {
+MIGRATIONS: Migrations = {
     0: events.SCHEMA_V1,
     1: contacts.SCHEMA_V2,
     2: messages.SCHEMA_V3,
+    # outbox expiry and its due index; request sizes and their index
+    3: messages.SCHEMA_V4,
+    # the replay guard split into one row per sender stream
+    4: replay.SCHEMA_V5,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -11,12 +11,13 @@ replica.  Two entry points::
     env.raw            # bytes to deliver to every device in env.wrapped_for
     env.message_id     # 16 bytes, the id receipts refer to
 
-    # receiver: its own keys, its own replica, its persisted ReplayGuard
+    # receiver: its own keys, its own replica, its replay state (a
+    # ReplayGuard in memory, or a PendingReplay over the node's table)
     opened = open_envelope(params, raw, my_account, my_keys, ledger_lookup, guard)
     opened.content     # Text | Receipt | HistoryBundle | UnknownContent
     opened.sender_account, opened.sender_device, opened.timestamp (claimed)
     opened.diverged    # accounts whose heads the sender saw differently (S5)
-    # persist the message and guard.encode() together, then acknowledge
+    # persist the message and the changed replay window together, then acknowledge
 
 ``states`` maps an account id to its ``AccountState`` in the receiver's
 replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
@@ -54,6 +55,7 @@ from protocol.core.errors import (
     DecodeError,
     InvalidInput,
     InvalidKeyError,
+    LimitExceededError,
     NotActiveError,
     SchemaError,
     UnauthorisedError,
@@ -74,8 +76,8 @@ from protocol.messaging.content import (
     ContentKind,
     ContentRange,
     HistoryBundle,
-    ReplayGuard,
     ReplayKey,
+    ReplayState,
     content_range,
     decode_content,
     encode_content,
@@ -146,6 +148,14 @@ class UnauthorisedWrapError(UnauthorisedError):
     def __init__(self, message: str, views: tuple[HeadsView, ...]) -> None:
         super().__init__(message)
         self.views = views
+
+
+class RequestsFullError(LimitExceededError):
+    """The receiving node keeps no more message requests (texts from accounts
+    that are not its contacts) from this sender, or in all (§15.14): a
+    policy refusal of a valid envelope, so the sender may try again later."""
+
+    code = "requests_full"
 
 
 class RecipientDisputedError(UsageError):
@@ -457,7 +467,7 @@ def open_envelope(
     my_account: bytes,
     me: DeviceKeys,
     states: StateLookup,
-    guard: ReplayGuard,
+    guard: ReplayState,
 ) -> OpenedEnvelope:
     """Decrypt, authenticate and replay-check an envelope (§15.5, steps 1-9).
 
@@ -646,6 +656,7 @@ __all__ = [
     "NotForThisDeviceError",
     "OpenedEnvelope",
     "RecipientDisputedError",
+    "RequestsFullError",
     "SealedEnvelope",
     "SenderNotActiveError",
     "UnauthorisedWrapError",
