@@ -387,7 +387,7 @@ def check_mailbox_handle(data: bytes) -> None:
     box = mb.Mailbox(FAST, MB_IDENTITY, "12D3KooWFuzzBox", grant_policy=lambda a, d: True)
     box.issue_grant(HISTORY.account, MB_KEYS.sign_public, now=LINK_NOW)
     box.challenge(MB_KEYS.sign_public, bytes(16), LINK_NOW)
-    outs = box.handle(data, peer="peer", now=LINK_NOW, random16=b"n" * 16)
+    outs = box.handle(data, peer="peer", group="g", now=LINK_NOW, random16=b"n" * 16)
     send, *rest = outs
     assert isinstance(send, Send) and send.peer == "peer"
     answer = mb.decode_answer(send.frame)  # always a well-formed answer
