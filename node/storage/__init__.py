@@ -6,6 +6,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``events``    accepted events (the log): staged puts, an explicit commit
 * ``contacts``  the account's contacts, verification marks and blocks
 * ``messages``  messages, the outbox of deliveries, counters, replay state
+* ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
+* ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -15,17 +17,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, messages
+from . import contacts, events, mailbox, messages, tokens
 from .contacts import ContactStore
 from .db import Database
 from .events import SqliteEventStore
+from .mailbox import SqliteMailboxStore
 from .messages import MessageStore
+from .tokens import TokenStore
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1
 MIGRATIONS: dict[int, list[str]] = {
     0: events.SCHEMA_V1,
     1: contacts.SCHEMA_V2,
     2: messages.SCHEMA_V3,
+    3: mailbox.SCHEMA_V4,
+    4: tokens.SCHEMA_V5,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -41,5 +47,7 @@ __all__ = [
     "Database",
     "MessageStore",
     "SqliteEventStore",
+    "SqliteMailboxStore",
+    "TokenStore",
     "open_database",
 ]
