@@ -416,6 +416,11 @@ class Mailbox:
         box = self._boxes.get(device)
         if box is None or now.wall_ms >= box.grant.expires:
             raise NoGrantError("no current grant for that device here")
+        item_id = item_id_of(device, envelope)
+        if box.get(item_id) is not None:
+            # The same envelope again (a retry whose answer was lost): no
+            # second copy, nothing spent, whatever token it carries.
+            return item_id
         if token is not None:
             self._check_token(box, device, token, now)
         else:
@@ -423,9 +428,6 @@ class Mailbox:
         header = peek(envelope, self.params)  # shape and size only
         if device not in header.devices:
             raise MailboxError("the envelope has no key wrap for that device")
-        item_id = item_id_of(device, envelope)
-        if box.get(item_id) is not None:
-            return item_id  # the same envelope again: no second copy, no token spent
         size = len(envelope)
         victims = self._stranger_room(box, group, size) if token is None else []
         freed = sum(v.size for v in victims)
