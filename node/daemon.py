@@ -162,6 +162,7 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.mailbox,
         ]
 
     def _delivered(self, note: dict[str, Any]) -> None:

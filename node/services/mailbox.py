@@ -75,6 +75,7 @@ from protocol.messaging.tokens import TokenExpiredError, TokenInvalidError, Toke
 from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
 from protocol.records.grant import GRANT_V2, Grant, decode_grant
 
+from .. import control
 from ..context import NodeContext, Stream
 from ..datadir import write_private
 from ..driver import MachineDriver
@@ -155,6 +156,29 @@ class MailboxService:
         #: where each of our mailboxes listens, as the grant's peer told us
         self._addrs: dict[str, tuple[str, ...]] = {}
         self._nursery: trio.Nursery | None = None
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {"mailbox.status": self.status}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What this node's mailbox holds, per device, and the tokens this
+        device holds for others' mailboxes."""
+        box = self.box
+        doc: dict[str, Any] = {"tokens_held": self.tokens.store.held_count()}
+        if box is None:
+            return doc
+        devices = {}
+        for device in box.devices():
+            (nbytes, items), (sbytes, sitems) = box.held(device), box.held_by_strangers(device)
+            devices[device.hex()] = {
+                "bytes": nbytes,
+                "items": items,
+                "stranger_bytes": sbytes,
+                "stranger_items": sitems,
+            }
+        nbytes, items = box.total
+        doc.update(bytes=nbytes, items=items, spent_tokens=box.spent_count, devices=devices)
+        return doc
 
     @property
     def _grants_path(self) -> Path:

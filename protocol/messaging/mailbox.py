@@ -354,6 +354,10 @@ class Mailbox:
         box = self._boxes.get(device)
         return (box.strangers.bytes, box.strangers.count) if box else (0, 0)
 
+    def devices(self) -> tuple[bytes, ...]:
+        """The devices with a box here (a grant, or items under an expired one)."""
+        return tuple(self._boxes)
+
     @property
     def total(self) -> tuple[int, int]:
         """(bytes, count) held in all."""
