@@ -555,3 +555,19 @@ def test_fetch_returns_what_was_deposited_in_order() -> None:
         ),
         type(b.box.challenge(BOB.sign_public, nonce(8), NOW)),
     )  # fmt: skip
+
+
+def test_decoders_bound_batches_and_invites() -> None:
+    b = Box()
+    many = tuple(sorted((b.token(i) for i in range(tk.MAX_BATCH + 1)), key=lambda t: t.nonce))
+    body = encode_content(TokenBatch(BOB.sign_public, b.box.identity.public, many[:-1]))[1]
+    assert len(decode_content(48, body).tokens) == tk.MAX_BATCH  # type: ignore[union-attr]
+    over = TokenBatch(BOB.sign_public, b.box.identity.public, many).to_wire()
+    from protocol.core.canonical import encode_flat
+
+    with pytest.raises(SchemaError):
+        decode_content(48, encode_flat(over))
+    one = TokenBatch(BOB.sign_public, b.box.identity.public, many[:1])
+    three = tk.for_invite([one, one, one])  # more (device, mailbox) pairs than an invite holds
+    with pytest.raises(SchemaError):
+        Invite.parse(Invite(FAST.network_id, ACCOUNT, "bob", (), three).to_text(), FAST)
