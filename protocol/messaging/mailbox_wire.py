@@ -48,7 +48,7 @@ D_MAILBOX_ITEM = b"smu/mailbox-item/v1\x00"
 
 ITEM_ID_BYTES = 16
 NONCE_BYTES = 16
-#: a request frame: one envelope plus a little framing (a token is 92 bytes)
+#: a request frame: one envelope plus a little framing (a token is 94 bytes)
 MAX_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 256
 MAX_FETCH = 256
 #: an ITEMS answer stops adding envelopes past this (it holds at least one)
