@@ -44,26 +44,37 @@ async def _flood(addr: str, device: bytes, out: dict[str, Any], send: Any) -> No
     def code(answer: Any) -> str:
         return "deposited" if isinstance(answer, Deposited) else getattr(answer, "code", "?")
 
-    async def attacker(i: int) -> None:
+    def connected() -> None:
         nonlocal ready
+        ready += 1
+        if ready == ATTACKERS:
+            started.set()
+
+    async def attacker(i: int) -> None:
         source = f"127.0.{10 + i % ATTACKER_NETWORKS}.{1 + i // ATTACKER_NETWORKS}"
-        async with mailbox_peer(addr, source) as peer:
-            ready += 1
-            if ready == ATTACKERS:
-                started.set()
-            for k in range(DEPOSITS_EACH):
-                env = junk_envelope(TESTNET, device, f"flood {i} {k}", 1000)
-                try:
-                    answers[code(await peer.ask(deposit_request(device, env)))] += 1
-                except Exception as exc:
-                    answers[type(exc).__name__] += 1
+        try:
+            async with mailbox_peer(addr, source) as peer:
+                connected()
+                for k in range(DEPOSITS_EACH):
+                    env = junk_envelope(TESTNET, device, f"flood {i} {k}", 1000)
+                    try:
+                        answers[code(await peer.ask(deposit_request(device, env)))] += 1
+                    except Exception as exc:  # a reset stream is an answer too
+                        answers[type(exc).__name__] += 1
+        except Exception as exc:  # a busy node may refuse a connection: count it
+            answers[f"connect: {type(exc).__name__}"] += 1
+            if not started.is_set():
+                connected()
 
     async def honest_stranger() -> None:
         await started.wait()
         async with mailbox_peer(addr, "127.0.200.1") as peer:
             for k in range(STRANGER_TRIES):
                 env = junk_envelope(TESTNET, device, f"stranger {k}", 1000)
-                stranger.append(code(await peer.ask(deposit_request(device, env))))
+                try:
+                    stranger.append(code(await peer.ask(deposit_request(device, env))))
+                except Exception as exc:  # counted as not taken
+                    stranger.append(type(exc).__name__)
                 await trio.sleep(0.3)
 
     async def contact() -> None:
