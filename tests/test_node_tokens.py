@@ -131,3 +131,57 @@ def test_tokens_held_are_reserved_while_tried_and_capped_in_all(
     )
     s.service.store.db.write(s.service.hold_statements(s.them.account, more))
     assert s.service.store.held_count() == 12
+
+
+def test_a_deposit_spends_one_token_drops_dead_ones_and_else_goes_as_a_stranger(
+    s: Setup,
+) -> None:
+    import trio
+
+    from node.driver import MachineDriver
+    from node.services.mailbox import MailboxService
+    from protocol.messaging.mailbox_store import MemoryMailboxStore
+
+    from .mailbox_support import junk_envelope
+
+    recipient = device("recipient").sign_public
+    their_key = TokenSigner(b"r" * 32)
+    ctx = SimpleNamespace(node_seed=b"\x05" * 32, peer_id="12D3KooWOwnNode", params=FAST)
+    service = MailboxService(
+        ctx,  # type: ignore[arg-type]
+        receive=lambda e: None,
+        store=MemoryMailboxStore(),
+        tokens=s.service,
+    )
+    box = Mailbox(FAST, service.identity, ctx.peer_id, store=service.store)
+    service.box = box
+    service.box_driver = MachineDriver("mailbox", box, lambda outs: None)
+    now = Now(0.0, int(time.time() * 1000))
+    grant = box.issue_grant(s.them.account, recipient, now=now, token_key=their_key.public)
+    record: Any = SimpleNamespace(mailboxes=[(grant.raw, ())])
+    expires = tk.token_expiry(now.wall_ms)
+
+    def hold(signer: TokenSigner, first: int, n: int) -> None:
+        nonces = [bytes([first + i]) * 16 for i in range(n)]
+        tokens = signer.issue(FAST, grant.mailbox_key, recipient, nonces, expires)
+        batch = TokenBatch(recipient, grant.mailbox_key, tokens)
+        s.service.store.db.write(s.service.hold_statements(s.them.account, batch))
+
+    def deposit(tag: str) -> bool:
+        env = junk_envelope(FAST, recipient, tag)
+        return bool(trio.run(service.deposit, record, recipient, env))
+
+    # a forged token is refused (token_invalid) and dropped; none left: a stranger's deposit
+    hold(TokenSigner(b"f" * 32), 1, 1)
+    assert deposit("first")
+    assert s.service.store.held_count(recipient) == 0
+    assert box.held_by_strangers(recipient)[1] == 1
+    # a good token pays: a contact's deposit, and the token is gone
+    hold(their_key, 10, 2)
+    assert deposit("second")
+    assert box.held_by_strangers(recipient)[1] == 1 and box.held(recipient)[1] == 2
+    assert s.service.store.held_count(recipient) == 1
+    # no room: the deposit fails (the outbox keeps the envelope), the token is kept
+    box.issue_grant(s.them.account, recipient, now=now, quota_count=2, token_key=their_key.public)
+    assert not deposit("third")
+    assert s.service.store.held_count(recipient) == 1
