@@ -27,6 +27,7 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
+from protocol.messaging.tokens import TokenSigner
 from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
@@ -47,7 +48,8 @@ from .services.mailbox import MailboxService
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
-from .storage import ContactStore, MessageStore, open_database
+from .services.tokens import TokenService
+from .storage import ContactStore, MessageStore, SqliteMailboxStore, TokenStore, open_database
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -75,8 +77,16 @@ class Daemon:
         listen: list[str],
         bootstrap: list[str],
         replication: ReplicationConfig | None = None,
+        *,
+        mailbox_group_of: Callable[[str], str] | None = None,
     ) -> None:
+        """``mailbox_group_of`` is for lab tests only, and no flag or config
+        file reaches it: it replaces how this node's mailbox maps a
+        depositor's address to its network group (PROTOCOL.md §15.17), so
+        that a test on loopback can stand for depositors in many networks.
+        None (always, outside such a test): ``deposit_group``."""
         self.datadir = datadir
+        self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
@@ -113,7 +123,14 @@ class Daemon:
         self._build_services()
 
     def _build_services(self) -> None:
-        contacts = ContactService(self, self._contacts)
+        self.tokens = TokenService(
+            self,
+            TokenStore(self.db),
+            TokenSigner(self.secrets.token_seed),
+            self._contacts,
+            grants=lambda: [g for g, _ in self.mailbox.grants],
+        )
+        contacts = ContactService(self, self._contacts, self.tokens)
         self.messages = MessageService(
             self,
             MessageStore(self.db),
@@ -121,8 +138,18 @@ class Daemon:
             deposit=lambda record, device, env: self.mailbox.deposit(record, device, env),
             reconcile_all=self.replication.reconcile_all,
             contact_changes=contacts.contact_docs,
+            tokens=self.tokens,
         )
-        self.mailbox = MailboxService(self, receive=self.messages.receive)
+        self.tokens.send = self.messages.queue_tokens
+        self._contacts.on_added.append(self.tokens.refill)
+        self.mailbox = MailboxService(
+            self,
+            receive=self.messages.receive,
+            store=SqliteMailboxStore(self.db),
+            tokens=self.tokens,
+            group_of=self._mailbox_group_of,
+        )
+        self.mailbox.on_grants_changed = self.tokens.refill_all
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
@@ -136,6 +163,7 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.mailbox,
         ]
 
     def _delivered(self, note: dict[str, Any]) -> None:
@@ -193,6 +221,7 @@ class Daemon:
             await nursery.start(self.linking.run)
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
+            nursery.start_soon(self.tokens.run)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))

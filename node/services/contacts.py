@@ -17,7 +17,8 @@ this device's table until account-wide sync fills it for every device.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from protocol.core.errors import InvalidInput
 from protocol.core.invite import Invite
@@ -26,6 +27,7 @@ from protocol.core.names import sanitise
 from protocol.log.events import EventKind
 from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus
+from protocol.messaging.tokens import TokenBatch, for_invite
 
 from .. import control
 from ..context import NodeContext
@@ -68,6 +70,9 @@ class ContactSet:
     def __init__(self, store: ContactStore, ledger: Ledger) -> None:
         self.store = store
         self.ledger = ledger
+        #: called with the account after a contact is added (e.g. to hand it
+        #: mailbox tokens, PROTOCOL.md §15.16)
+        self.on_added: list[Callable[[bytes], object]] = []
 
     def is_contact(self, account: bytes) -> bool:
         row = self.store.get(account)
@@ -104,6 +109,8 @@ class ContactSet:
         known = account in self.ledger.accounts
         seen = device_statuses(self.ledger.state(account)) if known else {}
         self.store.add(account, name, int(time.time() * 1000), seen)
+        for hook in self.on_added:
+            hook(account)
 
     def block_statement(self, account: bytes, now_ms: int) -> Statement:
         """Block ``account`` (a blocked contact if it was none), as a
@@ -111,11 +118,24 @@ class ContactSet:
         return self.store.block_statement(account, account.hex()[:12], now_ms)
 
 
+class InviteTokens(Protocol):
+    """Mailbox tokens in invites (``services/tokens.py``)."""
+
+    def invite_batches(self) -> tuple[TokenBatch, ...]: ...
+
+    def hold_invite(self, invite: Invite) -> int: ...
+
+
 class ContactService:
-    def __init__(self, ctx: NodeContext, contacts: ContactSet) -> None:
+    def __init__(
+        self, ctx: NodeContext, contacts: ContactSet, tokens: InviteTokens | None = None
+    ) -> None:
         self.ctx = ctx
         self.contacts = contacts
         self.store = contacts.store
+        #: puts a few of this device's tokens in each invite, and keeps those
+        #: of invites it is given
+        self.tokens = tokens
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -134,6 +154,7 @@ class ContactService:
             account,
             state.display_name,
             tuple(self.ctx.addresses()[:4]),
+            for_invite(self.tokens.invite_batches()) if self.tokens is not None else (),
         )
         return {
             "invite": inv.to_text(),
@@ -150,6 +171,8 @@ class ContactService:
             except InvalidInput as exc:
                 raise RpcFailure(control.USAGE, f"invite: {exc}") from exc
             account, hint = inv.account, inv.display_name
+            if self.tokens is not None and account != self.ctx.own_account():
+                self.tokens.hold_invite(inv)
             for addr in inv.addrs:
                 try:
                     await self.ctx.dial(addr)

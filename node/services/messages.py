@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -57,6 +57,7 @@ from protocol.messaging.envelope import (
     open_envelope,
     seal,
 )
+from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
 
 from .. import control
@@ -82,6 +83,7 @@ from .requests import RequestLimits, Requests
 
 log = logging.getLogger("smu.messages")
 MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
+KIND_TOKENS = 48
 DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
@@ -96,6 +98,14 @@ FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
+
+
+class TokenHooks(Protocol):
+    """What receiving asks of the token service (``services/tokens.py``)."""
+
+    def hold_statements(self, sender: bytes, batch: TokenBatch) -> list[Statement]: ...
+
+    def message_from(self, account: bytes) -> None: ...
 
 
 def _now_ms() -> int:
@@ -143,8 +153,11 @@ class MessageService:
         request_limits: RequestLimits | None = None,
         max_replay_streams: int = MAX_REPLAY_STREAMS,
         clock_ms: Callable[[], int] = _now_ms,
+        tokens: TokenHooks | None = None,
     ) -> None:
         self.ctx = ctx
+        #: mailbox tokens: keep those handed to us, count those spent (§15.16)
+        self.tokens = tokens
         self.store = store
         self.contacts = contacts
         self.requests_policy = Requests(store, contacts, request_limits)
@@ -245,6 +258,11 @@ class MessageService:
         self.store.db.write(rows)  # stored before it is reported as sent
         self.wake()
         return env.message_id, len(targets)
+
+    def queue_tokens(self, recipient: bytes, batch: TokenBatch) -> None:
+        """Hand ``recipient``'s account mailbox tokens (§15.16), sealed and
+        delivered like any message (raises RpcFailure if it cannot yet)."""
+        self._seal_and_queue(recipient, batch, KIND_TOKENS, "")
 
     async def send(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
@@ -465,6 +483,9 @@ class MessageService:
         elif isinstance(content, Receipt):
             for mid in content.message_ids:
                 rows.append(MessageStore.delivered_statement(mid, opened.sender_device))
+        elif isinstance(content, TokenBatch):
+            if not outgoing and self.tokens is not None:
+                rows.extend(self.tokens.hold_statements(opened.sender_account, content))
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):
@@ -490,6 +511,8 @@ class MessageService:
         self.replay.written(new, touched)
         if opened.diverged:
             self.diverged(opened.views)
+        if send_receipt and self.tokens is not None:
+            self.tokens.message_from(peer)  # it may have spent one of our tokens
         if send_receipt:
             self._send_receipts(peer, [opened.message_id])
         return opened

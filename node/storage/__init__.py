@@ -7,6 +7,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``contacts``  the account's contacts, verification marks and blocks
 * ``messages``  messages (and requests), the outbox of deliveries, counters
 * ``replay``    the receive-side replay state, one row per sender stream
+* ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
+* ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, messages, replay
+from . import contacts, events, mailbox, messages, replay, tokens
 from .contacts import ContactStore
 from .db import Database, Migrations
 from .events import SqliteEventStore
+from .mailbox import SqliteMailboxStore
 from .messages import MessageStore
+from .tokens import TokenStore
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1
 MIGRATIONS: Migrations = {
@@ -31,6 +35,10 @@ MIGRATIONS: Migrations = {
     3: messages.SCHEMA_V4,
     # the replay guard split into one row per sender stream
     4: replay.SCHEMA_V5,
+    # a mailbox's grants, items and spent tokens
+    5: mailbox.SCHEMA_V6,
+    # tokens held for others' mailboxes, and issued to contacts
+    6: tokens.SCHEMA_V7,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -46,5 +54,7 @@ __all__ = [
     "Database",
     "MessageStore",
     "SqliteEventStore",
+    "SqliteMailboxStore",
+    "TokenStore",
     "open_database",
 ]

@@ -9,6 +9,8 @@ value, tagged by its kind:
 * ``HistoryBundle`` (kind 3) — a batch of earlier messages, sent by the
   device that approved a new device of the *same* account, wrapped for the
   new device only;
+* ``TokenBatch`` (kind 48, ``protocol.messaging.tokens``) — one-time
+  mailbox deposit tokens the sending device hands a contact (§15.16);
 * ``UnknownContent`` — any other kind: authenticated and replay-checked
   like the rest, and reported with its ``ContentRange`` (DESIGN §10: 1-15
   messages, receipts and history; 16-31 session control; 32-47 account
@@ -37,6 +39,7 @@ from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput, SchemaError, UsageError
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
+from protocol.messaging.tokens import TokenBatch, decode_batch
 
 MESSAGE_ID_BYTES = 16
 MAX_TEXT_BYTES = 64 * 1024
@@ -52,6 +55,8 @@ class ContentKind(IntEnum):
     TEXT = 1
     RECEIPT = 2
     HISTORY = 3
+    #: one-time mailbox tokens (§15.16); the first kind of range 48-63
+    TOKENS = 48
     # 4..15: later messages, receipts and history; 16..31 session control
     # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
     # attachments.  ``content_range`` tells them apart.
@@ -177,7 +182,7 @@ class UnknownContent:
         return content_range(self.kind)
 
 
-Content = Text | Receipt | HistoryBundle | UnknownContent
+Content = Text | Receipt | HistoryBundle | TokenBatch | UnknownContent
 
 
 def encode_content(content: Content) -> tuple[int, bytes]:
@@ -256,6 +261,7 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.TEXT: _text,
         ContentKind.RECEIPT: _receipt,
         ContentKind.HISTORY: _history,
+        ContentKind.TOKENS: decode_batch,
     }
     if kind not in decoders:
         content_range(kind)  # 0 is no kind at all

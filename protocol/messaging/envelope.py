@@ -14,7 +14,7 @@ replica.  Two entry points::
     # receiver: its own keys, its own replica, its replay state (a
     # ReplayGuard in memory, or a PendingReplay over the node's table)
     opened = open_envelope(params, raw, my_account, my_keys, ledger_lookup, guard)
-    opened.content     # Text | Receipt | HistoryBundle | UnknownContent
+    opened.content     # Text | Receipt | HistoryBundle | TokenBatch | UnknownContent
     opened.sender_account, opened.sender_device, opened.timestamp (claimed)
     opened.diverged    # accounts whose heads the sender saw differently (S5)
     # persist the message and the changed replay window together, then acknowledge
@@ -82,6 +82,7 @@ from protocol.messaging.content import (
     decode_content,
     encode_content,
 )
+from protocol.messaging.tokens import TokenBatch
 
 # Domain labels (§15.2).  Changing one is a protocol change.
 D_ENV_SIG = b"smu/envelope-sig/v1\x00"
@@ -560,6 +561,9 @@ def open_envelope(
     if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
         # known or not: a contact cannot write into this account's own sync (§15.4)
         raise UnauthorisedError("account sync comes only from a device of one's own account")
+    if isinstance(content, TokenBatch) and content.device != s_device:
+        # a device hands out tokens for itself only (§15.16)
+        raise UnauthorisedError("a token batch is for its sender device only")
 
     # Step 9: replay, last, so that only a fully valid envelope is recorded.
     key: ReplayKey = (s_account, s_device, header.recipient_account)
