@@ -48,8 +48,16 @@ from .services.mailbox import MailboxService
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.sync import SyncService
 from .services.tokens import TokenService
-from .storage import ContactStore, MessageStore, SqliteMailboxStore, TokenStore, open_database
+from .storage import (
+    ContactStore,
+    MessageStore,
+    SqliteMailboxStore,
+    SyncStore,
+    TokenStore,
+    open_database,
+)
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -117,7 +125,10 @@ class Daemon:
         self.channels = ChannelService(self.links)
         self.links.on_opened.append(self.channels.link_opened)
         self.links.on_closed.append(self.channels.link_closed)
-        self._contacts = ContactSet(ContactStore(self.db), self._ledger)
+        #: account-wide state among this account's devices; the contact set
+        #: reads contacts, blocks and verification marks from it
+        self.sync = SyncService(self, SyncStore(self.db))
+        self._contacts = ContactSet(ContactStore(self.db), self._ledger, self.sync)
         self._stop = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
@@ -139,8 +150,13 @@ class Daemon:
             reconcile_all=self.replication.reconcile_all,
             contact_changes=contacts.contact_docs,
             tokens=self.tokens,
+            sync=self.sync,
         )
         self.tokens.send = self.messages.queue_tokens
+        self.sync.send = self.messages.queue_sync
+        # another device's decisions apply here too: its requests, our tokens
+        self.sync.on_changed.append(self.messages.decisions_changed)
+        self.sync.on_changed.append(self.tokens.refill_all)
         self._contacts.on_added.append(self.tokens.refill)
         self.mailbox = MailboxService(
             self,
@@ -170,11 +186,14 @@ class Daemon:
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
+            self.sync.log_changed()  # edits waiting for these events may merge
         self.notify(note)
 
     def _send_history(self, device: bytes) -> None:
         # History follows only now that the add-device event is in the log
-        # (DESIGN §9), encrypted to the approved key.
+        # (DESIGN §9), encrypted to the approved key; the account-wide state
+        # too, so that the new device is an equal from its first minute.
+        self.sync.send_snapshot(device)
         try:
             self.messages.send_history(device)
         except RpcFailure as exc:
@@ -213,6 +232,8 @@ class Daemon:
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.replication.run)
+            await nursery.start(self.sync.run)
+            self._contacts.import_legacy()
             await nursery.start(self.channels.run)
             self.replication.set_self(
                 self._peer_id, [a.split("/p2p/")[0] for a in self.addresses()]

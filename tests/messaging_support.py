@@ -15,7 +15,8 @@ from typing import Any
 
 from node.services.contacts import ContactSet
 from node.services.messages import MessageService
-from node.storage import ContactStore, MessageStore
+from node.services.sync import SyncService
+from node.storage import ContactStore, MessageStore, SyncStore
 from node.storage.db import Database, Statement
 from protocol.log.ledger import Ledger
 from protocol.messaging.content import Content, Text
@@ -28,11 +29,10 @@ from .conftest import FAST, T0, History
 class Context:
     """The parts of ``NodeContext`` the message service uses, no network."""
 
-    def __init__(self, ledger: Ledger, me: History, device: str, contacts: ContactSet) -> None:
+    def __init__(self, ledger: Ledger, me: History, device: str) -> None:
         self.params = FAST
         self.ledger = ledger
         self.device = me.keys[device]
-        self.contacts = contacts
         self.records = RecordBook(FAST)
         self._account = me.account
 
@@ -47,6 +47,12 @@ class Context:
 
     async def open_stream(self, *args: Any) -> Any:
         raise OSError("no network in unit tests")
+
+
+def contacts_for(ctx: Any, db: Database) -> ContactSet:
+    """A real contact set over real account-wide sync (nothing is sent:
+    the service has no ``send`` until a test gives it one)."""
+    return ContactSet(ContactStore(db), ctx.ledger, SyncService(ctx, SyncStore(db)))
 
 
 class CountingDatabase(Database):
@@ -86,8 +92,9 @@ class Node:
             for e in h.events.values():
                 self.ledger.ingest(e.raw)
         self.db = CountingDatabase(path / "events.sqlite")
-        self.contacts = ContactSet(ContactStore(self.db), self.ledger)
-        self.ctx = Context(self.ledger, me, device, self.contacts)
+        self.ctx = Context(self.ledger, me, device)
+        self.contacts = contacts_for(self.ctx, self.db)
+        self.ctx.contacts = self.contacts
         self.clock_ms = T0
         self.service = MessageService(
             self.ctx,  # type: ignore[arg-type]

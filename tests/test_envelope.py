@@ -661,6 +661,7 @@ def test_content_ranges() -> None:
         ContentKind.TEXT: ContentRange.MESSAGES,
         ContentKind.RECEIPT: ContentRange.MESSAGES,
         ContentKind.HISTORY: ContentRange.MESSAGES,
+        ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
         ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
     }
     for bad in (0, -1, True):
@@ -706,7 +707,7 @@ def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kin
     assert opened.content.range is content_range(kind)
 
 
-@pytest.mark.parametrize("kind", [32, 40, 47])
+@pytest.mark.parametrize("kind", [33, 40, 47])
 def test_account_sync_comes_only_from_ones_own_account(w: World, kind: int) -> None:
     guard = ReplayGuard()
     with pytest.raises(UnauthorisedError):

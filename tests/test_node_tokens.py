@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from node.services.contacts import ContactSet
 from node.services.tokens import TokenService
-from node.storage import ContactStore, TokenStore, open_database
+from node.storage import TokenStore, open_database
 from node.storage import tokens as token_storage
 from protocol.core.machine import Now
 from protocol.log.ledger import Ledger
@@ -23,6 +22,7 @@ from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 from protocol.messaging.tokens import TokenBatch, TokenSigner
 
 from .conftest import FAST, History, device
+from .messaging_support import contacts_for
 
 
 class Setup:
@@ -33,7 +33,6 @@ class Setup:
         for h in (self.me, self.them):
             ledger.ingest(h.genesis.raw)
         db = open_database(tmp_path / "events.sqlite")
-        self.contacts = ContactSet(ContactStore(db), ledger)
         self.signer = TokenSigner(b"s" * 32)
         key = self.me.keys["d0"]
         box = Mailbox(FAST, MailboxIdentity(b"b" * 32), "12D3KooWTokens")
@@ -44,6 +43,7 @@ class Setup:
         ctx = SimpleNamespace(
             params=FAST, device=key, ledger=ledger, account=lambda: self.me.account
         )
+        self.contacts = contacts_for(ctx, db)
         self.service = TokenService(
             ctx,  # type: ignore[arg-type]
             TokenStore(db),
@@ -76,7 +76,7 @@ def test_a_new_contact_gets_a_batch_and_its_refills_stop_at_the_daily_quota(s: S
 
 def test_a_blocked_contact_gets_no_refills(s: Setup) -> None:
     s.contacts.add(s.them.account, "them")
-    s.contacts.store.db.write([s.contacts.store.block_statement(s.them.account, "them", 0)])
+    s.contacts.block(s.them.account)
     before = len(s.sent)
     for _ in range(20):
         s.service.message_from(s.them.account)

@@ -17,10 +17,11 @@ from protocol.messaging.sync import (
     LedgerView,
     Offer,
     SyncBook,
+    SyncEdits,
     SyncForgedError,
-    decode_batch,
     decode_edit,
-    encode_batch,
+    decode_edits,
+    decode_sync_edits,
     make_edit,
 )
 
@@ -43,7 +44,8 @@ def test_edits_round_trip_and_forgeries_are_refused() -> None:
     h = _bob()
     e = _edit(h, "d1", ["a1"], T0, "contact/aa", {"name": "alice"})
     assert decode_edit(e.encode(), FAST) == e
-    assert decode_batch(encode_batch([e, e]), FAST) == (e, e)
+    batch = SyncEdits.of([e, e])
+    assert decode_edits(decode_sync_edits(batch.to_wire()), FAST) == (e, e)
     forged = bytearray(e.encode())
     forged[-1] ^= 1
     with pytest.raises(SyncForgedError):

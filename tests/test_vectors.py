@@ -167,7 +167,8 @@ def test_keys() -> None:
         assert len(suffix) == data["handle_suffix_chars"]
     for s in data["safety_numbers"]:
         a, b = bytes.fromhex(s["account_a"]), bytes.fromhex(s["account_b"])
-        assert keys.safety_number(a, b) == keys.safety_number(b, a) == s["number"]
+        ea, eb = bytes.fromhex(s["epoch_a"]), bytes.fromhex(s["epoch_b"])
+        assert keys.safety_number(a, ea, b, eb) == keys.safety_number(b, eb, a, ea) == s["number"]
 
 
 # -- events.json ---------------------------------------------------------------

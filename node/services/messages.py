@@ -57,6 +57,7 @@ from protocol.messaging.envelope import (
     open_envelope,
     seal,
 )
+from protocol.messaging.sync import SyncEdits
 from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
 
@@ -68,6 +69,7 @@ from ..storage.db import Statement
 from ..storage.messages import (
     KIND_HISTORY,
     KIND_RECEIPT,
+    KIND_SYNC,
     KIND_TEXT,
     DeliveryState,
     DueDelivery,
@@ -106,6 +108,14 @@ class TokenHooks(Protocol):
     def hold_statements(self, sender: bytes, batch: TokenBatch) -> list[Statement]: ...
 
     def message_from(self, account: bytes) -> None: ...
+
+
+class SyncHooks(Protocol):
+    """What receiving asks of account-wide sync (``services/sync.py``)."""
+
+    def receive_statements(self, batch: SyncEdits) -> tuple[list[Statement], int]: ...
+
+    def changed(self) -> None: ...
 
 
 def _now_ms() -> int:
@@ -154,8 +164,11 @@ class MessageService:
         max_replay_streams: int = MAX_REPLAY_STREAMS,
         clock_ms: Callable[[], int] = _now_ms,
         tokens: TokenHooks | None = None,
+        sync: SyncHooks | None = None,
     ) -> None:
         self.ctx = ctx
+        #: account-wide state from this account's other devices (§15.19)
+        self.sync = sync
         #: mailbox tokens: keep those handed to us, count those spent (§15.16)
         self.tokens = tokens
         self.store = store
@@ -263,6 +276,11 @@ class MessageService:
         """Hand ``recipient``'s account mailbox tokens (§15.16), sealed and
         delivered like any message (raises RpcFailure if it cannot yet)."""
         self._seal_and_queue(recipient, batch, KIND_TOKENS, "")
+
+    def queue_sync(self, batch: SyncEdits, only: list[bytes] | None) -> None:
+        """Account-wide edits for this account's other active devices (or
+        ``only`` those), sealed to the own account (§15.19)."""
+        self._seal_and_queue(self.ctx.own_account(), batch, KIND_SYNC, "", only=only)
 
     async def send(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
@@ -476,6 +494,7 @@ class MessageService:
         now = self.now_ms()
         rows: list[Statement] = []
         send_receipt = False
+        synced = 0
         if isinstance(content, Text):
             rows += self._text_rows(opened, content, peer, outgoing, now)
             # receipts go to contacts only, for a message stored just now
@@ -486,6 +505,12 @@ class MessageService:
         elif isinstance(content, TokenBatch):
             if not outgoing and self.tokens is not None:
                 rows.extend(self.tokens.hold_statements(opened.sender_account, content))
+        elif isinstance(content, SyncEdits):
+            # only the account's own devices share its state; a stranger's
+            # kind-32 content is authenticated, replay-checked and ignored
+            if outgoing and self.sync is not None:
+                sync_rows, synced = self.sync.receive_statements(content)
+                rows.extend(sync_rows)
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):
@@ -509,6 +534,8 @@ class MessageService:
         # the message and its stream's window, together, before ACCEPTED
         self.store.db.write(replay_rows + rows)
         self.replay.written(new, touched)
+        if synced and self.sync is not None:
+            self.sync.changed()
         if opened.diverged:
             self.diverged(opened.views)
         if send_receipt and self.tokens is not None:
@@ -632,12 +659,23 @@ class MessageService:
             "handle": handle(self.contacts.display_name(account) or label, account),
         }
 
+    def decisions_changed(self) -> None:
+        """Another device of this account accepted or blocked someone (the
+        synced contact set changed, §15.19): this device's requests from
+        that account follow the decision.  Receipts are the deciding
+        device's to send."""
+        rows: list[Statement] = []
+        for peer in self.store.request_peers():
+            if self.contacts.is_blocked(peer):
+                rows.append(MessageStore.delete_requests_statement(peer))
+            elif self.contacts.is_contact(peer):
+                rows.append(MessageStore.accept_requests_statement(peer))
+        if rows:
+            self.store.db.write(rows)
+
     async def block_request(self, params: dict[str, Any]) -> dict[str, Any]:
         account = self.ctx.resolve_account(str(params["account"]))
-        self.store.db.write(
-            [
-                self.contacts.block_statement(account, self.now_ms()),
-                MessageStore.delete_requests_statement(account),
-            ]
-        )
+        # the block is the account's (synced); the requests are this device's
+        self.contacts.block(account)
+        self.store.db.write([MessageStore.delete_requests_statement(account)])
         return {"blocked": account.hex()}

@@ -123,8 +123,8 @@ class TokenService:
         return sent
 
     def refill_all(self) -> None:
-        for row in self.contacts.store.all():
-            self.refill(row.account)
+        for contact in self.contacts.all():
+            self.refill(contact.account)
 
     def message_from(self, account: bytes) -> None:
         """A message from ``account`` was stored: count a token spent, and

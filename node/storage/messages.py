@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .db import Database, Statement
 
 KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+#: account-wide edits (§15.19): kept trying as long as a text, since a
+#: device that misses one shows stale contacts until the next edit of the key
+KIND_SYNC = 32
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -78,7 +81,7 @@ MACHINE_POLICY = DeliveryPolicy(DAY_MS, 300, None)
 
 
 def delivery_policy(kind: int) -> DeliveryPolicy:
-    return TEXT_POLICY if kind == KIND_TEXT else MACHINE_POLICY
+    return TEXT_POLICY if kind in (KIND_TEXT, KIND_SYNC) else MACHINE_POLICY
 
 
 SCHEMA_V3 = [
@@ -420,6 +423,11 @@ class MessageStore:
             (since_ms,),
         )
         return [_message(r) for r in rows]
+
+    def request_peers(self) -> list[bytes]:
+        """Accounts with requests held (any age)."""
+        rows = self.db.query("SELECT DISTINCT peer FROM messages WHERE request=1")
+        return [bytes(r[0]) for r in rows]
 
     def request_senders(self, since_ms: int) -> int:
         row = self.db.query_one(

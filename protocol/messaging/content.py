@@ -9,6 +9,8 @@ value, tagged by its kind:
 * ``HistoryBundle`` (kind 3) — a batch of earlier messages, sent by the
   device that approved a new device of the *same* account, wrapped for the
   new device only;
+* ``SyncEdits`` (kind 32, ``protocol.messaging.sync``) — account-wide
+  state among the devices of one account;
 * ``TokenBatch`` (kind 48, ``protocol.messaging.tokens``) — one-time
   mailbox deposit tokens the sending device hands a contact (§15.16);
 * ``UnknownContent`` — any other kind: authenticated and replay-checked
@@ -39,6 +41,7 @@ from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput, SchemaError, UsageError
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
+from protocol.messaging.sync import SyncEdits, decode_sync_edits
 from protocol.messaging.tokens import TokenBatch, decode_batch
 
 MESSAGE_ID_BYTES = 16
@@ -55,6 +58,8 @@ class ContentKind(IntEnum):
     TEXT = 1
     RECEIPT = 2
     HISTORY = 3
+    #: account-wide state (§15.19); the first kind of range 32-47
+    SYNC_EDITS = 32
     #: one-time mailbox tokens (§15.16); the first kind of range 48-63
     TOKENS = 48
     # 4..15: later messages, receipts and history; 16..31 session control
@@ -182,7 +187,7 @@ class UnknownContent:
         return content_range(self.kind)
 
 
-Content = Text | Receipt | HistoryBundle | TokenBatch | UnknownContent
+Content = Text | Receipt | HistoryBundle | SyncEdits | TokenBatch | UnknownContent
 
 
 def encode_content(content: Content) -> tuple[int, bytes]:
@@ -261,6 +266,7 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.TEXT: _text,
         ContentKind.RECEIPT: _receipt,
         ContentKind.HISTORY: _history,
+        ContentKind.SYNC_EDITS: decode_sync_edits,
         ContentKind.TOKENS: decode_batch,
     }
     if kind not in decoders:

@@ -1,5 +1,5 @@
 """Account-wide state, synced among the devices of one account (PROTOCOL.md
-§15.16; DESIGN §6 "An account's devices are equals").
+§15.19; DESIGN §6 "An account's devices are equals").
 
 Contacts, verification marks, request decisions and blocks, read markers
 and deletions belong to the account, not to the device that made them.  A
@@ -55,7 +55,8 @@ EDIT_VERSION = 1
 #: content kind of a batch of edits (the account-sync range, 32-47)
 SYNC_EDITS_KIND = 32
 
-MAX_KEY_CHARS = 96
+#: room for "verified/<account hex>/<epoch hex>" (138) and "trash/<account>/<message id>"
+MAX_KEY_CHARS = 160
 MAX_VALUE_BYTES = 1024
 MAX_EDIT_BYTES = 2048
 MAX_HEADS = 8
@@ -132,8 +133,10 @@ def make_edit(
         raise UsageError(f"an edit others would refuse: {exc}") from exc
 
 
-def decode_edit(raw: bytes, params: NetworkParams) -> Edit:
-    """Structure and signature (validity against the log is ``SyncBook``'s)."""
+def decode_edit(raw: bytes, params: NetworkParams, *, verify: bool = True) -> Edit:
+    """Structure and (unless ``verify`` is False: for edits this device
+    stored after checking them) signature; validity against the log is
+    ``SyncBook``'s."""
     if len(raw) > MAX_EDIT_BYTES:
         raise SizeLimitError(f"an edit is at most {MAX_EDIT_BYTES} bytes")
     fields = decode(raw, MAX_EDIT_BYTES)
@@ -165,28 +168,51 @@ def decode_edit(raw: bytes, params: NetworkParams) -> Edit:
         value,
         _bin(sig, 64, "signature"),
     )
-    try:
-        crypto.verify(edit.device, _signed_message(params, edit.unsigned()), edit.signature)
-    except InvalidInput as exc:
-        raise SyncForgedError("the edit is not signed by the device it names") from exc
+    if verify:
+        try:
+            crypto.verify(edit.device, _signed_message(params, edit.unsigned()), edit.signature)
+        except InvalidInput as exc:
+            raise SyncForgedError("the edit is not signed by the device it names") from exc
     return edit
 
 
-def encode_batch(edits: Iterable[Edit]) -> bytes:
-    """The body of a SYNC_EDITS content: [edit bytes, ...]."""
-    items = [e.encode() for e in edits]
+@dataclass(frozen=True, slots=True)
+class SyncEdits:
+    """Content kind 32: a batch of encoded edits, to one's own account only
+    (the envelope refuses the account-sync range from anyone else, §15.4).
+    Each edit carries its own signature (a snapshot relays edits made by
+    other devices), checked by ``decode_edits``."""
+
+    edits: tuple[bytes, ...]
+
+    #: ``content.ContentKind.SYNC_EDITS`` (this module sits below content.py)
+    kind = SYNC_EDITS_KIND
+
+    @classmethod
+    def of(cls, edits: Iterable[Edit]) -> SyncEdits:
+        items = tuple(e.encode() for e in edits)
+        if not 0 < len(items) <= MAX_EDITS_PER_BATCH:
+            raise UsageError(f"a batch holds 1 to {MAX_EDITS_PER_BATCH} edits")
+        return cls(items)
+
+    def to_wire(self) -> list[object]:
+        return [list(self.edits)]
+
+
+def decode_sync_edits(value: object) -> SyncEdits:
+    """``[[edit bytes, ...]]``: structure only (signatures: ``decode_edits``)."""
+    if type(value) is not list or len(value) != 1 or type(value[0]) is not list:
+        raise SchemaError("a sync batch is [[edit, ...]]")
+    items = value[0]
     if not 0 < len(items) <= MAX_EDITS_PER_BATCH:
-        raise UsageError(f"a batch holds 1 to {MAX_EDITS_PER_BATCH} edits")
-    return encode(items)
+        raise SchemaError(f"a sync batch holds 1 to {MAX_EDITS_PER_BATCH} edits")
+    if any(type(i) is not bytes or len(i) > MAX_EDIT_BYTES for i in items):
+        raise SchemaError(f"a sync batch is a list of edits of at most {MAX_EDIT_BYTES} bytes")
+    return SyncEdits(tuple(items))
 
 
-def decode_batch(body: bytes, params: NetworkParams) -> tuple[Edit, ...]:
-    items = decode(body, MAX_EDITS_PER_BATCH * (MAX_EDIT_BYTES + 8))
-    if type(items) is not list or not 0 < len(items) <= MAX_EDITS_PER_BATCH:
-        raise SchemaError(f"a batch holds 1 to {MAX_EDITS_PER_BATCH} edits")
-    if any(type(i) is not bytes for i in items):
-        raise SchemaError("a batch is a list of encoded edits")
-    return tuple(decode_edit(i, params) for i in items)
+def decode_edits(batch: SyncEdits, params: NetworkParams) -> tuple[Edit, ...]:
+    return tuple(decode_edit(raw, params) for raw in batch.edits)
 
 
 # --------------------------------------------------------------------------
@@ -317,6 +343,12 @@ class SyncBook:
                 self._waiting.pop(0)  # the oldest: its sender sends again
             self._waiting.append(edit)
         return why
+
+    def next_clock_ms(self) -> int | None:
+        """When the earliest edit waiting for a clock may be merged (our wall
+        clock, ms)."""
+        clocks = [e.clock[0] - MAX_SKEW_MS for e in self._waiting]
+        return min(clocks) if clocks else None
 
     def retry(self, log: LogView, now_ms: int) -> list[Edit]:
         """Offer the waiting edits again (the clock moved, events arrived);
