@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .db import Database
 
-SCHEMA_V4 = [
+SCHEMA_V9 = [
     """CREATE TABLE IF NOT EXISTS read_marks (
            peer BLOB PRIMARY KEY,
            read_ms INTEGER NOT NULL)""",

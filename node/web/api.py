@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from protocol.core.keys import handle
 from protocol.core.names import sanitise
 
-from ..services.messages import KIND_TEXT
+from ..storage.messages import KIND_TEXT
 from .auth import SESSION_TTL_MS, Sessions, proof
 from .deps import Services
 from .endpoints import Params, WebError, account_id, endpoint, session_of, text
@@ -112,7 +112,8 @@ class Api:
         doc["session"] = session_of(request).id
         pending = (await self.svc.linking.pending({}))["requests"]
         doc["pending"] = sum(1 for r in pending if r["awaiting_approval"])
-        doc["requests"] = self.svc.messages.store.request_senders()
+        messages = self.svc.messages
+        doc["requests"] = messages.store.request_senders(messages.requests_policy.since(now_ms()))
         summaries = self.svc.reads.summaries(KIND_TEXT) if doc["account"] else {}
         doc["unread"] = sum(
             s.unread for peer, s in summaries.items() if self.svc.ctx.contacts.is_contact(peer)
@@ -126,6 +127,8 @@ class Api:
         summaries = self.svc.reads.summaries(KIND_TEXT)
         out = []
         for c in contacts:
+            if c["blocked"]:
+                continue  # contact.list has blocked ones too
             s = summaries.get(bytes.fromhex(c["account_id"]))
             out.append(
                 {
@@ -177,7 +180,8 @@ class Api:
             about = {k: doc[k] for k in ("name", "handle", "verified", "status")}
             about["request"] = False
         else:
-            rows = [r for r in store.requests() if r.peer == peer]
+            since = self.svc.messages.requests_policy.since(now_ms())
+            rows = [r for r in store.requests(since) if r.peer == peer]
             if not rows:
                 raise WebError(404, "no conversation with that account")
             about = {

@@ -23,8 +23,7 @@ from typing import Any
 import trio
 from starlette.websockets import WebSocket
 
-from ..services.messages import KIND_TEXT
-from ..storage.messages import NewMessage
+from ..storage.messages import KIND_TEXT, NewMessage
 from .auth import Session, Sessions, key_matches
 from .deps import Services
 from .views import deliveries, message_doc
