@@ -48,11 +48,13 @@ from .services.mailbox import MailboxService
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.reads import ReadMarks
 from .services.sync import SyncService
 from .services.tokens import TokenService
 from .storage import (
     ContactStore,
     MessageStore,
+    ReadStore,
     SqliteMailboxStore,
     SyncStore,
     TokenStore,
@@ -159,6 +161,9 @@ class Daemon:
         # another device's decisions apply here too: its requests, our tokens
         self.sync.on_changed.append(self.messages.decisions_changed)
         self.sync.on_changed.append(self.tokens.refill_all)
+        #: read marks, account-wide (``read/<account>``), cached per device
+        self.reads = ReadMarks(self, ReadStore(self.db), self.sync)
+        self.sync.on_changed.append(self.reads.synced)
         self._contacts.on_added.append(self.tokens.refill)
         self.mailbox = MailboxService(
             self,
@@ -181,6 +186,7 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.reads,
             self.mailbox,
         ]
 
@@ -195,6 +201,8 @@ class Daemon:
 
             server = WebServer(self.datadir.path, port, Services.find(self, self.services))
             self.subscribers.append(server.hub.on_note)
+            # another device's edits: contacts, blocks, marks, read marks
+            self.sync.on_changed.append(server.hub.synced)
         self.services.append(WebService(server))
         return server
 

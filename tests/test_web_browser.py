@@ -6,9 +6,10 @@ writes down the recovery key; links her phone, approving it in the
 laptop's browser after both show the same code; bob adds her by invite and
 writes first, so she gets a message request and accepts it; her answer
 appears live in bob's browser; she marks bob's safety number verified;
-she revokes the phone, and the phone's browser says so.  Names and
-messages full of markup show as text and run nothing, and the CSP stops
-inline script.  Screenshots of each screen go to ``out/web/``.
+reading bob's next message on the laptop clears its unread count on the
+phone; she revokes the phone, and the phone's browser says so; she blocks
+bob.  Names and messages full of markup show as text and run nothing, and
+the CSP stops inline script.  Screenshots of each screen go to ``out/web/``.
 """
 
 from __future__ import annotations
@@ -135,9 +136,6 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     )
     b.shot("09-conversation-bob")
     a.shot("10-conversation-alice")
-    p.nav("conversations")
-    p.wait(lambda: p.finds(".conv .badge"), timeout=30, what="unread on the phone")
-    p.shot("11-unread-phone")
 
     # -- the safety number ------------------------------------------------------------
     b.nav("contacts")
@@ -152,6 +150,22 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     a.wait(lambda: "✓ Verified" in a.text("main"), what="the verified mark")
     assert "account created" in a.text("main .history")
     a.shot("12-safety-number")
+
+    # -- unread on both of alice's devices; read on the laptop, cleared on the phone --
+    b.click("Message")
+    b.type("#compose", "are you there?")
+    b.click("Send")
+    p.nav("conversations")
+    p.wait(lambda: badge(p) == "1", timeout=30, what="one unread on the phone")
+    p.shot("11-unread-phone")
+    a.nav("conversations")
+    a.wait(lambda: badge(a) == "1", timeout=30, what="one unread on the laptop")
+    a.element(".conv-list button.conv").click()
+    a.wait(lambda: "are you there?" in a.text(".messages"), what="the message on the laptop")
+    a.wait(lambda: badge(a) == "", what="read on the laptop")
+    p.wait(lambda: badge(p) == "", timeout=20, what="the read synced to the phone, live")
+    a.click("Safety number and history")
+    a.wait(lambda: "✓ Verified" in a.text("main"), what="alice's contact page")
 
     # -- the node screen ------------------------------------------------------------
     a.nav("node")
@@ -169,6 +183,18 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     p.wait(lambda: "was revoked" in p.text("#banner"), timeout=30, what="the phone told")
     assert "laptop" in p.text("#banner")
     p.shot("15-revoked-phone")
+
+    # -- blocking a contact from the contact's page, with a confirmation ----------
+    a.nav("contacts")
+    a.element(".contact-row").click()
+    a.click("Block")
+    a.wait(lambda: a.text("#dialog-title").startswith("Block"), what="the block dialog")
+    a.click("Block", within="//dialog")
+    a.wait(lambda: a.finds("#contact-block") and a.text("#contact-block") == "Unblock")
+    assert "Blocked" in a.text("main") and not a.finds("#contact-remove")
+    a.shot("16-blocked-contact")
+    a.nav("conversations")
+    a.wait(lambda: "No contacts yet" in a.text(".conv-list"), what="no conversation shown")
 
     # -- nothing the names or messages carried ran; the CSP stops inline script --------
     for br in (a, p, b):
@@ -188,6 +214,13 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     )
     assert violations >= 1 and a.js(NEVER_RAN)
     assert (SHOTS / "13-node.png").exists()
+
+
+def badge(br: Browser) -> str:
+    """The unread badge of the first conversation in the list ('' if none)."""
+    rows = br.finds(".conv-list button.conv")
+    found = rows[0].find_elements("css selector", ".badge") if rows else []
+    return found[0].text if found else ""
 
 
 def laptop_port(node: DemoNode) -> int:

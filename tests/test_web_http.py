@@ -19,11 +19,11 @@ import pytest
 
 from node.control import ControlClient
 from node.errors import RpcError
-from node.netdemo import Demo, DemoNode
+from node.netdemo import Demo, DemoNode, link_devices
 from node.web.auth import proof, read_key
 from node.web.guard import CSP
 
-from .process import smu, start_nodes, wait_for
+from .process import alice_and_bob, smu, start_nodes, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -254,3 +254,61 @@ def test_refusals_sessions_and_malformed_requests(demo: Demo) -> None:
     out = a.post("/api/logout", {})
     assert out.status == 200 and "max-age=0" in out.cookies[0].lower()
     assert a.request("GET", "/api/state").status == 401
+
+
+def test_reads_sync_and_contacts_block_and_remove(demo: Demo) -> None:
+    """A read in one device's web app clears the unread count on the
+    account's other device (``read/<account>``, §15.19); blocking hides the
+    conversation and keeps the contact listed as blocked; removing drops it."""
+    (laptop, phone, bob_node), alice, bob = alice_and_bob(demo, ["laptop", "phone", "bob"], 2)
+    link_devices(demo, laptop, phone, "phone")
+    bob_node.client.call("contact.add", ref=alice["account_id"], name="alice")
+    laptop.client.call("contact.add", ref=bob["account_id"], name="bob")
+    wait_for(lambda: phone.client.call("contact.list")["contacts"], 20, "bob synced to the phone")
+    sent = [bob_node.client.call("message.send", contact="alice", text=t) for t in ("one", "two")]
+    web = Web(laptop)
+    web.sign_in()
+
+    def unread(node: DemoNode) -> int:
+        doc = node.client.call("message.unread")["conversations"]
+        return sum(c["unread"] for c in doc if c["account_id"] == bob["account_id"])
+
+    for node in (laptop, phone):
+        wait_for(lambda n=node: unread(n) == 2, 30, f"two unread on {node.name}")
+    row = web.request("GET", "/api/conversations").json()["conversations"][0]
+    assert row["account_id"] == bob["account_id"] and row["unread"] == 2
+    conv = web.request("GET", f"/api/conversation?account={bob['account_id']}").json()
+    first = min(m["sent_ms"] for m in conv["messages"])
+    assert {m["message_id"] for m in conv["messages"]} == {s["message_id"] for s in sent}
+
+    # read up to the first one in the laptop's page: one unread, on both devices
+    r = web.post("/api/read", {"account": bob["account_id"], "up_to_ms": first})
+    assert r.status == 200 and r.json()["read_ms"] == first
+    assert web.request("GET", "/api/conversations").json()["conversations"][0]["unread"] == 1
+    wait_for(lambda: unread(phone) == 1, 20, "the read synced to the phone")
+    assert web.post("/api/read", {"account": bob["account_id"], "up_to_ms": "x"}).status == 400
+    assert web.post("/api/read", {"account": bob["account_id"], "up_to_ms": True}).status == 400
+    # replying reads the rest
+    assert web.post("/api/send", {"account": bob["account_id"], "text": "hi"}).status == 200
+    wait_for(lambda: unread(phone) == 0, 20, "the reply's read synced to the phone")
+    assert unread(laptop) == 0
+
+    # block: no conversation, a blocked contact (on both devices); unblock
+    assert web.post("/api/contacts/block", {"account": bob["account_id"]}).json()["blocked"]
+    assert web.request("GET", "/api/conversations").json()["conversations"] == []
+    (listed,) = web.request("GET", "/api/contacts").json()["contacts"]
+    assert listed["blocked"] and listed["name"] == "bob"
+    wait_for(lambda: phone.client.call("contact.list")["contacts"][0]["blocked"], 20, "blocked")
+    done = web.post("/api/contacts/block", {"account": bob["account_id"], "unblock": True})
+    assert done.status == 200 and not done.json()["blocked"]
+    assert len(web.request("GET", "/api/conversations").json()["conversations"]) == 1
+    assert web.post("/api/contacts/block", {"account": "zz"}).status == 400
+    odd = {"account": bob["account_id"], "unblock": 1}
+    assert web.post("/api/contacts/block", odd).status == 400
+
+    # remove: gone from contacts and conversations, on both devices
+    assert web.post("/api/contacts/remove", {"account": bob["account_id"]}).json()["removed"]
+    assert web.request("GET", "/api/contacts").json()["contacts"] == []
+    assert web.request("GET", "/api/conversations").json()["conversations"] == []
+    wait_for(lambda: phone.client.call("contact.list")["contacts"] == [], 20, "removed")
+    assert web.post("/api/contacts/remove", {"account": bob["account_id"]}).status == 400

@@ -11,8 +11,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
 * ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 * ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
-* ``reads``     what the user has read of each conversation, and the
-                conversation summaries
+* ``reads``     what the user has read of each conversation (a cache of the
+                account-wide read marks) and the conversation summaries
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.

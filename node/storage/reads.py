@@ -2,12 +2,14 @@
 app's conversation list shows (DESIGN §6).
 
 * ``read_marks``: one row per conversation (the other account): every
-  incoming message stored up to ``read_ms`` has been seen on this device.
-  Read state is this device's until account-wide sync carries it.
+  incoming message sent up to ``read_ms`` (its ``sent_ms``, the sender's
+  timestamp, the same on every device) has been read.  A cache of the
+  account-wide marks (``read/<account>``, PROTOCOL.md §15.19) that
+  ``services/reads.py`` keeps: the highest mark this device knows of.
 
 The summaries read the ``messages`` table (``messages.py``) without
 changing it: the newest message of each conversation and how many incoming
-ones are newer than the mark.
+ones were sent after the mark.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ class ReadStore:
         self.db = db
 
     def mark_read(self, peer: bytes, read_ms: int) -> None:
-        """Everything stored up to ``read_ms`` was seen; a mark never moves back
-        (two tabs may report out of order)."""
+        """Everything sent up to ``read_ms`` was read; a mark never moves back
+        (two tabs, or two devices, may report out of order)."""
+        self.mark_all({peer: read_ms})
+
+    def mark_all(self, marks: dict[bytes, int]) -> None:
         self.db.write(
             [
                 (
@@ -51,8 +56,25 @@ class ReadStore:
                     "DO UPDATE SET read_ms=MAX(read_ms, excluded.read_ms)",
                     (peer, read_ms),
                 )
+                for peer, read_ms in sorted(marks.items())
             ]
         )
+
+    def mark(self, peer: bytes) -> int:
+        rows = self.db.query("SELECT read_ms FROM read_marks WHERE peer=?", (peer,))
+        return int(rows[0][0]) if rows else 0
+
+    def marks(self) -> dict[bytes, int]:
+        return {
+            bytes(p): int(ms) for p, ms in self.db.query("SELECT peer, read_ms FROM read_marks")
+        }
+
+    def newest_incoming(self, peer: bytes) -> int:
+        """The ``sent_ms`` of the newest incoming message from ``peer`` (0: none)."""
+        rows = self.db.query(
+            "SELECT MAX(sent_ms) FROM messages WHERE peer=? AND outgoing=0 AND request=0", (peer,)
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     def summaries(self, kind: int) -> dict[bytes, Summary]:
         """Per conversation with accepted messages of ``kind``: its newest
@@ -62,7 +84,7 @@ class ReadStore:
             for peer, n in self.db.query(
                 "SELECT m.peer, COUNT(*) FROM messages m LEFT JOIN read_marks r ON r.peer = m.peer "
                 "WHERE m.kind=? AND m.outgoing=0 AND m.request=0 "
-                "AND m.stored_ms > COALESCE(r.read_ms, 0) GROUP BY m.peer",
+                "AND m.sent_ms > COALESCE(r.read_ms, 0) GROUP BY m.peer",
                 (kind,),
             )
         }

@@ -19,7 +19,7 @@ from protocol.core.names import sanitise
 from ..storage.messages import KIND_TEXT
 from .auth import SESSION_TTL_MS, Sessions, proof
 from .deps import Services
-from .endpoints import Params, WebError, account_id, endpoint, session_of, text
+from .endpoints import Params, WebError, account_id, endpoint, flag, session_of, text
 from .live import Hub
 from .metrics import CounterHistory
 from .views import CONVERSATION_LIMIT, app_state, message_doc, now_ms, qr
@@ -67,6 +67,8 @@ class Api:
             Route("/api/contact", endpoint(self.contact), methods=get),
             Route("/api/contacts/verify", endpoint(self.verify), methods=post),
             Route("/api/contacts/ack", endpoint(self.ack), methods=post),
+            Route("/api/contacts/remove", endpoint(self.remove), methods=post),
+            Route("/api/contacts/block", endpoint(self.block_contact), methods=post),
             Route("/api/node", endpoint(self.node), methods=get),
             Route("/api/peers/connect", endpoint(self.connect), methods=post),
         ]
@@ -128,7 +130,7 @@ class Api:
         out = []
         for c in contacts:
             if c["blocked"]:
-                continue  # contact.list has blocked ones too
+                continue  # shown, to unblock, on the contacts screen only
             s = summaries.get(bytes.fromhex(c["account_id"]))
             out.append(
                 {
@@ -204,14 +206,19 @@ class Api:
         if not body.strip():
             raise WebError(400, "an empty message")
         sent = await self.svc.messages.send({"contact": ref, "text": body})
-        self.svc.reads.mark_read(bytes.fromhex(ref), now_ms())  # replying reads
+        self.svc.reads.mark_read(bytes.fromhex(ref))  # replying reads
         return sent
 
     async def read(self, request: Request, params: Params) -> dict[str, Any]:
+        """Read up to ``up_to_ms``, the newest incoming ``sent_ms`` the page
+        shows (default: the newest stored), on every device of the account."""
         peer = bytes.fromhex(account_id(params))
-        self.svc.reads.mark_read(peer, now_ms())
+        up_to = params.get("up_to_ms")
+        if up_to is not None and (type(up_to) is not int or up_to < 0):
+            raise WebError(400, "'up_to_ms' must be a timestamp in ms")
+        mark = self.svc.reads.mark_read(peer, up_to)
         self.app.hub.changed("conversations")  # other open pages update their counts
-        return {"read": True}
+        return {"read": True, "read_ms": mark}
 
     async def accept(self, request: Request, params: Params) -> dict[str, Any]:
         ref = account_id(params)
@@ -277,6 +284,20 @@ class Api:
 
     async def ack(self, request: Request, params: Params) -> dict[str, Any]:
         done = await self.svc.contacts.contact_ack({"contact": account_id(params)})
+        self.app.hub.changed("conversations")
+        return done
+
+    async def remove(self, request: Request, params: Params) -> dict[str, Any]:
+        done = await self.svc.contacts.contact_remove({"contact": account_id(params)})
+        self.app.hub.changed("conversations")
+        return done
+
+    async def block_contact(self, request: Request, params: Params) -> dict[str, Any]:
+        """Block an account (``unblock``: true to undo), on every device."""
+        unblock = flag(params, "unblock")
+        done = await self.svc.contacts.contact_block(
+            {"contact": account_id(params), "unblock": unblock}
+        )
         self.app.hub.changed("conversations")
         return done
 

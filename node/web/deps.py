@@ -17,7 +17,7 @@ from ..services.linking import LinkService
 from ..services.messages import MessageService
 from ..services.node import NodeService
 from ..services.peers import PeerService
-from ..storage.reads import ReadStore
+from ..services.reads import ReadMarks
 
 T = TypeVar("T")
 
@@ -39,19 +39,18 @@ class Services:
     messages: MessageService
     node: NodeService
     peers: PeerService
-    reads: ReadStore
+    reads: ReadMarks
 
     @classmethod
     def find(cls, ctx: NodeContext, services: Sequence[Any]) -> Services:
-        messages = _one(services, MessageService)
         return cls(
             ctx=ctx,
             accounts=_one(services, AccountService),
             devices=_one(services, DeviceService),
             linking=_one(services, LinkService),
             contacts=_one(services, ContactService),
-            messages=messages,
+            messages=_one(services, MessageService),
             node=_one(services, NodeService),
             peers=_one(services, PeerService),
-            reads=ReadStore(messages.store.db),
+            reads=_one(services, ReadMarks),
         )

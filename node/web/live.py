@@ -106,6 +106,13 @@ class Hub:
             if known:
                 self.changed("contacts")
 
+    def synced(self) -> None:
+        """The account-wide state changed (this device or another one):
+        contacts, blocks, marks and read marks; the sync service's listener."""
+        if self.clients:
+            self.changed("contacts")
+            self.changed("conversations")
+
     def changed(self, what: str) -> None:
         """Tell the pages to fetch ``what`` again, soon."""
         self._dirty.add(what)

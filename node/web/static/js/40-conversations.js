@@ -10,6 +10,7 @@
   let openId = null; // the conversation shown
   let messagesEl = null;
   let listTimer = null;
+  let newestIn = 0; // the newest incoming sent_ms shown: read up to there
   let firstRender = true;
 
   function render(main, arg) {
@@ -130,7 +131,11 @@
       "aria-label": `Messages with ${doc.name}`,
       "aria-live": "polite",
     });
-    for (const m of doc.messages) messagesEl.append(message(m));
+    newestIn = 0;
+    for (const m of doc.messages) {
+      messagesEl.append(message(m));
+      if (!m.outgoing) newestIn = Math.max(newestIn, m.sent_ms);
+    }
     pane.append(head(doc), messagesEl, doc.request ? requestBar(doc) : composer(doc));
     if (!doc.messages.length) messagesEl.append(h("li", { class: "empty", id: "no-messages" }, "No messages yet."));
     messagesEl.scrollTop = messagesEl.scrollHeight;
@@ -257,9 +262,11 @@
     );
   }
 
+  // Read up to the newest message shown, never past it: a message that
+  // arrives meanwhile stays unread (on every device of the account).
   function markRead(account) {
-    if (document.visibilityState !== "visible") return;
-    SMU.post("/api/read", { account }).catch(() => {});
+    if (document.visibilityState !== "visible" || !newestIn) return;
+    SMU.post("/api/read", { account, up_to_ms: newestIn }).catch(() => {});
   }
 
   // -- live -----------------------------------------------------------------------
@@ -273,7 +280,10 @@
         messagesEl.append(message(m));
         SMU.metrics.shown[m.message_id] = Date.now();
         messagesEl.scrollTop = messagesEl.scrollHeight;
-        if (!m.outgoing) markRead(openId);
+        if (!m.outgoing) {
+          newestIn = Math.max(newestIn, m.sent_ms);
+          markRead(openId);
+        }
       }
     }
     refreshListSoon();

@@ -94,7 +94,8 @@
               h("span", { class: "name" }, c.name),
               h("span", { class: "handle" }, c.handle || "(its history has not arrived yet)"),
               h("span", { class: "pill " + (c.verified ? "ok" : "") }, c.verified ? "✓ Verified" : "Not verified"),
-              c.status !== "ok" ? h("span", { class: "pill bad" }, c.status) : null,
+              c.status !== "ok" && c.status !== "unknown" ? h("span", { class: "pill bad" }, c.status) : null,
+              c.blocked ? h("span", { class: "pill bad" }, "Blocked") : null,
               c.changes.length ? h("span", { class: "pill warn" }, SMU.plural(c.changes.length, "change")) : null,
             ),
           ),
@@ -124,12 +125,17 @@
         { class: "row" },
         h("span", { class: "hint" }, c.handle || "history not here yet"),
         h("span", { class: "pill " + (c.verified ? "ok" : "") }, c.verified ? "✓ Verified" : "Not verified"),
-        c.status !== "ok" ? h("span", { class: "pill bad" }, c.status) : null,
-        h("button", { type: "button", onclick: () => SMU.go("conversations", c.account_id) }, "Message"),
+        c.status !== "ok" && c.status !== "unknown" ? h("span", { class: "pill bad" }, c.status) : null,
+        c.blocked ? h("span", { class: "pill bad" }, "Blocked") : null,
+        c.blocked
+          ? null
+          : h("button", { type: "button", onclick: () => SMU.go("conversations", c.account_id) }, "Message"),
       ),
+      c.verified_by ? markedBy(c) : null,
       safetyCard(doc),
       changesCard(c),
       historyCard(doc.history),
+      manageCard(c),
     );
     const heading = main.querySelector("h1");
     heading.setAttribute("tabindex", "-1");
@@ -208,6 +214,78 @@
       h("p", {}, `Only if you compared the whole number with ${c.name} and every group is the same.`),
       h("div", { class: "row end" }, no, yes),
     );
+  }
+
+  // Which of your devices compared the number (a mark is account-wide).
+  function markedBy(c) {
+    const by = c.verified_by;
+    const revoked = by.status !== "active";
+    return h(
+      "p",
+      { class: "hint", id: "verified-by" },
+      `Verified on your device “${by.device}”` + (revoked ? ` (now ${by.status})` : "") + ".",
+    );
+  }
+
+  // Block or unblock, and remove: on every device of this account.
+  function manageCard(c) {
+    const err = h("p", { class: "error", role: "alert" });
+    const block = h("button", { type: "button", class: c.blocked ? "" : "danger", id: "contact-block" }, c.blocked ? "Unblock" : "Block");
+    const remove = h("button", { type: "button", class: "danger", id: "contact-remove" }, "Remove contact");
+    block.addEventListener("click", () => {
+      if (c.blocked) {
+        SMU.busy(block, err, async () => {
+          await SMU.post("/api/contacts/block", { account: c.account_id, unblock: true });
+          SMU.toast(`Unblocked ${c.name}`);
+          SMU.go("contacts", c.account_id);
+        });
+        return;
+      }
+      confirmThen(
+        `Block ${c.name}?`,
+        "Their messages are dropped on every one of your devices, and they get no receipts.",
+        "Block",
+        block,
+        err,
+        async () => {
+          await SMU.post("/api/contacts/block", { account: c.account_id });
+          SMU.toast(`Blocked ${c.name}`);
+          SMU.go("contacts", c.account_id);
+        },
+      );
+    });
+    remove.addEventListener("click", () =>
+      confirmThen(
+        `Remove ${c.name}?`,
+        "They leave your contacts on every one of your devices. Your conversation stays; " +
+          "a new message from them arrives as a request.",
+        "Remove",
+        remove,
+        err,
+        async () => {
+          await SMU.post("/api/contacts/remove", { account: c.account_id });
+          SMU.toast(`Removed ${c.name}`);
+          SMU.go("contacts");
+        },
+      ),
+    );
+    return h(
+      "section",
+      { class: "card", "aria-labelledby": "manage-title" },
+      h("h2", { id: "manage-title" }, "Manage"),
+      h("div", { class: "row" }, block, c.blocked ? null : remove),
+      err,
+    );
+  }
+
+  function confirmThen(title, text, label, button, err, action) {
+    const yes = h("button", { type: "button", class: "danger" }, label);
+    const no = h("button", { type: "button", onclick: SMU.closeDialog }, "Cancel");
+    yes.addEventListener("click", () => {
+      SMU.closeDialog();
+      SMU.busy(button, err, action);
+    });
+    SMU.dialog(title, h("p", {}, text), h("div", { class: "row end" }, no, yes));
   }
 
   function changesCard(c) {
