@@ -646,10 +646,12 @@ class MessageService:
             raise RpcFailure(control.USAGE, "that is your own account")
         hint = self.contacts.display_name(account) or ""
         label = str(params.get("name") or hint or account.hex()[:12])
+        # Read the waiting messages first: adding the contact applies the
+        # decision at once (decisions_changed), which clears them as requests.
+        waiting = self.store.request_ids(account)
         self.contacts.add(account, label)
         # The waiting messages are the user's now, and their senders learn
         # it only now: the receipts held back from a stranger go out (§15.14).
-        waiting = self.store.request_ids(account)
         self.store.db.write([MessageStore.accept_requests_statement(account)])
         self._send_receipts(account, waiting)
         return {
