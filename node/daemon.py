@@ -50,6 +50,7 @@ from .services.node import NodeService
 from .services.peers import PeerService
 from .services.sync import SyncService
 from .services.tokens import TokenService
+from .services.trash import TrashService
 from .storage import (
     ContactStore,
     MessageStore,
@@ -158,6 +159,9 @@ class Daemon:
         self.sync.on_changed.append(self.messages.decisions_changed)
         self.sync.on_changed.append(self.tokens.refill_all)
         self._contacts.on_added.append(self.tokens.refill)
+        self.trash = TrashService(self.messages.store, self.sync)
+        self.messages.hidden = self.trash.hidden
+        self.sync.on_changed.append(self.trash.changed)
         self.mailbox = MailboxService(
             self,
             receive=self.messages.receive,
@@ -179,6 +183,7 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.trash,
             self.mailbox,
         ]
 
@@ -243,6 +248,7 @@ class Daemon:
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
+            nursery.start_soon(self.trash.run)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
