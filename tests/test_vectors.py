@@ -736,3 +736,42 @@ def test_sync_edits_batches_refusals_and_winners() -> None:
         with pytest.raises(errors.InvalidInput) as info:
             sync.decode_edit(bytes.fromhex(case["edit_hex"]), PARAMS)
         assert type(info.value).__name__ == case["error"], case["label"]
+
+
+# -- backup.json -----------------------------------------------------------------
+
+
+def test_backup_key_certificate_and_files() -> None:
+    from protocol.core.keys import RecoveryKey
+    from protocol.messaging import backup
+
+    data = load("backup.json")
+    rk = RecoveryKey(bytes.fromhex(data["recovery"]["seed"]))
+    assert backup.backup_secret(rk).hex() == data["backup_secret"]
+    assert backup.backup_public(rk).hex() == data["backup_public"]
+    cert = backup.decode_cert(bytes.fromhex(data["cert_hex"]), PARAMS)
+    cert.check(rk.commitment)
+    assert cert.account.hex() == data["account"] and cert.recovery_public == rk.public
+    items = [from_tagged(i) for i in data["items"]]
+    for f in data["files"]:
+        raw = bytes.fromhex(f["file_hex"])
+        opened = backup.open_backup(PARAMS, raw, rk, passphrase=f["passphrase"])
+        assert list(opened.items) == items
+        assert opened.device.hex() == data["device"]["sign_public"]
+        assert opened.header.created_ms == data["created_ms"]
+        assert (opened.header.salt or b"").hex() == (f["salt"] or "")
+        # the file is a pure function of its recorded randomness
+        again = b"".join(
+            backup.seal_backup(
+                PARAMS,
+                cert,
+                keys.DeviceKeys.from_random(bytes.fromhex(data["device"]["seed"])),
+                items,  # type: ignore[arg-type]
+                created_ms=data["created_ms"],
+                file_key=bytes.fromhex(f["file_key"]),
+                eph_secret=bytes.fromhex(f["eph_secret"]),
+                salt=None if f["salt"] is None else bytes.fromhex(f["salt"]),
+                passphrase=f["passphrase"],
+            )
+        )
+        assert again == raw

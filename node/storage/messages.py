@@ -376,6 +376,10 @@ class MessageStore:
         row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
         return None if row is None else _message(row)
 
+    def count_texts(self) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
+        return int(row[0]) if row else 0
+
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
         row = self.db.query_one(
             "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)

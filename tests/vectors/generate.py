@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    backup_vectors,
     channel_vectors,
     encoding_vectors,
     event_vectors,
@@ -39,6 +40,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "channel.json": channel_vectors.build,
     "mailbox.json": mailbox_vectors.build,
     "sync.json": sync_vectors.build,
+    "backup.json": backup_vectors.build,
 }
 
 
