@@ -87,6 +87,15 @@ def test_a_backup_of_another_account_or_with_a_wrong_key_is_refused(
         b.client.call("backup.restore", path=str(path), recovery_key=alice["recovery_key"])
     with pytest.raises(RpcError, match="recovery key"):
         a.client.call("backup.key", recovery_key=bob["recovery_key"])
+    # automatic backups: the first is written at once, then every hour
+    auto = tmp_path / "auto.smubackup"
+    with pytest.raises(RpcError, match="at most one backup every"):
+        a.client.call("backup.auto", path=str(auto), every_hours=0)
+    assert a.client.call("backup.auto", path=str(auto), every_hours=1)["auto"]["every_hours"] == 1
+    # the settings record the backup after its file is in place
+    wait_for(lambda: a.client.call("backup.status")["auto"]["last_ms"] > 0, 20, "auto backup")
+    assert auto.exists() and auto.stat().st_mode & 0o777 == 0o600
+    assert a.client.call("backup.auto", off=True)["auto"] is None
     big = tmp_path / "noise"
     big.write_bytes(os.urandom(4096))
     with pytest.raises(RpcError, match="not restored"):

@@ -297,7 +297,8 @@ class BackupService:
             self._auto_wake.set()
             return {"auto": None}
         path = _path(params)
-        hours = int(params.get("every_hours") or 24)
+        raw_hours = params.get("every_hours")
+        hours = 24 if raw_hours is None else int(raw_hours)
         if hours < MIN_AUTO_HOURS:
             raise RpcFailure(control.USAGE, f"at most one backup every {MIN_AUTO_HOURS} hour")
         self.cert()  # refuse now rather than fail every hour
