@@ -212,3 +212,20 @@ def test_a_main_database_migrates_to_read_marks(tmp_path: Path) -> None:
     reads = ReadMarks(FakeCtx(), ReadStore(db), FakeSync())  # type: ignore[arg-type]
     assert unread(reads, BOB) == 1
     assert reads.mark_read(BOB) == 5 and unread(reads, BOB) == 0
+
+
+def test_messages_in_the_trash_are_not_counted(
+    marks: tuple[ReadMarks, FakeSync, Database],
+) -> None:
+    reads, _, db = marks
+    receive(db, BOB, sent_ms=10, stored_ms=10, n=10)
+    receive(db, BOB, sent_ms=20, stored_ms=20, n=11)
+    receive(db, CAROL, sent_ms=30, stored_ms=30, n=12)
+    trash = {(BOB, bytes([11]) * 16)}
+    reads.hidden = lambda: set(trash)
+    s = reads.summaries(KIND_TEXT)
+    assert s[BOB].unread == 1 and s[BOB].last_text == "m10" and s[CAROL].unread == 1
+    trash.add((BOB, bytes([10]) * 16))  # every message of the conversation
+    assert BOB not in reads.summaries(KIND_TEXT)
+    trash.clear()  # restored
+    assert reads.summaries(KIND_TEXT)[BOB].unread == 2

@@ -171,6 +171,7 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     a.nav("node")
     a.wait(lambda: a.finds(".chart svg rect"), what="the charts")
     a.wait(lambda: "Event-set digest" in a.text("main"), what="the node's facts")
+    assert " used" in a.text("main .facts") and "Clock" in a.text("main .facts")
     a.shot("13-node")
 
     # -- revoking the phone; its browser says so -------------------------------------

@@ -192,6 +192,11 @@ class MessageService:
         #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
         self.notices: list[tuple[int, str]] = []
         self._last_divergence: dict[bytes, float] = {}
+        #: (sender account, message id) in the account's trash: not shown
+        #: and not sent as history (``services/trash.py``)
+        self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
+        #: seconds from a message's storing to one device's delivery (metrics)
+        self.on_delivered_after: Callable[[float], None] = lambda seconds: None
         self.on_stored: list[StoredListener] = []
         self.on_delivery: list[DeliveryListener] = []
 
@@ -317,6 +322,7 @@ class MessageService:
         entries = tuple(
             HistoryEntry(peer, mid, sa, sd, ts, Text(text))
             for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
+            if (sa, mid) not in self.hidden()
         )
         if not entries:
             return
@@ -374,7 +380,11 @@ class MessageService:
 
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
-        state, next_try = next_delivery(due, error, self.now_ms())
+        now = self.now_ms()
+        state, next_try = next_delivery(due, error, now)
+        if state is DeliveryState.DELIVERED:
+            stored_ms = due.expires_ms - due.policy.lifetime_ms
+            self.on_delivered_after(max(0, now - stored_ms) / 1000)
         self.store.set_delivery(
             due.message,
             due.device,
@@ -638,7 +648,7 @@ class MessageService:
         since = int(params.get("since_ms") or 0)
         return {
             "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
-            "messages": [self._doc(r) for r in self.store.inbox(KIND_TEXT, since)],
+            "messages": self._docs(self.store.inbox(KIND_TEXT, since)),
             "contact_changes": [
                 {"contact": c["name"], "changes": c["changes"]}
                 for c in self.contact_changes()
@@ -650,7 +660,11 @@ class MessageService:
     async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
         rows = self.store.conversation(account, KIND_TEXT)
-        return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+        return {"contact": name, "account": account.hex(), "messages": self._docs(rows)}
+
+    def _docs(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+        hidden = self.hidden()
+        return [self._doc(r) for r in rows if (r.sender_account, r.message_id) not in hidden]
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         """Per message id: how many of its deliveries are in each state."""
@@ -671,10 +685,12 @@ class MessageService:
             raise RpcFailure(control.USAGE, "that is your own account")
         hint = self.contacts.display_name(account) or ""
         label = str(params.get("name") or hint or account.hex()[:12])
+        # Read the waiting messages first: adding the contact applies the
+        # decision at once (decisions_changed), which clears them as requests.
+        waiting = self.store.request_ids(account)
         self.contacts.add(account, label)
         # The waiting messages are the user's now, and their senders learn
         # it only now: the receipts held back from a stranger go out (§15.14).
-        waiting = self.store.request_ids(account)
         self.store.db.write([MessageStore.accept_requests_statement(account)])
         self._send_receipts(account, waiting)
         return {

@@ -52,6 +52,8 @@ class ReadMarks:
         self.ctx = ctx
         self.store = store
         self.sync = sync
+        #: (sender account, message id) in the account's trash: not counted
+        self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
         #: told after a mark moved (the web app's open pages refresh counts)
         self.on_changed: list[Callable[[], None]] = []
         self._reasserting = False
@@ -120,7 +122,7 @@ class ReadMarks:
                 log.exception("a read-mark listener failed")
 
     def summaries(self, kind: int) -> dict[bytes, Summary]:
-        return self.store.summaries(kind)
+        return self.store.summaries(kind, self.hidden())
 
     async def message_read(self, params: dict[str, Any]) -> dict[str, Any]:
         """``message.read``: ``contact`` (name, handle or account id) and

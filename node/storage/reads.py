@@ -14,6 +14,7 @@ ones were sent after the mark.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -76,9 +77,12 @@ class ReadStore:
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    def summaries(self, kind: int) -> dict[bytes, Summary]:
+    def summaries(
+        self, kind: int, hidden: Set[tuple[bytes, bytes]] = frozenset()
+    ) -> dict[bytes, Summary]:
         """Per conversation with accepted messages of ``kind``: its newest
-        message and the number of unread incoming ones."""
+        message and the number of unread incoming ones, leaving out the
+        ``hidden`` ones (sender account, message id: the trash)."""
         unread = {
             bytes(peer): int(n)
             for peer, n in self.db.query(
@@ -94,7 +98,7 @@ class ReadStore:
             "WHERE kind=? AND request=0 GROUP BY peer",
             (kind,),
         )
-        return {
+        out = {
             bytes(peer): Summary(
                 bytes(peer),
                 str(text),
@@ -105,3 +109,41 @@ class ReadStore:
             )
             for peer, text, sent, outgoing, stored in rows
         }
+        for peer in self._peers_of(hidden):
+            out.pop(peer, None)
+            again = self._summary(peer, kind, hidden)
+            if again is not None:
+                out[peer] = again
+        return out
+
+    def _peers_of(self, hidden: Set[tuple[bytes, bytes]]) -> set[bytes]:
+        peers: set[bytes] = set()
+        for sender, mid in hidden:
+            row = self.db.query_one(
+                "SELECT peer FROM messages WHERE id=? AND sender_account=?", (mid, sender)
+            )
+            if row is not None:
+                peers.add(bytes(row[0]))
+        return peers
+
+    def _summary(self, peer: bytes, kind: int, hidden: Set[tuple[bytes, bytes]]) -> Summary | None:
+        """One conversation's summary without its hidden messages (read in
+        full: only for the few conversations with messages in the trash)."""
+        mark = self.mark(peer)
+        newest: tuple[int, str, int, bool] | None = None
+        unread = 0
+        for mid, sender, text, sent, stored, outgoing in self.db.query(
+            "SELECT id, sender_account, text, sent_ms, stored_ms, outgoing FROM messages "
+            "WHERE peer=? AND kind=? AND request=0",
+            (peer, kind),
+        ):
+            if (bytes(sender), bytes(mid)) in hidden:
+                continue
+            if not outgoing and int(sent) > mark:
+                unread += 1
+            if newest is None or int(stored) > newest[0]:
+                newest = (int(stored), str(text), int(sent), bool(outgoing))
+        if newest is None:
+            return None
+        stored, text, sent, outgoing = newest
+        return Summary(peer, text, sent, stored, outgoing, unread)

@@ -193,6 +193,8 @@ class Api:
                 "status": "unknown",
                 "request": True,
             }
+        hidden = self.svc.messages.hidden()  # the account's trash (§15.19)
+        rows = [r for r in rows if (r.sender_account, r.message_id) not in hidden]
         return {
             "account_id": ref,
             **about,

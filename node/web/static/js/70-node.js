@@ -66,6 +66,8 @@
         fact("Waiting for parents", String(s.escrow)),
         fact("Event-set digest", s.event_set_digest, true),
         fact("This device", s.device_fingerprint, true),
+        s.disk ? fact("Disk", diskText(s.disk)) : null,
+        s.clock ? fact("Clock", clockText(s.clock)) : null,
       ),
       h("p", { class: "hint" }, "Two nodes with the same event-set digest hold exactly the same events."),
     );
@@ -76,6 +78,19 @@
     SMU.clear(parts.peers).append(peersTable(doc.peers));
     SMU.clear(parts.counters).append(counters(s));
     timer = window.setTimeout(() => load(parts), 5000);
+  }
+
+  // The disk budget and the clock check (PROTOCOL.md §13.3), in words.
+  function diskText(d) {
+    const used = amount(d.used_bytes, "Bytes");
+    const of = d.budget_bytes ? ` of ${amount(d.budget_bytes, "Bytes")}` : "";
+    return d.full ? `full (${used}${of}): not accepting new data` : `${used}${of} used`;
+  }
+
+  function clockText(c) {
+    if (c.median_offset_ms === null || c.median_offset_ms === undefined) return "not compared with peers yet";
+    const off = `${Math.round(c.median_offset_ms / 1000)} s from its peers (median of ${c.peers_asked})`;
+    return c.warning ? `off by ${off}: set this machine's clock` : off;
   }
 
   function fact(term, value, mono) {
