@@ -17,9 +17,11 @@ from pathlib import Path
 from . import (
     channel_vectors,
     encoding_vectors,
+    envelope_vectors,
     event_vectors,
     history_vectors,
     key_vectors,
+    linking_vectors,
     mailbox_vectors,
     record_vectors,
     replication_vectors,
@@ -37,6 +39,8 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
     "mailbox.json": mailbox_vectors.build,
+    "envelopes.json": envelope_vectors.build,
+    "linking.json": linking_vectors.build,
 }
 
 
