@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    backup_vectors,
     channel_vectors,
     encoding_vectors,
     envelope_vectors,
@@ -25,6 +26,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    sync_vectors,
 )
 from ._common import Json
 
@@ -41,6 +43,8 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "mailbox.json": mailbox_vectors.build,
     "envelopes.json": envelope_vectors.build,
     "linking.json": linking_vectors.build,
+    "sync.json": sync_vectors.build,
+    "backup.json": backup_vectors.build,
 }
 
 
