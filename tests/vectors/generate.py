@@ -23,6 +23,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    session_vectors,
 )
 from ._common import Json
 
@@ -37,6 +38,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
     "mailbox.json": mailbox_vectors.build,
+    "session.json": session_vectors.build,
 }
 
 
