@@ -124,6 +124,22 @@ def test_a_new_chain_whose_tail_and_gap_exceed_the_bound_is_refused() -> None:
     assert p.b.decrypt(new[0], rand()) == b"n0"  # tail + 0 is within the bound
 
 
+def test_the_oldest_skipped_keys_go_first_and_their_messages_stay_refused() -> None:
+    p = start()
+    rand = Randomness("t")
+    first = [p.a.encrypt(b"f%d" % i) for i in range(MAX_SKIP + 1)]
+    p.b.decrypt(first[-1], rand())  # skips n = 1 .. MAX_SKIP
+    assert len(p.b.state.skipped) == ratchet.MAX_SKIPPED
+    p.a.decrypt(p.b.encrypt(b"r"), rand())
+    second = [p.a.encrypt(b"s%d" % i) for i in range(11)]
+    p.b.decrypt(second[10], rand())  # ten more skipped: the ten oldest go
+    assert len(p.b.state.skipped) == ratchet.MAX_SKIPPED
+    for gone in first[:10]:
+        _refused(p.b, gone, DuplicateMessageError, rand())
+    assert p.b.decrypt(first[10], rand()) == b"f10"
+    assert p.b.decrypt(second[0], rand()) == b"s0"
+
+
 def _flip(raw: bytes, index: int) -> bytes:
     return raw[:index] + bytes([raw[index] ^ 0x01]) + raw[index + 1 :]
 
@@ -303,8 +319,9 @@ def test_any_delivery_order_opens_every_message_exactly_once(
     turns: list[tuple[bool, int]], rng: random.Random, dup_rate: float
 ) -> None:
     """Whatever order messages arrive in (both directions, with
-    duplicates), every message opens once to its plaintext, a duplicate
-    is refused with no state change, and both sides end in step."""
+    duplicates, restarts from the stored state between turns), every
+    message opens once to its plaintext, a duplicate is refused with no
+    state change, and both sides end in step."""
     p = start()
     rand = Randomness("h")
     inflight: list[tuple[bool, bytes, bytes]] = []  # (to_bob, raw, plaintext)
@@ -319,6 +336,8 @@ def test_any_delivery_order_opens_every_message_exactly_once(
         # deliver a random part of what is in flight, in random order
         rng.shuffle(inflight)
         keep = rng.randint(0, len(inflight))
+        if rng.random() < 0.5:  # a restart: both sides reload their stored state
+            p.a, p.b = Session.from_bytes(p.a.to_bytes()), Session.from_bytes(p.b.to_bytes())
         for to_bob, raw, pt in inflight[keep:]:
             r = p.b if to_bob else p.a
             assert r.decrypt(raw, rand()) == pt

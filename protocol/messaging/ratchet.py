@@ -253,6 +253,8 @@ class SessionState:
     initiation: bytes
     rk: bytes
     dhs_secret: bytes = field(repr=False)
+    #: ``x25519_public(dhs_secret)``, kept so that sending costs no scalar multiplication
+    dhs_public: bytes
     dhr: bytes | None
     cks: bytes | None = field(repr=False)
     ckr: bytes | None = field(repr=False)
@@ -264,10 +266,6 @@ class SessionState:
     old_dhr: tuple[bytes, ...] = ()
     #: the initiator's prekey header, sent with every message until a reply
     pending: PrekeyHeader | None = None
-
-    @property
-    def dhs_public(self) -> bytes:
-        return x25519_public(self.dhs_secret)
 
 
 def _open(mk: bytes, ad: bytes, header: Header, ciphertext: bytes) -> bytes:
@@ -375,6 +373,7 @@ def decrypt_state(
         initiation=state.initiation,
         rk=rk,
         dhs_secret=dhs_secret,
+        dhs_public=x25519_public(dhs_secret),
         dhr=h.dh,
         cks=cks,
         ckr=ckr,
@@ -452,6 +451,7 @@ def decode_state(raw: bytes) -> SessionState:
         initiation=_bin(v[2], KEY, "initiation"),
         rk=_bin(v[3], KEY, "rk"),
         dhs_secret=_bin(v[4], KEY, "dhs"),
+        dhs_public=x25519_public(_bin(v[4], KEY, "dhs")),
         dhr=_optional_key(v[5], "dhr"),
         cks=_optional_key(v[6], "cks"),
         ckr=_optional_key(v[7], "ckr"),
