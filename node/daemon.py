@@ -40,6 +40,7 @@ from .gate import Gate, StreamCaps
 from .links import LinkService
 from .replication import ReplicationService
 from .services.accounts import AccountService
+from .services.backup import BackupService
 from .services.contacts import ContactService, ContactSet
 from .services.devices import DeviceService
 from .services.events import EventService
@@ -50,6 +51,7 @@ from .services.node import NodeService
 from .services.peers import PeerService
 from .services.sync import SyncService
 from .services.tokens import TokenService
+from .services.trash import TrashService
 from .storage import (
     ContactStore,
     MessageStore,
@@ -158,6 +160,12 @@ class Daemon:
         self.sync.on_changed.append(self.messages.decisions_changed)
         self.sync.on_changed.append(self.tokens.refill_all)
         self._contacts.on_added.append(self.tokens.refill)
+        self.trash = TrashService(self.messages.store, self.sync)
+        self.backup = BackupService(self, self.messages.store, self.sync)
+        self.accounts = AccountService(self)
+        self.accounts.on_recovery_key.append(self.backup.enroll)
+        self.messages.hidden = self.trash.hidden
+        self.sync.on_changed.append(self.trash.changed)
         self.mailbox = MailboxService(
             self,
             receive=self.messages.receive,
@@ -174,11 +182,13 @@ class Daemon:
             NodeService(self, self.replication, self.links, self.gate, self.channels, self.stop),
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
-            AccountService(self),
+            self.accounts,
             DeviceService(self),
             self.linking,
             contacts,
             self.messages,
+            self.trash,
+            self.backup,
             self.mailbox,
         ]
 
@@ -243,6 +253,8 @@ class Daemon:
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
+            nursery.start_soon(self.trash.run)
+            nursery.start_soon(self.backup.run_auto)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))

@@ -38,7 +38,7 @@ from protocol.records.device import decode_record
 from protocol.records.grant import D_MAILBOX_GRANT, decode_grant
 from protocol.sync import reconcile, wire
 from tests.vectors import generate
-from tests.vectors._common import PARAMS, from_tagged, state_json
+from tests.vectors._common import PARAMS, T0, device_keys, from_tagged, state_json
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -686,6 +686,95 @@ def test_mailbox_tokens_content_invite_and_frames() -> None:
     assert {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 31} <= types
     for case in data["rejected"]:
         raises_exactly(case["error"], mw.decode_request, bytes.fromhex(case["hex"]))
+
+
+# -- sync.json -------------------------------------------------------------------
+
+
+def test_sync_edits_batches_refusals_and_winners() -> None:
+    from protocol.messaging import sync
+
+    data = load("sync.json")
+    assert bytes.fromhex(data["domain_hex"]) == sync.D_SYNC_EDIT
+    assert data["limits"]["max_edit_bytes"] == sync.MAX_EDIT_BYTES
+    assert data["limits"]["max_skew_ms"] == sync.MAX_SKEW_MS
+    ledger = Ledger(PARAMS)
+    ids = {}
+    for ev in data["events"]:
+        raw = bytes.fromhex(ev["raw_hex"])
+        ledger.ingest(raw)
+        ids[ev["label"]] = decode_event(raw, PARAMS).id
+    account = bytes.fromhex(data["account_hex"])
+    for label, seed_label in data["device_seed_labels"].items():
+        assert device_keys(seed_label).sign_public.hex() == data["devices"][label]
+    book = sync.SyncBook(PARAMS, account)
+    log = sync.LedgerView(ledger, account)
+    by_label = {}
+    for case in data["edits"]:
+        raw = bytes.fromhex(case["edit_hex"])
+        edit = sync.decode_edit(raw, PARAMS)
+        assert edit.device == bytes.fromhex(data["devices"][case["device_label"]])
+        assert list(edit.heads) == sorted(ids[h] for h in case["heads"])
+        assert [edit.key, edit.value, list(edit.clock)] == [
+            case["key"],
+            from_tagged(case["value"]),
+            case["clock"],
+        ]
+        signing_input = bytes.fromhex(case["signing_input_hex"])
+        assert signing_input == sync.D_SYNC_EDIT + encode([PARAMS.network_id, edit.unsigned()])
+        crypto.verify(edit.device, signing_input, edit.signature)
+        assert edit.encode() == raw
+        book.offer(edit, log, T0)  # a receiver clock the edits are not ahead of
+        by_label[case["label"]] = edit
+    for key, label in data["winners"].items():
+        assert book.winner(key, log) == by_label[label], key
+    batch = sync.decode_sync_edits(decode(bytes.fromhex(data["batch"]["content_hex"]), 1 << 16))
+    assert [sync.decode_edit(e, PARAMS) for e in batch.edits] == [
+        by_label[lbl] for lbl in data["batch"]["edits"]
+    ]
+    for case in data["rejected"]:
+        with pytest.raises(errors.InvalidInput) as info:
+            sync.decode_edit(bytes.fromhex(case["edit_hex"]), PARAMS)
+        assert type(info.value).__name__ == case["error"], case["label"]
+
+
+# -- backup.json -----------------------------------------------------------------
+
+
+def test_backup_key_certificate_and_files() -> None:
+    from protocol.core.keys import RecoveryKey
+    from protocol.messaging import backup
+
+    data = load("backup.json")
+    rk = RecoveryKey(bytes.fromhex(data["recovery"]["seed"]))
+    assert backup.backup_secret(rk).hex() == data["backup_secret"]
+    assert backup.backup_public(rk).hex() == data["backup_public"]
+    cert = backup.decode_cert(bytes.fromhex(data["cert_hex"]), PARAMS)
+    cert.check(rk.commitment)
+    assert cert.account.hex() == data["account"] and cert.recovery_public == rk.public
+    items = [from_tagged(i) for i in data["items"]]
+    for f in data["files"]:
+        raw = bytes.fromhex(f["file_hex"])
+        opened = backup.open_backup(PARAMS, raw, rk, passphrase=f["passphrase"])
+        assert list(opened.items) == items
+        assert opened.device.hex() == data["device"]["sign_public"]
+        assert opened.header.created_ms == data["created_ms"]
+        assert (opened.header.salt or b"").hex() == (f["salt"] or "")
+        # the file is a pure function of its recorded randomness
+        again = b"".join(
+            backup.seal_backup(
+                PARAMS,
+                cert,
+                keys.DeviceKeys.from_random(bytes.fromhex(data["device"]["seed"])),
+                items,  # type: ignore[arg-type]
+                created_ms=data["created_ms"],
+                file_key=bytes.fromhex(f["file_key"]),
+                eph_secret=bytes.fromhex(f["eph_secret"]),
+                salt=None if f["salt"] is None else bytes.fromhex(f["salt"]),
+                passphrase=f["passphrase"],
+            )
+        )
+        assert again == raw
 
 
 # -- session.json ----------------------------------------------------------------

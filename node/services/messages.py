@@ -187,6 +187,9 @@ class MessageService:
         #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
         self.notices: list[tuple[int, str]] = []
         self._last_divergence: dict[bytes, float] = {}
+        #: (sender account, message id) in the account's trash: not shown
+        #: and not sent as history (``services/trash.py``)
+        self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -298,6 +301,7 @@ class MessageService:
         entries = tuple(
             HistoryEntry(peer, mid, sa, sd, ts, Text(text))
             for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
+            if (sa, mid) not in self.hidden()
         )
         if not entries:
             return
@@ -613,7 +617,7 @@ class MessageService:
         since = int(params.get("since_ms") or 0)
         return {
             "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
-            "messages": [self._doc(r) for r in self.store.inbox(KIND_TEXT, since)],
+            "messages": self._docs(self.store.inbox(KIND_TEXT, since)),
             "contact_changes": [
                 {"contact": c["name"], "changes": c["changes"]}
                 for c in self.contact_changes()
@@ -625,7 +629,11 @@ class MessageService:
     async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
         rows = self.store.conversation(account, KIND_TEXT)
-        return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+        return {"contact": name, "account": account.hex(), "messages": self._docs(rows)}
+
+    def _docs(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+        hidden = self.hidden()
+        return [self._doc(r) for r in rows if (r.sender_account, r.message_id) not in hidden]
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         """Per message id: how many of its deliveries are in each state."""
