@@ -148,6 +148,25 @@ def test_a_one_time_prekey_is_taken_once() -> None:
         after.with_batch(10, EXPIRES, [secret("c")])  # an id is never reused
 
 
+def test_the_store_round_trips_and_refuses_malformed_encodings() -> None:
+    store = (
+        PrekeyStore()
+        .with_signed(2, secret("s2"), T0)
+        .with_signed(1, secret("s1"), T0 + 1)
+        .with_batch(30, EXPIRES, [secret("b"), secret("a")])
+    )
+    _, store = store.take_one_time(31, T0)
+    raw = store.encode()
+    assert PrekeyStore.decode(raw) == store
+    assert PrekeyStore.decode(raw).encode() == raw
+    bad = [[2, [], [], []], [1, [], []], [1, [[1, b"x", 0]], [], []], [1, [], [], [[1]]]]
+    for value in bad:
+        with pytest.raises(errors.SchemaError):
+            PrekeyStore.decode(encode_flat(value))
+    with pytest.raises(errors.SizeLimitError):
+        PrekeyStore.decode(b"\x90" * (prekeys.MAX_STORE_BYTES + 1))
+
+
 def test_a_superseded_signed_prekey_stays_usable_for_the_grace_period() -> None:
     store = PrekeyStore().with_signed(1, secret("s1"), T0).with_signed(2, secret("s2"), T0 + 5)
     assert store.signed_secret(1, T0 + 6) == secret("s1")

@@ -59,6 +59,10 @@ SIGNED_PREKEY_GRACE_MS = 30 * 24 * 3600 * 1000 + 5 * 60 * 1000
 #: whole encodings, checked before parsing
 MAX_BATCH_BYTES = 4800
 MAX_PROOF_BYTES = 640
+#: the device's own store (§19.3): entries per list, and its whole encoding
+STORE_VERSION = 1
+MAX_STORE_ENTRIES = 65_536
+MAX_STORE_BYTES = 4 * 1024 * 1024
 
 
 def _leaf(prekey_id: int, key: bytes) -> bytes:
@@ -326,6 +330,38 @@ class PrekeyStore:
             raise PrekeyExpiredError("this one-time prekey has expired")
         one_time = {i: e for i, e in self.one_time.items() if i != prekey_id}
         return secret, replace(self, one_time=one_time, spent={**self.spent, prekey_id: expires})
+
+    def encode(self) -> bytes:
+        """The store as the device keeps it (local, §19.3): every map sorted by id."""
+        return encode_flat(
+            [STORE_VERSION,
+             [[i, sec, t] for i, (sec, t) in sorted(self.signed.items())],
+             [[i, sec, t] for i, (sec, t) in sorted(self.one_time.items())],
+             [[i, t] for i, t in sorted(self.spent.items())]]
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, raw: bytes) -> PrekeyStore:
+        v = decode_flat(raw, MAX_STORE_BYTES)
+        if type(v) is not list or len(v) != 4 or type(v[0]) is not int or v[0] != STORE_VERSION:
+            raise SchemaError("a prekey store is [1, signed, one_time, spent]")
+        if any(type(x) is not list or len(x) > MAX_STORE_ENTRIES for x in v[1:]):
+            raise SchemaError("a prekey store's lists are bounded")
+
+        def entries(items: list[object]) -> dict[int, tuple[bytes, int]]:
+            out: dict[int, tuple[bytes, int]] = {}
+            for e in items:
+                if type(e) is not list or len(e) != 3:
+                    raise SchemaError("a stored prekey is [id, secret, time]")
+                out[_uint(e[0], "id")] = (_bin(e[1], 32, "secret"), _uint(e[2], "time"))
+            return out
+
+        spent: dict[int, int] = {}
+        for e in v[3]:
+            if type(e) is not list or len(e) != 2:
+                raise SchemaError("a spent prekey is [id, expires]")
+            spent[_uint(e[0], "id")] = _uint(e[1], "expires")
+        return cls(entries(v[1]), entries(v[2]), spent)
 
     def pruned(self, now_ms: int) -> PrekeyStore:
         """Without expired one-time keys, spent ids or retired signed keys."""

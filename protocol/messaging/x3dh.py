@@ -189,6 +189,8 @@ def respond_from_store(
     p = message.prekey
     if p is None:
         raise WrongSessionError("not a prekey message: no session to open it")
+    if p.ik != initiator.ik:  # before the store is asked anything (§19.4 step 1)
+        raise IdentityMismatchError("the initiator used an identity key its log does not list")
     spk_secret = store.signed_secret(p.spk_id, now_ms)
     opk_secret, after = (None, store) if p.opk_id is None else store.take_one_time(p.opk_id, now_ms)
     session, plaintext = respond(
