@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from protocol.core.errors import InvalidInput, ProtocolError
 from protocol.messaging import prekeys, ratchet, x3dh
 from protocol.messaging.ratchet import Session
+from protocol.messaging.sessions import SessionBook
 
 from .conftest import FAST, T0
 from .conftest import hypothesis_settings as _settings
@@ -83,6 +84,14 @@ def check(raw: bytes) -> None:
         m = ratchet.decode_message(raw)
     except InvalidInput:
         return
+    book = SessionBook()
+    book, _ = book.start(FAST, bob.party, bob.keys.enc_secret, PAIR.alice.bundle(0), b"\x09" * 64)
+    for sid in (PAIR.a.state.initiation, *book.entries):
+        _survives(
+            book.receive,
+            FAST, bob.party, bob.keys.enc_secret, bob.store, sid, PAIR.alice.party, raw,
+            b"\x0a" * 32, T0,
+        )  # fmt: skip
     store = bob.store
     snapshot = (dict(store.signed), dict(store.one_time), dict(store.spent))
     _survives(
