@@ -6,6 +6,8 @@ one session, and sessions end with their device."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocol.messaging import sessions
 from protocol.messaging.session_errors import (
@@ -15,7 +17,7 @@ from protocol.messaging.session_errors import (
 )
 from protocol.messaging.sessions import SessionBook
 
-from .conftest import FAST, T0
+from .conftest import FAST, T0, hypothesis_settings
 from .ratchet_support import Device, make_device
 
 
@@ -113,3 +115,50 @@ def test_at_most_a_few_sessions_per_peer_and_they_end_with_the_device() -> None:
         b.receive(a, late)
     assert b.book.end_peer(a.d.party).sessions_of(a.d.party) == []
     assert b.book.keep_only(lambda p: p.ik != a.d.party.ik).entries == {}
+
+
+@hypothesis_settings(40)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["start", "send", "deliver"]), st.booleans(), st.integers(0, 50)),
+        max_size=30,
+    )
+)
+def test_any_interleaving_of_set_ups_and_deliveries(
+    actions: list[tuple[str, bool, int]],
+) -> None:
+    """Both ends may start sessions at any time and messages arrive in any
+    order: every message opens exactly once, and after one exchange in
+    turn both ends send on the same session."""
+    a, b = _pair()
+    starts = {True: 0, False: 0}
+    inflight: list[tuple[bool, tuple[bytes, bytes], bytes]] = []
+    sent = 0
+
+    def deliver(i: int) -> None:
+        from_a, wire, text = inflight.pop(i)
+        receiver, sender = (b, a) if from_a else (a, b)
+        assert receiver.receive(sender, wire).plaintext == text
+
+    for action, from_a, n in actions:
+        me, other = (a, b) if from_a else (b, a)
+        if action == "start" and starts[from_a] < 2:
+            me.start(other, starts[from_a])
+            starts[from_a] += 1
+        elif action == "send" and (sid := me.book.active(other.d.party)) is not None:
+            sent += 1
+            inflight.append((from_a, me.send(sid, b"%d" % sent), b"%d" % sent))
+        elif action == "deliver" and inflight:
+            deliver(n % len(inflight))
+    while inflight:
+        deliver(0)
+    if a.book.active(b.d.party) is None:
+        a.start(b, None)
+    for _ in range(2):
+        sid = a.book.active(b.d.party)
+        assert sid is not None
+        b.receive(a, a.send(sid, b"a"))
+        sid = b.book.active(a.d.party)
+        assert sid is not None
+        a.receive(b, b.send(sid, b"b"))
+    assert a.book.active(b.d.party) == b.book.active(a.d.party)
