@@ -8,7 +8,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from protocol.core.keys import DeviceKeys
-from protocol.messaging import prekeys, ratchet, x3dh
+from protocol.messaging import prekeys, ratchet, sessions, x3dh
+from protocol.messaging.sessions import SessionBook
 
 from .conftest import FAST, T0, device
 
@@ -106,3 +107,34 @@ def next_message_key(session: ratchet.Session) -> bytes:
     cks = session.state.cks
     assert cks is not None
     return ratchet.kdf_ck(cks)[1]
+
+
+class Side:
+    """A device with a session book (PROTOCOL.md §19.11)."""
+
+    def __init__(self, device: Device) -> None:
+        self.d = device
+        self.book = SessionBook()
+
+    def start(self, other: Side, opk: int | None = 0) -> bytes:
+        self.book, sid = self.book.start(
+            FAST, self.d.party, self.d.keys.enc_secret, other.d.bundle(opk), self.d.rand(64)
+        )
+        return sid
+
+    def send(self, sid: bytes, text: bytes) -> tuple[bytes, bytes]:
+        self.book, raw = self.book.encrypt(sid, text)
+        return sid, raw
+
+    def receive(self, sender: Side, wire: tuple[bytes, bytes]) -> sessions.Received:
+        sid, raw = wire
+        got = self.book.receive(
+            FAST, self.d.party, self.d.keys.enc_secret, self.d.store, sid, sender.d.party, raw,
+            self.d.rand(), T0,
+        )  # fmt: skip
+        self.book, self.d.store = got.book, got.store
+        return got
+
+
+def book_pair() -> tuple[Side, Side]:
+    return Side(make_device("alice")), Side(make_device("bob"))

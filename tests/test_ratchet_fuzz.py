@@ -1,8 +1,8 @@
 """Fuzzing the session layer's decoders and its receiving side (PROTOCOL.md
-§19): random bytes and mutations of valid messages, batches, proofs and
-states either decode or raise a ``ProtocolError``, never another
-exception; a session or a store given any bytes that it refuses is left
-exactly as it was."""
+§19, the sealed wrap layer of §19.13 included): random bytes and mutations
+of valid messages, batches, proofs and states either decode or raise a
+``ProtocolError``, never another exception; a session or a store given
+any bytes that it refuses is left exactly as it was."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.core.errors import InvalidInput, ProtocolError
-from protocol.messaging import prekeys, ratchet, x3dh
+from protocol.messaging import prekeys, ratchet, wrap2, x3dh
 from protocol.messaging.ratchet import Session
 from protocol.messaging.sessions import SessionBook
 
@@ -70,6 +70,8 @@ def _survives(fn: object, *args: object) -> bool:
 
 def check(raw: bytes) -> None:
     _survives(ratchet.decode_message, raw)
+    _survives(wrap2.decode_inner, raw)
+    _survives(wrap2.open_wrap, PAIR.bob.party.device, PAIR.bob.spk, PAIR.bob.spk_secret, raw)
     _survives(Session.from_bytes, raw)
     bob = PAIR.bob
     _survives(prekeys.decode_batch, FAST, raw, bob.party.account, bob.keys.sign_public, T0)

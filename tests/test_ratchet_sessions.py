@@ -17,41 +17,12 @@ from protocol.messaging.session_errors import (
 )
 from protocol.messaging.sessions import SessionBook
 
-from .conftest import FAST, T0, hypothesis_settings
-from .ratchet_support import Device, make_device
-
-
-class Side:
-    def __init__(self, device: Device) -> None:
-        self.d = device
-        self.book = SessionBook()
-
-    def start(self, other: Side, opk: int | None = 0) -> bytes:
-        self.book, sid = self.book.start(
-            FAST, self.d.party, self.d.keys.enc_secret, other.d.bundle(opk), self.d.rand(64)
-        )
-        return sid
-
-    def send(self, sid: bytes, text: bytes) -> tuple[bytes, bytes]:
-        self.book, raw = self.book.encrypt(sid, text)
-        return sid, raw
-
-    def receive(self, sender: Side, wire: tuple[bytes, bytes]) -> sessions.Received:
-        sid, raw = wire
-        got = self.book.receive(
-            FAST, self.d.party, self.d.keys.enc_secret, self.d.store, sid, sender.d.party, raw,
-            self.d.rand(), T0,
-        )  # fmt: skip
-        self.book, self.d.store = got.book, got.store
-        return got
-
-
-def _pair() -> tuple[Side, Side]:
-    return Side(make_device("alice")), Side(make_device("bob"))
+from .conftest import hypothesis_settings
+from .ratchet_support import Side, book_pair, make_device
 
 
 def test_a_conversation_through_the_books() -> None:
-    a, b = _pair()
+    a, b = book_pair()
     sid = a.start(b)
     got = b.receive(a, a.send(sid, b"hello"))
     assert (got.plaintext, got.new_session, got.session_id) == (b"hello", True, sid)
@@ -63,7 +34,7 @@ def test_a_conversation_through_the_books() -> None:
 
 
 def test_refusals_change_no_book() -> None:
-    a, b = _pair()
+    a, b = book_pair()
     carol = Side(make_device("carol"))
     sid = a.start(b)
     first = a.send(sid, b"hello")
@@ -82,7 +53,7 @@ def test_refusals_change_no_book() -> None:
 
 
 def test_simultaneous_set_ups_settle_on_one_session() -> None:
-    a, b = _pair()
+    a, b = book_pair()
     sa, sb = a.start(b, 0), b.start(a, 0)
     b.receive(a, a.send(sa, b"from alice"))
     a.receive(b, b.send(sb, b"from bob"))
@@ -99,7 +70,7 @@ def test_simultaneous_set_ups_settle_on_one_session() -> None:
 
 
 def test_at_most_a_few_sessions_per_peer_and_they_end_with_the_device() -> None:
-    a, b = _pair()
+    a, b = book_pair()
     ids = []
     for opk in range(4):
         sid = a.start(b, opk)
@@ -130,7 +101,7 @@ def test_any_interleaving_of_set_ups_and_deliveries(
     """Both ends may start sessions at any time and messages arrive in any
     order: every message opens exactly once, and after one exchange in
     turn both ends send on the same session."""
-    a, b = _pair()
+    a, b = book_pair()
     starts = {True: 0, False: 0}
     inflight: list[tuple[bool, tuple[bytes, bytes], bytes]] = []
     sent = 0
