@@ -891,3 +891,26 @@ def test_session_setup_and_first_messages_both_ways() -> None:
                 )  # fmt: skip
         assert type(info.value).__name__ == case["error"], case["name"]
         assert b.to_bytes() == before
+
+
+def test_session_first_message_in_a_sealed_wrap() -> None:
+    from protocol.messaging import ratchet, wrap2
+
+    data = load("session.json")
+    w = data["wrap2"]
+    assert data["labels"]["D_WRAP2"] == b"smu/wrap2/v1\x00".hex()
+    device, key = bytes.fromhex(w["device"]), bytes.fromhex(w["key"])
+    e = bytes.fromhex(w["e_secret"])
+    assert ratchet.x25519_public(e).hex() == w["e_public"]
+    assert ratchet.dh(e, key).hex() == w["shared"]
+    kek = crypto.hash32(b"smu/wrap2/v1\x00", bytes.fromhex(w["shared"] + w["e_public"]) + key)
+    assert kek.hex() == w["kek"]
+    assert w["aad_hex"] == (b"smu/wrap2/v1\x00" + device + key).hex()
+    inner = wrap2.decode_inner(bytes.fromhex(w["inner_hex"]))
+    assert inner.message.hex() == data["messages"][0]["message_hex"]
+    assert inner.session_id.hex() == data["setup"]["initiation_id"]
+    assert inner.initiator is not None
+    assert inner.initiator[0].hex() == data["setup"]["alice"]["account"]
+    assert wrap2.seal(device, key, e, inner).hex() == w["data_hex"]
+    spk_secret = bytes.fromhex(data["prekeys"]["signed_prekey"]["secret"])
+    assert wrap2.open_wrap(device, key, spk_secret, bytes.fromhex(w["data_hex"])) == inner

@@ -1,12 +1,14 @@
 """session.json: prekeys and a session between two devices (docs/PROTOCOL.md
 §19): a signed one-time prekey batch and one key's proof, the X3DH set-up
 (every DH output, the binding, the secret), then the first messages both
-ways with every key they used, and inputs a receiver refuses."""
+ways with every key they used, inputs a receiver refuses, and the first
+message in a sealed scheme-2 wrap (§19.13)."""
 
 from __future__ import annotations
 
+from protocol.core import crypto
 from protocol.core.canonical import encode_flat
-from protocol.messaging import prekeys, ratchet, session_errors, x3dh
+from protocol.messaging import prekeys, ratchet, session_errors, wrap2, x3dh
 from protocol.messaging.ratchet import Session, decode_message
 
 from ._common import (
@@ -217,6 +219,34 @@ def _rejected(bob: Session, store: prekeys.PrekeyStore, raws: list[bytes]) -> li
     return cases
 
 
+def _wrap2_json(messages: list[Json]) -> dict[str, Json]:
+    """The first message (a prekey message) in a scheme-2 wrap sealed to
+    Bob's signed prekey (§19.13)."""
+    alice, bob = _party(ALICE), _party(BOB)
+    spk_secret = _b("spk")
+    spk = ratchet.x25519_public(spk_secret)
+    e = _b("wrap2/e")
+    first = bytes.fromhex(messages[0]["message_hex"])
+    sid = decode_message(first).prekey.initiation_id()  # type: ignore[union-attr]
+    inner = wrap2.Wrap2Inner(sid, (alice.account, alice.device), first)
+    data = wrap2.seal(bob.device, spk, e, inner)
+    shared = ratchet.dh(e, spk)
+    e_public = ratchet.x25519_public(e)
+    opened = wrap2.open_wrap(bob.device, spk, spk_secret, data)
+    assert opened == inner
+    return {
+        "device": bob.device.hex(),
+        "key": spk.hex(),
+        "e_secret": e.hex(),
+        "e_public": e_public.hex(),
+        "shared": shared.hex(),
+        "kek": crypto.hash32(wrap2.D_WRAP2, shared + e_public + spk).hex(),
+        "aad_hex": (wrap2.D_WRAP2 + bob.device + spk).hex(),
+        "inner_hex": inner.encode().hex(),
+        "data_hex": data.hex(),
+    }
+
+
 def build() -> dict[str, Json]:
     setup, alice = _setup_json()
     messages, rejected = _messages_json(alice)
@@ -232,6 +262,7 @@ def build() -> dict[str, Json]:
             "INFO_X3DH": x3dh.INFO_X3DH.hex(),
             "INFO_ROOT": ratchet.INFO_ROOT.hex(),
             "INFO_MESSAGE": ratchet.INFO_MESSAGE.hex(),
+            "D_WRAP2": wrap2.D_WRAP2.hex(),
         },
         "limits": {
             "MAX_SKIP": ratchet.MAX_SKIP,
@@ -249,4 +280,5 @@ def build() -> dict[str, Json]:
         "setup": setup,
         "messages": messages,
         "rejected": rejected,
+        "wrap2": _wrap2_json(messages),
     }
