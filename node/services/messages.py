@@ -190,6 +190,8 @@ class MessageService:
         #: (sender account, message id) in the account's trash: not shown
         #: and not sent as history (``services/trash.py``)
         self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
+        #: seconds from a message's storing to one device's delivery (metrics)
+        self.on_delivered_after: Callable[[float], None] = lambda seconds: None
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -359,7 +361,11 @@ class MessageService:
 
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
-        state, next_try = next_delivery(due, error, self.now_ms())
+        now = self.now_ms()
+        state, next_try = next_delivery(due, error, now)
+        if state is DeliveryState.DELIVERED:
+            stored_ms = due.expires_ms - due.policy.lifetime_ms
+            self.on_delivered_after(max(0, now - stored_ms) / 1000)
         self.store.set_delivery(
             due.message,
             due.device,
