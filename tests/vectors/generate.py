@@ -26,6 +26,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    session_vectors,
     sync_vectors,
 )
 from ._common import Json
@@ -45,6 +46,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "linking.json": linking_vectors.build,
     "sync.json": sync_vectors.build,
     "backup.json": backup_vectors.build,
+    "session.json": session_vectors.build,
 }
 
 
