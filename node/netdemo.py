@@ -52,7 +52,7 @@ class DemoNode:
         self.smu("init", "--network", TESTNET.network_id, "--name", self.name)
         self.start_existing(bootstrap)
 
-    def start_existing(self, bootstrap: list[str] | None = None) -> None:
+    def start_existing(self, bootstrap: list[str] | None = None, listen: str | None = None) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -66,6 +66,8 @@ class DemoNode:
         ]
         for b in bootstrap or []:
             cmd += ["--bootstrap", b]
+        if listen is not None:
+            cmd += ["--listen", listen]
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
 
