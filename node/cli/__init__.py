@@ -6,7 +6,7 @@ command's arguments, handler and rendering side by side, and one table
 directory) and ``--json`` are accepted anywhere on the line.  Errors are one
 line on stderr and a non-zero exit, or under ``--json`` the document
 ``{"error": {"code": ..., "message": ...}}`` on stdout (the rule is in
-``node/cli/common.py`` and PROTOCOL.md §13.1).  Secrets go to the terminal
+``node/cli/common.py`` and PROTOCOL.md §13.4).  Secrets go to the terminal
 only when asked for, and into ``--json`` only with ``--show-secrets``.
 """
 

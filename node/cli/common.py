@@ -1,7 +1,7 @@
 """What every command group of the CLI shares: the ``Command`` table entry,
 the global options, output under the one ``--json`` rule, the terminal.
 
-The ``--json`` rule (PROTOCOL.md §13.1): a command prints exactly one JSON
+The ``--json`` rule (PROTOCOL.md §13.4): a command prints exactly one JSON
 document on standard output; a stream (``--follow``) prints JSON Lines, one
 document per item.  A failure under ``--json`` is the document
 ``{"error": {"code": ..., "message": ...}}`` on standard output (and a

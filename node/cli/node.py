@@ -8,11 +8,9 @@ import logging
 import os
 import sys
 
+from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
 from .common import Command, client, datadir, emit, group, out, passphrase
-
-#: the listen address when none is given
-DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -49,21 +47,44 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="MULTIADDR",
-        help=f"listen address (default {DEFAULT_LISTEN}); repeatable",
+        help=f"listen address (default {DEFAULT_LISTEN[0]}); repeatable",
     )
     p.add_argument(
         "--bootstrap",
         action="append",
-        default=[],
+        default=None,
         metavar="MULTIADDR",
         help="peer to keep connected to; repeatable",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)",
+    )
+    p.add_argument(
+        "--disk-budget-mb",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="stop accepting data once the database reaches this size",
+    )
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
+    dd = datadir(args)
+    # node.toml in the data dir, each flag given overriding it (§13.3)
+    settings = load_config(dd.path).with_flags(
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        log_level=args.log_level,
+        metrics_port=args.metrics_port,
+        disk_budget_mb=args.disk_budget_mb,
+    )
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
@@ -73,11 +94,10 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     # the link service says it once, readably
     for dials in ("libp2p.transport", "libp2p.host.basic_host", "libp2p.protocol_muxer"):
         logging.getLogger(dials).setLevel(logging.CRITICAL)
-    dd = datadir(args)
     secrets = dd.load_secrets(passphrase(False) if dd.is_encrypted() else None)
     from ..daemon import run_daemon  # importing libp2p takes a second: only here
 
-    run_daemon(dd, secrets, args.listen or [DEFAULT_LISTEN], args.bootstrap)
+    run_daemon(dd, secrets, settings)
     return 0
 
 
