@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from ..control import INVALID_INPUT, USAGE
+from ..control import DISK_FULL, INVALID_INPUT, USAGE
 from ..errors import DaemonNotRunning, NodeError, RpcError
 from . import accounts, contacts, devices, messages, node, peers, requests
 from .common import Command, add_global_options, emit, finish_globals, qr_text
@@ -84,7 +84,7 @@ def _error(json_mode: bool, code: str, message: str, status: int) -> int:
     return status
 
 
-_RPC_CODES = {USAGE: "usage", INVALID_INPUT: "invalid_input"}
+_RPC_CODES = {USAGE: "usage", INVALID_INPUT: "invalid_input", DISK_FULL: "disk_full"}
 
 
 def main(argv: list[str] | None = None) -> int:
