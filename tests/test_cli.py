@@ -16,6 +16,7 @@ import pytest
 
 import node.cli.common
 from node.cli import build_parser, main
+from node.errors import RpcError
 from protocol.messaging.content import MAX_TEXT_BYTES
 
 KEY = "RECOVERY-KEY-abcdef-0123"
@@ -272,3 +273,28 @@ def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_join_yes_that_timed_out_but_joined_says_joined(
+    fake: type[FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = {"handle": "bob.x", "status": "ok", "devices": []}
+    fake.answers["device.join"] = {
+        "join_id": "j",
+        "code": "123-456",
+        "account": account,
+        "device_name": "laptop",
+    }
+
+    def late(params: dict[str, Any]) -> Any:
+        raise RpcError(2, "not joined: link_timeout")
+
+    fake.answers["device.join_confirm"] = late
+    # the approval landed as the wait ended: the node has the account
+    fake.answers["node.status"] = {"device_status": "active", "account": "ab" * 32}
+    assert main(["device", "join", LINK, "--yes"]) == 0
+    assert "joined bob.x" in capsys.readouterr().out
+    # it did not: the error stands
+    fake.answers["node.status"] = {"device_status": None, "account": None}
+    assert main(["device", "join", LINK, "--yes"]) == 1
+    assert "link_timeout" in capsys.readouterr().err
