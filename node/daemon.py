@@ -501,10 +501,10 @@ class Daemon:
                 a for a, lg in accounts.items() if lg.state().display_name.lower() == ref.lower()
             ]
         if len(matches) != 1:
-            what = "no account" if not matches else f"{len(matches)} accounts"
+            what = "no account matches" if not matches else f"{len(matches)} accounts match"
             raise RpcFailure(
                 control.USAGE,
-                f"{what} match {ref!r}: name a contact, or give the handle or account id",
+                f"{what} {ref!r}: name a contact, or give the handle or account id",
             )
         return matches[0]
 
