@@ -298,3 +298,36 @@ def test_join_yes_that_timed_out_but_joined_says_joined(
     fake.answers["node.status"] = {"device_status": None, "account": None}
     assert main(["device", "join", LINK, "--yes"]) == 1
     assert "link_timeout" in capsys.readouterr().err
+
+
+def test_join_from_stdin_asks_on_the_terminal(
+    fake: type[FakeClient], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = {
+        "handle": "bob.x",
+        "status": "ok",
+        "devices": [{"name": "phone", "fingerprint": "F"}],
+    }
+    fake.answers["device.join"] = {
+        "join_id": "j",
+        "code": "123-456",
+        "account": account,
+        "device_name": "laptop",
+    }
+    fake.answers["device.join_confirm"] = {"joined": True, "account": account}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(LINK + "\n"))
+    master, slave = os.openpty()
+    try:
+        monkeypatch.setattr(node.cli.common, "TTY", os.ttyname(slave))
+        os.write(master, b"y\n")
+        assert main(["device", "join", "-"]) == 0
+        asked = b""
+        while b"[y/N]" not in asked:
+            asked += os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert b"123-456" in asked and b"Join this account?" in asked
+    assert ("device.join", {"link": LINK, "name": None}) in fake.calls
+    assert ("device.join_confirm", {"join_id": "j", "accept": True}) in fake.calls
+    assert "joined bob.x" in capsys.readouterr().out
