@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood simnet-adversaries vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -59,6 +59,12 @@ bench-messaging: $(STAMP)
 
 bench-flood: $(STAMP)
 	$(BIN)/python bench/flood.py
+
+# every resource-attack scenario with and without its attacker: safety,
+# honest delivery, p99 and their ratio (target <= 2); last line one JSON object
+SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood connection-flood eclipse-sybil
+simnet-adversaries: $(STAMP)
+	$(BIN)/python -m simnet.cli compare $(SIMNET_ADVERSARIES)
 
 bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
 
