@@ -150,11 +150,39 @@ def compare(sc: scenario_mod.Scenario) -> dict[str, Any]:
             "signature_checks_per_honest_node_max"
         ],
     }
+    messages_ok = True
     if "messages" in report:
         m, mb = report["messages"], base["messages"]
         out["message_delivery_ratio"] = m["delivery_ratio"]
+        out["message_delivery_ratio_without_attacker"] = mb["delivery_ratio"]
         out["message_p99"] = m["latency"]["p99"]
         out["message_p99_without_attacker"] = mb["latency"]["p99"]
+        mp, mbp = m["latency"]["p99"], mb["latency"]["p99"]
+        out["message_p99_ratio"] = round(mp / mbp, 3) if mp is not None and mbp else None
+        messages_ok = (
+            m["delivery_ratio"] >= mb["delivery_ratio"]
+            and out["message_p99_ratio"] is not None
+            and out["message_p99_ratio"] <= P99_RATIO_TARGET
+        )
+    mailbox_ok = True
+    if "mailbox" in report:
+        m, mb = report["mailbox"], base["mailbox"]
+        out["mailbox_contact_accepted_ratio"] = m["contacts"]["accepted_ratio"]
+        out["mailbox_contact_p99"] = m["contacts"]["latency_p99"]
+        out["mailbox_contact_p99_without_attacker"] = mb["contacts"]["latency_p99"]
+        mp, mbp = m["contacts"]["latency_p99"], mb["contacts"]["latency_p99"]
+        mratio = round(mp / mbp, 3) if mp is not None and mbp else None
+        out["mailbox_contact_p99_ratio"] = mratio
+        out["mailbox_stranger_accepted_ratio"] = m["stranger"]["accepted_ratio"]
+        out["mailbox_stranger_held_at_end_ratio"] = m["stranger"]["held_at_end_ratio"]
+        out["mailbox_contact_held_at_end_ratio"] = m["contacts"]["held_at_end_ratio"]
+        out["mailbox_attacker_deposits"] = m["attackers"]
+        mailbox_ok = (
+            m["contacts"]["accepted_ratio"] == 1.0
+            and m["contacts"]["held_at_end_ratio"] == 1.0
+            and mratio is not None
+            and mratio <= P99_RATIO_TARGET
+        )
     if "adversary_figures" in report:
         out["adversary"] = report["adversary_figures"]
     for a in report["attacks"]:
@@ -168,6 +196,8 @@ def compare(sc: scenario_mod.Scenario) -> dict[str, Any]:
         and out["delivery_ratio"] == 1.0
         and ratio is not None
         and ratio <= P99_RATIO_TARGET
+        and mailbox_ok
+        and messages_ok
     )
     return out
 

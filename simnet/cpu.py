@@ -199,6 +199,42 @@ def check_wide(params: NetworkParams, width: int, tail: int = 100) -> dict[str, 
     }
 
 
+def _open_cost(params: NetworkParams, n: int, repeats: int) -> float:
+    """Seconds per ``open_envelope`` of a 200-byte text to a one-device
+    account (decryption, the sender's signature, the replay guard)."""
+    from protocol.messaging.content import ReplayGuard, Text
+    from protocol.messaging.envelope import ledger_lookup, open_envelope, seal
+
+    a = _profile_account(params, 0, wide=False, seed=4)
+    b = _profile_account(params, 0, wide=False, seed=5)
+    led = _ledger(params, a + b)
+    rng = random.Random(6)
+    ka = DeviceKeys.from_random(random.Random(4).randbytes(64))
+    kb = DeviceKeys.from_random(random.Random(5).randbytes(64))
+    sa, sb = led.state(a[0].id), led.state(b[0].id)
+    runs = []
+    for r in range(repeats):
+        envs = [
+            seal(
+                params,
+                ka,
+                sa,
+                sb,
+                Text("m" * 200),
+                counter=r * n + k + 1,
+                timestamp=T0,
+                seed=rng.randbytes(32),
+            ).raw
+            for k in range(n)
+        ]
+        guard = ReplayGuard()
+        t0 = time.perf_counter()
+        for raw in envs:
+            open_envelope(params, raw, b[0].id, kb, ledger_lookup(led), guard)
+        runs.append((time.perf_counter() - t0) / n)
+    return min(runs)
+
+
 def calibrate(n: int = 1000, repeats: int = 5) -> dict[str, Any]:
     """Measure the CPU model's costs on this machine (``simnet calibrate``).
 
@@ -207,6 +243,7 @@ def calibrate(n: int = 1000, repeats: int = 5) -> dict[str, Any]:
     * ``per_evaluation``: ``Ledger.ingest_verified`` of a profile event that
       extends the heads (the incremental check and apply, no signature),
       over a chain of ``n``;
+    * ``per_open``: ``open_envelope`` of a 200-byte text;
     * ``per_evaluated_event``: fitted to appends of siblings of the genesis
       at width 2,000 (each re-evaluates the whole account on today's
       ledger), then checked at width 300: the model's prediction beside the
@@ -228,6 +265,7 @@ def calibrate(n: int = 1000, repeats: int = 5) -> dict[str, Any]:
     out: dict[str, Any] = {
         "per_signature": round(_best(verify, repeats), 9),
         "per_evaluation": round(_best(ingest, repeats), 9),
+        "per_open": round(_open_cost(params, n // 4, repeats), 9),
     }
     # the full evaluation an off-head append triggers, fitted where it
     # matters (siblings at width 2,000), then checked at width 300

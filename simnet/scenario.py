@@ -61,6 +61,9 @@ class Cpu:
     per_evaluation: float = 0.000004
     #: each event a full re-evaluation of an account's rules visits
     per_evaluated_event: float = 0.000009
+    #: each envelope opened (``open_envelope`` of a 200-byte text: 1.7 ms
+    #: measured by ``simnet calibrate``, the fastest of three runs)
+    per_open: float = 0.0017
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,25 @@ class Workload:
     #: end-to-end encrypted messages between accounts (simnet/messages.py)
     messages: int = 0
     message_bytes: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxTraffic:
+    """Deposits at one mailbox (simnet/mailboxes.py); 0 deposits: none."""
+
+    #: contacts' deposits in total (each with a one-time token)
+    deposits: int = 0
+    contacts: int = 3
+    start: float = 4.0
+    end: float = 20.0
+    #: an honest stranger deposits without a token this often (0: never)
+    stranger_interval: float = 2.0
+    message_bytes: int = 200
+    #: ``MailboxLimits`` fields to override
+    limits: dict[str, Any] = field(default_factory=dict)
+    #: what a stranger's share is counted by: "network_group" (§15.17), or
+    #: "peer_id" (the defence removed: every fresh id is a new stranger)
+    group_by: str = "network_group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +183,7 @@ class Scenario:
     params: dict[str, Any] = field(default_factory=dict)
     replication: dict[str, Any] = field(default_factory=dict)
     workload: Workload = Workload()
+    mailbox: MailboxTraffic = MailboxTraffic()
     partitions: tuple[Partition, ...] = ()
     churn: Churn | None = None
     adversaries: tuple[Adversary, ...] = ()
@@ -236,6 +259,7 @@ def from_dict(data: dict[str, Any]) -> Scenario:
             params=dict(data.get("params", {})),
             replication=dict(data.get("replication", {})),
             workload=_section(data, "workload", Workload),
+            mailbox=_section(data, "mailbox", MailboxTraffic),
             partitions=partitions,
             churn=Churn(**data["churn"]) if "churn" in data else None,
             adversaries=adversaries,

@@ -23,6 +23,7 @@ from .adversaries import KINDS as ACCOUNT_KINDS
 from .adversaries import Attack, Base
 from .attacks import KINDS as RESOURCE_KINDS
 from .engine import Engine, SimNode
+from .mailboxes import MailboxLoad
 from .messages import MessageTraffic
 from .metrics import DUP_NAMES, Observer, percentile, stat
 from .scenario import Scenario
@@ -83,6 +84,10 @@ class Simulation:
         if sc.workload.messages > 0:  # message traffic is optional
             self.messages = MessageTraffic(self.workload)
             self.messages.schedule(slots)
+        self.mailboxes: MailboxLoad | None = None
+        if sc.mailbox.deposits > 0:
+            self.mailboxes = MailboxLoad(self.workload)
+            self.mailboxes.schedule()
         t = sc.sample_interval
         while t < sc.duration:
             e.at(t, self.obs.sample)
@@ -283,6 +288,8 @@ class Simulation:
             report["adversary_figures"] = figures
         if self.messages is not None:
             report["messages"] = self.messages.stats.report()
+        if self.mailboxes is not None:
+            report["mailbox"] = self.mailboxes.report()
         return report
 
     def _cpu(self) -> dict[str, Any]:

@@ -529,3 +529,42 @@ def test_connection_flood_leaves_honest_links() -> None:
 
 def test_eclipse_sybil_p99_ratio() -> None:
     _meets(compare(dataclasses.replace(_eclipse_sybil(), compare_baseline=False)))
+
+
+def _mailbox_fill(nodes: int = 10, group_by: str = "network_group") -> sc_mod.Scenario:
+    sc = _attack("mailbox-fill", nodes, {"count": 2}, duration=16.0)
+    mb = dataclasses.replace(sc.mailbox, deposits=30, start=3.0, end=13.0, group_by=group_by)
+    return dataclasses.replace(
+        sc, mailbox=mb, workload=dataclasses.replace(sc.workload, events=12, end=10.0)
+    )
+
+
+def test_mailbox_fill_from_fresh_ids_leaves_contacts_and_strangers_room() -> None:
+    c = compare(_mailbox_fill())
+    _meets(c)
+    assert c["mailbox_contact_accepted_ratio"] == 1.0
+    assert c["mailbox_contact_p99_ratio"] <= P99_RATIO_TARGET
+    assert c["mailbox_stranger_accepted_ratio"] >= 0.5
+    assert c["mailbox_stranger_held_at_end_ratio"] >= 0.5
+    attackers = c["mailbox_attacker_deposits"]
+    assert attackers["attempted"] >= 1000 and attackers["accepted"] <= 2 * 8
+    # strangers counted by peer id instead of network group (the defence
+    # removed): the fresh ids fill the pool and push the honest stranger's
+    # items out as fast as it deposits them; contacts' token deposits stay
+    report, _ = Simulation(_mailbox_fill(group_by="peer_id")).run()
+    m = report["mailbox"]
+    assert m["contacts"]["accepted_ratio"] == m["contacts"]["held_at_end_ratio"] == 1.0
+    assert m["stranger"]["held_at_end_ratio"] < 0.5
+    assert m["held_at_end"]["stranger_items"] == 64
+
+
+def test_stranger_flood_keeps_honest_messages() -> None:
+    sc = _attack("stranger-flood", 10, {"count": 2}, duration=16.0)
+    sc = dataclasses.replace(
+        sc, workload=dataclasses.replace(sc.workload, events=16, end=12.0, messages=60)
+    )
+    c = compare(sc)
+    _meets(c)
+    assert c["message_delivery_ratio"] == 1.0
+    assert c["message_p99_ratio"] <= P99_RATIO_TARGET
+    assert c["adversary"]["stranger_flood"]["opened"] >= 1000
