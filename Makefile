@@ -62,7 +62,7 @@ bench-flood: $(STAMP)
 
 # every resource-attack scenario with and without its attacker: safety,
 # honest delivery, p99 and their ratio (target <= 2); last line one JSON object
-SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood connection-flood eclipse-sybil
+SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
 simnet-adversaries: $(STAMP)
 	$(BIN)/python -m simnet.cli compare $(SIMNET_ADVERSARIES)
 
