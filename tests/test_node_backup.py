@@ -28,6 +28,8 @@ def test_a_backup_restores_onto_the_recovered_account_with_the_paper_key(
     wait_for(lambda: texts(a, "bob") == ["before the loss", "a reply"], 30, "both texts")
     a.client.call("contact.verify", contact="bob", confirm=True)
     assert a.client.call("backup.status")["backup_key"]  # made at account creation
+    # (and, on the way, /smu/time/1: each linked node asked the other its clock)
+    wait_for(lambda: a.status()["clock"]["peers_asked"] == 1, 20, "the clock question")
 
     plain, locked = tmp_path / "plain.smubackup", tmp_path / "locked.smubackup"
     made = a.client.call("backup.create", path=str(plain))

@@ -24,6 +24,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    session_vectors,
     sync_vectors,
 )
 from ._common import Json
@@ -41,6 +42,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "mailbox.json": mailbox_vectors.build,
     "sync.json": sync_vectors.build,
     "backup.json": backup_vectors.build,
+    "session.json": session_vectors.build,
 }
 
 
