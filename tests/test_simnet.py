@@ -499,7 +499,15 @@ def test_wide_dag_at_scenario_size() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["deep-chain", "replay-flood", "connection-flood", "eclipse-sybil"]
+    "name",
+    [
+        "deep-chain",
+        "replay-flood",
+        "mailbox-fill",
+        "stranger-flood",
+        "connection-flood",
+        "eclipse-sybil",
+    ],
 )
 def test_resource_attack_at_scenario_size(name: str) -> None:
     _meets(compare(sc_mod.load(sc_mod.builtin(name))))
@@ -568,3 +576,24 @@ def test_stranger_flood_keeps_honest_messages() -> None:
     assert c["message_delivery_ratio"] == 1.0
     assert c["message_p99_ratio"] <= P99_RATIO_TARGET
     assert c["adversary"]["stranger_flood"]["opened"] >= 1000
+
+
+_RESOURCE_DET_CODE = (
+    "import dataclasses, sys; from tests.test_simnet import _attack, _mailbox_fill, "
+    "Simulation, dumps; "
+    "scs = [_mailbox_fill(nodes=8), "
+    "_attack('stranger-flood', 8, {'count': 1}, duration=10.0), "
+    "_attack('connection-flood', 30, {'count': 20, 'groups': 2}, duration=8.0)]; "
+    "sys.stdout.write(''.join(dumps(Simulation(sc).run()[0]) for sc in scs))"
+)
+
+
+def test_resource_attacks_do_not_depend_on_the_hash_seed() -> None:
+    outs = []
+    for hash_seed in ("1", "4321"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-c", _RESOURCE_DET_CODE]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1]
+    assert '"mailbox"' in outs[0] and '"stranger_flood"' in outs[0]
