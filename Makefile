@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood simnet-adversaries vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood simnet-adversaries simnet-calibrate vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -65,6 +65,10 @@ bench-flood: $(STAMP)
 SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
 simnet-adversaries: $(STAMP)
 	$(BIN)/python -m simnet.cli compare $(SIMNET_ADVERSARIES)
+
+# the CPU model's costs measured here (simnet/cpu.py; defaults in simnet/scenario.py Cpu)
+simnet-calibrate: $(STAMP)
+	$(BIN)/python -m simnet.cli calibrate
 
 bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
 
