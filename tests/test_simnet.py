@@ -453,9 +453,9 @@ def test_cpu_model_charges_signatures_and_evaluations_not_held_duplicates() -> N
 
 
 def test_replay_flood_costs_a_lookup_and_without_the_defence_it_shows() -> None:
-    sc = _attack("replay-flood", 10, {"count": 2}, duration=14.0)
+    sc = _attack("replay-flood", 10, {"count": 2, "end": 9.0}, duration=11.0)
     sc = dataclasses.replace(
-        sc, workload=dataclasses.replace(sc.workload, accounts=4, events=30, end=10.0)
+        sc, workload=dataclasses.replace(sc.workload, accounts=4, events=30, end=8.0)
     )
     c = compare(sc)
     _meets(c)
