@@ -7,6 +7,7 @@ CLI, the demo and the tests use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import trio
 
 from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError
+from .tasks import TaskStatus
 
 MAX_LINE = 1 << 20
 log = logging.getLogger("smu.control")
@@ -119,10 +121,12 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
 async def serve(
     path: Path,
     methods: dict[str, Handler],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the control API on a unix socket only the owner can reach."""
-    if path.exists():
+    """Serve the control API on a unix socket only the owner can reach.
+    The daemon holds the data directory's lock, so a socket found here is a
+    stale one; the one removed at the end is only ever this daemon's own."""
+    if path.exists() or path.is_symlink():
         path.unlink()
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -131,17 +135,19 @@ async def serve(
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
+    own = os.stat(path).st_ino
     sock.listen(16)
     listener = trio.SocketListener(sock)
     task_status.started()
     try:
         await trio.serve_listeners(
-            lambda s: _handle_conn(s, methods),  # type: ignore[arg-type]
+            lambda s: _handle_conn(s, methods),
             [listener],
         )
     finally:
-        with trio.CancelScope(shield=True):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == own:
+                path.unlink()
 
 
 class ControlClient:
@@ -170,7 +176,12 @@ class ControlClient:
             ) from exc
         with s:
             req = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
-            s.sendall(json.dumps(req).encode() + b"\n")
+            try:
+                s.sendall(json.dumps(req).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise NodeUsageError(
+                    f"the node refused the request (over {MAX_LINE} bytes?)"
+                ) from exc
             buf = b""
             while b"\n" not in buf:
                 chunk = s.recv(65536)

@@ -47,6 +47,7 @@ class Client:
     send: trio.MemorySendChannel[str]
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     close_code: int = 1000
+    gone: bool = False
 
 
 class Hub:
@@ -180,14 +181,13 @@ class Hub:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, ws, receive)
                     await ws.send_text(json.dumps({"type": "hello"}))
-                    while True:
-                        message = await ws.receive()
-                        if message["type"] == "websocket.disconnect":
-                            nursery.cancel_scope.cancel()
-                            return
-            # dropped: a revoked session or a page too slow to keep up
-            with contextlib.suppress(Exception):
-                await ws.close(client.close_code)
+                    while (await ws.receive())["type"] != "websocket.disconnect":
+                        pass
+                    client.gone = True  # the page closed the socket itself
+                    nursery.cancel_scope.cancel()
+            if not client.gone:  # dropped: a revoked session or a page too slow to keep up
+                with contextlib.suppress(Exception):
+                    await ws.close(client.close_code)
         finally:
             if client in self.clients:
                 self.clients.remove(client)
