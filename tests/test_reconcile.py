@@ -308,7 +308,27 @@ def test_chunked_message_means_the_same_as_the_whole() -> None:
     assert got == sorted(r.upper for r in whole.reply if r.mode is not Mode.SKIP)
 
 
-def test_pushes_are_whole_ranges_up_to_the_limit_and_the_rest_is_offered() -> None:
+def test_pushes_are_all_or_nothing_per_frame() -> None:
+    """Two listed ranges each lack 20 ids: with a limit of 39 neither is
+    pushed (a catch-up goes by rank, parents first, §11.3.3), with 40 both."""
+    rng = random.Random(12)
+    half = 1 << 255
+    low = sorted(v for v in (rng.getrandbits(255) for _ in range(40)))
+    high = sorted(half + v for v in (rng.getrandbits(255) for _ in range(40)))
+    mine = IdIndex(v.to_bytes(32, "big") for v in low + high)
+    listing = (
+        Range(b"\x80", Mode.IDS, shorts_to_blob(short_id(EVENT_IDS, SALT, v) for v in low[:20])),
+        Range(b"", Mode.IDS, shorts_to_blob(short_id(EVENT_IDS, SALT, v) for v in high[:20])),
+    )
+    none = respond(mine, listing, SALT, push_limit=39)
+    assert not none.give and [r.mode for r in none.reply] == [Mode.HAVE, Mode.HAVE]
+    assert [len(parse_have(r.payload)[0]) for r in none.reply] == [20, 20]
+    both = respond(mine, listing, SALT, push_limit=40)
+    assert len(both.give) == 40 and [r.mode for r in both.reply] == [Mode.SKIP]
+    assert both.give == tuple(v.to_bytes(32, "big") for v in low[20:] + high[20:])
+
+
+def test_pushes_up_to_the_limit_and_the_rest_is_offered() -> None:
     rng = random.Random(10)
     theirs = [rng.randbytes(32) for _ in range(10)]
     mine = IdIndex(theirs + [rng.randbytes(32) for _ in range(30)])

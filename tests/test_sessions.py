@@ -18,7 +18,14 @@ from protocol.sync.sessions import (
     SessionTable,
 )
 from protocol.sync.softstate import record_item
-from protocol.sync.wire import AnnounceFrame, EventsFrame, RecordsFrame, decode_frame
+from protocol.sync.wire import (
+    AnnounceFrame,
+    EventsFrame,
+    RecordsFrame,
+    RequestFrame,
+    decode_frame,
+    encode_frame,
+)
 
 from .conftest import History
 from .test_replication import Net, make_events
@@ -155,3 +162,24 @@ def test_session_ids_are_random_and_unique_per_peer() -> None:
         table.start(sid, records=False, now=0.0)
         sids.add(sid)
     assert len(sids) == 50 and max(sids) > 1 << 16
+
+
+def test_an_answer_overtaken_by_another_copy_is_solicited() -> None:
+    """We asked a for an event; it came from b first.  a's answer brings it
+    again: that copy costs a nothing, while an old copy nobody asked for does."""
+    old, new = make_events(1, 2, seed="late")
+    config = ReplicationConfig(recent_events=0, session_timeout=0.5)
+    net = Net(seed=3, config=config)
+    node = net.add("n", [old])
+    for peer in ("a", "b"):
+        node.connect(peer, at(0.0))
+    node.tick(at(0.6))  # the sessions of the links, never answered, are over
+    assert node.stats.reconcile_timeouts == 2
+    outs = node.receive("a", encode_frame(AnnounceFrame((new.id,))), at(1.0))
+    asked = [decode_frame(o.frame) for o in outs if isinstance(o, Send) and o.peer == "a"]
+    assert any(isinstance(f, RequestFrame) and new.id in f.ids for f in asked)
+    node.receive("b", encode_frame(EventsFrame((new.raw,))), at(1.1))
+    node.receive("a", encode_frame(EventsFrame((new.raw,))), at(1.2))
+    assert node.stats.duplicate_events == 1 and node.stats.duplicates_unsolicited == 0
+    node.receive("a", encode_frame(EventsFrame((new.raw,))), at(1.3))  # asked once only
+    assert node.stats.duplicates_unsolicited == 1

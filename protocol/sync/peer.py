@@ -19,6 +19,9 @@ from protocol.sync.wire import (
     RequestFrame,
 )
 
+#: requested ids answered another way first, remembered per peer
+MAX_LATE = 4096
+
 
 @dataclass(slots=True)
 class Peer:
@@ -42,6 +45,9 @@ class Peer:
     #: events from this peer the ledger accepted
     delivered: int = 0
     queue: deque[Costly] = field(default_factory=deque)
+    #: ids we asked this peer for that came another way first: its answer
+    #: brings them again, solicited (§11.5.2); at most ``MAX_LATE``
+    late: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     #: reconciliation sessions, ours and the peer's (§11.3.5)
     sessions: SessionTable = field(default_factory=SessionTable)
     #: accounts of events we served this peer whose records it may have

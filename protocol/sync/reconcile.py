@@ -27,9 +27,10 @@ id, salted with the session, so a list costs a quarter of the ids and no
 collision can be ground in advance.  The receiver of a list learns the
 difference in that range in both directions: it pushes what the lister
 lacks, and answers with the short ids it lacks, which the lister pushes.
-Pushes are bounded per frame; what does not fit travels as full ids with
-ranks in a HAVE (the event's position in the sender's account log, so the
-receiver fetches parents first, §11.3.1).  Pushes inside a range a session
+A frame's pushes happen only if they fit a limit, all of them; else
+they all travel as full ids with ranks in a HAVE (the event's position in
+the sender's account log, so the receiver of a large difference, a
+catch-up, fetches parents first, §11.3.1).  Pushes inside a range a session
 left open are solicited (§11.5.2).
 
 The fingerprint of a range is BLAKE2b-128 over a domain label, the sum of
@@ -597,21 +598,6 @@ def initiate(
     return b.ranges()
 
 
-class _Pushes:
-    """Ids to push, whole ranges at a time, up to a limit per message."""
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-        self.ids: list[int] = []
-
-    def take(self, ids: list[int]) -> bool:
-        if len(ids) > self.left:
-            return False
-        self.ids.extend(ids)
-        self.left -= len(ids)
-        return True
-
-
 def respond(
     index: IdIndex,
     ranges: Iterable[Range],
@@ -625,13 +611,15 @@ def respond(
     the next round.  The ranges must cover the id space in order and end
     with the empty bound; ``SchemaError`` otherwise.  ``salt`` is the
     session's (short ids); ``rank`` ranks the ids we put in HAVE (§11.3.1).
-    Ids the peer lacks are ``give``n, whole ranges at a time and at most
-    ``push_limit`` in all; the others go in HAVE for the peer to fetch."""
+    Ids the peer lacks are ``give``n if they are at most ``push_limit`` in
+    all; else none is, and all go in HAVE for the peer to fetch by rank."""
     reply_round = min(msg_round + 1, MAX_ROUND)
     kind = index.kind
-    b = _Builder(cfg, kind, salt)
+    # first the differences, range by range; then the reply, once we know
+    # whether everything the peer lacks fits the push limit
+    plan: list[tuple[Range, int, int, list[int], set[bytes]]] = []
     need: list[tuple[int, int]] = []
-    pushes = _Pushes(push_limit)
+    lacking_total = 0
     lower = 0
     wants = False
     last_upper: bytes | None = None
@@ -643,59 +631,60 @@ def respond(
         if upper <= lower:
             raise SchemaError("range bounds must increase")
         lo, hi = index.rank(lower), index.rank(upper)
+        lacking: list[int] = []
+        wanted: set[bytes] = set()
         if r.mode is Mode.SKIP:
             if r.payload:
                 raise SchemaError("a SKIP range has no payload")
-            b.skip(r.upper)
         elif r.mode is Mode.FP:
             wants = True
             if len(r.payload) != FP_BYTES:
                 raise SchemaError("a fingerprint is 16 bytes")
-            if index.fingerprint(lo, hi) == r.payload:
-                b.skip(r.upper)
-            else:
-                _describe(b, index, lo, hi, r.upper, reply_round)
         elif r.mode is Mode.IDS:
             # their short ids: push ours they lack, ask for theirs we lack
             wants = True
-            theirs = set(parse_ids(r.payload))
-            lacking: list[int] = []
+            wanted = set(parse_ids(r.payload))
             matched: set[bytes] = set()
             for v in index.slice(lo, hi):
-                s = short_id(kind, salt, v)
-                if s in theirs:
-                    matched.add(s)
+                short = short_id(kind, salt, v)
+                if short in wanted:
+                    matched.add(short)
                 else:
                     lacking.append(v)
-            wanted = theirs - matched
-            fetch = [] if pushes.take(lacking) else lacking
-            if fetch or wanted:
-                b.add(Range(r.upper, Mode.HAVE, have_payload(fetch, rank, wanted)))
-            else:
-                b.skip(r.upper)
+            wanted -= matched
         else:  # HAVE: fetch its ids, push ours it asks for by short id
             entries, asked = parse_have(r.payload, lower, upper)
             need.extend(e for e in entries if not index.contains_int(e[0]))
             if asked:
                 wants = True
-                wanted_set = set(asked)
-                ours = [v for v in index.slice(lo, hi) if short_id(kind, salt, v) in wanted_set]
-                if ours and not pushes.take(ours):
-                    b.add(Range(r.upper, Mode.HAVE, have_payload(ours, rank)))
-                else:
-                    b.skip(r.upper)
-            else:
-                b.skip(r.upper)
+                asked_set = set(asked)
+                lacking = [v for v in index.slice(lo, hi) if short_id(kind, salt, v) in asked_set]
+        lacking_total += len(lacking)
+        plan.append((r, lo, hi, lacking, wanted))
         lower = upper
         last_upper = r.upper
     if last_upper != b"":
         raise SchemaError("ranges must end with the end of the id space")
+    push = lacking_total <= push_limit
+    b = _Builder(cfg, kind, salt)
+    given: list[int] = []
+    for r, lo, hi, lacking, wanted in plan:
+        if r.mode is Mode.FP and index.fingerprint(lo, hi) != r.payload:
+            _describe(b, index, lo, hi, r.upper, reply_round)
+            continue
+        if push:
+            given.extend(lacking)
+            lacking = []
+        if lacking or wanted:
+            b.add(Range(r.upper, Mode.HAVE, have_payload(lacking, rank, wanted)))
+        else:
+            b.skip(r.upper)
     return Outcome(
         b.ranges(),
         tuple(v.to_bytes(ID_BYTES, "big") for v, _ in need),
         tuple(r for _, r in need),
         wants,
-        tuple(v.to_bytes(ID_BYTES, "big") for v in sorted(pushes.ids)),
+        tuple(v.to_bytes(ID_BYTES, "big") for v in sorted(given)),
     )
 
 

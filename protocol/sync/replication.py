@@ -42,7 +42,7 @@ from protocol.log.events import Event, decode_event, raw_event_id
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.records.device import Offer, decode_record
 from protocol.sync.exchange import FRAME_SLACK, Exchange
-from protocol.sync.peer import Costly, Peer, frame_bucket, frame_cost
+from protocol.sync.peer import MAX_LATE, Costly, Peer, frame_bucket, frame_cost
 from protocol.sync.reconcile import (
     SHORT_BYTES,
     IdIndex,
@@ -656,10 +656,11 @@ class Replicator(Exchange):
             # while an ancestry answer is due, everything from p counts as
             # asked for, and so does a push inside a range a reconciliation
             # session left open (§11.5.2)
-            solicited = bool(p.ancestry) or p.sessions.solicited(
-                int.from_bytes(result.event_id, "big")
-            )
-            solicited = self._clear_inflight(result.event_id) is not None or solicited
+            in_session = p.sessions.solicited(int.from_bytes(result.event_id, "big"))
+            asker = self._clear_inflight(result.event_id)
+            if asker is not None and (asker != p.id or in_session):
+                self._expect_late(asker, result.event_id)
+            solicited = bool(p.ancestry) or in_session or asker is not None
             self._alternates.pop(result.event_id, None)
             if result.status is IngestStatus.DUPLICATE:
                 self.stats.duplicate_events += 1
@@ -706,17 +707,31 @@ class Replicator(Exchange):
         range a reconciliation session left open (the peer pushed what the
         session showed we lacked, and it reached us meanwhile from elsewhere),
         or when it is among the events we accepted last (eager push from
-        several peers)."""
+        several peers), or when it answers a request of ours that the event
+        had overtaken."""
         if p.ancestry:
             return True
         event_id = raw_event_id(raw)
         assert event_id is not None  # held_raw said it is an event we hold
         if self._clear_inflight(event_id) is not None:
             return True
+        if event_id in p.late:
+            del p.late[event_id]
+            return True
         if p.sessions.solicited(int.from_bytes(event_id, "big")):
             return True
         seq = self._seq.get(event_id)
         return seq is None or seq >= len(self._seq) - self.config.recent_events
+
+    def _expect_late(self, peer: PeerId, event_id: bytes) -> None:
+        """We had asked ``peer`` for an event that came another way (a push,
+        or another peer): its answer will bring it again, and that copy is
+        solicited (§11.5.2)."""
+        q = self._peers.get(peer)
+        if q is not None:
+            q.late[event_id] = None
+            while len(q.late) > MAX_LATE:
+                q.late.popitem(last=False)
 
     def _charge_duplicates(self, p: Peer, n: int, now: float, out: list[Output]) -> None:
         """Spend ``n`` from the peer's duplicate allowance; beyond it, pause

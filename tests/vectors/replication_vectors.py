@@ -40,7 +40,7 @@ from protocol.sync.wire import (
 from ._common import FORMAT_NOTE, Json, assert_raises, bytes_from_label, to_tagged
 
 #: the exchange below uses a small list threshold so it splits twice, and
-#: a push limit small enough that one range goes in HAVE
+#: a push limit small enough that one answer's ids go in HAVE, not pushed
 CONFIG = ReconcileConfig(list_threshold=8)
 PUSH_LIMIT = 12
 SESSION = 0x0A0B0C0D
