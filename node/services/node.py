@@ -30,6 +30,8 @@ class NodeService:
         self.gate = gate
         self.channels = channels
         self._stop = stop
+        #: more parts of node.status (the disk budget, the clock check)
+        self.extra_status: dict[str, Callable[[], Any]] = {}
 
     def handlers(self) -> dict[str, control.Handler]:
         return {"node.status": self.status, "node.stop": self.stop}
@@ -38,6 +40,7 @@ class NodeService:
         ledger = self.ctx.ledger
         account = self.ctx.account()
         return {
+            "device_status": self._device_status(account),
             "peer_id": self.ctx.peer_id,
             "network": self.ctx.params.network_id,
             "listen": self.ctx.addresses(),
@@ -55,7 +58,16 @@ class NodeService:
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
+            **{name: part() for name, part in self.extra_status.items()},
         }
+
+    def _device_status(self, account: bytes | None) -> str | None:
+        """This device in its account: active, revoked, ... (None: no
+        account; "joining": the account's log does not hold it yet)."""
+        if account is None or account not in self.ctx.ledger.accounts:
+            return None if account is None else "joining"
+        device = self.ctx.ledger.state(account).device(self.ctx.device.sign_public)
+        return device.status.value if device is not None else "joining"
 
     async def stop(self, params: dict[str, Any]) -> dict[str, Any]:
         self._stop()

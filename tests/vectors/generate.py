@@ -15,13 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    backup_vectors,
     channel_vectors,
     encoding_vectors,
     event_vectors,
     history_vectors,
     key_vectors,
+    mailbox_vectors,
     record_vectors,
     replication_vectors,
+    sync_vectors,
 )
 from ._common import Json
 
@@ -35,6 +38,9 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "replication.json": replication_vectors.build,
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
+    "mailbox.json": mailbox_vectors.build,
+    "sync.json": sync_vectors.build,
+    "backup.json": backup_vectors.build,
 }
 
 
