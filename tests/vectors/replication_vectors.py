@@ -133,6 +133,34 @@ _REJECTED: list[tuple[str, str, str]] = [
 ]
 
 
+def _reconcile_rejected() -> list[tuple[str, ReconcileFrame]]:
+    """RECONCILE frames that decode (§11.2) but that processing them
+    (§11.3.3) refuses whole, as ``SchemaError``."""
+    ids = _ids("id", 4)  # 06bf..., 52cd..., 6774..., 6e3f...
+    low = have_payload([int.from_bytes(ids[0], "big")], lambda _: 0)
+    high = have_payload([int.from_bytes(ids[3], "big")], lambda _: 0)
+    fp = bytes(range(FP_BYTES))
+    short = short_id(EVENT_IDS, session_salt(1), int.from_bytes(ids[0], "big"))
+    cases = [
+        (
+            "a HAVE id below its range's lower bound",
+            (Range(b"\x10", Mode.SKIP), Range(b"", Mode.HAVE, low)),
+        ),
+        (
+            "a HAVE id above its range's upper bound (an upper bound is exclusive)",
+            (Range(ids[3][:1], Mode.HAVE, high), Range(b"", Mode.SKIP)),
+        ),
+        (
+            "an IDS list with a short id twice (lists are strictly ascending)",
+            (Range(b"", Mode.IDS, b"\x02" + short + short),),
+        ),
+        ("bounds that do not increase", (Range(b"\x40", Mode.FP, fp), Range(b"\x40", Mode.SKIP))),
+        ("a range after the end of the id space", (Range(b"", Mode.FP, fp), Range(b"", Mode.SKIP))),
+        ("ranges that stop before the end of the id space", (Range(b"\x40", Mode.FP, fp),)),
+    ]
+    return [(name, ReconcileFrame(1, FLAG_OWN, ranges)) for name, ranges in cases]
+
+
 def _exchange() -> dict[str, Json]:
     """Two sets sharing 60 ids; A has 5 more, B 30 more.  The ranks a side
     gives are each id's position in that side's sorted list (a stand-in
@@ -212,6 +240,13 @@ def build() -> dict[str, Json]:
     for name, hexed, error in _REJECTED:
         assert_raises(error, decode_frame, bytes.fromhex(hexed))
         rejected.append({"name": name, "hex": hexed, "error": error})
+    reconcile_rejected = []
+    for name, frame in _reconcile_rejected():
+        raw = encode_frame(frame)
+        assert decode_frame(raw) == frame
+        index = IdIndex(_ids("id", 4))
+        assert_raises("SchemaError", respond, index, frame.ranges, session_salt(1), CONFIG)
+        reconcile_rejected.append({"name": name, "hex": raw.hex(), "error": "SchemaError"})
     fp_sets = {"empty": [], "one": _ids("fp", 1), "three": _ids("fp", 3)}
     fingerprints = [
         {
@@ -228,6 +263,7 @@ def build() -> dict[str, Json]:
         "format": FORMAT_NOTE,
         "frames": frames,
         "rejected": rejected,
+        "reconcile_rejected": reconcile_rejected,
         "fingerprints": fingerprints,
         "short_ids": _short_ids(),
         "exchange": _exchange(),
