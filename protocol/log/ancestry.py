@@ -35,24 +35,25 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Sequence
 
+#: per event, in one array (one object for the garbage collector, however
+#: long the account): generation, tree parent, tree depth, jump pointer,
+#: junction, start of the run
+_W = 6
+_GEN, _TP, _TD, _JP, _JN, _RUN = range(_W)
+
 
 class Ancestry:
-    __slots__ = ("_gen", "_jn", "_jp", "_masks", "_parents", "_run", "_td", "_tp")
+    __slots__ = ("_f", "_masks", "_parents")
 
     def __init__(self) -> None:
-        self._gen = array("i")
-        self._tp = array("i")
-        self._td = array("i")
-        self._jp = array("i")
-        self._jn = array("i")
-        self._run = array("i")
+        self._f = array("i")
         #: junction -> bit mask of its strict ancestors
         self._masks: dict[int, int] = {}
         #: merge -> all its parents (other events: the tree parent alone)
         self._parents: dict[int, tuple[int, ...]] = {}
 
     def __len__(self) -> int:
-        return len(self._gen)
+        return len(self._f) // _W
 
     # -- adding ------------------------------------------------------------
 
@@ -60,79 +61,73 @@ class Ancestry:
         """Number the next event, whose parents (numbers) are all here;
         ``junction`` for a revocation or recover (a genesis and a merge always
         are one).  Returns its number."""
-        i = len(self._gen)
-        gen, tpa, td, jp = self._gen, self._tp, self._td, self._jp
+        f = self._f
+        i = len(f) // _W
         if not parents:
-            gen.append(0)
-            tpa.append(-1)
-            td.append(0)
-            jp.append(i)
-            self._jn.append(i)
-            self._run.append(i)
+            f.extend((0, -1, 0, i, i, i))
             self._masks[i] = 0
             return i
         if len(parents) == 1:
             tp = parents[0]
-            g = gen[tp]
         else:
-            tp = max(parents, key=lambda q: (gen[q], q))
-            g = gen[tp]
+            tp = max(parents, key=lambda q: (f[q * _W], q))
             self._parents[i] = tuple(parents)
             junction = True
-        gen.append(g + 1)
-        tpa.append(tp)
-        d = td[tp] + 1
-        td.append(d)
-        j1 = jp[tp]
-        jp.append(jp[j1] if td[tp] - td[j1] == td[j1] - td[jp[j1]] else tp)
+        b = tp * _W
+        td = f[b + _TD]
+        j1 = f[b + _JP]
+        jj = f[j1 * _W + _JP]
+        j1d = f[j1 * _W + _TD]
+        jp = jj if td - j1d == j1d - f[jj * _W + _TD] else tp
+        gen = f[b] + 1  # the tree parent has the highest generation
         if junction:
-            self._jn.append(i)
-            self._run.append(i)
+            f.extend((gen, tp, td + 1, jp, i, i))
             mask = 0
             for p in parents:
                 mask |= self.down_mask(p)
             self._masks[i] = mask
         else:
-            self._jn.append(self._jn[tp])
-            run = self._run
-            run.append(run[tp] if tp == i - 1 and self._jn[tp] != tp else i)
+            jn = f[b + _JN]
+            run = f[b + _RUN] if tp == i - 1 and jn != tp else i
+            f.extend((gen, tp, td + 1, jp, jn, run))
         return i
 
     # -- queries -------------------------------------------------------------
 
     def generation(self, i: int) -> int:
-        return self._gen[i]
+        return self._f[i * _W]
 
     def is_junction(self, i: int) -> bool:
-        return self._jn[i] == i
+        return self._f[i * _W + _JN] == i
 
     def parents(self, i: int) -> tuple[int, ...]:
         """Every parent of ``i``, by number."""
         merge = self._parents.get(i)
         if merge is not None:
             return merge
-        tp = self._tp[i]
+        tp = self._f[i * _W + _TP]
         return (tp,) if tp >= 0 else ()
 
     def _level(self, v: int, depth: int) -> int:
         """The tree ancestor of ``v`` at ``depth`` (at most ``v``'s own)."""
-        td, jp, tp = self._td, self._jp, self._tp
-        while td[v] > depth:
-            j = jp[v]
-            v = j if td[j] >= depth else tp[v]
+        f = self._f
+        while f[v * _W + _TD] > depth:
+            j = f[v * _W + _JP]
+            v = j if f[j * _W + _TD] >= depth else f[v * _W + _TP]
         return v
 
     def is_ancestor(self, x: int, y: int) -> bool:
         """Whether ``x`` is a strict ancestor of ``y``."""
-        if x >= y or self._gen[x] >= self._gen[y]:
+        f = self._f
+        if x >= y or f[x * _W] >= f[y * _W]:
             return False
-        j = self._jn[y]
+        j = f[y * _W + _JN]
         if j == y:
             return bool(self._masks[y] >> x & 1)
         if x == j:
             return True
-        td = self._td
-        if td[j] < td[x] <= td[y] and self._level(y, td[x]) == x:
+        tdx = f[x * _W + _TD]
+        if f[j * _W + _TD] < tdx <= f[y * _W + _TD] and self._level(y, tdx) == x:
             return True  # on y's tree path, below the junction above y
         return bool(self._masks[j] >> x & 1)
 
@@ -150,24 +145,25 @@ class Ancestry:
 
     def down_mask(self, p: int) -> int:
         """``p`` and its ancestors, as a bit mask."""
-        j = self._jn[p]
+        f = self._f
+        j = f[p * _W + _JN]
         bits = self._masks[j] | (1 << j)
         if j == p:
             return bits
-        run, tp = self._run, self._tp
         v = p
         while v != j:
-            s = run[v]
+            s = f[v * _W + _RUN]
             bits |= (1 << (v + 1)) - (1 << s)
-            v = tp[s]
+            v = f[s * _W + _TP]
         return bits
 
     def ancestor_mask(self, i: int) -> int:
         """``i``'s strict ancestors, as a bit mask (computed unless ``i`` is a
         junction: O(n / 64) words)."""
-        if self._jn[i] == i:
+        f = self._f
+        if f[i * _W + _JN] == i:
             return self._masks[i]
-        return self.down_mask(self._tp[i])
+        return self.down_mask(f[i * _W + _TP])
 
 
 class AncestorMasks(Sequence[int]):
