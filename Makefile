@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -48,6 +48,9 @@ vectors: $(STAMP)
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
+bench-attack: $(STAMP)
+	$(BIN)/python bench/attack_cost.py
+
 bench-reconcile: $(STAMP)
 	$(BIN)/python bench/reconcile.py
 
@@ -57,7 +60,7 @@ bench-catchup: $(STAMP)
 bench-messaging: $(STAMP)
 	$(BIN)/python bench/messaging.py
 
-bench: bench-ingest bench-reconcile bench-catchup bench-messaging
+bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
