@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood vectors clean check-toolchain
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -60,7 +60,10 @@ bench-catchup: $(STAMP)
 bench-messaging: $(STAMP)
 	$(BIN)/python bench/messaging.py
 
-bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging
+bench-flood: $(STAMP)
+	$(BIN)/python bench/flood.py
+
+bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -159,7 +159,7 @@ class ChannelLink:
             except STREAM_ERRORS as exc:
                 self._lost(f"read: {type(exc).__name__}: {exc}")
                 return
-            self.driver.call(lambda now, data=data: self.channel.receive(data, now))
+            self.driver.call(partial(self._receive, data))
 
     async def _write_loop(self) -> None:
         async for data in self._frames:
@@ -172,6 +172,9 @@ class ChannelLink:
         self._written.set()
 
     # -- carrying out the machine's outputs ----------------------------------------
+
+    def _receive(self, data: bytes, now: Now) -> list[Output]:
+        return self.channel.receive(data, now)
 
     def _reject(self, error: SizeLimitError, now: Now) -> list[Output]:
         return self.channel.reject(error, now)

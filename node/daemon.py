@@ -27,6 +27,7 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
+from protocol.messaging.tokens import TokenSigner
 from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
@@ -47,7 +48,16 @@ from .services.mailbox import MailboxService
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
-from .storage import ContactStore, MessageStore, open_database
+from .services.sync import SyncService
+from .services.tokens import TokenService
+from .storage import (
+    ContactStore,
+    MessageStore,
+    SqliteMailboxStore,
+    SyncStore,
+    TokenStore,
+    open_database,
+)
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -75,8 +85,16 @@ class Daemon:
         listen: list[str],
         bootstrap: list[str],
         replication: ReplicationConfig | None = None,
+        *,
+        mailbox_group_of: Callable[[str], str] | None = None,
     ) -> None:
+        """``mailbox_group_of`` is for lab tests only, and no flag or config
+        file reaches it: it replaces how this node's mailbox maps a
+        depositor's address to its network group (PROTOCOL.md §15.17), so
+        that a test on loopback can stand for depositors in many networks.
+        None (always, outside such a test): ``deposit_group``."""
         self.datadir = datadir
+        self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
@@ -102,17 +120,28 @@ class Daemon:
         self._peer_id = str(self.host.get_id().to_base58())
         self.links = LinkService(self.host, self._peer_id, REPLICATION_PROTOCOL)
         self.gate = Gate(self.links.manager)
+        self.gate.on_admitted = self.links.heard
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
         self.channels = ChannelService(self.links)
         self.links.on_opened.append(self.channels.link_opened)
         self.links.on_closed.append(self.channels.link_closed)
-        self._contacts = ContactSet(ContactStore(self.db), self._ledger)
+        #: account-wide state among this account's devices; the contact set
+        #: reads contacts, blocks and verification marks from it
+        self.sync = SyncService(self, SyncStore(self.db))
+        self._contacts = ContactSet(ContactStore(self.db), self._ledger, self.sync)
         self._stop = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
 
     def _build_services(self) -> None:
-        contacts = ContactService(self, self._contacts)
+        self.tokens = TokenService(
+            self,
+            TokenStore(self.db),
+            TokenSigner(self.secrets.token_seed),
+            self._contacts,
+            grants=lambda: [g for g, _ in self.mailbox.grants],
+        )
+        contacts = ContactService(self, self._contacts, self.tokens)
         self.messages = MessageService(
             self,
             MessageStore(self.db),
@@ -120,8 +149,23 @@ class Daemon:
             deposit=lambda record, device, env: self.mailbox.deposit(record, device, env),
             reconcile_all=self.replication.reconcile_all,
             contact_changes=contacts.contact_docs,
+            tokens=self.tokens,
+            sync=self.sync,
         )
-        self.mailbox = MailboxService(self, receive=self.messages.receive)
+        self.tokens.send = self.messages.queue_tokens
+        self.sync.send = self.messages.queue_sync
+        # another device's decisions apply here too: its requests, our tokens
+        self.sync.on_changed.append(self.messages.decisions_changed)
+        self.sync.on_changed.append(self.tokens.refill_all)
+        self._contacts.on_added.append(self.tokens.refill)
+        self.mailbox = MailboxService(
+            self,
+            receive=self.messages.receive,
+            store=SqliteMailboxStore(self.db),
+            tokens=self.tokens,
+            group_of=self._mailbox_group_of,
+        )
+        self.mailbox.on_grants_changed = self.tokens.refill_all
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
@@ -135,17 +179,21 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.mailbox,
         ]
 
     def _delivered(self, note: dict[str, Any]) -> None:
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
+            self.sync.log_changed()  # edits waiting for these events may merge
         self.notify(note)
 
     def _send_history(self, device: bytes) -> None:
         # History follows only now that the add-device event is in the log
-        # (DESIGN §9), encrypted to the approved key.
+        # (DESIGN §9), encrypted to the approved key; the account-wide state
+        # too, so that the new device is an equal from its first minute.
+        self.sync.send_snapshot(device)
         try:
             self.messages.send_history(device)
         except RpcFailure as exc:
@@ -184,6 +232,8 @@ class Daemon:
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.replication.run)
+            await nursery.start(self.sync.run)
+            self._contacts.import_legacy()
             await nursery.start(self.channels.run)
             self.replication.set_self(
                 self._peer_id, [a.split("/p2p/")[0] for a in self.addresses()]
@@ -192,6 +242,7 @@ class Daemon:
             await nursery.start(self.linking.run)
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
+            nursery.start_soon(self.tokens.run)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))

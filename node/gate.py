@@ -58,6 +58,8 @@ class Gate:
         self.stats = GateStats()
         self._open: Counter[tuple[str, str]] = Counter()
         self._open_total: Counter[str] = Counter()
+        #: an admitted stream: its connection is in use (not a bare one)
+        self.on_admitted: Callable[[str], None] = lambda peer: None
 
     def refusal(self, protocol: str, peer: str, caps: StreamCaps) -> str | None:
         """Why ``peer`` may not open a ``protocol`` stream now, or None."""
@@ -83,6 +85,7 @@ class Gate:
                     await stream.reset()
                 return
             self.stats.admitted[protocol] += 1
+            self.on_admitted(peer)
             self._open[(protocol, peer)] += 1
             self._open_total[protocol] += 1
             try:

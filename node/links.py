@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from libp2p.abc import INotifee
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
@@ -54,6 +56,9 @@ class Link:
     send: trio.MemorySendChannel[bytes]
     recv: trio.MemoryReceiveChannel[bytes]
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: read nothing more from this link before then (trio time): the
+    #: replication machine's Pause for a peer sending what we hold
+    paused_until: float = 0.0
 
 
 #: runs one admitted link until it ends (the replication service)
@@ -85,7 +90,7 @@ class LinkService:
         self.host = host
         self.peer_id = peer_id
         self.protocol = replication_protocol
-        self.manager = LinkManager(peer_id, limits)
+        self.manager = LinkManager(peer_id, limits, secret=os.urandom(16))
         self.driver = MachineDriver("links", self.manager, self._carry_out)
         self.links: dict[str, Link] = {}
         self._serve_link: ServeLink | None = None
@@ -113,6 +118,7 @@ class LinkService:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.driver.run)
+            self.host.get_network().register_notifee(_ConnectionWatcher(self))
             peers: dict[str, str] = {}
             for addr in bootstrap:
                 if "/p2p/" in addr:
@@ -140,8 +146,16 @@ class LinkService:
                 if link is not None:
                     log.info("closing the link with %s: %s", out.peer, out.reason)
                     link.cancel.cancel()
+                if out.connection and self._nursery is not None:
+                    self._nursery.start_soon(self._close_connection, out.peer)
             elif isinstance(out, Rejected):
                 log.info("refusing a link with %s: %s", out.peer, out.refusal.value)
+
+    async def _close_connection(self, peer: str) -> None:
+        try:
+            await self.host.disconnect(ID.from_base58(peer))
+        except Exception as exc:  # the connection may be gone already
+            log.debug("closing the connection of %s: %s", peer, exc)
 
     async def _dial_for_manager(self, dial: Dial) -> None:
         addr = f"{dial.addr}/p2p/{dial.peer}"
@@ -317,9 +331,51 @@ class LinkService:
         """Misbehaviour on any protocol: close the link, no link until then."""
         self.driver.call(lambda now: self.manager.ban(peer, until, now))
 
+    def heard(self, peer: str) -> None:
+        """Something arrived from ``peer``: its link (or bare connection) is
+        not idle."""
+        self.driver.call(lambda now: self.manager.heard(peer, now))
+
+    def delivered_first(self, peer: str) -> None:
+        self.driver.call(lambda now: self.manager.delivered_first(peer, now))
+
+    def round_trip(self, peer: str, seconds: float) -> None:
+        self.driver.call(lambda now: self.manager.round_trip(peer, seconds, now))
+
     def learned(self, peers: list[tuple[str, tuple[str, ...]]]) -> None:
         """Peers a PEERS frame named: dial candidates (PROTOCOL.md §11.8)."""
         self.driver.call(lambda now: self.manager.offer_candidates(peers, now))
+
+
+class _ConnectionWatcher(INotifee):
+    """Tells the link manager of libp2p connections opening and closing, so
+    that it can close the connections of banned peers and bare connections
+    nobody uses (§17.1)."""
+
+    def __init__(self, service: LinkService) -> None:
+        self.service = service
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id.to_base58()
+        manager = self.service.manager
+        self.service.driver.call(lambda now: manager.connected(peer, now))
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id.to_base58()
+        manager = self.service.manager
+        self.service.driver.call(lambda now: manager.disconnected(peer, now))
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        return None
 
 
 def _user_dial(manager: LinkManager, peer: str, now: Now) -> list[Output]:

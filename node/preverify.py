@@ -14,6 +14,7 @@ place for every verdict.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from protocol.core.errors import InvalidInput
 from protocol.core.params import NetworkParams
@@ -27,9 +28,19 @@ class VerifiedCache:
     which does not cover the signature, PROTOCOL.md §5.2) means a forged copy
     of a genuine event never finds the genuine one's verdict."""
 
-    def __init__(self, params: NetworkParams, limits: WireLimits, max_events: int = 65_536) -> None:
+    def __init__(
+        self,
+        params: NetworkParams,
+        limits: WireLimits,
+        max_events: int = 65_536,
+        held: Callable[[bytes], bool] = lambda raw: False,
+    ) -> None:
         self.params = params
         self.limits = limits
+        #: events held already are skipped: a duplicate costs a lookup, not a
+        #: signature check (PROTOCOL.md §11.5.2); reading the ledger's dicts
+        #: from a worker thread is safe, and a stale answer only costs work
+        self.held = held
         self.max_events = max_events
         self._events: OrderedDict[bytes, Event] = OrderedDict()
 
@@ -43,6 +54,8 @@ class VerifiedCache:
             return 0
         done = 0
         for raw in decoded.events:
+            if self.held(raw):
+                continue
             try:
                 event = decode_event(raw, self.params)
                 verify_event(event, self.params)

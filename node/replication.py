@@ -28,10 +28,12 @@ from protocol.sync.replication import (
     Disconnect,
     Misbehaved,
     Output,
+    Pause,
     PeersLearned,
     RecordAccepted,
     ReplicationConfig,
     Replicator,
+    RoundTrip,
     Send,
 )
 from protocol.sync.wire import WireLimits
@@ -71,7 +73,7 @@ class ReplicationService:
         )
         self.effects: Effects[Output] = Effects(store.commit, self._carry_out)
         self.driver = MachineDriver("replication", self.replicator, self.effects.submit)
-        self.verified = VerifiedCache(ledger.params, WireLimits())
+        self.verified = VerifiedCache(ledger.params, WireLimits(), held=ledger.held_raw)
         ledger.verify = self.verified.verify
         ledger.decode = self.verified.decode
         self._verifiers = trio.CapacityLimiter(VERIFY_THREADS)
@@ -157,6 +159,8 @@ class ReplicationService:
         limit = self.replicator.config.max_frame_bytes
         async with out:
             while True:
+                if link.paused_until > trio.current_time():
+                    await trio.sleep_until(link.paused_until)  # its sender waits too
                 try:
                     data = await read_frame(link.stream, limit)
                 except PeerError as exc:
@@ -166,6 +170,7 @@ class ReplicationService:
                 except Exception as exc:  # stream reset, EOF, libp2p errors
                     log.debug("peer %s: link ended: %s", link.peer, exc)
                     return
+                self.links.heard(link.peer)
                 checked = trio.Event()
                 nursery.start_soon(self._check, data, checked)
                 await out.send((data, checked))
@@ -198,10 +203,18 @@ class ReplicationService:
                 except trio.WouldBlock:
                     log.warning("peer %s is not reading; disconnecting", out.peer)
                     link.cancel.cancel()
+            elif isinstance(out, Pause):
+                link = self.links.links.get(out.peer)
+                if link is not None:
+                    link.paused_until = max(link.paused_until, out.until)
             elif isinstance(out, Disconnect):
                 log.warning("disconnecting peer %s: %s", out.peer, out.reason)
                 self.links.ban(out.peer, out.until)
+            elif isinstance(out, RoundTrip):
+                self.links.round_trip(out.peer, out.seconds)
             elif isinstance(out, Delivered):
+                if out.source is not None:
+                    self.links.delivered_first(out.source)
                 self.on_delivered(
                     {
                         "event_id": out.event.id.hex(),

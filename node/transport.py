@@ -40,6 +40,8 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
 )
+#: and a peer that breaks the framing rules (a length over the limit)
+REQUEST_ERRORS: tuple[type[BaseException], ...] = (*STREAM_ERRORS, PeerError)
 FRAME_HEADER = struct.Struct(">I")
 
 

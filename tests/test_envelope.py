@@ -657,7 +657,13 @@ def test_content_ranges() -> None:
     }
     for rng, (first, last) in cases.items():
         assert content_range(first) is rng and content_range(last) is rng
-    assert {content_range(k) for k in ContentKind} == {ContentRange.MESSAGES}
+    assert {k: content_range(k) for k in ContentKind} == {
+        ContentKind.TEXT: ContentRange.MESSAGES,
+        ContentKind.RECEIPT: ContentRange.MESSAGES,
+        ContentKind.HISTORY: ContentRange.MESSAGES,
+        ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
+        ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
+    }
     for bad in (0, -1, True):
         with pytest.raises(SchemaError):
             content_range(bad)
@@ -692,7 +698,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     return encode_flat([*header, bytes(24), bytes(ct)])
 
 
-@pytest.mark.parametrize("kind", [4, 15, 16, 31, 48, 63, 64, 1000])
+@pytest.mark.parametrize("kind", [4, 15, 16, 31, 49, 63, 64, 1000])
 def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
     """A contact may send an unknown kind of any range but account sync: it
     is opened, replay-checked and reported (§15.4)."""
@@ -701,7 +707,7 @@ def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kin
     assert opened.content.range is content_range(kind)
 
 
-@pytest.mark.parametrize("kind", [32, 40, 47])
+@pytest.mark.parametrize("kind", [33, 40, 47])
 def test_account_sync_comes_only_from_ones_own_account(w: World, kind: int) -> None:
     guard = ReplayGuard()
     with pytest.raises(UnauthorisedError):

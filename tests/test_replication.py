@@ -29,6 +29,7 @@ from protocol.sync.replication import (
     Disconnect,
     Misbehaved,
     Output,
+    Pause,
     ReplicationConfig,
     Replicator,
     Send,
@@ -590,3 +591,77 @@ def test_want_queue_sweeps_stale_entries_and_keeps_order() -> None:
     assert len(queue) == 3 and len(queue._heap) <= 2 * 3
     assert [queue.pop(), queue.pop(), queue.pop()] == [a, c, b]
     assert not queue
+
+
+# -- duplicates cost a lookup (§11.5.2) ------------------------------------------
+
+
+def _old_history(n: int) -> list[bytes]:
+    """An account of ``n`` profile events in a chain after its genesis."""
+    h = History(name="old")
+    prev = "g"
+    for i in range(n):
+        h.profile(f"p{i}", "d0", f"n{i}", [prev])
+        prev = f"p{i}"
+    return [e.raw for e in h.events.values()]
+
+
+def test_a_duplicate_is_neither_decoded_nor_verified() -> None:
+    raws = _old_history(20)
+    ledger = Ledger(FAST)
+    for raw in raws:
+        ledger.ingest(raw)
+    calls = {"decode": 0, "verify": 0}
+    real_decode, real_verify = ledger.decode, ledger.verify
+
+    def decode(raw: bytes, params: object) -> Event:
+        calls["decode"] += 1
+        return real_decode(raw, params)  # type: ignore[arg-type]
+
+    def verify(event: Event, params: object) -> None:
+        calls["verify"] += 1
+        real_verify(event, params)  # type: ignore[arg-type]
+
+    ledger.decode, ledger.verify = decode, verify  # type: ignore[method-assign]
+    node = Replicator(ledger, random.Random(0))
+    node.connect("peer", at(0.0))
+    node.receive("peer", encode_frame(EventsFrame(tuple(raws))), at(1.0))
+    assert calls == {"decode": 0, "verify": 0}
+    assert node.stats.duplicate_events == len(raws)
+    # a forged copy (same id, other signature) is not a duplicate: it is checked
+    forged = bytearray(raws[5])
+    forged[-1] ^= 1
+    node.receive("peer", encode_frame(EventsFrame((bytes(forged),))), at(2.0))
+    assert calls["decode"] == 1
+
+
+def test_a_replay_flood_is_paused_then_cut_off_but_a_few_duplicates_are_free() -> None:
+    config = ReplicationConfig(recent_events=8, duplicate_rate=10.0, duplicate_burst=60.0)
+    raws = _old_history(60)
+    ledger = Ledger(FAST)
+    for raw in raws:
+        ledger.ingest(raw)
+    node = Replicator(ledger, random.Random(0), config)
+    node.connect("replayer", at(0.0))
+    node.connect("honest", at(0.0))
+    old = encode_frame(EventsFrame(tuple(raws[:50])))  # none of the newest 8
+    # an honest overlap: the newest events again, any number of times
+    recent = encode_frame(EventsFrame(tuple(raws[-8:])))
+    for i in range(20):
+        outs = node.receive("honest", recent, at(1.0 + i))
+        assert not any(isinstance(o, Pause | Misbehaved | Disconnect) for o in outs)
+    # within the allowance: free
+    assert not any(isinstance(o, Pause) for o in node.receive("replayer", old, at(1.0)))
+    # beyond it: paused until the allowance is half back, and scored
+    outs = node.receive("replayer", old, at(1.1))
+    (pause,) = [o for o in outs if isinstance(o, Pause)]
+    assert pause.peer == "replayer" and pause.until > 1.1
+    assert node.stats.duplicate_pauses == 1
+    # it goes on regardless: cut off
+    t = 1.2
+    while "replayer" in node.peers():
+        node.receive("replayer", old, at(t))
+        t += 0.1
+        assert t < 100, "a replay flood was never cut off"
+    assert node.peers() == ["honest"]
+    assert node.stats.duplicates_unsolicited > 0

@@ -13,9 +13,14 @@ It holds every decision about links that used to live in the node adapter:
 * **dialling** (``tick``): bootstrap peers while they are not linked, and
   peers learned by exchange while outbound links are few, one per network
   group (``links.policy.dial_candidates``), each held back after a failed
-  dial;
+  dial (and after a link we dialled that the other side closed at once);
 * **bans** (``ban``): a misbehaving peer is closed and not linked again
-  until its back-off ends, in either direction.
+  until its back-off ends, in either direction;
+* **eviction** (``opened``): when the inbound slots are full, a newcomer
+  takes the place of an unprotected link (``links.eviction``);
+* **idle links and bare connections** (``tick``): a link that has been
+  silent for ``idle_timeout``, and a connection that never became a link and
+  has been quiet for ``unlinked_grace``, are closed.
 
 It does no I/O: the adapter carries out ``Dial`` and ``Close`` and reports
 back with ``opened``, ``closed`` and ``dial_failed``.
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from protocol.core.machine import Now
+from protocol.links.eviction import InboundLink, choose_eviction
 from protocol.links.policy import (
     UNKNOWN_GROUP,
     LinkInfo,
@@ -41,9 +47,24 @@ from protocol.links.policy import (
 #: after a failed dial of a bootstrap peer, and of a learned peer
 BOOTSTRAP_RETRY = 4.0
 LEARNED_RETRY = 60.0
+#: a link we dialled that ends this soon after it opened was most likely
+#: refused by the other side (full, or backing off from us): it counts as a
+#: failed dial, so a full peer is not redialled in a loop
+REFUSED_WITHIN = 1.0
 #: learned peers held as dial candidates (the replication machine holds
 #: more; these are the newest it reported)
 MAX_CANDIDATES = 1024
+#: a link silent this long is closed (replication reconciles with some
+#: peer every 30 s and peer exchange runs every 5 min, so honest links talk)
+IDLE_TIMEOUT = 600.0
+#: a connection with no link that has been quiet this long is closed
+#: (request streams last seconds; a bare connection holds a socket for free)
+UNLINKED_GRACE = 30.0
+#: connections without a link tracked at once; beyond it the quietest is closed
+MAX_UNLINKED = 256
+#: a peer whose link was evicted cannot evict another for this long: evicted
+#: honest peers that redial at once would otherwise push each other out
+EVICTED_HOLD = 60.0
 
 
 class Refusal(Enum):
@@ -78,11 +99,12 @@ class Dial:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the link with ``peer`` (the replication stream and, for a
-    refusal or ban, the connection)."""
+    """Close the link with ``peer``; with ``connection``, close the peer's
+    connection too (a ban, a refusal, an eviction, a bare connection)."""
 
     peer: str
     reason: str
+    connection: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +129,9 @@ class _Link:
     host: str
     group: str
     since: float
+    heard: float
+    rtt: float | None = None
+    last_delivery: float | None = None
 
 
 @dataclass(slots=True)
@@ -116,12 +141,21 @@ class LinkStats:
     dials: int = 0
     dial_failures: int = 0
     bans: int = 0
+    evicted: int = 0
+    idle_closed: int = 0
+    bare_closed: int = 0
+    #: connections of refused or banned peers closed as they opened
+    refused_connections: int = 0
 
 
 class LinkManager:
-    def __init__(self, self_id: str, limits: LinkLimits | None = None) -> None:
+    def __init__(self, self_id: str, limits: LinkLimits | None = None, secret: bytes = b"") -> None:
         self.self_id = self_id
         self.limits = limits or LinkLimits()
+        #: keys the choice of protected groups (random bytes in a node)
+        self.secret = secret
+        #: connections that are not links: peer -> when last heard
+        self._unlinked: dict[str, float] = {}
         self._links: dict[str, _Link] = {}
         #: learned peers being dialled: peer -> group (count as outbound)
         self._dialing: dict[str, str] = {}
@@ -134,6 +168,9 @@ class LinkManager:
         self._redial_after: dict[str, float] = {}
         self._bootstrap: dict[str, str] = {}  # peer -> address
         self._candidates: dict[str, str] = {}  # learned peer -> first address
+        self._groups: dict[str, str] = {}  # candidate address -> network group
+        #: peers evicted lately: no eviction on their behalf until then
+        self._evicted: dict[str, float] = {}
         self._now = 0.0
         self.stats = LinkStats()
 
@@ -166,6 +203,10 @@ class LinkManager:
         deadlines = [*self._redial_after.values(), *self._banned.values()]
         if any(self._may_dial(p, self._now) for p in self._bootstrap):
             deadlines.append(self._now)
+        if self._links:
+            deadlines.append(min(lk.heard for lk in self._links.values()) + IDLE_TIMEOUT)
+        if self._unlinked:
+            deadlines.append(min(self._unlinked.values()) + UNLINKED_GRACE)
         return min(deadlines) if deadlines else None
 
     # -- what the adapter reports -------------------------------------------
@@ -199,6 +240,16 @@ class LinkManager:
         self._dialing_bootstrap.discard(peer)
         group = network_group(host) if host else UNKNOWN_GROUP
         refusal = self._refusal(peer, group, outbound, now.mono)
+        evict: str | None = None
+        if (
+            refusal in (Refusal.FULL, Refusal.INBOUND_FULL)
+            and not outbound
+            and self.limits.evict
+            and self._evicted.get(peer, float("-inf")) <= now.mono
+        ):
+            evict = self._eviction()
+            if evict is not None:
+                refusal = None
         if refusal is not None:
             self.stats.rejected[refusal.name] = self.stats.rejected.get(refusal.name, 0) + 1
             if outbound and refusal is not Refusal.DUPLICATE:
@@ -207,7 +258,13 @@ class LinkManager:
         out: list[Output] = [Admitted(peer, outbound, group)]
         if peer in self._links:
             out.append(Close(peer, "superseded by a simultaneous link"))
-        self._links[peer] = _Link(outbound, host, group, now.mono)
+        if evict is not None:
+            del self._links[evict]
+            self._evicted[evict] = now.mono + EVICTED_HOLD
+            self.stats.evicted += 1
+            out.append(Close(evict, "gave way to a new link", connection=True))
+        self._links[peer] = _Link(outbound, host, group, now.mono, now.mono)
+        self._unlinked.pop(peer, None)
         self._redial_after.pop(peer, None)
         self.stats.admitted += 1
         return out
@@ -228,9 +285,19 @@ class LinkManager:
         verdict = admit(self._infos(), group, outbound, self.limits)
         return _OF_VERDICT.get(verdict)
 
+    def _eviction(self) -> str | None:
+        inbound = [
+            InboundLink(peer, lk.group, lk.since, lk.rtt, lk.last_delivery)
+            for peer, lk in self._links.items()
+            if not lk.outbound
+        ]
+        return choose_eviction(inbound, self.secret) if inbound else None
+
     def closed(self, peer: str, now: Now) -> list[Output]:
         self._now = now.mono
-        self._links.pop(peer, None)
+        link = self._links.pop(peer, None)
+        if link is not None and link.outbound and now.mono - link.since < REFUSED_WITHIN:
+            self._hold_back(peer, now.mono)
         out: list[Output] = []
         self._dial_learned(now.mono, out)
         return out
@@ -251,16 +318,68 @@ class LinkManager:
         self._redial_after[peer] = t + retry
 
     def ban(self, peer: str, until: float, now: Now) -> list[Output]:
-        """``peer`` misbehaved (any protocol): no link until ``until``."""
+        """``peer`` misbehaved (any protocol): no link until ``until``, and
+        its connection is closed."""
         self._now = now.mono
         self.stats.bans += 1
         self._banned[peer] = max(until, self._banned.get(peer, until))
-        return [Close(peer, "misbehaved")] if peer in self._links else []
+        self._unlinked.pop(peer, None)
+        return [Close(peer, "misbehaved", connection=True)]
 
     def refuse(self, peer: str, now: Now) -> list[Output]:
         self._now = now.mono
         self.refused.add(peer)
-        return [Close(peer, "refused")] if peer in self._links else []
+        self._unlinked.pop(peer, None)
+        return [Close(peer, "refused", connection=True)]
+
+    # -- what the connection reports -------------------------------------------
+
+    def connected(self, peer: str, now: Now) -> list[Output]:
+        """A libp2p connection with ``peer`` opened (either direction)."""
+        self._now = now.mono
+        if peer in self.refused or self._banned.get(peer, float("-inf")) > now.mono:
+            self.stats.refused_connections += 1
+            return [Close(peer, "refused" if peer in self.refused else "banned", True)]
+        if peer not in self._links:
+            self._unlinked[peer] = now.mono
+            if len(self._unlinked) > MAX_UNLINKED:
+                quietest = min(self._unlinked, key=lambda q: (self._unlinked[q], q))
+                del self._unlinked[quietest]
+                self.stats.bare_closed += 1
+                return [Close(quietest, "too many connections without a link", True)]
+        return []
+
+    def disconnected(self, peer: str, now: Now) -> list[Output]:
+        self._now = now.mono
+        self._unlinked.pop(peer, None)
+        return []
+
+    def heard(self, peer: str, now: Now) -> list[Output]:
+        """Something arrived from ``peer`` (a frame, an admitted stream)."""
+        self._now = now.mono
+        link = self._links.get(peer)
+        if link is not None:
+            link.heard = now.mono
+        elif peer in self._unlinked:
+            self._unlinked[peer] = now.mono
+        return []
+
+    def delivered_first(self, peer: str, now: Now) -> list[Output]:
+        """``peer`` delivered an event we did not have (useful work)."""
+        self._now = now.mono
+        link = self._links.get(peer)
+        if link is not None:
+            link.last_delivery = now.mono
+        return []
+
+    def round_trip(self, peer: str, seconds: float, now: Now) -> list[Output]:
+        """A request to ``peer`` was answered after ``seconds``."""
+        self._now = now.mono
+        link = self._links.get(peer)
+        if link is not None:
+            # a moving average: one slow answer does not undo a near peer
+            link.rtt = seconds if link.rtt is None else 0.75 * link.rtt + 0.25 * seconds
+        return []
 
     def unrefuse(self, peer: str, now: Now) -> list[Output]:
         self._now = now.mono
@@ -277,10 +396,20 @@ class LinkManager:
 
     def tick(self, now: Now) -> list[Output]:
         t = self._now = now.mono
-        for table in (self._banned, self._redial_after):
+        for table in (self._banned, self._redial_after, self._evicted):
             for peer in [p for p, until in table.items() if until <= t]:
                 del table[peer]
         out: list[Output] = []
+        for peer, link in sorted(self._links.items()):
+            if t >= link.heard + IDLE_TIMEOUT:
+                self.stats.idle_closed += 1
+                link.heard = t  # closing: do not close again before it is gone
+                out.append(Close(peer, "idle", connection=True))
+        for peer, heard in sorted(self._unlinked.items()):
+            if t >= heard + UNLINKED_GRACE:
+                del self._unlinked[peer]
+                self.stats.bare_closed += 1
+                out.append(Close(peer, "a connection without a link, quiet", connection=True))
         for peer, addr in sorted(self._bootstrap.items()):
             if self._may_dial(peer, t):
                 self._dialing_bootstrap.add(peer)
@@ -304,6 +433,20 @@ class LinkManager:
         links = [LinkInfo(lk.outbound, lk.group) for lk in self._links.values()]
         return links + [LinkInfo(True, group) for group in self._dialing.values()]
 
+    def _group_of(self, addr: str) -> str | None:
+        """A candidate address's network group, remembered (parsing an IP
+        address for every candidate on every PEERS frame adds up)."""
+        group = self._groups.get(addr)
+        if group is None:
+            host = multiaddr_host(addr)
+            if host is None:
+                return None
+            group = network_group(host)
+            if len(self._groups) >= 4 * MAX_CANDIDATES:
+                self._groups.clear()
+            self._groups[addr] = group
+        return group
+
     def _dial_learned(self, t: float, out: list[Output]) -> None:
         """Peer exchange (§11.8): learned peers while outbound links are few,
         in networks not linked yet (§11.5.3)."""
@@ -311,9 +454,9 @@ class LinkManager:
         for peer, addr in self._candidates.items():
             if not self._may_dial(peer, t):
                 continue
-            host = multiaddr_host(addr)
-            if host is not None:
-                candidates.append((peer, network_group(host)))
+            group = self._group_of(addr)
+            if group is not None:
+                candidates.append((peer, group))
         groups = dict(candidates)
         for peer in dial_candidates(self._infos(), candidates, self.limits):
             self._dialing[peer] = groups[peer]

@@ -75,6 +75,9 @@ class LinkLimits:
     max_inbound_per_group: int = 4
     #: peers learned by exchange are dialled while outbound links are fewer
     outbound_target: int = 8
+    #: a newcomer may take the place of an unprotected inbound link when the
+    #: slots are full (PROTOCOL.md §17.1.1); off only to measure without it
+    evict: bool = True
 
 
 @dataclass(frozen=True, slots=True)

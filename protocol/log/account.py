@@ -138,8 +138,10 @@ class AccountLog:
         return self._anc
 
     def is_ancestor(self, a: bytes, b: bytes) -> bool:
-        """Whether event ``a`` is a strict ancestor of event ``b``."""
-        return self._anc.is_ancestor(self.index[a], self.index[b])
+        """Whether event ``a`` is a strict ancestor of event ``b`` (False if
+        either is not here)."""
+        ia, ib = self.index.get(a), self.index.get(b)
+        return ia is not None and ib is not None and self._anc.is_ancestor(ia, ib)
 
     def generation(self, event_id: bytes) -> int:
         """1 + the largest generation of the event's parents (genesis 0)."""

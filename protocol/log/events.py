@@ -188,6 +188,15 @@ def event_id(core: bytes) -> bytes:
     return crypto.hash32(crypto.D_EVENT_ID, core)
 
 
+def raw_event_id(raw: bytes) -> bytes | None:
+    """The id ``raw`` would have if it is a canonical event, computed from
+    its bytes alone (see ``core_of``); None if it cannot be one.  For
+    duplicate lookups only: it says nothing about validity."""
+    if len(raw) < 3 + crypto.ED25519_SIGNATURE_BYTES or raw[0] != 0x9B:
+        return None
+    return _blake2b(crypto.D_EVENT_ID + b"\x9a" + raw[1:_CORE_END], digest_size=32).digest()
+
+
 def pop_message(network: str, account: bytes, sign_public: bytes, enc_public: bytes) -> bytes:
     """What a new device signs to prove it holds its key (PROTOCOL.md §5.4)."""
     return crypto.D_POP + encode_flat([network, account, sign_public, enc_public])

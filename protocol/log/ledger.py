@@ -16,7 +16,7 @@ from enum import Enum
 from protocol.core.errors import BadParentsError, InvalidInput, UnknownAccountError
 from protocol.core.params import NetworkParams
 from protocol.log.account import AccountLog
-from protocol.log.events import Event, EventKind, decode_event, verify_event
+from protocol.log.events import Event, EventKind, decode_event, raw_event_id, verify_event
 from protocol.log.state import AccountState
 from protocol.log.store import Escrow, EventStore, MemoryEventStore
 
@@ -85,6 +85,20 @@ class Ledger:
             return None
         return log.events[log.index[event_id]].raw
 
+    def held_raw(self, raw: bytes) -> bool:
+        """Is exactly this encoding accepted or escrowed here already?  One
+        hash and one lookup, no decoding and no signature check: a replayed
+        event costs this and nothing more (PROTOCOL.md §8).  A different
+        encoding with the same id (a forged signature, say) is not held and
+        goes through ``ingest``."""
+        event_id = raw_event_id(raw)
+        if event_id is None:
+            return False
+        log = self._account_of.get(event_id)
+        if log is not None:
+            return bool(log.events[log.index[event_id]].raw == raw)
+        return self.escrow.holds_raw(event_id, raw)
+
     def position(self, event_id: bytes) -> int | None:
         """An accepted event's 0-based place in its account's acceptance
         order; each parent's is smaller (its rank, PROTOCOL.md §11.3.1)."""
@@ -100,6 +114,17 @@ class Ledger:
         if log is None:
             raise UnknownAccountError(account_id.hex())
         return log.state()
+
+    def recovery_epoch(self, account_id: bytes) -> bytes:
+        """The id of the account's latest non-void recover, else its genesis
+        (PROTOCOL.md §4.6): what a safety number covers besides the id.
+        Non-void recovers form a chain (rule 2), so "latest" is well defined."""
+        log = self.log(account_id)
+        state = log.state()
+        void = {v.event_id for v in state.voided}
+        recovers = [e.id for e in log.events if e.kind is EventKind.RECOVER and e.id not in void]
+        latest = [r for r in recovers if not any(log.is_ancestor(r, o) for o in recovers)]
+        return latest[0] if len(latest) == 1 else log.account_id
 
     def log(self, account_id: bytes) -> AccountLog:
         log = self.accounts.get(account_id)

@@ -84,6 +84,10 @@ class Escrow:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def holds_raw(self, event_id: bytes, raw: bytes) -> bool:
+        entry = self._entries.get(event_id)
+        return entry is not None and entry.event.raw == raw
+
     def missing(self) -> set[bytes]:
         """Parent ids that escrowed events wait for."""
         return set(self._waiting)

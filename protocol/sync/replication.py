@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from protocol.core.errors import InvalidInput, LimitExceededError, UnsupportedVersionError
 from protocol.core.machine import Now
-from protocol.log.events import Event, decode_event
+from protocol.log.events import Event, decode_event, raw_event_id
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.records.device import Offer, SignedDeviceRecord, decode_record
 from protocol.sync.reconcile import (
@@ -51,10 +51,12 @@ from protocol.sync.types import (
     Disconnect,
     Misbehaved,
     Output,
+    Pause,
     PeersLearned,
     RecordAccepted,
     ReplicationConfig,
     ReplicationStats,
+    RoundTrip,
     Send,
 )
 from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
@@ -80,12 +82,14 @@ __all__ = [
     "Disconnect",
     "Misbehaved",
     "Output",
+    "Pause",
     "PeerId",
     "PeersLearned",
     "RecordAccepted",
     "ReplicationConfig",
     "ReplicationStats",
     "Replicator",
+    "RoundTrip",
     "Send",
 ]
 
@@ -110,6 +114,8 @@ class _Peer:
     reconcile_budget: TokenBucket
     record_budget: TokenBucket
     peers_budget: TokenBucket
+    #: unsolicited old duplicates (§11.5.2)
+    duplicate_budget: TokenBucket
     #: ids it offered, requested lowest rank first (§11.4.3)
     want: WantQueue = field(default_factory=WantQueue)
     inflight: set[bytes] = field(default_factory=set)
@@ -253,6 +259,7 @@ class Replicator:
             TokenBucket.full(c.reconcile_rate, c.reconcile_burst, t),
             TokenBucket.full(c.record_rate, c.record_burst, t),
             TokenBucket.full(c.peers_rate, c.peers_burst, t),
+            TokenBucket.full(c.duplicate_rate, c.duplicate_burst, t),
         )
         out: list[Output] = []
         # records of devices revoked meanwhile are dropped before we send ours
@@ -420,9 +427,11 @@ class Replicator:
         p = self._peers.pop(peer, None)
         if p is None:
             return
-        for eid in p.inflight:
+        # sorted: a set's order follows the hash seed, and simnet reports
+        # must not (S3's determinism, for the simulator)
+        for eid in sorted(p.inflight):
             self._inflight.pop(eid, None)
-        for eid in p.inflight:
+        for eid in sorted(p.inflight):
             self._retry(eid, now, out)
 
     def _retry(self, eid: bytes, now: float, out: list[Output]) -> None:
@@ -692,8 +701,17 @@ class Replicator:
     def _on_events(self, p: _Peer, f: EventsFrame, now: float, out: list[Output]) -> None:
         pushed: list[Event] = []
         pulled: list[Event] = []
+        unsolicited = 0
+        rtt: float | None = None
         for raw in f.events:
             self.stats.events_received += 1
+            if self.ledger.held_raw(raw):
+                # a duplicate costs a lookup, not a decoding or a signature
+                # check (§11.5.2); old ones nobody asked for are counted
+                self.stats.duplicate_events += 1
+                if not self._duplicate_solicited(p, raw):
+                    unsolicited += 1
+                continue
             try:
                 result = self.ledger.ingest(raw, source=p.id)
             except UnsupportedVersionError:
@@ -703,6 +721,9 @@ class Replicator:
                 if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
                     break
                 continue
+            request = self._inflight.get(result.event_id)
+            if rtt is None and request is not None and request[0] == p.id:
+                rtt = now - (request[1] - self.config.request_timeout)
             # while an ancestry answer is due, everything from p counts as asked for
             solicited = bool(p.ancestry)
             solicited = self._clear_inflight(result.event_id) is not None or solicited
@@ -741,6 +762,37 @@ class Replicator:
         # Events pushed to us are fresh: push them on eagerly.
         self._push(pushed, True, p.id, out)
         self._push(pulled, False, p.id, out)
+        if unsolicited:
+            self._charge_duplicates(p, unsolicited, now, out)
+        if rtt is not None:
+            out.append(RoundTrip(p.id, rtt))
+
+    def _duplicate_solicited(self, p: _Peer, raw: bytes) -> bool:
+        """A duplicate is normal when we asked this peer for it (or for an
+        ancestry, whose answer may overlap what we hold), or when it is among
+        the events we accepted last (eager push from several peers)."""
+        if p.ancestry:
+            return True
+        event_id = raw_event_id(raw)
+        assert event_id is not None  # held_raw said it is an event we hold
+        if self._clear_inflight(event_id) is not None:
+            return True
+        seq = self._seq.get(event_id)
+        return seq is None or seq >= len(self._seq) - self.config.recent_events
+
+    def _charge_duplicates(self, p: _Peer, n: int, now: float, out: list[Output]) -> None:
+        """Spend ``n`` from the peer's duplicate allowance; beyond it, pause
+        its stream until the allowance is back, and score it (a few frames
+        never get anyone banned; a replay flood does)."""
+        self.stats.duplicates_unsolicited += n
+        budget = p.duplicate_budget
+        if budget.take(n, now):
+            return
+        budget.debit(n)
+        self.stats.duplicate_pauses += 1
+        out.append(Pause(p.id, budget.ready_at(budget.burst / 2, now)))
+        flood = LimitExceededError("events we hold already, beyond the peer's allowance")
+        self._offence(p, flood, self.config.duplicate_penalty, now, out)
 
     # -- reconciliation (§11.4.2) ------------------------------------------------
 

@@ -49,6 +49,15 @@ class ReplicationConfig:
     reconcile_burst: float = 40_000.0
     #: frames waiting for a budget; more is a flood
     max_queued_frames: int = 32
+    #: duplicates (§11.5.2): events we hold already cost a lookup, and are
+    #: free when asked for or among the newest ``recent_events`` we accepted
+    #: (gossip overlaps); other duplicates spend this per-peer allowance
+    #: (per second, burst), and a frame beyond it pauses the peer's stream
+    #: and costs ``duplicate_penalty``
+    recent_events: int = 1024
+    duplicate_rate: float = 200.0
+    duplicate_burst: float = 4096.0
+    duplicate_penalty: float = 1.0
     score: ScoreConfig = field(default_factory=ScoreConfig)
     #: device records (§11.7): per RECORDS frame; records checked per
     #: second and in one burst, per peer; records held
@@ -85,6 +94,24 @@ class Disconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """Read nothing more from ``peer`` until ``until`` (monotonic): it sends
+    events we hold already beyond its allowance (§11.5.2)."""
+
+    peer: PeerId
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """``peer`` answered a request of ours after ``seconds`` (for the link
+    manager's latency protection, §17.1.1)."""
+
+    peer: PeerId
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Delivered:
     #: newly accepted, already persisted by the ledger's store
     event: Event
@@ -114,7 +141,9 @@ class PeersLearned:
     sender_addrs: tuple[str, ...] = ()
 
 
-Output = Send | Disconnect | Delivered | Misbehaved | RecordAccepted | PeersLearned
+Output = (
+    Send | Disconnect | Pause | RoundTrip | Delivered | Misbehaved | RecordAccepted | PeersLearned
+)
 
 
 @dataclass(slots=True)
@@ -125,6 +154,10 @@ class ReplicationStats:
     bytes_received: int = 0
     #: full events received that were already here (normal with eager push)
     duplicate_events: int = 0
+    #: of those, old ones nobody asked for (they spend the peer's allowance)
+    duplicates_unsolicited: int = 0
+    #: times a peer was paused for sending duplicates beyond its allowance
+    duplicate_pauses: int = 0
     events_received: int = 0
     events_delivered: int = 0
     events_escrowed: int = 0

@@ -20,6 +20,7 @@ from . import (
     event_vectors,
     history_vectors,
     key_vectors,
+    mailbox_vectors,
     record_vectors,
     replication_vectors,
 )
@@ -35,6 +36,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "replication.json": replication_vectors.build,
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
+    "mailbox.json": mailbox_vectors.build,
 }
 
 
