@@ -19,7 +19,6 @@ reference the property tests compare with after every event, and what
 from __future__ import annotations
 
 from array import array
-from typing import NamedTuple
 
 from protocol.core.errors import (
     BadParentsError,
@@ -65,20 +64,13 @@ _GENESIS = EventKind.GENESIS
 _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 
 
-class Checked(NamedTuple):
-    """What ``check`` found at the event's parents, for ``append``."""
-
-    parents: tuple[int, ...]
-    #: the latest recover among the ancestors (-1: none; ``BROKEN``: two
-    #: concurrent ones, above which nothing is authorised)
-    rec: int
-    #: the active devices and their counts there
-    keys: KeySet
-    counts: Counts
-    #: the signer's place in ``keys`` (a recover: ``None``)
-    signer: int | None
-    #: the signer's adders among the ancestors (rules 5 and 7)
-    sadders: tuple[int, ...]
+#: What ``check`` found at the event's parents, for ``append`` (a plain
+#: tuple: one is made per event): the parents by number; the latest recover
+#: among the ancestors (-1: none; ``BROKEN``: two concurrent ones, above
+#: which nothing is authorised); the active devices and their counts there;
+#: the signer's place among those devices (a recover: ``None``); the
+#: signer's adders among the ancestors (rules 5 and 7).
+Checked = tuple[tuple[int, ...], int, KeySet, Counts, int | None, tuple[int, ...]]
 
 
 class AccountLog:
@@ -251,7 +243,7 @@ class AccountLog:
         most = params.max_active_devices - (kind is EventKind.ADD_DEVICE)
         if kind is not _RECOVER and len(ks[0]) > most:
             raise LimitExceededError("too many devices are active at the event's parents")
-        return Checked(tuple(parents), rec, ks, counts, n, sadders)
+        return (tuple(parents), rec, ks, counts, n, sadders)
 
     # -- applying ---------------------------------------------------------
 

@@ -74,22 +74,22 @@ class Ancestry:
             self._parents[i] = tuple(parents)
             junction = True
         b = tp * _W
-        td = f[b + _TD]
-        j1 = f[b + _JP]
-        jj = f[j1 * _W + _JP]
-        j1d = f[j1 * _W + _TD]
+        gen, _, td, j1, jn, run = f[b : b + _W]
+        c = j1 * _W
+        jj = f[c + _JP]
+        j1d = f[c + _TD]
         jp = jj if td - j1d == j1d - f[jj * _W + _TD] else tp
-        gen = f[b] + 1  # the tree parent has the highest generation
+        # the tree parent has the highest generation
         if junction:
-            f.extend((gen, tp, td + 1, jp, i, i))
+            f.extend((gen + 1, tp, td + 1, jp, i, i))
             mask = 0
             for p in parents:
                 mask |= self.down_mask(p)
             self._masks[i] = mask
         else:
-            jn = f[b + _JN]
-            run = f[b + _RUN] if tp == i - 1 and jn != tp else i
-            f.extend((gen, tp, td + 1, jp, jn, run))
+            if tp != i - 1 or jn == tp:
+                run = i
+            f.extend((gen + 1, tp, td + 1, jp, jn, run))
         return i
 
     # -- queries -------------------------------------------------------------

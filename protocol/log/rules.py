@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import insort
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from protocol.log.ancestry import Ancestry
 from protocol.log.events import (
@@ -130,10 +130,9 @@ class Verdicts:
         none) and ``sadders`` its signer's adders among them."""
         kind = event.kind
         body = event.body
-        dirty = [i]
-        keys: set[bytes] = set()
+        exempt = kind is _REVOKE or kind is _RECOVER
         signed_by = self._signed_by
-        if signed_by is not None and kind is not _REVOKE and kind is not _RECOVER:
+        if signed_by is not None and not exempt:
             signed_by.setdefault(event.signer, []).append(i)
         if sadders:
             self.sadders.append(sadders)
@@ -143,33 +142,47 @@ class Verdicts:
                     dependents.setdefault(a, []).append(i)
         else:
             self.sadders.append(None)
-        intro = body.device if isinstance(body, _INTRO_BODIES) else None
-        if intro is not None:
-            key = intro.sign_public
-            self.adders[key] = (*self.adders.get(key, ()), i)
-            keys.add(key)
+        key: bytes | None = None
+        if isinstance(body, _INTRO_BODIES):
+            key = body.device.sign_public
+            adders = self.adders
+            adders[key] = (*adders.get(key, ()), i)
         if self._rec_ids:
             r = self._first_concurrent_recover(rec_at)
             if r is not None:
                 self._r2[i] = r
-        if kind is _RECOVER:
-            self._recover(i, event, dirty, keys)
-        elif isinstance(body, RevokeDeviceBody):
-            self.revocations[body.device] = (*self.revocations.get(body.device, ()), i)
-            if i not in self._r2:
-                self._final_revocation(i, event, body.device, dirty, keys)
-        elif kind is not _GENESIS:
-            final = self._final.get(event.signer)
-            if final:
-                self._r4[i] = final[0]  # a new event is no revocation's ancestor
-        if keys or len(dirty) > 1:
-            self._settle(dirty, keys)
-        else:
-            # The usual case: a profile or rotation changes only its own
-            # verdict, and nothing signed by a key it introduces exists yet.
-            verdict = self._verdict(i)
-            if verdict is not None:
-                self.void[i] = verdict
+        if exempt or self._final:
+            dirty = [i]
+            keys: set[bytes] = set() if key is None else {key}
+            if kind is _RECOVER:
+                self._recover(i, event, dirty, keys)
+            elif isinstance(body, RevokeDeviceBody):
+                self.revocations[body.device] = (*self.revocations.get(body.device, ()), i)
+                if i not in self._r2:
+                    self._final_revocation(i, event, body.device, dirty, keys)
+            elif kind is not _GENESIS:
+                final = self._final.get(event.signer)
+                if final:
+                    self._r4[i] = final[0]  # a new event is no revocation's ancestor
+            if len(dirty) > 1:
+                self._settle(dirty, keys)
+                return
+            key = None
+            if keys:
+                self._verdict_of_newest(i)
+                self._activity(keys)
+                return
+        # The usual case: only the new event's own verdict changes (nothing
+        # signed by a key it introduces exists yet), then the activity of the
+        # key it introduces.
+        self._verdict_of_newest(i)
+        if key is not None:
+            self._activity((key,))
+
+    def _verdict_of_newest(self, i: int) -> None:
+        verdict = self._verdict(i)
+        if verdict is not None:
+            self.void[i] = verdict
 
     @property
     def recovers(self) -> list[int]:
@@ -302,12 +315,16 @@ class Verdicts:
         r = self._r4.get(x)
         if r is not None:
             return (_REVOKED, r)
+        void = self.void
+        if not void:
+            return None
         sadders = self.sadders[x]
         if sadders and self._events[x].kind in _RULE5:
-            void = self.void
-            if all(a in void for a in sadders):
-                events = self._events
-                return (_ADD_VOID, min(sadders, key=lambda a: events[a].id))
+            for a in sadders:
+                if a not in void:
+                    return None
+            events = self._events
+            return (_ADD_VOID, min(sadders, key=lambda a: events[a].id))
         return None
 
     def _settle(self, dirty: list[int], keys: set[bytes]) -> None:
@@ -340,6 +357,11 @@ class Verdicts:
                 if x != newest:  # the newest event has no dependents yet
                     for y in self._dependents_of(x):
                         heapq.heappush(heap, y)
+        self._activity(keys)
+
+    def _activity(self, keys: Iterable[bytes]) -> None:
+        """Rule 6 for ``keys``, from the verdicts as they stand."""
+        void = self.void
         active = self.active
         for key in keys:
             if (
