@@ -33,13 +33,18 @@ from protocol.sync.replication import ReplicationConfig
 
 from . import control
 from .channels import CHANNEL_PROTOCOL, ChannelService
+from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .gate import Gate, StreamCaps
 from .links import LinkService
+from .metrics import CountingStream, Figures, Metrics
 from .replication import ReplicationService
 from .services.accounts import AccountService
+from .services.backup import BackupService
+from .services.clock import PROTOCOL_ID as CLOCK_PROTOCOL
+from .services.clock import ClockService
 from .services.contacts import ContactService, ContactSet
 from .services.devices import DeviceService
 from .services.events import EventService
@@ -50,6 +55,7 @@ from .services.node import NodeService
 from .services.peers import PeerService
 from .services.sync import SyncService
 from .services.tokens import TokenService
+from .services.trash import TrashService
 from .storage import (
     ContactStore,
     MessageStore,
@@ -58,6 +64,7 @@ from .storage import (
     TokenStore,
     open_database,
 )
+from .storage.budget import DiskBudget
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -73,6 +80,11 @@ LINK_STREAM_CAPS = StreamCaps(per_peer=2, total=64)
 REPLICATION_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 #: one channel per link; a second is the replacement of the first
 CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
+#: one clock question per link (§17.6)
+CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
+DISK_CHECK_SECONDS = 5.0
+#: what the user may not start while the disk budget is full (§13.3)
+DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
 
 
 class Daemon:
@@ -87,6 +99,7 @@ class Daemon:
         replication: ReplicationConfig | None = None,
         *,
         mailbox_group_of: Callable[[str], str] | None = None,
+        settings: NodeConfig | None = None,
     ) -> None:
         """``mailbox_group_of`` is for lab tests only, and no flag or config
         file reaches it: it replaces how this node's mailbox maps a
@@ -97,11 +110,14 @@ class Daemon:
         self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
+        #: the operator's settings (node.toml and flags, PROTOCOL.md §13.3)
+        self.settings = settings or NodeConfig(listen=list(listen), bootstrap=list(bootstrap))
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
         self.listen = listen
         self.bootstrap = list(bootstrap)
         self.db = open_database(datadir.db_path)
         self.store = SqliteEventStore(self.db)
+        self.budget = DiskBudget(self.db, self.settings.disk_budget_bytes)
         started = time.monotonic()
         # Events in the store were verified before they were stored;
         # `smu log verify` re-checks them from scratch.
@@ -158,10 +174,21 @@ class Daemon:
         self.sync.on_changed.append(self.messages.decisions_changed)
         self.sync.on_changed.append(self.tokens.refill_all)
         self._contacts.on_added.append(self.tokens.refill)
+        self.trash = TrashService(self.messages.store, self.sync)
+        self.clock = ClockService(self.open_stream)
+        self.links.on_opened.append(self.clock.link_opened)
+        self.links.on_closed.append(self.clock.link_closed)
+        self._wire_operator()
+        self.backup = BackupService(self, self.messages.store, self.sync)
+        self.accounts = AccountService(self)
+        self.accounts.on_recovery_key.append(self.backup.enroll)
+        self.messages.hidden = self.trash.hidden
+        self.sync.on_changed.append(self.trash.changed)
+        self._mailbox_store = SqliteMailboxStore(self.db)
         self.mailbox = MailboxService(
             self,
             receive=self.messages.receive,
-            store=SqliteMailboxStore(self.db),
+            store=self._mailbox_store,
             tokens=self.tokens,
             group_of=self._mailbox_group_of,
         )
@@ -170,17 +197,79 @@ class Daemon:
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
         self.links.on_changed = self.mailbox.refresh
+        self.node_service = NodeService(
+            self, self.replication, self.links, self.gate, self.channels, self.stop
+        )
+        self.node_service.extra_status = {
+            "disk": self._disk_status,
+            "clock": self.clock.status,
+            "metrics_port": lambda: self.metrics_port,
+        }
         self.services: list[Any] = [
-            NodeService(self, self.replication, self.links, self.gate, self.channels, self.stop),
+            self.node_service,
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
-            AccountService(self),
+            self.accounts,
             DeviceService(self),
             self.linking,
             contacts,
             self.messages,
+            self.trash,
+            self.backup,
             self.mailbox,
         ]
+
+    def _wire_operator(self) -> None:
+        """The disk budget, metrics and the clock check (PROTOCOL.md §13.3)."""
+        self.metrics = Metrics(self._figures)
+        self.metrics_port: int | None = None
+        count = self.metrics.traffic
+        self.gate.wrap_stream = lambda stream, protocol: CountingStream(stream, protocol, count)
+        self.links.wrap_stream = self.gate.wrap_stream
+        self.replication.on_ingested = self.metrics.ingest_seconds.observe
+        self.messages.on_delivered_after = self.metrics.delivery_seconds.observe
+        self.gate.disk_full = lambda: self.budget.full
+        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID}
+
+    def _figures(self) -> Figures:
+        return Figures(
+            events=self._ledger.event_count,
+            accounts=len(self._ledger.accounts),
+            escrow=len(self._ledger.escrow),
+            peers=len(self.links.links),
+            refused=dict(self.gate.stats.refused),
+            admitted=dict(self.gate.stats.admitted),
+            mailbox_bytes=self._mailbox_store.stored_bytes(),
+            disk_used_bytes=self.budget.state.used_bytes,
+            disk_full=self.budget.full,
+            clock_offset_ms=self.clock.median_offset(),
+        )
+
+    def _disk_status(self) -> dict[str, Any]:
+        s = self.budget.state
+        return {
+            "used_bytes": s.used_bytes,
+            "budget_bytes": s.budget_bytes,
+            "disk_free_bytes": s.disk_free_bytes,
+            "full": s.full,
+            "reason": s.reason,
+        }
+
+    async def _disk_loop(self) -> None:
+        """Stop accepting while the disk budget is full; resume after."""
+        while True:
+            was = self.budget.full
+            state = self.budget.check()
+            self.replication.set_accepting(not state.full)
+            if state.full and not was:
+                log.warning(
+                    "%s: not accepting events, messages or deposits until there is room "
+                    "(raise disk_budget_mb in node.toml or free space)",
+                    state.reason,
+                )
+            elif was and not state.full:
+                log.info("the disk has room again: accepting")
+            await trio.sleep(DISK_CHECK_SECONDS)
 
     def _delivered(self, note: dict[str, Any]) -> None:
         account = self.account()
@@ -204,8 +293,16 @@ class Daemon:
         for service in self.services:
             for name, handler in service.handlers().items():
                 assert name not in methods, f"{name} is served twice"
-                methods[name] = handler
+                methods[name] = self._refused_when_full(handler) if name in DISK_WRITES else handler
         return methods
+
+    def _refused_when_full(self, handler: control.Handler) -> control.Handler:
+        async def checked(params: dict[str, Any]) -> Any:
+            if self.budget.full:
+                raise RpcFailure(control.DISK_FULL, f"{self.budget.state.reason}: not accepted")
+            return await handler(params)
+
+        return checked
 
     # -- running ----------------------------------------------------------
 
@@ -228,6 +325,9 @@ class Daemon:
             CHANNEL_PROTOCOL,
             gate.wrap(CHANNEL_PROTOCOL, self.channels.on_stream, CHANNEL_STREAM_CAPS),
         )
+        self.host.set_stream_handler(
+            CLOCK_PROTOCOL, gate.wrap(CLOCK_PROTOCOL, self.clock.on_stream, CLOCK_STREAM_CAPS)
+        )
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with self.host.run(addrs), trio.open_nursery() as nursery:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
@@ -243,6 +343,14 @@ class Daemon:
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
+            nursery.start_soon(self.trash.run)
+            nursery.start_soon(self.backup.run_auto)
+            nursery.start_soon(self._disk_loop)
+            nursery.start_soon(self.clock.run)
+            if self.settings.metrics_port is not None:
+                self.metrics_port = await nursery.start(
+                    self.metrics.serve, self.settings.metrics_port
+                )
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
@@ -413,6 +521,6 @@ class Daemon:
             subscriber(note)
 
 
-def run_daemon(datadir: DataDir, secrets: Secrets, listen: list[str], bootstrap: list[str]) -> None:
-    daemon = Daemon(datadir, secrets, listen, bootstrap)
+def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig) -> None:
+    daemon = Daemon(datadir, secrets, settings.listen, settings.bootstrap, settings=settings)
     trio.run(daemon.run)

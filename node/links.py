@@ -102,6 +102,8 @@ class LinkService:
         self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
         #: told of each link admitted, before it is served
         self.on_opened: list[Callable[[Link], None]] = []
+        #: every stream this node opens passes here (the metrics count it)
+        self.wrap_stream: Callable[[Any, str], Any] = lambda stream, protocol: stream
         #: told when a link stops being *the* link with its peer (closed or
         #: replaced), at once, before any new link with that peer is served
         self.on_closed: list[Callable[[Link], None]] = []
@@ -183,7 +185,9 @@ class LinkService:
         self._addresses_first(info.peer_id, list(info.addrs))
         try:
             await self.host.connect(info)
-            stream = await self.host.new_stream(info.peer_id, [self.protocol])
+            stream = self.wrap_stream(
+                await self.host.new_stream(info.peer_id, [self.protocol]), self.protocol
+            )
         except Exception as exc:  # libp2p raises many unrelated types on a failed dial
             raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
         self.on_dialled(peer, [str(a) for a in info.addrs])
@@ -240,7 +244,7 @@ class LinkService:
                 maddrs = [parse_multiaddr(a) for a in addrs]
                 self._addresses_first(peer_id, maddrs)
                 await self.host.connect(PeerInfo(peer_id, maddrs))
-            return await self.host.new_stream(peer_id, [protocol])
+            return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
         except Exception as exc:  # libp2p raises many unrelated types
             raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from exc
 

@@ -36,6 +36,24 @@ def test_a_linked_device_is_an_equal(demo: Demo) -> None:
     laptop.client.call("message.send", contact="alice", text="from the laptop")
     wait_for(lambda: "from the laptop" in texts(a, "bob"), 30, "the laptop's reply")
 
+    # Deleted on the phone: gone from the laptop too, in the trash on both,
+    # and restored from the laptop (PROTOCOL.md §15.19, the trash).
+    (hello,) = [
+        m
+        for m in phone.client.call("message.conversation", contact="alice")["messages"]
+        if m["text"] == "hello bob"
+    ]
+    gone = phone.client.call("message.delete", ids=[hello["message_id"], "00" * 16])
+    assert gone["deleted"] == [hello["message_id"]] and gone["unknown"] == ["00" * 16]
+    assert "hello bob" not in texts(phone, "alice")
+    wait_for(lambda: "hello bob" not in texts(laptop, "alice"), 20, "the delete synced")
+    (binned,) = laptop.client.call("message.trash")["trash"]
+    assert binned["message_id"] == hello["message_id"] and binned["text"] == "hello bob"
+    assert binned["purge_ms"] - binned["deleted_ms"] == 30 * 24 * 3600 * 1000
+    laptop.client.call("message.restore", ids=[hello["message_id"]])
+    wait_for(lambda: "hello bob" in texts(phone, "alice"), 20, "the restore synced")
+    assert phone.client.call("message.trash")["trash"] == []
+
     # Verified on the laptop: shown on the phone, with who verified it.
     assert not contacts(phone)["alice"]["verified"]
     laptop.client.call("contact.verify", contact="alice", confirm=True)

@@ -168,3 +168,39 @@ def test_any_delivery_order_gives_the_same_winners(rnd: random.Random) -> None:
             book.offer(e, log, T0)
         results.append({k: v.encode() for k, v in book.view(log).items()})
     assert results[0] == results[1] == results[2]
+
+
+def test_edits_made_on_either_side_of_a_partition_merge_to_one_result() -> None:
+    """Two devices edit apart (the same keys and others), each sees only its
+    own side; after the heal both hold every edit and agree on every key."""
+    h = _bob()
+    log = LedgerView(h.ledger(), h.account)
+    left = [
+        _edit(h, "d0", ["a1"], T0 + 10, "contact/aa", {"name": "ann"}),
+        _edit(h, "d0", ["a1"], T0 + 11, "block/bb", True),
+        _edit(h, "d0", ["a1"], T0 + 12, "verified/aa/aa", True),
+    ]
+    right = [
+        _edit(h, "d1", ["a1"], T0 + 20, "contact/aa", {"name": "anna"}),
+        _edit(h, "d1", ["a1"], T0 + 5, "block/bb", False),
+        _edit(h, "d1", ["a1"], T0 + 6, "contact/cc", {"name": "carl"}),
+    ]
+    books = []
+    for mine, theirs in ((left, right), (right, left)):
+        book = SyncBook(FAST, h.account)
+        for e in mine:
+            assert book.offer(e, log, T0) is Offer.MERGED
+        books.append((book, theirs))
+    assert books[0][0].view(log) != books[1][0].view(log)  # apart, they differ
+    for book, theirs in books:
+        for e in theirs:
+            assert book.offer(e, log, T0) is Offer.MERGED
+    (a, _), (b, _) = books
+    assert a.view(log) == b.view(log)
+    merged = {k: e.value for k, e in a.view(log).items()}
+    assert merged == {
+        "contact/aa": {"name": "anna"},  # the later clock at the same log height
+        "block/bb": True,
+        "verified/aa/aa": True,
+        "contact/cc": {"name": "carl"},
+    }

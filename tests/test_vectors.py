@@ -38,7 +38,7 @@ from protocol.records.device import decode_record
 from protocol.records.grant import D_MAILBOX_GRANT, decode_grant
 from protocol.sync import reconcile, wire
 from tests.vectors import generate
-from tests.vectors._common import PARAMS, from_tagged, state_json
+from tests.vectors._common import PARAMS, T0, device_keys, from_tagged, state_json
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -688,3 +688,231 @@ def test_mailbox_tokens_content_invite_and_frames() -> None:
     assert {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 31} <= types
     for case in data["rejected"]:
         raises_exactly(case["error"], mw.decode_request, bytes.fromhex(case["hex"]))
+
+
+# -- sync.json -------------------------------------------------------------------
+
+
+def test_sync_edits_batches_refusals_and_winners() -> None:
+    from protocol.messaging import sync
+
+    data = load("sync.json")
+    assert bytes.fromhex(data["domain_hex"]) == sync.D_SYNC_EDIT
+    assert data["limits"]["max_edit_bytes"] == sync.MAX_EDIT_BYTES
+    assert data["limits"]["max_skew_ms"] == sync.MAX_SKEW_MS
+    ledger = Ledger(PARAMS)
+    ids = {}
+    for ev in data["events"]:
+        raw = bytes.fromhex(ev["raw_hex"])
+        ledger.ingest(raw)
+        ids[ev["label"]] = decode_event(raw, PARAMS).id
+    account = bytes.fromhex(data["account_hex"])
+    for label, seed_label in data["device_seed_labels"].items():
+        assert device_keys(seed_label).sign_public.hex() == data["devices"][label]
+    book = sync.SyncBook(PARAMS, account)
+    log = sync.LedgerView(ledger, account)
+    by_label = {}
+    for case in data["edits"]:
+        raw = bytes.fromhex(case["edit_hex"])
+        edit = sync.decode_edit(raw, PARAMS)
+        assert edit.device == bytes.fromhex(data["devices"][case["device_label"]])
+        assert list(edit.heads) == sorted(ids[h] for h in case["heads"])
+        assert [edit.key, edit.value, list(edit.clock)] == [
+            case["key"],
+            from_tagged(case["value"]),
+            case["clock"],
+        ]
+        signing_input = bytes.fromhex(case["signing_input_hex"])
+        assert signing_input == sync.D_SYNC_EDIT + encode([PARAMS.network_id, edit.unsigned()])
+        crypto.verify(edit.device, signing_input, edit.signature)
+        assert edit.encode() == raw
+        book.offer(edit, log, T0)  # a receiver clock the edits are not ahead of
+        by_label[case["label"]] = edit
+    for key, label in data["winners"].items():
+        assert book.winner(key, log) == by_label[label], key
+    batch = sync.decode_sync_edits(decode(bytes.fromhex(data["batch"]["content_hex"]), 1 << 16))
+    assert [sync.decode_edit(e, PARAMS) for e in batch.edits] == [
+        by_label[lbl] for lbl in data["batch"]["edits"]
+    ]
+    for case in data["rejected"]:
+        with pytest.raises(errors.InvalidInput) as info:
+            sync.decode_edit(bytes.fromhex(case["edit_hex"]), PARAMS)
+        assert type(info.value).__name__ == case["error"], case["label"]
+
+
+# -- backup.json -----------------------------------------------------------------
+
+
+def test_backup_key_certificate_and_files() -> None:
+    from protocol.core.keys import RecoveryKey
+    from protocol.messaging import backup
+
+    data = load("backup.json")
+    rk = RecoveryKey(bytes.fromhex(data["recovery"]["seed"]))
+    assert backup.backup_secret(rk).hex() == data["backup_secret"]
+    assert backup.backup_public(rk).hex() == data["backup_public"]
+    cert = backup.decode_cert(bytes.fromhex(data["cert_hex"]), PARAMS)
+    cert.check(rk.commitment)
+    assert cert.account.hex() == data["account"] and cert.recovery_public == rk.public
+    items = [from_tagged(i) for i in data["items"]]
+    for f in data["files"]:
+        raw = bytes.fromhex(f["file_hex"])
+        opened = backup.open_backup(PARAMS, raw, rk, passphrase=f["passphrase"])
+        assert list(opened.items) == items
+        assert opened.device.hex() == data["device"]["sign_public"]
+        assert opened.header.created_ms == data["created_ms"]
+        assert (opened.header.salt or b"").hex() == (f["salt"] or "")
+        # the file is a pure function of its recorded randomness
+        again = b"".join(
+            backup.seal_backup(
+                PARAMS,
+                cert,
+                keys.DeviceKeys.from_random(bytes.fromhex(data["device"]["seed"])),
+                items,  # type: ignore[arg-type]
+                created_ms=data["created_ms"],
+                file_key=bytes.fromhex(f["file_key"]),
+                eph_secret=bytes.fromhex(f["eph_secret"]),
+                salt=None if f["salt"] is None else bytes.fromhex(f["salt"]),
+                passphrase=f["passphrase"],
+            )
+        )
+        assert again == raw
+
+
+# -- session.json ----------------------------------------------------------------
+
+
+def test_session_prekeys_are_reproduced_from_their_secrets() -> None:
+    from protocol.messaging import prekeys, ratchet, session_errors
+
+    data = load("session.json")
+    params = params_of(data)
+    assert data["labels"]["D_PREKEY_BATCH"] == b"smu/prekey-batch/v1\x00".hex()
+    assert data["limits"]["MAX_SKIP"] == ratchet.MAX_SKIP == 2000
+    now = data["check_time_ms"]
+    bob = keys.DeviceKeys.from_random(bytes.fromhex(data["setup"]["bob"]["seed"]))
+    account = bytes.fromhex(data["setup"]["bob"]["account"])
+    b = data["prekeys"]["batch"]
+    secrets = [bytes.fromhex(s) for s in b["secrets"]]
+    batch = prekeys.make_batch(params, bob, account, b["first_id"], b["expires"], secrets)
+    assert [k.hex() for k in batch.keys] == b["keys"]
+    assert batch.root.hex() == b["root"]
+    signed = prekeys.batch_message(
+        params, account, bob.sign_public, b["first_id"], len(secrets), b["expires"], batch.root
+    )
+    assert signed.hex() == b["signed_hex"]
+    crypto.verify(bob.sign_public, signed, bytes.fromhex(b["signature"]))
+    assert batch.encode(params).hex() == b["batch_hex"]
+    assert prekeys.decode_batch(params, bytes.fromhex(b["batch_hex"]), account,
+                                bob.sign_public, now) == batch  # fmt: skip
+    pr = data["prekeys"]["proof"]
+    opk = prekeys.verify_proof(params, bytes.fromhex(pr["proof_hex"]), account,
+                               bob.sign_public, now)  # fmt: skip
+    assert opk.key.hex() == b["keys"][pr["index"]]
+    assert opk.prekey_id == b["first_id"] + pr["index"]
+    assert [p.hex() for p in batch.proof(pr["index"]).path] == pr["path"]
+    for case in data["prekeys"]["rejected_batches"]:
+        device = bytes.fromhex(case.get("device", bob.sign_public.hex()))
+        with pytest.raises(session_errors.SessionError) as info:
+            prekeys.decode_batch(params, bytes.fromhex(case["batch_hex"]), account, device, now)
+        assert type(info.value).__name__ == case["error"], case["name"]
+
+
+def test_session_setup_and_first_messages_both_ways() -> None:
+    from protocol.messaging import prekeys, ratchet, session_errors, x3dh
+
+    data = load("session.json")
+    params = params_of(data)
+    s, pk = data["setup"], data["prekeys"]
+    now = data["check_time_ms"]
+    akeys = keys.DeviceKeys.from_random(bytes.fromhex(s["alice"]["seed"]))
+    bkeys = keys.DeviceKeys.from_random(bytes.fromhex(s["bob"]["seed"]))
+    alice = x3dh.Party(bytes.fromhex(s["alice"]["account"]), akeys.sign_public, akeys.enc_public)
+    bob = x3dh.Party(bytes.fromhex(s["bob"]["account"]), bkeys.sign_public, bkeys.enc_public)
+    random = bytes.fromhex(s["random"])
+    spk = bytes.fromhex(pk["signed_prekey"]["public"])
+    opk = bytes.fromhex(pk["batch"]["keys"][0])
+    # the X3DH secret, from the recorded DH outputs and binding (§19.4)
+    ek = random[:32]
+    assert [d.hex() for d in (ratchet.dh(akeys.enc_secret, spk), ratchet.dh(ek, bob.ik),
+            ratchet.dh(ek, spk), ratchet.dh(ek, opk))] == s["dh"]  # fmt: skip
+    ad_input = bytes.fromhex(s["ad_input_hex"])
+    assert crypto.hash32(b"smu/session-ad/v1\x00", ad_input).hex() == s["ad"]
+    assert x3dh.session_ad(params, alice, bob).hex() == s["ad"]
+    ikm = b"\xff" * 32 + b"".join(bytes.fromhex(d) for d in s["dh"])
+    info = b"smu/x3dh/v1\x00" + bytes.fromhex(s["ad"])
+    assert ratchet.hkdf_sha256(bytes(32), ikm, info, 32).hex() == s["sk"]
+    bundle = x3dh.Bundle(bob, pk["signed_prekey"]["id"], spk,
+                         prekeys.OneTimePrekey(s["one_time_prekey_id"], opk, now + 1))  # fmt: skip
+    a = x3dh.initiate(params, alice, akeys.enc_secret, bundle, random)
+    assert a.state.dhs_public.hex() == s["first_ratchet_public"]
+    assert a.state.rk.hex() == s["alice_root_key"]
+    assert (a.state.cks or b"").hex() == s["alice_sending_chain_key"]
+    store = (
+        prekeys.PrekeyStore()
+        .with_signed(pk["signed_prekey"]["id"], bytes.fromhex(pk["signed_prekey"]["secret"]), 0)
+        .with_batch(pk["batch"]["first_id"], pk["batch"]["expires"],
+                    [bytes.fromhex(x) for x in pk["batch"]["secrets"]])
+    )  # fmt: skip
+    fresh_store = store
+    b: ratchet.Session | None = None
+    for step in data["messages"]:
+        sender = a if step["from"] == "alice" else b
+        assert sender is not None and sender.state.cks is not None
+        assert ratchet.kdf_ck(sender.state.cks)[1].hex() == step["message_key"]
+        raw = sender.encrypt(bytes.fromhex(step["plaintext"]))
+        assert raw.hex() == step["message_hex"]
+        m = ratchet.decode_message(raw)
+        assert m.header.encode().hex() == step["header_hex"]
+        assert (m.prekey is not None) == (step["form"] == "prekey")
+        key, nonce = ratchet.message_aead_keys(bytes.fromhex(step["message_key"]))
+        assert (key.hex(), nonce.hex()) == (step["aead_key"], step["nonce"])
+        fresh = bytes.fromhex(step["receiver_fresh"])
+        if b is None:
+            b, got, store = x3dh.respond_from_store(
+                params, alice, bob, bkeys.enc_secret, store, m, fresh, now
+            )
+            receiver = b
+        else:
+            receiver = b if step["from"] == "alice" else a
+            got = receiver.decrypt(raw, fresh)
+        assert got.hex() == step["plaintext"]
+        assert receiver.state.rk.hex() == step["receiver_root_key_after"]
+    assert b is not None
+    for case in data["rejected"]:
+        raw = bytes.fromhex(case["message_hex"])
+        before = b.to_bytes()
+        with pytest.raises(session_errors.SessionError) as info:
+            if case["to"] == "bob_session":
+                b.decrypt(raw, bytes(32))
+            else:
+                x3dh.respond_from_store(
+                    params, alice, bob, bkeys.enc_secret,
+                    store if case["to"] == "bob_store" else fresh_store,
+                    ratchet.decode_message(raw), bytes(32), now,
+                )  # fmt: skip
+        assert type(info.value).__name__ == case["error"], case["name"]
+        assert b.to_bytes() == before
+
+
+def test_session_first_message_in_a_sealed_wrap() -> None:
+    from protocol.messaging import ratchet, wrap2
+
+    data = load("session.json")
+    w = data["wrap2"]
+    assert data["labels"]["D_WRAP2"] == b"smu/wrap2/v1\x00".hex()
+    device, key = bytes.fromhex(w["device"]), bytes.fromhex(w["key"])
+    e = bytes.fromhex(w["e_secret"])
+    assert ratchet.x25519_public(e).hex() == w["e_public"]
+    assert ratchet.dh(e, key).hex() == w["shared"]
+    kek = crypto.hash32(b"smu/wrap2/v1\x00", bytes.fromhex(w["shared"] + w["e_public"]) + key)
+    assert kek.hex() == w["kek"]
+    assert w["aad_hex"] == (b"smu/wrap2/v1\x00" + device + key).hex()
+    inner = wrap2.decode_inner(bytes.fromhex(w["inner_hex"]))
+    assert inner.message.hex() == data["messages"][0]["message_hex"]
+    assert inner.session_id.hex() == data["setup"]["initiation_id"]
+    assert inner.initiator is not None
+    assert inner.initiator[0].hex() == data["setup"]["alice"]["account"]
+    assert wrap2.seal(device, key, e, inner).hex() == w["data_hex"]
+    spk_secret = bytes.fromhex(data["prekeys"]["signed_prekey"]["secret"])
+    assert wrap2.open_wrap(device, key, spk_secret, bytes.fromhex(w["data_hex"])) == inner

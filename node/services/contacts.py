@@ -333,8 +333,8 @@ class ContactService:
         mark = self.contacts.mark(acc)
         if mark is None and self.contacts.marked_before(acc):
             changes.append(
-                "the account was recovered since you verified it: its safety number has "
-                "changed, verify it again"
+                "the account was recovered since you verified it: its safety number "
+                "changed, verify the safety number again"
             )
         verified = mark is not None and state.status is AccountStatus.OK
         doc.update(

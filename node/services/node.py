@@ -30,6 +30,8 @@ class NodeService:
         self.gate = gate
         self.channels = channels
         self._stop = stop
+        #: more parts of node.status (the disk budget, the clock check)
+        self.extra_status: dict[str, Callable[[], Any]] = {}
 
     def handlers(self) -> dict[str, control.Handler]:
         return {"node.status": self.status, "node.stop": self.stop}
@@ -56,6 +58,7 @@ class NodeService:
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
+            **{name: part() for name, part in self.extra_status.items()},
         }
 
     def _device_status(self, account: bytes | None) -> str | None:

@@ -290,6 +290,21 @@ class MessageStore:
         return ("DELETE FROM messages WHERE peer=? AND request=1", (peer,))
 
     @staticmethod
+    def purge_statements(sender_account: bytes, message_id: bytes) -> list[Statement]:
+        """A message and its outbox rows, gone for good (the trash, §15.19)."""
+        return [
+            (
+                "DELETE FROM deliveries WHERE message=? AND EXISTS (SELECT 1 FROM messages "
+                "WHERE id=? AND sender_account=?)",
+                (message_id, message_id, sender_account),
+            ),
+            (
+                "DELETE FROM messages WHERE sender_account=? AND id=?",
+                (sender_account, message_id),
+            ),
+        ]
+
+    @staticmethod
     def expire_requests_statement(before_ms: int) -> Statement:
         """Requests nobody accepted, stored before ``before_ms``."""
         return ("DELETE FROM messages WHERE request=1 AND stored_ms < ?", (before_ms,))
@@ -351,6 +366,19 @@ class MessageStore:
         return ("UPDATE messages SET request=0 WHERE peer=? AND request=1", (peer,))
 
     # -- reads ----------------------------------------------------------------------
+
+    def by_id(self, message_id: bytes, sender_account: bytes | None = None) -> MessageRow | None:
+        """A stored message by its id (and sender: ids are unique per sender)."""
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE id=?"
+        args: tuple[object, ...] = (message_id,)
+        if sender_account is not None:
+            sql, args = sql + " AND sender_account=?", (message_id, sender_account)
+        row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
+        return None if row is None else _message(row)
+
+    def count_texts(self) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
+        return int(row[0]) if row else 0
 
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
         row = self.db.query_one(
@@ -447,10 +475,13 @@ class MessageStore:
         )
         return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
 
-    def request_ids(self, peer: bytes) -> list[bytes]:
-        """Ids of ``peer``'s waiting requests, ascending (for receipts)."""
-        rows = self.db.query(
-            "SELECT id FROM messages WHERE peer=? AND request=1 AND outgoing=0 ORDER BY id",
+    def request_ids_by_device(self, peer: bytes) -> dict[bytes, list[bytes]]:
+        """``peer``'s waiting requests by the device that sent them (receipts)."""
+        out: dict[bytes, list[bytes]] = {}
+        for mid, device in self.db.query(
+            "SELECT id, sender_device FROM messages WHERE peer=? AND request=1 AND outgoing=0 "
+            "ORDER BY id",
             (peer,),
-        )
-        return [bytes(r[0]) for r in rows]
+        ):
+            out.setdefault(bytes(device), []).append(bytes(mid))
+        return out

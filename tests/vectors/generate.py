@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    backup_vectors,
     channel_vectors,
     encoding_vectors,
     event_vectors,
@@ -23,6 +24,8 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    session_vectors,
+    sync_vectors,
 )
 from ._common import Json
 
@@ -37,6 +40,9 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
     "mailbox.json": mailbox_vectors.build,
+    "sync.json": sync_vectors.build,
+    "backup.json": backup_vectors.build,
+    "session.json": session_vectors.build,
 }
 
 
