@@ -143,6 +143,8 @@ def test_keys() -> None:
     data = load("keys.json")
     for name, hexlabel in data["domains"].items():
         assert getattr(crypto, name).hex() == hexlabel
+    # every label of crypto.py, as tests/vectors/README.md says
+    assert sorted(data["domains"]) == sorted(n for n in vars(crypto) if n.startswith("D_"))
     for case in data["base32"]:
         assert keys.b32encode(bytes.fromhex(case["bytes"])) == case["text"]
         assert keys.b32decode(case["text"], len(case["bytes"]) // 2).hex() == case["bytes"]
@@ -395,6 +397,27 @@ def test_replication_frames() -> None:
     assert len(types) == 7  # every frame type of §11.2.1
     for case in data["rejected"]:
         raises_exactly(case["error"], wire.decode_frame, bytes.fromhex(case["hex"]))
+
+
+def test_replication_reconcile_rejected() -> None:
+    """Frames that decode, but whose ranges processing refuses whole: an id
+    outside its range, bounds that do not increase, ranges past or short of
+    the end (PROTOCOL.md §11.3.1)."""
+    data = load("replication.json")
+    index = reconcile.IdIndex([bytes.fromhex(e) for e in data["exchange"]["ids"]["A"]])
+    assert data["reconcile_rejected"]
+    for case in data["reconcile_rejected"]:
+        frame = wire.decode_frame(bytes.fromhex(case["hex"]))
+        assert isinstance(frame, wire.ReconcileFrame), case["name"]
+        raises_exactly(case["error"], reconcile.respond, index, frame.ranges)
+
+
+def test_replication_frames_list_ids_inside_their_ranges() -> None:
+    """Every valid RECONCILE frame of the vectors is one a receiver processes."""
+    for case in load("replication.json")["frames"]:
+        frame = wire.decode_frame(bytes.fromhex(case["hex"]))
+        if isinstance(frame, wire.ReconcileFrame):
+            reconcile.respond(reconcile.IdIndex([]), frame.ranges)
 
 
 def test_replication_fingerprints() -> None:
@@ -685,9 +708,249 @@ def test_mailbox_tokens_content_invite_and_frames() -> None:
         if isinstance(request, mw.DepositRequest) and request.token is not None:
             assert request.token == tk.decode_token(decode(bytes.fromhex(
                 data["tokens"][0]["token_hex"]), 200))  # fmt: skip
-    assert {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 31} <= types
+    assert {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 31} <= types  # every type of §15.13
     for case in data["rejected"]:
         raises_exactly(case["error"], mw.decode_request, bytes.fromhex(case["hex"]))
+    assert data["rejected_answers"]
+    for case in data["rejected_answers"]:
+        raises_exactly(case["error"], mw.decode_answer, bytes.fromhex(case["hex"]))
+
+
+# -- envelopes.json ----------------------------------------------------------------
+
+
+def _envelope_error(name: str) -> type[errors.ProtocolError]:
+    from protocol.messaging import content, envelope
+
+    for module in (errors, envelope, content):
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and issubclass(cls, errors.InvalidInput):
+            return cls
+    raise AssertionError(f"no error class {name}")
+
+
+def _envelope_ledger(data: dict[str, Any]) -> Ledger:
+    ledger = Ledger(params_of(data))
+    for raw in data["events"]:
+        assert ledger.ingest(bytes.fromhex(raw)).status is IngestStatus.ACCEPTED
+    return ledger
+
+
+def _device(data: dict[str, Any], name: str) -> keys.DeviceKeys:
+    return keys.DeviceKeys.from_random(bytes.fromhex(data["devices"][name]["seed"]))
+
+
+def test_envelopes_sealed_byte_for_byte() -> None:
+    from protocol.messaging import envelope
+    from protocol.messaging.content import decode_content
+
+    data = load("envelopes.json")
+    ledger = _envelope_ledger(data)
+    alice, bob = (bytes.fromhex(data["accounts"][a]) for a in ("alice", "bob"))
+    assert data["envelopes"]
+    for case in data["envelopes"]:
+        sealed = envelope.seal(
+            params_of(data),
+            _device(data, case["sender"]),
+            ledger.state(alice),
+            ledger.state(bytes.fromhex(case["recipient_account"])),
+            decode_content(case["content_kind"], bytes.fromhex(case["content_body"])),
+            counter=case["counter"],
+            timestamp=case["timestamp"],
+            seed=bytes.fromhex(case["seed"]),
+        )
+        assert sealed.raw.hex() == case["hex"], case["name"]
+        assert decode(sealed.raw, len(sealed.raw)) == from_tagged(case["value"])
+        assert bob == sealed.recipient_account
+
+
+def test_envelopes_opened_by_each_reader() -> None:
+    from protocol.messaging import envelope
+    from protocol.messaging.content import ReplayGuard, encode_content
+
+    data = load("envelopes.json")
+    ledger = _envelope_ledger(data)
+    for case in data["envelopes"]:
+        for r in case["opened_by"]:
+            opened = envelope.open_envelope(
+                params_of(data),
+                bytes.fromhex(case["hex"]),
+                bytes.fromhex(r["account"]),
+                _device(data, r["device"]),
+                envelope.ledger_lookup(ledger),
+                ReplayGuard(),
+            )
+            kind, body = encode_content(opened.content)
+            got = {
+                "device": r["device"],
+                "account": r["account"],
+                "sender_account": opened.sender_account.hex(),
+                "sender_device": opened.sender_device.hex(),
+                "counter": opened.counter,
+                "timestamp": opened.timestamp,
+                "message_id": opened.message_id.hex(),
+                "content_kind": kind,
+                "content_body": body.hex(),
+                "wrapped_for": [d.hex() for d in opened.wrapped_for],
+                "views_same": [v.same for v in opened.views],
+            }
+            assert got == r, (case["name"], r["device"])
+
+
+def test_envelopes_refused() -> None:
+    from protocol.messaging import envelope
+    from protocol.messaging.content import ReplayGuard
+
+    data = load("envelopes.json")
+    ledger = _envelope_ledger(data)
+    accounts = {d: data["accounts"]["alice" if d.startswith("a") else "bob"] for d in ["a1", "b1"]}
+    codes = set()
+    for case in data["refused"]:
+        cls = _envelope_error(case["error"])
+        assert cls.code == case["code"]
+        codes.add(case["code"])
+        with pytest.raises(errors.InvalidInput) as info:
+            envelope.open_envelope(
+                params_of(data),
+                bytes.fromhex(case["hex"]),
+                bytes.fromhex(accounts[case["reader"]]),
+                _device(data, case["reader"]),
+                envelope.ledger_lookup(ledger),
+                ReplayGuard(),
+            )
+        assert type(info.value) is cls, case["name"]
+    assert {"decrypt", "decode", "not_for_me"} <= codes
+    # a replay: the same envelope twice against one replay state
+    guard = ReplayGuard()
+    first = bytes.fromhex(data["envelopes"][0]["hex"])
+    b1, bob = _device(data, "b1"), bytes.fromhex(data["accounts"]["bob"])
+    envelope.open_envelope(params_of(data), first, bob, b1, envelope.ledger_lookup(ledger), guard)
+    with pytest.raises(_envelope_error(data["replay"]["error"])):
+        envelope.open_envelope(
+            params_of(data), first, bob, b1, envelope.ledger_lookup(ledger), guard
+        )
+
+
+def test_envelope_delivery_frames() -> None:
+    from protocol.messaging import envelope
+
+    data = load("envelopes.json")
+    frames = {f["name"]: bytes.fromhex(f["hex"]) for f in data["delivery"]}
+    env_case = next(f for f in data["delivery"] if f["name"] == "ENVELOPE")
+    assert envelope.decode_delivery(frames["ENVELOPE"]).hex() == env_case["envelope"]
+    assert envelope.delivery_frame(bytes.fromhex(env_case["envelope"])) == frames["ENVELOPE"]
+    assert envelope.decode_delivery_answer(frames["ACCEPTED"]) is None
+    refused = envelope.decode_delivery_answer(frames["REFUSED: replay"])
+    assert refused is not None and refused.code == "replay"
+    for case in data["delivery_rejected"]:
+        raises_exactly(case["error"], envelope.decode_delivery, bytes.fromhex(case["hex"]))
+
+
+# -- linking.json ------------------------------------------------------------------
+
+
+def test_linking_handshake_frame_by_frame() -> None:
+    """The code's two machines, given the recorded inputs, send exactly the
+    recorded frames; the link string, transcript, MACs and code are what
+    §14.2-§14.3 compute from the recorded fields."""
+    import hashlib
+
+    from protocol.linking import machines as lk
+
+    data = load("linking.json")
+    params = params_of(data)
+    hs = data["handshake"]
+    account, secret = bytes.fromhex(hs["account"]), bytes.fromhex(hs["secret"])
+    offer = lk.LinkOffer(
+        params.network_id,
+        account,
+        bytes.fromhex(hs["link_id"]),
+        secret,
+        hs["approver_peer"],
+        tuple(hs["addrs"]),
+        hs["expires_at_ms"],
+    )
+    assert offer.to_text() == hs["link_text"] and offer.to_uri() == hs["link_uri"]
+    assert lk.LinkOffer.parse(hs["link_uri"].upper()) == offer
+    transcript = bytes.fromhex(hs["transcript"])
+    th = hashlib.blake2b(lk.D_LINK_TRANSCRIPT + transcript, digest_size=32).digest()
+    assert th.hex() == hs["transcript_hash"]
+
+    def mac(domain: bytes, msg: bytes, size: int = 32) -> bytes:
+        return hashlib.blake2b(domain + msg, key=secret, digest_size=size).digest()
+
+    assert mac(lk.D_LINK_JOIN, transcript).hex() == hs["join_mac"]
+    events = [bytes.fromhex(e) for e in hs["accept_events"]]
+    assert mac(lk.D_LINK_ACCEPT, th + encode(events)).hex() == hs["accept_mac"]
+    new = keys.DeviceKeys.from_random(bytes.fromhex(data["new_device"]["seed"]))
+    approver = keys.DeviceKeys.from_random(bytes.fromhex(data["approver"]["seed"]))
+    code = int.from_bytes(mac(lk.D_LINK_CODE, th + new.sign_public, 8), "big") % 10**6
+    assert f"{code:06d}" == hs["code"]
+
+    ledger = Ledger(params)
+    assert ledger.ingest(bytes.fromhex(hs["genesis"])).status is IngestStatus.ACCEPTED
+    base = hs["expires_at_ms"] - 600_000  # the offer was made 10 minutes before its expiry
+
+    def at(ms: int) -> Now:
+        return Now(ms / 1000, base + ms)
+
+    ap = lk.Approver(
+        params,
+        account,
+        peer_id=hs["approver_peer"],
+        addrs=tuple(hs["addrs"]),
+        link_id=offer.link_id,
+        secret=secret,
+        now=at(0),
+    )
+    jn = lk.Joiner(
+        params,
+        offer,
+        new,
+        hs["device_name"],
+        own_peer=hs["joiner_peer"],
+        remote_peer=hs["approver_peer"],
+        now=at(1000),
+    )
+    recorded = [bytes.fromhex(f["hex"]) for f in hs["frames"]]
+    assert [f["name"] for f in hs["frames"]] == ["JOIN", "ACCEPT", "CONFIRM", "APPROVED", "DONE"]
+
+    def sent(outputs: Any) -> bytes:
+        (frame,) = [o.frame for o in outputs if isinstance(o, lk.Send)]
+        return bytes(frame)
+
+    joiner = hs["joiner_peer"]
+    assert sent(jn.start(at(1000))) == recorded[0]
+    assert (
+        sent(ap.receive(recorded[0], remote_peer=joiner, now=at(2000), ledger=ledger))
+        == (recorded[1])
+    )
+    (confirm,) = jn.receive(recorded[1], at(2500))
+    assert isinstance(confirm, lk.ConfirmRequired) and confirm.code == hs["code"]
+    assert sent(jn.confirm(at(3000))) == recorded[2]
+    ap.receive(recorded[2], remote_peer=joiner, now=at(3000), ledger=ledger)
+    approval = ap.approve(
+        approver, ledger, timestamp_ms=hs["add_device_timestamp_ms"], now=at(4000)
+    )
+    assert approval.event.raw.hex() == hs["add_device_event"]
+    assert sent(approval.outputs) == recorded[3]
+    assert sent(jn.receive(recorded[3], at(4500))) == recorded[4]
+    for raw, case in zip(recorded, hs["frames"], strict=True):
+        assert decode(raw, len(raw)) == from_tagged(case["value"])
+
+
+def test_linking_rejected() -> None:
+    from protocol.linking import machines as lk
+
+    data = load("linking.json")
+    params = params_of(data)
+    assert data["rejected_links"] and data["rejected_frames"]
+    for case in data["rejected_links"]:
+        raises_exactly(case["error"], lk.LinkOffer.parse, case["text"])
+    for case in data["rejected_frames"]:
+        raises_exactly(
+            case["error"], lk.decode_frame, bytes.fromhex(case["hex"]), params, case["max_bytes"]
+        )
 
 
 # -- sync.json -------------------------------------------------------------------
