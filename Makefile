@@ -20,7 +20,7 @@ LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood vectors clean check-toolchain lock
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood simnet-adversaries simnet-calibrate vectors clean check-toolchain lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
@@ -89,6 +89,16 @@ bench-messaging: $(STAMP)
 
 bench-flood: $(STAMP)
 	$(BIN)/python bench/flood.py
+
+# every resource-attack scenario with and without its attacker: safety,
+# honest delivery, p99 and their ratio (target <= 2); last line one JSON object
+SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
+simnet-adversaries: $(STAMP)
+	$(BIN)/python -m simnet.cli compare $(SIMNET_ADVERSARIES)
+
+# the CPU model's costs measured here (simnet/cpu.py; defaults in simnet/scenario.py Cpu)
+simnet-calibrate: $(STAMP)
+	$(BIN)/python -m simnet.cli calibrate
 
 bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood
 
