@@ -57,7 +57,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict protocol simnet
+	$(BIN)/mypy --strict protocol simnet node
 
 test: lint
 	$(BIN)/pytest -q

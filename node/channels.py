@@ -27,6 +27,7 @@ from .channel import ChannelLink
 from .errors import PeerUnreachable
 from .gate import remote_peer
 from .links import Link, LinkService
+from .tasks import TaskStatus
 
 log = logging.getLogger("smu.channels")
 CHANNEL_PROTOCOL = PROTOCOL_ID
@@ -44,7 +45,7 @@ class ChannelService:
         self.unhandled = 0
         self._nursery: trio.Nursery | None = None
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()

@@ -34,6 +34,7 @@ from protocol.links.policy import LinkLimits
 
 from .driver import MachineDriver
 from .errors import NodeUsageError, PeerUnreachable
+from .tasks import TaskStatus
 from .transport import parse_multiaddr
 
 log = logging.getLogger("smu.links")
@@ -147,7 +148,7 @@ class LinkService:
         self,
         serve_link: ServeLink,
         bootstrap: Sequence[str],
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self._serve_link = serve_link
         async with trio.open_nursery() as nursery:

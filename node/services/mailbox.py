@@ -81,6 +81,7 @@ from ..datadir import write_private
 from ..driver import MachineDriver
 from ..errors import PeerUnreachable
 from ..gate import remote_peer
+from ..tasks import TaskStatus
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .tokens import TokenService
 
@@ -190,7 +191,7 @@ class MailboxService:
         held = self.client.grants if self.client is not None else ()
         return [(g, self._addrs.get(g.mailbox_peer, ())) for g in held]
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.box = Mailbox(
             self.ctx.params,
             self.identity,
