@@ -20,7 +20,7 @@ LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-web simnet-adversaries simnet-calibrate vectors clean check-toolchain lock browser
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web simnet-adversaries simnet-calibrate vectors clean check-toolchain lock browser
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
@@ -87,6 +87,9 @@ vectors: $(STAMP)
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
+bench-attack: $(STAMP)
+	$(BIN)/python bench/attack_cost.py
+
 bench-reconcile: $(STAMP)
 	$(BIN)/python bench/reconcile.py
 
@@ -112,7 +115,7 @@ simnet-adversaries: $(STAMP)
 simnet-calibrate: $(STAMP)
 	$(BIN)/python -m simnet.cli calibrate
 
-bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-web
+bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

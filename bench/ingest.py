@@ -103,8 +103,8 @@ def generate(
     params: NetworkParams, accounts: int, concurrent_every: int, seed: int, use_cache: bool
 ) -> tuple[list[Account], str]:
     key = json.dumps(
-        [GENERATOR_VERSION, params.network_id, params.genesis_pow_bits, params.event_pow_bits,
-         accounts, concurrent_every, seed]
+        [GENERATOR_VERSION, params.network_id, params.suite, params.genesis_pow_bits,
+         params.event_pow_bits, params.special_pow_bits, accounts, concurrent_every, seed]
     )  # fmt: skip
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     path = Path(f"/tmp/smu-bench-ingest-{digest}.msgpack")

@@ -271,7 +271,10 @@ def calibrate(n: int = 1000, repeats: int = 5) -> dict[str, Any]:
     # matters (siblings at width 2,000), then checked at width 300
     fit: dict[str, Any] = check_wide(params, 2000)
     extra = fit["measured_per_event"] - out["per_evaluation"] * fit["evaluations_per_event"]
-    out["per_evaluated_event"] = round(extra / fit["evaluated_events_per_event"], 9)
+    # The suite-2 ledger never re-evaluates an account at ingest (PROTOCOL.md
+    # §7.2, "Incremental evaluation"): nothing to fit, and nothing charged.
+    visited = fit["evaluated_events_per_event"]
+    out["per_evaluated_event"] = round(extra / visited, 9) if visited else 0.0
     out["fitted_at"] = fit
     c: dict[str, Any] = check_wide(params, 300)
     c["model_per_event"] = round(

@@ -449,7 +449,10 @@ def test_wrong_network_rejected(history: History) -> None:
     node.assert_rejected(other.genesis.raw, WrongNetworkError)
 
 
-@pytest.mark.parametrize(("index", "value"), [(VERSION, 2), (VERSION, 0), (SUITE, 2), (SUITE, 0)])
+# suite 1 is the retired rules version, 3 one this code does not know
+@pytest.mark.parametrize(
+    ("index", "value"), [(VERSION, 2), (VERSION, 0), (SUITE, 1), (SUITE, 3), (SUITE, 0)]
+)
 def test_wrong_version_or_suite_rejected(history: History, index: int, value: int) -> None:
     node = Node(history)
     f = next_add(history)
@@ -489,7 +492,7 @@ def test_insufficient_proof_of_work_rejected() -> None:
     newk = device("pow-new")
     add = [
         1,
-        1,
+        POW.suite,
         "smu-unit",
         int(EventKind.ADD_DEVICE),
         account,

@@ -20,7 +20,7 @@ import protocol.core.canonical as canonical
 from protocol.core.errors import DecodeError, NonCanonicalError, SizeLimitError
 
 from .conftest import hypothesis_settings as _settings
-from .test_properties import expect_caught, mutant
+from .test_property_mutants import expect_caught, mutant
 
 BIG = 1 << 20
 

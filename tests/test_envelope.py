@@ -548,7 +548,7 @@ def _seal_raw_inner(w: World, inner: bytes, resign: bool = True) -> bytes:
     ck = envmod._derive(seed, b"key", 32)
     bob = w.b.keys["d0"]
     wrap = envmod._make_wrap(seed, ck, bob.sign_public, bob.enc_public)
-    header = [1, 1, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
+    header = [1, FAST.suite, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
     hraw = encode_flat(header)
     sig = w.a.keys["d0"].sign(envmod._signed_message(hraw, inner)) if resign else bytes(64)
     plain = encode_flat([inner, sig])
@@ -639,7 +639,7 @@ def test_envelope_bytes_are_deterministic_and_pinned(w: World) -> None:
     assert len(raw) == 953
     assert (
         hashlib.sha256(raw).hexdigest()
-        == "77d7a30c1fdded9ce3965749ed34c78b86ac60e95ce1125131550da1c47d343a"
+        == "4a2f7af39a87635ad248b79a79bab0688300434f901db6d7b354c4118236a6d0"
     )
 
 
@@ -691,7 +691,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
         ]
     )
     wrap = envmod._make_wrap(seed, ck, d0.sign_public, d0.enc_public)
-    header = [1, 1, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
+    header = [1, FAST.suite, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
     hraw = encode_flat(header)
     plain = encode_flat([inner, d1.sign(envmod._signed_message(hraw, inner))])
     ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, hraw, bytes(24), ck)

@@ -96,7 +96,7 @@ def test_v2_round_trip_with_and_without_a_token_key() -> None:
         (signed(GRANT_V2, f0=GRANT_V1), SchemaError),
         # version and suite
         (signed(GRANT_V1, f0=3), UnsupportedVersionError),
-        (signed(GRANT_V2, f1=2), UnsupportedVersionError),
+        (signed(GRANT_V2, f1=1), UnsupportedVersionError),  # the retired suite
         (signed(GRANT_V2, f0=True), SchemaError),
         (signed(GRANT_V2, f1="1"), SchemaError),
         (encode_flat([2, 1]), SchemaError),

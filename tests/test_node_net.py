@@ -99,6 +99,19 @@ def test_kill_during_ingest_loses_nothing_acknowledged(demo: Demo) -> None:
     keys = [DeviceKeys.from_random(bytes([42, 0]) * 32)]
     chain = [genesis]
     for i in range(1, 400):
+        if i % 2 == 0:  # each new device revokes the one that added it: at most
+            # max_active_devices may be active (PROTOCOL.md §7.3)
+            chain.append(
+                authoring.revoke_device(
+                    TESTNET,
+                    genesis.id,
+                    [chain[-1].id],
+                    keys[-1],
+                    keys[-2].sign_public,
+                    timestamp=T + i,
+                )
+            )
+            continue
         k = DeviceKeys.from_random(os.urandom(64))
         intro = authoring.introduce(TESTNET, genesis.id, k, f"d{i}")
         chain.append(

@@ -8,16 +8,25 @@ it.  Every candidate event goes through ``Ledger.ingest`` of a "universe"
 ledger; the ones it rejects are dropped, so the generated set is always a set
 of valid events.
 
+Every verdict the ledger gives while a history is made (accept, or the
+error) is compared with an independent model of the rules written from the
+text (``tests/rule_model.py``), and with ``checking_incremental`` every
+single ``AccountLog.append`` (in any delivery order, off the heads or not)
+is followed by a comparison of the ledger's incremental verdicts with
+``recompute()`` (``state.evaluate``, the reference) and with the model, and
+of the context the new event keeps (active devices, their adders, their
+counts: what rule 1 and the caps read) with the model's.
+
 The properties (numbers as in the test plan; S-numbers from DESIGN.md §1):
 
 1. any delivery order of a valid set (escrow handling orphans) gives a
    byte-identical ``AccountState.encode()`` and digest, also after a reload
-   from the store; ``AccountLog``'s incremental path equals ``recompute()``
-   after every single event (S3);
+   from the store, also under tight caps (S3);
 2. a thief holding stolen device keys (not the recovery key) has no key of
    its own active once the owner revoked the stolen keys and every key the
    thief added that the owner can see, whatever it signs and wherever it
-   attaches it, then or later (S2);
+   attaches it, then or later (S2); and (2b) a stolen key that spent its
+   whole count stops nobody once it is revoked (§7.3);
 3. after the owner's recover, no thief key is active and nothing the thief
    signs changes the state.  "Changes" means what users rely on (devices,
    status, name, commitment, disputes): an accepted concurrent event still
@@ -31,44 +40,55 @@ The properties (numbers as in the test plan; S-numbers from DESIGN.md §1):
 Property 6 (canonical encoding) is in ``test_canonical.py``.
 
 Each property is a plain ``check_*`` function, driven by a fast default test
-and a ``slow`` variant with many more examples.  ``test_*_catches_*`` tests
-run the same check against a deliberately broken copy of a rule (the source
-of ``protocol.log.state.evaluate`` or a method, edited in memory and swapped in
-with ``mock.patch``) and require the property to fail: none of these
-properties holds vacuously.
+and a ``slow`` variant with many more examples; the history generator and
+the incremental checks are in ``prop_world.py``.  The ``test_*_catches_*``
+tests of ``test_property_mutants.py`` run the same checks against a
+deliberately broken copy of a rule (the source of a method of
+``protocol.log.rules.Verdicts``, the ledger's incremental rules, or of
+``state.evaluate``, edited in memory and swapped in with ``mock.patch``)
+and require the property to fail: none of these properties holds
+vacuously.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
-import textwrap
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
-from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import event as hyp_event
+from hypothesis import given
 from hypothesis import strategies as st
 
 import protocol.core.canonical
 import protocol.core.crypto
 import protocol.log.account
+import protocol.log.context
+import protocol.log.rules
 import protocol.log.state
 from protocol.core.errors import InvalidInput
 from protocol.core.keys import DeviceKeys, RecoveryKey
 from protocol.log import authoring
-from protocol.log.account import AccountLog
-from protocol.log.events import Event, EventKind, GenesisBody, RecoverBody, decode_event
+from protocol.log.events import Event, EventKind, decode_event
 from protocol.log.ledger import IngestStatus, Ledger
-from protocol.log.state import AccountState, AccountStatus, Evaluation
+from protocol.log.state import AccountState, AccountStatus
 
-from .conftest import FAST, T0
+from .conftest import FAST
 from .conftest import hypothesis_settings as _settings
+from .prop_world import (
+    Op,
+    World,
+    _bits,
+    _counting,
+    _recovered,
+    all_mask,
+    build_honest,
+    checking_incremental,
+    dev,
+    op_st,
+    rec,
+)
 
 # --------------------------------------------------------------------------
 # Settings: reproducible (derandomize), no deadline, modest by default.
@@ -76,306 +96,6 @@ from .conftest import hypothesis_settings as _settings
 
 FAST_N = 150
 SLOW_N = 3000
-
-# --------------------------------------------------------------------------
-# Deterministic keys
-
-
-@functools.cache
-def dev(label: str) -> DeviceKeys:
-    return DeviceKeys.from_random(hashlib.blake2b(b"prop-device:" + label.encode()).digest())
-
-
-@functools.cache
-def rec(label: str) -> RecoveryKey:
-    return RecoveryKey(hashlib.blake2b(b"prop-recovery:" + label.encode(), digest_size=32).digest())
-
-
-# --------------------------------------------------------------------------
-# The universe of one account's events
-
-
-Op = tuple[int, int, int]
-op_st = st.tuples(st.integers(0, 255), st.integers(0, 2**16 - 1), st.integers(0, 2**16 - 1))
-
-
-class World:
-    """Every valid event made so far for one account, in a universe ledger."""
-
-    def __init__(self, params: Any = FAST) -> None:
-        self.params = params
-        self.t = T0
-        self.n = 0
-        self.keys: dict[bytes, DeviceKeys] = {}
-        self.recovery_by_commitment: dict[bytes, RecoveryKey] = {}
-        d0 = self.new_key("d")
-        rk = rec("r0")
-        self.recovery_by_commitment[rk.commitment] = rk
-        g = authoring.genesis(
-            params, d0, rk, display_name="owner", device_name="d0", timestamp=self.t
-        )
-        self.ledger = Ledger(params)
-        self.ledger.ingest(g.raw)
-        self.account = g.id
-        self.genesis = g
-        self.events: list[Event] = [g]  # acceptance order: topological
-        self.rejected = 0
-
-    # -- helpers ------------------------------------------------------------
-
-    def ts(self) -> int:
-        self.t += 1
-        return self.t
-
-    def new_key(self, who: str) -> DeviceKeys:
-        self.n += 1
-        k = dev(f"{who}{self.n}")
-        self.keys[k.sign_public] = k
-        return k
-
-    @property
-    def log(self) -> AccountLog:
-        return self.ledger.log(self.account)
-
-    def idx(self, event_id: bytes) -> int:
-        return self.log.index[event_id]
-
-    def mask_of(self, ids: list[bytes] | tuple[bytes, ...]) -> int:
-        log = self.log
-        mask = 0
-        for p in ids:
-            i = log.index[p]
-            mask |= log.anc[i] | (1 << i)
-        return mask
-
-    def evaluation_at(self, parents: list[bytes]) -> Evaluation:
-        log = self.log
-        return protocol.log.state.evaluate(log.events, log.anc, self.mask_of(parents))
-
-    def introduced_at(self, parents: list[bytes]) -> list[bytes]:
-        log = self.log
-        mask = self.mask_of(parents)
-        return sorted(
-            k for k, adders in log.introduced.items() if any(mask >> a & 1 for a in adders)
-        )
-
-    def heads_of(self, mask: int) -> list[bytes]:
-        log = self.log
-        below = 0
-        for i in _bits(mask):
-            below |= log.anc[i]
-        return sorted(log.events[i].id for i in _bits(mask & ~below))
-
-    def commitment_at(self, parents: list[bytes]) -> bytes | None:
-        log = self.log
-        mask = self.mask_of(parents)
-        recs = [i for i in _bits(mask) if log.events[i].kind is EventKind.RECOVER]
-        latest = [r for r in recs if not any(log.anc[o] >> r & 1 for o in recs)]
-        if len(latest) > 1:
-            return None
-        if not latest:
-            assert isinstance(self.genesis.body, GenesisBody)
-            return self.genesis.body.recovery_commitment
-        body = log.events[latest[0]].body
-        assert isinstance(body, RecoverBody)
-        return body.recovery_commitment
-
-    def submit(self, event: Event) -> bool:
-        try:
-            r = self.ledger.ingest(event.raw)
-        except InvalidInput:
-            self.rejected += 1
-            return False
-        assert r.status is IngestStatus.ACCEPTED, r
-        self.events.append(event)
-        return True
-
-    def state(self) -> AccountState:
-        return self.ledger.state(self.account)
-
-    def pick_parents(
-        self, pool_mask: int, c: int, extra: list[list[bytes]] | None = None
-    ) -> list[bytes]:
-        """Parents among the events of ``pool_mask`` (or one of ``extra``)."""
-        pool = [self.log.events[i].id for i in _bits(pool_mask)]
-        mode = c % 8
-        r = c >> 3
-        if extra and mode == 7:
-            return sorted(extra[r % len(extra)])
-        if mode <= 2:
-            heads = self.heads_of(pool_mask)
-            if len(heads) > self.params.max_parents:
-                heads = [self.log.events[i].id for i in sorted(self.idx(h) for h in heads)]
-                heads = sorted(heads[-self.params.max_parents :])
-            return heads
-        if mode == 3:
-            return [pool[r % len(pool)]]
-        if mode == 4:
-            return sorted({pool[r % len(pool)], pool[(r >> 5) % len(pool)]})
-        if mode == 5:
-            return [pool[0]]  # a long-range fork from the genesis
-        return [pool[-1]]
-
-    # -- making events ------------------------------------------------------
-
-    def make(
-        self,
-        kind: int,
-        a: int,
-        parents: list[bytes],
-        signers: set[bytes],
-        who: str,
-        *,
-        recover_ok: bool = False,
-        force: bool = False,
-        dry: bool = False,
-    ) -> tuple[Event | None, bytes | None]:
-        """One event of ``kind`` (mod 8) at ``parents`` signed by one of
-        ``signers`` active there.  Returns (event if accepted, new key)."""
-        active = sorted(self.evaluation_at(parents).active & signers)
-        if not active:
-            if not force or not signers:
-                return None, None
-            active = sorted(signers)  # try anyway: the ledger must refuse it
-        signer = self.keys[active[a % len(active)]]
-        k = kind % 8
-        acc = self.account
-        new: bytes | None = None
-        e: Event
-        if k == 6 and recover_ok and kind & 8:
-            commitment = self.commitment_at(parents)
-            rk = self.recovery_by_commitment.get(commitment or b"")
-            if rk is None:
-                return None, None
-            nd = self.new_key(who)
-            nxt = rec(f"r{self.n}")
-            self.recovery_by_commitment[nxt.commitment] = nxt
-            e = authoring.recover(
-                self.params, acc, parents, rk, nd, nxt, device_name="rec", timestamp=self.ts()
-            )
-            new = nd.sign_public
-        elif k in (0, 1, 2, 6):
-            nd = self.new_key(who)
-            intro = authoring.introduce(self.params, acc, nd, f"{who}{self.n}")
-            e = authoring.add_device(self.params, acc, parents, signer, intro, timestamp=self.ts())
-            new = nd.sign_public
-        elif k in (3, 7):
-            # Mostly a device active there (races between revocations are
-            # what rule 7 is about), sometimes any device added before.
-            pool = active if k == 3 else self.introduced_at(parents)
-            targets = [t for t in pool if t != signer.sign_public]
-            if not targets:
-                return None, None
-            target = targets[(a >> 4) % len(targets)]
-            e = authoring.revoke_device(
-                self.params, acc, parents, signer, target, timestamp=self.ts()
-            )
-        elif k == 5:
-            e = authoring.rotate_enc_key(
-                self.params, acc, parents, signer, dev(f"enc{a}").enc_public, timestamp=self.ts()
-            )
-        else:
-            e = authoring.profile(
-                self.params, acc, parents, signer, display_name=f"{who}{a % 7}", timestamp=self.ts()
-            )
-        if dry:
-            return e, new
-        if not self.submit(e):
-            return None, None
-        return e, new
-
-
-def _bits(mask: int) -> list[int]:
-    out = []
-    i = 0
-    while mask:
-        if mask & 1:
-            out.append(i)
-        mask >>= 1
-        i += 1
-    return out
-
-
-def all_mask(w: World) -> int:
-    return w.log.all_mask
-
-
-def build_honest(
-    w: World, ops: list[Op], *, recover_ok: bool, honest: set[bytes] | None = None
-) -> set[bytes]:
-    """A random honest history; returns the honest keys."""
-    honest = {w.genesis.signer} if honest is None else honest
-    for kind, a, c in ops:
-        parents = w.pick_parents(all_mask(w), c)
-        if kind % 8 == 7 and kind & 8 == 0:
-            mutual_revocation(w, a, parents)
-            continue
-        _, new = w.make(kind, a, parents, honest | _recovered(w), "h", recover_ok=recover_ok)
-        if new is not None:
-            honest.add(new)
-    return honest
-
-
-def mutual_revocation(w: World, a: int, parents: list[bytes]) -> None:
-    """Two devices active at ``parents`` revoke each other there (rule 7)."""
-    active = sorted(w.evaluation_at(parents).active)
-    if len(active) < 2:
-        return
-    d1 = active[a % len(active)]
-    d2 = active[(a // len(active) + 1 + a % len(active)) % len(active)]
-    if d1 == d2:
-        return
-    for signer, target in ((d1, d2), (d2, d1)):
-        e = authoring.revoke_device(
-            w.params, w.account, parents, w.keys[signer], target, timestamp=w.ts()
-        )
-        assert w.submit(e)
-
-
-def _recovered(w: World) -> set[bytes]:
-    return {e.body.device.sign_public for e in w.events if isinstance(e.body, RecoverBody)}
-
-
-# --------------------------------------------------------------------------
-# Comparing the incremental path with a full re-evaluation
-
-
-def assert_same_evaluation(fast: Evaluation, full: Evaluation) -> None:
-    assert fast.members == full.members
-    assert fast.active == full.active, "active set differs from recompute()"
-    assert fast.void == full.void, "void map differs from recompute()"
-    assert sorted(fast.disputes) == sorted(full.disputes), "disputes differ"
-    assert fast.revoked == full.revoked, "revoked map differs from recompute()"
-    assert fast.removed_by_recovery == full.removed_by_recovery, "removals differ"
-    assert fast.compromised == full.compromised, "compromised flag differs"
-
-
-@contextmanager
-def checking_incremental() -> Iterator[list[int]]:
-    """After every single ``AccountLog.append``, compare with recompute()."""
-    original = AccountLog.append
-    count = [0]
-
-    def append(self: AccountLog, event: Event, mask: int) -> None:
-        original(self, event, mask)
-        count[0] += 1
-        assert_same_evaluation(self.evaluation(), self.recompute())
-
-    with mock.patch.object(AccountLog, "append", append):
-        yield count
-
-
-@contextmanager
-def _counting() -> Iterator[list[int]]:
-    original = AccountLog.append
-    count = [0]
-
-    def append(self: AccountLog, event: Event, mask: int) -> None:
-        original(self, event, mask)
-        count[0] += 1
-
-    with mock.patch.object(AccountLog, "append", append):
-        yield count
 
 
 # --------------------------------------------------------------------------
@@ -395,14 +115,16 @@ def order_cases_of(size: int, min_size: int = 1) -> st.SearchStrategy[OrderCase]
 order_cases = order_cases_of(24, 6)
 
 
-def check_convergence(case: OrderCase, data: st.DataObject, incremental: bool = True) -> None:
+def check_convergence(
+    case: OrderCase, data: st.DataObject, incremental: bool = True, params: Any = FAST
+) -> None:
     with checking_incremental() if incremental else _counting() as appended:
-        w = World()
+        w = World(params)
         build_honest(w, case.ops, recover_ok=True)
         reference = w.state()
         raws = [e.raw for e in w.events]
         perm = data.draw(st.permutations(range(len(raws))), label="delivery order")
-        ledger = Ledger(FAST)
+        ledger = Ledger(params)
         for i in perm:
             ledger.ingest(raws[i])
         assert appended[0] >= 2 * (len(raws) - 1)
@@ -411,7 +133,7 @@ def check_convergence(case: OrderCase, data: st.DataObject, incremental: bool = 
     assert got.encode() == reference.encode(), "delivery order changed the state"
     assert got.digest == reference.digest
     # A node restarted from its store computes the same state again.
-    reloaded = Ledger(FAST, store=ledger.store)
+    reloaded = Ledger(params, store=ledger.store)
     assert reloaded.state(w.account).encode() == reference.encode(), "reload changed the state"
     hyp_event(f"status {reference.status.value}")
     hyp_event(f"events: {len(raws) // 8 * 8}+")
@@ -429,6 +151,28 @@ def test_any_delivery_order_same_state(case: OrderCase, data: st.DataObject) -> 
 @given(order_cases_of(60, 10), st.data())
 def test_any_delivery_order_same_state_slow(case: OrderCase, data: st.DataObject) -> None:
     check_convergence(case, data)
+
+
+#: tiny caps (§7.3), so that random histories run into them: every verdict,
+#: LimitExceededError included, is checked against the model
+CAPPED = dataclasses.replace(FAST, max_device_events=4, max_active_devices=3)
+
+
+@_settings(FAST_N)
+@given(order_cases, st.data())
+def test_any_delivery_order_same_state_under_tight_caps(
+    case: OrderCase, data: st.DataObject
+) -> None:
+    check_convergence(case, data, params=CAPPED)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N)
+@given(order_cases_of(60, 10), st.data())
+def test_any_delivery_order_same_state_under_tight_caps_slow(
+    case: OrderCase, data: st.DataObject
+) -> None:
+    check_convergence(case, data, params=CAPPED)
 
 
 # --------------------------------------------------------------------------
@@ -556,6 +300,8 @@ def check_revocation_dominates(case: AttackCase) -> None:
     parents = w.heads_of(at.view)
     revocations: list[Event] = []
     for target in targets:
+        if target not in w.evaluation_at(parents).active:
+            continue  # revoked or void in the owner's view already: nothing to revoke
         e = authoring.revoke_device(FAST, w.account, parents, owner, target, timestamp=w.ts())
         assert w.submit(e), "the owner's revocation must be accepted"
         revocations.append(e)
@@ -577,7 +323,7 @@ def check_revocation_dominates(case: AttackCase) -> None:
             assert not attacker_keys_active(at, w.state()), "attacker key active again"
     hyp_event(f"attacker events after revocation: {min(made, 3)}+")
     # And on a node that holds only some of the attacker's late events.
-    keep = w.mask_of([r.id for r in revocations])
+    keep = w.mask_of([r.id for r in revocations] or w.heads_of(at.view))
     for j, e in enumerate(w.events):
         if case.view >> (j % 29) & 1:
             keep |= w.mask_of([e.id])
@@ -587,14 +333,16 @@ def check_revocation_dominates(case: AttackCase) -> None:
 @_settings(FAST_N)
 @given(attack_cases)
 def test_revocation_dominates_stolen_keys(case: AttackCase) -> None:
-    check_revocation_dominates(case)
+    with checking_incremental():
+        check_revocation_dominates(case)
 
 
 @pytest.mark.slow
 @_settings(SLOW_N)
 @given(attack_cases_of(2))
 def test_revocation_dominates_stolen_keys_slow(case: AttackCase) -> None:
-    check_revocation_dominates(case)
+    with checking_incremental():
+        check_revocation_dominates(case)
 
 
 # --------------------------------------------------------------------------
@@ -648,14 +396,94 @@ def check_recover_ends_attack(case: AttackCase) -> None:
 @_settings(FAST_N)
 @given(attack_cases)
 def test_recover_ends_attackers_power(case: AttackCase) -> None:
-    check_recover_ends_attack(case)
+    with checking_incremental():
+        check_recover_ends_attack(case)
 
 
 @pytest.mark.slow
 @_settings(SLOW_N)
 @given(attack_cases_of(2))
 def test_recover_ends_attackers_power_slow(case: AttackCase) -> None:
-    check_recover_ends_attack(case)
+    with checking_incremental():
+        check_recover_ends_attack(case)
+
+
+# --------------------------------------------------------------------------
+# Property 2b (PROTOCOL.md §7.3; Appendix B item 1 of suite 1): a stolen key
+# that spent its whole count, and made events anywhere, stops nobody once it
+# is revoked: the owner revokes it, merges every head, adds a device and
+# changes the name, all accepted.
+
+SPAM = dataclasses.replace(FAST, max_device_events=10, max_active_devices=4)
+
+
+def check_revoked_spam_blocks_nobody(case: AttackCase) -> None:
+    w = World(SPAM)
+    owner = w.genesis.signer
+    add, stolen = w.make(0, 0, [w.genesis.id], {owner}, "h")
+    assert add is not None and stolen is not None
+    at = Attack(w, {owner}, {stolen}, {stolen}, 0, owner)
+    # The thief signs to the stolen key's cap along one chain...
+    tip = add.id
+    for n in range(SPAM.max_device_events + 1):
+        e = authoring.profile(
+            SPAM, w.account, [tip], w.keys[stolen], display_name="x", timestamp=w.ts()
+        )
+        assert w.submit(e) == (n < SPAM.max_device_events), "the cap is the stolen key's count"
+        tip = e.id
+    # ... and anything else, anywhere: its own devices, forks, rotations.
+    # (Not revocations: revoking the owner's device is the denial of service
+    # rule 7 reports, which only a recover ends; that is property 3.)
+    for kind, a, c in (*case.mid, *case.post):
+        if kind % 8 in (3, 7):
+            kind += 4 - kind % 8
+        attacker_step(w, at, (kind, a, c), [[add.id]])
+    # The owner revokes the stolen key where it saw it last (its own event),
+    # then merges every head, seven at a time, and carries on.
+    revocation = authoring.revoke_device(
+        SPAM, w.account, [add.id], w.keys[owner], stolen, timestamp=w.ts()
+    )
+    assert w.submit(revocation), "the owner's revocation must be accepted"
+    mine = revocation.id
+    while True:
+        others = [h for h in w.heads_of(all_mask(w)) if h != mine]
+        if not others:
+            break
+        merge = authoring.profile(
+            SPAM,
+            w.account,
+            sorted([mine, *others[:7]]),
+            w.keys[owner],
+            display_name="m",
+            timestamp=w.ts(),
+        )
+        assert w.submit(merge), "the owner's merge must be accepted"
+        mine = merge.id
+    new, key = w.make(0, 0, [mine], {owner}, "h")
+    assert new is not None and key is not None, "the owner's add-device must be accepted"
+    name = authoring.profile(
+        SPAM, w.account, [new.id], w.keys[key], display_name="Owner", timestamp=w.ts()
+    )
+    assert w.submit(name), "the owner's new device must be able to sign"
+    state = w.state()
+    assert state.active_keys == {owner, key}
+    assert state.display_name == "Owner" and state.heads == (name.id,)
+    hyp_event(f"heads merged: {len(w.events) // 8 * 8}+ events")
+
+
+@_settings(FAST_N)
+@given(attack_cases)
+def test_revoked_spam_blocks_nobody(case: AttackCase) -> None:
+    with checking_incremental():
+        check_revoked_spam_blocks_nobody(case)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N)
+@given(attack_cases_of(2))
+def test_revoked_spam_blocks_nobody_slow(case: AttackCase) -> None:
+    with checking_incremental():
+        check_revoked_spam_blocks_nobody(case)
 
 
 # --------------------------------------------------------------------------
@@ -729,128 +557,16 @@ def check_concurrent_union(case: ConcurrentCase) -> None:
 @_settings(FAST_N)
 @given(concurrent_cases)
 def test_concurrent_honest_devices_merge_to_union(case: ConcurrentCase) -> None:
-    check_concurrent_union(case)
+    with checking_incremental():
+        check_concurrent_union(case)
 
 
 @pytest.mark.slow
 @_settings(SLOW_N)
 @given(concurrent_cases)
 def test_concurrent_honest_devices_merge_to_union_slow(case: ConcurrentCase) -> None:
-    check_concurrent_union(case)
-
-
-# --------------------------------------------------------------------------
-# Mutation checks: each property catches a deliberately broken rule.
-#
-# ``mutant`` recompiles a function from its source with one snippet
-# replaced; the original code is untouched and restored on exit.
-
-
-@contextmanager
-def mutant(owner: Any, name: str, old: str, new: str, also: tuple[Any, ...] = ()) -> Iterator[None]:
-    func = inspect.getattr_static(owner, name)
-    source = textwrap.dedent(inspect.getsource(func))
-    assert source.count(old) == 1, f"snippet not found once in {name}: {old!r}"
-    namespace: dict[str, Any] = dict(func.__globals__)
-    exec(compile(source.replace(old, new), f"<mutant of {name}>", "exec"), namespace)
-    broken = namespace[name]
-    with ExitStack() as stack:
-        for target in (owner, *also):
-            stack.enter_context(mock.patch.object(target, name, broken))
-        yield
-
-
-def expect_caught(
-    run: Callable[..., None], strategy: st.SearchStrategy[Any], n: int, *extra: Any
-) -> None:
-    """Run the property until it fails; the failure must be an assertion."""
-
-    @settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate],
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(st.tuples(strategy, *extra))
-    def prop(args: tuple[Any, ...]) -> None:
-        run(*args)
-
-    with pytest.raises(AssertionError):
-        prop()
-
-
-EVAL = (protocol.log.state, "evaluate")
-EVAL_ALSO = (protocol.log.account,)
-
-
-def test_convergence_catches_arrival_dependent_tie_break() -> None:
-    # Ties (two final revocations of one key; an event voided twice)
-    # broken by arrival order instead of by id.
-    with mutant(
-        *EVAL,
-        "by_id = sorted(members, key=lambda i: events[i].id)",
-        "by_id = list(members)",
-        also=EVAL_ALSO,
-    ):
-        # The incremental check would catch it too (the fast path breaks
-        # ties by id); turn it off to show the order property does.
-        check = functools.partial(check_convergence, incremental=False)
-        expect_caught(check, order_cases, 300, st.data())
-
-
-def test_incremental_check_catches_broken_fast_path() -> None:
-    with mutant(AccountLog, "_apply_fast", "ev.active.discard(body.device)", "pass"):
-        expect_caught(check_convergence, order_cases, 300, st.data())
-
-
-def test_revocation_property_catches_missing_rule4() -> None:
-    with mutant(*EVAL, "if not (anc[v] >> j) & 1:", "if False:", also=EVAL_ALSO):
-        expect_caught(check_revocation_dominates, attack_cases, 500)
-
-
-def test_revocation_property_catches_missing_rule5() -> None:
-    with mutant(
-        *EVAL,
-        "if adders and all(a in void for a in adders):\n            void[i] =",
-        "if False:\n            void[i] =",
-        also=EVAL_ALSO,
-    ):
-        expect_caught(check_revocation_dominates, attack_cases, 500)
-
-
-def test_recover_property_catches_missing_rule2() -> None:
-    with mutant(
-        *EVAL,
-        "concurrent = member_mask & ~(anc[r] | recover_desc[r] | (1 << r))",
-        "concurrent = 0",
-        also=EVAL_ALSO,
-    ):
-        expect_caught(check_recover_ends_attack, attack_cases, 500)
-
-
-def test_recover_property_catches_missing_rule6_removal() -> None:
-    with mutant(*EVAL, "removed.setdefault(key, r)", "pass", also=EVAL_ALSO):
-        expect_caught(check_recover_ends_attack, attack_cases, 500)
-
-
-def test_union_property_catches_overeager_dispute() -> None:
-    # Any two concurrent final revocations flagged as a dispute.
-    with mutant(
-        *EVAL,
-        "if v2 == v1 or events[v2].body.device != d:",
-        "if v2 == v1:",
-        also=EVAL_ALSO,
-    ):
-        expect_caught(check_concurrent_union, concurrent_cases, 500)
-
-
-def test_union_property_catches_overeager_rule4() -> None:
-    # A revocation voiding every concurrent event, whoever signed it.
-    with mutant(*EVAL, "for j in signed_by.get(target, ()):", "for j in members:", also=EVAL_ALSO):
-        expect_caught(check_concurrent_union, concurrent_cases, 500)
+    with checking_incremental():
+        check_concurrent_union(case)
 
 
 # --------------------------------------------------------------------------
@@ -956,32 +672,3 @@ def test_bad_events_are_harmless(case: BadCase) -> None:
 @given(bad_cases)
 def test_bad_events_are_harmless_slow(case: BadCase) -> None:
     check_bad_input_harmless(case)
-
-
-def test_bad_input_property_catches_missing_authorisation() -> None:
-    with mutant(
-        AccountLog,
-        "check",
-        "elif event.signer not in ev.active:",
-        "elif False:",
-    ):
-        expect_caught(check_bad_input_harmless, bad_cases, 500)
-
-
-def test_bad_input_property_catches_missing_signature_check() -> None:
-    # Every signature check (event and proof of possession) passes.
-    with mock.patch.object(protocol.core.crypto, "verify", lambda *args: None):
-        expect_caught(check_bad_input_harmless, bad_cases, 500)
-
-
-def test_revocation_property_catches_clock_based_rule4() -> None:
-    # "The revocation wins over what its target signed later by the clock":
-    # the thief backdates nothing here, yet events the owner never saw but
-    # which were signed earlier survive the revocation.
-    with mutant(
-        *EVAL,
-        "if not (anc[v] >> j) & 1:",
-        "if not (anc[v] >> j) & 1 and events[j].timestamp > events[v].timestamp:",
-        also=EVAL_ALSO,
-    ):
-        expect_caught(check_revocation_dominates, attack_cases, 1000)

@@ -268,7 +268,7 @@ _NOT_CANONICAL_X25519 = b"\xff" * 32
     [
         (0, 3, UnsupportedVersionError),
         (0, True, UnsupportedVersionError),
-        (1, 2, UnsupportedVersionError),
+        (1, 1, UnsupportedVersionError),  # the retired suite
         (2, "smu-other", WrongNetworkError),
         (7, ["p" * 161], SchemaError),
         (7, ["pé"], SchemaError),  # v2 texts are visible ASCII

@@ -65,13 +65,25 @@ def test_rule7_mutual_revocation_disputes_until_recover(history: History) -> Non
 
 
 def test_concurrent_recovers_compromise_the_account(history: History) -> None:
+    """Rule 6 (suite 2): a void recover removes too, so with the recovery key
+    in two hands no device is active, neither from before nor either new one."""
     history.recover("rec1", "d8", ["g"])
     history.recover("rec2", "d9", ["g"])
-    ledger = history.ledger()
+    history.add("merge", "d0", "dx", ["rec1", "rec2"])
+    history.add("late", "d0", "dy", ["g"])
+    ledger = history.ledger(["g", "rec1", "rec2"])
     state = ledger.state(history.account)
     assert state.status is AccountStatus.COMPROMISED
-    assert state.active_keys == {history.keys["d0"].sign_public}
+    assert state.active_keys == frozenset()
+    assert history.status(ledger) == {"d0": "removed_by_recovery", "d8": "void", "d9": "void"}
     assert state.recovery_commitment is None
+    with pytest.raises(UnauthorisedError):  # nobody is active above both
+        ledger.ingest(history.events["merge"].raw)
+    # d0 is still active at g, where no recover is among the ancestors: a
+    # long-range event is accepted, and void.
+    ledger.ingest(history.events["late"].raw)
+    assert history.status(ledger)["dy"] == "void"
+    assert ledger.state(history.account).active_keys == frozenset()
 
 
 def test_revocation_of_unknown_key_is_invalid(history: History) -> None:

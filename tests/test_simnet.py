@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import protocol.log.account
+import protocol.log.rules
 import protocol.log.state
 from protocol.links.policy import LinkLimits, network_group
 from protocol.log.state import VoidReason
@@ -141,26 +142,24 @@ def test_stolen_device_attack_really_happens() -> None:
     assert [a["recovers"] for a in attacks] == [0, 0, 1]
 
 
-def _weakened_evaluate(*args: Any) -> protocol.log.state.Evaluation:
+def _weakened_verdict(self: Any, x: int) -> tuple[VoidReason, int] | None:
     """Rule 4 broken: a revocation no longer voids what the revoked device
     added concurrently (nor, through rule 5, what those devices added)."""
-    ev = _ORIGINAL_EVALUATE(*args)
-    events = args[0]
-    for i, (reason, _cause) in list(ev.void.items()):
-        if reason in (VoidReason.SIGNER_REVOKED, VoidReason.SIGNER_ADD_VOID):
-            del ev.void[i]
-            dev = events[i].introduced_device
-            if dev is not None and dev.sign_public not in ev.revoked:
-                ev.active.add(dev.sign_public)
-    return ev
+    verdict = _ORIGINAL_VERDICT(self, x)
+    if verdict is not None and verdict[0] in (
+        VoidReason.SIGNER_REVOKED,
+        VoidReason.SIGNER_ADD_VOID,
+    ):
+        return None
+    return verdict
 
 
-_ORIGINAL_EVALUATE = protocol.log.state.evaluate
+_ORIGINAL_VERDICT = protocol.log.rules.Verdicts._verdict
 
 
 def test_safety_judge_catches_a_weakened_revocation_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(protocol.log.state, "evaluate", _weakened_evaluate)
-    monkeypatch.setattr(protocol.log.account, "evaluate", _weakened_evaluate)
+    # The ledger's incremental rules (protocol/log/rules.py) give every state.
+    monkeypatch.setattr(protocol.log.rules.Verdicts, "_verdict", _weakened_verdict)
     report = run("stolen-device")
     assert report["safety"]["violations"] > 0
     assert report["safety"]["violation_examples"][0]["attack"] == "stolen_device"

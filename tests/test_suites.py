@@ -2,9 +2,11 @@
 "Rule changes are versioned").
 
 Every encoder writes ``params.suite`` and every decoder accepts exactly that
-suite.  ``SUITE2`` is a test-only network: the same id as ``FAST`` but
-suite 2, so that every refusal below comes from the suite alone (never
-from the network check).  No real network uses suite 2.
+suite.  ``OLD`` is a test-only network: the same id as ``FAST`` but the
+retired suite 1, as a node of the old rules would run it, so that every
+refusal below comes from the suite alone (never from the network check).
+Its events are built by this code's encoders; no code computes suite-1
+rules any more, and no real network uses suite 1.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from protocol.core.params import (
     KNOWN_SUITES,
     MAINNET,
     SUITE_V1,
+    SUITE_V2,
     TESTNET,
     check_suite,
     network_by_id,
@@ -37,29 +40,29 @@ from protocol.sync.wire import EventsFrame, RecordsFrame, encode_frame
 
 from .conftest import FAST, T0, History
 
-SUITE2 = dataclasses.replace(FAST, suite=2)
+OLD = dataclasses.replace(FAST, suite=SUITE_V1)
 HOUR = 3_600_000
 
 
 def test_real_networks_speak_a_known_suite() -> None:
-    assert SUITE_V1 in KNOWN_SUITES
+    assert {SUITE_V2} == KNOWN_SUITES  # suite 1 is retired: its rules are gone
+    for params in (MAINNET, TESTNET, FAST):
+        assert params.suite == SUITE_V2 and params.suite in KNOWN_SUITES
     for params in (MAINNET, TESTNET):
-        assert params.suite == SUITE_V1 and params.suite in KNOWN_SUITES
         assert network_by_id(params.network_id) is params
-    assert 2 not in KNOWN_SUITES  # suite 2 exists only in this test
 
 
 def test_one_network_accepts_its_own_suite_only() -> None:
-    assert suite_known(FAST, 1) and not suite_known(FAST, 2)
-    assert suite_known(SUITE2, 2) and not suite_known(SUITE2, 1)
+    assert suite_known(FAST, 2) and not suite_known(FAST, 1) and not suite_known(FAST, 3)
+    assert suite_known(OLD, 1) and not suite_known(OLD, 2)
     assert not suite_known(FAST, True)  # a bool is no integer on the wire
-    assert check_suite(SUITE2, 2, "x") == 2
+    assert check_suite(OLD, 1, "x") == 1
     with pytest.raises(UnsupportedVersionError):
-        check_suite(FAST, 2, "x")
+        check_suite(FAST, 1, "x")
 
 
 def _pair() -> tuple[History, History]:
-    return History(FAST, name="one"), History(SUITE2, name="two")
+    return History(FAST, name="one"), History(OLD, name="two")
 
 
 def test_events_of_the_other_suite_are_unsupported() -> None:
@@ -67,23 +70,23 @@ def test_events_of_the_other_suite_are_unsupported() -> None:
     one.add("a1", "d0", "d1", ["g"])
     two.add("a1", "d0", "d1", ["g"])
     for e in two.events.values():
-        assert e.suite == 2 and decode_event(e.raw, SUITE2) == e
+        assert e.suite == 1 and decode_event(e.raw, OLD) == e
         with pytest.raises(UnsupportedVersionError):
             decode_event(e.raw, FAST)
     for e in one.events.values():
-        assert e.suite == 1
+        assert e.suite == 2
         with pytest.raises(UnsupportedVersionError):
-            decode_event(e.raw, SUITE2)
+            decode_event(e.raw, OLD)
     # the same keys, names and times: only the suite differs, and it is
     # part of what the id hashes and the signature covers
-    same, other = History(FAST, name="same"), History(SUITE2, name="same")
-    assert (same.genesis.raw[2], other.genesis.raw[2]) == (1, 2)  # after the header, version
+    same, other = History(FAST, name="same"), History(OLD, name="same")
+    assert (same.genesis.raw[2], other.genesis.raw[2]) == (2, 1)  # after the header, version
     assert same.genesis.id != other.genesis.id
 
 
 def test_records_grants_and_envelopes_of_the_other_suite_are_unsupported() -> None:
     one, two = _pair()
-    for h, mine, other in ((one, FAST, SUITE2), (two, SUITE2, FAST)):
+    for h, mine, other in ((one, FAST, OLD), (two, OLD, FAST)):
         for version in (RECORD_V1, RECORD_V2):
             rec = make_record(
                 mine,
@@ -104,7 +107,7 @@ def test_records_grants_and_envelopes_of_the_other_suite_are_unsupported() -> No
         with pytest.raises(UnsupportedVersionError):
             decode_grant(grant.raw, other)
 
-    for mine, other in ((FAST, SUITE2), (SUITE2, FAST)):
+    for mine, other in ((FAST, OLD), (OLD, FAST)):
         alice, bob = History(mine, name="alice"), History(mine, name="bob")
         ledger = Ledger(mine)
         for e in (alice.genesis, bob.genesis):
@@ -132,7 +135,7 @@ def test_replication_skips_another_suite_without_blame() -> None:
     events and records are skipped, and the peer keeps its score."""
     _, two = _pair()
     rec = make_record(
-        SUITE2, two.account, two.keys["d0"], timestamp=T0, lifetime_ms=HOUR, peer_ids=(), addrs=()
+        OLD, two.account, two.keys["d0"], timestamp=T0, lifetime_ms=HOUR, peer_ids=(), addrs=()
     )
     node = Replicator(Ledger(FAST), random.Random(0))
     node.connect("newer", Now.virtual(0.0))

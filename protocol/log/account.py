@@ -1,21 +1,24 @@
 """One account's event DAG, checked and applied one event at a time.
 
 ``AccountLog.check`` enforces the account-level validity rules of
-PROTOCOL.md §7.1 (rule 1, authorisation, among them) against the state of
-the new event's own ancestors; ``AccountLog.append`` then adds it.  Both
-depend only on the event and its ancestors, never on arrival order, so
-every honest node accepts exactly the same events (S3).
+PROTOCOL.md §7.1 (rule 1, authorisation, and the caps of §7.3 among them)
+against the state of the new event's own ancestors; ``AccountLog.append``
+then adds it.  Both depend only on the event and its ancestors, never on
+arrival order, so every honest node accepts exactly the same events (S3).
 
-Incrementality: an event whose parents are exactly the current heads is
-concurrent with nothing, so it cannot void anything already here; the
-verdicts are updated in place.  Any other event triggers a full
-re-evaluation of the rules (``state.evaluate``), which the property tests
-compare with the incremental result.
+What each event costs does not depend on the account's shape (DESIGN §4,
+"every cost bounded"): the state at an event's parents comes from the
+contexts its parents keep (``context``), ancestry queries from an index
+linear in the events (``ancestry``), and the verdicts of the whole account
+are updated only where the new event can change them (``rules``).
+``recompute`` evaluates the rules from scratch (``state.evaluate``), the
+reference the property tests compare with after every event, and what
+``smu log verify`` runs.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from array import array
 
 from protocol.core.errors import (
     BadParentsError,
@@ -25,19 +28,35 @@ from protocol.core.errors import (
 )
 from protocol.core.keys import recovery_commitment
 from protocol.core.params import NetworkParams
+from protocol.log.ancestry import AncestorMasks, Ancestry
+from protocol.log.context import (
+    BROKEN,
+    Counts,
+    KeySet,
+    bump,
+    find,
+    genesis_context,
+    merge,
+    recover_context,
+    with_device,
+    without_device,
+)
 from protocol.log.events import (
     AddDeviceBody,
-    DeviceIntro,
     Event,
     EventKind,
     GenesisBody,
     RecoverBody,
     RevokeDeviceBody,
 )
-from protocol.log.state import AccountState, Evaluation, build_state, evaluate
-
-# Evaluations of ancestor sets that are not the whole log, by parent tuple.
-_ANCESTOR_CACHE_SIZE = 32
+from protocol.log.rules import Verdicts
+from protocol.log.state import (
+    AccountState,
+    Evaluation,
+    ancestor_masks,
+    build_state,
+    evaluate,
+)
 
 _REVOKE = EventKind.REVOKE_DEVICE
 _RECOVER = EventKind.RECOVER
@@ -45,23 +64,26 @@ _GENESIS = EventKind.GENESIS
 _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 
 
-def _introduced(event: Event) -> DeviceIntro | None:
-    """``event.introduced_device`` without the property's call overhead."""
-    body = event.body
-    return body.device if isinstance(body, _INTRO_BODIES) else None
+#: What ``check`` found at the event's parents, for ``append`` (a plain
+#: tuple: one is made per event): the parents by number; the latest recover
+#: among the ancestors (-1: none; ``BROKEN``: two concurrent ones, above
+#: which nothing is authorised); the active devices and their counts there;
+#: the signer's place among those devices (a recover: ``None``); the
+#: signer's adders among the ancestors (rules 5 and 7).
+Checked = tuple[tuple[int, ...], int, KeySet, Counts, int | None, tuple[int, ...]]
 
 
 class AccountLog:
     __slots__ = (
-        "_anc_cache",
-        "_ev",
+        "_anc",
+        "_ctx",
         "_heads",
+        "_rdepth",
+        "_rec",
+        "_rules",
         "_state",
-        "all_mask",
-        "anc",
         "events",
         "index",
-        "introduced",
         "params",
     )
 
@@ -70,18 +92,21 @@ class AccountLog:
         self.params = params
         self.events: list[Event] = [genesis]
         self.index: dict[bytes, int] = {genesis.id: 0}
-        self.anc: list[int] = [0]
-        self.all_mask = 1
-        body = genesis.body
-        assert isinstance(body, GenesisBody)
-        # Tuples, not lists: the collector stops tracking a tuple of ints, and
-        # a ledger holds several per account (ingest benchmark, bench/ingest.py).
-        self.introduced: dict[bytes, tuple[int, ...]] = {body.device.sign_public: (0,)}
-        self._heads: set[bytes] = {genesis.id}
-        self._ev = Evaluation([0], {}, {body.device.sign_public}, {}, {}, [], False)
+        self._anc = Ancestry()
+        self._anc.add((), True)
+        #: event -> the latest recover in it and its ancestors (-1: none)
+        self._rec = array("i", (-1,))
+        #: recover -> how many recovers are among its ancestors
+        self._rdepth: dict[int, int] = {}
+        ks, counts = genesis_context(genesis)
+        #: event i -> the active devices after it ([2i]) and their counts
+        #: ([2i + 1]), in one list
+        self._ctx: list[KeySet | Counts] = [ks, counts]
+        self._rules = Verdicts(self.events, self._anc, self._rdepth)
+        self._rules.add(0, genesis, -1, ())
+        #: the heads, as a dict of ids (the collector need not track it)
+        self._heads: dict[bytes, None] = {genesis.id: None}
         self._state: AccountState | None = None
-        # Made on first use: most accounts never leave the fast path.
-        self._anc_cache: OrderedDict[tuple[bytes, ...], Evaluation] | None = None
 
     @property
     def account_id(self) -> bytes:
@@ -97,136 +122,172 @@ class AccountLog:
     def __contains__(self, event_id: bytes) -> bool:
         return event_id in self.index
 
+    # -- the shape of the history -----------------------------------------
+
+    @property
+    def ancestry(self) -> Ancestry:
+        """The ancestry index (event numbers are places in ``events``)."""
+        return self._anc
+
     def is_ancestor(self, a: bytes, b: bytes) -> bool:
-        """``a`` is a strict ancestor of ``b`` (False if either is not here)."""
+        """Whether event ``a`` is a strict ancestor of event ``b`` (False if
+        either is not here)."""
         ia, ib = self.index.get(a), self.index.get(b)
-        return ia is not None and ib is not None and (self.anc[ib] >> ia) & 1 == 1
+        return ia is not None and ib is not None and self._anc.is_ancestor(ia, ib)
+
+    def generation(self, event_id: bytes) -> int:
+        """1 + the largest generation of the event's parents (genesis 0)."""
+        return self._anc.generation(self.index[event_id])
+
+    def down_mask(self, event_ids: tuple[bytes, ...] | list[bytes]) -> int:
+        """The events and all their ancestors, as a bit mask of numbers."""
+        mask = 0
+        for eid in event_ids:
+            mask |= self._anc.down_mask(self.index[eid])
+        return mask
+
+    @property
+    def anc(self) -> AncestorMasks:
+        """``anc[i]``: event ``i``'s strict ancestors as a bit mask, made on
+        demand (O(n / 64) words each; nothing keeps one per event)."""
+        return AncestorMasks(self._anc)
+
+    @property
+    def all_mask(self) -> int:
+        return (1 << len(self.events)) - 1
+
+    @property
+    def introduced(self) -> dict[bytes, tuple[int, ...]]:
+        """Key -> the events that introduce it."""
+        return self._rules.adders
+
+    def context(self, i: int) -> tuple[KeySet, Counts]:
+        """The active devices (keys, adders) and their counts after event ``i``."""
+        return self._ks(i), self._cn(i)
+
+    def _ks(self, i: int) -> KeySet:
+        return self._ctx[2 * i]  # type: ignore[return-value]
+
+    def _cn(self, i: int) -> Counts:
+        return self._ctx[2 * i + 1]  # type: ignore[return-value]
 
     # -- validity ---------------------------------------------------------
 
-    def _ancestor_mask(self, parents: tuple[bytes, ...]) -> int:
-        mask = 0
-        index = self.index
-        anc = self.anc
-        for p in parents:
-            i = index.get(p)
-            if i is None:
-                raise BadParentsError(f"parent {p.hex()[:12]} is not in account")
-            mask |= anc[i] | (1 << i)
-        return mask
+    def _at(self, parents: list[int]) -> tuple[int, KeySet, Counts]:
+        if len(parents) == 1:
+            p = parents[0]
+            ctx = self._ctx
+            return self._rec[p], ctx[2 * p], ctx[2 * p + 1]  # type: ignore[return-value]
+        rules = self._rules
+        rec, ks, counts = merge(
+            parents,
+            ancestry=self._anc,
+            events=self.events,
+            rec_of=self._rec,
+            rdepth=self._rdepth,
+            ks_of=self._ks,
+            counts_of=self._cn,
+            adders=rules.adders,
+            revocations=rules.revocations,
+            sadders=rules.sadders,
+        )
+        return rec, ks, counts
 
-    def _evaluation_at(self, parents: tuple[bytes, ...], mask: int) -> Evaluation:
-        if mask == self.all_mask:
-            return self._ev
-        cache = self._anc_cache
-        if cache is None:
-            cache = self._anc_cache = OrderedDict()
-        cached = cache.get(parents)
-        if cached is None:
-            cached = evaluate(self.events, self.anc, mask)
-            cache[parents] = cached
-            if len(cache) > _ANCESTOR_CACHE_SIZE:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(parents)
-        return cached
-
-    def _introduced_in(self, key: bytes, mask: int) -> bool:
-        return any((mask >> a) & 1 for a in self.introduced.get(key, ()))
-
-    def _commitment_at(self, mask: int, ev: Evaluation) -> bytes | None:
-        """The recovery commitment in effect at an ancestor set (rule 1)."""
-        recovers = [i for i in ev.members if self.events[i].kind is EventKind.RECOVER]
-        latest = [r for r in recovers if not any((self.anc[o] >> r) & 1 for o in recovers)]
-        if len(latest) > 1:
+    def _commitment_at(self, rec: int) -> bytes | None:
+        """The recovery commitment in effect at a set whose latest recover is
+        ``rec`` (rule 1)."""
+        if rec == BROKEN:
             return None  # concurrent recovers: nobody can recover this account again
-        body = self.events[latest[0] if latest else 0].body
+        body = self.events[rec if rec >= 0 else 0].body
         assert isinstance(body, GenesisBody | RecoverBody)
         return body.recovery_commitment
 
-    def check(self, event: Event) -> int:
-        """Raise unless ``event`` may join this log; return its ancestor mask."""
+    def check(self, event: Event) -> Checked:
+        """Raise unless ``event`` may join this log (PROTOCOL.md §7.1)."""
         kind = event.kind
         if kind is _GENESIS:
             raise InvalidEventError("an account has one genesis")
-        parents = event.parents
-        mask = self._ancestor_mask(parents)
-        exempt = kind is _REVOKE or kind is _RECOVER
-        if not exempt and mask.bit_count() > self.params.max_ancestors:
-            raise LimitExceededError("the account's history is at its cap")
-        # The usual case, parents == heads, needs no evaluation of its own.
-        ev = self._ev if mask == self.all_mask else self._evaluation_at(parents, mask)
+        index = self.index
+        parents = []
+        for p in event.parents:
+            i = index.get(p)
+            if i is None:
+                raise BadParentsError(f"parent {p.hex()[:12]} is not in account")
+            parents.append(i)
+        rec, ks, counts = self._at(parents)
+        n: int | None = None
+        sadders: tuple[int, ...] = ()
         if kind is _RECOVER:
-            commitment = self._commitment_at(mask, ev)
+            commitment = self._commitment_at(rec)
             if commitment is None or recovery_commitment(event.signer) != commitment:
                 raise UnauthorisedError("recover not signed by the committed recovery key")
-        elif event.signer not in ev.active:
-            raise UnauthorisedError("signer is not an active device at the event's parents")
+        else:
+            n = find(ks, event.signer)
+            if n is None:
+                raise UnauthorisedError("signer is not an active device at the event's parents")
+            sadders = ks[1][n]
         body = event.body
         if isinstance(body, _INTRO_BODIES):
-            added = self.introduced.get(body.device.sign_public)
-            if added is not None and any((mask >> a) & 1 for a in added):
+            key = body.device.sign_public
+            prior = self._rules.adders.get(key)
+            if key in ks[0] or (prior and any(self._anc.in_down_set(a, parents) for a in prior)):
                 raise InvalidEventError("this device key was already added to the account")
-        elif isinstance(body, RevokeDeviceBody) and not self._introduced_in(body.device, mask):
-            raise InvalidEventError("a revocation names only a device added among its ancestors")
-        return mask
+        elif isinstance(body, RevokeDeviceBody) and body.device not in ks[0]:
+            raise InvalidEventError("a revocation names a device active at its parents")
+        params = self.params
+        if n is not None and kind is not _REVOKE and counts[n] >= params.max_device_events:
+            raise LimitExceededError("the signer's events are at the per-device cap")
+        # Every event's parents hold at most max_active_devices active devices,
+        # an add-device's fewer (so that none has more after it); a recover
+        # leaves one.
+        most = params.max_active_devices - (kind is EventKind.ADD_DEVICE)
+        if kind is not _RECOVER and len(ks[0]) > most:
+            raise LimitExceededError("too many devices are active at the event's parents")
+        return (tuple(parents), rec, ks, counts, n, sadders)
 
     # -- applying ---------------------------------------------------------
 
-    def append(self, event: Event, mask: int) -> None:
-        """Add a checked event (``mask`` from ``check``)."""
-        events = self.events
-        i = len(events)
-        fast = mask == self.all_mask
-        events.append(event)
-        event_id = event.id
-        self.index[event_id] = i
-        self.anc.append(mask)
-        self.all_mask |= 1 << i
-        dev = _introduced(event)
-        if dev is not None:
-            key = dev.sign_public
-            self.introduced[key] = (*self.introduced.get(key, ()), i)
-        heads = self._heads
-        heads.difference_update(event.parents)
-        heads.add(event_id)
-        self._state = None
-        if fast:
-            self._apply_fast(i, event, dev)
-        else:
-            self._anc_cache = None
-            self._ev = evaluate(events, self.anc, self.all_mask)
-
-    def _apply_fast(self, i: int, event: Event, dev: DeviceIntro | None) -> None:
-        """The new event descends from every other: see the module docstring.
-
-        ``dev`` is the device ``event`` introduces, if any."""
-        ev = self._ev
-        ev.members.append(i)
+    def append(self, event: Event, checked: Checked) -> None:
+        """Add an event that ``check`` passed."""
+        i = len(self.events)
+        self.events.append(event)
+        self.index[event.id] = i
+        kind = event.kind
+        parents, rec, ks, counts, n, sadders = checked
+        self._anc.add(parents, kind is _REVOKE or kind is _RECOVER)
         body = event.body
-        if event.kind is _RECOVER:
-            assert isinstance(body, RecoverBody)
-            for key in self.introduced:
-                if key != body.device.sign_public:
-                    ev.removed_by_recovery.setdefault(key, i)
-            ev.active = {body.device.sign_public}
-            ev.disputes = []  # a recover descending from both settles each race
-        elif isinstance(body, RevokeDeviceBody):
-            ev.active.discard(body.device)
-            earlier = ev.revoked.get(body.device)
-            if earlier is None or event.id < self.events[earlier].id:
-                ev.revoked[body.device] = i
-        elif dev is not None:
-            ev.active.add(dev.sign_public)
+        if kind is _RECOVER:
+            self._rdepth[i] = self._rdepth[rec] + 1 if rec >= 0 else 0
+            self._rec.append(i)
+            ks, counts = recover_context(i, event)
+        else:
+            self._rec.append(rec)
+            assert n is not None
+            if isinstance(body, AddDeviceBody):
+                ks, counts = with_device(ks, counts, body.device.sign_public, i, n)
+            elif isinstance(body, RevokeDeviceBody):
+                ks, counts = without_device(ks, counts, body.device)
+            else:
+                counts = bump(counts, n)
+        self._ctx.append(ks)
+        self._ctx.append(counts)
+        self._rules.add(i, event, rec, sadders)
+        heads = self._heads
+        for p in event.parents:
+            heads.pop(p, None)
+        heads[event.id] = None
+        self._state = None
+
+    # -- reading ----------------------------------------------------------
 
     def evaluation(self) -> Evaluation:
-        return self._ev
+        return self._rules.evaluation()
 
     def state(self) -> AccountState:
         if self._state is None:
-            self._state = build_state(self.events, self.anc, self._ev)
+            self._state = build_state(self.events, self._anc, self._rules.evaluation())
         return self._state
 
     def recompute(self) -> Evaluation:
         """The rules evaluated from scratch (for tests and ``log verify``)."""
-        return evaluate(self.events, self.anc, self.all_mask)
+        return evaluate(self.events, ancestor_masks(self.events), self.all_mask)

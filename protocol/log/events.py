@@ -36,7 +36,7 @@ from protocol.core.errors import (
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import integer as _int
 from protocol.core.names import check_name
-from protocol.core.params import FORMAT_VERSION, SUITE_V1, NetworkParams, check_suite
+from protocol.core.params import FORMAT_VERSION, SUITE_V2, NetworkParams, check_suite
 
 NONCE_BYTES = 8
 ID_BYTES = 32
@@ -147,7 +147,7 @@ class Event:
     id: bytes
     raw: bytes
     version: int = FORMAT_VERSION
-    suite: int = SUITE_V1
+    suite: int = SUITE_V2
 
     @property
     def account_id(self) -> bytes:
@@ -352,6 +352,13 @@ _blake2b = hashlib.blake2b
 _CORE_END = -(2 + crypto.ED25519_SIGNATURE_BYTES)
 
 
+def is_special(kind: EventKind, parents: int) -> bool:
+    """Revocations, recovers and merges carry ``special_pow_bits`` of work
+    (PROTOCOL.md §3.4): each costs a node work in proportion to the account,
+    and the first two are exempt from the caps of §7.3."""
+    return kind is EventKind.REVOKE_DEVICE or kind is EventKind.RECOVER or parents > 1
+
+
 def verify_event(event: Event, params: NetworkParams) -> None:
     """The stateless cryptographic checks: proof-of-work, signature, PoP.
 
@@ -359,7 +366,7 @@ def verify_event(event: Event, params: NetworkParams) -> None:
     """
     core = b"\x9a" + event.raw[1:_CORE_END]  # core_of, inlined
     kind = event.kind
-    bits = params.pow_bits(kind is EventKind.GENESIS)
+    bits = params.pow_bits(kind is EventKind.GENESIS, is_special(kind, len(event.parents)))
     # leading_zero_bits_ok(_, 0) is True whatever the hash: skip hashing.
     if bits and not crypto.leading_zero_bits_ok(
         _blake2b(crypto.D_POW + core, digest_size=32).digest(), bits
@@ -419,7 +426,7 @@ def build_event(
     # The core is this 9-element array re-headed as 10 elements, plus the
     # nonce (bin8 of 8 bytes) at its end.
     head = b"\x9a" + prefix[1:] + b"\xc4\x08"
-    bits = params.pow_bits(kind is EventKind.GENESIS)
+    bits = params.pow_bits(kind is EventKind.GENESIS, is_special(kind, len(parents)))
     base = crypto.pow_hasher(head)
     nonce_int = start_nonce
     while True:

@@ -198,9 +198,9 @@ class Ledger:
             if log_or_none is None:
                 raise BadParentsError("the event's account is not here")
             log = log_or_none
-            mask = log.check(event)
+            checked = log.check(event)
             if persist:
                 self.store.put(event)  # persist before anyone hears of it
-            log.append(event, mask)
+            log.append(event, checked)
         self._account_of[event.id] = log
         self.event_count += 1

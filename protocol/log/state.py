@@ -1,9 +1,13 @@
 """Account state as a pure function of a set of events (PROTOCOL.md §7).
 
-``evaluate`` applies the seven rules of DESIGN.md §3 / PROTOCOL.md §7.2 to a
-down-closed set of an account's events: recovers first, then revocations,
-then adds.  Everything it returns is sorted by ids or keys, never by arrival,
-so two nodes holding the same set produce byte-identical states (S3).
+``evaluate`` applies the seven rules of DESIGN.md §3 / PROTOCOL.md §7.2
+(suite 2) to a down-closed set of an account's events, from scratch:
+recovers first, then revocations, then adds.  It is the reference: the
+ledger keeps the same verdicts up to date one event at a time
+(``protocol.log.rules``), and the property tests compare the two.
+``build_state`` turns verdicts into the user-facing state.  Everything is
+sorted by ids or keys, never by arrival, so two nodes holding the same set
+produce byte-identical states (S3).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from protocol.core import crypto
 from protocol.core.canonical import encode
@@ -170,12 +175,32 @@ class Evaluation:
     compromised: bool
 
 
+def ancestor_masks(events: Sequence[Event]) -> list[int]:
+    """``anc[i]``: the strict ancestors of ``events[i]`` as a bit mask, for
+    one account's events in a topological order.  Quadratic in memory: this
+    is for ``evaluate``, the reference, not for the ledger."""
+    index = {e.id: i for i, e in enumerate(events)}
+    anc: list[int] = []
+    for e in events:
+        mask = 0
+        for p in e.parents:
+            j = index[p]
+            mask |= anc[j] | (1 << j)
+        anc.append(mask)
+    return anc
+
+
 def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> Evaluation:
     """Apply rules 2-7 to the events whose indices are set in ``member_mask``.
 
+    The reference: a plain reading of PROTOCOL.md §7.2 (suite 2), from
+    scratch.  ``AccountLog`` keeps the same result up to date one event at a
+    time, and the property tests compare the two after every event.
+
     ``events`` is in a topological order and ``anc[i]`` is the bit mask of
-    the strict ancestors of ``events[i]``; ``member_mask`` must be
-    down-closed.  Rule 1 (authorisation) was checked at ingest.
+    the strict ancestors of ``events[i]`` (``ancestor_masks``);
+    ``member_mask`` must be down-closed.  Rule 1 (authorisation) and the
+    caps were checked at ingest.
     """
     members = _bits(member_mask)
     # Sorted by id so that the cause recorded for each void is the same on
@@ -240,14 +265,15 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
         if adders and all(a in void for a in adders):
             void[i] = (VoidReason.SIGNER_ADD_VOID, min(adders, key=lambda a: events[a].id))
 
-    # Rule 6: active = non-void adds, minus final revocations, minus what an
-    # authorised recover removed.
-    # Non-void recovers form a chain, so members order is their causal order
-    # on every node: each key is removed by the first recover after it.
+    # Rule 6: active = non-void adds, minus final revocations, minus what
+    # any authorised recover removed: every recover of the set was
+    # authorised at ingest, and a void one removes too (suite 2), so that
+    # two concurrent recovers leave no device of before them active.  Each
+    # key is recorded as removed by the first recover in causal order that
+    # removes it (fewest recovers among its ancestors, then lowest id).
+    depth = {r: sum(1 for o in recovers if (anc[r] >> o) & 1) for r in recovers}
     removed: dict[bytes, int] = {}
-    for r in members:
-        if events[r].kind is not EventKind.RECOVER or r in void:
-            continue
+    for r in sorted(recovers, key=lambda r: (depth[r], events[r].id)):
         own = events[r].body.device.sign_public  # type: ignore[union-attr]
         for key, adders in introduced.items():
             if key != own and any((anc[r] >> a) & 1 for a in adders):
@@ -286,18 +312,57 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
     return Evaluation(members, void, active, removed, revoked, disputes, compromised)
 
 
-def _latest(events: Sequence[Event], anc: Sequence[int], candidates: list[int]) -> int:
+class AncestryView(Protocol):
+    """What ``build_state`` asks of the history's shape."""
+
+    def is_ancestor(self, x: int, y: int) -> bool: ...
+
+    def parents(self, i: int) -> tuple[int, ...]: ...
+
+
+class MaskAncestry:
+    """An ``AncestryView`` over per-event ancestor masks (the reference)."""
+
+    __slots__ = ("_anc", "_parents")
+
+    def __init__(self, events: Sequence[Event], anc: Sequence[int]) -> None:
+        self._anc = anc
+        index = {e.id: i for i, e in enumerate(events)}
+        self._parents = [tuple(index[p] for p in e.parents) for e in events]
+
+    def is_ancestor(self, x: int, y: int) -> bool:
+        return bool(self._anc[y] >> x & 1)
+
+    def parents(self, i: int) -> tuple[int, ...]:
+        return self._parents[i]
+
+
+#: Below this many candidates, ``_latest`` compares them pairwise; above, it
+#: sweeps the history once (so a flood of profile events costs O(n), not O(n²)).
+_PAIRWISE = 16
+
+
+def _latest(events: Sequence[Event], shape: AncestryView, candidates: list[int]) -> int:
     """Among candidates, those no other candidate descends from; then the
     highest (timestamp, id) wins (DESIGN §9, profiles)."""
-    cmask = 0
-    for c in candidates:
-        cmask |= 1 << c
-    maximal = [c for c in candidates if not any((anc[o] >> c) & 1 for o in candidates if o != c)]
-    del cmask
+    if len(candidates) <= _PAIRWISE:
+        maximal = [
+            c for c in candidates if not any(shape.is_ancestor(c, o) for o in candidates if o != c)
+        ]
+    else:
+        # One sweep from the newest candidate down: mark every event that
+        # has a candidate among its descendants (numbers are topological).
+        cands = set(candidates)
+        below: set[int] = set()
+        lo = min(candidates)
+        for x in range(max(candidates), lo - 1, -1):
+            if x in cands or x in below:
+                below.update(p for p in shape.parents(x) if p >= lo)
+        maximal = [c for c in candidates if c not in below]
     return max(maximal, key=lambda i: (events[i].timestamp, events[i].id))
 
 
-def build_state(events: Sequence[Event], anc: Sequence[int], ev: Evaluation) -> AccountState:
+def build_state(events: Sequence[Event], shape: AncestryView, ev: Evaluation) -> AccountState:
     """Turn an evaluation into the user-facing, arrival-independent state."""
     members = ev.members
     void = ev.void
@@ -309,30 +374,33 @@ def build_state(events: Sequence[Event], anc: Sequence[int], ev: Evaluation) -> 
         for i in members
         if events[i].kind in (EventKind.GENESIS, EventKind.PROFILE) and i not in void
     ]
-    p = events[_latest(events, anc, profile)].body
+    p = events[_latest(events, shape, profile)].body
     display_name = p.display_name if isinstance(p, GenesisBody | ProfileBody) else ""
 
     adders: dict[bytes, list[int]] = {}
     rotations: dict[bytes, list[int]] = {}
+    recovers: list[int] = []
     for i in members:
         e = events[i]
         dev = e.introduced_device
         if dev is not None:
             adders.setdefault(dev.sign_public, []).append(i)
+            if e.kind is EventKind.RECOVER:
+                recovers.append(i)
         elif isinstance(e.body, RotateEncKeyBody) and i not in void:
             rotations.setdefault(e.signer, []).append(i)
 
     devices = []
     for key, adds in adders.items():
         live = [a for a in adds if a not in void]
-        chosen = _latest(events, anc, live) if live else min(adds, key=lambda i: events[i].id)
+        chosen = _latest(events, shape, live) if live else min(adds, key=lambda i: events[i].id)
         add_event = events[chosen]
         dev = add_event.introduced_device
         assert dev is not None
         enc = dev.enc_public
         rot = rotations.get(key, []) + live
         if rot:
-            latest = events[_latest(events, anc, rot)]
+            latest = events[_latest(events, shape, rot)]
             if isinstance(latest.body, RotateEncKeyBody):
                 enc = latest.body.enc_public
         ended: int | None = None
@@ -360,20 +428,16 @@ def build_state(events: Sequence[Event], anc: Sequence[int], ev: Evaluation) -> 
         )
     devices.sort(key=lambda d: (d.added_at, d.sign_public))
 
-    member_mask = 0
+    parents_of_someone: set[int] = set()
     for i in members:
-        member_mask |= 1 << i
-    parents_of_someone = 0
-    for i in members:
-        parents_of_someone |= anc[i]
-    heads = sorted(events[i].id for i in members if not (parents_of_someone >> i) & 1)
+        parents_of_someone.update(shape.parents(i))
+    heads = sorted(events[i].id for i in members if i not in parents_of_someone)
 
-    recovers = [i for i in members if events[i].kind is EventKind.RECOVER]
     commitment: bytes | None
     if ev.compromised:
         commitment = None
     elif recovers:
-        last = [r for r in recovers if not any((anc[o] >> r) & 1 for o in recovers)]
+        last = [r for r in recovers if not any(shape.is_ancestor(r, o) for o in recovers)]
         body = events[last[0]].body
         assert isinstance(body, RecoverBody)
         commitment = body.recovery_commitment
@@ -413,12 +477,15 @@ __all__ = [
     "AccountState",
     "AccountStatus",
     "AddDeviceBody",
+    "AncestryView",
     "DeviceRecord",
     "DeviceStatus",
     "Evaluation",
+    "MaskAncestry",
     "RevokeDeviceBody",
     "VoidReason",
     "VoidedEvent",
+    "ancestor_masks",
     "build_state",
     "evaluate",
 ]

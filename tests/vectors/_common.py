@@ -19,7 +19,9 @@ from protocol.log.state import AccountState
 
 #: A network of its own: proof-of-work is real (so an implementation must
 #: check it) but cheap, and its id keeps these events off every real network.
-PARAMS = NetworkParams(network_id="smu-vectors", genesis_pow_bits=8, event_pow_bits=4)
+PARAMS = NetworkParams(
+    network_id="smu-vectors", genesis_pow_bits=8, event_pow_bits=4, special_pow_bits=6
+)
 
 #: 2026-01-01T00:00:00Z in milliseconds; every timestamp is T0 plus a small offset.
 T0 = 1_767_225_600_000
@@ -36,10 +38,12 @@ def params_json(params: NetworkParams = PARAMS) -> dict[str, Json]:
         "suite": params.suite,
         "genesis_pow_bits": params.genesis_pow_bits,
         "event_pow_bits": params.event_pow_bits,
+        "special_pow_bits": params.pow_bits(False, special=True),
         "max_event_bytes": params.max_event_bytes,
         "max_parents": params.max_parents,
         "max_name_bytes": params.max_name_bytes,
-        "max_ancestors": params.max_ancestors,
+        "max_device_events": params.max_device_events,
+        "max_active_devices": params.max_active_devices,
         "min_timestamp_ms": params.min_timestamp_ms,
         "max_timestamp_ms": params.max_timestamp_ms,
     }

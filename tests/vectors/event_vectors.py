@@ -68,7 +68,7 @@ def fields_of(e: Event) -> list[object]:
     """The nine core fields before the nonce, as wire values."""
     return [
         FORMAT_VERSION,
-        SUITE_V1,
+        e.suite,
         e.network,
         int(e.kind),
         e.account,
@@ -218,6 +218,8 @@ def _invalid(chain: dict[str, Event]) -> list[tuple[str, str, bytes, str, str]]:
     rec_body = rec_f[7]
     assert isinstance(rec_body, list)
     ev_bits, gen_bits = p.event_pow_bits, p.genesis_pow_bits
+    sp_bits = p.pow_bits(False, special=True)  # revocations, recovers, merges
+    revf = fields_of(chain["revoke_device"])
     out: list[tuple[str, str, bytes, str, str]] = []
 
     def case(name: str, why: str, raw: bytes, stage: str, error: str) -> None:
@@ -290,7 +292,7 @@ def _invalid(chain: dict[str, Event]) -> list[tuple[str, str, bytes, str, str]]:
         forge(
             _with(rec_f, body=[intro("events/new", "new", account=bytes(32)), rec_body[1]]),
             r0.sign,
-            ev_bits,
+            sp_bits,
         ),
         "verify",
         "BadSignatureError",
@@ -328,6 +330,38 @@ def _invalid(chain: dict[str, Event]) -> list[tuple[str, str, bytes, str, str]]:
         "InsufficientWorkError",
     )
 
+    case(
+        "revocation with only event work",
+        f"pow hash has {ev_bits} to {sp_bits - 1} leading zero bits: enough for an ordinary "
+        f"event, not for a revocation, a recover or a merge ({sp_bits}, suite 2)",
+        forge(
+            revf,
+            phone.sign,
+            sp_bits,
+            lambda h: (
+                crypto.leading_zero_bits_ok(h, ev_bits)
+                and not crypto.leading_zero_bits_ok(h, sp_bits)
+            ),
+        ),
+        "verify",
+        "InsufficientWorkError",
+    )
+    case(
+        "merge with only event work",
+        "a profile with two parents and the work of an ordinary event",
+        forge(
+            _with(pf, parents=sorted([add.id, rot.id])),
+            phone.sign,
+            sp_bits,
+            lambda h: (
+                crypto.leading_zero_bits_ok(h, ev_bits)
+                and not crypto.leading_zero_bits_ok(h, sp_bits)
+            ),
+        ),
+        "verify",
+        "InsufficientWorkError",
+    )
+
     # -- structure (decode_event) -------------------------------------------
     case(
         "wrong network",
@@ -344,9 +378,16 @@ def _invalid(chain: dict[str, Event]) -> list[tuple[str, str, bytes, str, str]]:
         "UnsupportedVersionError",
     )
     case(
-        "wrong suite",
-        "algorithm suite 2",
-        forge(_with(af, suite=2), phone.sign, ev_bits),
+        "retired suite",
+        "suite 1, whose rules no node computes any more (PROTOCOL.md §12)",
+        forge(_with(af, suite=SUITE_V1), phone.sign, ev_bits),
+        "decode",
+        "UnsupportedVersionError",
+    )
+    case(
+        "unknown suite",
+        "suite 3",
+        forge(_with(af, suite=3), phone.sign, ev_bits),
         "decode",
         "UnsupportedVersionError",
     )

@@ -381,13 +381,30 @@ def concurrent_recovers() -> Story:
         "concurrent_recovers_compromised",
         "Two recovers that do not see each other "
         "void each other (rule 2): the recovery key is in two hands, the account is "
-        "compromised for good and nobody can recover it again.",
+        "compromised for good and nobody can recover it again. Each recover, void or not, "
+        "removes the devices added among its ancestors (rule 6, suite 2), so no device is "
+        "active: neither those of before the race (one of them may be the stolen one the "
+        "recover was meant to remove) nor either recover's own. Nothing can be appended "
+        "above both; an old device can still sign at a point before them, and that event "
+        "is void.",
     )
     s.add("a1", "d0", "d1", ["g"])
     s.recover("rec1", "d8", ["a1"])
     s.recover("rec2", "d9", ["a1"])
+    s.checkpoint("compromised: no device active")
     s.recover("rec3", "d7", ["rec1", "rec2"], key="after-rec1", reject=Unauthorised)
-    s.expect("compromised", {"d0": "active", "d1": "active", "d8": "void", "d9": "void"})
+    s.add("above", "d0", "d2", ["rec1", "rec2"], reject=Unauthorised)
+    s.add("under", "d1", "d3", ["a1"])
+    s.expect(
+        "compromised",
+        {
+            "d0": "removed_by_recovery",
+            "d1": "removed_by_recovery",
+            "d3": "void",
+            "d8": "void",
+            "d9": "void",
+        },
+    )
     return s
 
 
@@ -474,8 +491,8 @@ def unauthorised() -> Story:
         "unauthorised_rejected",
         "Events an honest node must refuse at ingest: signed by "
         "a key never added, by a device before it was added, a recover by a wrong key, "
-        "re-adding a key already added, and a revocation of a key not among the "
-        "ancestors.",
+        "re-adding a key already added, a revocation of a key not among the "
+        "ancestors, and (suite 2) a revocation of a device that is no longer active.",
     )
     s.add("a1", "d0", "d1", ["g"])
     s.add("stranger", "s", "s2", ["a1"], reject=Unauthorised)
@@ -486,36 +503,101 @@ def unauthorised() -> Story:
     s.revoke("unseen", "d0", "d1", ["a2"], reject=Invalid)
     s.revoke("selfrv", "d1", "d1", ["a1"])
     s.add("afterself", "d1", "d5", ["selfrv"], reject=Unauthorised)
+    # suite 2: a revocation names a device active at its parents
+    s.revoke("twice", "d0", "d1", ["selfrv"], reject=Invalid)
     s.expect("ok", {"d0": "active", "d1": "revoked", "d4": "active"})
     return s
 
 
-#: A network whose history cap is tiny, for the cap's vectors alone.
+#: A network whose caps are tiny, for the caps' vectors alone (§7.3): a device
+#: may sign 4 events along a path (revocations and recovers not counted), and
+#: 3 devices may be active at an event's parents (2 at an add-device's).
 CAP_PARAMS = NetworkParams(
-    network_id="smu-vectors-cap", genesis_pow_bits=8, event_pow_bits=4, max_ancestors=4
+    network_id="smu-vectors-cap",
+    genesis_pow_bits=8,
+    event_pow_bits=4,
+    special_pow_bits=6,
+    max_device_events=4,
+    max_active_devices=3,
 )
 
 
-def ancestor_cap() -> Story:
+def device_cap() -> Story:
     s = Story(
-        "ancestor_cap",
-        "On a network with max_ancestors = 4, an event other than a revocation or a recover "
-        "may have at most 4 ancestors. The cap depends on the DAG alone: a revocation and a "
-        "recover past it are accepted, and so is an event on a shorter side branch.",
+        "device_cap",
+        "On a network with max_device_events = 4: each device may sign at most 4 events "
+        "(the genesis included) along any path through points where it is active; "
+        "revocations and recovers are not counted, so the owner can always revoke and "
+        "recover. The count is the device's own: another device is not affected, a side "
+        "branch counts only its own path, and the device a recover brings starts from 0.",
+        params=CAP_PARAMS,
+    )
+    s.add("a1", "d0", "d1", ["g"])  # d0: 2
+    s.profile("p1", "d0", "Bob 1", ["a1"])  # d0: 3
+    s.profile("p2", "d0", "Bob 2", ["p1"])  # d0: 4, at the cap
+    s.profile("over", "d0", "Bob 3", ["p2"], reject=errors.LimitExceededError)
+    s.profile("d1p", "d1", "Bob D", ["p2"])  # d1: 1
+    s.profile("side", "d0", "Side", ["a1"])  # d0: 3 on this path
+    s.revoke("rv", "d0", "d1", ["d1p"])  # d0 at its cap: revocations are not counted
+    s.profile("still", "d0", "Bob 4", ["rv", "side"], reject=errors.LimitExceededError)
+    s.recover("rec", "d9", ["rv", "side"])  # not counted either
+    s.profile("fresh", "d9", "Bob 9", ["rec"])  # d9: 1
+    s.add("a2", "d9", "d2", ["fresh"])  # d9: 2
+    s.expect(
+        "ok",
+        {"d0": "removed_by_recovery", "d1": "revoked", "d2": "active", "d9": "active"},
+        "Bob 9",
+    )
+    return s
+
+
+def active_device_cap() -> Story:
+    s = Story(
+        "active_device_cap",
+        "On a network with max_active_devices = 3: at most 3 devices may be active at an "
+        "event's parents, and at most 2 at an add-device's, so that no event has more "
+        "after it. Two branches that each stay within the cap cannot be merged while "
+        "their union exceeds it; a revocation (at one parent, where the cap always holds) "
+        "makes room.",
         params=CAP_PARAMS,
     )
     s.add("a1", "d0", "d1", ["g"])
-    s.add("a2", "d1", "d2", ["a1"])
-    s.profile("p1", "d0", "Bob 1", ["a2"])
-    s.profile("p2", "d2", "Bob 2", ["p1"])  # 4 ancestors: at the cap
-    s.add("over", "d0", "d3", ["p2"], reject=errors.LimitExceededError)
-    s.profile("side", "d1", "Side", ["a2"])  # 3 ancestors
-    s.revoke("rv", "d0", "d1", ["p2"])  # 5 ancestors, exempt
-    s.recover("rec", "d9", ["rv", "side"])  # exempt
-    s.add("after", "d9", "d10", ["rec"], reject=errors.LimitExceededError)
+    s.add("a2", "d0", "d2", ["a1"])  # 3 active
+    s.add("a3", "d1", "d3", ["a2"], reject=errors.LimitExceededError)
+    s.add("side", "d1", "d4", ["a1"])  # 3 active on this branch
+    s.profile("merge", "d0", "Bob", ["a2", "side"], reject=errors.LimitExceededError)
+    s.revoke("rv", "d0", "d2", ["a2"])
+    s.profile("merged", "d0", "Bob", ["rv", "side"])  # d0, d1, d4
+    s.add("a4", "d1", "d3", ["merged"], reject=errors.LimitExceededError)
+    s.expect("ok", {"d0": "active", "d1": "active", "d2": "revoked", "d4": "active"}, "Bob")
+    return s
+
+
+def revoked_spam() -> Story:
+    s = Story(
+        "revoked_key_spam",
+        "A thief holding d1 signs up to d1's cap, on a chain and on a side branch, and adds "
+        "a device in the race. Once the owner revokes d1, nothing d1 signed counts against "
+        "anyone: the owner's d0 merges every head, adds a device and changes the name. "
+        "Spam from one key never exhausts another device's cap.",
+        params=CAP_PARAMS,
+    )
+    s.add("a1", "d0", "d1", ["g"])
+    s.profile("s1", "d1", "spam 1", ["a1"])  # d1: 1
+    s.profile("s2", "d1", "spam 2", ["s1"])
+    s.profile("s3", "d1", "spam 3", ["s2"])
+    s.profile("s4", "d1", "spam 4", ["s3"])  # d1: 4, its cap
+    s.profile("s5", "d1", "spam 5", ["s4"], reject=errors.LimitExceededError)
+    s.add("race", "d1", "t", ["a1"])  # d1: 1 on this path
+    s.revoke("rv", "d0", "d1", ["a1"])
+    s.checkpoint("d1 revoked; its events and its device t are void")
+    s.profile("merge", "d0", "Bob", ["race", "rv", "s4"])  # d0: 3 (genesis, a1, merge)
+    s.add("a2", "d0", "d2", ["merge"])  # d0: 4
+    s.profile("name", "d2", "Bob 2", ["a2"])
+    s.add("late", "d1", "t2", ["s4"], reject=errors.LimitExceededError)
     s.expect(
         "ok",
-        {"d0": "removed_by_recovery", "d1": "revoked", "d2": "removed_by_recovery", "d9": "active"},
+        {"d0": "active", "d1": "revoked", "d2": "active", "t": "void"},
         "Bob 2",
     )
     return s
@@ -532,7 +614,9 @@ STORIES: list[Callable[[], Story]] = [
     profile_resolution,
     enc_key_rotation,
     unauthorised,
-    ancestor_cap,
+    device_cap,
+    active_device_cap,
+    revoked_spam,
 ]
 
 

@@ -178,9 +178,9 @@ def _invalid_grants() -> list[tuple[str, str, bytes, str]]:
             "UnsupportedVersionError",
         ),
         (
-            "grant_suite_2",
-            "a suite other than the network's (§12)",
-            sign_grant(grant_fields(2, suite=2)),
+            "grant_suite_1",
+            "a suite other than the network's: the retired suite 1 (§12)",
+            sign_grant(grant_fields(2, suite=1)),
             "UnsupportedVersionError",
         ),
         (
@@ -316,9 +316,9 @@ def _invalid_records() -> list[tuple[str, str, bytes, str]]:
             "UnsupportedVersionError",
         ),
         (
-            "record_suite_2",
-            "a suite other than the network's (§12)",
-            sign_record(record_fields(2, suite=2)),
+            "record_suite_1",
+            "a suite other than the network's: the retired suite 1 (§12)",
+            sign_record(record_fields(2, suite=1)),
             "UnsupportedVersionError",
         ),
         (
