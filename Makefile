@@ -20,7 +20,7 @@ LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood simnet-adversaries simnet-calibrate vectors clean check-toolchain lock
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web simnet-adversaries simnet-calibrate vectors clean check-toolchain lock browser
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
@@ -59,8 +59,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol simnet node
 
-test: lint
+test: lint browser
 	$(BIN)/pytest -q
+
+# The web app's browser tests drive Debian's Chromium through Debian's
+# chromedriver (never a downloaded browser).  As root with apt (CI), install
+# them; elsewhere say what is missing: those tests then skip, except in CI.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	  echo "note: the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); without them they are skipped"; \
+	fi
 
 # the fast layers only: no real node processes
 test-unit: lint
@@ -90,6 +102,9 @@ bench-messaging: $(STAMP)
 bench-flood: $(STAMP)
 	$(BIN)/python bench/flood.py
 
+bench-web: $(STAMP) browser
+	$(BIN)/python bench/web.py
+
 # every resource-attack scenario with and without its attacker: safety,
 # honest delivery, p99 and their ratio (target <= 2); last line one JSON object
 SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
@@ -100,7 +115,7 @@ simnet-adversaries: $(STAMP)
 simnet-calibrate: $(STAMP)
 	$(BIN)/python -m simnet.cli calibrate
 
-bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood
+bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,7 +8,8 @@ error naming the key (a typo must not silently fall back to a default).
     bootstrap = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo..."]
     log_level = "info"
     relay = true              # serve circuit relay for this network's devices
-    web_port = 8420           # the local web app (0: a free port)
+    web = true                # the local web app (false: none)
+    web_port = 8420           # its port (0, or absent: a free port)
     metrics_port = 9464       # Prometheus metrics on loopback (absent: off)
     disk_budget_mb = 2048     # the database may not grow past this
 """
@@ -33,6 +34,7 @@ class NodeConfig:
     bootstrap: list[str] = field(default_factory=list)
     log_level: str = "info"
     relay: bool = True
+    web: bool = True
     web_port: int | None = None
     metrics_port: int | None = None
     disk_budget_mb: int | None = None
@@ -48,6 +50,11 @@ class NodeConfig:
     @property
     def disk_budget_bytes(self) -> int | None:
         return None if self.disk_budget_mb is None else self.disk_budget_mb * 1024 * 1024
+
+    @property
+    def web_listen_port(self) -> int | None:
+        """The web app's port (0: a free one), or None: no web app."""
+        return (self.web_port or 0) if self.web else None
 
 
 def _strings(key: str, value: Any, where: str) -> list[str]:
@@ -71,6 +78,8 @@ def _checked(c: NodeConfig, where: str) -> NodeConfig:
         raise NodeUsageError(f"{where}: log_level is one of {', '.join(LOG_LEVELS)}")
     if type(c.relay) is not bool:
         raise NodeUsageError(f"{where}: relay is true or false")
+    if type(c.web) is not bool:
+        raise NodeUsageError(f"{where}: web is true or false")
     _port("web_port", c.web_port, where)
     _port("metrics_port", c.metrics_port, where)
     if c.disk_budget_mb is not None and (

@@ -57,12 +57,14 @@ from .services.mailbox import MailboxService
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.reads import ReadMarks
 from .services.sync import SyncService
 from .services.tokens import TokenService
 from .services.trash import TrashService
 from .storage import (
     ContactStore,
     MessageStore,
+    ReadStore,
     SqliteMailboxStore,
     SyncStore,
     TokenStore,
@@ -102,6 +104,7 @@ class Daemon:
         listen: list[str],
         bootstrap: list[str],
         replication: ReplicationConfig | None = None,
+        web_port: int | None = None,
         *,
         mailbox_group_of: Callable[[str], str] | None = None,
         settings: NodeConfig | None = None,
@@ -154,6 +157,7 @@ class Daemon:
         self._done = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
+        self.web = self._build_web(web_port)
 
     def _build_services(self) -> None:
         self.tokens = TokenService(
@@ -179,6 +183,9 @@ class Daemon:
         # another device's decisions apply here too: its requests, our tokens
         self.sync.on_changed.append(self.messages.decisions_changed)
         self.sync.on_changed.append(self.tokens.refill_all)
+        #: read marks, account-wide (``read/<account>``), cached per device
+        self.reads = ReadMarks(self, ReadStore(self.db), self.sync)
+        self.sync.on_changed.append(self.reads.synced)
         self._contacts.on_added.append(self.tokens.refill)
         self.trash = TrashService(self.messages.store, self.sync)
         self.clock = ClockService(self.open_stream)
@@ -189,6 +196,7 @@ class Daemon:
         self.accounts = AccountService(self)
         self.accounts.on_recovery_key.append(self.backup.enroll)
         self.messages.hidden = self.trash.hidden
+        self.reads.hidden = self.trash.hidden
         self.sync.on_changed.append(self.trash.changed)
         self._mailbox_store = SqliteMailboxStore(self.db)
         self.mailbox = MailboxService(
@@ -222,8 +230,25 @@ class Daemon:
             self.messages,
             self.trash,
             self.backup,
+            self.reads,
             self.mailbox,
         ]
+
+    def _build_web(self, port: int | None) -> Any:
+        """The web app (node/web/), unless the node runs without it (None)."""
+        from .web.service import WebService
+
+        server = None
+        if port is not None:
+            from .web.deps import Services
+            from .web.server import WebServer
+
+            server = WebServer(self.datadir.path, port, Services.find(self, self.services))
+            self.subscribers.append(server.hub.on_note)
+            # another device's edits: contacts, blocks, marks, read marks
+            self.sync.on_changed.append(server.hub.synced)
+        self.services.append(WebService(server))
+        return server
 
     def _wire_operator(self) -> None:
         """The disk budget, metrics and the clock check (PROTOCOL.md §13.3)."""
@@ -377,6 +402,8 @@ class Daemon:
                     self.metrics.serve, self.settings.metrics_port
                 )
             nursery.start_soon(self._records_loop)
+            if self.web is not None:
+                nursery.start_soon(self.web.run)  # its own nursery: never stops the node
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
             task_status.started()
             await self._stop.wait()
@@ -594,7 +621,14 @@ def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig) -> None
     lock = datadir.lock()  # one daemon per data directory
     try:
         probe_listen(settings.listen)
-        daemon = Daemon(datadir, secrets, settings.listen, settings.bootstrap, settings=settings)
+        daemon = Daemon(
+            datadir,
+            secrets,
+            settings.listen,
+            settings.bootstrap,
+            web_port=settings.web_listen_port,
+            settings=settings,
+        )
         trio.run(daemon.run)
     finally:
         os.close(lock)

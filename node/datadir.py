@@ -7,6 +7,8 @@ Layout, all inside one directory of mode 0700:
                     secrets are sealed with SecretBox under an Argon2id key
     events.sqlite   the event store (node/storage.py)
     control.sock    the control API (node/control.py)
+    web.key         the web app's key, mode 0600 (node/web/auth.py)
+    web.json        the web app's port while it runs, mode 0600
     node.lock       held (fcntl) by the one daemon running on this directory;
                     holds its pid
 """

@@ -58,6 +58,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the web app's loopback port (default: any free)",
+    )
+    p.add_argument(
+        "--no-web", action="store_const", const=False, dest="web", help="run without the web app"
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -80,6 +90,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         listen=args.listen,
         bootstrap=args.bootstrap,
         log_level=args.log_level,
+        web=args.web,
+        web_port=args.web_port,
         metrics_port=args.metrics_port,
         disk_budget_mb=args.disk_budget_mb,
     )

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -103,6 +104,10 @@ FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
+#: told of a message once it is durable (live views: the web app)
+StoredListener = Callable[[NewMessage], None]
+#: told of a message id whose deliveries changed, once that is durable
+DeliveryListener = Callable[[bytes], None]
 
 
 class TokenHooks(Protocol):
@@ -198,6 +203,19 @@ class MessageService:
         #: (peer account, its sending device) -> message ids to receipt
         self._receipts_due: dict[tuple[bytes, bytes], set[bytes]] = {}
         self._receipts_wake = trio.Event()
+        self.on_stored: list[StoredListener] = []
+        self.on_delivery: list[DeliveryListener] = []
+
+    def _tell(self, stored: Sequence[NewMessage], deliveries: Sequence[bytes] = ()) -> None:
+        """Tell the listeners after the write: a listener's failure must never
+        turn a stored message into a refused one."""
+        calls = [partial(f, m) for m in stored for f in self.on_stored]
+        calls += [partial(g, d) for d in deliveries for g in self.on_delivery]
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.exception("a message listener failed")
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -280,6 +298,7 @@ class MessageService:
             account = recipient if their_state.device(device) is not None else own
             rows.append(MessageStore.delivery_statement(env.message_id, device, account, expires))
         self.store.db.write(rows)  # stored before it is reported as sent
+        self._tell([message])
         self.wake()
         return env.message_id, len(targets)
 
@@ -381,6 +400,7 @@ class MessageService:
             next_try_ms=next_try,
             error=error,
         )
+        self._tell([], [due.message])
 
     def housekeeping(self) -> None:
         """Drop requests that expired unaccepted, and receipts and history
@@ -512,11 +532,17 @@ class MessageService:
         rows: list[Statement] = []
         send_receipt = False
         synced = 0
+        stored: list[NewMessage] = []  # told to the listeners once durable
+        receipted: Sequence[bytes] = ()
         if isinstance(content, Text):
-            rows += self._text_rows(opened, content, peer, outgoing, now)
+            text = self._text_message(opened, content, peer, outgoing, now)
+            if text is not None:
+                stored.append(text)
+                rows.append(MessageStore.insert_statement(text))
             # receipts go to contacts only, for a message stored just now
             send_receipt = bool(rows) and not outgoing and self.requests_policy.earns_receipt(peer)
         elif isinstance(content, Receipt):
+            receipted = content.message_ids
             for mid in content.message_ids:
                 rows.append(MessageStore.delivered_statement(mid, opened.sender_device))
         elif isinstance(content, TokenBatch):
@@ -531,26 +557,25 @@ class MessageService:
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):
-                    rows.append(
-                        MessageStore.insert_statement(
-                            NewMessage(
-                                message_id=e.message_id,
-                                peer=e.peer_account,
-                                outgoing=e.sender_account == own,
-                                sender_account=e.sender_account,
-                                sender_device=e.sender_device,
-                                sent_ms=e.timestamp,
-                                stored_ms=now,
-                                kind=KIND_TEXT,
-                                text=e.content.text,
-                            )
-                        )
+                    old = NewMessage(
+                        message_id=e.message_id,
+                        peer=e.peer_account,
+                        outgoing=e.sender_account == own,
+                        sender_account=e.sender_account,
+                        sender_device=e.sender_device,
+                        sent_ms=e.timestamp,
+                        stored_ms=now,
+                        kind=KIND_TEXT,
+                        text=e.content.text,
                     )
+                    stored.append(old)
+                    rows.append(MessageStore.insert_statement(old))
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
         # the message and its stream's window, together, before ACCEPTED
         self.store.db.write(replay_rows + rows)
         self.replay.written(new, touched)
+        self._tell(stored, receipted)
         if synced and self.sync is not None:
             self.sync.changed()
         if opened.diverged:
@@ -561,16 +586,16 @@ class MessageService:
             self.receipt_due(peer, opened.sender_device, [opened.message_id])
         return opened
 
-    def _text_rows(
+    def _text_message(
         self, opened: OpenedEnvelope, content: Text, peer: bytes, outgoing: bool, now: int
-    ) -> list[Statement]:
-        """What storing a text takes: nothing for a blocked sender or for a
-        copy already stored (a replay that an evicted stream let through,
-        §15.6); a request within its caps, or ``RequestsFullError``."""
+    ) -> NewMessage | None:
+        """The text to store: None for a blocked sender or for a copy
+        already stored (a replay that an evicted stream let through, §15.6);
+        a request within its caps, or ``RequestsFullError``."""
         if self.contacts.is_blocked(peer) or self.store.has_message(
             opened.sender_account, opened.message_id
         ):
-            return []
+            return None
         message = NewMessage(
             message_id=opened.message_id,
             peer=peer,
@@ -585,7 +610,7 @@ class MessageService:
         )
         if message.request:
             self.requests_policy.admit(peer, message.size, now)
-        return [MessageStore.insert_statement(message)]
+        return message
 
     def receipt_due(self, peer: bytes, device: bytes, message_ids: Sequence[bytes]) -> None:
         """A DELIVERED receipt is owed to the device of ``peer`` (a contact)

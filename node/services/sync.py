@@ -10,7 +10,8 @@ gets every edit held (a snapshot), in batches, with its history.
 What is synced: contacts (``contact/<account>``: ``{"name": ...}``, or an
 empty map once removed), blocks (``block/<account>``: true or false),
 verification marks per recovery epoch (``verified/<account>/<epoch>``),
-read markers (``read/<account>``: the ``stored_ms`` read up to) and the trash
+read markers (``read/<account>``: the ``sent_ms`` read up to;
+``services/reads.py``) and the trash
 (``trash/<sender account>/<message id>``: when it was deleted, or 0 once
 restored).  ``ContactSet`` reads contacts, blocks and marks from here.
 """

@@ -11,6 +11,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
 * ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 * ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
+* ``reads``     what the user has read of each conversation (a cache of the
+                account-wide read marks) and the conversation summaries
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, mailbox, messages, replay, sync, tokens
+from . import contacts, events, mailbox, messages, reads, replay, sync, tokens
 from .contacts import ContactStore
 from .db import Database, Migrations
 from .events import SqliteEventStore
 from .mailbox import SqliteMailboxStore
 from .messages import MessageStore
+from .reads import ReadStore
 from .sync import SyncStore
 from .tokens import TokenStore
 
@@ -44,6 +47,8 @@ MIGRATIONS: Migrations = {
     6: tokens.SCHEMA_V7,
     # account-wide state: edits, those waiting, the hybrid clock
     7: sync.SCHEMA_V8,
+    # read marks per conversation, for unread counts
+    8: reads.SCHEMA_V9,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -58,6 +63,7 @@ __all__ = [
     "ContactStore",
     "Database",
     "MessageStore",
+    "ReadStore",
     "SqliteEventStore",
     "SqliteMailboxStore",
     "SyncStore",

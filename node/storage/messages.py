@@ -412,6 +412,15 @@ class MessageStore:
         )
         return {str(s): int(n) for s, n in rows}
 
+    def delivery_devices(self, message: bytes) -> list[tuple[bytes, bytes, str]]:
+        """Each device a message must reach: (device, its account, state)."""
+        rows = self.db.query(
+            "SELECT device, account, state FROM deliveries WHERE message=? "
+            "ORDER BY account, device",
+            (message,),
+        )
+        return [(bytes(d), bytes(a), str(s)) for d, a, s in rows]
+
     def history(self, kind: int, limit: int) -> list[tuple[bytes, bytes, bytes, bytes, int, str]]:
         """The newest ``limit`` accepted messages of ``kind``, oldest first:
         (peer, id, sender account, sender device, sent_ms, text)."""
