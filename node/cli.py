@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MULTIADDR",
         help="peer to keep connected to; repeatable",
     )
+    p.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="do not relay for nodes behind NAT (offered by default once reachable)",
+    )
+    p.add_argument(
+        "--lab-prefixes",
+        metavar="FILE",
+        default=None,
+        help="test networks only: a file of 100.64/10 prefixes to treat as public (the NAT lab)",
+    )
+    p.add_argument("--relay-circuit-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--reach-fast", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     node.add_parser("status", parents=[common], help="peer id, addresses, counts, set digest")
     node.add_parser("stop", parents=[common], help="stop the running daemon")
@@ -292,12 +305,35 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     )
     for noisy in ("libp2p", "multiaddr", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # py-libp2p's relay and hole punching log every refused or failed
+    # attempt at ERROR; the node logs what it decides itself (smu.relay)
+    for chatty in ("libp2p.relay", "libp2p.transport.tcp", "libp2p.network.swarm"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
     dd = _datadir(args)
+    options = _nat_options(args, str(dd.read_config()["network"]))
     secrets = dd.load_secrets(_passphrase(False) if dd.is_encrypted() else None)
     from .daemon import run_daemon  # importing libp2p takes a second: only here
 
-    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap)
+    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap, **options)
     return 0
+
+
+def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
+    from protocol.links.addresses import LabConfigError, lab_classifier
+    from protocol.links.reachability import ReachConfig
+
+    options: dict[str, Any] = {"offer_relay": not args.no_relay}
+    if args.lab_prefixes:
+        try:
+            text = Path(args.lab_prefixes).read_text()
+            options["classifier"] = lab_classifier(network, text)
+        except (OSError, LabConfigError) as exc:
+            raise SystemExit(f"error: --lab-prefixes: {exc}") from exc
+    if args.relay_circuit_bytes:
+        options["circuit_bytes"] = args.relay_circuit_bytes
+    if args.reach_fast:  # the lab: verdicts in seconds, not minutes
+        options["reach_config"] = ReachConfig(probe_timeout=8.0, probe_interval=30.0)
+    return options
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
@@ -308,6 +344,12 @@ def cmd_node_status(args: argparse.Namespace) -> int:
             f"network   {s['network']}",
             *[f"listen    {a}" for a in s["listen"]],
             f"peers     {s['peers']}",
+            f"reach     {s['reachability']['reachability']}"
+            + (
+                f"   relays {', '.join(s['reachability']['relays'])}"
+                if s["reachability"]["relays"]
+                else ""
+            ),
             f"events    {s['events']}   accounts {s['accounts']}   escrow {s['escrow']}",
             f"digest    {s['event_set_digest']}",
         ]
@@ -325,7 +367,10 @@ def cmd_peers(args: argparse.Namespace) -> int:
     c = _client(args)
     if args.peers_command is None:
         r = c.call("peers.list")
-        lines = [f"{p['peer_id']}  score {p['score']:>8}  {p['direction']}" for p in r["peers"]]
+        lines = [
+            f"{p['peer_id']}  score {p['score']:>8}  {p['direction']}  {p['connection']}"
+            for p in r["peers"]
+        ]
         lines += [f"refused {p}" for p in r["refused"]]
         _out(args, r, "\n".join(lines) or "no peers")
     elif args.peers_command == "connect":

@@ -378,3 +378,24 @@ def test_bad_frames(value: list[object]) -> None:
 
     with pytest.raises(InvalidInput):
         reach_wire.decode(encode(value))  # type: ignore[arg-type]
+
+
+def test_a_direct_link_replaces_a_relayed_one_opened_by_the_same_side() -> None:
+    for me, other in (("a", "b"), ("b", "a")):
+        m = LinkManager(me)
+        assert isinstance(m.opened(other, "", True, now(0), relayed=True)[0], Admitted)
+        # the other side cannot take over with an inbound direct link ...
+        assert isinstance(m.opened(other, "", False, now(1))[0], Rejected)
+        # ... but ours replaces our relayed link, whichever id is lower
+        outs = m.opened(other, "", True, now(2))
+        assert isinstance(outs[0], Admitted) and not outs[0].relayed
+        assert m.relayed() == set()
+
+
+def test_punch_addresses_need_two_groups() -> None:
+    r, outs = machine()
+    ps = probes(outs)
+    r.probe_answered(ps[0].nonce, "/ip4/100.70.0.2/tcp/4001", False, now(1))
+    assert r.punch_addrs() == ()  # one peer's word
+    r.probe_answered(ps[1].nonce, "/ip4/100.70.0.2/tcp/4001", False, now(1))
+    assert r.punch_addrs() == ("/ip4/100.70.0.2/tcp/4001",)

@@ -30,6 +30,8 @@ class NodeService:
         self.gate = gate
         self.channels = channels
         self._stop = stop
+        #: reachability, relays and dial hygiene (node.reach, node.relay)
+        self.nat_status: Callable[[], dict[str, Any]] = dict
 
     def handlers(self) -> dict[str, control.Handler]:
         return {"node.status": self.status, "node.stop": self.stop}
@@ -55,6 +57,7 @@ class NodeService:
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
+            "reachability": self.nat_status(),
         }
 
     async def stop(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -263,7 +263,8 @@ class LinkManager:
             return [Rejected(peer, refusal)]
         out: list[Output] = [Admitted(peer, outbound, group, relayed)]
         if peer in self._links:
-            out.append(Close(peer, "superseded by a simultaneous link"))
+            why = "moved to a direct connection" if self._links[peer].relayed else None
+            out.append(Close(peer, why or "superseded by a simultaneous link"))
         if evict is not None:
             del self._links[evict]
             self.stats.evicted += 1
@@ -284,6 +285,10 @@ class LinkManager:
         if self._banned.get(peer, float("-inf")) > now:
             return Refusal.BANNED
         existing = self._links.get(peer)
+        if existing is not None and existing.relayed and not relayed:
+            # hole punching made a direct connection: a direct link opened by
+            # the side that opened the relayed one replaces it (§17.4.4)
+            return None if existing.outbound == outbound else Refusal.DUPLICATE
         if existing is not None:
             # Both sides dialled at once: keep the link the lower peer id
             # opened, so both ends keep the same one (§17.1).

@@ -201,6 +201,8 @@ class Reachability:
         self._asked: dict[str, float] = {}  # peer -> when last probed
         self._pending: dict[bytes, _Pending] = {}
         self._evidence = _Evidence()
+        #: group -> the address its peer last said it dialled (a claim)
+        self._seen_at: dict[str, str] = {}
         self._relays: dict[str, _Relay] = {}
         self._shunned: dict[str, float] = {}
         self._advertised: Advertise | None = None
@@ -212,6 +214,20 @@ class Reachability:
     @property
     def verdict(self) -> Reach:
         return self._verdict(self._now)
+
+    def relays_asked(self) -> tuple[str, ...]:
+        """Relays we hold or have asked for a slot at."""
+        return tuple(sorted(self._relays))
+
+    def punch_addrs(self) -> tuple[str, ...]:
+        """Addresses to offer a peer we hole-punch with: confirmed ones and
+        those that peers of ``min_groups`` groups each reported dialling,
+        so that one peer's word never decides (§17.4.2)."""
+        counts: dict[str, int] = {}
+        for addr in self._seen_at.values():
+            counts[addr] = counts.get(addr, 0) + 1
+        seen = [a for a, n in sorted(counts.items()) if n >= self.config.min_groups]
+        return tuple(dict.fromkeys([*self._public_addrs(), *seen]))
 
     def relays(self) -> tuple[str, ...]:
         """Relays at which we hold a slot now."""
@@ -309,6 +325,11 @@ class Reachability:
             # and the peer is not asked again before probe_interval
             self.stats.refused += 1
             return
+        if addr is not None and self._confirms(addr, pending.port):
+            self._seen_at.pop(pending.group, None)
+            self._seen_at[pending.group] = addr
+            while len(self._seen_at) > self.config.max_observations:
+                del self._seen_at[next(iter(self._seen_at))]
         if addr is not None and pending.dialled_back and self._confirms(addr, pending.port):
             self.stats.confirmed += 1
             self._evidence.ok.setdefault(addr, {})[pending.group] = t
