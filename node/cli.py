@@ -307,7 +307,12 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # py-libp2p's relay and hole punching log every refused or failed
     # attempt at ERROR; the node logs what it decides itself (smu.relay)
-    for chatty in ("libp2p.relay", "libp2p.transport.tcp", "libp2p.network.swarm"):
+    for chatty in (
+        "libp2p.relay",
+        "libp2p.transport.tcp",
+        "libp2p.network.swarm",
+        "libp2p.identity",
+    ):
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
     dd = _datadir(args)
     options = _nat_options(args, str(dd.read_config()["network"]))
@@ -332,7 +337,9 @@ def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
     if args.relay_circuit_bytes:
         options["circuit_bytes"] = args.relay_circuit_bytes
     if args.reach_fast:  # the lab: verdicts in seconds, not minutes
-        options["reach_config"] = ReachConfig(probe_timeout=8.0, probe_interval=30.0)
+        options["reach_config"] = ReachConfig(
+            probe_timeout=8.0, probe_interval=30.0, relay_retry=2.0
+        )
     return options
 
 

@@ -203,10 +203,14 @@ class ReachService:
         if expires is None:
             self.driver.call(lambda now: self.machine.reservation_failed(relay, now))
             return
+        fresh = relay not in self.slots
         self.slots[relay] = expires
-        mono = time.monotonic() + (expires - time.time())
-        log.info("relay slot at %s for %.0f s", relay, expires - time.time())
-        self.driver.call(lambda now: self.machine.reserved(relay, mono, now))
+        if fresh:
+            log.info("relay slot at %s for %.0f s", relay, expires - time.time())
+        # the machine's clock: expiry in its monotonic seconds
+        self.driver.call(
+            lambda now: self.machine.reserved(relay, now.mono + expires - now.wall_ms / 1000, now)
+        )
 
     def relay_used(self, relay: str, ok: bool) -> None:
         self.driver.call(lambda now: self.machine.relay_used(relay, ok, now))

@@ -81,6 +81,10 @@ class ReachConfig:
     #: successes, is dropped and shunned
     relay_failures: int = 3
     relay_shun: float = 1800.0
+    #: a relay that refused a first reservation is asked again after this,
+    #: doubling with each refusal up to ``relay_shun`` (it may not know our
+    #: device record yet)
+    relay_retry: float = 30.0
     #: a reservation asked for and not reported within this (s) failed
     reserve_timeout: float = 30.0
     #: observed addresses kept (one per observing peer, newest first)
@@ -205,6 +209,8 @@ class Reachability:
         self._seen_at: dict[str, str] = {}
         self._relays: dict[str, _Relay] = {}
         self._shunned: dict[str, float] = {}
+        #: relay -> refusals in a row (for the retry back-off)
+        self._strikes: dict[str, int] = {}
         self._advertised: Advertise | None = None
         self._now = 0.0
         self.stats = ReachStats()
@@ -350,6 +356,7 @@ class Reachability:
             relay.expires, relay.asked = expires, None
             relay.successes += 1
             self.stats.reservations += 1
+            self._strikes.pop(peer, None)
         return self.tick(now)
 
     def reservation_failed(self, peer: str, now: Now) -> list[ReachOutput]:
@@ -359,8 +366,13 @@ class Reachability:
             self.stats.reservation_failures += 1
             relay.asked = None
             relay.failures += 1
-            if relay.expires is None or relay.failures >= self.config.relay_failures:
-                return self._drop(peer, "reservation refused or broken", now)
+            if relay.expires is None:
+                strikes = self._strikes.get(peer, 0)
+                self._strikes[peer] = strikes + 1
+                shun = min(self.config.relay_shun, self.config.relay_retry * 2**strikes)
+                return self._drop(peer, "reservation refused", now, shun)
+            if relay.failures >= self.config.relay_failures:
+                return self._drop(peer, "renewals keep failing", now)
         return self.tick(now)
 
     def relay_used(self, peer: str, ok: bool, now: Now) -> list[ReachOutput]:
@@ -547,9 +559,11 @@ class Reachability:
             return []
         return [Release(peer, reason)]
 
-    def _drop(self, peer: str, reason: str, now: Now) -> list[ReachOutput]:
+    def _drop(
+        self, peer: str, reason: str, now: Now, shun: float | None = None
+    ) -> list[ReachOutput]:
         self.stats.relays_dropped += 1
-        self._shunned[peer] = now.mono + self.config.relay_shun
+        self._shunned[peer] = now.mono + (self.config.relay_shun if shun is None else shun)
         return self._release(peer, reason) + self.tick(now)
 
     def _advertise(self) -> list[ReachOutput]:
