@@ -40,6 +40,7 @@ from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .gate import Gate, StreamCaps
 from .links import LinkService
+from .push import PushService
 from .reach import REACH_PROTOCOL, ReachService
 from .relay import (
     CIRCUIT_BYTES,
@@ -212,6 +213,7 @@ class Daemon:
         }
         doc["dials"] = {"refused_by_hygiene": self.guard.refused, "failed": self.guard.failed}
         doc["hole_punch_refused_addrs"] = self.dcutr.refused
+        doc["mailbox_notices"] = self.push.status()
         return doc
 
     def _advertise_changed(self, ad: Advertise) -> None:
@@ -250,6 +252,15 @@ class Daemon:
             contact_changes=contacts.contact_docs,
         )
         self.mailbox = MailboxService(self, receive=self.messages.receive)
+        self.push = PushService(
+            self.channels,
+            records=lambda: self.records,
+            account_of=self._grant_account,
+            held=lambda device: self.mailbox.box.held(device)[1] if self.mailbox.box else 0,
+            own_device=self.secrets.device.sign_public,
+            notified=self.mailbox.notified,
+        )
+        self.mailbox.on_deposit = self.push.deposited
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
@@ -268,6 +279,10 @@ class Daemon:
             contacts,
             self.messages,
         ]
+
+    def _grant_account(self, device: bytes) -> bytes | None:
+        grant = self.mailbox.box.grant_of(device) if self.mailbox.box else None
+        return grant.account if grant is not None else None
 
     def _links_changed(self) -> None:
         self.mailbox.refresh()

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
+from protocol.core.canonical import decode_flat
 from protocol.core.errors import InvalidInput, UsageError
 from protocol.core.machine import Misbehaved, Send
 from protocol.messaging.mailbox import (
@@ -56,6 +57,7 @@ from protocol.messaging.mailbox import (
 )
 from protocol.messaging.mailbox_client import (
     AskGrant,
+    ClientConfig,
     ClientOutput,
     Fetch,
     GrantDropped,
@@ -78,6 +80,17 @@ REQUEST_TIMEOUT = 10.0
 MAX_OWN_MAILBOXES = MAX_MAILBOXES
 #: envelopes fetched per request
 FETCH_LIMIT = 100
+#: a mailbox pushes a notice to a connected recipient at once (§15.12.1), so
+#: polling is only the fallback for a notice lost with its link: every 30 s
+#: instead of every 2 s (a fifteenth of the requests to every mailbox)
+POLL_INTERVAL = 30.0
+
+
+def _deposit_device(request: bytes) -> bytes:
+    """The device of a DEPOSIT request the mailbox machine accepted."""
+    fields = decode_flat(request, MAX_REQUEST_BYTES)
+    assert isinstance(fields, list) and isinstance(fields[2], bytes)
+    return fields[2]
 
 
 def _addr_ok(addr: object) -> bool:
@@ -98,6 +111,8 @@ class MailboxService:
         #: where each of our mailboxes listens, as the grant's peer told us
         self._addrs: dict[str, tuple[str, ...]] = {}
         self._nursery: trio.Nursery | None = None
+        #: told of each deposit this node's mailbox accepted: the device
+        self.on_deposit: Callable[[bytes], None] = lambda device: None
 
     @property
     def _grants_path(self) -> Path:
@@ -116,7 +131,11 @@ class MailboxService:
         self.box_driver = MachineDriver("mailbox", self.box, self._box_outputs)
         saved = self._load_grants()
         self._addrs = {g.mailbox_peer: addrs for g, addrs in saved}
-        self.client = MailboxClient(self.ctx.device.sign_public, grants=[g for g, _ in saved])
+        self.client = MailboxClient(
+            self.ctx.device.sign_public,
+            config=ClientConfig(poll_interval=POLL_INTERVAL),
+            grants=[g for g, _ in saved],
+        )
         self.client_driver = MachineDriver("mailbox-client", self.client, self._client_outputs)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -198,7 +217,16 @@ class MailboxService:
             lambda now: box.handle(data, peer=peer, now=now, random16=os.urandom(16))
         )
         (answer,) = [o.frame for o in outputs if isinstance(o, Send)]
+        if isinstance(decode_answer(answer), Deposited):
+            self.on_deposit(bytes(_deposit_device(data)))
         return answer
+
+    def notified(self, mailbox_peer: str) -> None:
+        """A push notice came from ``mailbox_peer``: the client fetches at
+        once if one of our grants names that peer, and ignores it otherwise."""
+        client, driver = self.client, self.client_driver
+        if client is not None and driver is not None:
+            driver.call(lambda now: client.notified(mailbox_peer, now))
 
     async def on_stream(self, stream: Stream) -> None:
         remote = remote_peer(stream)
