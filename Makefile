@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood vectors clean check-toolchain
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-natlab vectors clean check-toolchain lab-deps
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-toolchain
@@ -32,8 +32,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol simnet
 
-test: lint
+test: lint lab-deps
 	$(BIN)/pytest -q
+
+# The NAT lab (tests/test_lab.py) needs network namespaces (root), iproute2
+# and nftables.  As root with apt (CI), install what is missing; otherwise
+# say what to run, and the lab tests skip with a one-line reason.
+lab-deps:
+	@if command -v nft >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null; \
+	else echo "note: the NAT lab tests need root and nftables (as root: apt-get install nftables iproute2)"; fi
 
 # the fast layers only: no real node processes
 test-unit: lint
@@ -59,6 +68,9 @@ bench-messaging: $(STAMP)
 
 bench-flood: $(STAMP)
 	$(BIN)/python bench/flood.py
+
+bench-natlab: $(STAMP) lab-deps
+	$(BIN)/python bench/natlab.py
 
 bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
 

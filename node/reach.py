@@ -60,6 +60,8 @@ REACH_PROTOCOL = reach_wire.PROTOCOL_ID
 DIAL_BACK_TIMEOUT = 5.0
 #: how long the asking side waits for the RESULT
 PROBE_TIMEOUT = 12.0
+#: how often the peers' views are refreshed besides link changes
+REFRESH_INTERVAL = 2.0
 
 
 class ReachService:
@@ -102,7 +104,12 @@ class ReachService:
             await nursery.start(self.driver.run)
             await nursery.start(self.server_driver.run)
             task_status.started()
-            await trio.sleep_forever()
+            # what a peer offers (the relay protocol) is known only once
+            # identify has run, which no event reports: look again now and
+            # then (cheap: one pass over the links)
+            while True:
+                await trio.sleep(REFRESH_INTERVAL)
+                self.refresh()
 
     def set_listen(self, addrs: Sequence[str]) -> None:
         self.driver.call(lambda now: self.machine.set_listen(list(addrs), now))

@@ -1,0 +1,141 @@
+"""The NAT lab (tests/lab/netlab.py): real nodes in network namespaces
+behind nftables NATs (PROTOCOL.md §17.4, §17.5).
+
+The default suite runs the essential scenarios (punching through two
+port-preserving NATs and surviving the public nodes; a symmetric NAT that
+only the relay crosses; a push to a returning recipient); the rest is
+``slow``.  Every scenario counts, at the lab's routers, the SYNs that left
+a host for a private or unroutable destination: none may."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.netlab import Lab, available, leftover_namespaces
+from tests.lab.scenario import (
+    befriend,
+    build,
+    connection,
+    reach,
+    send_and_time,
+    texts,
+    wait,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.process]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    reason = available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs as root and must run the NAT lab: {reason}")
+        pytest.skip(reason)
+    built = Lab(tmp_path)
+    try:
+        yield built
+    finally:
+        built.close()
+        assert leftover_namespaces(built.prefix) == []
+
+
+def no_private_syns(lab: Lab) -> None:
+    counts = lab.private_syns()
+    assert all(n == 0 for n in counts.values()), f"SYNs to private destinations: {counts}"
+
+
+def test_lab_classifier_file_is_refused_on_the_main_network(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    d = tmp_path / "n"
+    subprocess.run(
+        [sys.executable, "-m", "node.cli", "init", "--network", "smu-main", "--data-dir", str(d)],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "prefixes").write_text("100.64.0.0/11\n")
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "node.cli", "node", "run", "--data-dir", str(d)),
+            *("--lab-prefixes", str(tmp_path / "prefixes")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "main network" in run.stderr
+
+
+def test_two_nats_relay_then_punch_then_survive_the_public_nodes(lab: Lab) -> None:
+    world = build(lab, [False, False])
+    a, b = world.hosts
+    for p in world.pubs:
+        wait(lab, lambda p=p: reach(p)["reachability"] == "public", what="public verdicts")
+    for h in (a, b):
+        wait(lab, lambda h=h: reach(h)["reachability"] == "private", what="private verdicts")
+        assert reach(h)["advertised"] == []  # nothing private, nothing unconfirmed
+    befriend(world, a, b)
+    # their records name their relays, and nothing private
+    for h in (a, b):
+        assert reach(h)["relay"]["offered"] and reach(h)["relay"]["reservations"] == 0
+    send_and_time(lab, a, b, "bob", "alice", "hello through the relay")
+    # the delivery formed a link; hole punching makes it direct
+    wait(lab, lambda: connection(a, b.peer_id) == "direct", timeout=60, what="a direct link")
+    wait(lab, lambda: connection(b, a.peer_id) == "direct", what="direct at both ends")
+    send_and_time(lab, b, a, "alice", "bob", "hello back, directly")
+    for p in world.pubs:
+        p.stop()
+    for i in range(3):
+        send_and_time(lab, a, b, "bob", "alice", f"still here {i}")
+    assert texts(b, "alice")[-1] == "still here 2"
+    no_private_syns(lab)
+
+
+def test_symmetric_nat_punching_fails_the_relay_carries(lab: Lab) -> None:
+    world = build(lab, [False, True])
+    a, b = world.hosts
+    befriend(world, a, b)
+    took = []
+    for i in range(3):
+        took.append(send_and_time(lab, a, b, "bob", "alice", f"relayed {i}"))
+        took.append(send_and_time(lab, b, a, "alice", "bob", f"relayed back {i}"))
+    assert [t for t in texts(b, "alice") if not t.startswith("relayed back")] == [
+        "relayed 0",
+        "relayed 1",
+        "relayed 2",
+    ]
+    # through a circuit, not a mailbox's poll (30 s)
+    assert max(took) < 5, took
+    assert sum(reach(p)["relay"]["circuits"] for p in world.pubs) >= 1
+    link = connection(a, b.peer_id)
+    assert link is not None and link.startswith("relayed"), link
+    no_private_syns(lab)
+
+
+def test_returning_recipient_gets_the_deposit_by_push(lab: Lab) -> None:
+    world = build(lab, [False, False])
+    a, b = world.hosts
+    befriend(world, a, b)
+    send_and_time(lab, a, b, "bob", "alice", "first")
+    b.stop()
+    a.call("message.send", contact="bob", text="while you were away")
+    # deposited at one of bob's mailboxes
+    wait(
+        lab,
+        lambda: any(
+            p.call("node.status")["reachability"]["mailbox_notices"]["waiting"] for p in world.pubs
+        ),
+        what="a deposit",
+    )
+    b.start(bootstrap=world.bootstrap, extra=["--reach-fast"])
+    b.wait_ready()
+    wait(lab, lambda: "while you were away" in texts(b, "alice"), timeout=30, what="the push")
+    pushed = sum(reach(p)["mailbox_notices"]["sent"] for p in world.pubs)
+    assert pushed >= 1
+    no_private_syns(lab)
