@@ -139,6 +139,7 @@ class Daemon:
         self._contacts = ContactSet(ContactStore(self.db), self._ledger)
         self._stop = trio.Event()
         self._last_advertised: list[str] = []
+        self._was_linked: set[str] = set()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
 
@@ -285,6 +286,13 @@ class Daemon:
         return grant.account if grant is not None else None
 
     def _links_changed(self) -> None:
+        linked = set(self.links.links)
+        for peer in linked - self._was_linked:
+            # a mailbox of ours came back: what it holds may be for us, so
+            # fetch now rather than at the next poll (its push notice may
+            # not have reached us; §15.12.1)
+            self.mailbox.notified(peer)
+        self._was_linked = linked
         self.mailbox.refresh()
         self.reach.refresh()
         addrs = self.advertised_addrs()
