@@ -20,6 +20,7 @@ import trio
 from libp2p.abc import INotifee
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 
 from protocol.core.machine import Now
 from protocol.links.addresses import DEFAULT, Classifier
@@ -362,9 +363,11 @@ class LinkService:
         store = self.host.get_peerstore()
         try:
             known = list(store.addrs(peer_id))
-        except Exception:  # PeerStoreError: nothing known yet
+        except PeerStoreError:  # nothing known yet, or only expired addresses
             known = []
-        store.clear_addrs(peer_id)
+        # addresses past their TTL are cleared, then clear_addrs raises
+        with contextlib.suppress(PeerStoreError):
+            store.clear_addrs(peer_id)
         store.add_addrs(peer_id, addrs + [a for a in known if a not in addrs])
 
     def peer_addresses(self, peer: str) -> list[str]:

@@ -149,6 +149,7 @@ class GatedRelay(CircuitV2Protocol):  # type: ignore[misc]
             "circuits": 0,
             "circuits_refused": 0,
             "stop_refused": 0,
+            "circuits_cut": 0,
         }
 
     async def _deny(self, stream: Any, code: StatusCode) -> None:
@@ -157,6 +158,14 @@ class GatedRelay(CircuitV2Protocol):  # type: ignore[misc]
             await write_delimited_msg(stream, msg)
         except Exception as exc:  # the client may be gone already
             log.debug("relay refusal not sent: %s", exc)
+
+    async def _send_status(
+        self, stream: Any, code: StatusCode, message: str, limit: Any = None
+    ) -> None:
+        if code == StatusCode.RESOURCE_LIMIT_EXCEEDED and "limit exceeded" in message:
+            self.stats["circuits_cut"] += 1  # a circuit over its data or time limit
+            log.info("relay circuit cut: %s", message)
+        await super()._send_status(stream, code, message, limit)
 
     async def _handle_reserve(self, stream: Any, msg: Any) -> None:
         peer = stream.muxed_conn.peer_id

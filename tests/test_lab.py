@@ -139,3 +139,74 @@ def test_returning_recipient_gets_the_deposit_by_push(lab: Lab) -> None:
     pushed = sum(reach(p)["mailbox_notices"]["sent"] for p in world.pubs)
     assert pushed >= 1
     no_private_syns(lab)
+
+
+@pytest.mark.slow
+def test_a_liar_about_our_address_cannot_make_us_advertise_it(lab: Lab) -> None:
+    import subprocess
+    import sys
+
+    pubs = [lab.public_host(f"pub{i}", i) for i in range(2)]
+    for p in pubs:
+        p.start(extra=["--reach-fast"])
+    for p in pubs:
+        p.wait_ready()
+    pubs[0].call("peers.connect", addr=pubs[1].addr)
+    liar_host = lab.public_host("liar", 2)
+    fake = "/ip4/100.70.7.7/tcp/4001"
+    liar = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", liar_host.ns, sys.executable, "-m", "tests.lab.liar"),
+            *(f"/ip4/{liar_host.ip}/tcp/4001", fake),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(liar)  # type: ignore[arg-type]
+    assert liar.stdout is not None
+    liar_id = liar.stdout.readline().strip()
+    router = lab.nat("nat0", 0)
+    host = lab.nat_host(router, "host0")
+    boot = [p.addr for p in pubs] + [f"/ip4/{liar_host.ip}/tcp/4001/p2p/{liar_id}"]
+    host.start(bootstrap=boot, extra=["--reach-fast"])
+    host.wait_ready()
+    wait(lab, lambda: reach(host)["stats"]["probes"] >= 3, what="probes of all three")
+    wait(lab, lambda: reach(host)["reachability"] == "private", what="a private verdict")
+    doc = reach(host)
+    assert fake not in doc["advertised"] and doc["confirmed"] == {}
+    status = host.call("node.status")
+    assert all("100.70.7.7" not in a for a in status["listen"])
+    no_private_syns(lab)
+
+
+@pytest.mark.slow
+def test_a_relay_client_over_its_limit_is_cut_off_and_others_go_on(lab: Lab) -> None:
+    world = build(lab, [False, True, False], extra=("--relay-circuit-bytes", "400000"))
+    a, c, b = world.hosts
+    befriend(world, a, c)
+    # b also writes to carol (on c) through the relay
+    erin = b.call("account.create", name="erin")
+    inv = c.call("invite.create")
+    wait(lab, lambda: c.call("node.status")["accounts"] == 3, what="erin's account at bob")
+    b.call("contact.add", ref=inv["invite"], name="bob")
+    c.call("contact.add", ref=erin["account_id"], name="erin")
+    wait(lab, lambda: len(reach(b)["relays"]) >= 2, what="erin's relays")
+    big = "x" * 60_000
+    for i in range(12):  # about 720 kB: over the circuit's 400 kB
+        a.call("message.send", contact="bob", text=f"{i} {big}")
+    wait(
+        lab,
+        lambda: sum(reach(p)["relay"]["circuits_cut"] for p in world.pubs) >= 1,
+        timeout=120,
+        what="a circuit cut at its limit",
+    )
+    # erin's circuit has a budget of its own
+    assert send_and_time(lab, b, c, "bob", "erin", "unaffected") < 10
+    # and alice's messages still all arrive, over new circuits
+    wait(
+        lab,
+        lambda: sum(t.endswith(big) for t in texts(c, "alice")) == 12,
+        timeout=180,
+        what="every large message",
+    )
+    no_private_syns(lab)

@@ -200,3 +200,26 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     for damaged in ("not json", '{"grant": 1}', '[{"grant": "zz", "addrs": []}]', "[1]"):
         (tmp_path / "mailboxes.json").write_text(damaged)
         assert service._load_grants() == []
+
+
+def test_dial_addresses_replace_expired_ones_in_libp2p_peerstore() -> None:
+    # A peer whose addresses outlived their TTL: py-libp2p's clear_addrs
+    # clears them and then raises (it re-reads them for the signed record).
+    # A dial to that peer once ended the daemon.
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerstore import PeerStore
+    from multiaddr import Multiaddr
+
+    from node.links import LinkService
+
+    store = PeerStore()
+    peer = ID.from_base58("12D3KooWAryLGnBY8mLnyeLJic65wxvQVwsL9J9AcUf7yY6wSLz6")
+    store.add_addrs(peer, [Multiaddr("/ip4/100.64.0.9/tcp/4001")], ttl=1)
+    store.peer_data_map[peer].last_identified -= 10  # expired
+    store.peer_record_map[peer] = SimpleNamespace()  # a signed record is held
+    fresh = Multiaddr("/ip4/100.65.0.9/tcp/4001")
+    links = SimpleNamespace(host=SimpleNamespace(get_peerstore=lambda: store))
+    LinkService._addresses_first(links, peer, [fresh])  # type: ignore[arg-type]
+    assert store.addrs(peer) == [fresh]
