@@ -8,7 +8,7 @@ chosen by content kind (DESIGN §10's ranges): a service registers a handler
 for the kinds it owns; items of a kind nobody handles are acknowledged and
 dropped, so a newer peer's additions cost nothing.
 
-Registered kinds: 48, a mailbox's push notice (``node.push``, PROTOCOL.md
+Registered kinds: 49, a mailbox's push notice (``node.push``, PROTOCOL.md
 §15.12.1); messages and receipts still travel on their own streams.
 """
 

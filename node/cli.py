@@ -227,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new messages")
     p = sub.add_parser("conversation", parents=[common], help="a conversation with a contact")
     p.add_argument("contact", metavar="CONTACT")
-    p = sub.add_parser("requests", parents=[common], help="messages from accounts not in contacts")
+    p = sub.add_parser(
+        "requests",
+        parents=[common],
+        help="messages from accounts not in contacts (capped; they expire after 14 days)",
+    )
     rsub = p.add_subparsers(dest="requests_command", parser_class=_Parser)
     for name, text in (("accept", "add the sender to contacts"), ("block", "block the sender")):
         q = rsub.add_parser(name, parents=[common], help=text)

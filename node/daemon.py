@@ -30,6 +30,7 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
+from protocol.messaging.tokens import TokenSigner
 from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
@@ -59,11 +60,21 @@ from .services.contacts import ContactService, ContactSet
 from .services.devices import DeviceService
 from .services.events import EventService
 from .services.linking import LinkService as LinkingService
-from .services.mailbox import MailboxService
+from .services.mailbox import MailboxService, deposit_group
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
-from .storage import ContactStore, MessageStore, open_database
+from .services.sync import SyncService
+from .services.tokens import TokenService
+from .services.trash import TrashService
+from .storage import (
+    ContactStore,
+    MessageStore,
+    SqliteMailboxStore,
+    SyncStore,
+    TokenStore,
+    open_database,
+)
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -98,11 +109,18 @@ class Daemon:
         classifier: Classifier = DEFAULT,
         circuit_bytes: int = CIRCUIT_BYTES,
         reach_config: ReachConfig | None = None,
+        mailbox_group_of: Callable[[str], str] | None = None,
     ) -> None:
+        """``mailbox_group_of`` is for lab tests only, and no flag or config
+        file reaches it: it replaces how this node's mailbox maps a
+        depositor's address to its network group (PROTOCOL.md §15.17), so
+        that a test on loopback can stand for depositors in many networks.
+        None (always, outside such a test): ``deposit_group``."""
         self.datadir = datadir
         self.classifier = classifier
         #: the networks of our interfaces: private addresses we may dial (§17.5)
         self.own_nets = own_networks()
+        self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
@@ -136,7 +154,10 @@ class Daemon:
         self.channels = ChannelService(self.links)
         self.links.on_opened.append(self.channels.link_opened)
         self.links.on_closed.append(self.channels.link_closed)
-        self._contacts = ContactSet(ContactStore(self.db), self._ledger)
+        #: account-wide state among this account's devices; the contact set
+        #: reads contacts, blocks and verification marks from it
+        self.sync = SyncService(self, SyncStore(self.db))
+        self._contacts = ContactSet(ContactStore(self.db), self._ledger, self.sync)
         self._stop = trio.Event()
         self._last_advertised: list[str] = []
         self._was_linked: set[str] = set()
@@ -243,7 +264,14 @@ class Daemon:
         return public + shared
 
     def _build_services(self) -> None:
-        contacts = ContactService(self, self._contacts)
+        self.tokens = TokenService(
+            self,
+            TokenStore(self.db),
+            TokenSigner(self.secrets.token_seed),
+            self._contacts,
+            grants=lambda: [g for g, _ in self.mailbox.grants],
+        )
+        contacts = ContactService(self, self._contacts, self.tokens)
         self.messages = MessageService(
             self,
             MessageStore(self.db),
@@ -251,8 +279,26 @@ class Daemon:
             deposit=lambda record, device, env: self.mailbox.deposit(record, device, env),
             reconcile_all=self.replication.reconcile_all,
             contact_changes=contacts.contact_docs,
+            tokens=self.tokens,
+            sync=self.sync,
         )
-        self.mailbox = MailboxService(self, receive=self.messages.receive)
+        self.tokens.send = self.messages.queue_tokens
+        self.sync.send = self.messages.queue_sync
+        # another device's decisions apply here too: its requests, our tokens
+        self.sync.on_changed.append(self.messages.decisions_changed)
+        self.sync.on_changed.append(self.tokens.refill_all)
+        self._contacts.on_added.append(self.tokens.refill)
+        self.trash = TrashService(self.messages.store, self.sync)
+        self.messages.hidden = self.trash.hidden
+        self.sync.on_changed.append(self.trash.changed)
+        self.mailbox = MailboxService(
+            self,
+            receive=self.messages.receive,
+            store=SqliteMailboxStore(self.db),
+            tokens=self.tokens,
+            group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
+        )
+        self.mailbox.on_grants_changed = self.tokens.refill_all
         self.push = PushService(
             self.channels,
             records=lambda: self.records,
@@ -279,6 +325,8 @@ class Daemon:
             self.linking,
             contacts,
             self.messages,
+            self.trash,
+            self.mailbox,
         ]
 
     def _grant_account(self, device: bytes) -> bytes | None:
@@ -305,11 +353,14 @@ class Daemon:
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
+            self.sync.log_changed()  # edits waiting for these events may merge
         self.notify(note)
 
     def _send_history(self, device: bytes) -> None:
         # History follows only now that the add-device event is in the log
-        # (DESIGN §9), encrypted to the approved key.
+        # (DESIGN §9), encrypted to the approved key; the account-wide state
+        # too, so that the new device is an equal from its first minute.
+        self.sync.send_snapshot(device)
         try:
             self.messages.send_history(device)
         except RpcFailure as exc:
@@ -358,6 +409,8 @@ class Daemon:
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.reach.run)
             await nursery.start(self.replication.run)
+            await nursery.start(self.sync.run)
+            self._contacts.import_legacy()
             await nursery.start(self.channels.run)
             self.reach.set_listen([a.split("/p2p/")[0] for a in self.addresses()])
             self.replication.set_self(self._peer_id, self.advertised_addrs())
@@ -365,6 +418,8 @@ class Daemon:
             await nursery.start(self.linking.run)
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
+            nursery.start_soon(self.tokens.run)
+            nursery.start_soon(self.trash.run)
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))

@@ -11,6 +11,7 @@ Layout, all inside one directory of mode 0700:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -62,16 +63,31 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+#: derives the token key of a key file written before token keys existed
+D_TOKEN_SEED = b"smu/token-seed/v1\x00"
+
+
 @dataclass(frozen=True, slots=True)
 class Secrets:
     device: DeviceKeys
     node_seed: bytes  # seed of the libp2p identity key, separate from the device key
+    #: seed of the device's mailbox token key (PROTOCOL.md §15.16): a key of
+    #: its own, so that a token can never pass for a device signature
+    token_seed: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.token_seed:
+            # A key file from before token keys: derive one, the same at
+            # every start, without rewriting (perhaps encrypted) keys.json.
+            seed = hashlib.blake2b(D_TOKEN_SEED + self.device.sign_seed, digest_size=32).digest()
+            object.__setattr__(self, "token_seed", seed)
 
     def to_json(self) -> dict[str, str]:
         return {
             "device_sign_seed": self.device.sign_seed.hex(),
             "device_enc_secret": self.device.enc_secret.hex(),
             "node_seed": self.node_seed.hex(),
+            "token_seed": self.token_seed.hex(),
         }
 
     @classmethod
@@ -81,6 +97,7 @@ class Secrets:
                 bytes.fromhex(data["device_sign_seed"]), bytes.fromhex(data["device_enc_secret"])
             ),
             bytes.fromhex(data["node_seed"]),
+            bytes.fromhex(data.get("token_seed", "")),
         )
 
 
@@ -111,7 +128,7 @@ class DataDir:
         if self.exists():
             raise NodeUsageError(f"{self.path} is already initialised (keys.json exists)")
         ensure_private_dir(self.path)
-        secrets = Secrets(DeviceKeys.from_random(os.urandom(64)), os.urandom(32))
+        secrets = Secrets(DeviceKeys.from_random(os.urandom(64)), os.urandom(32), os.urandom(32))
         self._write_secrets(secrets, passphrase)
         self.write_config({"network": network, "device_name": device_name, "account": None})
         return secrets

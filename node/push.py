@@ -2,11 +2,12 @@
 
 When this node's mailbox accepts a deposit for a device, and a node that
 device's record names is linked with us, the mailbox tells it at once on
-the per-link channel (content kind ``MAILBOX_NOTICE``, 48, of the mailbox
-range 48-63); a device that links with us later is told when its channel
-opens.  The recipient acts on a notice only if one of its grants names the
-peer it came from (``MailboxClient.notified``), so a notice from anyone else
-costs it nothing; a notice carries no content, only the device it is for.
+the per-link channel (item kind ``MAILBOX_NOTICE``, 49, of the mailbox
+range 48-63; content kind 48 is TOKENS); a device that links with us
+later is told when its channel opens.  The recipient acts on a notice only
+if one of its grants names the peer it came from
+(``MailboxClient.notified``), so a notice from anyone else costs it
+nothing; a notice carries no content, only the device it is for.
 Notices are hints: a lost one only waits for the poll.
 """
 
@@ -17,14 +18,13 @@ from collections.abc import Callable
 
 from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput, SchemaError
+from protocol.messaging.content import MAILBOX_NOTICE
 from protocol.records.device import RecordBook
 
 from .channels import ChannelService
 
 log = logging.getLogger("smu.push")
 
-#: the content kind of a mailbox's notice (DESIGN §10: 48-63 mailbox)
-MAILBOX_NOTICE = 48
 NOTICE_VERSION = 1
 MAX_NOTICE_BYTES = 64
 #: devices with items waiting that we remember to tell when they link

@@ -41,6 +41,8 @@ class Attack:
     #: eclipse: the victim node and when it got its first honest peer
     victim: int | None = None
     heal_at: float | None = None
+    #: eclipse through the link policy: when the attackers rushed the victim
+    eclipse_from: float | None = None
     #: the device the owner acts with (a recover replaces it)
     owner_device: Device | None = None
     recovers: int = 0
@@ -51,6 +53,8 @@ class Attack:
 
 class Base:
     kind = "base"
+    #: its nodes are part of the scenario's topology like honest ones
+    in_topology = True
 
     def __init__(self, sim: Any, spec: Spec, nodes: list[int]) -> None:
         self.sim = sim
@@ -81,6 +85,18 @@ class Base:
 
     def f(self, key: str, default: float) -> float:
         return float(self.p.get(key, default))
+
+    def collude(self) -> None:
+        """The adversary's nodes know each other's addresses and name only
+        each other in peer exchange (their PEERS frames never point at an
+        honest node)."""
+        mine = set(self.nodes)
+        for i in self.nodes:
+            node = self.e.nodes[i]
+            node.shares = mine.__contains__
+            for j in self.nodes:
+                if j != i:
+                    node.rep.note_addresses(self.e.nodes[j].pid, [self.e.nodes[j].addr])
 
     def honest_choice(self, exclude: list[int], group: int | None = None) -> int:
         cands = [i for i in self.sim.honest if i not in exclude]
@@ -355,7 +371,15 @@ class KeyInjection(Base):
 class Eclipse(Base):
     """Every peer of the victim is an attacker that withholds the owner's
     revocation of a stolen device; at ``heal_at`` the victim gets one
-    honest peer."""
+    honest peer.
+
+    Made by hand, as if the victim's bootstrap list named only attackers:
+    its topology edges go, the attackers go on its bootstrap list (its own
+    outbound links, which need only a free slot: the link policy rightly
+    does not stand in their way), and they name only each other in peer
+    exchange, so the victim learns no honest peer.  At ``heal_at`` an honest
+    helper joins its bootstrap list; peer exchange with it does the rest.
+    ``eclipse_sybil`` is the eclipse the link policy has to stop."""
 
     kind = "eclipse"
 
@@ -367,28 +391,86 @@ class Eclipse(Base):
         return FilteringLedger(self.e.params, self.e.verify, hide)
 
     def setup(self) -> None:
-        thief = self.nodes[0]
         self.victim = self.honest_choice([])
         self.owner = self.honest_choice([self.victim])
         self.holder = self.honest_choice([self.victim, self.owner])
+        self.collude()
         for j in self.e.neighbours(self.victim):
             self.e.remove_edge(self.victim, j, 0.0)
         for a in self.nodes:
             self.e.add_edge(self.victim, a, 0.0)
-        acc = self.victim_account(self.owner, [self.holder], self.f("create_at", 0.5))
-        self.attack = attack = Attack(self.kind, acc, victim=self.victim)
-        t_attack = self.f("attack_at", 4.0)
-        self.e.at(t_attack - 0.5, lambda t: self.steal(attack, acc.devices[1]))
-        for k in range(int(self.f("repeats", 2))):
-            self.e.at(t_attack + k, lambda t: self.thief_adds(attack, thief, t))
-        self.e.at(t_attack + 0.2, lambda t: self.owner_revokes(attack, self.owner, t))
+        attack = self._theft(self.f("attack_at", 4.0))
         heal = self.f("heal_at", 20.0)
         attack.heal_at = heal
         helper = self.honest_choice([self.victim])
         self.e.at(heal, lambda t: self.e.add_edge(self.victim, helper, t))
 
+    def _theft(self, t_attack: float) -> Attack:
+        """The victim's account; its second device is stolen and the thief
+        (the first attacker node) adds devices while the owner revokes it."""
+        thief = self.nodes[0]
+        acc = self.victim_account(self.owner, [self.holder], self.f("create_at", 0.5))
+        self.attack = attack = Attack(self.kind, acc, victim=self.victim)
+        self.e.at(t_attack - 0.5, lambda t: self.steal(attack, acc.devices[1]))
+        for k in range(int(self.f("repeats", 2))):
+            self.e.at(t_attack + k, lambda t: self.thief_adds(attack, thief, t))
+        self.e.at(t_attack + 0.2, lambda t: self.owner_revokes(attack, self.owner, t))
+        return attack
+
     def protected(self) -> list[int]:
         return [self.victim, self.owner, self.holder]
+
+
+class EclipseSybil(Eclipse):
+    """Eclipse through the real link policy.  Many attacker nodes in a few
+    /16s of their own (``groups``) wait for the victim to restart
+    (``restart_at``, down for ``down`` seconds); their connection attempts
+    land the moment it listens again, before any dial of its own, and they
+    keep dialling every ``redial`` seconds.  They name only each other in
+    peer exchange and withhold the owner's revocation of a stolen device.
+    The victim keeps its honest topology neighbours and bootstrap list:
+    whether it holds honest links is up to its link manager (inbound caps
+    per network group, slots kept for its own dials, outbound diversity).
+
+    The Sybils stand outside the scenario's topology (among so many, an
+    honest node whose every topology neighbour is a Sybil would be
+    eclipsed by accident); each joins the network by dialling ``joins``
+    honest nodes other than the victim, which gives them every event to
+    relay but the withheld ones."""
+
+    kind = "eclipse_sybil"
+    in_topology = False
+
+    def setup(self) -> None:
+        self.victim = self.honest_choice([])
+        self.owner = self.honest_choice([self.victim])
+        self.holder = self.honest_choice([self.victim, self.owner])
+        self.collude()
+        others = [i for i in self.sim.honest if i != self.victim]
+        for a in self.nodes:
+            for h in self.e.rng.sample(others, min(len(others), int(self.f("joins", 2)))):
+                self.e.add_edge(a, h, 0.0)
+        down = self.f("restart_at", 2.0)
+        up = down + self.f("down", 1.0)
+        self.redial = self.f("redial", 4.0)
+        attack = self._theft(self.f("attack_at", 5.0))
+        attack.eclipse_from = up
+        self.e.at(down, lambda t: self.e.node_down(self.victim, t))
+        self.e.at(up, self._rush)
+
+    def _rush(self, t: float) -> None:
+        self.e.node_up(self.victim, t)
+        for a in self.nodes:  # dialled while it was down: set up already
+            self.e.connect(a, self.victim, t, setup=0.0)
+        self.e.at(t + self.redial, self._hammer)
+
+    def _hammer(self, t: float) -> None:
+        if t >= self.sim.sc.duration:
+            return
+        for a in self.nodes:
+            if self.victim not in self.e.nodes[a].peers:
+                self.e.connect(a, self.victim, t)
+        self.e.at(t + self.redial, self._hammer)
 
 
 class Censor(Base):
@@ -501,5 +583,14 @@ class Replay(Base):
 
 KINDS: dict[str, type[Base]] = {
     cls.kind: cls
-    for cls in (StolenDevice, LongRangeFork, KeyInjection, Eclipse, Censor, SybilFlood, Replay)
+    for cls in (
+        StolenDevice,
+        LongRangeFork,
+        KeyInjection,
+        Eclipse,
+        EclipseSybil,
+        Censor,
+        SybilFlood,
+        Replay,
+    )
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,31 @@ def summary(report: dict[str, Any], stats: dict[str, Any]) -> str:
         f"{cost['bytes_per_node_per_event']} bytes; "
         f"duplicates per delivery {cost['duplicate_receptions_per_delivery']}",
     ]
+    links = report["links"]
+    for cls in ("honest", "attacker"):
+        if cls in links:
+            c = links[cls]
+            lines.append(
+                f"  links ({cls}): {c['held']['mean']} held ({c['inbound_mean']} in, "
+                f"{c['outbound_mean']} out, {c['network_groups_mean']} groups), "
+                f"refused {c['refused']}, bans {c['bans']}"
+            )
     for a in report["attacks"]:
-        lines.append(f"  attack {a['kind']}: {json.dumps(a, sort_keys=True)}")
+        brief = {k: v for k, v in a.items() if k != "victim_links"}
+        lines.append(f"  attack {a['kind']}: {json.dumps(brief, sort_keys=True)}")
+        if "victim_links" in a:
+            v = a["victim_links"]
+            lines.append(
+                f"  victim {a['victim']}: links at the revocation {v['at_revocation']}, "
+                f"at the end {v['at_end']}, {v['seconds_without_honest_links']} s "
+                f"without an honest link; refused {v['refused']}"
+            )
+    if "attacker_free_baseline" in report:
+        b = report["attacker_free_baseline"]
+        lines.append(
+            f"  attacker-free baseline: delivery ratio {b['delivery_ratio']}, latency p50 "
+            f"{b['propagation_latency']['p50']} p99 {b['propagation_latency']['p99']} s"
+        )
     if "messages" in report:
         m = report["messages"]
         lines.append(
@@ -62,6 +86,16 @@ def summary(report: dict[str, Any], stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def description(path: Path) -> str:
+    """A scenario file's leading comment, as one line."""
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    return " ".join(words)
+
+
 def run(path: str, seed: int | None, nodes: int | None, out: Path, plots: bool) -> dict[str, Any]:
     sc = scenario_mod.load(path).with_overrides(seed=seed, nodes=nodes)
     sim = Simulation(sc)
@@ -77,7 +111,17 @@ def run(path: str, seed: int | None, nodes: int | None, out: Path, plots: bool) 
     return report
 
 
+def _pin_hash_seed(argv: list[str] | None) -> None:
+    """Run under a fixed str/bytes hash seed unless one is set: the report
+    must not depend on set iteration order anywhere in the machines it
+    drives (a test runs a scenario under another seed to catch that)."""
+    if argv is None and os.environ.get("PYTHONHASHSEED") is None:
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, "-m", "simnet.cli", *sys.argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
+    _pin_hash_seed(argv)
     ap = argparse.ArgumentParser(prog="simnet", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a scenario")
@@ -89,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list built-in scenarios")
     args = ap.parse_args(argv)
     if args.cmd == "list":
-        for p in sorted(scenario_mod.SCENARIO_DIR.glob("*.toml")):
-            print(p.stem)
+        paths = sorted(scenario_mod.SCENARIO_DIR.glob("*.toml"), key=lambda p: p.stem)
+        width = max(len(p.stem) for p in paths)
+        for p in paths:
+            print(f"{p.stem:<{width}}  {description(p)}")
         return 0
     path = args.scenario
     if not Path(path).exists() and scenario_mod.builtin(path).exists():

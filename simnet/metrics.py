@@ -65,6 +65,9 @@ class Observer:
         self._nsample = 0
         self._set_cache: dict[int, tuple[int, frozenset[bytes]]] = {}
         self._key_cache: dict[int, tuple[int, tuple[int, int]]] = {}
+        #: victims of eclipse attacks: (time, links with honest nodes, with
+        #: attackers, inbound ones with attackers)
+        self.victim_links: dict[int, list[tuple[float, int, int, int]]] = {}
 
     # -- hooks from the engine ----------------------------------------------------
 
@@ -103,6 +106,11 @@ class Observer:
     def sample(self, t: float, final: bool = False) -> None:
         self._nsample += 1
         self._check_safety(t)
+        for attack in self.sim.attacks():
+            if attack.victim is not None:
+                c = self.sim.engine.link_counts(attack.victim)
+                entry = (t, c.honest, c.attacker, c.attacker_inbound)
+                self.victim_links.setdefault(attack.victim, []).append(entry)
         honest = self.sim.honest
         n_events = len(self.honest_events)
         total = n_events * (len(honest) - 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.core.errors import UsageError
+from protocol.links.policy import LinkLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,20 @@ class Churn:
 
 
 @dataclass(frozen=True, slots=True)
+class Network:
+    """Where nodes are (simulated IPv4 addresses: strings, never dialled for
+    real), and whom they dial first."""
+
+    #: honest nodes per /16 network group (each group drawn from a seeded
+    #: pool of global-looking /16s); adversaries take groups of their own
+    #: (their parameter ``groups``, default 1)
+    honest_per_group: int = 1
+    #: honest nodes (seeded choice) that every node has on its bootstrap
+    #: list beside the topology edges it dials; 0: the topology alone
+    bootstrap: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Adversary:
     kind: str
     count: int = 0
@@ -117,6 +132,12 @@ class Scenario:
     partitions: tuple[Partition, ...] = ()
     churn: Churn | None = None
     adversaries: tuple[Adversary, ...] = ()
+    network: Network = Network()
+    #: every node's link manager (protocol.links.manager): slots and caps
+    link_limits: LinkLimits = field(default_factory=LinkLimits)
+    #: also run the scenario without its adversaries (same honest nodes)
+    #: and report its delivery and latency beside this run's
+    compare_baseline: bool = False
 
     def with_overrides(self, seed: int | None = None, nodes: int | None = None) -> Scenario:
         s = self
@@ -125,6 +146,11 @@ class Scenario:
         if nodes is not None:
             s = replace(s, nodes=nodes)
         return s
+
+    def without_attackers(self) -> Scenario:
+        """The same scenario with its honest nodes only."""
+        honest = self.nodes - sum(a.size(self.nodes) for a in self.adversaries)
+        return replace(self, nodes=honest, adversaries=(), compare_baseline=False)
 
 
 def _section(data: dict[str, Any], key: str, cls: Any) -> Any:
@@ -179,6 +205,9 @@ def from_dict(data: dict[str, Any]) -> Scenario:
             partitions=partitions,
             churn=Churn(**data["churn"]) if "churn" in data else None,
             adversaries=adversaries,
+            network=_section(data, "network", Network),
+            link_limits=_section(data, "link_limits", LinkLimits),
+            compare_baseline=bool(data.get("compare_baseline", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"bad scenario: {exc!r}") from exc

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+from protocol.links.manager import LinkStats
+from protocol.links.policy import network_group
+
 from . import topology as topo
 from .adversaries import KINDS, Attack, Base
-from .engine import Engine
+from .engine import Engine, SimNode
 from .messages import MessageTraffic
 from .metrics import DUP_NAMES, Observer, percentile, stat
 from .scenario import Scenario
@@ -51,9 +55,21 @@ class Simulation:
                 node.role = adv.kind
         for node in e.nodes:
             node.skew = e.rng.uniform(-sc.clock_skew, sc.clock_skew) if sc.clock_skew else 0.0
+        self._assign_addresses()
         self._groups = self._partition_groups()
-        for a, b in topo.build(sc.topology, n, e.rng):
-            e.add_edge(a, b, 0.0)
+        # the topology spans the honest nodes and the adversaries that join
+        # it like anyone (given edges name nodes directly)
+        members = list(range(n))
+        if sc.topology.kind != "edges":
+            members = self.honest + [i for a in self.adversaries if a.in_topology for i in a.nodes]
+        edges = topo.build(sc.topology, len(members), e.rng)
+        for a, b in topo.diallers(sc.topology, edges, e.rng):
+            e.add_edge(members[a], members[b], 0.0)
+        k = min(sc.network.bootstrap, n_honest)
+        self.bootstrap_nodes = sorted(e.rng.sample(self.honest, k)) if k else []
+        for node in e.nodes:
+            node.bootstrap.update(j for j in self.bootstrap_nodes if j != node.idx)
+        e.at(0.0, e.start)
         for adv in self.adversaries:
             adv.setup()
         self._schedule_partitions()
@@ -67,6 +83,25 @@ class Simulation:
         while t < sc.duration:
             e.at(t, self.obs.sample)
             t += sc.sample_interval
+
+    # -- addresses ----------------------------------------------------------------
+
+    def _assign_addresses(self) -> None:
+        """Honest nodes ``honest_per_group`` to a /16, each adversary in
+        ``groups`` /16s of its own, all drawn from a seeded pool of
+        global-looking /16s (strings only: nothing is ever dialled)."""
+        e = self.engine
+        used: set[str] = set()
+        per = max(1, self.sc.network.honest_per_group)
+        prefixes: list[str] = []
+        for k, i in enumerate(self.honest):
+            if k % per == 0:
+                prefixes.append(_draw_prefix(e.rng, used))
+            e.set_address(e.nodes[i], _host(prefixes[-1], k % per))
+        for adv in self.adversaries:
+            groups = [_draw_prefix(e.rng, used) for _ in range(max(1, int(adv.p.get("groups", 1))))]
+            for k, i in enumerate(adv.nodes):
+                e.set_address(e.nodes[i], _host(groups[k % len(groups)], k // len(groups)))
 
     # -- partitions and churn -----------------------------------------------------
 
@@ -89,23 +124,30 @@ class Simulation:
 
     def _schedule_partitions(self) -> None:
         e = self.engine
+
+        def crossing(group_of: list[int]) -> list[tuple[int, int]]:
+            return [
+                k
+                for k, link in sorted(e.links.items())
+                if link.connected and group_of[k[0]] != group_of[k[1]]
+            ]
+
         for p, group_of in zip(self.sc.partitions, self._groups, strict=True):
             entry = (group_of, p.asymmetric)
 
             def start(t: float, entry: tuple[list[int], bool] = entry) -> None:
                 e.cuts.append(entry)
                 if not entry[1]:
-                    for a, b in sorted(e.edges):
-                        if entry[0][a] != entry[0][b]:
-                            e.close_link(a, b, t)
+                    for a, b in crossing(entry[0]):
+                        e.close_link(a, b, t)
 
             def end(t: float, entry: tuple[list[int], bool] = entry) -> None:
+                # the link managers redial on their own timers; links that
+                # stayed open across a one-way cut are reset
                 e.cuts.remove(entry)
-                for a, b in sorted(e.edges):
-                    if entry[0][a] != entry[0][b]:
-                        if entry[1]:
-                            e.close_link(a, b, t)
-                        e.open_link(a, b, t)
+                if entry[1]:
+                    for a, b in crossing(entry[0]):
+                        e.close_link(a, b, t)
 
             e.at(p.start, start)
             e.at(p.end, end)
@@ -136,12 +178,18 @@ class Simulation:
     def run(self) -> tuple[dict[str, Any], dict[str, Any]]:
         wall0 = time.perf_counter()
         e = self.engine
-        for a, b in sorted(e.edges):
-            e.open_link(a, b, 0.0)
         e.run(self.sc.duration)
         self.obs.sample(self.sc.duration, final=True)
-        wall = time.perf_counter() - wall0
         report = self.report()
+        if self.sc.compare_baseline and self.sc.adversaries:
+            base, _ = Simulation(self.sc.without_attackers()).run()
+            report["attacker_free_baseline"] = {
+                "honest_nodes": base["honest_nodes"],
+                "delivery_ratio": base["delivery_ratio"],
+                "propagation_latency": base["propagation_latency"],
+                "links": base["links"]["honest"],
+            }
+        wall = time.perf_counter() - wall0
         stats = {
             "wall_seconds": round(wall, 3),
             "simulated_seconds": self.sc.duration,
@@ -221,6 +269,7 @@ class Simulation:
                 "retransmissions": e.retransmissions,
             },
             "misbehaviour_reports": dict(sorted(obs.misbehaviour.items())),
+            "links": self._links(),
             "scores": self._scores(),
             "attacks": [self._attack_report(a) for a in self.attacks()],
         }
@@ -228,8 +277,25 @@ class Simulation:
             report["messages"] = self.messages.stats.report()
         return report
 
+    def _links(self) -> dict[str, Any]:
+        """Per node class: the links up nodes hold at the end (all, inbound,
+        outbound, in how many network groups, with attackers) and what
+        their link managers did over the run (``LinkManager.stats``)."""
+        e = self.engine
+        out: dict[str, Any] = {
+            "dials": e.dials,
+            "dials_failed": e.dials_failed,
+            "bootstrap_nodes": self.bootstrap_nodes,
+        }
+        classes = {"honest": [n for n in e.nodes if n.honest]}
+        if len(classes["honest"]) < len(e.nodes):
+            classes["attacker"] = [n for n in e.nodes if not n.honest]
+        for name, nodes in classes.items():
+            out[name] = _link_figures(e, nodes)
+        return out
+
     def _scores(self) -> dict[str, Any]:
-        """Each honest node's score of its topology neighbours at the end.
+        """Each honest node's score of every peer it held a link with.
 
         A peer banned for misbehaviour starts again from 0 after its
         back-off, so bans (and current bans) say more than the score does.
@@ -240,7 +306,7 @@ class Simulation:
         for i in self.honest:
             node = e.nodes[i]
             book = getattr(node.rep, "book", None)
-            for j in e.neighbours(i):
+            for j in sorted(node.ever):
                 peer = e.nodes[j]
                 key = "honest_peers" if peer.honest else "attackers"
                 vals[key].append(float(node.rep.score(peer.pid)))
@@ -291,15 +357,111 @@ class Simulation:
         out["account_status_at_end"] = sorted(statuses)
         out["honest_nodes_with_attacker_key_active_at_end"] = active_anywhere
         out["honest_nodes_holding_all_attacker_events"] = holding
-        if a.victim is not None and a.heal_at is not None:
+        if a.victim is not None:
             times = [obs.first.get(b, {}).get(a.victim) for b in a.owner_batch]
             reached = None if (not times or None in times) else max(t for t in times if t)
             out["victim"] = a.victim
-            out["heal_at"] = a.heal_at
-            out["withheld_reached_victim_after_heal"] = (
-                _r(reached - a.heal_at) if reached is not None else None
+            if a.heal_at is not None:
+                out["heal_at"] = a.heal_at
+                out["withheld_reached_victim_after_heal"] = (
+                    _r(reached - a.heal_at) if reached is not None else None
+                )
+            # from the owner's (last) revocation to the victim holding them all
+            made = [obs.created_at[b][0] for b in a.owner_batch if b in obs.created_at]
+            out["revocation_reached_victim_seconds"] = (
+                _r(reached - max(made)) if reached is not None and made else None
             )
+            out["victim_links"] = self._victim_links(a)
         return out
+
+    def _victim_links(self, a: Attack) -> dict[str, Any]:
+        e, obs = self.engine, self.obs
+        assert a.victim is not None
+        series = obs.victim_links.get(a.victim, [])
+        now = e.link_counts(a.victim)
+        victim = e.nodes[a.victim]
+        made = [obs.created_at[b][0] for b in a.owner_batch if b in obs.created_at]
+        at_revocation = None
+        before = [s for s in series if made and s[0] <= min(made)]
+        if before:
+            at_revocation = {"honest": before[-1][1], "attacker": before[-1][2]}
+        # after the attackers rushed it (samples strictly later)
+        after = [s for s in series if a.eclipse_from is None or s[0] > a.eclipse_from]
+        return {
+            "at_end": dataclasses.asdict(now),
+            "at_revocation": at_revocation,
+            "most_attacker_links": max((s[2] for s in after), default=0),
+            "most_attacker_inbound_links": max((s[3] for s in after), default=0),
+            "fewest_honest_links": min((s[1] for s in after), default=0),
+            "seconds_without_honest_links": _r(
+                self.sc.sample_interval * sum(1 for s in after if s[1] == 0)
+            ),
+            "refused": _refusals(victim.link_stats()),
+            # [time, links with honest nodes, links with attackers], per sample
+            "over_time": [[_r(s[0]), s[1], s[2]] for s in series],
+        }
+
+
+def _refusals(stats: list[LinkStats]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for st in stats:
+        for reason, count in st.rejected.items():
+            total[reason] = total.get(reason, 0) + count
+    return dict(sorted(total.items()))
+
+
+def _link_figures(e: Engine, nodes: list[SimNode]) -> dict[str, Any]:
+    up = [n for n in nodes if n.up]
+    held, inbound, outbound, groups, attackers = [], [], [], [], []
+    for n in up:
+        c = e.link_counts(n.idx)
+        held.append(c.inbound + c.outbound)
+        inbound.append(c.inbound)
+        outbound.append(c.outbound)
+        attackers.append(c.attacker)
+        groups.append(len({network_group(e.nodes[j].host) for j in n.peers}))
+    stats = [st for n in nodes for st in n.link_stats()]
+
+    def mean(xs: list[int]) -> float | None:
+        return _r(sum(xs) / len(xs)) if xs else None
+
+    return {
+        "nodes_up": len(up),
+        "held": {
+            "mean": mean(held),
+            "min": min(held, default=0),
+            "max": max(held, default=0),
+        },
+        "inbound_mean": mean(inbound),
+        "outbound_mean": mean(outbound),
+        "network_groups_mean": mean(groups),
+        "with_attackers_mean": mean(attackers),
+        "admitted": sum(st.admitted for st in stats),
+        "refused": _refusals(stats),
+        "dials": sum(st.dials for st in stats),
+        "dial_failures": sum(st.dial_failures for st in stats),
+        "bans": sum(st.bans for st in stats),
+    }
+
+
+_RESERVED_FIRST_OCTETS = frozenset({0, 10, 100, 127, 169, 172, 192, 198, 203})
+
+
+def _draw_prefix(rng: random.Random, used: set[str]) -> str:
+    """A fresh global-looking /16 (first octets holding private, shared,
+    loopback, link-local, benchmark or documentation ranges are skipped)."""
+    while True:
+        a, b = rng.randrange(1, 224), rng.randrange(256)
+        prefix = f"{a}.{b}"
+        if a not in _RESERVED_FIRST_OCTETS and prefix not in used:
+            used.add(prefix)
+            return prefix
+
+
+def _host(prefix: str, k: int) -> str:
+    host = f"{prefix}.{k // 254 + 1}.{k % 254 + 1}"
+    assert network_group(host) == f"ip4:{prefix}.0.0/16", host
+    return host
 
 
 def _swap_args(fn: Callable[[int, float], None], i: int, now: float) -> None:

@@ -1,5 +1,8 @@
 """Graphs of who connects to whom, and link latency samplers.
 
+An edge is a dial intention: one end has the other on its bootstrap list
+(``diallers``); whether a link comes up is for both ends' link managers.
+
 Everything draws from the simulation's one seeded ``random.Random`` and
 returns sorted edge lists, so a topology is a function of the seed.
 """
@@ -91,6 +94,15 @@ def build(topo: Topology, n: int, rng: random.Random) -> list[Edge]:
     else:
         raise UsageError(f"unknown topology {topo.kind!r}")
     return sorted(edges)
+
+
+def diallers(topo: Topology, edges: list[Edge], rng: random.Random) -> list[Edge]:
+    """Each edge as (dialler, dialled): as written for given ``edges``
+    (the first dials the second), else a seeded coin per edge."""
+    if topo.kind == "edges":
+        given = {_norm(a, b): (a, b) for a, b in topo.edges}
+        return [given[e] for e in edges]
+    return [(a, b) if rng.random() < 0.5 else (b, a) for a, b in edges]
 
 
 def connected(n: int, edges: list[Edge], members: set[int] | None = None) -> bool:

@@ -8,6 +8,8 @@ the tail of every running node's log.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import itertools
 import os
@@ -23,7 +25,9 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from node.netdemo import Demo, DemoNode
-from node.transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr
+from node.transport import REPLICATION_PROTOCOL, frame, make_host, parse_multiaddr, read_frame
+from protocol.messaging.mailbox import MAX_ANSWER_FRAME, Answer, decode_answer
+from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL
 
 #: every Demo a test opened, so a failed wait can show its nodes' logs
 ACTIVE: list[Demo] = []
@@ -71,9 +75,24 @@ def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str | None = None
         time.sleep(0.05)
 
 
-def start_nodes(d: Demo, names: list[str], bootstrap: list[str] | None = None) -> list[DemoNode]:
+class LabNode(DemoNode):
+    """A node run by ``tests/lab_node.py``: ``smu node run`` but for its
+    mailbox's network groups, which tell loopback depositors apart by the
+    /24 of their address (a test-only constructor argument of ``Daemon``)."""
+
+    def start_existing(self, bootstrap: list[str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "tests.lab_node", "--data-dir", str(self.dir)]
+        for b in bootstrap or []:
+            cmd += ["--bootstrap", b]
+        log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+
+
+def start_nodes(
+    d: Demo, names: list[str], bootstrap: list[str] | None = None, kind: type[DemoNode] = DemoNode
+) -> list[DemoNode]:
     """Start ``smu node run`` processes and wait until each answers."""
-    nodes = [DemoNode(d.base, n) for n in names]
+    nodes = [kind(d.base, n) for n in names]
     d.nodes.extend(nodes)
     for n in nodes:
         n.start(bootstrap)
@@ -167,5 +186,40 @@ async def hostile_peer(addr: str, protocol: str = REPLICATION_PROTOCOL) -> Async
         stream = await host.new_stream(info.peer_id, [TProtocol(protocol)])
         try:
             yield Hostile(host, stream)
+        finally:
+            await host.close()
+
+
+class MailboxPeer:
+    """A raw libp2p host in this process that speaks ``/smu/mailbox/1``:
+    one request per stream, as a node does."""
+
+    def __init__(self, host: Any, peer_id: Any) -> None:
+        self.host, self.peer_id = host, peer_id
+
+    async def ask(self, request: bytes) -> Answer:
+        stream = await self.host.new_stream(self.peer_id, [TProtocol(MAILBOX_PROTOCOL)])
+        try:
+            await stream.write(frame(request))
+            return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+
+@asynccontextmanager
+async def mailbox_peer(addr: str, source_ip: str = "127.0.0.1") -> AsyncIterator[MailboxPeer]:
+    """A fresh peer id (a new key every time) connected to the node at
+    ``addr`` from ``source_ip``: any 127.x.y.z, so that a lab node's
+    mailbox (``LabNode``) sees it in the network group of that address."""
+    host = make_host(os.urandom(32))
+    for transport in host.get_network().transport_manager.get_transports():
+        if hasattr(transport, "dial_with_source"):  # dial from source_ip, not 127.0.0.1
+            transport.dial = functools.partial(transport.dial_with_source, source=(source_ip, 0))
+    async with host.run([parse_multiaddr(f"/ip4/{source_ip}/tcp/0")]):
+        info = info_from_p2p_addr(parse_multiaddr(addr))
+        await host.connect(info)
+        try:
+            yield MailboxPeer(host, info.peer_id)
         finally:
             await host.close()

@@ -32,6 +32,8 @@ from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus, DeviceRecord, DeviceStatus
 from protocol.messaging import envelope as envmod
 from protocol.messaging.content import (
+    CHANNEL_KINDS,
+    MAILBOX_NOTICE,
     ContentKind,
     ContentRange,
     HistoryBundle,
@@ -44,6 +46,7 @@ from protocol.messaging.content import (
     UnknownContent,
     content_range,
     decode_content,
+    encode_content,
 )
 from protocol.messaging.envelope import (
     MAX_ENVELOPE_BYTES,
@@ -657,7 +660,13 @@ def test_content_ranges() -> None:
     }
     for rng, (first, last) in cases.items():
         assert content_range(first) is rng and content_range(last) is rng
-    assert {content_range(k) for k in ContentKind} == {ContentRange.MESSAGES}
+    assert {k: content_range(k) for k in ContentKind} == {
+        ContentKind.TEXT: ContentRange.MESSAGES,
+        ContentKind.RECEIPT: ContentRange.MESSAGES,
+        ContentKind.HISTORY: ContentRange.MESSAGES,
+        ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
+        ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
+    }
     for bad in (0, -1, True):
         with pytest.raises(SchemaError):
             content_range(bad)
@@ -665,6 +674,17 @@ def test_content_ranges() -> None:
         decode_content(0, b"\x90")  # 0 is no kind
     assert UnknownContent(40, b"").range is ContentRange.ACCOUNT_SYNC
     assert UnknownContent(70, b"").range is ContentRange.RESERVED
+
+
+def test_channel_item_kinds_are_never_content_kinds() -> None:
+    # one number space (PROTOCOL.md §17.3.1): the push notice is not TOKENS
+    from node.push import MAILBOX_NOTICE as PUSHED
+
+    assert PUSHED == MAILBOX_NOTICE == 49 and MAILBOX_NOTICE in CHANNEL_KINDS
+    assert not CHANNEL_KINDS & {int(k) for k in ContentKind}
+    assert content_range(MAILBOX_NOTICE) is ContentRange.MAILBOX_TOKENS
+    with pytest.raises(UsageError):
+        encode_content(UnknownContent(MAILBOX_NOTICE, b"\x90"))
 
 
 def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
@@ -692,7 +712,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     return encode_flat([*header, bytes(24), bytes(ct)])
 
 
-@pytest.mark.parametrize("kind", [4, 15, 16, 31, 48, 63, 64, 1000])
+@pytest.mark.parametrize("kind", [4, 15, 16, 31, 49, 63, 64, 1000])
 def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
     """A contact may send an unknown kind of any range but account sync: it
     is opened, replay-checked and reported (§15.4)."""
@@ -701,7 +721,7 @@ def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kin
     assert opened.content.range is content_range(kind)
 
 
-@pytest.mark.parametrize("kind", [32, 40, 47])
+@pytest.mark.parametrize("kind", [33, 40, 47])
 def test_account_sync_comes_only_from_ones_own_account(w: World, kind: int) -> None:
     guard = ReplayGuard()
     with pytest.raises(UnauthorisedError):

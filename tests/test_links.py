@@ -201,3 +201,27 @@ def test_idle_links_and_quiet_bare_connections_are_closed() -> None:
     # a banned or refused peer's new connection is closed at once
     m.ban("evil", 5_000.0, at(IDLE_TIMEOUT))
     assert m.connected("evil", at(IDLE_TIMEOUT + 1)) == [Close("evil", "banned", True)]
+
+
+def test_a_peer_that_closes_our_link_at_once_is_held_back_not_redialled_in_a_loop() -> None:
+    """The other side refused the link (it is full, or backing off from us)
+    and closed it as soon as it opened: that counts as a failed dial."""
+    m = LinkManager(ME)
+    assert m.set_bootstrap({"b1": "/ip4/10.0.0.1/tcp/1"}, at(0)) == [
+        Dial("b1", "/ip4/10.0.0.1/tcp/1", True)
+    ]
+    assert verdict(m.opened("b1", "10.0.0.1", True, at(0.1))) is None
+    assert m.closed("b1", at(0.2)) == []
+    assert m.next_deadline() == 0.2 + BOOTSTRAP_RETRY
+    assert m.tick(at(1)) == []
+    assert m.tick(at(0.2 + BOOTSTRAP_RETRY)) == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
+    # a learned peer likewise: not offered to the dialler again at once
+    outs = m.offer_candidates([("c1", ("/ip4/80.1.1.1/tcp/1",))], at(10))
+    assert outs == [Dial("c1", "/ip4/80.1.1.1/tcp/1", False)]
+    assert verdict(m.opened("c1", "80.1.1.1", True, at(10.1))) is None
+    assert m.closed("c1", at(10.1)) == []
+    assert m.next_deadline() == 10.1 + LEARNED_RETRY
+    # an inbound link that ends at once says nothing about our dials
+    assert verdict(m.opened("d1", "90.1.1.1", False, at(20))) is None
+    m.closed("d1", at(20))
+    assert m.next_deadline() == 10.1 + LEARNED_RETRY

@@ -38,6 +38,7 @@ from protocol.messaging.mailbox import (
     NoGrantError,
     QuotaExceededError,
     Refused,
+    StrangerPoolFullError,
     challenge_request,
     decode_answer,
     decode_grant,
@@ -47,6 +48,7 @@ from protocol.messaging.mailbox import (
     grant_request,
     item_id_of,
 )
+from protocol.messaging.tokens import Token, TokenSigner
 
 from .conftest import FAST, T0
 from .test_envelope import World, _settings
@@ -82,7 +84,7 @@ def answer_of(outs: list[Any], peer: str) -> tuple[Any, InvalidInput | None]:
 
 
 def answer(box: Mailbox, frame: bytes, peer: str, now: Now, random16: bytes) -> Any:
-    return answer_of(box.handle(frame, peer=peer, now=now, random16=random16), peer)[0]
+    return answer_of(box.handle(frame, peer=peer, group="g", now=now, random16=random16), peer)[0]
 
 
 class Setup:
@@ -90,19 +92,31 @@ class Setup:
         self.w = World()
         self.box = Mailbox(FAST, MailboxIdentity(b"m" * 32), "12D3KooWMailbox", limits)
         self.bob = self.w.b.keys["d0"]
+        #: bob's token key: he hands its tokens to his contacts (§15.16)
+        self.signer = TokenSigner(b"t" * 32)
         self.grant = self.box.issue_grant(
-            self.w.b.account, self.bob.sign_public, now=NOW, quota_count=5
+            self.w.b.account,
+            self.bob.sign_public,
+            now=NOW,
+            quota_count=5,
+            token_key=self.signer.public,
         )
         self.n = 0
         self.now = NOW
         #: what the last call's refusal reported (None if it was answered)
         self.misbehaved: InvalidInput | None = None
 
-    def call(self, frame: bytes, peer: str = "peerA") -> Any:
+    def call(self, frame: bytes, peer: str = "peerA", group: str = "g") -> Any:
         self.n += 1
-        outs = self.box.handle(frame, peer=peer, now=self.now, random16=_nonce(self.n))
+        outs = self.box.handle(frame, peer=peer, group=group, now=self.now, random16=_nonce(self.n))
         ans, self.misbehaved = answer_of(outs, peer)
         return ans
+
+    def token(self, i: int, expires: int = T0 + DAY) -> Token:
+        """Bob's token number ``i`` for this mailbox."""
+        (t,) = self.signer.issue(FAST, self.box.identity.public, self.bob.sign_public,
+                                 [_nonce(1000 + i)], expires)  # fmt: skip
+        return t
 
     def challenge(self, dev: Any = None) -> bytes:
         ans = self.call(challenge_request((dev or self.bob).sign_public))
@@ -161,48 +175,50 @@ def test_deposit_refusals(s: Setup) -> None:
     # an envelope with no wrap for the device
     stranger = s.w.send(only_devices=[s.w.b.keys["d1"].sign_public])
     with pytest.raises(MailboxError):
-        s.box.deposit(s.bob.sign_public, stranger.raw, "p", NOW)
+        s.box.deposit(s.bob.sign_public, stranger.raw, group="p", now=NOW)
     with pytest.raises(InvalidInput):
-        s.box.deposit(s.bob.sign_public, b"junk", "p", NOW)
+        s.box.deposit(s.bob.sign_public, b"junk", group="p", now=NOW)
     # after the grant expires, no deposits
     with pytest.raises(NoGrantError):
-        s.box.deposit(s.bob.sign_public, env.raw, "p", at(s.grant.expires - T0))
+        s.box.deposit(s.bob.sign_public, env.raw, group="p", now=at(s.grant.expires - T0))
 
 
-def test_quotas_per_device_and_per_peer() -> None:
-    s = Setup(MailboxLimits(peer_count=3))
+def test_quotas_per_device_never_per_peer() -> None:
+    s = Setup(MailboxLimits(group_device_count=3))
     envs = [s.w.send() for _ in range(7)]
     dev = s.bob.sign_public
     for e in envs[:3]:
-        s.box.deposit(dev, e.raw, "noisy", NOW)
+        s.box.deposit(dev, e.raw, group="noisy", now=NOW)
+    with pytest.raises(StrangerPoolFullError):
+        s.box.deposit(dev, envs[3].raw, group="noisy", now=NOW)  # that network's share
+    # a new peer id renews nothing: only the group is passed in, and counted
+    s.box.deposit(dev, envs[3].raw, group="other", now=NOW)
+    s.box.deposit(dev, envs[4].raw, group="third", now=NOW)
     with pytest.raises(QuotaExceededError):
-        s.box.deposit(dev, envs[3].raw, "noisy", NOW)  # per-peer count
-    s.box.deposit(dev, envs[3].raw, "other", NOW)
-    s.box.deposit(dev, envs[4].raw, "third", NOW)
-    with pytest.raises(QuotaExceededError):
-        s.box.deposit(dev, envs[5].raw, "fourth", NOW)  # the grant's 5 items
+        s.box.deposit(dev, envs[5].raw, group="fourth", now=NOW)  # the grant's 5 items
     assert s.box.held(dev)[1] == 5
     # a deletion frees both quotas
     first = item_id_of(dev, envs[0].raw)
     assert s.delete([first]) == Deleted(1)
-    s.box.deposit(dev, envs[5].raw, "noisy", NOW)
+    s.box.deposit(dev, envs[5].raw, group="noisy", now=NOW)
     # byte quota
     small = Setup()
     small.box.issue_grant(
         small.w.b.account, small.bob.sign_public, now=NOW, quota_bytes=len(envs[0].raw)
     )
-    small.box.deposit(small.bob.sign_public, envs[0].raw, "p", NOW)
+    small.box.deposit(small.bob.sign_public, envs[0].raw, group="p", now=NOW)
     with pytest.raises(QuotaExceededError):
-        small.box.deposit(small.bob.sign_public, envs[1].raw, "p", NOW)
+        small.box.deposit(small.bob.sign_public, envs[1].raw, group="p", now=NOW)
 
 
 def test_items_and_grants_expire(s: Setup) -> None:
     env = s.w.send()
-    s.box.deposit(s.bob.sign_public, env.raw, "p", NOW)
-    # the item goes first; the grant only holds the box once it is empty
-    assert s.box.next_deadline() == 14 * DAY / 1000
-    assert s.box.tick(at(13 * DAY)) == []
-    assert s.box.tick(at(14 * DAY)) == [Expired(items=1, grants=0)]
+    s.box.deposit(s.bob.sign_public, env.raw, group="p", now=NOW)
+    # the item goes first (a stranger's lives a day); the grant only holds
+    # the box once it is empty
+    assert s.box.next_deadline() == DAY / 1000
+    assert s.box.tick(at(DAY - 1)) == []
+    assert s.box.tick(at(DAY)) == [Expired(items=1, grants=0)]
     assert s.box.held(s.bob.sign_public) == (0, 0)
     assert s.box.grant_of(s.bob.sign_public) is not None
     assert s.box.next_deadline() == (s.grant.expires - T0) / 1000
@@ -224,8 +240,10 @@ def test_next_deadline_is_monotonic_time_through_the_last_now(s: Setup) -> None:
 
 def test_a_box_with_items_under_an_expired_grant_needs_no_tick_until_they_go(s: Setup) -> None:
     env = s.w.send()
-    s.box.issue_grant(s.w.b.account, s.bob.sign_public, now=NOW, lifetime_ms=DAY)
-    s.box.deposit(s.bob.sign_public, env.raw, "p", NOW)
+    s.box.issue_grant(
+        s.w.b.account, s.bob.sign_public, now=NOW, lifetime_ms=DAY, token_key=s.signer.public
+    )
+    s.box.deposit(s.bob.sign_public, env.raw, group="p", now=NOW, token=s.token(0))
     s.box.tick(at(2 * DAY))  # the grant expired; the item stays
     assert s.box.grant_of(s.bob.sign_public) is not None
     assert s.box.next_deadline() == 14 * DAY / 1000  # not the past grant expiry
@@ -277,7 +295,7 @@ def test_challenges_are_single_use_bound_and_expiring(s: Setup) -> None:
 def test_a_hostile_mailbox_cannot_duplicate_or_forge(s: Setup) -> None:
     envs = [s.w.send(Text(f"m{i}")) for i in range(4)]
     for e in envs:
-        s.box.deposit(s.bob.sign_public, e.raw, "alice-node", NOW)
+        s.box.deposit(s.bob.sign_public, e.raw, group="alice-node", now=NOW)
     items = s.fetch().items
     # The mailbox serves everything twice, out of order, and drops m1.
     served = [items[3], items[0], items[2], items[0], items[3], items[2]]
@@ -375,7 +393,7 @@ def test_an_items_answer_is_bounded_in_bytes(s: Setup, monkeypatch: pytest.Monke
 
     envs = [s.w.send() for _ in range(3)]
     for e in envs:
-        s.box.deposit(s.bob.sign_public, e.raw, "p", NOW)
+        s.box.deposit(s.bob.sign_public, e.raw, group="p", now=NOW)
     monkeypatch.setattr(mb, "MAX_ANSWER_BYTES", len(envs[0].raw) + len(envs[1].raw))
     assert len(s.fetch().items) == 2
     monkeypatch.setattr(mb, "MAX_ANSWER_BYTES", 1)

@@ -159,6 +159,8 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     from protocol.core.keys import DeviceKeys
     from protocol.core.machine import Now
     from protocol.messaging.mailbox import Mailbox, MailboxIdentity
+    from protocol.messaging.mailbox_store import MemoryMailboxStore
+    from protocol.messaging.tokens import TokenSigner
     from protocol.records.grant import D_MAILBOX_GRANT, GRANT_V1, grant_fields
 
     me, other = DeviceKeys.from_random(b"\x01" * 64), DeviceKeys.from_random(b"\x02" * 64)
@@ -168,10 +170,19 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     ctx = SimpleNamespace(
         account=lambda: account, params=FAST, data_path=tmp_path, device=me, node_seed=b"\x09" * 32
     )
-    service = MailboxService(ctx, receive=lambda envelope: None)  # type: ignore[arg-type]
+    signer = TokenSigner(b"\x07" * 32)
+    tokens = SimpleNamespace(signer=signer)
+    service = MailboxService(
+        ctx,  # type: ignore[arg-type]
+        receive=lambda envelope: None,
+        store=MemoryMailboxStore(),
+        tokens=tokens,  # type: ignore[arg-type]
+    )
 
-    def entry(box: Mailbox, device: bytes = me.sign_public, **kw: int) -> dict[str, object]:
-        grant = box.issue_grant(account, device, now=Now(0.0, kw.get("at", now)))
+    def entry(
+        box: Mailbox, device: bytes = me.sign_public, key: bytes = signer.public, **kw: int
+    ) -> dict[str, object]:
+        grant = box.issue_grant(account, device, now=Now(0.0, kw.get("at", now)), token_key=key)
         return {"grant": grant.raw.hex(), "addrs": ["/ip4/127.0.0.1/tcp/1"]}
 
     def v1_entry(box: Mailbox) -> dict[str, object]:
@@ -188,6 +199,8 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
         v1_entry(boxes[3]),
         entry(boxes[1], other.sign_public),  # another device's grant
         entry(boxes[2], at=now - 40 * 24 * 3600 * 1000),  # expired
+        entry(boxes[2], key=b""),  # no token key: contacts could get no tokens for it
+        entry(boxes[2], key=TokenSigner(b"\x08" * 32).public),  # another token key
         {**entry(boxes[3]), "addrs": ["x" * 500]},  # an address no record may carry
         good,
         good,  # the same mailbox twice

@@ -56,18 +56,28 @@ async def _deliver(addr: str, envelope: bytes) -> str | None:
     return None if answer is None else answer.code
 
 
-@pytest.mark.parametrize("attack", ["replay", "tampered", "truncated"])
+@pytest.mark.parametrize("attack", ["replay", "replay_after_restart", "tampered", "truncated"])
 async def test_bad_envelopes_are_refused_and_never_shown(
     pair: tuple[Demo, DemoNode, DemoNode, str], attack: str
 ) -> None:
     _, _, bob, envelope_hex = pair
     envelope = bytes.fromhex(envelope_hex)
+    if attack == "replay_after_restart":
+        # the replay state is on disk, one row per stream (PROTOCOL.md §15.6)
+        await trio.to_thread.run_sync(bob.stop)
+        bob.start_existing()
+        await trio.to_thread.run_sync(bob.wait_ready)
     if attack == "tampered":
         envelope = envelope[:-1] + bytes([envelope[-1] ^ 1])
     elif attack == "truncated":
         envelope = envelope[: len(envelope) // 2]
     code = await _deliver(bob.addr, envelope)
-    expected = {"replay": "replay", "tampered": "decrypt", "truncated": None}[attack]
+    expected = {
+        "replay": "replay",
+        "replay_after_restart": "replay",
+        "tampered": "decrypt",
+        "truncated": None,
+    }[attack]
     if expected is None:
         assert code is not None  # some typed refusal (decode / schema)
     else:

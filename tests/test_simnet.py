@@ -16,6 +16,7 @@ import pytest
 
 import protocol.log.account
 import protocol.log.state
+from protocol.links.policy import LinkLimits, network_group
 from protocol.log.state import VoidReason
 from simnet import scenario as sc_mod
 from simnet import topology as topo
@@ -52,6 +53,7 @@ def test_same_seed_same_report_bytes_even_across_hash_seeds(tmp_path: Path) -> N
 
 def test_different_seeds_give_different_traces() -> None:
     sc = sc_mod.load(sc_mod.builtin("baseline")).with_overrides(nodes=SMALL)
+    sc = dataclasses.replace(sc, duration=12.0)
     a = Simulation(dataclasses.replace(sc, seed=1))
     b = Simulation(dataclasses.replace(sc, seed=2))
     a.run()
@@ -80,9 +82,11 @@ def test_latency_samplers_and_loss_model() -> None:
     logn = topo.sampler(Distribution("lognormal", median=0.05, sigma=0.5), rng)
     xs = sorted(topo.sample(logn, rng) for _ in range(2001))
     assert 0.04 < xs[1000] < 0.06
-    # loss on a reliable stream delays frames, never loses them
+    # loss on a reliable stream delays frames, never loses them (links stay
+    # as the topology has them: no peer-exchange dials, so none closes)
     base = sc_mod.load(sc_mod.builtin("baseline")).with_overrides(nodes=SMALL)
-    lossy = Simulation(dataclasses.replace(base, loss=0.2, duration=30.0))
+    fixed = LinkLimits(outbound_target=0)
+    lossy = Simulation(dataclasses.replace(base, loss=0.2, duration=40.0, link_limits=fixed))
     report, _ = lossy.run()
     assert lossy.engine.retransmissions > 0
     assert report["delivery_ratio"] == 1.0
@@ -222,5 +226,166 @@ def test_message_check_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
         return None  # accepts everything, checks nothing
 
     monkeypatch.setattr(messages_mod, "open_envelope", careless_open)
-    m = run("messaging", nodes=100)["messages"]
+    m = run("messaging", nodes=40)["messages"]
     assert m["opened_from_inactive_sender"] + m["opened_by_inactive_device"] > 0
+
+
+# -- the link manager (protocol.links.manager) in every node ----------------------
+
+
+def _quiet(**extra: Any) -> sc_mod.Scenario:
+    """A small scenario with next to no workload, for link behaviour."""
+    data: dict[str, Any] = {
+        "name": "links",
+        "duration": 10.0,
+        "workload": {"accounts": 1, "events": 1},
+        **extra,
+    }
+    return sc_mod.from_dict(data)
+
+
+def _group(sim: Simulation, i: int) -> str:
+    return network_group(sim.engine.nodes[i].host)
+
+
+def test_admission_caps_inbound_links_in_all_and_per_network_group() -> None:
+    """Fifteen nodes, three to a /16, dial node 0 at once: it keeps at most
+    its inbound cap, at most the per-group cap from any one /16, and the
+    others stay refused (they retry, held back, and are refused again)."""
+    sc = _quiet(
+        nodes=16,
+        topology={"kind": "edges", "edges": [[i, 0] for i in range(1, 16)]},
+        network={"honest_per_group": 3},
+        link_limits={"max_inbound": 6, "max_inbound_per_group": 2},
+    )
+    sim = Simulation(sc)
+    report, _ = sim.run()
+    e = sim.engine
+    inbound = [j for j in e.connected_peers(0) if e.dialled_by(j, 0)]
+    assert len(inbound) == 6
+    assert max(Counter(_group(sim, j) for j in inbound).values()) <= 2
+    stats = e.nodes[0].links.stats
+    refused = stats.rejected
+    # full: a newcomer took an unprotected slot (eviction), and peers just
+    # evicted were refused rather than evicting in turn
+    assert refused["GROUP_FULL"] > 0 and stats.evicted > 0 and refused["INBOUND_FULL"] > 0
+    # refused diallers were held back, not redialling in a loop: a few rounds
+    # of BOOTSTRAP_RETRY in ten seconds, not one per round trip
+    assert sum(refused.values()) < 9 * 4
+    everyone = report["links"]["honest"]["refused"]  # node 0's refusals are among them
+    assert all(everyone[reason] >= n for reason, n in refused.items())
+
+
+def test_peer_exchange_leads_to_dials_in_distinct_network_groups() -> None:
+    """A node whose only bootstrap peer is a hub others connected to learns
+    them in the hub's PEERS frame and dials one per /16."""
+    sc = _quiet(
+        nodes=12,
+        topology={"kind": "edges", "edges": [[i, 0] for i in range(1, 11)]},
+        network={"honest_per_group": 2},
+    )
+    sim = Simulation(sc)
+    e = sim.engine
+    e.at(2.0, lambda t: e.add_edge(11, 0, t))  # node 11 joins late, through the hub
+    sim.run()
+    outbound = [j for j in e.connected_peers(11) if e.dialled_by(11, j)]
+    assert 0 in outbound and len(outbound) >= 5
+    groups = [_group(sim, j) for j in outbound]
+    assert len(set(groups)) == len(groups)
+    assert e.nodes[11].links.stats.dials >= len(outbound)
+
+
+def test_a_ban_closes_the_link_and_blocks_redials_until_it_ends() -> None:
+    """Node 1 sends node 0 junk: node 0's replicator disconnects it, its link
+    manager bans it (30 s) and refuses node 1's redials until then."""
+    sc = _quiet(
+        nodes=4,
+        duration=45.0,
+        topology={"kind": "edges", "edges": [[1, 0], [2, 0], [3, 0]]},
+    )
+    sim = Simulation(sc)
+    e = sim.engine
+    e.at(2.0, lambda t: e.transmit(e.nodes[1], 0, b"\xff junk", t))
+    e.run(2.5)
+    assert 1 not in e.connected_peers(0)
+    until = e.nodes[0].links.banned_until("n0001")
+    assert until is not None and 31.0 < until < 33.0
+    e.run(until - 0.1)
+    assert 1 not in e.connected_peers(0)
+    assert e.nodes[0].links.stats.rejected["BANNED"] >= 5  # node 1 kept redialling
+    e.run(until + 5.0)  # its bootstrap redial after the ban (BOOTSTRAP_RETRY)
+    assert 1 in e.connected_peers(0)
+    report, _ = sim.run()
+    assert report["links"]["honest"]["bans"] == 1
+
+
+def _eclipse_sybil(sybils: int = 40, **limits: int | bool) -> sc_mod.Scenario:
+    """eclipse-sybil at test size: 40 Sybils (more than a node's 32 link
+    slots) against 12 honest nodes."""
+    sc = sc_mod.load(sc_mod.builtin("eclipse-sybil"))
+    (adv,) = sc.adversaries
+    params = {**adv.params, "restart_at": 1.0, "attack_at": 3.0}
+    return dataclasses.replace(
+        sc,
+        nodes=12 + sybils,
+        duration=10.0,
+        workload=dataclasses.replace(sc.workload, accounts=4, events=20, start=2.5, end=8.0),
+        adversaries=(dataclasses.replace(adv, count=sybils, params=params),),
+        link_limits=LinkLimits(**limits),
+        compare_baseline=not limits,
+    )
+
+
+def test_eclipse_sybil_is_defeated_by_the_link_policy_and_not_without_it() -> None:
+    report, _ = Simulation(_eclipse_sybil()).run()
+    (attack,) = report["attacks"]
+    v = attack["victim_links"]
+    base = report["attacker_free_baseline"]
+    # with the policy: the victim holds honest links throughout, at most the
+    # per-group cap of inbound links from each of the two Sybil /16s, and
+    # learns the revocation within a few round trips
+    assert v["seconds_without_honest_links"] == 0
+    assert v["at_revocation"]["honest"] >= 2
+    assert v["most_attacker_inbound_links"] == 2 * LinkLimits().max_inbound_per_group
+    assert v["refused"]["GROUP_FULL"] > 0
+    assert attack["revocation_reached_victim_seconds"] < 1.0
+    assert report["safety"]["violations"] == 0 and report["convergence"]["converged"]
+    # and honest delivery is as good as without any attacker
+    assert report["delivery_ratio"] == base["delivery_ratio"] == 1.0
+    assert report["propagation_latency"]["p99"] <= base["propagation_latency"]["p99"] + 0.25
+    # defences off (caps and eviction): the Sybils take every slot of the
+    # restarted victim, it never gets the revocation, and it misses events
+    off, _ = Simulation(_eclipse_sybil(max_inbound=32, max_inbound_per_group=32, evict=False)).run()
+    (attack,) = off["attacks"]
+    v = attack["victim_links"]
+    assert v["at_revocation"] == {"honest": 0, "attacker": 32}
+    assert v["seconds_without_honest_links"] >= 8.0
+    assert attack["revocation_reached_victim_seconds"] is None
+    assert off["delivery_ratio"] < 1.0
+    assert "attacker_free_baseline" not in off
+
+
+def test_runs_with_link_managers_are_deterministic() -> None:
+    """Admissions, refusals, hold-backs, bans and peer-exchange dials: the
+    same seed gives the same bytes."""
+    sc = dataclasses.replace(_eclipse_sybil(sybils=16), compare_baseline=False)
+    first = dumps(Simulation(sc).run()[0])
+    assert '"GROUP_FULL"' in first and '"BANNED"' in first
+    assert dumps(Simulation(sc).run()[0]) == first
+
+
+_DET_CODE = (
+    "import dataclasses, sys; from tests.test_simnet import _eclipse_sybil, Simulation, dumps; "
+    "sc = dataclasses.replace(_eclipse_sybil(sybils=16), compare_baseline=False); "
+    "sys.stdout.write(dumps(Simulation(sc).run()[0]))"
+)
+
+
+def test_runs_with_link_churn_do_not_depend_on_the_hash_seed() -> None:
+    outs = []
+    for hash_seed in ("1", "4321"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-c", _DET_CODE]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1]

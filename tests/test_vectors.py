@@ -38,7 +38,7 @@ from protocol.records.device import decode_record
 from protocol.records.grant import D_MAILBOX_GRANT, decode_grant
 from protocol.sync import reconcile, wire
 from tests.vectors import generate
-from tests.vectors._common import PARAMS, from_tagged, state_json
+from tests.vectors._common import PARAMS, T0, device_keys, from_tagged, state_json
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -167,7 +167,8 @@ def test_keys() -> None:
         assert len(suffix) == data["handle_suffix_chars"]
     for s in data["safety_numbers"]:
         a, b = bytes.fromhex(s["account_a"]), bytes.fromhex(s["account_b"])
-        assert keys.safety_number(a, b) == keys.safety_number(b, a) == s["number"]
+        ea, eb = bytes.fromhex(s["epoch_a"]), bytes.fromhex(s["epoch_b"])
+        assert keys.safety_number(a, ea, b, eb) == keys.safety_number(b, eb, a, ea) == s["number"]
 
 
 # -- events.json ---------------------------------------------------------------
@@ -609,3 +610,129 @@ def test_channel_session_is_reproduced_step_by_step() -> None:
                 events.append({"closed": closed})
         assert events == step["events"], step
     assert all(ch.closed is not None for ch in ends.values())
+
+
+# -- mailbox.json ----------------------------------------------------------------
+
+
+def test_mailbox_tokens_are_reproduced_from_their_fields() -> None:
+    from protocol.messaging import mailbox_wire as mw
+    from protocol.messaging import tokens as tk
+
+    data = load("mailbox.json")
+    assert data["domains"] == {
+        "D_MAILBOX_TOKEN": tk.D_MAILBOX_TOKEN.hex(),
+        "D_MAILBOX_AUTH": mw.D_MAILBOX_AUTH.hex(),
+        "D_MAILBOX_ITEM": mw.D_MAILBOX_ITEM.hex(),
+    }
+    assert tk.D_MAILBOX_TOKEN == b"smu/mailbox-token/v1\x00"
+    params = params_of(data)
+    signer = tk.TokenSigner(bytes.fromhex(data["token_key"]["seed"]))
+    assert signer.public.hex() == data["token_key"]["public"]
+    now = data["check_time_ms"]
+    for case in data["tokens"]:
+        mailbox, device = bytes.fromhex(case["mailbox_key"]), bytes.fromhex(case["device"])
+        nonce, expires = bytes.fromhex(case["nonce"]), case["expires"]
+        signed = tk.token_message(params.network_id, mailbox, device, nonce, expires)
+        assert signed.hex() == case["signed_hex"], case["name"]
+        assert signed == tk.D_MAILBOX_TOKEN + encode_flat(
+            [params.network_id, mailbox, device, nonce, expires]
+        )
+        (token,) = signer.issue(params, mailbox, device, [nonce], expires)
+        assert token.signature.hex() == case["signature"], case["name"]
+        crypto.verify(signer.public, signed, token.signature)
+        assert encode_flat(token.to_wire()).hex() == case["token_hex"]
+        assert tk.decode_token(decode(bytes.fromhex(case["token_hex"]), 200)) == token
+        tk.verify_token(params, mailbox, device, signer.public, token, now)
+    good_mailbox = bytes.fromhex(data["mailbox"]["public"])
+    good_device = bytes.fromhex(data["device"]["sign_public"])
+    errs = {"TokenInvalidError": tk.TokenInvalidError, "TokenExpiredError": tk.TokenExpiredError}
+    for case in data["refused_tokens"]:
+        token = tk.decode_token(decode(bytes.fromhex(case["token_hex"]), 200))
+        with pytest.raises(errors.ProtocolError) as info:
+            tk.verify_token(params, good_mailbox, good_device, signer.public, token, now)
+        assert type(info.value) is errs[case["error"]], case["name"]
+
+
+def test_mailbox_tokens_content_invite_and_frames() -> None:
+    from protocol.core.invite import Invite
+    from protocol.messaging import mailbox_wire as mw
+    from protocol.messaging import tokens as tk
+    from protocol.messaging.content import decode_content, encode_content
+
+    data = load("mailbox.json")
+    params = params_of(data)
+    body = bytes.fromhex(data["tokens_content"]["body_hex"])
+    batch = decode_content(data["tokens_content"]["kind"], body)
+    assert isinstance(batch, tk.TokenBatch) and encode_content(batch) == (48, body)
+    assert [t.nonce.hex() for t in batch.tokens] == sorted(c["nonce"] for c in data["tokens"])
+    invite = Invite.parse(data["invite"]["text"], params)
+    assert invite._payload() == from_tagged(data["invite"]["payload"])
+    assert invite.to_text() == data["invite"]["text"]
+    assert tk.from_invite(invite)[0].tokens == batch.tokens[:2]
+    types = set()
+    for case in data["frames"]:
+        raw = bytes.fromhex(case["hex"])
+        assert decode(raw, len(raw)) == from_tagged(case["value"]), case["name"]
+        types.add(raw[2])  # [1, type, ...]: the type is the third byte
+        try:
+            request = mw.decode_request(raw)
+        except errors.SchemaError:
+            mw.decode_answer(raw)  # an answer, then
+            continue
+        if isinstance(request, mw.DepositRequest) and request.token is not None:
+            assert request.token == tk.decode_token(decode(bytes.fromhex(
+                data["tokens"][0]["token_hex"]), 200))  # fmt: skip
+    assert {1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 31} <= types
+    for case in data["rejected"]:
+        raises_exactly(case["error"], mw.decode_request, bytes.fromhex(case["hex"]))
+
+
+# -- sync.json -------------------------------------------------------------------
+
+
+def test_sync_edits_batches_refusals_and_winners() -> None:
+    from protocol.messaging import sync
+
+    data = load("sync.json")
+    assert bytes.fromhex(data["domain_hex"]) == sync.D_SYNC_EDIT
+    assert data["limits"]["max_edit_bytes"] == sync.MAX_EDIT_BYTES
+    assert data["limits"]["max_skew_ms"] == sync.MAX_SKEW_MS
+    ledger = Ledger(PARAMS)
+    ids = {}
+    for ev in data["events"]:
+        raw = bytes.fromhex(ev["raw_hex"])
+        ledger.ingest(raw)
+        ids[ev["label"]] = decode_event(raw, PARAMS).id
+    account = bytes.fromhex(data["account_hex"])
+    for label, seed_label in data["device_seed_labels"].items():
+        assert device_keys(seed_label).sign_public.hex() == data["devices"][label]
+    book = sync.SyncBook(PARAMS, account)
+    log = sync.LedgerView(ledger, account)
+    by_label = {}
+    for case in data["edits"]:
+        raw = bytes.fromhex(case["edit_hex"])
+        edit = sync.decode_edit(raw, PARAMS)
+        assert edit.device == bytes.fromhex(data["devices"][case["device_label"]])
+        assert list(edit.heads) == sorted(ids[h] for h in case["heads"])
+        assert [edit.key, edit.value, list(edit.clock)] == [
+            case["key"],
+            from_tagged(case["value"]),
+            case["clock"],
+        ]
+        signing_input = bytes.fromhex(case["signing_input_hex"])
+        assert signing_input == sync.D_SYNC_EDIT + encode([PARAMS.network_id, edit.unsigned()])
+        crypto.verify(edit.device, signing_input, edit.signature)
+        assert edit.encode() == raw
+        book.offer(edit, log, T0)  # a receiver clock the edits are not ahead of
+        by_label[case["label"]] = edit
+    for key, label in data["winners"].items():
+        assert book.winner(key, log) == by_label[label], key
+    batch = sync.decode_sync_edits(decode(bytes.fromhex(data["batch"]["content_hex"]), 1 << 16))
+    assert [sync.decode_edit(e, PARAMS) for e in batch.edits] == [
+        by_label[lbl] for lbl in data["batch"]["edits"]
+    ]
+    for case in data["rejected"]:
+        with pytest.raises(errors.InvalidInput) as info:
+            sync.decode_edit(bytes.fromhex(case["edit_hex"]), PARAMS)
+        assert type(info.value).__name__ == case["error"], case["label"]

@@ -1,22 +1,28 @@
-"""Mailboxes on a running node (PROTOCOL.md §15.10-§15.13): the mailbox this
+"""Mailboxes on a running node (PROTOCOL.md §15.10-§15.18): the mailbox this
 node serves on ``/smu/mailbox/1``, and this device's use of mailboxes.
 
 Serving: every node holds envelopes for devices active in its own replica
 (``protocol.messaging.mailbox.Mailbox``).  Its mailbox key is its libp2p
 Ed25519 identity key, which its peer id embeds and Noise authenticates, so a
 device can ask any peer for a grant without a lookup first; grant
-signatures are domain-separated from libp2p's.  Held envelopes live in
-memory: a mailbox that restarts loses them, and the sender's retries cover
-that (a mailbox is a shortcut, never the only copy).
+signatures are domain-separated from libp2p's.  Held envelopes live in the
+node's database (``node/storage/mailbox.py``), stored before the mailbox
+answers DEPOSITED; a restart keeps them.  A deposit without a token is a
+stranger's and is counted against the network group of the connection it
+came on (``deposit_group``: an IPv4 /16 or IPv6 /32; loopback and private
+addresses form one group of their own, ``LOCAL_GROUP``), never against its
+peer id, which costs nothing.
 
 Using: ``protocol.messaging.mailbox_client.MailboxClient`` decides when this
 device asks its linked peers for grants (up to two, at different peers) and
-when it fetches; this adapter does the asking and fetching and reports back.
-Grants are written to ``mailboxes.json`` before the device record names
-them, so after a restart the device goes on fetching from the mailboxes its
-record named.  A sender deposits at a mailbox the recipient's record names
-when direct delivery fails, and tries a mailbox on its own node last: it
-goes offline with the sender.
+when it fetches; this adapter does the asking (naming this device's token
+key, so the grant carries it) and fetching and reports back.  Grants are
+written to ``mailboxes.json`` before the device record names them, so after
+a restart the device goes on fetching from the mailboxes its record named.
+A sender deposits at a mailbox the recipient's record names when direct
+delivery fails: with one of the recipient's tokens if it holds one (a
+contact's deposit), else as a stranger; and it tries a mailbox on its own
+node last: it goes offline with the sender.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
-from protocol.core.canonical import decode_flat
 from protocol.core.errors import InvalidInput, UsageError
 from protocol.core.machine import Misbehaved, Send
+from protocol.links.addresses import DEFAULT, Classifier
+from protocol.links.policy import network_group
 from protocol.messaging.mailbox import (
     MAX_ANSWER_FRAME,
     MAX_REQUEST_BYTES,
@@ -42,14 +49,17 @@ from protocol.messaging.mailbox import (
     Answer,
     ChallengeIssued,
     Deposited,
+    DepositRequest,
     Expired,
     Granted,
     Items,
     Mailbox,
     MailboxIdentity,
     MailboxOutput,
+    Refused,
     challenge_request,
     decode_answer,
+    decode_request,
     delete_request,
     deposit_request,
     fetch_request,
@@ -64,15 +74,19 @@ from protocol.messaging.mailbox_client import (
     GrantsChanged,
     MailboxClient,
 )
+from protocol.messaging.mailbox_store import MailboxStore
+from protocol.messaging.tokens import TokenExpiredError, TokenInvalidError, TokenSpentError
 from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
 from protocol.records.grant import GRANT_V2, Grant, decode_grant
 
+from .. import control
 from ..context import NodeContext, Stream
 from ..datadir import write_private
 from ..driver import MachineDriver
 from ..errors import PeerUnreachable
 from ..gate import remote_peer
 from ..transport import REQUEST_ERRORS, frame, read_frame
+from .tokens import TokenService
 
 log = logging.getLogger("smu.mailbox")
 MAILBOX_PROTOCOL = PROTOCOL_ID
@@ -86,11 +100,43 @@ FETCH_LIMIT = 100
 POLL_INTERVAL = 30.0
 
 
+#: the group of deposits from loopback, private and other exempt addresses
+#: (§15.17): one group of their own, so the strangers' caps hold there too
+LOCAL_GROUP = "local"
+#: a connection whose remote address the transport did not tell
+UNKNOWN_GROUP = "unknown"
+#: refusals that mean the token is no good anywhere: drop it, try another
+DEAD_TOKEN = frozenset({TokenSpentError.code, TokenInvalidError.code, TokenExpiredError.code})
+#: tokens tried for one deposit at one mailbox before going as a stranger
+TOKEN_TRIES = 3
+
+#: the network group of a depositing connection's remote host
+GroupOf = Callable[[str], str]
+
+
+def deposit_group(host: str, classifier: Classifier = DEFAULT) -> str:
+    """The group a stranger's deposit counts against (PROTOCOL.md §15.17):
+    the link policy's network group of the connection's remote address, and
+    for exempt addresses (loopback, private) ``LOCAL_GROUP``. A deposit
+    through a relay has no remote address of its own: ``UNKNOWN_GROUP``."""
+    if not host:
+        return UNKNOWN_GROUP
+    return network_group(host, classifier) or LOCAL_GROUP
+
+
+def _remote_host(stream: Any) -> str:
+    try:
+        remote = stream.get_remote_address()
+    except Exception:  # libp2p raises several types for a gone connection
+        return ""
+    return str(remote[0]) if remote else ""
+
+
 def _deposit_device(request: bytes) -> bytes:
-    """The device of a DEPOSIT request the mailbox machine accepted."""
-    fields = decode_flat(request, MAX_REQUEST_BYTES)
-    assert isinstance(fields, list) and isinstance(fields[2], bytes)
-    return fields[2]
+    """The device of a deposit request (either frame) the machine accepted."""
+    req = decode_request(request)
+    assert isinstance(req, DepositRequest)
+    return req.device
 
 
 def _addr_ok(addr: object) -> bool:
@@ -99,11 +145,28 @@ def _addr_ok(addr: object) -> bool:
 
 
 class MailboxService:
-    def __init__(self, ctx: NodeContext, receive: Callable[[bytes], object]) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        receive: Callable[[bytes], object],
+        *,
+        store: MailboxStore,
+        tokens: TokenService,
+        group_of: GroupOf | None = None,
+    ) -> None:
         self.ctx = ctx
         #: open and store an envelope fetched from a mailbox (raises InvalidInput)
         self.receive = receive
+        #: where our mailbox keeps what it holds (the node's database)
+        self.store = store
+        #: tokens we hold for others' mailboxes, and our token key
+        self.tokens = tokens
+        #: host -> network group of a depositing connection; only a lab test
+        #: passes another mapping (``Daemon(mailbox_group_of=...)``)
+        self.group_of: GroupOf = group_of or deposit_group
         self.identity = MailboxIdentity(ctx.node_seed)
+        #: our grants changed (after they were saved and the record names them)
+        self.on_grants_changed: Callable[[], object] | None = None
         self.box: Mailbox | None = None
         self.box_driver: MachineDriver[MailboxOutput] | None = None
         self.client: MailboxClient | None = None
@@ -113,6 +176,29 @@ class MailboxService:
         self._nursery: trio.Nursery | None = None
         #: told of each deposit this node's mailbox accepted: the device
         self.on_deposit: Callable[[bytes], None] = lambda device: None
+
+    def handlers(self) -> dict[str, control.Handler]:
+        return {"mailbox.status": self.status}
+
+    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What this node's mailbox holds, per device, and the tokens this
+        device holds for others' mailboxes."""
+        box = self.box
+        doc: dict[str, Any] = {"tokens_held": self.tokens.store.held_count()}
+        if box is None:
+            return doc
+        devices = {}
+        for device in box.devices():
+            (nbytes, items), (sbytes, sitems) = box.held(device), box.held_by_strangers(device)
+            devices[device.hex()] = {
+                "bytes": nbytes,
+                "items": items,
+                "stranger_bytes": sbytes,
+                "stranger_items": sitems,
+            }
+        nbytes, items = box.total
+        doc.update(bytes=nbytes, items=items, spent_tokens=box.spent_count, devices=devices)
+        return doc
 
     @property
     def _grants_path(self) -> Path:
@@ -126,9 +212,15 @@ class MailboxService:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.box = Mailbox(
-            self.ctx.params, self.identity, peer_id=self.ctx.peer_id, grant_policy=self._serves
+            self.ctx.params,
+            self.identity,
+            peer_id=self.ctx.peer_id,
+            grant_policy=self._serves,
+            store=self.store,
         )
         self.box_driver = MachineDriver("mailbox", self.box, self._box_outputs)
+        box = self.box
+        self.box_driver.call(box.tick)  # what expired while we were down
         saved = self._load_grants()
         self._addrs = {g.mailbox_peer: addrs for g, addrs in saved}
         self.client = MailboxClient(
@@ -162,6 +254,7 @@ class MailboxService:
         most ``MAX_OWN_MAILBOXES`` at different peers; a damaged file only
         costs asking for new grants."""
         account, device = self.ctx.account(), self.ctx.device.sign_public
+        token_key = self.tokens.signer.public
         try:
             entries = json.loads(self._grants_path.read_text())
             grants = [
@@ -179,6 +272,7 @@ class MailboxService:
             if (
                 account is not None
                 and grant.version == GRANT_V2  # a v1 grant, from an older run, cannot be named
+                and grant.token_key == token_key  # else contacts get no tokens for it: ask again
                 and grant.valid_for(account, device, now_ms)
                 and all(g.mailbox_peer != grant.mailbox_peer for g, _ in kept)
                 and type(addrs) is list
@@ -209,12 +303,12 @@ class MailboxService:
             elif isinstance(out, Expired):
                 log.debug("mailbox expired %s", out)
 
-    def _handle(self, data: bytes, peer: str) -> bytes:
+    def _handle(self, data: bytes, peer: str, group: str) -> bytes:
         """One request to our own mailbox: the answer frame."""
         box, driver = self.box, self.box_driver
         assert box is not None and driver is not None
         outputs = driver.call(
-            lambda now: box.handle(data, peer=peer, now=now, random16=os.urandom(16))
+            lambda now: box.handle(data, peer=peer, group=group, now=now, random16=os.urandom(16))
         )
         (answer,) = [o.frame for o in outputs if isinstance(o, Send)]
         if isinstance(decode_answer(answer), Deposited):
@@ -230,10 +324,11 @@ class MailboxService:
 
     async def on_stream(self, stream: Stream) -> None:
         remote = remote_peer(stream)
+        group = self.group_of(_remote_host(stream))
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
                 data = await read_frame(stream, MAX_REQUEST_BYTES)
-                await stream.write(frame(self._handle(data, remote)))
+                await stream.write(frame(self._handle(data, remote, group)))
         except Exception as exc:  # the requester's stream is its business
             log.debug("mailbox stream from %s ended: %s", remote, exc)
         finally:
@@ -260,9 +355,45 @@ class MailboxService:
                 except Exception as exc:  # the mailbox may have gone already
                     log.debug("mailbox stream to %s: close failed: %s", peer_id, exc)
 
+    async def _ask(self, grant: Grant, addrs: Sequence[str], request: bytes) -> Answer | None:
+        """One request to the mailbox of ``grant`` (ours without a stream);
+        None if it could not be asked."""
+        try:
+            if grant.mailbox_peer == self.ctx.peer_id and self.box is not None:
+                return decode_answer(self._handle(request, self.ctx.peer_id, LOCAL_GROUP))
+            return await self.request(grant.mailbox_peer, addrs, request)
+        except (PeerUnreachable, trio.TooSlowError, InvalidInput) as exc:
+            log.debug("deposit at %s failed: %s", grant.mailbox_peer, exc)
+            return None
+
+    async def _deposit_at(
+        self, grant: Grant, addrs: Sequence[str], device: bytes, envelope: bytes
+    ) -> bool:
+        """With one of the device's tokens for this mailbox if we hold one
+        (a token it calls spent or invalid is dropped and the next tried),
+        else as a stranger.  A refusal for room keeps the token."""
+        tokens = self.tokens.take(device, grant.mailbox_key, TOKEN_TRIES) if grant.token_key else []
+        try:
+            for token in tokens:
+                answer = await self._ask(grant, addrs, deposit_request(device, envelope, token))
+                if isinstance(answer, Deposited):
+                    self.tokens.spent(device, grant.mailbox_key, token)
+                    return True
+                if not isinstance(answer, Refused) or answer.code not in DEAD_TOKEN:
+                    log.debug("deposit at %s refused: %s", grant.mailbox_peer, answer)
+                    return False  # unreachable, or no room: the token was not spent
+                self.tokens.spent(device, grant.mailbox_key, token)
+        finally:
+            self.tokens.release(device, grant.mailbox_key, tokens)
+        answer = await self._ask(grant, addrs, deposit_request(device, envelope))
+        if isinstance(answer, Refused):
+            log.debug("stranger's deposit at %s refused: %s", grant.mailbox_peer, answer.code)
+        return isinstance(answer, Deposited)
+
     async def deposit(self, record: SignedDeviceRecord, device: bytes, envelope: bytes) -> bool:
         """Leave ``envelope`` at a mailbox the device's record names; one
-        on this node last, since it goes offline with us."""
+        on this node last, since it goes offline with us.  False if none
+        took it: the outbox keeps the envelope and tries again later."""
         named: list[tuple[Grant, tuple[str, ...]]] = []
         for grant_raw, addrs in record.mailboxes:
             try:
@@ -270,17 +401,8 @@ class MailboxService:
             except InvalidInput as exc:
                 log.debug("unreadable grant in a record: %s", exc.code)
         named.sort(key=lambda entry: entry[0].mailbox_peer == self.ctx.peer_id)  # stable
-        request = deposit_request(device, envelope)
         for grant, addrs in named:
-            try:
-                if grant.mailbox_peer == self.ctx.peer_id and self.box is not None:
-                    answer = decode_answer(self._handle(request, self.ctx.peer_id))
-                else:
-                    answer = await self.request(grant.mailbox_peer, addrs, request)
-            except (PeerUnreachable, trio.TooSlowError, InvalidInput) as exc:
-                log.debug("deposit at %s failed: %s", grant.mailbox_peer, exc)
-                continue
-            if isinstance(answer, Deposited):
+            if await self._deposit_at(grant, addrs, device, envelope):
                 return True
         return False
 
@@ -295,6 +417,8 @@ class MailboxService:
             elif isinstance(out, GrantsChanged):
                 self._save_grants(out.grants)  # before our record names them
                 self.ctx.publish_own_record()
+                if self.on_grants_changed is not None:
+                    self.on_grants_changed()  # contacts get tokens for new mailboxes
             elif isinstance(out, GrantDropped):
                 log.info("mailbox at %s dropped: %s", out.grant.mailbox_peer, out.reason)
 
@@ -314,9 +438,13 @@ class MailboxService:
             key = public.to_bytes()
             addrs = tuple(self.ctx.peer_addresses(peer_id))
             now = driver.clock()
-            answer = await self.request(
-                peer_id, (), grant_request(self.ctx.params, me, account, key, now.wall_ms)
-            )
+            token_key = self.tokens.signer.public
+            request = grant_request(self.ctx.params, me, account, key, now.wall_ms, token_key)
+            answer = await self.request(peer_id, (), request)
+            if isinstance(answer, Refused) and answer.code == "schema":
+                # a mailbox of the first version: a grant without our token key
+                request = grant_request(self.ctx.params, me, account, key, now.wall_ms)
+                answer = await self.request(peer_id, (), request)
             if not isinstance(answer, Granted):
                 raise UsageError(f"refused: {answer}")
             grant = decode_grant(answer.grant, self.ctx.params)

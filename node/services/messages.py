@@ -8,9 +8,13 @@ it as sent; the delivery task carries each envelope over ``/smu/message/1``
 to the node named in the device's signed record, with back-off, and falls
 back to a mailbox.  Receiving opens an envelope against this node's own
 replica and stores the message together with the replay state in one
-transaction before it answers ACCEPTED.  Receipts are signed and encrypted
-like messages.  A device linked with approval receives the approver's
-history (``send_history``).
+transaction before it answers ACCEPTED; the replay state is one row per
+sender stream, read and written in place (``node/storage/replay.py``).
+Texts from accounts that are not contacts are message requests, capped and
+expiring (``requests.py``).  Receipts are signed and encrypted like messages,
+and go to contacts only.  Every outbox row ends: delivered, failed, or
+expired after its kind's lifetime (``DeliveryPolicy``).  A device linked
+with approval receives the approver's history (``send_history``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -28,12 +32,14 @@ from protocol.core.errors import InvalidInput, UsageError
 from protocol.core.keys import handle
 from protocol.core.names import sanitise
 from protocol.messaging.content import (
+    MAX_RECEIPT_IDS,
+    MAX_REPLAY_STREAMS,
     Content,
     HistoryBundle,
     HistoryEntry,
+    PendingReplay,
     Receipt,
     ReceiptStatus,
-    ReplayGuard,
     Text,
 )
 from protocol.messaging.envelope import (
@@ -51,6 +57,8 @@ from protocol.messaging.envelope import (
     open_envelope,
     seal,
 )
+from protocol.messaging.sync import SyncEdits
+from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
 
 from .. import control
@@ -58,13 +66,26 @@ from ..context import NodeContext, Stream
 from ..control import RpcFailure
 from ..errors import PeerUnreachable
 from ..storage.db import Statement
-from ..storage.messages import MessageRow, MessageStore, NewMessage
+from ..storage.messages import (
+    KIND_HISTORY,
+    KIND_RECEIPT,
+    KIND_SYNC,
+    KIND_TEXT,
+    DeliveryState,
+    DueDelivery,
+    MessageRow,
+    MessageStore,
+    NewMessage,
+    delivery_policy,
+)
+from ..storage.replay import ReplayStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
+from .requests import RequestLimits, Requests
 
 log = logging.getLogger("smu.messages")
 MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
-KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+KIND_TOKENS = 48
 DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
@@ -72,7 +93,8 @@ MAX_IN_FLIGHT = 32
 DIVERGENCE_INTERVAL = 10.0
 MAX_NOTICES = 100
 DEPOSITED = "deposited"
-DEPOSITED_RETRY_MS = 60_000
+#: expired requests and finished receipts are swept this often
+HOUSEKEEPING_INTERVAL = 3600.0
 # Refusals that mean "this envelope can never be opened there": stop trying.
 FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
 
@@ -80,8 +102,52 @@ FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
 
 
+class TokenHooks(Protocol):
+    """What receiving asks of the token service (``services/tokens.py``)."""
+
+    def hold_statements(self, sender: bytes, batch: TokenBatch) -> list[Statement]: ...
+
+    def message_from(self, account: bytes) -> None: ...
+
+
+class SyncHooks(Protocol):
+    """What receiving asks of account-wide sync (``services/sync.py``)."""
+
+    def receive_statements(self, batch: SyncEdits) -> tuple[list[Statement], int]: ...
+
+    def changed(self) -> None: ...
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def backoff_ms(attempts: int) -> int:
+    """Wait after ``attempts`` failed tries: 1 s, 2 s, 4 s, ... up to 5 minutes."""
+    return min(MAX_BACKOFF_MS, 1000 << min(attempts, 16))
+
+
+def next_delivery(due: DueDelivery, error: str | None, now_ms: int) -> tuple[DeliveryState, int]:
+    """A row's state after one attempt that ended with ``error`` (None: the
+    device's node stored it), and when it is due again (§15.14).  A row
+    still being tried is never due after its expiry, so the loop finds it
+    then and ends it."""
+    policy = due.policy
+    if error is None:
+        return DeliveryState.DELIVERED, 0
+    if error.split(":")[0] in FINAL_REFUSALS:
+        return DeliveryState.FAILED, 0
+    if due.attempts + 1 >= policy.max_attempts:
+        return DeliveryState.EXPIRED, 0
+    if error == DEPOSITED:
+        # At a mailbox: a text's receipt says when it arrives; until then
+        # keep trying directly, slowly (a mailbox is never the only copy).
+        # Nothing ever confirms a receipt or history: its deposit was its
+        # last try, and it ends as expired at the end of its lifetime.
+        retry = policy.deposited_retry_ms
+        later = due.expires_ms if retry is None else now_ms + retry
+        return DeliveryState.DEPOSITED, min(later, due.expires_ms)
+    return DeliveryState.PENDING, min(now_ms + backoff_ms(due.attempts), due.expires_ms)
 
 
 class MessageService:
@@ -94,21 +160,36 @@ class MessageService:
         deposit: Deposit,
         reconcile_all: Callable[[], None],
         contact_changes: Callable[[], list[dict[str, Any]]],
+        request_limits: RequestLimits | None = None,
+        max_replay_streams: int = MAX_REPLAY_STREAMS,
+        clock_ms: Callable[[], int] = _now_ms,
+        tokens: TokenHooks | None = None,
+        sync: SyncHooks | None = None,
     ) -> None:
         self.ctx = ctx
+        #: account-wide state from this account's other devices (§15.19)
+        self.sync = sync
+        #: mailbox tokens: keep those handed to us, count those spent (§15.16)
+        self.tokens = tokens
         self.store = store
         self.contacts = contacts
+        self.requests_policy = Requests(store, contacts, request_limits)
+        #: one row per sender stream, read per envelope: nothing loaded here
+        self.replay = ReplayStore(store.db, max_replay_streams)
+        #: the wall clock (ms) for outbox and request lifetimes
+        self.now_ms = clock_ms
         self.deposit = deposit
         #: start a reconciliation with every linked peer (S5)
         self.reconcile_all = reconcile_all
         #: contacts whose accounts changed since the user last looked
         self.contact_changes = contact_changes
-        stored = store.replay_guard()
-        self.guard = ReplayGuard.decode(stored) if stored else ReplayGuard()
         self._wake = trio.Event()
         #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
         self.notices: list[tuple[int, str]] = []
         self._last_divergence: dict[bytes, float] = {}
+        #: (sender account, message id) in the account's trash: not shown
+        #: and not sent as history (``services/trash.py``)
+        self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -137,6 +218,7 @@ class MessageService:
         force: bool = False,
         only: list[bytes] | None = None,
     ) -> tuple[bytes, int]:
+        """Seal, and store the message with its outbox rows in one transaction."""
         me = self.ctx.device
         own = self.ctx.own_account()
         ledger = self.ctx.ledger
@@ -156,7 +238,7 @@ class MessageService:
                 their_state,
                 content,
                 counter=counter,
-                timestamp=_now_ms(),
+                timestamp=self.now_ms(),
                 seed=os.urandom(32),
                 force=force,
                 only_devices=only,
@@ -165,7 +247,8 @@ class MessageService:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
         except UsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
-        now = _now_ms()
+        now = self.now_ms()
+        expires = now + delivery_policy(kind).lifetime_ms
         targets = [d for d in env.wrapped_for if d != me.sign_public]
         message = NewMessage(
             message_id=env.message_id,
@@ -187,10 +270,20 @@ class MessageService:
         ]
         for device in targets:
             account = recipient if their_state.device(device) is not None else own
-            rows.append(MessageStore.delivery_statement(env.message_id, device, account))
+            rows.append(MessageStore.delivery_statement(env.message_id, device, account, expires))
         self.store.db.write(rows)  # stored before it is reported as sent
         self.wake()
         return env.message_id, len(targets)
+
+    def queue_tokens(self, recipient: bytes, batch: TokenBatch) -> None:
+        """Hand ``recipient``'s account mailbox tokens (§15.16), sealed and
+        delivered like any message (raises RpcFailure if it cannot yet)."""
+        self._seal_and_queue(recipient, batch, KIND_TOKENS, "")
+
+    def queue_sync(self, batch: SyncEdits, only: list[bytes] | None) -> None:
+        """Account-wide edits for this account's other active devices (or
+        ``only`` those), sealed to the own account (§15.19)."""
+        self._seal_and_queue(self.ctx.own_account(), batch, KIND_SYNC, "", only=only)
 
     async def send(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
@@ -208,6 +301,7 @@ class MessageService:
         entries = tuple(
             HistoryEntry(peer, mid, sa, sd, ts, Text(text))
             for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
+            if (sa, mid) not in self.hidden()
         )
         if not entries:
             return
@@ -219,53 +313,78 @@ class MessageService:
             only=[device],
         )
 
+    def due_now(self, in_flight: set[tuple[bytes, bytes]]) -> list[DueDelivery]:
+        """Rows to try now (at most MAX_IN_FLIGHT in flight); rows past their
+        lifetime or attempts end as ``expired`` here, untried (§15.14)."""
+        now = self.now_ms()
+        start: list[DueDelivery] = []
+        expired: list[tuple[bytes, bytes]] = []
+        for due in self.store.due(now, MAX_IN_FLIGHT * 2):
+            key = (due.message, due.device)
+            if key in in_flight:
+                continue
+            if now >= due.expires_ms or due.attempts >= due.policy.max_attempts:
+                expired.append(key)
+            elif len(in_flight) + len(start) < MAX_IN_FLIGHT:
+                start.append(due)
+        self.store.expire_deliveries(expired)
+        return start
+
     async def run_delivery(self) -> None:
         """Deliver due outbox rows, up to MAX_IN_FLIGHT at once; sleep until
         the next row is due or something wakes the outbox."""
         in_flight: set[tuple[bytes, bytes]] = set()
 
-        async def one(key: tuple[bytes, bytes], account: bytes, attempts: int, env: bytes) -> None:
+        async def one(due: DueDelivery) -> None:
             try:
-                await self._deliver_one(key[0], key[1], account, attempts, env)
+                await self._deliver_one(due)
             finally:
-                in_flight.discard(key)
+                in_flight.discard((due.message, due.device))
                 self.wake()
 
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_housekeeping)
             while True:
                 self._wake = trio.Event()
-                for due in self.store.due(_now_ms(), MAX_IN_FLIGHT * 2):
-                    key = (due.message, due.device)
-                    if key in in_flight or len(in_flight) >= MAX_IN_FLIGHT:
-                        continue
-                    in_flight.add(key)
-                    nursery.start_soon(one, key, due.account, due.attempts, due.envelope)
+                for due in self.due_now(in_flight):
+                    in_flight.add((due.message, due.device))
+                    nursery.start_soon(one, due)
                 if len(in_flight) >= MAX_IN_FLIGHT:
                     wait = float("inf")  # a finished delivery wakes the loop
                 else:
                     next_ms = self.store.next_due_ms(exclude=in_flight)
-                    wait = (next_ms - _now_ms()) / 1000 if next_ms is not None else float("inf")
+                    wait = (next_ms - self.now_ms()) / 1000 if next_ms is not None else float("inf")
                 with trio.move_on_after(max(wait, 0.01)):
                     await self._wake.wait()
 
-    async def _deliver_one(
-        self, message: bytes, device: bytes, account: bytes, attempts: int, envelope: bytes
-    ) -> None:
-        error = await self._try_deliver(device, account, envelope)
-        if error is None:
-            state, next_try = "delivered", 0
-        elif error == DEPOSITED:
-            # At a mailbox: the receipt says when it arrives; until then keep
-            # trying directly, slowly (a mailbox is never the only copy).
-            state, next_try = "deposited", _now_ms() + DEPOSITED_RETRY_MS
-        elif error.split(":")[0] in FINAL_REFUSALS:
-            state, next_try = "failed", 0
-        else:
-            state = "pending"
-            next_try = _now_ms() + min(MAX_BACKOFF_MS, 1000 * 2 ** min(attempts, 16))
+    async def _deliver_one(self, due: DueDelivery) -> None:
+        error = await self._try_deliver(due.device, due.account, due.envelope)
+        state, next_try = next_delivery(due, error, self.now_ms())
         self.store.set_delivery(
-            message, device, state=state, attempts=attempts + 1, next_try_ms=next_try, error=error
+            due.message,
+            due.device,
+            state=state,
+            attempts=due.attempts + 1,
+            next_try_ms=next_try,
+            error=error,
         )
+
+    def housekeeping(self) -> None:
+        """Drop requests that expired unaccepted, and receipts and history
+        whose deliveries all ended a lifetime ago (bounded disk)."""
+        now = self.now_ms()
+        machine_before = now - delivery_policy(KIND_RECEIPT).lifetime_ms
+        self.store.db.write(
+            [
+                *self.requests_policy.sweep_statements(now),
+                *MessageStore.purge_machine_statements(machine_before),
+            ]
+        )
+
+    async def run_housekeeping(self) -> None:
+        while True:
+            self.housekeeping()
+            await trio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _try_deliver(self, device: bytes, account: bytes, envelope: bytes) -> str | None:
         record = self.ctx.records.get(account, device)
@@ -324,7 +443,7 @@ class MessageService:
             self.reconcile_all()
             self.notices.append(
                 (
-                    _now_ms(),
+                    self.now_ms(),
                     (
                         f"a message showed {len(lacking)} event(s) of "
                         f"{self.contacts.label(view.account)}'s account that your peers had not "
@@ -359,47 +478,43 @@ class MessageService:
         own = self.ctx.account()
         if own is None:
             raise NotForThisDeviceError("this device belongs to no account yet")
-        # Open against a copy of the replay state: it replaces ours only once
-        # the message is durable, or a failed write would turn the sender's
-        # retry into a "replay" and lose the message.
-        guard = ReplayGuard.decode(self.guard.encode())
+        # The replay check reads this envelope's stream (one row) and keeps
+        # the new window aside: it is written with the message, in one
+        # transaction, so a failed write never turns the sender's retry into
+        # a "replay" and loses the message (§15.14), and a refusal below
+        # (requests_full) leaves the stream as it was.
+        replay = PendingReplay(self.replay.window)
         opened = open_envelope(
             self.ctx.params,
             envelope,
             own,
             self.ctx.device,
             ledger_lookup(self.ctx.ledger),
-            guard,
+            replay,
         )
-        rows: list[Statement] = [MessageStore.replay_statement(guard.encode())]
         content = opened.content
         outgoing = opened.sender_account == own
         peer = opened.recipient_account if outgoing else opened.sender_account
-        now = _now_ms()
+        now = self.now_ms()
+        rows: list[Statement] = []
         send_receipt = False
+        synced = 0
         if isinstance(content, Text):
-            if not self.contacts.is_blocked(peer):
-                request = not outgoing and not self.contacts.is_contact(peer)
-                rows.append(
-                    MessageStore.insert_statement(
-                        NewMessage(
-                            message_id=opened.message_id,
-                            peer=peer,
-                            outgoing=outgoing,
-                            sender_account=opened.sender_account,
-                            sender_device=opened.sender_device,
-                            sent_ms=opened.timestamp,
-                            stored_ms=now,
-                            kind=KIND_TEXT,
-                            text=content.text,
-                            request=request,
-                        )
-                    )
-                )
-                send_receipt = not outgoing
+            rows += self._text_rows(opened, content, peer, outgoing, now)
+            # receipts go to contacts only, for a message stored just now
+            send_receipt = bool(rows) and not outgoing and self.requests_policy.earns_receipt(peer)
         elif isinstance(content, Receipt):
             for mid in content.message_ids:
                 rows.append(MessageStore.delivered_statement(mid, opened.sender_device))
+        elif isinstance(content, TokenBatch):
+            if not outgoing and self.tokens is not None:
+                rows.extend(self.tokens.hold_statements(opened.sender_account, content))
+        elif isinstance(content, SyncEdits):
+            # only the account's own devices share its state; a stranger's
+            # kind-32 content is authenticated, replay-checked and ignored
+            if outgoing and self.sync is not None:
+                sync_rows, synced = self.sync.receive_statements(content)
+                rows.extend(sync_rows)
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):
@@ -418,16 +533,58 @@ class MessageService:
                             )
                         )
                     )
-        self.store.db.write(rows)  # the message and the replay state, together, before ACCEPTED
-        self.guard = guard
+        new = len(replay.new & replay.changes.keys())
+        replay_rows, touched = self.replay.statements(replay.changes, new)
+        # the message and its stream's window, together, before ACCEPTED
+        self.store.db.write(replay_rows + rows)
+        self.replay.written(new, touched)
+        if synced and self.sync is not None:
+            self.sync.changed()
         if opened.diverged:
             self.diverged(opened.views)
+        if send_receipt and self.tokens is not None:
+            self.tokens.message_from(peer)  # it may have spent one of our tokens
         if send_receipt:
-            with contextlib.suppress(RpcFailure):
-                self._seal_and_queue(
-                    peer, Receipt(ReceiptStatus.DELIVERED, (opened.message_id,)), KIND_RECEIPT, ""
-                )
+            self._send_receipts(peer, [opened.message_id])
         return opened
+
+    def _text_rows(
+        self, opened: OpenedEnvelope, content: Text, peer: bytes, outgoing: bool, now: int
+    ) -> list[Statement]:
+        """What storing a text takes: nothing for a blocked sender or for a
+        copy already stored (a replay that an evicted stream let through,
+        §15.6); a request within its caps, or ``RequestsFullError``."""
+        if self.contacts.is_blocked(peer) or self.store.has_message(
+            opened.sender_account, opened.message_id
+        ):
+            return []
+        message = NewMessage(
+            message_id=opened.message_id,
+            peer=peer,
+            outgoing=outgoing,
+            sender_account=opened.sender_account,
+            sender_device=opened.sender_device,
+            sent_ms=opened.timestamp,
+            stored_ms=now,
+            kind=KIND_TEXT,
+            text=content.text,
+            request=not outgoing and self.requests_policy.is_request(peer),
+        )
+        if message.request:
+            self.requests_policy.admit(peer, message.size, now)
+        return [MessageStore.insert_statement(message)]
+
+    def _send_receipts(self, peer: bytes, message_ids: Sequence[bytes]) -> None:
+        """DELIVERED receipts for ``message_ids`` from ``peer`` (a contact),
+        in as few envelopes as the receipt limit allows (§15.4)."""
+        ids = sorted(set(message_ids))
+        for i in range(0, len(ids), MAX_RECEIPT_IDS):
+            receipt = Receipt(ReceiptStatus.DELIVERED, tuple(ids[i : i + MAX_RECEIPT_IDS]))
+            try:
+                self._seal_and_queue(peer, receipt, KIND_RECEIPT, "")
+            except RpcFailure as exc:  # the peer's log is not here, or we are not active
+                log.info("no receipt sent: %s", exc)
+                return
 
     # -- reading -------------------------------------------------------------
 
@@ -460,19 +617,23 @@ class MessageService:
         since = int(params.get("since_ms") or 0)
         return {
             "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
-            "messages": [self._doc(r) for r in self.store.inbox(KIND_TEXT, since)],
+            "messages": self._docs(self.store.inbox(KIND_TEXT, since)),
             "contact_changes": [
                 {"contact": c["name"], "changes": c["changes"]}
                 for c in self.contact_changes()
                 if c["changes"]
             ],
-            "requests": self.store.request_senders(),
+            "requests": self.store.request_senders(self.requests_policy.since(self.now_ms())),
         }
 
     async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
         account, name = self.contacts.find(str(params["contact"]))
         rows = self.store.conversation(account, KIND_TEXT)
-        return {"contact": name, "account": account.hex(), "messages": [self._doc(r) for r in rows]}
+        return {"contact": name, "account": account.hex(), "messages": self._docs(rows)}
+
+    def _docs(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+        hidden = self.hidden()
+        return [self._doc(r) for r in rows if (r.sender_account, r.message_id) not in hidden]
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         """Per message id: how many of its deliveries are in each state."""
@@ -484,7 +645,8 @@ class MessageService:
         }
 
     async def requests(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"requests": [self._doc(r) for r in self.store.requests()]}
+        since = self.requests_policy.since(self.now_ms())
+        return {"requests": [self._doc(r) for r in self.store.requests(since)]}
 
     async def accept_request(self, params: dict[str, Any]) -> dict[str, Any]:
         account = self.ctx.resolve_account(str(params["account"]))
@@ -492,8 +654,14 @@ class MessageService:
             raise RpcFailure(control.USAGE, "that is your own account")
         hint = self.contacts.display_name(account) or ""
         label = str(params.get("name") or hint or account.hex()[:12])
+        # Read the waiting messages first: adding the contact applies the
+        # decision at once (decisions_changed), which clears them as requests.
+        waiting = self.store.request_ids(account)
         self.contacts.add(account, label)
-        self.store.accept_requests(account)
+        # The waiting messages are the user's now, and their senders learn
+        # it only now: the receipts held back from a stranger go out (§15.14).
+        self.store.db.write([MessageStore.accept_requests_statement(account)])
+        self._send_receipts(account, waiting)
         return {
             "account_id": account.hex(),
             "name": label,
@@ -501,12 +669,23 @@ class MessageService:
             "handle": handle(self.contacts.display_name(account) or label, account),
         }
 
+    def decisions_changed(self) -> None:
+        """Another device of this account accepted or blocked someone (the
+        synced contact set changed, §15.19): this device's requests from
+        that account follow the decision.  Receipts are the deciding
+        device's to send."""
+        rows: list[Statement] = []
+        for peer in self.store.request_peers():
+            if self.contacts.is_blocked(peer):
+                rows.append(MessageStore.delete_requests_statement(peer))
+            elif self.contacts.is_contact(peer):
+                rows.append(MessageStore.accept_requests_statement(peer))
+        if rows:
+            self.store.db.write(rows)
+
     async def block_request(self, params: dict[str, Any]) -> dict[str, Any]:
         account = self.ctx.resolve_account(str(params["account"]))
-        self.store.db.write(
-            [
-                self.contacts.store.block_statement(account, account.hex()[:12], _now_ms()),
-                MessageStore.delete_requests_statement(account),
-            ]
-        )
+        # the block is the account's (synced); the requests are this device's
+        self.contacts.block(account)
+        self.store.db.write([MessageStore.delete_requests_statement(account)])
         return {"blocked": account.hex()}

@@ -40,6 +40,7 @@ class NodeService:
         ledger = self.ctx.ledger
         account = self.ctx.account()
         return {
+            "device_status": self._device_status(account),
             "peer_id": self.ctx.peer_id,
             "network": self.ctx.params.network_id,
             "listen": self.ctx.addresses(),
@@ -59,6 +60,14 @@ class NodeService:
             },
             "reachability": self.nat_status(),
         }
+
+    def _device_status(self, account: bytes | None) -> str | None:
+        """This device in its account: active, revoked, ... (None: no
+        account; "joining": the account's log does not hold it yet)."""
+        if account is None or account not in self.ctx.ledger.accounts:
+            return None if account is None else "joining"
+        device = self.ctx.ledger.state(account).device(self.ctx.device.sign_public)
+        return device.status.value if device is not None else "joining"
 
     async def stop(self, params: dict[str, Any]) -> dict[str, Any]:
         self._stop()

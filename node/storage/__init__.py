@@ -4,8 +4,13 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 
 * ``db``        the connection, transactions and the migration runner
 * ``events``    accepted events (the log): staged puts, an explicit commit
-* ``contacts``  the account's contacts, verification marks and blocks
-* ``messages``  messages, the outbox of deliveries, counters, replay state
+* ``contacts``  what this device's user acknowledged of each contact (and
+                the contacts of before account-wide sync, imported once)
+* ``messages``  messages (and requests), the outbox of deliveries, counters
+* ``replay``    the receive-side replay state, one row per sender stream
+* ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
+* ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
+* ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
 
 Derived state (account states, indexes in memory) is never stored: it is
 rebuilt from the events on start.
@@ -15,17 +20,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, messages
+from . import contacts, events, mailbox, messages, replay, sync, tokens
 from .contacts import ContactStore
-from .db import Database
+from .db import Database, Migrations
 from .events import SqliteEventStore
+from .mailbox import SqliteMailboxStore
 from .messages import MessageStore
+from .sync import SyncStore
+from .tokens import TokenStore
 
 #: MIGRATIONS[v] upgrades a database from version v to v + 1
-MIGRATIONS: dict[int, list[str]] = {
+MIGRATIONS: Migrations = {
     0: events.SCHEMA_V1,
     1: contacts.SCHEMA_V2,
     2: messages.SCHEMA_V3,
+    # outbox expiry and its due index; request sizes and their index
+    3: messages.SCHEMA_V4,
+    # the replay guard split into one row per sender stream
+    4: replay.SCHEMA_V5,
+    # a mailbox's grants, items and spent tokens
+    5: mailbox.SCHEMA_V6,
+    # tokens held for others' mailboxes, and issued to contacts
+    6: tokens.SCHEMA_V7,
+    # account-wide state: edits, those waiting, the hybrid clock
+    7: sync.SCHEMA_V8,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -41,5 +59,8 @@ __all__ = [
     "Database",
     "MessageStore",
     "SqliteEventStore",
+    "SqliteMailboxStore",
+    "SyncStore",
+    "TokenStore",
     "open_database",
 ]

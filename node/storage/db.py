@@ -1,8 +1,9 @@
 """The connection, transactions and forward migrations of a node's database.
 
 Every table belongs to one module of this package, which declares its
-schema as migration steps; ``node.storage.MIGRATIONS`` puts them in version
-order.
+schema as migration steps (SQL, or a function of the connection where SQL
+alone cannot convert a stored value); ``node.storage.MIGRATIONS`` puts them
+in version order.  A migration runs whole in one transaction, or not at all.
 ``Database.write`` is one durable transaction; before it runs, everything
 staged for the event store is committed first (``before_write``), so a write
 never becomes durable ahead of the events it may refer to.
@@ -11,6 +12,7 @@ never becomes durable ahead of the events it may refer to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -18,8 +20,11 @@ from typing import Any
 
 from ..errors import StoreError
 
+#: one migration step: an SQL statement, or a function for what SQL alone
+#: cannot do (decode a stored value); each runs inside the step's transaction
+Step = str | Callable[[sqlite3.Connection], None]
 #: migrations[v] upgrades a database from version v to v + 1
-Migrations = dict[int, list[str]]
+Migrations = dict[int, Sequence[Step]]
 Statement = tuple[str, Sequence[Any]]
 
 
@@ -47,15 +52,19 @@ class Database:
                 f"{latest}: upgrade smu"
             )
         while version < latest:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for statement in self.migrations[version]:
-                self.conn.execute(statement)
+            self.transaction(functools.partial(self._step, version=version))
             version += 1
-            self.conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
-                (str(version),),
-            )
-            self.conn.execute("COMMIT")
+
+    def _step(self, conn: sqlite3.Connection, version: int) -> None:
+        for step in self.migrations[version]:
+            if callable(step):
+                step(conn)
+            else:
+                conn.execute(step)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
+            (str(version + 1),),
+        )
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(sql, args).fetchall())

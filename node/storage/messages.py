@@ -1,14 +1,19 @@
-"""Messages, the outbox of deliveries, send counters and replay state
-(PROTOCOL.md §15; DESIGN §5).
+"""Messages, the outbox of deliveries and send counters (PROTOCOL.md §15;
+DESIGN §5).  The receive-side replay state is ``replay.py``'s.
 
 * ``messages``: one row per message, keyed by (sender account, message id):
   a message id is chosen by its sender, so it is unique per sender only, and
   another account cannot take over an id it saw in a clear header.  ``peer``
   is the other account of the conversation; ``request`` = 1: from a
-  non-contact, waiting for the user's decision.
+  non-contact, waiting for the user's decision (§15.14 "Message requests");
+  ``size``: UTF-8 bytes of the text, so the request caps are summed from an
+  index alone.
 * ``deliveries``: one row per (message, device it must reach): the outbox.
+  ``state`` is a ``DeliveryState``; ``expires_ms`` is when the outbox stops
+  trying (``DeliveryPolicy`` of the message's kind); the partial index
+  ``deliveries_due`` holds only rows still being tried, ordered by when
+  they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
-* ``replay``: the receive-side replay guard (§15.6), one row.
 
 Each method that changes something is one transaction, or returns the
 statements for the caller's transaction (``*_statement``), so a message and
@@ -19,10 +24,65 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .db import Database, Statement
+
+KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+#: account-wide edits (§15.19): kept trying as long as a text, since a
+#: device that misses one shows stale contacts until the next edit of the key
+KIND_SYNC = 32
+DAY_MS = 24 * 3600 * 1000
+
+
+class DeliveryState(StrEnum):
+    """Where one delivery of a message to one device stands (§15.14, §13)."""
+
+    #: being tried directly, with back-off
+    PENDING = "pending"
+    #: left at a mailbox the device names; a user message is still tried
+    #: directly until the device's DELIVERED receipt
+    DEPOSITED = "deposited"
+    #: the device stored it (its node said so, or its receipt did): final
+    DELIVERED = "delivered"
+    #: refused for good by the device's node (it can never be opened there)
+    FAILED = "failed"
+    #: not confirmed within its lifetime or attempts: the outbox gave up
+    EXPIRED = "expired"
+
+
+#: states still being tried: the only rows in the due index
+ACTIVE_STATES = (DeliveryState.PENDING, DeliveryState.DEPOSITED)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How long, and how often, the outbox tries one kind of send (§15.14)."""
+
+    #: from the moment the message is stored until it ends as ``expired``
+    lifetime_ms: int
+    #: attempts after which it ends as ``expired`` even if the clock says
+    #: otherwise (a wall clock set back must not make a row live for ever)
+    max_attempts: int
+    #: once deposited at a mailbox, keep trying directly every this often
+    #: (None: a deposit is all it gets; nothing would ever confirm it)
+    deposited_retry_ms: int | None
+
+
+#: A user's text lives as long as a mailbox keeps a deposit (14 days,
+#: §15.12): past that no copy is anywhere, so trying on only costs.  At the
+#: 5-minute back-off ceiling 14 days are about 4,000 attempts.  Receipts and
+#: history are machine-generated: worth a day, 300 attempts (a day at the
+#: ceiling); no receipt ever confirms them, so a deposit is their last try.
+TEXT_POLICY = DeliveryPolicy(14 * DAY_MS, 5_000, 5 * 60 * 1000)
+MACHINE_POLICY = DeliveryPolicy(DAY_MS, 300, None)
+
+
+def delivery_policy(kind: int) -> DeliveryPolicy:
+    return TEXT_POLICY if kind in (KIND_TEXT, KIND_SYNC) else MACHINE_POLICY
+
 
 SCHEMA_V3 = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -51,13 +111,46 @@ SCHEMA_V3 = [
            last_error TEXT,
            PRIMARY KEY (message, device))""",
     "CREATE TABLE IF NOT EXISTS counters (account BLOB PRIMARY KEY, next INTEGER NOT NULL)",
+    # the whole replay guard in one row; version 5 splits it (replay.py)
     """CREATE TABLE IF NOT EXISTS replay (
            id INTEGER PRIMARY KEY CHECK (id = 1),
            guard BLOB NOT NULL)""",
 ]
 
-#: delivery states that are still being tried
-ACTIVE_STATES = ("pending", "deposited")
+SCHEMA_V4 = [
+    # Outbox expiry (§15.14): rows from before it get their lifetime from
+    # the message they carry.
+    "ALTER TABLE deliveries ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0",
+    f"""UPDATE deliveries SET expires_ms = COALESCE((
+           SELECT m.stored_ms + CASE m.kind WHEN {KIND_TEXT} THEN {TEXT_POLICY.lifetime_ms}
+                                ELSE {MACHINE_POLICY.lifetime_ms} END
+           FROM messages m WHERE m.id = deliveries.message AND m.outgoing = 1), 0)""",
+    # Only rows still being tried, in the order they are due (the delivery
+    # loop's two queries; finished rows cost nothing however many there are).
+    """CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_try_ms)
+           WHERE state IN ('pending', 'deposited')""",
+    # Message requests (§15.14): their caps are sums over this index alone.
+    "ALTER TABLE messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+    "UPDATE messages SET size = length(CAST(text AS BLOB))",
+    """CREATE INDEX IF NOT EXISTS messages_requests ON messages(peer, stored_ms, size)
+           WHERE request = 1""",
+    # Finished receipts and history are deleted after their lifetime.
+    f"""CREATE INDEX IF NOT EXISTS messages_machine ON messages(stored_ms)
+           WHERE outgoing = 1 AND kind <> {KIND_TEXT}""",
+]
+
+#: the delivery loop's queries; both use ``deliveries_due`` (a test shows
+#: it with EXPLAIN QUERY PLAN)
+DUE_SQL = (
+    "SELECT d.message, d.device, d.account, d.attempts, d.expires_ms, m.kind, m.envelope "
+    "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
+    "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
+    "ORDER BY d.next_try_ms LIMIT ?"
+)
+NEXT_DUE_SQL = (
+    "SELECT message, device, next_try_ms FROM deliveries "
+    "WHERE state IN ('pending', 'deposited') ORDER BY next_try_ms LIMIT ?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +182,10 @@ class NewMessage:
     request: bool = False
     envelope: bytes | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.text.encode())
+
 
 @dataclass(frozen=True, slots=True)
 class DueDelivery:
@@ -96,7 +193,22 @@ class DueDelivery:
     device: bytes
     account: bytes
     attempts: int
+    expires_ms: int
+    #: content kind of the message: which ``DeliveryPolicy`` applies
+    kind: int
     envelope: bytes
+
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return delivery_policy(self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Stored requests: how many, and their UTF-8 bytes."""
+
+    count: int
+    size: int
 
 
 _COLUMNS = "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request"
@@ -130,7 +242,8 @@ class MessageStore:
         verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
         return (
             f"{verb} INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
-            "stored_ms, kind, text, request, envelope) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "stored_ms, kind, text, request, envelope, size) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 m.message_id,
                 m.peer,
@@ -143,14 +256,18 @@ class MessageStore:
                 m.text,
                 int(m.request),
                 m.envelope,
+                m.size,
             ),
         )
 
     @staticmethod
-    def delivery_statement(message: bytes, device: bytes, account: bytes) -> Statement:
+    def delivery_statement(
+        message: bytes, device: bytes, account: bytes, expires_ms: int
+    ) -> Statement:
         return (
-            "INSERT INTO deliveries(message, device, account, state) VALUES(?, ?, ?, 'pending')",
-            (message, device, account),
+            "INSERT INTO deliveries(message, device, account, state, expires_ms) "
+            "VALUES(?, ?, ?, ?, ?)",
+            (message, device, account, DeliveryState.PENDING.value, expires_ms),
         )
 
     @staticmethod
@@ -158,14 +275,6 @@ class MessageStore:
         return (
             "UPDATE deliveries SET state='delivered' WHERE message=? AND device=?",
             (message, device),
-        )
-
-    @staticmethod
-    def replay_statement(guard: bytes) -> Statement:
-        return (
-            "INSERT INTO replay(id, guard) VALUES(1, ?) ON CONFLICT(id) DO UPDATE SET "
-            "guard=excluded.guard",
-            (guard,),
         )
 
     @staticmethod
@@ -179,6 +288,41 @@ class MessageStore:
     @staticmethod
     def delete_requests_statement(peer: bytes) -> Statement:
         return ("DELETE FROM messages WHERE peer=? AND request=1", (peer,))
+
+    @staticmethod
+    def purge_statements(sender_account: bytes, message_id: bytes) -> list[Statement]:
+        """A message and its outbox rows, gone for good (the trash, §15.19)."""
+        return [
+            (
+                "DELETE FROM deliveries WHERE message=? AND EXISTS (SELECT 1 FROM messages "
+                "WHERE id=? AND sender_account=?)",
+                (message_id, message_id, sender_account),
+            ),
+            (
+                "DELETE FROM messages WHERE sender_account=? AND id=?",
+                (sender_account, message_id),
+            ),
+        ]
+
+    @staticmethod
+    def expire_requests_statement(before_ms: int) -> Statement:
+        """Requests nobody accepted, stored before ``before_ms``."""
+        return ("DELETE FROM messages WHERE request=1 AND stored_ms < ?", (before_ms,))
+
+    @staticmethod
+    def purge_machine_statements(before_ms: int) -> list[Statement]:
+        """Receipts and history we sent before ``before_ms`` whose deliveries
+        are all finished: they are never shown, and nothing resends them."""
+        machine = (
+            "SELECT id FROM messages WHERE outgoing=1 AND kind<>? AND stored_ms < ? "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message = messages.id "
+            "AND d.state IN ('pending', 'deposited'))"
+        )
+        args = (KIND_TEXT, before_ms)
+        return [
+            (f"DELETE FROM deliveries WHERE message IN ({machine})", args),
+            (f"DELETE FROM messages WHERE outgoing=1 AND id IN ({machine})", args),
+        ]
 
     # -- writes -------------------------------------------------------------------
 
@@ -195,46 +339,64 @@ class MessageStore:
         self.db.write(
             [
                 (
+                    # a receipt may have marked it delivered meanwhile: keep that
                     "UPDATE deliveries SET state=?, attempts=?, next_try_ms=?, last_error=? "
-                    "WHERE message=? AND device=?",
+                    "WHERE message=? AND device=? AND state IN ('pending', 'deposited')",
                     (state, attempts, next_try_ms, error, message, device),
                 )
             ]
         )
 
-    def accept_requests(self, peer: bytes) -> None:
-        self.db.write([("UPDATE messages SET request=0 WHERE peer=?", (peer,))])
+    def expire_deliveries(self, keys: Collection[tuple[bytes, bytes]]) -> None:
+        """End these (message, device) rows as ``expired``, if still active."""
+        if keys:
+            self.db.write(
+                [
+                    (
+                        "UPDATE deliveries SET state=? WHERE message=? AND device=? "
+                        "AND state IN ('pending', 'deposited')",
+                        (DeliveryState.EXPIRED.value, m, d),
+                    )
+                    for m, d in keys
+                ]
+            )
+
+    @staticmethod
+    def accept_requests_statement(peer: bytes) -> Statement:
+        return ("UPDATE messages SET request=0 WHERE peer=? AND request=1", (peer,))
 
     # -- reads ----------------------------------------------------------------------
 
-    def replay_guard(self) -> bytes | None:
-        row = self.db.query_one("SELECT guard FROM replay WHERE id=1")
-        return bytes(row[0]) if row else None
+    def by_id(self, message_id: bytes, sender_account: bytes | None = None) -> MessageRow | None:
+        """A stored message by its id (and sender: ids are unique per sender)."""
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE id=?"
+        args: tuple[object, ...] = (message_id,)
+        if sender_account is not None:
+            sql, args = sql + " AND sender_account=?", (message_id, sender_account)
+        row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
+        return None if row is None else _message(row)
+
+    def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
+        row = self.db.query_one(
+            "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)
+        )
+        return row is not None
 
     def next_counter(self, account: bytes) -> int:
         row = self.db.query_one("SELECT next FROM counters WHERE account=?", (account,))
         return int(row[0]) if row else 1
 
     def due(self, now_ms: int, limit: int) -> list[DueDelivery]:
-        rows = self.db.query(
-            "SELECT d.message, d.device, d.account, d.attempts, m.envelope "
-            "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
-            "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
-            "ORDER BY d.next_try_ms LIMIT ?",
-            (now_ms, limit),
-        )
+        rows = self.db.query(DUE_SQL, (now_ms, limit))
         return [
-            DueDelivery(bytes(m), bytes(d), bytes(a), int(n), bytes(e)) for m, d, a, n, e in rows
+            DueDelivery(bytes(m), bytes(d), bytes(a), int(n), int(x), int(k), bytes(e or b""))
+            for m, d, a, n, x, k, e in rows
         ]
 
     def next_due_ms(self, exclude: Collection[tuple[bytes, bytes]] = ()) -> int | None:
         """When the earliest delivery still being tried is due, leaving out
         the (message, device) pairs in ``exclude`` (those being tried now)."""
-        rows = self.db.query(
-            "SELECT message, device, next_try_ms FROM deliveries "
-            "WHERE state IN ('pending', 'deposited') ORDER BY next_try_ms LIMIT ?",
-            (len(exclude) + 1,),
-        )
+        rows = self.db.query(NEXT_DUE_SQL, (len(exclude) + 1,))
         for message, device, next_try in rows:
             if (bytes(message), bytes(device)) not in exclude:
                 return int(next_try)
@@ -274,10 +436,45 @@ class MessageStore:
         )
         return [_message(r) for r in rows]
 
-    def requests(self) -> list[MessageRow]:
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM messages WHERE request=1 ORDER BY stored_ms")
+    # Requests: every query reads ``messages_requests`` (only request rows,
+    # bounded by the caps), and leaves out requests stored before ``since_ms``
+    # (expired, not yet swept).
+
+    def requests(self, since_ms: int) -> list[MessageRow]:
+        rows = self.db.query(
+            f"SELECT {_COLUMNS} FROM messages WHERE request=1 AND stored_ms >= ? "
+            "ORDER BY stored_ms",
+            (since_ms,),
+        )
         return [_message(r) for r in rows]
 
-    def request_senders(self) -> int:
-        row = self.db.query_one("SELECT COUNT(DISTINCT peer) FROM messages WHERE request=1")
+    def request_peers(self) -> list[bytes]:
+        """Accounts with requests held (any age)."""
+        rows = self.db.query("SELECT DISTINCT peer FROM messages WHERE request=1")
+        return [bytes(r[0]) for r in rows]
+
+    def request_senders(self, since_ms: int) -> int:
+        row = self.db.query_one(
+            "SELECT COUNT(DISTINCT peer) FROM messages WHERE request=1 AND stored_ms >= ?",
+            (since_ms,),
+        )
         return int(row[0]) if row else 0
+
+    def request_usage(self, since_ms: int, peer: bytes | None = None) -> Usage:
+        """Requests stored since ``since_ms``: from ``peer``, or from anyone."""
+        args: tuple[object, ...] = (since_ms,) if peer is None else (since_ms, peer)
+        sql = "" if peer is None else " AND peer=?"
+        row = self.db.query_one(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages INDEXED BY messages_requests "
+            f"WHERE request=1 AND stored_ms >= ?{sql}",
+            args,
+        )
+        return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
+
+    def request_ids(self, peer: bytes) -> list[bytes]:
+        """Ids of ``peer``'s waiting requests, ascending (for receipts)."""
+        rows = self.db.query(
+            "SELECT id FROM messages WHERE peer=? AND request=1 AND outgoing=0 ORDER BY id",
+            (peer,),
+        )
+        return [bytes(r[0]) for r in rows]

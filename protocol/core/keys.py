@@ -61,10 +61,13 @@ def handle(display_name: str, account_id: bytes) -> str:
     return f"{slug(display_name)}.{account_suffix(account_id)}"
 
 
-def safety_number(account_a: bytes, account_b: bytes) -> str:
-    """60 digits, the same on both sides: depends on the unordered pair."""
-    lo, hi = sorted((account_a, account_b))
-    digest = crypto.hash_with(crypto.D_SAFETY_NUMBER, lo + hi, 60)
+def safety_number(account_a: bytes, epoch_a: bytes, account_b: bytes, epoch_b: bytes) -> str:
+    """60 digits, the same on both sides: depends on the unordered pair of
+    (account, recovery epoch) (PROTOCOL.md §4.6).  A device change never
+    changes it; a recovery always does, so "verify again after a recovery"
+    compares something new."""
+    lo, hi = sorted(((account_a, epoch_a), (account_b, epoch_b)))
+    digest = crypto.hash_with(crypto.D_SAFETY_NUMBER, lo[0] + lo[1] + hi[0] + hi[1], 60)
     groups = [int.from_bytes(digest[i : i + 5], "big") % 100_000 for i in range(0, 60, 5)]
     return " ".join(f"{g:05d}" for g in groups)
 

@@ -13,7 +13,7 @@ It holds every decision about links that used to live in the node adapter:
 * **dialling** (``tick``): bootstrap peers while they are not linked, and
   peers learned by exchange while outbound links are few, one per network
   group (``links.policy.dial_candidates``), each held back after a failed
-  dial;
+  dial (and after a link we dialled that the other side closed at once);
 * **bans** (``ban``): a misbehaving peer is closed and not linked again
   until its back-off ends, in either direction;
 * **eviction** (``opened``): when the inbound slots are full, a newcomer
@@ -48,6 +48,10 @@ from protocol.links.policy import (
 #: after a failed dial of a bootstrap peer, and of a learned peer
 BOOTSTRAP_RETRY = 4.0
 LEARNED_RETRY = 60.0
+#: a link we dialled that ends this soon after it opened was most likely
+#: refused by the other side (full, or backing off from us): it counts as a
+#: failed dial, so a full peer is not redialled in a loop
+REFUSED_WITHIN = 1.0
 #: learned peers held as dial candidates (the replication machine holds
 #: more; these are the newest it reported)
 MAX_CANDIDATES = 1024
@@ -59,6 +63,9 @@ IDLE_TIMEOUT = 600.0
 UNLINKED_GRACE = 30.0
 #: connections without a link tracked at once; beyond it the quietest is closed
 MAX_UNLINKED = 256
+#: a peer whose link was evicted cannot evict another for this long: evicted
+#: honest peers that redial at once would otherwise push each other out
+EVICTED_HOLD = 60.0
 
 
 class Refusal(Enum):
@@ -175,6 +182,9 @@ class LinkManager:
         self._redial_after: dict[str, float] = {}
         self._bootstrap: dict[str, str] = {}  # peer -> address
         self._candidates: dict[str, str] = {}  # learned peer -> first address
+        self._groups: dict[str, str] = {}  # candidate address -> network group
+        #: peers evicted lately: no eviction on their behalf until then
+        self._evicted: dict[str, float] = {}
         self._now = 0.0
         self.stats = LinkStats()
 
@@ -252,7 +262,12 @@ class LinkManager:
         group = network_group(host, self.classifier) if host else UNKNOWN_GROUP
         refusal = self._refusal(peer, group, outbound, now.mono, relayed)
         evict: str | None = None
-        if refusal in (Refusal.FULL, Refusal.INBOUND_FULL) and not outbound:
+        if (
+            refusal in (Refusal.FULL, Refusal.INBOUND_FULL)
+            and not outbound
+            and self.limits.evict
+            and self._evicted.get(peer, float("-inf")) <= now.mono
+        ):
             evict = self._eviction()
             if evict is not None:
                 refusal = None
@@ -267,6 +282,7 @@ class LinkManager:
             out.append(Close(peer, why or "superseded by a simultaneous link"))
         if evict is not None:
             del self._links[evict]
+            self._evicted[evict] = now.mono + EVICTED_HOLD
             self.stats.evicted += 1
             out.append(Close(evict, "gave way to a new link", connection=True))
         self._links[peer] = _Link(outbound, host, group, now.mono, now.mono, relayed=relayed)
@@ -307,7 +323,9 @@ class LinkManager:
 
     def closed(self, peer: str, now: Now) -> list[Output]:
         self._now = now.mono
-        self._links.pop(peer, None)
+        link = self._links.pop(peer, None)
+        if link is not None and link.outbound and now.mono - link.since < REFUSED_WITHIN:
+            self._hold_back(peer, now.mono)
         out: list[Output] = []
         self._dial_learned(now.mono, out)
         return out
@@ -406,7 +424,7 @@ class LinkManager:
 
     def tick(self, now: Now) -> list[Output]:
         t = self._now = now.mono
-        for table in (self._banned, self._redial_after):
+        for table in (self._banned, self._redial_after, self._evicted):
             for peer in [p for p, until in table.items() if until <= t]:
                 del table[peer]
         out: list[Output] = []
@@ -443,6 +461,20 @@ class LinkManager:
         links = [LinkInfo(lk.outbound, lk.group, lk.relayed) for lk in self._links.values()]
         return links + [LinkInfo(True, group) for group in self._dialing.values()]
 
+    def _group_of(self, addr: str) -> str | None:
+        """A candidate address's network group, remembered (parsing an IP
+        address for every candidate on every PEERS frame adds up)."""
+        group = self._groups.get(addr)
+        if group is None:
+            host = multiaddr_host(addr)
+            if host is None:
+                return None
+            group = network_group(host, self.classifier)
+            if len(self._groups) >= 4 * MAX_CANDIDATES:
+                self._groups.clear()
+            self._groups[addr] = group
+        return group
+
     def _dial_learned(self, t: float, out: list[Output]) -> None:
         """Peer exchange (§11.8): learned peers while outbound links are few,
         in networks not linked yet (§11.5.3)."""
@@ -450,10 +482,10 @@ class LinkManager:
         for peer, addr in self._candidates.items():
             if not self._may_dial(peer, t):
                 continue
-            host = multiaddr_host(addr)
-            if host is not None:
-                # a circuit address starts with its relay's: the relay's group
-                candidates.append((peer, network_group(host, self.classifier)))
+            # a circuit address starts with its relay's: the relay's group
+            group = self._group_of(addr)
+            if group is not None:
+                candidates.append((peer, group))
         groups = dict(candidates)
         for peer in dial_candidates(self._infos(), candidates, self.limits):
             self._dialing[peer] = groups[peer]

@@ -91,6 +91,9 @@ class LinkLimits:
     #: cannot take a node's inbound slots (§17.4)
     max_inbound_relayed: int = 12
     max_relayed_per_group: int = 6
+    #: a newcomer may take the place of an unprotected inbound link when the
+    #: slots are full (PROTOCOL.md §17.1.1); off only to measure without it
+    evict: bool = True
 
 
 @dataclass(frozen=True, slots=True)

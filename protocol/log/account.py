@@ -97,6 +97,11 @@ class AccountLog:
     def __contains__(self, event_id: bytes) -> bool:
         return event_id in self.index
 
+    def is_ancestor(self, a: bytes, b: bytes) -> bool:
+        """``a`` is a strict ancestor of ``b`` (False if either is not here)."""
+        ia, ib = self.index.get(a), self.index.get(b)
+        return ia is not None and ib is not None and (self.anc[ib] >> ia) & 1 == 1
+
     # -- validity ---------------------------------------------------------
 
     def _ancestor_mask(self, parents: tuple[bytes, ...]) -> int:

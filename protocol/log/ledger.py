@@ -115,6 +115,17 @@ class Ledger:
             raise UnknownAccountError(account_id.hex())
         return log.state()
 
+    def recovery_epoch(self, account_id: bytes) -> bytes:
+        """The id of the account's latest non-void recover, else its genesis
+        (PROTOCOL.md §4.6): what a safety number covers besides the id.
+        Non-void recovers form a chain (rule 2), so "latest" is well defined."""
+        log = self.log(account_id)
+        state = log.state()
+        void = {v.event_id for v in state.voided}
+        recovers = [e.id for e in log.events if e.kind is EventKind.RECOVER and e.id not in void]
+        latest = [r for r in recovers if not any(log.is_ancestor(r, o) for o in recovers)]
+        return latest[0] if len(latest) == 1 else log.account_id
+
     def log(self, account_id: bytes) -> AccountLog:
         log = self.accounts.get(account_id)
         if log is None:

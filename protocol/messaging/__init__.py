@@ -1,3 +1,3 @@
-"""Messaging (PROTOCOL.md §15): envelopes, contents, replay state, the
-mailbox machine and its device-side client.  A feature: imports only lower
-layers."""
+"""Messaging (PROTOCOL.md §15): envelopes, contents, replay state, one-time
+mailbox tokens, the mailbox machine (its frames, its store) and its
+device-side client.  A feature: imports only lower layers."""

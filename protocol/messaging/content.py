@@ -9,18 +9,28 @@ value, tagged by its kind:
 * ``HistoryBundle`` (kind 3) — a batch of earlier messages, sent by the
   device that approved a new device of the *same* account, wrapped for the
   new device only;
+* ``SyncEdits`` (kind 32, ``protocol.messaging.sync``) — account-wide
+  state among the devices of one account;
+* ``TokenBatch`` (kind 48, ``protocol.messaging.tokens``) — one-time
+  mailbox deposit tokens the sending device hands a contact (§15.16);
 * ``UnknownContent`` — any other kind: authenticated and replay-checked
   like the rest, and reported with its ``ContentRange`` (DESIGN §10: 1-15
   messages, receipts and history; 16-31 session control; 32-47 account
   sync; 48-63 mailbox tokens; 64 and up groups and attachments), which says
   what a receiver does with a kind it does not know (§15.4).
 
-``ReplayGuard`` is a receiving device's replay state: per (sender account,
-sender device, recipient account) the highest counter seen and a bitmap of
-the ``window`` counters below it, so envelopes that arrive out of order
-through mailboxes are still accepted once each (§15.6).  It is a plain
-value the node persists (``encode``/``decode``) in the same transaction as
-the messages it accepted.
+The per-link channel's item kinds (§17.3) come from the same numbers:
+``MAILBOX_NOTICE`` (49) is a mailbox's push notice (§15.12.1), never a
+content.
+
+Replay state (§15.6) is kept per stream, (sender account, sender device,
+recipient account): a ``ReplayWindow`` holds the highest counter seen and a
+bitmap of the ``window`` counters below it, so envelopes that arrive out of
+order through mailboxes are still accepted once each.  ``ReplayGuard``
+keeps a bounded number of windows in memory (simnet, tests);
+``PendingReplay`` reads one window per envelope from a store and collects
+the changed window, which a node writes as one row, in place, in the
+transaction that stores the message.
 """
 
 from __future__ import annotations
@@ -29,11 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from itertools import pairwise
+from typing import Protocol
 
 from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput, SchemaError, UsageError
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
+from protocol.messaging.sync import SyncEdits, decode_sync_edits
+from protocol.messaging.tokens import TokenBatch, decode_batch
 
 MESSAGE_ID_BYTES = 16
 MAX_TEXT_BYTES = 64 * 1024
@@ -49,9 +62,21 @@ class ContentKind(IntEnum):
     TEXT = 1
     RECEIPT = 2
     HISTORY = 3
+    #: account-wide state (§15.19); the first kind of range 32-47
+    SYNC_EDITS = 32
+    #: one-time mailbox tokens (§15.16); the first kind of range 48-63
+    TOKENS = 48
     # 4..15: later messages, receipts and history; 16..31 session control
     # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
     # attachments.  ``content_range`` tells them apart.
+
+
+#: Kinds of the per-link channel (§17.3) share this number space (DESIGN
+#: §10), so none of them may ever be a content kind.  49, in the mailbox
+#: range: a mailbox's push notice (§15.12.1), an item of the channel and
+#: never sealed in an envelope.
+MAILBOX_NOTICE = 49
+CHANNEL_KINDS = frozenset({MAILBOX_NOTICE})
 
 
 class ContentRange(Enum):
@@ -174,7 +199,7 @@ class UnknownContent:
         return content_range(self.kind)
 
 
-Content = Text | Receipt | HistoryBundle | UnknownContent
+Content = Text | Receipt | HistoryBundle | SyncEdits | TokenBatch | UnknownContent
 
 
 def encode_content(content: Content) -> tuple[int, bytes]:
@@ -253,6 +278,8 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.TEXT: _text,
         ContentKind.RECEIPT: _receipt,
         ContentKind.HISTORY: _history,
+        ContentKind.SYNC_EDITS: decode_sync_edits,
+        ContentKind.TOKENS: decode_batch,
     }
     if kind not in decoders:
         content_range(kind)  # 0 is no kind at all
@@ -264,29 +291,135 @@ def decode_content(kind: int, body: bytes) -> Content:
 # --------------------------------------------------------------------------
 # Replay state (§15.6)
 
-#: (sender account, sender device, recipient account)
+#: (sender account, sender device, recipient account): one replay stream
 ReplayKey = tuple[bytes, bytes, bytes]
 
+#: streams an in-memory ``ReplayGuard`` keeps before it forgets the least
+#: recently used one (§15.6 "Eviction"); the node's table has the same bound
+MAX_REPLAY_STREAMS = 65_536
 
-@dataclass(slots=True)
-class _Window:
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """One stream's replay state (§15.6): the highest counter accepted and a
+    bitmap of which of the ``window`` counters below it were accepted.
+
+    A value: ``accepted`` returns the next window, so that a node can store
+    exactly one row per stream, in place, with the message it accepted.
+    """
+
     highest: int = 0
     #: bit i set: counter ``highest - 1 - i`` was accepted
     bits: int = 0
 
+    def check(self, counter: int, window: int = REPLAY_WINDOW) -> None:
+        """``ReplayError`` if ``counter`` was accepted already or is too old."""
+        if counter < 1:
+            raise ReplayError("counters start at 1")
+        if counter > self.highest:
+            return
+        if counter == self.highest:
+            raise ReplayError(f"counter {counter} was already accepted")
+        age = self.highest - counter  # >= 1
+        if age > window:
+            raise ReplayError(f"counter {counter} is older than the replay window")
+        if (self.bits >> (age - 1)) & 1:
+            raise ReplayError(f"counter {counter} was already accepted")
+
+    def accepted(self, counter: int, window: int = REPLAY_WINDOW) -> ReplayWindow:
+        """The window once ``counter`` is accepted (``check`` first)."""
+        self.check(counter, window)
+        if counter < self.highest:
+            return ReplayWindow(self.highest, self.bits | 1 << (self.highest - counter - 1))
+        shift = counter - self.highest
+        if shift > window:
+            # Everything slides out.  Never shift by a sender-chosen amount:
+            # ``bits << 2**40`` would allocate a terabit (§15.6).
+            return ReplayWindow(counter, 0)
+        # the old highest becomes bit shift-1 (if it was a real counter)
+        old = 1 if self.highest else 0
+        mask = (1 << window) - 1
+        return ReplayWindow(counter, ((self.bits << shift) | (old << (shift - 1))) & mask)
+
+    def encode(self) -> bytes:
+        """``enc([highest, bitmap])``, the bitmap as minimal big-endian bytes
+        (no leading zero byte: one encoding per value), at most window/8."""
+        bitmap = self.bits.to_bytes((self.bits.bit_length() + 7) // 8, "big")
+        return encode_flat([self.highest, bitmap])
+
+    @classmethod
+    def decode(cls, raw: bytes, window: int = REPLAY_WINDOW) -> ReplayWindow:
+        value = decode_flat(raw, 64 + (window + 7) // 8)
+        if type(value) is not list or len(value) != 2 or type(value[1]) is not bytes:
+            raise SchemaError("a replay window is [highest, bitmap]")
+        highest, bitmap = _uint(value[0], "highest"), value[1]
+        if bitmap[:1] == b"\x00":
+            raise SchemaError("a replay bitmap has no leading zero byte")
+        bits = int.from_bytes(bitmap, "big")
+        if bits >> window:
+            raise SchemaError("replay bitmap wider than its window")
+        return cls(highest, bits)
+
+
+class ReplayState(Protocol):
+    """What ``open_envelope`` needs of replay state: ``accept`` raises
+    ``ReplayError`` for a counter it must refuse, and records it otherwise."""
+
+    def accept(self, key: ReplayKey, counter: int) -> None: ...
+
+
+class PendingReplay:
+    """The replay state as one envelope sees it, over a store (§15.6).
+
+    Windows are read through ``lookup`` (a node: one indexed row per stream);
+    ``accept`` records the new window in ``changes`` and nothing else, so the
+    caller stores ``changes`` in the transaction that stores the message and
+    simply drops this object if anything fails.  Cost per envelope: one
+    lookup and one changed window, whatever the number of streams.
+    """
+
+    def __init__(
+        self, lookup: Callable[[ReplayKey], ReplayWindow | None], window: int = REPLAY_WINDOW
+    ) -> None:
+        self.lookup = lookup
+        self.window = window
+        self.changes: dict[ReplayKey, ReplayWindow] = {}
+        #: streams that had no window before this envelope
+        self.new: set[ReplayKey] = set()
+
+    def _current(self, key: ReplayKey) -> ReplayWindow:
+        if key in self.changes:
+            return self.changes[key]
+        found = self.lookup(key)
+        if found is None:
+            self.new.add(key)
+            return ReplayWindow()
+        return found
+
+    def check(self, key: ReplayKey, counter: int) -> None:
+        self._current(key).check(counter, self.window)
+
+    def accept(self, key: ReplayKey, counter: int) -> None:
+        self.changes[key] = self._current(key).accepted(counter, self.window)
+
 
 @dataclass(slots=True)
 class ReplayGuard:
-    """Per-stream sliding windows of accepted counters (§15.6).
+    """Per-stream sliding windows of accepted counters, in memory (§15.6).
 
     ``check`` raises ``ReplayError`` for a counter already accepted or older
     than ``window`` below the highest; ``accept`` records it.  The envelope
-    opener calls ``check`` before and ``accept`` after all other checks, so
-    a rejected envelope leaves no trace.
+    opener calls ``accept`` after all other checks, so a rejected envelope
+    leaves no trace.  At most ``max_streams`` streams are kept: accepting on
+    a new stream beyond that forgets the least recently used one (§15.6
+    "Eviction").  simnet and tests use this; a node keeps one row per stream
+    in its database instead (``PendingReplay``).
     """
 
     window: int = REPLAY_WINDOW
-    _streams: dict[ReplayKey, _Window] = field(default_factory=dict)
+    max_streams: int = MAX_REPLAY_STREAMS
+    #: least recently used first (dicts keep insertion order)
+    _streams: dict[ReplayKey, ReplayWindow] = field(default_factory=dict)
 
     @property
     def stream_count(self) -> int:
@@ -294,43 +427,25 @@ class ReplayGuard:
         return len(self._streams)
 
     def check(self, key: ReplayKey, counter: int) -> None:
-        if counter < 1:
-            raise ReplayError("counters start at 1")
-        w = self._streams.get(key)
-        if w is None or counter > w.highest:
-            return
-        if counter == w.highest:
-            raise ReplayError(f"counter {counter} was already accepted")
-        age = w.highest - counter  # >= 1
-        if age > self.window:
-            raise ReplayError(f"counter {counter} is older than the replay window")
-        if (w.bits >> (age - 1)) & 1:
-            raise ReplayError(f"counter {counter} was already accepted")
+        self._streams.get(key, ReplayWindow()).check(counter, self.window)
 
     def accept(self, key: ReplayKey, counter: int) -> None:
-        self.check(key, counter)
-        w = self._streams.setdefault(key, _Window())
-        mask = (1 << self.window) - 1
-        if counter > w.highest:
-            shift = counter - w.highest
-            if shift > self.window:
-                # Everything slides out.  Never shift by a sender-chosen
-                # amount: ``bits << 2**40`` would allocate a terabit (§15.6).
-                w.bits = 0
-            else:
-                # the old highest becomes bit shift-1 (if it was a real counter)
-                old = 1 if w.highest else 0
-                w.bits = ((w.bits << shift) | (old << (shift - 1))) & mask
-            w.highest = counter
-        else:
-            w.bits |= 1 << (w.highest - counter - 1)
+        new = self._streams.get(key, ReplayWindow()).accepted(counter, self.window)
+        self._streams.pop(key, None)
+        self._streams[key] = new  # now the most recently used
+        while len(self._streams) > self.max_streams:
+            del self._streams[next(iter(self._streams))]
 
     def highest(self, key: ReplayKey) -> int:
         w = self._streams.get(key)
         return w.highest if w else 0
 
+    def windows(self) -> dict[ReplayKey, ReplayWindow]:
+        """Every stream's window, least recently used first."""
+        return dict(self._streams)
+
     def encode(self) -> bytes:
-        """Canonical bytes for the node to persist."""
+        """Canonical bytes of the whole guard (§15.6 "Persistence")."""
         rows = [
             [k[0], k[1], k[2], w.highest, w.bits.to_bytes((self.window + 7) // 8, "big")]
             for k, w in sorted(self._streams.items())
@@ -345,7 +460,7 @@ class ReplayGuard:
         window = _uint(value[0], "window")
         if not 0 < window <= 1 << 20:
             raise SchemaError("replay window out of range")
-        guard = cls(window=window)
+        guard = cls(window=window, max_streams=max(MAX_REPLAY_STREAMS, len(value[1])))
         nbytes = (window + 7) // 8
         for row in value[1]:
             if type(row) is not list or len(row) != 5:
@@ -354,5 +469,5 @@ class ReplayGuard:
             bits = int.from_bytes(_bin(row[4], nbytes, "bitmap"), "big")
             if bits >> window:
                 raise SchemaError("replay bitmap wider than its window")
-            guard._streams[key] = _Window(_uint(row[3], "highest"), bits)
+            guard._streams[key] = ReplayWindow(_uint(row[3], "highest"), bits)
         return guard

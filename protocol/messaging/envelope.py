@@ -11,12 +11,13 @@ replica.  Two entry points::
     env.raw            # bytes to deliver to every device in env.wrapped_for
     env.message_id     # 16 bytes, the id receipts refer to
 
-    # receiver: its own keys, its own replica, its persisted ReplayGuard
+    # receiver: its own keys, its own replica, its replay state (a
+    # ReplayGuard in memory, or a PendingReplay over the node's table)
     opened = open_envelope(params, raw, my_account, my_keys, ledger_lookup, guard)
-    opened.content     # Text | Receipt | HistoryBundle | UnknownContent
+    opened.content     # Text | Receipt | HistoryBundle | TokenBatch | UnknownContent
     opened.sender_account, opened.sender_device, opened.timestamp (claimed)
     opened.diverged    # accounts whose heads the sender saw differently (S5)
-    # persist the message and guard.encode() together, then acknowledge
+    # persist the message and the changed replay window together, then acknowledge
 
 ``states`` maps an account id to its ``AccountState`` in the receiver's
 replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
@@ -54,6 +55,7 @@ from protocol.core.errors import (
     DecodeError,
     InvalidInput,
     InvalidKeyError,
+    LimitExceededError,
     NotActiveError,
     SchemaError,
     UnauthorisedError,
@@ -74,12 +76,13 @@ from protocol.messaging.content import (
     ContentKind,
     ContentRange,
     HistoryBundle,
-    ReplayGuard,
     ReplayKey,
+    ReplayState,
     content_range,
     decode_content,
     encode_content,
 )
+from protocol.messaging.tokens import TokenBatch
 
 # Domain labels (§15.2).  Changing one is a protocol change.
 D_ENV_SIG = b"smu/envelope-sig/v1\x00"
@@ -146,6 +149,14 @@ class UnauthorisedWrapError(UnauthorisedError):
     def __init__(self, message: str, views: tuple[HeadsView, ...]) -> None:
         super().__init__(message)
         self.views = views
+
+
+class RequestsFullError(LimitExceededError):
+    """The receiving node keeps no more message requests (texts from accounts
+    that are not its contacts) from this sender, or in all (§15.14): a
+    policy refusal of a valid envelope, so the sender may try again later."""
+
+    code = "requests_full"
 
 
 class RecipientDisputedError(UsageError):
@@ -457,7 +468,7 @@ def open_envelope(
     my_account: bytes,
     me: DeviceKeys,
     states: StateLookup,
-    guard: ReplayGuard,
+    guard: ReplayState,
 ) -> OpenedEnvelope:
     """Decrypt, authenticate and replay-check an envelope (§15.5, steps 1-9).
 
@@ -550,6 +561,9 @@ def open_envelope(
     if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
         # known or not: a contact cannot write into this account's own sync (§15.4)
         raise UnauthorisedError("account sync comes only from a device of one's own account")
+    if isinstance(content, TokenBatch) and content.device != s_device:
+        # a device hands out tokens for itself only (§15.16)
+        raise UnauthorisedError("a token batch is for its sender device only")
 
     # Step 9: replay, last, so that only a fully valid envelope is recorded.
     key: ReplayKey = (s_account, s_device, header.recipient_account)
@@ -646,6 +660,7 @@ __all__ = [
     "NotForThisDeviceError",
     "OpenedEnvelope",
     "RecipientDisputedError",
+    "RequestsFullError",
     "SealedEnvelope",
     "SenderNotActiveError",
     "UnauthorisedWrapError",

@@ -1,313 +1,189 @@
-"""Store-and-forward mailboxes, sans-I/O (PROTOCOL.md §15.10-§15.13).
+"""Store-and-forward mailboxes, sans-I/O (PROTOCOL.md §15.10-§15.18).
 
 A mailbox node holds envelopes for devices that are offline.  It holds only
 ciphertext: it cannot read an envelope or check who sent it; it checks
-sizes, the clear header's shape (``envelope.peek``) and the recipient's
-grant.  The envelope's own replay protection (§15.6) is what keeps a
+sizes, the clear header's shape (``envelope.peek``), the recipient's grant
+and, for a contact's deposit, the one-time token the recipient handed out
+(``tokens``).  The envelope's own replay protection (§15.6) is what keeps a
 mailbox that drops, reorders or replays envelopes from making a message
 appear twice or from someone else.
+
+Quotas are earned, not claimed (DESIGN §5): nothing here counts by peer id,
+which costs nothing.  A deposit with a valid unspent token is a contact's
+and counts against the device's grant, its account and the mailbox; a
+deposit without one is a stranger's and also has to fit the small
+strangers' pool: per device, per network group of the depositing
+connection (the caller names the group), and a rate per group (§15.17).
 
 The ``Mailbox`` follows the machine contract (``core.machine``, §18):
 every entry point takes one ``Now``; ``handle`` answers every request frame
 with outputs (``Send`` of the answer, and ``Misbehaved`` when it refused
 the request), never with an exception; ``tick(now)`` at ``next_deadline()``
-(monotonic seconds) drops what has expired and reports ``Expired``.
+(monotonic seconds) drops what has expired and reports ``Expired``.  What
+it holds lives in a ``MailboxStore`` (``mailbox_store``): the node's is
+SQLite, and a change is durable before the answer that reports it.
 
 Mailbox side (stream ``/smu/mailbox/1``, one request frame, one answer)::
 
     box = Mailbox(params, MailboxIdentity(seed32), peer_id=my_peer_id,
-                  grant_policy=lambda account, device: <active in my replica?>)
+                  grant_policy=lambda account, device: <active in my replica?>,
+                  store=my_store)
     grant = box.issue_grant(account, device, now=now)   # e.g. the node's own devices
-    outs = box.handle(frame, peer=remote_peer_id, now=now, random16=os.urandom(16))
+    outs = box.handle(frame, peer=remote_peer_id, group=network_group_of_connection,
+                      now=now, random16=os.urandom(16))
     # [Send(peer, answer)] (+ Misbehaved(peer, error)): write it, close the stream
     box.tick(now)                 # at box.next_deadline()
 
-Device side (``mailbox_client.MailboxClient`` decides when)::
-
-    frame = grant_request(params, keys, account, mailbox_key, now_ms)  # -> Granted
-    grant = decode_grant(granted.grant, params)  # check valid_for before naming it
-    frame = challenge_request(device_key)      # -> ChallengeIssued(nonce, expires)
-    frame = fetch_request(params, keys, grant.mailbox_key, nonce, limit=100)  # -> Items
-    answer = decode_answer(raw_answer)         # Items / Deleted / Granted / Refused ...
-    # open each envelope, persist it, then (new challenge) delete_request(... ids ...)
-
-Any peer deposits with ``deposit_request(device, envelope_raw)``; the peer
-id the node passes to ``handle`` is opaque here and only counts quotas.
+Device side: ``mailbox_wire`` has the frames (``grant_request`` with the
+device's token key, ``challenge_request``, ``fetch_request``,
+``delete_request``, ``deposit_request`` with or without a token,
+``decode_answer``); ``mailbox_client.MailboxClient`` decides when.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
-
-import nacl.bindings as sodium
 
 from protocol.core import crypto
-from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.canonical import encode_flat
 from protocol.core.errors import (
     BadTimestampError,
     InvalidInput,
     LimitExceededError,
-    SchemaError,
-    UnsupportedVersionError,
     UsageError,
 )
-from protocol.core.fields import fixed_bin as _bin
-from protocol.core.fields import uint as _uint
-from protocol.core.keys import DeviceKeys
 from protocol.core.machine import Misbehaved, Now, Send
 from protocol.core.params import NetworkParams
-from protocol.messaging.envelope import MAX_ENVELOPE_BYTES, peek
+from protocol.messaging.envelope import peek
+from protocol.messaging.mailbox_store import (
+    ItemMeta,
+    MailboxStore,
+    MemoryMailboxStore,
+    SpentToken,
+    StoreChange,
+)
+from protocol.messaging.mailbox_wire import (
+    D_MAILBOX_AUTH,
+    D_MAILBOX_ITEM,
+    ITEM_ID_BYTES,
+    MAX_ANSWER_BYTES,
+    MAX_ANSWER_FRAME,
+    MAX_DELETE,
+    MAX_FETCH,
+    MAX_REQUEST_BYTES,
+    NONCE_BYTES,
+    PROTOCOL_ID,
+    WIRE_VERSION,
+    Answer,
+    ChallengeError,
+    ChallengeIssued,
+    ChallengeRequest,
+    Deleted,
+    DeleteRequest,
+    Deposited,
+    DepositRequest,
+    FetchRequest,
+    Frame,
+    Granted,
+    GrantRefusedError,
+    GrantRequest,
+    Item,
+    Items,
+    MailboxError,
+    MailboxFullError,
+    MailboxIdentity,
+    NoGrantError,
+    Op,
+    QuotaExceededError,
+    Refused,
+    StrangerPoolFullError,
+    auth_message,
+    challenge_request,
+    decode_answer,
+    decode_request,
+    delete_request,
+    deposit_request,
+    error_frame,
+    fetch_request,
+    frame_of,
+    grant_args,
+    grant_request,
+    item_id_of,
+)
+from protocol.messaging.tokens import (
+    MAX_TOKEN_LIFETIME_MS,
+    Token,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenSpentError,
+    verify_token,
+)
 from protocol.records.grant import (
     D_MAILBOX_GRANT,
     GRANT_V2,
-    MAX_GRANT_BYTES,
     Grant,
     check_peer_id,
     decode_grant,
     grant_fields,
 )
 
-PROTOCOL_ID = "/smu/mailbox/1"
-WIRE_VERSION = 1
-
-D_MAILBOX_AUTH = b"smu/mailbox-auth/v1\x00"
-D_MAILBOX_ITEM = b"smu/mailbox-item/v1\x00"
-
-ITEM_ID_BYTES = 16
-NONCE_BYTES = 16
-#: a request frame: one envelope plus a little framing
-MAX_REQUEST_BYTES = MAX_ENVELOPE_BYTES + 256
-MAX_FETCH = 256
-#: an ITEMS answer stops adding envelopes past this (it holds at least one)
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
-MAX_ANSWER_FRAME = MAX_ANSWER_BYTES + MAX_ENVELOPE_BYTES + 64 * 1024
 #: open challenges per device; a new one pushes out the oldest
 CHALLENGES_PER_DEVICE = 4
 #: how far a grant request's timestamp may be from the mailbox's clock
 GRANT_REQUEST_SKEW_MS = 5 * 60 * 1000
-MAX_DELETE = 1024
 CHALLENGE_TTL_MS = 60_000
+#: stranger items one deposit may push out of a full pool (§15.17)
+MAX_EVICTIONS = 16
 
-
-class MailboxError(InvalidInput):
-    code = "mailbox"
-
-
-class NoGrantError(MailboxError):
-    """No (unexpired) grant for that device here."""
-
-    code = "no_grant"
-
-
-class QuotaExceededError(LimitExceededError):
-    code = "quota"
-
-
-class GrantRefusedError(MailboxError):
-    """This mailbox's policy does not serve that device."""
-
-    code = "grant_refused"
-
-
-class ChallengeError(MailboxError):
-    """Unknown, expired, already used, or issued for another device."""
-
-    code = "challenge"
-
-
-class MailboxIdentity:
-    """The mailbox's dedicated Ed25519 key (not the node's libp2p key)."""
-
-    def __init__(self, seed: bytes) -> None:
-        if len(seed) != 32:
-            raise UsageError("a mailbox seed is 32 bytes")
-        pk, sk = sodium.crypto_sign_seed_keypair(seed)
-        self.public = bytes(pk)
-        self._secret = bytes(sk)
-
-    def sign(self, message: bytes) -> bytes:
-        return crypto.sign(self._secret, message)
-
-
-# --------------------------------------------------------------------------
-# Device authentication (§15.12)
-
-
-class Op(IntEnum):
-    FETCH = 1
-    DELETE = 2
-    GRANT = 3
-
-
-def auth_message(
-    network: str, mailbox_key: bytes, op: Op, device: bytes, nonce: bytes, args: list[object]
-) -> bytes:
-    """What a device signs to fetch or delete: bound to the mailbox and the nonce."""
-    return D_MAILBOX_AUTH + encode_flat([network, mailbox_key, int(op), device, nonce, args])
-
-
-# --------------------------------------------------------------------------
-# Frames (§15.13): [version, type, ...fields]
-
-
-class Frame(IntEnum):
-    DEPOSIT = 1  # [device, envelope]
-    CHALLENGE_REQUEST = 2  # [device]
-    FETCH = 3  # [device, nonce, limit, signature]
-    DELETE = 4  # [device, nonce, [item ids], signature]
-    GRANT_REQUEST = 5  # [account, device, timestamp, signature]
-    DEPOSITED = 16  # [item id]
-    CHALLENGE = 17  # [nonce, expires]
-    ITEMS = 18  # [[item id, deposited at, envelope], ...]
-    DELETED = 19  # [count]
-    GRANTED = 20  # [grant]
-    ERROR = 31  # [code, message]
+MiB = 1024 * 1024
+DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
-    item_id: bytes
-    deposited_at: int
-    envelope: bytes
+class MailboxLimits:
+    """Every bound of a mailbox; the reasons are in PROTOCOL.md §15.17-§15.18."""
 
-
-@dataclass(frozen=True, slots=True)
-class Deposited:
-    item_id: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ChallengeIssued:
-    nonce: bytes
-    expires: int
-
-
-@dataclass(frozen=True, slots=True)
-class Items:
-    items: tuple[Item, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Deleted:
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Granted:
-    #: check with ``decode_grant`` and ``Grant.valid_for`` before use
-    grant: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    code: str
-    message: str
-
-
-Answer = Deposited | ChallengeIssued | Items | Deleted | Granted | Refused
-
-
-def _frame(t: Frame, *fields: object) -> bytes:
-    return encode_flat([WIRE_VERSION, int(t), *fields])
-
-
-def deposit_request(device: bytes, envelope: bytes) -> bytes:
-    return _frame(Frame.DEPOSIT, device, envelope)
-
-
-def challenge_request(device: bytes) -> bytes:
-    return _frame(Frame.CHALLENGE_REQUEST, device)
-
-
-def fetch_request(
-    params: NetworkParams, me: DeviceKeys, mailbox_key: bytes, nonce: bytes, limit: int
-) -> bytes:
-    msg = auth_message(params.network_id, mailbox_key, Op.FETCH, me.sign_public, nonce, [limit])
-    return _frame(Frame.FETCH, me.sign_public, nonce, limit, me.sign(msg))
-
-
-def delete_request(
-    params: NetworkParams,
-    me: DeviceKeys,
-    mailbox_key: bytes,
-    nonce: bytes,
-    item_ids: list[bytes],
-) -> bytes:
-    ids = sorted(set(item_ids))
-    msg = auth_message(params.network_id, mailbox_key, Op.DELETE, me.sign_public, nonce, [ids])
-    return _frame(Frame.DELETE, me.sign_public, nonce, ids, me.sign(msg))
-
-
-def grant_request(
-    params: NetworkParams, me: DeviceKeys, account: bytes, mailbox_key: bytes, now_ms: int
-) -> bytes:
-    """Ask a mailbox for a grant; proves possession of the device key."""
-    msg = auth_message(
-        params.network_id, mailbox_key, Op.GRANT, me.sign_public, b"", [account, now_ms]
-    )
-    return _frame(Frame.GRANT_REQUEST, account, me.sign_public, now_ms, me.sign(msg))
-
-
-def _split(raw: bytes, max_size: int) -> tuple[Frame, list[object]]:
-    f = decode_flat(raw, max_size)
-    if type(f) is not list or len(f) < 2 or type(f[0]) is not int or type(f[1]) is not int:
-        raise SchemaError("a frame is [version, type, ...]")
-    if f[0] != WIRE_VERSION:
-        raise UnsupportedVersionError(f"mailbox wire version {f[0]} is not known here")
-    try:
-        return Frame(f[1]), f[2:]
-    except ValueError as exc:
-        raise SchemaError(f"unknown frame type {f[1]}") from exc
-
-
-def _arity(fields: list[object], n: int, what: str) -> None:
-    if len(fields) != n:
-        raise SchemaError(f"{what} has {n} fields")
-
-
-def decode_answer(raw: bytes) -> Answer:
-    """The client's decoder of a mailbox's answer."""
-    t, f = _split(raw, MAX_ANSWER_FRAME)
-    if t is Frame.DEPOSITED:
-        _arity(f, 1, "deposited")
-        return Deposited(_bin(f[0], ITEM_ID_BYTES, "item id"))
-    if t is Frame.CHALLENGE:
-        _arity(f, 2, "challenge")
-        return ChallengeIssued(_bin(f[0], NONCE_BYTES, "nonce"), _uint(f[1], "expires"))
-    if t is Frame.ITEMS:
-        _arity(f, 1, "items")
-        rows = f[0]
-        if type(rows) is not list or len(rows) > MAX_FETCH:
-            raise SchemaError(f"at most {MAX_FETCH} items")
-        items = []
-        for r in rows:
-            if type(r) is not list or len(r) != 3 or type(r[2]) is not bytes:
-                raise SchemaError("an item is [id, deposited at, envelope]")
-            if len(r[2]) > MAX_ENVELOPE_BYTES:
-                raise SchemaError("item larger than an envelope")
-            items.append(Item(_bin(r[0], ITEM_ID_BYTES, "item id"), _uint(r[1], "time"), r[2]))
-        return Items(tuple(items))
-    if t is Frame.DELETED:
-        _arity(f, 1, "deleted")
-        return Deleted(_uint(f[0], "count"))
-    if t is Frame.GRANTED:
-        _arity(f, 1, "granted")
-        if type(f[0]) is not bytes or len(f[0]) > MAX_GRANT_BYTES:
-            raise SchemaError("a grant is bin")
-        return Granted(f[0])
-    if t is Frame.ERROR:
-        _arity(f, 2, "error")
-        if type(f[0]) is not str or type(f[1]) is not str or len(f[0]) + len(f[1]) > 512:
-            raise SchemaError("an error is [code, message]")
-        return Refused(f[0], f[1])
-    raise SchemaError(f"{t.name} is not an answer")
-
-
-# --------------------------------------------------------------------------
-# The mailbox machine (§15.12)
+    #: what a grant promises one device (its defaults)
+    quota_bytes: int = 64 * MiB
+    quota_count: int = 10_000
+    grant_lifetime_ms: int = 30 * DAY_MS
+    #: over all devices of one account
+    account_bytes: int = 128 * MiB
+    account_count: int = 20_000
+    account_grants: int = 8
+    #: the whole mailbox
+    max_bytes: int = 1024 * MiB
+    max_items: int = 100_000
+    max_grants: int = 10_000
+    #: a contact's item not fetched and deleted within this is dropped
+    item_ttl_ms: int = 14 * DAY_MS
+    #: a stranger's item lives a day: the pool turns over
+    stranger_ttl_ms: int = DAY_MS
+    #: the strangers' pool of one device (inside its grant's quota)
+    stranger_bytes: int = 4 * MiB
+    stranger_count: int = 64
+    #: one network group's share of one device's pool
+    group_device_count: int = 8
+    #: one network group over the whole mailbox
+    group_bytes: int = 16 * MiB
+    group_count: int = 256
+    #: every stranger's item in the mailbox
+    strangers_bytes: int = 64 * MiB
+    strangers_count: int = 4096
+    #: stranger deposits per network group: sustained per second, and burst
+    group_rate: float = 1.0
+    group_burst: int = 60
+    #: network groups whose rate is remembered at once
+    max_groups: int = 65_536
+    #: tokens: the longest life a mailbox accepts, and spent tokens kept
+    max_token_lifetime_ms: int = MAX_TOKEN_LIFETIME_MS
+    spent_per_device: int = 20_000
+    max_spent: int = 200_000
+    #: open challenges over all devices
+    max_challenges: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,34 +199,38 @@ class Expired:
 MailboxOutput = Send | Misbehaved | Expired
 
 
-@dataclass(frozen=True, slots=True)
-class MailboxLimits:
-    #: defaults of a grant
-    quota_bytes: int = 64 * 1024 * 1024
-    quota_count: int = 10_000
-    grant_lifetime_ms: int = 30 * 24 * 3600 * 1000
-    #: what one depositing peer may hold here, over all devices
-    peer_bytes: int = 16 * 1024 * 1024
-    peer_count: int = 2_000
-    #: an item not fetched and deleted within this is dropped
-    item_ttl_ms: int = 14 * 24 * 3600 * 1000
-    #: open challenges over all devices
-    max_challenges: int = 10_000
-
-
 @dataclass(slots=True)
-class _Stored:
-    item_id: bytes
-    depositor: str
-    deposited_at: int
-    raw: bytes
+class _Use:
+    bytes: int = 0
+    count: int = 0
+
+    def add(self, size: int, n: int = 1) -> None:
+        self.bytes += size
+        self.count += n
 
 
 @dataclass(slots=True)
 class _Box:
     grant: Grant
-    items: dict[bytes, _Stored] = field(default_factory=dict)  # insertion = deposit order
-    used_bytes: int = 0
+    #: the account the box's items count against (fixed while it holds items)
+    account: bytes
+    #: contacts' and strangers' items, each in deposit order
+    contact: dict[bytes, ItemMeta] = field(default_factory=dict)
+    stranger: dict[bytes, ItemMeta] = field(default_factory=dict)
+    use: _Use = field(default_factory=_Use)
+    strangers: _Use = field(default_factory=_Use)
+    groups: Counter[str] = field(default_factory=Counter)
+
+    def get(self, item_id: bytes) -> ItemMeta | None:
+        return self.contact.get(item_id) or self.stranger.get(item_id)
+
+    def ordered(self) -> Iterable[ItemMeta]:
+        """Every item, oldest deposit first."""
+        return heapq.merge(self.contact.values(), self.stranger.values(), key=lambda m: m.seq)
+
+    @property
+    def empty(self) -> bool:
+        return not self.contact and not self.stranger
 
 
 #: ``(account, device) -> bool``: serve this device?  E.g. "active in my replica"
@@ -367,6 +247,7 @@ class Mailbox:
         peer_id: str,
         limits: MailboxLimits | None = None,
         grant_policy: GrantPolicy | None = None,
+        store: MailboxStore | None = None,
     ) -> None:
         self.params = params
         #: decides GRANT_REQUESTs: ``(account, device) -> bool``; None refuses all
@@ -374,11 +255,47 @@ class Mailbox:
         self.identity = identity
         self.peer_id = check_peer_id(peer_id)
         self.limits = limits or MailboxLimits()
+        self.store: MailboxStore = store if store is not None else MemoryMailboxStore()
         self._boxes: dict[bytes, _Box] = {}  # by device key
-        self._peer_use: dict[str, tuple[int, int]] = {}  # peer -> (bytes, count)
+        self._accounts: dict[bytes, _Use] = {}
+        self._total = _Use()
+        self._all_strangers = _Use()
+        self._groups: dict[str, _Use] = {}
+        #: group -> (level, monotonic time of the level)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        #: (device, nonce) -> expiry, a heap of the same by expiry, per device counts
+        self._spent: dict[tuple[bytes, bytes], int] = {}
+        self._spent_heap: list[tuple[int, bytes, bytes]] = []
+        self._spent_count: Counter[bytes] = Counter()
         self._challenges: dict[bytes, tuple[bytes, int]] = {}  # nonce -> (device, expires)
+        self._seq = 0
         #: the last time an entry point was given, for ``next_deadline``
         self._now: Now | None = None
+        self._load()
+
+    # -- loading what the store holds ----------------------------------------
+
+    def _load(self) -> None:
+        snap = self.store.load()
+        orphans: list[tuple[bytes, bytes]] = []
+        for raw in snap.grants:
+            try:
+                g = decode_grant(raw, self.params)
+            except InvalidInput:
+                continue  # a grant of another network or version: nothing to serve
+            if g.mailbox_key == self.identity.public:
+                self._boxes[g.device] = _Box(g, g.account)
+        for m in snap.items:
+            box = self._boxes.get(m.device)
+            if box is None:
+                orphans.append((m.device, m.item_id))
+                continue
+            self._account_item(box, m, +1)
+            self._seq = max(self._seq, m.seq + 1)
+        for s in snap.spent:
+            self._remember_spent(s)
+        if orphans:
+            self.store.apply(StoreChange(drop_items=tuple(orphans)))
 
     # -- grants ------------------------------------------------------------
 
@@ -393,10 +310,13 @@ class Mailbox:
         lifetime_ms: int | None = None,
         token_key: bytes = b"",
     ) -> Grant:
-        """Sign and install a grant (the node's policy decided to serve this
-        device).  Always a v2 grant (§15.11), the only kind a v2 device record
-        may name; ``token_key`` stays empty until deposit tokens exist."""
+        """Sign, store and install a grant (the node's policy decided to
+        serve this device).  Always a v2 grant (§15.11), naming the device's
+        token key if it gave one."""
         self._now = now
+        box = self._boxes.get(device)
+        if box is not None and box.account != account and not box.empty:
+            raise UsageError("that device's box holds items of another account")
         now_ms = now.wall_ms
         lim = self.limits
         fields = grant_fields(
@@ -414,11 +334,11 @@ class Mailbox:
         )
         sig = self.identity.sign(D_MAILBOX_GRANT + encode_flat(fields))
         grant = decode_grant(encode_flat([*fields, sig]), self.params)
-        box = self._boxes.get(device)
+        self.store.apply(StoreChange(put_grants=((device, grant.raw),)))
         if box is None:
-            self._boxes[device] = _Box(grant)
+            self._boxes[device] = _Box(grant, account)
         else:
-            box.grant = grant
+            box.grant, box.account = grant, account
         return grant
 
     def grant_of(self, device: bytes) -> Grant | None:
@@ -428,34 +348,205 @@ class Mailbox:
     def held(self, device: bytes) -> tuple[int, int]:
         """(bytes, count) held for a device."""
         box = self._boxes.get(device)
-        return (box.used_bytes, len(box.items)) if box else (0, 0)
+        return (box.use.bytes, box.use.count) if box else (0, 0)
 
-    # -- operations --------------------------------------------------------
+    def held_by_strangers(self, device: bytes) -> tuple[int, int]:
+        box = self._boxes.get(device)
+        return (box.strangers.bytes, box.strangers.count) if box else (0, 0)
 
-    def deposit(self, device: bytes, envelope: bytes, peer: str, now: Now) -> bytes:
+    def devices(self) -> tuple[bytes, ...]:
+        """The devices with a box here (a grant, or items under an expired one)."""
+        return tuple(self._boxes)
+
+    @property
+    def total(self) -> tuple[int, int]:
+        """(bytes, count) held in all."""
+        return self._total.bytes, self._total.count
+
+    @property
+    def spent_count(self) -> int:
+        return len(self._spent)
+
+    # -- accounting --------------------------------------------------------
+
+    def _account_item(self, box: _Box, m: ItemMeta, sign: int) -> None:
+        """Add (+1) or remove (-1) an item from every count it is in."""
+        size = sign * m.size
+        items = box.stranger if m.stranger else box.contact
+        if sign > 0:
+            items[m.item_id] = m
+        else:
+            del items[m.item_id]
+        box.use.add(size, sign)
+        self._accounts.setdefault(box.account, _Use()).add(size, sign)
+        self._total.add(size, sign)
+        if m.stranger:
+            box.strangers.add(size, sign)
+            box.groups[m.group] += sign
+            if box.groups[m.group] <= 0:
+                del box.groups[m.group]
+            self._all_strangers.add(size, sign)
+            g = self._groups.setdefault(m.group, _Use())
+            g.add(size, sign)
+            if g.count <= 0:
+                del self._groups[m.group]
+        if self._accounts[box.account].count <= 0:
+            del self._accounts[box.account]
+
+    def _remember_spent(self, s: SpentToken) -> None:
+        key = (s.device, s.nonce)
+        if key not in self._spent:
+            self._spent[key] = s.expires
+            heapq.heappush(self._spent_heap, (s.expires, s.device, s.nonce))
+            self._spent_count[s.device] += 1
+
+    # -- deposits (§15.16, §15.17) --------------------------------------------
+
+    def deposit(
+        self,
+        device: bytes,
+        envelope: bytes,
+        *,
+        group: str,
+        now: Now,
+        token: Token | None = None,
+    ) -> bytes:
         """Store an envelope for ``device``; returns its item id (idempotent).
-        A refusal raises its ``InvalidInput`` (``handle`` turns it into outputs)."""
+        With ``token`` it is a contact's deposit, else a stranger's from the
+        network ``group`` of the depositing connection.  A refusal raises its
+        ``InvalidInput`` (``handle`` turns it into outputs); the cheap checks
+        come first, and nothing is stored or counted for a refused deposit."""
         self._now = now
         box = self._boxes.get(device)
         if box is None or now.wall_ms >= box.grant.expires:
             raise NoGrantError("no current grant for that device here")
+        item_id = item_id_of(device, envelope)
+        if box.get(item_id) is not None:
+            # The same envelope again (a retry whose answer was lost): no
+            # second copy, nothing spent, whatever token it carries.
+            return item_id
+        if token is not None:
+            self._check_token(box, device, token, now)
+        else:
+            self._take_rate(group, now)
         header = peek(envelope, self.params)  # shape and size only
         if device not in header.devices:
             raise MailboxError("the envelope has no key wrap for that device")
-        item_id = crypto.hash_with(D_MAILBOX_ITEM, device + envelope, ITEM_ID_BYTES)
-        if item_id in box.items:
-            return item_id
         size = len(envelope)
-        g = box.grant
-        if box.used_bytes + size > g.quota_bytes or len(box.items) + 1 > g.quota_count:
-            raise QuotaExceededError("the device's mailbox is full")
-        pbytes, pcount = self._peer_use.get(peer, (0, 0))
-        if pbytes + size > self.limits.peer_bytes or pcount + 1 > self.limits.peer_count:
-            raise QuotaExceededError("this peer holds too much here already")
-        box.items[item_id] = _Stored(item_id, peer, now.wall_ms, envelope)
-        box.used_bytes += size
-        self._peer_use[peer] = (pbytes + size, pcount + 1)
+        victims = self._stranger_room(box, group, size) if token is None else []
+        freed = sum(v.size for v in victims)
+        self._check_quotas(box, size - freed, 1 - len(victims))
+        stranger = token is None
+        meta = ItemMeta(
+            device, item_id, self._seq, now.wall_ms, size, stranger, group if stranger else ""
+        )
+        spent = () if token is None else (SpentToken(device, token.nonce, token.expires),)
+        self.store.apply(
+            StoreChange(
+                put_items=((meta, envelope),),
+                drop_items=tuple((device, v.item_id) for v in victims),
+                put_spent=spent,
+            )
+        )
+        # Durable now: count it.
+        self._seq += 1
+        for v in victims:
+            self._account_item(box, v, -1)
+        self._account_item(box, meta, +1)
+        for s in spent:
+            self._remember_spent(s)
         return item_id
+
+    def _check_token(self, box: _Box, device: bytes, token: Token, now: Now) -> None:
+        lim = self.limits
+        if token.expires <= now.wall_ms:
+            raise TokenExpiredError("the token has expired")
+        if token.expires > now.wall_ms + lim.max_token_lifetime_ms:
+            raise TokenInvalidError("the token claims to live longer than this mailbox keeps it")
+        if (device, token.nonce) in self._spent:
+            raise TokenSpentError("that token was spent here already")
+        if self._spent_count[device] >= lim.spent_per_device or len(self._spent) >= lim.max_spent:
+            raise QuotaExceededError("too many tokens spent here lately; retry later")
+        verify_token(
+            self.params,
+            self.identity.public,
+            device,
+            box.grant.token_key,
+            token,
+            now.wall_ms,
+            lim.max_token_lifetime_ms,
+        )
+
+    def _take_rate(self, group: str, now: Now) -> None:
+        """One stranger deposit from ``group``: refill its bucket, take one."""
+        lim = self.limits
+        level, at = self._buckets.get(group, (float(lim.group_burst), now.mono))
+        level = min(float(lim.group_burst), level + max(0.0, now.mono - at) * lim.group_rate)
+        if group not in self._buckets and len(self._buckets) >= lim.max_groups:
+            self._prune_buckets(now)
+            if len(self._buckets) >= lim.max_groups:
+                raise StrangerPoolFullError("too many network groups deposit here; retry later")
+        if level < 1.0:
+            raise StrangerPoolFullError("your network deposits too fast here; retry later")
+        self._buckets[group] = (level - 1.0, now.mono)
+
+    def _prune_buckets(self, now: Now) -> None:
+        """Forget buckets that have refilled: a full bucket is no bucket."""
+        lim = self.limits
+        full = [
+            g
+            for g, (level, at) in self._buckets.items()
+            if level + (now.mono - at) * lim.group_rate >= lim.group_burst
+        ]
+        for g in full:
+            del self._buckets[g]
+
+    def _stranger_room(self, box: _Box, group: str, size: int) -> list[ItemMeta]:
+        """Make room for a stranger's item of ``size`` from ``group``, or
+        refuse.  When the device's pool is full, a group holding fewer of
+        its items than the group holding most pushes out that group's
+        oldest item: many peer ids in one network cannot keep another
+        network's stranger out.  Returns the items to push out."""
+        lim = self.limits
+        mine = box.groups[group]
+        if mine + 1 > lim.group_device_count:
+            raise StrangerPoolFullError("your network holds its share of this device's pool")
+        g = self._groups.get(group, _Use())
+        if g.count + 1 > lim.group_count or g.bytes + size > lim.group_bytes:
+            raise StrangerPoolFullError("your network holds its share of this mailbox")
+        victims: list[ItemMeta] = []
+        counts = Counter(box.groups)
+        count, nbytes = box.strangers.count, box.strangers.bytes
+        while count + 1 > lim.stranger_count or nbytes + size > lim.stranger_bytes:
+            top, top_n = max(counts.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
+            if mine >= top_n or len(victims) >= MAX_EVICTIONS:
+                raise StrangerPoolFullError("this device's pool for strangers is full")
+            chosen = {v.item_id for v in victims}
+            v = next(m for m in box.stranger.values() if m.group == top and m.item_id not in chosen)
+            victims.append(v)
+            counts[top] -= 1
+            count, nbytes = count - 1, nbytes - v.size
+        total = self._all_strangers
+        if (
+            total.count - len(victims) + 1 > lim.strangers_count
+            or total.bytes - sum(v.size for v in victims) + size > lim.strangers_bytes
+        ):
+            raise StrangerPoolFullError("this mailbox's pool for strangers is full")
+        return victims
+
+    def _check_quotas(self, box: _Box, size: int, count: int) -> None:
+        """The device's grant, its account and the whole mailbox, with
+        ``size`` and ``count`` the net change of the deposit."""
+        g, lim = box.grant, self.limits
+        if box.use.bytes + size > g.quota_bytes or box.use.count + count > g.quota_count:
+            raise QuotaExceededError("the device's mailbox is full")
+        acc = self._accounts.get(box.account, _Use())
+        if acc.bytes + size > lim.account_bytes or acc.count + count > lim.account_count:
+            raise QuotaExceededError("the account's devices hold their share here")
+        if self._total.bytes + size > lim.max_bytes or self._total.count + count > lim.max_items:
+            raise MailboxFullError("this mailbox is full")
+
+    # -- fetch and delete (§15.12) --------------------------------------------
 
     def challenge(self, device: bytes, nonce: bytes, now: Now) -> ChallengeIssued:
         """A single-use nonce for ``device`` (``nonce``: fresh random bytes)."""
@@ -493,155 +584,209 @@ class Mailbox:
         self, device: bytes, nonce: bytes, limit: int, signature: bytes, now: Now
     ) -> tuple[Item, ...]:
         box = self._authenticate(Op.FETCH, device, nonce, [limit], signature, now)
-        out: list[Item] = []
+        chosen: list[ItemMeta] = []
         size = 0
-        for s in box.items.values():
-            if len(out) >= min(limit, MAX_FETCH) or (out and size + len(s.raw) > MAX_ANSWER_BYTES):
+        for m in box.ordered():
+            if len(chosen) >= min(limit, MAX_FETCH) or (
+                chosen and size + m.size > MAX_ANSWER_BYTES
+            ):
                 break
-            out.append(Item(s.item_id, s.deposited_at, s.raw))
-            size += len(s.raw)
-        return tuple(out)
+            chosen.append(m)
+            size += m.size
+        bodies = self.store.read(device, [m.item_id for m in chosen])
+        return tuple(
+            Item(m.item_id, m.deposited_at, e) for m, e in zip(chosen, bodies, strict=True)
+        )
 
     def delete(
         self, device: bytes, nonce: bytes, item_ids: list[bytes], signature: bytes, now: Now
     ) -> int:
         box = self._authenticate(Op.DELETE, device, nonce, [item_ids], signature, now)
-        return sum(self._drop(box, i) for i in item_ids)
+        return self._drop(box, [m for i in set(item_ids) if (m := box.get(i)) is not None])
 
-    def request_grant(
-        self, account: bytes, device: bytes, timestamp: int, signature: bytes, now: Now
-    ) -> Grant:
-        """A device asks for a grant, signing a fresh timestamp (§15.11)."""
+    def _drop(self, box: _Box, items: list[ItemMeta]) -> int:
+        if items:
+            self.store.apply(StoreChange(drop_items=tuple((m.device, m.item_id) for m in items)))
+            for m in items:
+                self._account_item(box, m, -1)
+        return len(items)
+
+    # -- grant requests (§15.11) -----------------------------------------------
+
+    def request_grant(self, req: GrantRequest, now: Now) -> Grant:
+        """A device asks for a grant, signing a fresh timestamp (and its
+        token key, if it gives one)."""
         self._now = now
         now_ms = now.wall_ms
-        if abs(timestamp - now_ms) > GRANT_REQUEST_SKEW_MS:
+        if abs(req.timestamp - now_ms) > GRANT_REQUEST_SKEW_MS:
             raise BadTimestampError("grant request timestamp too far from our clock")
+        args = grant_args(req.account, req.timestamp, req.token_key)
         msg = auth_message(
-            self.params.network_id,
-            self.identity.public,
-            Op.GRANT,
-            device,
-            b"",
-            [account, timestamp],
+            self.params.network_id, self.identity.public, Op.GRANT, req.device, b"", args
         )
-        crypto.verify(device, msg, signature)
-        if self.grant_policy is None or not self.grant_policy(account, device):
+        crypto.verify(req.device, msg, req.signature)
+        token_key = req.token_key or b""
+        if token_key:
+            crypto.check_ed25519_public(token_key)  # the grant decoder would refuse it too
+        if self.grant_policy is None or not self.grant_policy(req.account, req.device):
             raise GrantRefusedError("this mailbox does not serve that device")
-        held = self.grant_of(device)
-        if (
-            held is not None
-            and held.account == account
+        held = self.grant_of(req.device)
+        if held is None:
+            lim = self.limits
+            same_account = sum(1 for b in self._boxes.values() if b.account == req.account)
+            if len(self._boxes) >= lim.max_grants or same_account >= lim.account_grants:
+                raise GrantRefusedError("this mailbox serves as many devices as it will")
+        elif (
+            held.account == req.account
+            and held.token_key == token_key
             and now_ms < (held.issued + held.expires) // 2
         ):
             return held  # still in the first half of its life: no need for a new one
-        return self.issue_grant(account, device, now=now)
+        box = self._boxes.get(req.device)
+        if box is not None and box.account != req.account and not box.empty:
+            raise GrantRefusedError("that device's box holds another account's items")
+        return self.issue_grant(req.account, req.device, now=now, token_key=token_key)
 
-    def _drop(self, box: _Box, item_id: bytes) -> int:
-        s = box.items.pop(item_id, None)
-        if s is None:
-            return 0
-        box.used_bytes -= len(s.raw)
-        pb, pc = self._peer_use[s.depositor]
-        if pc == 1:
-            del self._peer_use[s.depositor]
-        else:
-            self._peer_use[s.depositor] = (pb - len(s.raw), pc - 1)
-        return 1
+    # -- the timer ----------------------------------------------------------
 
     def _expire_challenges(self, now_ms: int) -> None:
         for n in [n for n, (_, exp) in self._challenges.items() if now_ms >= exp]:
             del self._challenges[n]
 
     def tick(self, now: Now) -> list[MailboxOutput]:
-        """Drop old items, stale challenges, and expired grants with nothing
-        left; ``[Expired(items, grants)]`` if any item or grant went."""
+        """Drop old items, spent tokens past their expiry, stale challenges,
+        and expired grants with nothing left; ``[Expired(items, grants)]``
+        if any item or grant went."""
         self._now = now
         now_ms = now.wall_ms
+        lim = self.limits
         self._expire_challenges(now_ms)
         dropped = grants = 0
-        ttl = self.limits.item_ttl_ms
+        gone: list[bytes] = []
         for device, box in list(self._boxes.items()):
-            for s in [s for s in box.items.values() if now_ms >= s.deposited_at + ttl]:
-                dropped += self._drop(box, s.item_id)
-            if not box.items and now_ms >= box.grant.expires:
+            old = [m for m in box.contact.values() if now_ms >= m.deposited_at + lim.item_ttl_ms]
+            old += [
+                m for m in box.stranger.values() if now_ms >= m.deposited_at + lim.stranger_ttl_ms
+            ]
+            dropped += self._drop(box, old)
+            if box.empty and now_ms >= box.grant.expires:
                 del self._boxes[device]
+                gone.append(device)
                 grants += 1
+        spent: list[tuple[bytes, bytes]] = []
+        while self._spent_heap and self._spent_heap[0][0] <= now_ms:
+            _, device, nonce = heapq.heappop(self._spent_heap)
+            if self._spent.pop((device, nonce), None) is not None:
+                spent.append((device, nonce))
+                self._spent_count[device] -= 1
+                if self._spent_count[device] <= 0:
+                    del self._spent_count[device]
+        if gone or spent:
+            self.store.apply(StoreChange(drop_spent=tuple(spent), drop_grants=tuple(gone)))
+        if len(self._buckets) > lim.max_groups // 2:
+            self._prune_buckets(now)
         return [Expired(dropped, grants)] if dropped or grants else []
 
     def next_deadline(self) -> float | None:
-        """Monotonic seconds of the next expiry (of a challenge, an item, or
-        an empty box's grant), through the last ``Now`` seen; None if none."""
-        times = [exp for _, exp in self._challenges.values()]
+        """Monotonic seconds of the next expiry (of a challenge, an item, a
+        spent token, or an empty box's grant), through the last ``Now``
+        seen; None if none."""
+        lim = self.limits
+        times: list[int] = []
+        if self._challenges:  # one lifetime for all: the first is the oldest
+            times.append(next(iter(self._challenges.values()))[1])
+        if self._spent_heap:
+            times.append(self._spent_heap[0][0])
         for box in self._boxes.values():
-            if box.items:  # the box goes with its last item, not with its grant
-                times.extend(s.deposited_at + self.limits.item_ttl_ms for s in box.items.values())
-            else:
+            if box.empty:  # the box goes with its last item, not with its grant
                 times.append(box.grant.expires)
+                continue
+            if box.contact:
+                times.append(next(iter(box.contact.values())).deposited_at + lim.item_ttl_ms)
+            if box.stranger:
+                times.append(next(iter(box.stranger.values())).deposited_at + lim.stranger_ttl_ms)
         if not times or self._now is None:
             return None
         return self._now.mono_at_wall(min(times))
 
     # -- the wire ----------------------------------------------------------
 
-    def handle(self, frame: bytes, *, peer: str, now: Now, random16: bytes) -> list[MailboxOutput]:
+    def handle(
+        self, frame: bytes, *, peer: str, group: str, now: Now, random16: bytes
+    ) -> list[MailboxOutput]:
         """Answer one request frame: ``[Send(peer, answer)]``.  A refused
         request is answered with an ERROR frame and reported as
         ``Misbehaved(peer, error)`` (the node may score the peer); remote
         input never raises.
 
-        ``random16`` is fresh randomness for a challenge nonce (used only by
-        CHALLENGE_REQUEST).  The peer id is opaque here and only counts
-        quotas.  One request, one answer: the caller then closes the stream.
+        ``group`` is the network group of the connection the frame came on
+        (§15.17); it alone decides a stranger's share, and the peer id
+        decides nothing.  ``random16`` is fresh randomness for a challenge
+        nonce (used only by CHALLENGE_REQUEST).  One request, one answer:
+        the caller then closes the stream.
         """
         self._now = now
         try:
-            return [Send(peer, self._handle(frame, peer, now, random16))]
+            return [Send(peer, self._handle(frame, group, now, random16))]
         except InvalidInput as exc:
-            return [
-                Send(peer, _frame(Frame.ERROR, exc.code, str(exc)[:200])),
-                Misbehaved(peer, exc),
-            ]
+            return [Send(peer, error_frame(exc)), Misbehaved(peer, exc)]
 
-    def _handle(self, frame: bytes, peer: str, now: Now, random16: bytes) -> bytes:
-        t, f = _split(frame, MAX_REQUEST_BYTES)
-        if t is Frame.DEPOSIT:
-            _arity(f, 2, "deposit")
-            device = _bin(f[0], 32, "device")
-            if type(f[1]) is not bytes:
-                raise SchemaError("envelope must be bin")
-            return _frame(Frame.DEPOSITED, self.deposit(device, f[1], peer, now))
-        if t is Frame.CHALLENGE_REQUEST:
-            _arity(f, 1, "challenge request")
-            c = self.challenge(_bin(f[0], 32, "device"), random16, now)
-            return _frame(Frame.CHALLENGE, c.nonce, c.expires)
-        if t is Frame.FETCH:
-            _arity(f, 4, "fetch")
-            device, nonce = _bin(f[0], 32, "device"), _bin(f[1], NONCE_BYTES, "nonce")
-            limit, sig = _uint(f[2], "limit"), _bin(f[3], 64, "signature")
-            items = self.fetch(device, nonce, limit, sig, now)
-            return _frame(Frame.ITEMS, [[i.item_id, i.deposited_at, i.envelope] for i in items])
-        if t is Frame.DELETE:
-            _arity(f, 4, "delete")
-            device, nonce = _bin(f[0], 32, "device"), _bin(f[1], NONCE_BYTES, "nonce")
-            ids = f[2]
-            if type(ids) is not list or len(ids) > MAX_DELETE:
-                raise SchemaError(f"at most {MAX_DELETE} ids")
-            id_list = [_bin(i, ITEM_ID_BYTES, "item id") for i in ids]
-            n = self.delete(device, nonce, id_list, _bin(f[3], 64, "signature"), now)
-            return _frame(Frame.DELETED, n)
-        if t is Frame.GRANT_REQUEST:
-            _arity(f, 4, "grant request")
-            grant = self.request_grant(
-                _bin(f[0], 32, "account"),
-                _bin(f[1], 32, "device"),
-                _uint(f[2], "timestamp"),
-                _bin(f[3], 64, "signature"),
-                now,
-            )
-            return _frame(Frame.GRANTED, grant.raw)
-        raise SchemaError(f"{t.name} is not a request")
+    def _handle(self, frame: bytes, group: str, now: Now, random16: bytes) -> bytes:
+        req = decode_request(frame)
+        if isinstance(req, DepositRequest):
+            item_id = self.deposit(req.device, req.envelope, group=group, now=now, token=req.token)
+            return frame_of(Frame.DEPOSITED, item_id)
+        if isinstance(req, ChallengeRequest):
+            c = self.challenge(req.device, random16, now)
+            return frame_of(Frame.CHALLENGE, c.nonce, c.expires)
+        if isinstance(req, FetchRequest):
+            items = self.fetch(req.device, req.nonce, req.limit, req.signature, now)
+            return frame_of(Frame.ITEMS, [[i.item_id, i.deposited_at, i.envelope] for i in items])
+        if isinstance(req, DeleteRequest):
+            n = self.delete(req.device, req.nonce, list(req.item_ids), req.signature, now)
+            return frame_of(Frame.DELETED, n)
+        grant = self.request_grant(req, now)
+        return frame_of(Frame.GRANTED, grant.raw)
 
 
-def item_id_of(device: bytes, envelope: bytes) -> bytes:
-    """The id a mailbox gives an envelope held for ``device`` (§15.12)."""
-    return hashlib.blake2b(D_MAILBOX_ITEM + device + envelope, digest_size=ITEM_ID_BYTES).digest()
+__all__ = [
+    "CHALLENGE_TTL_MS",
+    "D_MAILBOX_AUTH",
+    "D_MAILBOX_ITEM",
+    "ITEM_ID_BYTES",
+    "MAX_ANSWER_BYTES",
+    "MAX_ANSWER_FRAME",
+    "MAX_DELETE",
+    "MAX_FETCH",
+    "MAX_REQUEST_BYTES",
+    "PROTOCOL_ID",
+    "WIRE_VERSION",
+    "Answer",
+    "ChallengeError",
+    "ChallengeIssued",
+    "Deleted",
+    "Deposited",
+    "Expired",
+    "GrantRefusedError",
+    "Granted",
+    "Item",
+    "Items",
+    "Mailbox",
+    "MailboxError",
+    "MailboxFullError",
+    "MailboxIdentity",
+    "MailboxLimits",
+    "MailboxOutput",
+    "NoGrantError",
+    "QuotaExceededError",
+    "Refused",
+    "StrangerPoolFullError",
+    "challenge_request",
+    "decode_answer",
+    "decode_grant",
+    "delete_request",
+    "deposit_request",
+    "fetch_request",
+    "grant_request",
+    "item_id_of",
+]

@@ -427,9 +427,11 @@ class Replicator:
         p = self._peers.pop(peer, None)
         if p is None:
             return
-        for eid in p.inflight:
+        # sorted: a set's order follows the hash seed, and simnet reports
+        # must not (S3's determinism, for the simulator)
+        for eid in sorted(p.inflight):
             self._inflight.pop(eid, None)
-        for eid in p.inflight:
+        for eid in sorted(p.inflight):
             self._retry(eid, now, out)
 
     def _retry(self, eid: bytes, now: float, out: list[Output]) -> None:

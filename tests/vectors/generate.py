@@ -20,8 +20,10 @@ from . import (
     event_vectors,
     history_vectors,
     key_vectors,
+    mailbox_vectors,
     record_vectors,
     replication_vectors,
+    sync_vectors,
 )
 from ._common import Json
 
@@ -35,6 +37,8 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "replication.json": replication_vectors.build,
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
+    "mailbox.json": mailbox_vectors.build,
+    "sync.json": sync_vectors.build,
 }
 
 

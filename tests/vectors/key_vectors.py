@@ -94,10 +94,20 @@ def build() -> dict[str, Json]:
     pairs = [(0, 1), (1, 2), (0, 2)]
     safety = []
     for a, b in pairs:
-        sn = keys.safety_number(account_ids[a], account_ids[b])
-        assert sn == keys.safety_number(account_ids[b], account_ids[a])
+        # epoch: the account id itself (never recovered: its genesis), or,
+        # for the last pair, a recover's id on one side
+        ea = account_ids[a]
+        eb = account_ids[b] if (a, b) != (0, 2) else bytes(31) + b"\x07"
+        sn = keys.safety_number(account_ids[a], ea, account_ids[b], eb)
+        assert sn == keys.safety_number(account_ids[b], eb, account_ids[a], ea)
         safety.append(
-            {"account_a": account_ids[a].hex(), "account_b": account_ids[b].hex(), "number": sn}
+            {
+                "account_a": account_ids[a].hex(),
+                "epoch_a": ea.hex(),
+                "account_b": account_ids[b].hex(),
+                "epoch_b": eb.hex(),
+                "number": sn,
+            }
         )
 
     return {
