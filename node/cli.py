@@ -307,24 +307,38 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("libp2p", "multiaddr", "async_service"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # py-libp2p's relay and hole punching log every refused or failed
-    # attempt at ERROR; the node logs what it decides itself (smu.relay)
-    for chatty in (
-        "libp2p.relay",
-        "libp2p.transport.tcp",
-        "libp2p.network.swarm",
-        "libp2p.identity",
-    ):
-        logging.getLogger(chatty).setLevel(logging.CRITICAL)
     dd = _datadir(args)
     options = _nat_options(args, str(dd.read_config()["network"]))
     secrets = dd.load_secrets(_passphrase(False) if dd.is_encrypted() else None)
     from .daemon import run_daemon  # importing libp2p takes a second: only here
 
+    _quiet_libp2p()
     run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap, **options)
     return 0
+
+
+def _quiet_libp2p() -> None:
+    """Once libp2p is imported: its import cuts the "libp2p" logger off
+    (no handler, no propagation), so what it logs reached stderr unformatted
+    through logging's last resort; it goes through ours again, and the
+    loggers that report every refused or failed attempt at ERROR (stream
+    opening over seven lines, a peer resetting its connection, relay, hole
+    punching) are silenced: the node logs what it decides itself
+    (smu.links, smu.relay, smu.reach)."""
+    logging.getLogger("libp2p").propagate = True
+    for noisy in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in (
+        "libp2p.host.basic_host",
+        "libp2p.protocol_muxer",
+        "libp2p.stream_muxer",
+        "libp2p.transport",
+        "libp2p.relay",
+        "libp2p.network",
+        "libp2p.network.auto_connector",  # its own level: INFO every few seconds
+        "libp2p.identity",
+    ):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,10 @@ class LinkService:
         self._nursery: trio.Nursery | None = None
         #: set when a link with that peer is registered
         self._link_waiters: dict[str, set[trio.Event]] = {}
+        #: one dial per peer at a time: a delivery and the manager dialling
+        #: a peer at once made two circuits and two links, and closing one
+        #: left a relayed link half open at the other end
+        self._dial_locks: dict[str, trio.Lock] = {}
         #: addresses of peers we dialled, for the replication machine's
         #: peer exchange (it shares only peers someone vouched for)
         self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
@@ -216,16 +220,31 @@ class LinkService:
             return peer
         if not self.dialable(peer, [str(a) for a in info.addrs], None):
             raise PeerUnreachable(f"not dialling {addr}: address hygiene (§17.5)")
-        self._addresses_first(info.peer_id, list(info.addrs))
-        try:
-            await self.host.connect(info)
-            stream = await self.host.new_stream(info.peer_id, [self.protocol])
-        except Exception as exc:  # libp2p raises many unrelated types on a failed dial
-            raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
-        self.on_dialled(peer, [str(a) for a in info.addrs])
-        assert self._nursery is not None
-        self._nursery.start_soon(self.run_link, peer, stream, True)
+        async with self._one_dial(peer):
+            if peer in self.links:  # the dial we waited for linked it
+                return peer
+            self._addresses_first(info.peer_id, list(info.addrs))
+            try:
+                await self.host.connect(info)
+                stream = await self.host.new_stream(info.peer_id, [self.protocol])
+            except Exception as exc:  # libp2p raises many unrelated types on a failed dial
+                raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
+            self.on_dialled(peer, [str(a) for a in info.addrs])
+            assert self._nursery is not None
+            await self._nursery.start(self.run_link, peer, stream, True)
         return peer
+
+    @contextlib.asynccontextmanager
+    async def _one_dial(self, peer: str) -> AsyncIterator[None]:
+        """Dials of one peer one after the other; each returns once its link
+        is registered (or refused), so the next sees it in ``links``."""
+        lock = self._dial_locks.setdefault(peer, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._dial_locks.pop(peer, None)
 
     async def _dial_circuit(self, relay: str, peer: str) -> str:
         if peer == self.peer_id:
@@ -234,14 +253,17 @@ class LinkService:
             return peer
         if self.circuit_dial is None:
             raise PeerUnreachable("this node dials no circuits")
-        try:
-            if not self._connected(peer):
-                await self.circuit_dial(relay, peer)
-            stream = await self.host.new_stream(ID.from_base58(peer), [self.protocol])
-        except Exception as exc:  # libp2p raises many unrelated types
-            raise PeerUnreachable(f"could not reach {peer} through {relay}: {exc}") from exc
-        assert self._nursery is not None
-        self._nursery.start_soon(self.run_link, peer, stream, True)
+        async with self._one_dial(peer):
+            if peer in self.links:  # the dial we waited for linked it
+                return peer
+            try:
+                if not self._connected(peer):
+                    await self.circuit_dial(relay, peer)
+                stream = await self.host.new_stream(ID.from_base58(peer), [self.protocol])
+            except Exception as exc:  # libp2p raises many unrelated types
+                raise PeerUnreachable(f"could not reach {peer} through {relay}: {exc}") from exc
+            assert self._nursery is not None
+            await self._nursery.start(self.run_link, peer, stream, True)
         return peer
 
     def _connected(self, peer: str) -> bool:
@@ -383,7 +405,15 @@ class LinkService:
         peer = stream.muxed_conn.peer_id.to_base58()
         await self.run_link(peer, stream, False)
 
-    async def run_link(self, peer: str, stream: Any, outbound: bool) -> None:
+    async def run_link(
+        self,
+        peer: str,
+        stream: Any,
+        outbound: bool,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve one link; ``task_status`` is told once it is registered or
+        refused."""
         relay = self.relay_of(stream.muxed_conn)
         # a relayed link counts in its relay's network group (§17.4)
         host = self.host_of(relay) if relay is not None else _remote_host(stream)
@@ -393,6 +423,7 @@ class LinkService:
         )
         verdict = outs[0]
         if not isinstance(verdict, Admitted):
+            task_status.started()
             await close_quietly(stream)
             return
         send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
@@ -414,6 +445,7 @@ class LinkService:
             f", through relay {relay}" if relay else "",
         )
         self.on_changed()
+        task_status.started()
         try:
             with link.cancel:
                 assert self._serve_link is not None

@@ -10,6 +10,7 @@ a host for a private or unroutable destination: none may."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,20 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 def no_private_syns(lab: Lab) -> None:
     counts = lab.private_syns()
     assert all(n == 0 for n in counts.values()), f"SYNs to private destinations: {counts}"
+    readable_logs(lab)
+
+
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) [\w.]+: ")
+
+
+def readable_logs(lab: Lab) -> None:
+    """Every node's log so far: one formatted line per record, no traceback,
+    nothing at ERROR, nothing that bypassed the node's format."""
+    for h in lab.hosts:
+        path = h.dir / "node.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        bad = [line for line in lines if not LOG_LINE.match(line)]
+        assert not bad, f"{h.name}: {len(bad)} unreadable log lines, first: {bad[:5]}"
 
 
 def test_lab_classifier_file_is_refused_on_the_main_network(tmp_path: Path) -> None:

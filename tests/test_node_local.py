@@ -236,3 +236,56 @@ def test_dial_addresses_replace_expired_ones_in_libp2p_peerstore() -> None:
     links = SimpleNamespace(host=SimpleNamespace(get_peerstore=lambda: store))
     LinkService._addresses_first(links, peer, [fresh])  # type: ignore[arg-type]
     assert store.addrs(peer) == [fresh]
+
+
+async def test_two_dials_of_one_peer_at_once_make_one_connection_and_one_link() -> None:
+    # A delivery through a relay and the link manager dialled a peer at
+    # once: two circuits, two links, and closing one left the other end
+    # with a link on a dead circuit.  The second dial now waits for the
+    # first and finds its link.
+    from types import SimpleNamespace
+
+    import trio
+    import trio.testing
+    from libp2p.peer.peerstore import PeerStore
+
+    from node.links import LinkService
+
+    peer = "12D3KooWAryLGnBY8mLnyeLJic65wxvQVwsL9J9AcUf7yY6wSLz6"
+    release = trio.Event()
+    calls = {"connect": 0, "stream": 0}
+
+    async def connect(info: object) -> None:
+        calls["connect"] += 1
+        await release.wait()
+
+    async def new_stream(peer_id: object, protocols: object) -> object:
+        calls["stream"] += 1
+        conn = SimpleNamespace(peer_id=peer_id)
+        return SimpleNamespace(muxed_conn=conn, get_remote_address=lambda: ("45.33.1.1", 4001))
+
+    store = PeerStore()
+    network = SimpleNamespace(register_notifee=lambda n: None)
+    host = SimpleNamespace(
+        get_peerstore=lambda: store,
+        get_network=lambda: network,
+        connect=connect,
+        new_stream=new_stream,
+    )
+    links = LinkService(host, "12D3KooWme", "/smu/replication/2")
+    got: list[str] = []
+
+    async def dial() -> None:
+        got.append(await links.dial(f"/ip4/45.33.1.1/tcp/4001/p2p/{peer}"))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(links.run, lambda link: trio.sleep_forever(), [])
+        nursery.start_soon(dial)
+        nursery.start_soon(dial)
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == {"connect": 1, "stream": 0}  # the second waits
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [peer, peer] and calls == {"connect": 1, "stream": 1}
+        assert list(links.links) == [peer] and links.manager.stats.admitted == 1
+        nursery.cancel_scope.cancel()

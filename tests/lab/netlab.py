@@ -165,12 +165,23 @@ class Host:
         return result
 
     def stop(self) -> None:
+        self.ask_to_stop()
+        self.wait_stopped()
+
+    def ask_to_stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
             self.client.call("node.stop")
+        except (NodeError, OSError):
+            self.proc.kill()
+
+    def wait_stopped(self) -> None:
+        if self.proc is None:
+            return
+        try:
             self.proc.wait(timeout=10)
-        except (NodeError, subprocess.TimeoutExpired, OSError):
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
 
@@ -331,9 +342,14 @@ ip daddr {{ {PRIVATE_SET} }} counter name private_syn
     # -- tearing down ----------------------------------------------------------------
 
     def close(self) -> None:
+        # every node is asked at once: a node holding relay circuits takes
+        # seconds to end, and one after the other that added up
         for host in self.hosts:
             with contextlib.suppress(Exception):  # tearing down: go on with the rest
-                host.stop()
+                host.ask_to_stop()
+        for host in self.hosts:
+            with contextlib.suppress(Exception):
+                host.wait_stopped()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
