@@ -97,7 +97,10 @@ def is_relayed(conn: Any) -> bool:
 
 
 def relay_of(conn: Any) -> str | None:
-    """The relay's peer id of a relayed connection."""
+    """The relay's peer id of a relayed connection: the peer at the other
+    end of the stream the circuit runs in.  (py-libp2p names the relay in
+    the circuit's address, but on the receiving side it writes our own id
+    there, which counted every inbound relayed link in one group.)"""
     try:
         addrs = conn.get_transport_addresses() or []
     except Exception:
@@ -105,9 +108,27 @@ def relay_of(conn: Any) -> str | None:
     for a in addrs:
         text = str(a)
         if "/p2p-circuit" in text:
+            carrier = _carrier_peer(conn)
+            if carrier is not None:
+                return carrier
             head = text.split("/p2p-circuit")[0]
             if "/p2p/" in head:
                 return head.rsplit("/p2p/", 1)[1]
+    return None
+
+
+def _carrier_peer(conn: Any) -> str | None:
+    """The peer of the stream under a connection (muxer, security session,
+    its reader, the raw connection of a circuit and its stream), if any."""
+    obj = conn
+    for _ in range(8):
+        stream = getattr(obj, "stream", None)
+        if stream is not None:
+            peer = getattr(getattr(stream, "muxed_conn", None), "peer_id", None)
+            return peer.to_base58() if peer is not None else None
+        obj = getattr(obj, "secured_conn", None) or getattr(obj, "conn", None)
+        if obj is None:
+            return None
     return None
 
 

@@ -289,3 +289,24 @@ async def test_two_dials_of_one_peer_at_once_make_one_connection_and_one_link() 
         assert got == [peer, peer] and calls == {"connect": 1, "stream": 1}
         assert list(links.links) == [peer] and links.manager.stats.admitted == 1
         nursery.cancel_scope.cancel()
+
+
+def test_an_inbound_circuit_is_counted_at_its_relay_not_at_ourselves() -> None:
+    # py-libp2p writes the receiving node's own id as the relay of an
+    # inbound circuit; the relay is the peer of the stream it runs in
+    from types import SimpleNamespace
+
+    from node.relay import relay_of
+
+    me, relay, src = "12D3KooWme", "12D3KooWrelay", "12D3KooWsrc"
+    hop = SimpleNamespace(
+        muxed_conn=SimpleNamespace(peer_id=SimpleNamespace(to_base58=lambda: relay))
+    )
+    raw = SimpleNamespace(stream=hop)
+    muxed = SimpleNamespace(
+        secured_conn=SimpleNamespace(conn=SimpleNamespace(conn=raw)),
+        get_transport_addresses=lambda: [f"/p2p/{me}/p2p-circuit/p2p/{src}"],
+    )
+    assert relay_of(muxed) == relay
+    direct = SimpleNamespace(get_transport_addresses=lambda: ["/ip4/100.64.0.2/tcp/4001"])
+    assert relay_of(direct) is None
