@@ -1,19 +1,46 @@
 # SMU — the two commands of the quick start are `make demo` and `make test`.
 # Each creates .venv and installs what it needs on first use.
+#
+# Installs are hash-pinned: every package (pip and the build backend too)
+# comes from requirements.lock, each version with the sha256 of every file
+# PyPI serves for it, and pip refuses anything else (--require-hashes).  The
+# project itself is then installed from this tree, without dependencies and
+# without a build environment from the index.
+#
+# After changing a dependency in pyproject.toml (or requirements-tools.in),
+# run `make lock` and commit requirements.lock with it;
+# tests/test_lock.py fails while a pin of pyproject.toml is not in the lock.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements.lock
+# the lock's tool, pinned, in a venv of its own (not the project's)
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-natlab vectors clean check-toolchain lab-deps
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-natlab vectors clean check-toolchain lab-deps lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Regenerate requirements.lock from pyproject.toml (dependencies and the dev
+# extra) and requirements-tools.in: the newest versions that satisfy them,
+# with PyPI's hashes.  The machine's own pip settings (extra indexes,
+# find-links, constraints) are left out, so the lock is the same wherever it
+# is made.  Then `make` reinstalls .venv from it.
+lock:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS)
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT \
+	  PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	  --allow-unsafe --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file $(LOCK) pyproject.toml requirements-tools.in
 
 # py-libp2p pins fastecdsa, which compiles against GMP: say so clearly.
 check-toolchain:
@@ -75,4 +102,4 @@ bench-natlab: $(STAMP) lab-deps
 bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .config import load_config
 from .control import ControlClient
 from .datadir import DataDir, default_data_dir, write_private
 from .errors import NodeError, NodeUsageError
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap",
         action="append",
-        default=[],
+        default=None,
         metavar="MULTIADDR",
         help="peer to keep connected to; repeatable",
     )
@@ -88,7 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--relay-circuit-bytes", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--reach-fast", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)",
+    )
+    p.add_argument(
+        "--disk-budget-mb",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="stop accepting data once the database reaches this size",
+    )
     node.add_parser("status", parents=[common], help="peer id, addresses, counts, set digest")
     node.add_parser("stop", parents=[common], help="stop the running daemon")
 
@@ -302,18 +317,26 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
+    dd = _datadir(args)
+    # node.toml in the data dir, each flag given overriding it (§13.3)
+    settings = load_config(dd.path).with_flags(
+        listen=args.listen,
+        bootstrap=args.bootstrap,
+        log_level=args.log_level,
+        metrics_port=args.metrics_port,
+        disk_budget_mb=args.disk_budget_mb,
+    )
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    dd = _datadir(args)
     options = _nat_options(args, str(dd.read_config()["network"]))
     secrets = dd.load_secrets(_passphrase(False) if dd.is_encrypted() else None)
     from .daemon import run_daemon  # importing libp2p takes a second: only here
 
     _quiet_libp2p()
-    run_daemon(dd, secrets, args.listen or ["/ip4/127.0.0.1/tcp/0"], args.bootstrap, **options)
+    run_daemon(dd, secrets, settings, **options)
     return 0
 
 

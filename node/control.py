@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .errors import DaemonNotRunning, NodeUsageError, RpcError
+from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError
 
 MAX_LINE = 1 << 20
 log = logging.getLogger("smu.control")
@@ -30,6 +30,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 INVALID_INPUT = 1  # the submitted data is invalid (protocol.errors.InvalidInput)
 USAGE = 2  # local misuse: unknown account, not active, ...
+DISK_FULL = 3  # the disk or the node's disk budget is full: nothing was written
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -103,6 +104,8 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
         result = await handler(params)
     except RpcFailure as exc:
         return await _send(stream, req_id, error=(exc.code, str(exc)), data=exc.data)
+    except DiskFullError as exc:  # rolled back whole: say so (§13.3)
+        return await _send(stream, req_id, error=(DISK_FULL, str(exc)))
     except (KeyError, TypeError, ValueError) as exc:
         return await _send(stream, req_id, error=(INVALID_PARAMS, f"bad params: {exc}"))
     except Exception as exc:  # one failed call must never stop the daemon

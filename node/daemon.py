@@ -36,11 +36,13 @@ from protocol.sync.replication import ReplicationConfig
 
 from . import control
 from .channels import CHANNEL_PROTOCOL, ChannelService
+from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
 from .gate import Gate, StreamCaps
 from .links import LinkService
+from .metrics import CountingStream, Figures, Metrics
 from .push import PushService
 from .reach import REACH_PROTOCOL, ReachService
 from .relay import (
@@ -56,6 +58,9 @@ from .relay import (
 )
 from .replication import ReplicationService
 from .services.accounts import AccountService
+from .services.backup import BackupService
+from .services.clock import PROTOCOL_ID as CLOCK_PROTOCOL
+from .services.clock import ClockService
 from .services.contacts import ContactService, ContactSet
 from .services.devices import DeviceService
 from .services.events import EventService
@@ -75,6 +80,7 @@ from .storage import (
     TokenStore,
     open_database,
 )
+from .storage.budget import DiskBudget
 from .storage.events import SqliteEventStore
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
@@ -92,6 +98,11 @@ REPLICATION_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 #: a probe or a dial-back at a time per peer (§17.4.1)
 REACH_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
+#: one clock question per link (§17.6)
+CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
+DISK_CHECK_SECONDS = 5.0
+#: what the user may not start while the disk budget is full (§13.3)
+DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
 
 
 class Daemon:
@@ -110,6 +121,7 @@ class Daemon:
         circuit_bytes: int = CIRCUIT_BYTES,
         reach_config: ReachConfig | None = None,
         mailbox_group_of: Callable[[str], str] | None = None,
+        settings: NodeConfig | None = None,
     ) -> None:
         """``mailbox_group_of`` is for lab tests only, and no flag or config
         file reaches it: it replaces how this node's mailbox maps a
@@ -123,11 +135,14 @@ class Daemon:
         self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
+        #: the operator's settings (node.toml and flags, PROTOCOL.md §13.3)
+        self.settings = settings or NodeConfig(listen=list(listen), bootstrap=list(bootstrap))
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
         self.listen = listen
         self.bootstrap = list(bootstrap)
         self.db = open_database(datadir.db_path)
         self.store = SqliteEventStore(self.db)
+        self.budget = DiskBudget(self.db, self.settings.disk_budget_bytes)
         started = time.monotonic()
         # Events in the store were verified before they were stored;
         # `smu log verify` re-checks them from scratch.
@@ -289,12 +304,20 @@ class Daemon:
         self.sync.on_changed.append(self.tokens.refill_all)
         self._contacts.on_added.append(self.tokens.refill)
         self.trash = TrashService(self.messages.store, self.sync)
+        self.clock = ClockService(self.open_stream)
+        self.links.on_opened.append(self.clock.link_opened)
+        self.links.on_closed.append(self.clock.link_closed)
+        self._wire_operator()
+        self.backup = BackupService(self, self.messages.store, self.sync)
+        self.accounts = AccountService(self)
+        self.accounts.on_recovery_key.append(self.backup.enroll)
         self.messages.hidden = self.trash.hidden
         self.sync.on_changed.append(self.trash.changed)
+        self._mailbox_store = SqliteMailboxStore(self.db)
         self.mailbox = MailboxService(
             self,
             receive=self.messages.receive,
-            store=SqliteMailboxStore(self.db),
+            store=self._mailbox_store,
             tokens=self.tokens,
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
@@ -312,20 +335,26 @@ class Daemon:
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
         self.links.on_changed = self._links_changed
-        node_service = NodeService(
+        self.node_service = NodeService(
             self, self.replication, self.links, self.gate, self.channels, self.stop
         )
-        node_service.nat_status = self.nat_status
+        self.node_service.extra_status = {
+            "disk": self._disk_status,
+            "clock": self.clock.status,
+            "metrics_port": lambda: self.metrics_port,
+            "reachability": self.nat_status,
+        }
         self.services: list[Any] = [
-            node_service,
+            self.node_service,
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
-            AccountService(self),
+            self.accounts,
             DeviceService(self),
             self.linking,
             contacts,
             self.messages,
             self.trash,
+            self.backup,
             self.mailbox,
         ]
 
@@ -349,6 +378,58 @@ class Daemon:
             self._last_advertised = addrs
             self.replication.set_self(self._peer_id, addrs)
 
+    def _wire_operator(self) -> None:
+        """The disk budget, metrics and the clock check (PROTOCOL.md §13.3)."""
+        self.metrics = Metrics(self._figures)
+        self.metrics_port: int | None = None
+        count = self.metrics.traffic
+        self.gate.wrap_stream = lambda stream, protocol: CountingStream(stream, protocol, count)
+        self.links.wrap_stream = self.gate.wrap_stream
+        self.replication.on_ingested = self.metrics.ingest_seconds.observe
+        self.messages.on_delivered_after = self.metrics.delivery_seconds.observe
+        self.gate.disk_full = lambda: self.budget.full
+        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID}
+
+    def _figures(self) -> Figures:
+        return Figures(
+            events=self._ledger.event_count,
+            accounts=len(self._ledger.accounts),
+            escrow=len(self._ledger.escrow),
+            peers=len(self.links.links),
+            refused=dict(self.gate.stats.refused),
+            admitted=dict(self.gate.stats.admitted),
+            mailbox_bytes=self._mailbox_store.stored_bytes(),
+            disk_used_bytes=self.budget.state.used_bytes,
+            disk_full=self.budget.full,
+            clock_offset_ms=self.clock.median_offset(),
+        )
+
+    def _disk_status(self) -> dict[str, Any]:
+        s = self.budget.state
+        return {
+            "used_bytes": s.used_bytes,
+            "budget_bytes": s.budget_bytes,
+            "disk_free_bytes": s.disk_free_bytes,
+            "full": s.full,
+            "reason": s.reason,
+        }
+
+    async def _disk_loop(self) -> None:
+        """Stop accepting while the disk budget is full; resume after."""
+        while True:
+            was = self.budget.full
+            state = self.budget.check()
+            self.replication.set_accepting(not state.full)
+            if state.full and not was:
+                log.warning(
+                    "%s: not accepting events, messages or deposits until there is room "
+                    "(raise disk_budget_mb in node.toml or free space)",
+                    state.reason,
+                )
+            elif was and not state.full:
+                log.info("the disk has room again: accepting")
+            await trio.sleep(DISK_CHECK_SECONDS)
+
     def _delivered(self, note: dict[str, Any]) -> None:
         account = self.account()
         if account is not None and note["account"] == account.hex():
@@ -371,8 +452,16 @@ class Daemon:
         for service in self.services:
             for name, handler in service.handlers().items():
                 assert name not in methods, f"{name} is served twice"
-                methods[name] = handler
+                methods[name] = self._refused_when_full(handler) if name in DISK_WRITES else handler
         return methods
+
+    def _refused_when_full(self, handler: control.Handler) -> control.Handler:
+        async def checked(params: dict[str, Any]) -> Any:
+            if self.budget.full:
+                raise RpcFailure(control.DISK_FULL, f"{self.budget.state.reason}: not accepted")
+            return await handler(params)
+
+        return checked
 
     # -- running ----------------------------------------------------------
 
@@ -398,6 +487,9 @@ class Daemon:
         self.host.set_stream_handler(
             REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.reach.on_stream, REACH_STREAM_CAPS)
         )
+        self.host.set_stream_handler(
+            CLOCK_PROTOCOL, gate.wrap(CLOCK_PROTOCOL, self.clock.on_stream, CLOCK_STREAM_CAPS)
+        )
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with (
             self.host.run(addrs),
@@ -420,6 +512,13 @@ class Daemon:
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
             nursery.start_soon(self.trash.run)
+            nursery.start_soon(self.backup.run_auto)
+            nursery.start_soon(self._disk_loop)
+            nursery.start_soon(self.clock.run)
+            if self.settings.metrics_port is not None:
+                self.metrics_port = await nursery.start(
+                    self.metrics.serve, self.settings.metrics_port
+                )
             nursery.start_soon(self._records_loop)
             nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
@@ -590,12 +689,10 @@ class Daemon:
             subscriber(note)
 
 
-def run_daemon(
-    datadir: DataDir,
-    secrets: Secrets,
-    listen: list[str],
-    bootstrap: list[str],
-    **options: Any,
-) -> None:
-    daemon = Daemon(datadir, secrets, listen, bootstrap, **options)
+def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Any) -> None:
+    """``options``: the NAT switches of ``smu node run`` (offer_relay, the
+    lab classifier, the lab's circuit limit and fast probes)."""
+    daemon = Daemon(
+        datadir, secrets, settings.listen, settings.bootstrap, settings=settings, **options
+    )
     trio.run(daemon.run)

@@ -37,3 +37,8 @@ class RpcError(NodeError):
 
 class PeerUnreachable(NodeError):
     """A peer could not be dialled, or the stream to it broke (transport)."""
+
+
+class DiskFullError(StoreError):
+    """The disk, or the node's disk budget, is full: the write was rolled
+    back whole and nothing was stored."""

@@ -60,12 +60,19 @@ class Gate:
         self._open_total: Counter[str] = Counter()
         #: an admitted stream: its connection is in use (not a bare one)
         self.on_admitted: Callable[[str], None] = lambda peer: None
+        #: the disk budget is full: protocols that store refuse (§13.3)
+        self.disk_full: Callable[[], bool] = lambda: False
+        self.storing: set[str] = set()
+        #: every admitted stream passes here (the metrics count it)
+        self.wrap_stream: Callable[[Any, str], Any] = lambda stream, protocol: stream
 
     def refusal(self, protocol: str, peer: str, caps: StreamCaps) -> str | None:
         """Why ``peer`` may not open a ``protocol`` stream now, or None."""
         verdict = self.links.allows(peer, clock_now())
         if verdict is not None:
             return verdict.name.lower()
+        if protocol in self.storing and self.disk_full():
+            return "disk_full"
         if self._open[(protocol, peer)] >= caps.per_peer:
             return "peer_streams"
         if self._open_total[protocol] >= caps.total:
@@ -89,7 +96,7 @@ class Gate:
             self._open[(protocol, peer)] += 1
             self._open_total[protocol] += 1
             try:
-                await handler(stream)
+                await handler(self.wrap_stream(stream, protocol))
             finally:
                 self._open[(protocol, peer)] -= 1
                 if not self._open[(protocol, peer)]:

@@ -135,6 +135,8 @@ class LinkService:
         self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
         #: told of each link admitted, before it is served
         self.on_opened: list[Callable[[Link], None]] = []
+        #: every stream this node opens passes here (the metrics count it)
+        self.wrap_stream: Callable[[Any, str], Any] = lambda stream, protocol: stream
         #: told when a link stops being *the* link with its peer (closed or
         #: replaced), at once, before any new link with that peer is served
         self.on_closed: list[Callable[[Link], None]] = []
@@ -226,7 +228,9 @@ class LinkService:
             self._addresses_first(info.peer_id, list(info.addrs))
             try:
                 await self.host.connect(info)
-                stream = await self.host.new_stream(info.peer_id, [self.protocol])
+                stream = self.wrap_stream(
+                    await self.host.new_stream(info.peer_id, [self.protocol]), self.protocol
+                )
             except Exception as exc:  # libp2p raises many unrelated types on a failed dial
                 raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
             self.on_dialled(peer, [str(a) for a in info.addrs])
@@ -259,7 +263,10 @@ class LinkService:
             try:
                 if not self._connected(peer):
                     await self.circuit_dial(relay, peer)
-                stream = await self.host.new_stream(ID.from_base58(peer), [self.protocol])
+                stream = self.wrap_stream(
+                    await self.host.new_stream(ID.from_base58(peer), [self.protocol]),
+                    self.protocol,
+                )
             except Exception as exc:  # libp2p raises many unrelated types
                 raise PeerUnreachable(f"could not reach {peer} through {relay}: {exc}") from exc
             assert self._nursery is not None
@@ -284,7 +291,9 @@ class LinkService:
 
     async def _relink(self, peer: str) -> None:
         try:
-            stream = await self.host.new_stream(ID.from_base58(peer), [self.protocol])
+            stream = self.wrap_stream(
+                await self.host.new_stream(ID.from_base58(peer), [self.protocol]), self.protocol
+            )
         except Exception as exc:  # the direct connection went again
             log.info("moving the link with %s to the direct connection failed: %s", peer, exc)
             return
@@ -344,7 +353,7 @@ class LinkService:
         direct = self.dialable(peer, [a for a in addrs if "/p2p-circuit" not in a], None)
         if self._connected(peer) or not (direct or relays):
             try:
-                return await self.host.new_stream(peer_id, [protocol])
+                return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
                 raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from exc
         if direct:
@@ -352,7 +361,7 @@ class LinkService:
                 maddrs = [parse_multiaddr(a) for a in direct]
                 self._addresses_first(peer_id, maddrs)
                 await self.host.connect(PeerInfo(peer_id, maddrs))
-                return await self.host.new_stream(peer_id, [protocol])
+                return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
                 errors.append(f"{type(exc).__name__}: {exc}")
         for relay in relays:
@@ -360,7 +369,7 @@ class LinkService:
                 break
             try:
                 await self.circuit_dial(relay, peer)
-                stream = await self.host.new_stream(peer_id, [protocol])
+                stream = self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
                 errors.append(f"through {relay}: {type(exc).__name__}: {exc}")
                 continue

@@ -82,7 +82,19 @@ class ReplicationService:
         #: a device record arrived: deliveries may have waited for it
         self.on_record: Callable[[], None] = lambda: None
         links.on_closed.append(self._link_closed)
+        #: False while the disk budget is full: frames wait unread, so their
+        #: senders wait too (PROTOCOL.md §13.3)
+        self.accepting = True
+        #: seconds from a frame read to its ingest (the metrics)
+        self.on_ingested: Callable[[float], None] = lambda seconds: None
+        self._accepting_changed = trio.Event()
         links.on_dialled = self.replicator.note_addresses
+
+    def set_accepting(self, accepting: bool) -> None:
+        if accepting != self.accepting:
+            self.accepting = accepting
+            self._accepting_changed.set()
+            self._accepting_changed = trio.Event()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -142,23 +154,28 @@ class ReplicationService:
     async def _reader(self, link: Link) -> None:
         """Read frames, check each in a worker thread, and apply them
         strictly in the order they arrived."""
-        ordered_send, ordered_recv = trio.open_memory_channel[tuple[bytes, trio.Event]](READ_AHEAD)
+        ordered_send, ordered_recv = trio.open_memory_channel[tuple[bytes, trio.Event, float]](
+            READ_AHEAD
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_frames, link, ordered_send, nursery)
-            async for data, checked in ordered_recv:
+            async for data, checked, read_at in ordered_recv:
                 await checked.wait()
                 self.driver.call(partial(self.replicator.receive, link.peer, data))
+                self.on_ingested(trio.current_time() - read_at)
             nursery.cancel_scope.cancel()
 
     async def _read_frames(
         self,
         link: Link,
-        out: trio.MemorySendChannel[tuple[bytes, trio.Event]],
+        out: trio.MemorySendChannel[tuple[bytes, trio.Event, float]],
         nursery: trio.Nursery,
     ) -> None:
         limit = self.replicator.config.max_frame_bytes
         async with out:
             while True:
+                while not self.accepting:
+                    await self._accepting_changed.wait()
                 if link.paused_until > trio.current_time():
                     await trio.sleep_until(link.paused_until)  # its sender waits too
                 try:
@@ -173,7 +190,7 @@ class ReplicationService:
                 self.links.heard(link.peer)
                 checked = trio.Event()
                 nursery.start_soon(self._check, data, checked)
-                await out.send((data, checked))
+                await out.send((data, checked, trio.current_time()))
 
     async def _check(self, data: bytes, checked: trio.Event) -> None:
         try:

@@ -100,7 +100,8 @@ async def test_texts_expire_after_their_lifetime_visibly(node: Node) -> None:
 async def test_receipts_expire_sooner_than_texts(node: Node) -> None:
     bob = node.bob  # type: ignore[attr-defined]
     await node.service.send({"contact": "bob", "text": "mine"})
-    node.service.receive(Peer(bob, node.me).seal("yours").raw)  # queues a receipt
+    node.service.receive(Peer(bob, node.me).seal("yours").raw)  # owes a receipt
+    node.service.flush_receipts()  # the batching window passes
     assert states(node, 1) == ["pending"] and states(node, 2) == ["pending"]
     node.clock_ms += MACHINE_POLICY.lifetime_ms
     due = node.service.due_now(set())
@@ -141,6 +142,7 @@ async def test_an_unreachable_receipt_ends_within_its_attempts(node: Node) -> No
     ends as ``expired`` after at most its lifetime and attempts, instead of
     retrying for ever (the 2,400 rows of the stranger flood)."""
     node.service.receive(Peer(node.bob, node.me).seal("hi").raw)  # type: ignore[attr-defined]
+    node.service.flush_receipts()
     start = node.clock_ms
     tries = 0
     for _ in range(2 * MACHINE_POLICY.max_attempts):  # bounded, should the row never end

@@ -45,6 +45,7 @@ def _one_receive_cost(path: Path, alice: History, bob: History) -> tuple[int, in
     node.db.writes.clear()
     before = node.db.conn.total_changes
     node.service.receive(peer.seal("measured").raw)
+    node.service.flush_receipts()
     changed = node.db.conn.total_changes - before
     stored = node.db.writes[0]  # then the receipt, its own transaction
     node.close()
@@ -87,8 +88,10 @@ def test_streams_beyond_the_bound_evict_the_least_recently_used(tmp_path: Path) 
     # What eviction costs (§15.6): stream 0's old envelope passes the replay
     # check again, but the message table knows it, so it is not shown twice
     # and earns no second receipt.
+    node.service.flush_receipts()
     receipts_before = node.query("SELECT COUNT(*) FROM messages WHERE kind=2")
     node.service.receive(first[0].raw)
+    node.service.flush_receipts()
     assert node.query(
         "SELECT COUNT(*) FROM messages WHERE kind=1 AND peer=?", (senders[0].account,)
     ) == [(1,)]

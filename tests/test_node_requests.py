@@ -12,7 +12,7 @@ import pytest
 from node.services.requests import RequestLimits
 from node.storage.messages import DAY_MS
 from protocol.messaging.content import Receipt, ReceiptStatus, ReplayGuard
-from protocol.messaging.envelope import RequestsFullError, ledger_lookup, open_envelope
+from protocol.messaging.envelope import RequestsFullError, ledger_lookup, open_envelope, peek
 
 from .conftest import FAST, History
 from .messaging_support import Node, Peer
@@ -21,7 +21,9 @@ BIG = "x" * (60 * 1024)
 
 
 def receipts_to(node: Node, account: bytes) -> list[bytes]:
-    """Envelopes of the receipts this node queued for ``account``."""
+    """Envelopes of the receipts this node queued for ``account`` (once
+    the batching window has passed)."""
+    node.service.flush_receipts()
     rows = node.query(
         "SELECT envelope FROM messages WHERE outgoing=1 AND kind=2 AND peer=?", (account,)
     )
@@ -179,3 +181,33 @@ def test_every_decision_asks_the_contact_set(
     node.service.receive(Peer(bob, alice).seal("am I a stranger now?").raw)
     assert stored_requests(node) == 1
     assert receipts_to(node, bob.account) == []
+
+
+async def test_receipts_are_batched_per_sending_device_and_wrapped_for_it_alone(
+    tmp_path: Path,
+) -> None:
+    alice, bob = History(name="alice"), History(name="bob")
+    bob.add("a1", "d0", "d1", ["g"])  # bob has two devices
+    node = Node(tmp_path, alice, [bob])
+    node.contacts.add(bob.account, "bob")
+    from_d0, from_d1 = Peer(bob, alice, "d0"), Peer(bob, alice, "d1")
+    sent = [from_d0.seal(f"burst {i}") for i in range(5)] + [from_d1.seal("from the laptop")]
+    for env in sent:
+        node.service.receive(env.raw)
+    assert node.query("SELECT COUNT(*) FROM messages WHERE kind=2") == [(0,)]  # in the window
+    receipts = receipts_to(node, bob.account)
+    assert len(receipts) == 2  # one per sending device, not one per message
+    for device, ids in (("d0", sent[:5]), ("d1", sent[5:])):
+        opened = [
+            open_envelope(
+                FAST, r, bob.account, bob.keys[device], ledger_lookup(node.ledger), ReplayGuard()
+            )
+            for r in receipts
+            if bob.keys[device].sign_public in peek(r, FAST).devices
+        ]
+        (only,) = opened
+        assert only.content == Receipt(
+            ReceiptStatus.DELIVERED, tuple(sorted(e.message_id for e in ids))
+        )
+    # each envelope is wrapped for its sending device only
+    assert sorted(len(peek(r, FAST).devices) for r in receipts) == [1, 1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -81,6 +82,9 @@ def describe_event(state: AccountState, event: Event, void_reason: str | None) -
 class AccountService:
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        #: told the new paper key while it is at hand (the backup key's
+        #: certificate is made from it, PROTOCOL.md §15.20); never stored
+        self.on_recovery_key: list[Callable[[RecoveryKey], None]] = []
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -113,6 +117,8 @@ class AccountService:
         await self.ctx.publish(event.raw)
         self.ctx.set_account(event.id)
         self.ctx.publish_own_record()
+        for listener in self.on_recovery_key:
+            listener(recovery)
         return {
             "account_id": event.id.hex(),
             "handle": handle(name, event.id),
@@ -181,6 +187,8 @@ class AccountService:
             raise RpcFailure(control.USAGE, str(exc)) from exc
         published = await self.ctx.publish(event.raw)
         self.ctx.set_account(account)
+        for listener in self.on_recovery_key:
+            listener(next_key)
         return {
             "event_id": published.event_id,
             "status": published.status,

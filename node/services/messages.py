@@ -90,6 +90,9 @@ DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 HISTORY_LIMIT = 1000
 MAX_IN_FLIGHT = 32
+#: receipts wait this long for others to the same device, then go in one
+#: envelope (§15.14): a burst of texts costs one receipt per sending device
+RECEIPT_WINDOW_SECONDS = 0.05
 DIVERGENCE_INTERVAL = 10.0
 MAX_NOTICES = 100
 DEPOSITED = "deposited"
@@ -190,6 +193,11 @@ class MessageService:
         #: (sender account, message id) in the account's trash: not shown
         #: and not sent as history (``services/trash.py``)
         self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
+        #: seconds from a message's storing to one device's delivery (metrics)
+        self.on_delivered_after: Callable[[float], None] = lambda seconds: None
+        #: (peer account, its sending device) -> message ids to receipt
+        self._receipts_due: dict[tuple[bytes, bytes], set[bytes]] = {}
+        self._receipts_wake = trio.Event()
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -344,6 +352,7 @@ class MessageService:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.run_housekeeping)
+            nursery.start_soon(self.run_receipts)
             while True:
                 self._wake = trio.Event()
                 for due in self.due_now(in_flight):
@@ -359,7 +368,11 @@ class MessageService:
 
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
-        state, next_try = next_delivery(due, error, self.now_ms())
+        now = self.now_ms()
+        state, next_try = next_delivery(due, error, now)
+        if state is DeliveryState.DELIVERED:
+            stored_ms = due.expires_ms - due.policy.lifetime_ms
+            self.on_delivered_after(max(0, now - stored_ms) / 1000)
         self.store.set_delivery(
             due.message,
             due.device,
@@ -545,7 +558,7 @@ class MessageService:
         if send_receipt and self.tokens is not None:
             self.tokens.message_from(peer)  # it may have spent one of our tokens
         if send_receipt:
-            self._send_receipts(peer, [opened.message_id])
+            self.receipt_due(peer, opened.sender_device, [opened.message_id])
         return opened
 
     def _text_rows(
@@ -574,17 +587,33 @@ class MessageService:
             self.requests_policy.admit(peer, message.size, now)
         return [MessageStore.insert_statement(message)]
 
-    def _send_receipts(self, peer: bytes, message_ids: Sequence[bytes]) -> None:
-        """DELIVERED receipts for ``message_ids`` from ``peer`` (a contact),
-        in as few envelopes as the receipt limit allows (§15.4)."""
-        ids = sorted(set(message_ids))
-        for i in range(0, len(ids), MAX_RECEIPT_IDS):
-            receipt = Receipt(ReceiptStatus.DELIVERED, tuple(ids[i : i + MAX_RECEIPT_IDS]))
-            try:
-                self._seal_and_queue(peer, receipt, KIND_RECEIPT, "")
-            except RpcFailure as exc:  # the peer's log is not here, or we are not active
-                log.info("no receipt sent: %s", exc)
-                return
+    def receipt_due(self, peer: bytes, device: bytes, message_ids: Sequence[bytes]) -> None:
+        """A DELIVERED receipt is owed to the device of ``peer`` (a contact)
+        that sent ``message_ids``; it goes out with the others owed to that
+        device within ``RECEIPT_WINDOW_SECONDS`` (``flush_receipts``)."""
+        self._receipts_due.setdefault((peer, device), set()).update(message_ids)
+        self._receipts_wake.set()
+
+    def flush_receipts(self) -> None:
+        """One receipt envelope per sending device, wrapped for that device
+        only (§15.14), in as few envelopes as the receipt limit allows."""
+        due, self._receipts_due = self._receipts_due, {}
+        for (peer, device), message_ids in sorted(due.items()):
+            ids = sorted(message_ids)
+            for i in range(0, len(ids), MAX_RECEIPT_IDS):
+                receipt = Receipt(ReceiptStatus.DELIVERED, tuple(ids[i : i + MAX_RECEIPT_IDS]))
+                try:
+                    self._seal_and_queue(peer, receipt, KIND_RECEIPT, "", only=[device])
+                except RpcFailure as exc:  # its log is not here, or a device no longer active
+                    log.info("no receipt sent: %s", exc)
+                    break
+
+    async def run_receipts(self) -> None:
+        while True:
+            await self._receipts_wake.wait()
+            self._receipts_wake = trio.Event()
+            await trio.sleep(RECEIPT_WINDOW_SECONDS)
+            self.flush_receipts()
 
     # -- reading -------------------------------------------------------------
 
@@ -656,12 +685,14 @@ class MessageService:
         label = str(params.get("name") or hint or account.hex()[:12])
         # Read the waiting messages first: adding the contact applies the
         # decision at once (decisions_changed), which clears them as requests.
-        waiting = self.store.request_ids(account)
+        waiting = self.store.request_ids_by_device(account)
         self.contacts.add(account, label)
         # The waiting messages are the user's now, and their senders learn
         # it only now: the receipts held back from a stranger go out (§15.14).
         self.store.db.write([MessageStore.accept_requests_statement(account)])
-        self._send_receipts(account, waiting)
+        for device, ids in waiting.items():
+            self.receipt_due(account, device, ids)
+        self.flush_receipts()  # the user is waiting on this one: no window
         return {
             "account_id": account.hex(),
             "name": label,

@@ -30,8 +30,9 @@ class NodeService:
         self.gate = gate
         self.channels = channels
         self._stop = stop
-        #: reachability, relays and dial hygiene (node.reach, node.relay)
-        self.nat_status: Callable[[], dict[str, Any]] = dict
+        #: more parts of node.status (the disk budget, the clock check;
+        #: reachability, relays and dial hygiene: node.reach, node.relay)
+        self.extra_status: dict[str, Callable[[], Any]] = {}
 
     def handlers(self) -> dict[str, control.Handler]:
         return {"node.status": self.status, "node.stop": self.stop}
@@ -58,7 +59,7 @@ class NodeService:
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
-            "reachability": self.nat_status(),
+            **{name: part() for name, part in self.extra_status.items()},
         }
 
     def _device_status(self, account: bytes | None) -> str | None:

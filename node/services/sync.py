@@ -199,6 +199,11 @@ class SyncService:
         rows.append(SyncStore.clock_statement(self.clock.last))
         return rows, len(merged)
 
+    def all_edits(self) -> list[Edit]:
+        """Every edit held (what a backup keeps)."""
+        ready = self._ready()
+        return [] if ready is None else list(ready[0].edits())
+
     def changed(self) -> None:
         for listener in self.on_changed:
             listener()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import DiskFullError, StoreError
 
 #: one migration step: an SQL statement, or a function for what SQL alone
 #: cannot do (decode a stored value); each runs inside the step's transaction
@@ -26,6 +26,7 @@ Step = str | Callable[[sqlite3.Connection], None]
 #: migrations[v] upgrades a database from version v to v + 1
 Migrations = dict[int, Sequence[Step]]
 Statement = tuple[str, Sequence[Any]]
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 class Database:
@@ -35,6 +36,8 @@ class Database:
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
+        # the log's file is cut back to this after a checkpoint (§13.3)
+        self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         self._migrate()
         #: run before every write transaction (the event store's commit)
         self.before_write: list[Callable[[], None]] = []
@@ -85,11 +88,35 @@ class Database:
             self.conn.execute("BEGIN IMMEDIATE")
             body(self.conn)
             self.conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                # the disk, or the node's budget (max_page_count), is full:
+                # the transaction rolled back whole, nothing is half written
+                raise DiskFullError(
+                    f"{self.path.name}: the disk or the node's disk budget is full; "
+                    "nothing was written"
+                ) from exc
             raise
+
+    # -- the disk budget (PROTOCOL.md §13.3) ------------------------------------
+
+    def used_bytes(self) -> int:
+        """The database's pages in use (free pages are reused before the file
+        grows).  The write-ahead log is left out: checkpoints fold it back
+        and ``journal_size_limit`` keeps its file small after them."""
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        pages -= self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages) * int(size)
+
+    def limit_bytes(self, max_bytes: int | None) -> None:
+        """Let SQLite itself refuse to grow past ``max_bytes`` (SQLITE_FULL)."""
+        size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = (1 << 31) - 2 if max_bytes is None else max(1, max_bytes // size)
+        self.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
 
     def close(self) -> None:
         for hook in self.before_write:

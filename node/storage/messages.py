@@ -376,6 +376,10 @@ class MessageStore:
         row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
         return None if row is None else _message(row)
 
+    def count_texts(self) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
+        return int(row[0]) if row else 0
+
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
         row = self.db.query_one(
             "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)
@@ -471,10 +475,13 @@ class MessageStore:
         )
         return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
 
-    def request_ids(self, peer: bytes) -> list[bytes]:
-        """Ids of ``peer``'s waiting requests, ascending (for receipts)."""
-        rows = self.db.query(
-            "SELECT id FROM messages WHERE peer=? AND request=1 AND outgoing=0 ORDER BY id",
+    def request_ids_by_device(self, peer: bytes) -> dict[bytes, list[bytes]]:
+        """``peer``'s waiting requests by the device that sent them (receipts)."""
+        out: dict[bytes, list[bytes]] = {}
+        for mid, device in self.db.query(
+            "SELECT id, sender_device FROM messages WHERE peer=? AND request=1 AND outgoing=0 "
+            "ORDER BY id",
             (peer,),
-        )
-        return [bytes(r[0]) for r in rows]
+        ):
+            out.setdefault(bytes(device), []).append(bytes(mid))
+        return out

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from protocol.core.errors import SchemaError
 
+#: the longest libp2p peer id (base58 text) any frame, grant or record may
+#: carry (PROTOCOL.md §1): one limit everywhere.  Ed25519 peer ids are 52.
+MAX_PEER_ID_CHARS = 160
+
 
 def fixed_bin(value: object, size: int, what: str) -> bytes:
     if type(value) is not bytes or len(value) != size:

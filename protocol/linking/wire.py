@@ -21,6 +21,7 @@ from protocol.core.errors import (
     UnsupportedVersionError,
     UsageError,
 )
+from protocol.core.fields import MAX_PEER_ID_CHARS
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.names import check_name
@@ -52,7 +53,7 @@ ANSWER_TIMEOUT_MS = 30 * 1000
 APPROVAL_TIMEOUT_MS = APPROVAL_WINDOW_MS + CLOCK_SKEW_MS
 
 MAX_NETWORK_ID_BYTES = 32
-MAX_PEER_ID_BYTES = 128
+MAX_PEER_ID_BYTES = MAX_PEER_ID_CHARS  # peer ids are ASCII: characters = bytes
 MAX_ADDRS = 8
 MAX_ADDR_BYTES = 256
 MAX_LINK_CHARS = 2048

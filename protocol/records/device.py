@@ -40,6 +40,7 @@ from protocol.core.errors import (
     UsageError,
     WrongNetworkError,
 )
+from protocol.core.fields import MAX_PEER_ID_CHARS
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import NetworkParams, suite_known
 from protocol.records.grant import GRANT_V1, GRANT_V2, decode_grant
@@ -53,7 +54,8 @@ MAX_RECORD_BYTES = 5120
 MAX_RECORD_V1_BYTES = 2048
 MAX_PEER_IDS = 4
 MAX_ADDRS = 8
-MAX_TEXT = 160
+#: peer ids, addresses, mailbox addresses and relays (PROTOCOL.md §1, §16.2)
+MAX_TEXT = MAX_PEER_ID_CHARS
 #: how far a record's timestamp may be ahead of the receiver's clock
 MAX_SKEW_MS = 5 * 60 * 1000
 #: longest validity a record may claim

@@ -28,13 +28,14 @@ from protocol.core.errors import (
     UnsupportedVersionError,
     WrongNetworkError,
 )
+from protocol.core.fields import MAX_PEER_ID_CHARS
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
 from protocol.core.params import NetworkParams, check_suite
 
 D_MAILBOX_GRANT = b"smu/mailbox-grant/v1\x00"
 MAX_GRANT_BYTES = 512
-MAX_PEER_ID = 128
+MAX_PEER_ID = MAX_PEER_ID_CHARS
 GRANT_V1 = 1
 GRANT_V2 = 2
 #: elements of each version's array, signature included

@@ -18,6 +18,7 @@ from enum import IntEnum
 
 from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import SchemaError, SizeLimitError, UnsupportedVersionError
+from protocol.core.fields import MAX_PEER_ID_CHARS
 from protocol.records.device import MAX_RECORD_BYTES
 from protocol.sync.reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
 
@@ -126,7 +127,7 @@ Frame = (
 )
 
 #: a PEERS peer id or address: printable, 1 to 160 characters
-MAX_PEER_TEXT = 160
+MAX_PEER_TEXT = MAX_PEER_ID_CHARS
 #: addresses per PEERS entry
 MAX_PEER_ADDRS = 8
 

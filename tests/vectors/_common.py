@@ -46,7 +46,8 @@ def params_json(params: NetworkParams = PARAMS) -> dict[str, Json]:
 
 
 def domains_json() -> dict[str, str]:
-    """Every domain label, as hex (each ends in a NUL byte)."""
+    """Every domain label of ``protocol/core/crypto.py``, as hex (each ends
+    in a NUL byte); labels of other modules are listed by their own files."""
     return {
         name: getattr(crypto, name).hex()
         for name in (
@@ -59,6 +60,8 @@ def domains_json() -> dict[str, str]:
             "D_SAFETY_NUMBER",
             "D_STATE_DIGEST",
             "D_PAPER_KEY",
+            "D_DEVICE_RECORD",
+            "D_INVITE_CHECKSUM",
         )
     }
 

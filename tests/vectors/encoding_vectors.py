@@ -89,7 +89,12 @@ _REJECTED: list[tuple[str, str, str, str]] = [
     ("map keys sorted by text, not encoding", "82a2616101a16202", "NonCanonicalError", ""),
     ("bin key before str key", "82c4016101a16102", "NonCanonicalError", "0xa1 sorts first"),
     ("duplicate map keys", "82a16101a16102", "NonCanonicalError", "keys are unique"),
-    ("duplicate keys in a nested map", "8182a16101a16101", "NonCanonicalError", ""),
+    (
+        "duplicate keys in a nested map",
+        "81a16182a16101a16102",
+        "NonCanonicalError",
+        "{'a': {'a': 1, 'a': 2}}: the inner map's keys are unique",
+    ),
     ("integer map key", "810101", "DecodeError", "map keys are str or bin"),
     ("array map key", "8191010101", "DecodeError", "map keys are str or bin"),
     ("float32", "ca3f800000", "NonCanonicalError", "no floats"),

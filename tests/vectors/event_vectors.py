@@ -544,6 +544,25 @@ def _invalid(chain: dict[str, Event]) -> list[tuple[str, str, bytes, str, str]]:
         "BadNameError",
     )
 
+    # -- the order of checks inside an intro (PROTOCOL.md §5.3, step 12) ------
+    short_sign = intro("events/new", "")
+    short_sign[0] = bytes(31)
+    case(
+        "intro checked out of array order: the name before the signing key",
+        "add-device whose intro has a 31-byte signing key and an empty name",
+        forge(_with(af, body=[short_sign]), phone.sign, ev_bits),
+        "decode",
+        "BadNameError",
+    )
+    bad_enc = intro("events/new", "", enc=X25519_ZERO)
+    case(
+        "intro checked out of array order: the encryption key before the name",
+        "add-device whose intro has a low-order encryption key and an empty name",
+        forge(_with(af, body=[bad_enc]), phone.sign, ev_bits),
+        "decode",
+        "InvalidKeyError",
+    )
+
     # -- time and size --------------------------------------------------------
     for what, ts in [
         ("zero timestamp", 0),

@@ -15,14 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import (
+    backup_vectors,
     channel_vectors,
     encoding_vectors,
+    envelope_vectors,
     event_vectors,
     history_vectors,
     key_vectors,
+    linking_vectors,
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    session_vectors,
     sync_vectors,
 )
 from ._common import Json
@@ -38,7 +42,11 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
     "mailbox.json": mailbox_vectors.build,
+    "envelopes.json": envelope_vectors.build,
+    "linking.json": linking_vectors.build,
     "sync.json": sync_vectors.build,
+    "backup.json": backup_vectors.build,
+    "session.json": session_vectors.build,
 }
 
 

@@ -14,6 +14,7 @@ from protocol.messaging import mailbox_wire as mw
 from protocol.messaging import tokens as tk
 from protocol.messaging.content import encode_content
 from protocol.messaging.mailbox import MailboxIdentity
+from protocol.records.grant import D_MAILBOX_GRANT, GRANT_V2, decode_grant, grant_fields
 
 from ._common import (
     FORMAT_NOTE,
@@ -112,10 +113,38 @@ def _frames() -> list[tuple[str, bytes]]:
         ("CHALLENGE", mw.frame_of(mw.Frame.CHALLENGE, nonce, T0 + 60_000)),
         ("ITEMS", mw.frame_of(mw.Frame.ITEMS, [[item, T0, env]])),
         ("DELETED", mw.frame_of(mw.Frame.DELETED, 1)),
+        ("GRANTED (a v2 grant naming the device's token key)",
+         mw.frame_of(mw.Frame.GRANTED, _grant())),
         ("ERROR: stranger_pool_full",
          mw.error_frame(mw.StrangerPoolFullError("this device's pool for strangers is full"))),
         ("ERROR: token_spent", mw.error_frame(tk.TokenSpentError("that token was spent here"))),
     ]  # fmt: skip
+
+
+def _grant() -> bytes:
+    """The v2 grant the mailbox signs for DEVICE, naming its token key
+    (§15.11); records.json has grants field by field."""
+    signer, mailbox_key, dev = _setting()
+    fields = grant_fields(
+        PARAMS, GRANT_V2, mailbox_key, "12D3KooWVectorsMailbox", ACCOUNT, dev, 1 << 20, 100,
+        T0, T0 + 7 * 24 * 3600 * 1000,
+    )  # fmt: skip
+    fields[11] = signer.public
+    signature = MailboxIdentity(MAILBOX_SEED).sign(D_MAILBOX_GRANT + encode_flat(fields))
+    grant = encode_flat([*fields, signature])
+    assert decode_grant(grant, PARAMS).token_key == signer.public
+    return grant
+
+
+#: answer frames ``decode_answer`` refuses, with the error class
+def _rejected_answers() -> list[tuple[str, bytes, str]]:
+    return [
+        ("DEPOSITED with a 15-byte item id", _h(16, b"i" * 15), "SchemaError"),
+        ("ITEMS holding an item of two fields", _h(18, [[b"i" * 16, T0]]), "SchemaError"),
+        ("GRANTED with a str grant", _h(20, "grant"), "SchemaError"),
+        ("ERROR without its message", _h(31, "quota"), "SchemaError"),
+        ("a request sent as an answer", _h(2, b"d" * 32), "SchemaError"),
+    ]
 
 
 def _h(*fields: object) -> bytes:
@@ -158,6 +187,10 @@ def build() -> dict[str, Json]:
     for name, raw, error in _rejected():
         assert_raises(error, mw.decode_request, raw)
         rejected.append({"name": name, "hex": raw.hex(), "error": error})
+    rejected_answers = []
+    for name, raw, error in _rejected_answers():
+        assert_raises(error, mw.decode_answer, raw)
+        rejected_answers.append({"name": name, "hex": raw.hex(), "error": error})
     return {
         "note": FORMAT_NOTE,
         "spec": "docs/PROTOCOL.md §4.7, §15.4, §15.13, §15.16",
@@ -189,6 +222,7 @@ def build() -> dict[str, Json]:
         "invite": {"text": invite.to_text(), "payload": to_tagged(invite._payload())},
         "frames": frames,
         "rejected": rejected,
+        "rejected_answers": rejected_answers,
     }
 
 

@@ -59,8 +59,9 @@ def _frames() -> list[tuple[str, Frame]]:
                 7,
                 FLAG_OWN,
                 (
-                    Range(b"\x20", Mode.SKIP),
-                    Range(b"\x80\x01", Mode.FP, bytes(range(FP_BYTES))),
+                    # the IDS range [0x0401..., end) holds its three ids
+                    Range(b"\x02", Mode.SKIP),
+                    Range(b"\x04\x01", Mode.FP, bytes(range(FP_BYTES))),
                     Range(b"", Mode.IDS, ranked),
                 ),
             ),
@@ -88,6 +89,29 @@ _REJECTED: list[tuple[str, str, str]] = [
     ),
     ("trailing byte", "930102c40000", "NonCanonicalError"),
 ]
+
+
+def _reconcile_rejected() -> list[tuple[str, ReconcileFrame]]:
+    """RECONCILE frames that decode (§11.2) but that processing them
+    (§11.3.3) refuses whole, as ``SchemaError``."""
+    ids = _ids("id", 4)  # 06bf..., 52cd..., 6774..., 6e3f...
+    low = entries_to_blob([int.from_bytes(ids[0], "big")], lambda _: 0)
+    high = entries_to_blob([int.from_bytes(ids[3], "big")], lambda _: 0)
+    fp = bytes(range(FP_BYTES))
+    cases = [
+        (
+            "an IDS id below its range's lower bound",
+            (Range(b"\x10", Mode.SKIP), Range(b"", Mode.IDS, low)),
+        ),
+        (
+            "a HAVE id above its range's upper bound (an upper bound is exclusive)",
+            (Range(ids[3][:1], Mode.HAVE, high), Range(b"", Mode.SKIP)),
+        ),
+        ("bounds that do not increase", (Range(b"\x40", Mode.FP, fp), Range(b"\x40", Mode.SKIP))),
+        ("a range after the end of the id space", (Range(b"", Mode.FP, fp), Range(b"", Mode.SKIP))),
+        ("ranges that stop before the end of the id space", (Range(b"\x40", Mode.FP, fp),)),
+    ]
+    return [(name, ReconcileFrame(1, FLAG_OWN, ranges)) for name, ranges in cases]
 
 
 def _exchange() -> dict[str, Json]:
@@ -141,6 +165,12 @@ def build() -> dict[str, Json]:
     for name, hexed, error in _REJECTED:
         assert_raises(error, decode_frame, bytes.fromhex(hexed))
         rejected.append({"name": name, "hex": hexed, "error": error})
+    reconcile_rejected = []
+    for name, frame in _reconcile_rejected():
+        raw = encode_frame(frame)
+        assert decode_frame(raw) == frame
+        assert_raises("SchemaError", respond, IdIndex(_ids("id", 4)), frame.ranges, CONFIG)
+        reconcile_rejected.append({"name": name, "hex": raw.hex(), "error": "SchemaError"})
     fp_sets = {"empty": [], "one": _ids("fp", 1), "three": _ids("fp", 3)}
     fingerprints = [
         {
@@ -154,6 +184,7 @@ def build() -> dict[str, Json]:
         "format": FORMAT_NOTE,
         "frames": frames,
         "rejected": rejected,
+        "reconcile_rejected": reconcile_rejected,
         "fingerprints": fingerprints,
         "exchange": _exchange(),
     }
