@@ -7,6 +7,7 @@ CLI, the demo and the tests use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -121,8 +122,10 @@ async def serve(
     methods: dict[str, Handler],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the control API on a unix socket only the owner can reach."""
-    if path.exists():
+    """Serve the control API on a unix socket only the owner can reach.
+    The daemon holds the data directory's lock, so a socket found here is a
+    stale one; the one removed at the end is only ever this daemon's own."""
+    if path.exists() or path.is_symlink():
         path.unlink()
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
@@ -131,6 +134,7 @@ async def serve(
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
+    own = os.stat(path).st_ino
     sock.listen(16)
     listener = trio.SocketListener(sock)
     task_status.started()
@@ -140,8 +144,9 @@ async def serve(
             [listener],
         )
     finally:
-        with trio.CancelScope(shield=True):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == own:
+                path.unlink()
 
 
 class ControlClient:
@@ -170,7 +175,12 @@ class ControlClient:
             ) from exc
         with s:
             req = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
-            s.sendall(json.dumps(req).encode() + b"\n")
+            try:
+                s.sendall(json.dumps(req).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise NodeUsageError(
+                    f"the node refused the request (over {MAX_LINE} bytes?)"
+                ) from exc
             buf = b""
             while b"\n" not in buf:
                 chunk = s.recv(65536)

@@ -10,8 +10,11 @@ manager and the replication machine to libp2p.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +43,7 @@ from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
+from .errors import NodeUsageError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
@@ -176,6 +180,7 @@ class Daemon:
         self._stop = trio.Event()
         self._last_advertised: list[str] = []
         self._was_linked: set[str] = set()
+        self._done = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
 
@@ -466,6 +471,25 @@ class Daemon:
     # -- running ----------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until stopped: ``node.stop``, SIGINT or SIGTERM shut down in
+        order; a second signal stops at once (never a traceback).  The
+        signal receiver is open for the whole run, so no signal finds the
+        process without one."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._signals, signals, outer.cancel_scope)
+                await outer.start(self._serve)
+                task_status.started()
+                await self._done.wait()
+                outer.cancel_scope.cancel()
+
+    async def _serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._serve_until_stopped(task_status)
+        finally:
+            self._done.set()
+
+    async def _serve_until_stopped(self, task_status: trio.TaskStatus[None]) -> None:
         gate = self.gate
         self.host.set_stream_handler(
             REPLICATION_PROTOCOL,
@@ -520,7 +544,6 @@ class Daemon:
                     self.metrics.serve, self.settings.metrics_port
                 )
             nursery.start_soon(self._records_loop)
-            nursery.start_soon(self._signals)
             log.info("node %s listening on %s", self._peer_id, ", ".join(self.addresses()))
             task_status.started()
             await self._stop.wait()
@@ -542,11 +565,16 @@ class Daemon:
             self.publish_own_record()
             await trio.sleep(RECORD_LIFETIME_MS / 4000)
 
-    async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
+    async def _signals(self, signals: Any, hard: trio.CancelScope) -> None:
+        first = True
+        async for _ in signals:
+            if first:
+                log.info("stopping (a second interrupt stops at once)")
                 self.stop()
-                return
+                first = False
+            else:
+                log.warning("stopping at once")
+                hard.cancel()
 
     # -- NodeContext --------------------------------------------------------
 
@@ -614,23 +642,37 @@ class Daemon:
         )
 
     def resolve_account(self, ref: str | None) -> bytes:
+        """An account named by the user: a contact's name, a handle (or the
+        end of one), an account id, or the display name of an account this
+        node knows (if only one has it)."""
         if not ref:
             return self.own_account()
-        try:
-            if len(ref) == 64:
+        ref = ref.strip()
+        if len(ref) == 64:
+            try:
                 return bytes.fromhex(ref)
-        except ValueError:
+            except ValueError:
+                pass
+        try:
+            return self._contacts.find(ref)[0]
+        except RpcFailure:
             pass
+        accounts = self._ledger.accounts
         suffix = ref.rsplit(".", 1)[-1].lower()
         matches = [
             a
-            for a, lg in self._ledger.accounts.items()
+            for a, lg in accounts.items()
             if handle(lg.state().display_name, a).rsplit(".", 1)[-1].startswith(suffix)
         ]
+        if not matches:
+            matches = [
+                a for a, lg in accounts.items() if lg.state().display_name.lower() == ref.lower()
+            ]
         if len(matches) != 1:
+            what = "no account matches" if not matches else f"{len(matches)} accounts match"
             raise RpcFailure(
                 control.USAGE,
-                f"no single account matches {ref!r} ({len(matches)} found): use the account id",
+                f"{what} {ref!r}: name a contact, or give the handle or account id",
             )
         return matches[0]
 
@@ -689,10 +731,41 @@ class Daemon:
             subscriber(note)
 
 
+def probe_listen(listen: Sequence[str]) -> None:
+    """A TCP port that something listens on already is an error.  libp2p
+    listens with SO_REUSEPORT (hole punching needs it), with which a second
+    node would share the port and the kernel would split inbound dials
+    between them: bind once without it first to find out."""
+    for text in listen:
+        parts = text.split("/")
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+            continue
+        host, port = parts[2], int(parts[4]) if parts[4].isdigit() else 0
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if parts[1] == "ip6" else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise NodeUsageError(
+                        f"TCP port {port} on {host} is in use (another node?): "
+                        "choose another with --listen"
+                    ) from None
+                raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
+
+
 def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Any) -> None:
     """``options``: the NAT switches of ``smu node run`` (offer_relay, the
     lab classifier, the lab's circuit limit and fast probes)."""
-    daemon = Daemon(
-        datadir, secrets, settings.listen, settings.bootstrap, settings=settings, **options
-    )
-    trio.run(daemon.run)
+    lock = datadir.lock()  # one daemon per data directory
+    try:
+        probe_listen(settings.listen)
+        daemon = Daemon(
+            datadir, secrets, settings.listen, settings.bootstrap, settings=settings, **options
+        )
+        trio.run(daemon.run)
+    finally:
+        os.close(lock)

@@ -7,10 +7,13 @@ Layout, all inside one directory of mode 0700:
                     secrets are sealed with SecretBox under an Argon2id key
     events.sqlite   the event store (node/storage.py)
     control.sock    the control API (node/control.py)
+    node.lock       held (fcntl) by the one daemon running on this directory;
+                    holds its pid
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +36,7 @@ KEYS_FILE = "keys.json"
 CONFIG_FILE = "config.json"
 DB_FILE = "events.sqlite"
 SOCKET_FILE = "control.sock"
+LOCK_FILE = "node.lock"
 
 
 def default_data_dir() -> Path:
@@ -120,6 +124,26 @@ class DataDir:
     @property
     def socket_path(self) -> Path:
         return self.path / SOCKET_FILE
+
+    def lock(self) -> int:
+        """Take the data directory for one daemon: a second one would run
+        with the same keys and, on exit, remove the first's control socket.
+        Returns the lock's file descriptor, held until the process ends (or
+        it is closed)."""
+        ensure_private_dir(self.path)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NodeUsageError(
+                f"a node is already running here (pid {pid}): {self.path}; "
+                "stop it with `smu node stop`"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
 
     def exists(self) -> bool:
         return self.keys_path.exists()

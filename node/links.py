@@ -73,6 +73,36 @@ class Link:
 ServeLink = Callable[[Link], Awaitable[None]]
 
 
+def dial_error_text(exc: BaseException) -> str:
+    """Why a dial failed, in a few words, from libp2p's chain of wrapped
+    errors (no libp2p internals: the root cause, e.g. "connection refused")."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    found: list[BaseException] = []
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        found.append(x)
+        subs = [x.__cause__, x.__context__]
+        subs += [*getattr(x, "errors", ()), *getattr(x, "exceptions", ())]
+        todo += [sub for sub in subs if isinstance(sub, BaseException)]
+    for x in found:
+        number = getattr(x, "errno", None)
+        if isinstance(number, int) and number:
+            return os.strerror(number).lower()
+    for x in found:
+        if isinstance(x, trio.TooSlowError | TimeoutError):
+            return "timed out"
+    names = " ".join(type(x).__name__.lower() for x in found)
+    if "handshake" in names or "noise" in names or "security" in names:
+        return "the secure handshake failed (not an SMU node, or another peer id)"
+    if "protocol" in names or "negotiat" in names:
+        return "it does not speak the SMU protocols"
+    return "no answer"
+
+
 def _remote_host(stream: Any) -> str:
     remote = stream.get_remote_address()
     return str(remote[0]) if remote else ""
@@ -142,6 +172,9 @@ class LinkService:
         self.on_closed: list[Callable[[Link], None]] = []
         #: the set of linked peers changed
         self.on_changed: Callable[[], None] = lambda: None
+        #: peers whose failed dial was logged: logged again only once they
+        #: were reached (one line per outage, not one per retry)
+        self._unreachable: set[str] = set()
 
     async def run(
         self,
@@ -194,11 +227,24 @@ class LinkService:
 
     async def _dial_for_manager(self, dial: Dial) -> None:
         addr = f"{dial.addr}/p2p/{dial.peer}"
+        if dial.bootstrap:
+            # libp2p refuses for a minute to redial a peer that failed; the
+            # manager's own hold-back decides when a bootstrap peer is due
+            with contextlib.suppress(Exception):
+                self.host.get_network().unblock_peer(ID.from_base58(dial.peer))
         try:
             await self.dial(addr)
         except (PeerUnreachable, NodeUsageError) as exc:
-            log.debug("dial %s failed: %s", addr, exc)
+            if dial.bootstrap and dial.peer not in self._unreachable:
+                self._unreachable.add(dial.peer)
+                log.warning("bootstrap peer unreachable, retrying in the background: %s", exc)
+            else:
+                log.debug("dial %s failed: %s", addr, exc)
             self.driver.call(lambda now: self.manager.dial_failed(dial.peer, now))
+            return
+        if dial.peer in self._unreachable:
+            self._unreachable.discard(dial.peer)
+            log.warning("bootstrap peer %s reached again", dial.peer)
 
     # -- dialling ----------------------------------------------------------------
 
@@ -232,7 +278,9 @@ class LinkService:
                     await self.host.new_stream(info.peer_id, [self.protocol]), self.protocol
                 )
             except Exception as exc:  # libp2p raises many unrelated types on a failed dial
-                raise PeerUnreachable(f"could not connect to {addr}: {exc}") from exc
+                raise PeerUnreachable(
+                    f"could not connect to {addr}: {dial_error_text(exc)}"
+                ) from exc
             self.on_dialled(peer, [str(a) for a in info.addrs])
             assert self._nursery is not None
             await self._nursery.start(self.run_link, peer, stream, True)
@@ -268,7 +316,9 @@ class LinkService:
                     self.protocol,
                 )
             except Exception as exc:  # libp2p raises many unrelated types
-                raise PeerUnreachable(f"could not reach {peer} through {relay}: {exc}") from exc
+                raise PeerUnreachable(
+                    f"could not reach {peer} through {relay}: {dial_error_text(exc)}"
+                ) from exc
             assert self._nursery is not None
             await self._nursery.start(self.run_link, peer, stream, True)
         return peer
@@ -355,7 +405,7 @@ class LinkService:
             try:
                 return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
-                raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from exc
+                raise PeerUnreachable(f"could not reach {peer}: {dial_error_text(exc)}") from exc
         if direct:
             try:
                 maddrs = [parse_multiaddr(a) for a in direct]
@@ -363,7 +413,7 @@ class LinkService:
                 await self.host.connect(PeerInfo(peer_id, maddrs))
                 return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
-                errors.append(f"{type(exc).__name__}: {exc}")
+                errors.append(dial_error_text(exc))
         for relay in relays:
             if self.circuit_dial is None:
                 break
@@ -371,7 +421,7 @@ class LinkService:
                 await self.circuit_dial(relay, peer)
                 stream = self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
             except Exception as exc:  # libp2p raises many unrelated types
-                errors.append(f"through {relay}: {type(exc).__name__}: {exc}")
+                errors.append(f"through {relay}: {dial_error_text(exc)}")
                 continue
             # a device we reach only through a relay: keep a link with it,
             # which hole punching may then make direct (§17.4.4)

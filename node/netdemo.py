@@ -52,7 +52,7 @@ class DemoNode:
         self.smu("init", "--network", TESTNET.network_id, "--name", self.name)
         self.start_existing(bootstrap)
 
-    def start_existing(self, bootstrap: list[str] | None = None) -> None:
+    def start_existing(self, bootstrap: list[str] | None = None, listen: str | None = None) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -66,6 +66,8 @@ class DemoNode:
         ]
         for b in bootstrap or []:
             cmd += ["--bootstrap", b]
+        if listen is not None:
+            cmd += ["--listen", listen]
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
 
@@ -226,6 +228,14 @@ def texts(node: DemoNode, contact: str) -> list[str]:
     return [str(m["text"]) for m in doc["messages"]]
 
 
+def contact_names(node: DemoNode) -> list[str]:
+    return [str(c["name"]) for c in node.client.call("contact.list")["contacts"]]
+
+
+def has_contact(node: DemoNode, name: str) -> bool:
+    return name in contact_names(node)
+
+
 def wait_until(what: str, check: Any, timeout: float = CONVERGE_TIMEOUT) -> float:
     start = time.monotonic()
     while not check():
@@ -265,10 +275,21 @@ def story(d: Demo, n: int) -> None:
     d.wait_converged(d.nodes)
 
     invite = phone.client.call("invite.create")
-    for x in (alice_phone, alice_laptop):
-        x.client.call("contact.add", ref=invite["invite"], name="bob")
-    for x in (phone, laptop):
-        x.client.call("contact.add", ref=alice["account_id"], name="alice")
+    # contacts are the account's, not the device's (PROTOCOL.md §15.19):
+    # each is added on one device, and the other device has it by sync
+    alice_phone.client.call("contact.add", ref=invite["invite"], name="bob")
+    phone.client.call("contact.add", ref=alice["account_id"], name="alice")
+    took = wait_until(
+        "the other devices have the contacts",
+        lambda: has_contact(alice_laptop, "bob") and has_contact(laptop, "alice"),
+    )
+    d.say(
+        "contacts",
+        "alice adds bob on her phone, bob adds alice on his phone; "
+        f"{took:.2f}s later their laptops have the contacts too, synced",
+        contacts_on_alice_laptop=contact_names(alice_laptop),
+        contacts_on_bob_laptop=contact_names(laptop),
+    )
     number = alice_phone.client.call("contact.verify", contact="bob", confirm=True)
     theirs = phone.client.call("contact.verify", contact="alice")["safety_number"]
     d.say(
@@ -301,17 +322,20 @@ def story(d: Demo, n: int) -> None:
     )
     d.say(
         "reply",
-        "bob replies from his laptop; alice's phone and laptop show it",
+        "bob replies from his laptop, to the contact his phone added; "
+        "alice's phone and laptop show it",
         conversation_on_alice_phone=texts(alice_phone, "bob"),
     )
 
     link_devices(d, laptop, tablet, "tablet")
-    tablet.client.call("contact.add", ref=alice["account_id"], name="alice")
-    wait_until("the tablet has the history", lambda: texts(tablet, "alice")[:2] == [hello, reply])
+    wait_until(
+        "the tablet has the contact and the history",
+        lambda: has_contact(tablet, "alice") and texts(tablet, "alice")[:2] == [hello, reply],
+    )
     d.say(
         "history",
-        "bob's laptop approved his tablet; the tablet receives the earlier "
-        "conversation from the laptop, encrypted to its new key",
+        "bob's laptop approved his tablet; the tablet receives bob's contacts and the "
+        "earlier conversation from the laptop, encrypted to its new key",
         conversation_on_tablet=texts(tablet, "alice"),
     )
     d.wait_converged(d.nodes)

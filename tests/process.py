@@ -80,7 +80,8 @@ class LabNode(DemoNode):
     mailbox's network groups, which tell loopback depositors apart by the
     /24 of their address (a test-only constructor argument of ``Daemon``)."""
 
-    def start_existing(self, bootstrap: list[str] | None = None) -> None:
+    def start_existing(self, bootstrap: list[str] | None = None, listen: str | None = None) -> None:
+        assert listen is None, "a lab node listens where the daemon's default is"
         cmd = [sys.executable, "-m", "tests.lab_node", "--data-dir", str(self.dir)]
         for b in bootstrap or []:
             cmd += ["--bootstrap", b]

@@ -113,6 +113,18 @@ def test_bootstrap_peers_are_dialled_until_linked_with_a_hold_back_after_failure
     assert m.tick(at(8)) == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
 
 
+def test_a_learned_address_of_a_bootstrap_peer_does_not_hold_back_its_redial() -> None:
+    m = LinkManager(ME)
+    m.set_bootstrap({"b1": "/ip4/10.0.0.1/tcp/1"}, at(0))
+    m.dial_failed("b1", at(1))
+    # peer exchange names the bootstrap peer at another address while it is
+    # held back, and again once it is due: no learned dial of it, ever
+    assert m.offer_candidates([("b1", ("/ip4/45.33.1.1/tcp/1",))], at(2)) == []
+    due = 1 + BOOTSTRAP_RETRY
+    assert m.offer_candidates([("b1", ("/ip4/45.33.1.1/tcp/1",))], at(due)) == []
+    assert m.tick(at(due)) == [Dial("b1", "/ip4/10.0.0.1/tcp/1", True)]
+
+
 def test_learned_peers_are_dialled_one_per_group_while_outbound_links_are_few() -> None:
     m = LinkManager(ME, LinkLimits(outbound_target=3))
     learned = [

@@ -297,6 +297,12 @@ class ContactService:
                     break
                 except Exception:  # an unreachable inviter is not an error: gossip may bring it
                     continue
+        elif ref.lower().startswith(("smu1link", "smu://link/")):
+            raise RpcFailure(
+                control.USAGE,
+                "that is a device link, not an invite: use it on the new device, "
+                "with `smu device join`",
+            )
         else:
             account = self.ctx.resolve_account(ref)
             hint = self.contacts.display_name(account) or ""

@@ -480,7 +480,10 @@ class LinkManager:
         in networks not linked yet (§11.5.3)."""
         candidates: list[tuple[str, str]] = []
         for peer, addr in self._candidates.items():
-            if not self._may_dial(peer, t):
+            # a bootstrap peer is dialled at its own address by the bootstrap
+            # loop: a learned dial of it (perhaps to an address that hangs)
+            # would hold that loop back until it failed
+            if peer in self._bootstrap or not self._may_dial(peer, t):
                 continue
             # a circuit address starts with its relay's: the relay's group
             group = self._group_of(addr)

@@ -1,0 +1,174 @@
+"""`smu send`, `smu inbox [--follow]`, `smu conversation`, `smu export`.
+
+``inbox --json`` is one document; ``inbox --follow --json`` is JSON Lines,
+one message or notice per line (a stream).  ``export`` is always JSON
+Lines: a header, then every contact, then every message; no secrets (no
+keys, links, invites or tokens: only what the user sees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..datadir import write_private
+from .common import Command, client, emit, message_text, note, out, when
+
+
+def _send_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("contact", metavar="CONTACT", help="a contact's name, handle or account id")
+    p.add_argument("text", nargs="?", default=None, help="the message; - or none: read stdin")
+    p.add_argument("--force", action="store_true", help="send even to a disputed account")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    text = message_text(args.text)
+    r = client(args).call("message.send", contact=args.contact, text=text, force=args.force)
+    out(args, r, f"sent to {r['to']} ({r['devices']} device(s)); stored as {r['message_id'][:12]}")
+    return 0
+
+
+def message_line(m: dict[str, Any]) -> str:
+    who = "me" if m["outgoing"] else m["from"]
+    status = ""
+    if m["outgoing"] and m.get("deliveries"):
+        status = "  [" + ", ".join(f"{n} {s}" for s, n in sorted(m["deliveries"].items())) + "]"
+    return f"{when(m['sent_ms'])}  {who} ({m['from_device']}): {m['text']}{status}"
+
+
+def _inbox_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow", action="store_true", help="keep printing new messages")
+
+
+REVOKED = "this device was revoked: it receives no new messages (see `smu node status`)"
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    c = client(args)
+    r = c.call("message.inbox", since_ms=0)
+    revoked = c.call("node.status").get("device_status") == "revoked"
+    if args.json and not args.follow:
+        emit({**r, "device_status": "revoked"} if revoked else r)
+        return 0
+    since = _print_batch(args, r)
+    if not args.json:
+        for ch in r["contact_changes"]:
+            for line in ch["changes"]:
+                print(f"! {ch['contact']}: {line}")
+        if r["requests"]:
+            print(f"{r['requests']} message request(s): see `smu requests`")
+        if revoked:
+            print(f"! {REVOKED}")
+        if not (r["messages"] or r.get("notices") or r["contact_changes"] or r["requests"]):
+            print("no messages")
+        sys.stdout.flush()
+    while args.follow:
+        time.sleep(0.5)  # the control API has no push: poll for what is new
+        since = max(since, _print_batch(args, c.call("message.inbox", since_ms=since)))
+    return 0
+
+
+def _print_batch(args: argparse.Namespace, r: dict[str, Any]) -> int:
+    since = 0
+    for m in r["messages"]:
+        since = max(since, m["stored_ms"])
+        if args.json:
+            emit(m)
+        else:
+            print(f"[{m['conversation']}] {message_line(m)}", flush=True)
+    for notice in r.get("notices", []):
+        since = max(since, notice["stored_ms"])
+        if args.json:
+            emit({"notice": notice["text"], "stored_ms": notice["stored_ms"]})
+        else:
+            print(f"! {notice['text']}", flush=True)
+    return since
+
+
+def _contact_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("contact", metavar="CONTACT", help="a contact's name, handle or account id")
+
+
+def cmd_conversation(args: argparse.Namespace) -> int:
+    r = client(args).call("message.conversation", contact=args.contact)
+    lines = [f"conversation with {r['contact']}"] + [message_line(m) for m in r["messages"]]
+    out(args, r, "\n".join(lines))
+    return 0
+
+
+#: what an export keeps of a contact and of a message (nothing secret)
+CONTACT_FIELDS = ("account_id", "name", "handle", "status", "verified", "blocked")
+MESSAGE_FIELDS = (
+    "message_id",
+    "conversation",
+    "conversation_account",
+    "outgoing",
+    "from",
+    "from_device",
+    "sent_ms",
+    "stored_ms",
+    "text",
+    "request",
+    "deliveries",
+)
+EXPORT_VERSION = 1
+
+
+def export_lines(c: Any) -> list[dict[str, Any]]:
+    status = c.call("node.status")
+    contacts = c.call("contact.list")["contacts"]
+    lines: list[dict[str, Any]] = [
+        {
+            "type": "export",
+            "version": EXPORT_VERSION,
+            "account": status.get("account"),
+            "exported_at_ms": int(time.time() * 1000),
+        }
+    ]
+    lines += [{"type": "contact", **{k: x.get(k) for k in CONTACT_FIELDS}} for x in contacts]
+    messages = []
+    for x in contacts:
+        messages += c.call("message.conversation", contact=x["account_id"])["messages"]
+    messages += c.call("message.requests")["requests"]
+    seen: set[str] = set()
+    for m in sorted(messages, key=lambda m: (m["sent_ms"], m["message_id"])):
+        if m["message_id"] not in seen:
+            seen.add(m["message_id"])
+            lines.append({"type": "message", **{k: m[k] for k in MESSAGE_FIELDS if k in m}})
+    return lines
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", type=Path, default=None, help="write to this file (mode 0600), not stdout"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    lines = export_lines(client(args))
+    text = "".join(json.dumps(doc) + "\n" for doc in lines)
+    if args.out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    write_private(args.out, text.encode())
+    counts = {t: sum(1 for d in lines if d["type"] == t) for t in ("contact", "message")}
+    note(f"exported {counts['contact']} contact(s), {counts['message']} message(s) to {args.out}")
+    return 0
+
+
+COMMANDS = [
+    Command(("send",), "send a message to a contact", cmd_send, _send_args),
+    Command(("inbox",), "messages received, and contact changes", cmd_inbox, _inbox_args),
+    Command(("conversation",), "a conversation with a contact", cmd_conversation, _contact_arg),
+    Command(
+        ("export",),
+        "messages and contacts as JSON Lines (no secrets)",
+        cmd_export,
+        _export_args,
+    ),
+]
