@@ -20,7 +20,7 @@ LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-natlab vectors clean check-toolchain lab-deps lock
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood bench-natlab simnet-adversaries simnet-calibrate vectors clean check-toolchain lab-deps lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
@@ -57,7 +57,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict protocol simnet
+	$(BIN)/mypy --strict protocol simnet node
 
 test: lint lab-deps
 	$(BIN)/pytest -q
@@ -98,6 +98,16 @@ bench-flood: $(STAMP)
 
 bench-natlab: $(STAMP) lab-deps
 	$(BIN)/python bench/natlab.py
+
+# every resource-attack scenario with and without its attacker: safety,
+# honest delivery, p99 and their ratio (target <= 2); last line one JSON object
+SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
+simnet-adversaries: $(STAMP)
+	$(BIN)/python -m simnet.cli compare $(SIMNET_ADVERSARIES)
+
+# the CPU model's costs measured here (simnet/cpu.py; defaults in simnet/scenario.py Cpu)
+simnet-calibrate: $(STAMP)
+	$(BIN)/python -m simnet.cli calibrate
 
 bench: bench-ingest bench-reconcile bench-catchup bench-messaging bench-flood
 

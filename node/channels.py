@@ -27,6 +27,7 @@ from .channel import ChannelLink
 from .errors import PeerUnreachable
 from .gate import remote_peer
 from .links import Link, LinkService
+from .tasks import TaskStatus
 
 log = logging.getLogger("smu.channels")
 CHANNEL_PROTOCOL = PROTOCOL_ID
@@ -47,7 +48,7 @@ class ChannelService:
         #: as soon as the peer's HELLO arrives)
         self.on_open: list[Callable[[str], None]] = []
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError
+from .tasks import TaskStatus
 
 MAX_LINE = 1 << 20
 log = logging.getLogger("smu.control")
@@ -120,7 +121,7 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
 async def serve(
     path: Path,
     methods: dict[str, Handler],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control API on a unix socket only the owner can reach.
     The daemon holds the data directory's lock, so a socket found here is a
@@ -140,7 +141,7 @@ async def serve(
     task_status.started()
     try:
         await trio.serve_listeners(
-            lambda s: _handle_conn(s, methods),  # type: ignore[arg-type]
+            lambda s: _handle_conn(s, methods),
             [listener],
         )
     finally:

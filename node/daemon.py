@@ -86,6 +86,7 @@ from .storage import (
 )
 from .storage.budget import DiskBudget
 from .storage.events import SqliteEventStore
+from .tasks import TaskStatus
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
 log = logging.getLogger("smu.node")
@@ -470,7 +471,7 @@ class Daemon:
 
     # -- running ----------------------------------------------------------
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until stopped: ``node.stop``, SIGINT or SIGTERM shut down in
         order; a second signal stops at once (never a traceback).  The
         signal receiver is open for the whole run, so no signal finds the
@@ -483,13 +484,13 @@ class Daemon:
                 await self._done.wait()
                 outer.cancel_scope.cancel()
 
-    async def _serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             await self._serve_until_stopped(task_status)
         finally:
             self._done.set()
 
-    async def _serve_until_stopped(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _serve_until_stopped(self, task_status: TaskStatus[None]) -> None:
         gate = self.gate
         self.host.set_stream_handler(
             REPLICATION_PROTOCOL,

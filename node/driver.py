@@ -19,6 +19,7 @@ import trio
 from protocol.core.machine import Machine, Now
 
 from .clock import clock_now
+from .tasks import TaskStatus
 
 O = TypeVar("O")  # noqa: E741 - the machine's output type
 
@@ -63,7 +64,7 @@ class MachineDriver(Generic[O]):
         else:
             self._scope.deadline = max(deadline, self._last_tick + MIN_TICK_GAP)
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Wake at the machine's deadline, ``tick`` it, and wait again."""
         started = False
         while True:

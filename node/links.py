@@ -36,6 +36,7 @@ from protocol.links.policy import LinkLimits
 
 from .driver import MachineDriver
 from .errors import NodeUsageError, PeerUnreachable
+from .tasks import TaskStatus
 from .transport import parse_multiaddr
 
 log = logging.getLogger("smu.links")
@@ -180,7 +181,7 @@ class LinkService:
         self,
         serve_link: ServeLink,
         bootstrap: Sequence[str],
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self._serve_link = serve_link
         async with trio.open_nursery() as nursery:
@@ -469,7 +470,7 @@ class LinkService:
         peer: str,
         stream: Any,
         outbound: bool,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve one link; ``task_status`` is told once it is registered or
         refused."""

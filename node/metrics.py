@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .tasks import TaskStatus
+
 log = logging.getLogger("smu.metrics")
 
 MAX_REQUEST_BYTES = 8192
@@ -139,7 +141,7 @@ class Metrics:
         return bytes(generate_latest(self.registry))
 
     async def serve(
-        self, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self, port: int, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve on 127.0.0.1:``port`` (0: a free one); started with the port."""
         listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")

@@ -52,8 +52,11 @@ from protocol.links.reachability import (
 from .driver import MachineDriver
 from .gate import remote_peer
 from .relay import DialGuard, RelayDialer, is_relayed, remote_ip
+from .tasks import TaskStatus
 from .transport import STREAM_ERRORS, frame, make_host, parse_multiaddr, read_frame
 
+#: what a probe, a dial-back order or a reach stream may fail with
+PROBE_ERRORS: tuple[type[BaseException], ...] = (*STREAM_ERRORS, InvalidInput, trio.TooSlowError)
 log = logging.getLogger("smu.reach")
 REACH_PROTOCOL = reach_wire.PROTOCOL_ID
 #: how long the asked side tries to dial back
@@ -96,7 +99,7 @@ class ReachService:
         #: relay -> its expiry (Unix s), for status
         self.slots: dict[str, float] = {}
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._prober = make_host(os.urandom(32))
         self.guard.install(self._prober)
         async with self._prober.run([]), trio.open_nursery() as nursery:
@@ -199,7 +202,7 @@ class ReachService:
                 addr, ok = answer.addr, answer.ok
             else:
                 log.debug("probe refused by %s: %s", probe.peer, answer)
-        except (*STREAM_ERRORS, InvalidInput, trio.TooSlowError) as exc:
+        except PROBE_ERRORS as exc:
             log.debug("probe of %s failed: %s", probe.peer, exc)
         except Exception as exc:  # libp2p's new_stream raises many types
             log.debug("probe of %s failed: %s", probe.peer, exc)
@@ -235,7 +238,7 @@ class ReachService:
                     self.driver.call(lambda now: self.machine.dialled_back(msg.nonce, now))
                 elif isinstance(msg, reach_wire.DialMe):
                     await self._answer(stream, peer, msg)
-        except (*STREAM_ERRORS, InvalidInput, trio.TooSlowError) as exc:
+        except PROBE_ERRORS as exc:
             log.debug("reach stream from %s: %s", peer, exc)
         finally:
             await _close(stream)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import multiaddr
@@ -150,14 +150,14 @@ def remote_ip(host: Any, peer: str) -> str:
     return ""
 
 
-class GatedRelay(CircuitV2Protocol):  # type: ignore[misc]
+class GatedRelay(CircuitV2Protocol):
     def __init__(
         self,
         host: Any,
         *,
         offer: bool,
         may_reserve: Callable[[str], bool],
-        relays_we_use: Callable[[], Sequence[str]],
+        relays_we_use: Callable[[], Collection[str]],
         circuit_bytes: int = CIRCUIT_BYTES,
     ) -> None:
         super().__init__(host, limits=relay_limits(circuit_bytes), allow_hop=offer)
@@ -270,7 +270,7 @@ class RelayDialer:
             return await self.transport.dial(ma)
 
 
-class GuardedDCUtR(DCUtRProtocol):  # type: ignore[misc]
+class GuardedDCUtR(DCUtRProtocol):
     def __init__(
         self,
         host: Any,

@@ -45,6 +45,7 @@ from .errors import PeerError
 from .links import Link, LinkService
 from .preverify import VerifiedCache
 from .storage.events import SqliteEventStore
+from .tasks import TaskStatus
 from .transport import frame, read_frame
 
 log = logging.getLogger("smu.replication")
@@ -96,7 +97,7 @@ class ReplicationService:
             self._accepting_changed.set()
             self._accepting_changed = trio.Event()
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.effects.run)
             await nursery.start(self.driver.run)

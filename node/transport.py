@@ -51,7 +51,8 @@ def make_host(node_seed: bytes) -> Any:
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_ID: noise},
-        muxer_opt={YAMUX_ID: Yamux},
+        # libp2p's own annotations want a TProtocol key and IMuxedConn class
+        muxer_opt={YAMUX_ID: Yamux},  # type: ignore[dict-item]
         # one connection per peer also removes a fixed 250 ms wait on every dial
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )

@@ -9,6 +9,8 @@ report.json (DESIGN.md §2).
 
     simnet run SCENARIO.toml [--seed N] [--nodes N] [--out DIR] [--no-plots]
     simnet list                      # the built-in scenarios (simnet/scenarios)
+    simnet compare SCENARIO...       # with and without the attacker; last line JSON
+    simnet calibrate                 # measure the CPU model's costs here
 
 Modules:
 
@@ -24,6 +26,9 @@ Modules:
   and withholding (by hand, and by Sybils against the link policy),
   censorship, Sybil flood, replay; each records the ground truth its safety
   figure is judged by.
+* ``attacks``   — resource attacks: wide DAG, deep chain, connection flood.
+* ``cpu``       — what a node's CPU is charged for (signature checks,
+  evaluations of the account rules) and its calibration.
 * ``ledgers``   — the cross-node signature cache and attacker ledgers.
 * ``metrics``   — safety and convergence judges, latency and cost figures.
 * ``sim``       — one run end to end; ``plots`` and ``cli`` around it.

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.core.errors import UnknownAccountError
+from protocol.core.errors import InvalidInput, UnknownAccountError
 from protocol.core.keys import DeviceKeys, RecoveryKey
 from protocol.log import authoring
 from protocol.log.events import AddDeviceBody, Event, EventKind, build_event
 from protocol.log.ledger import Ledger
 from protocol.log.state import DeviceStatus
+from protocol.sync.wire import EventsFrame, decode_frame, encode_frame
 
 from .engine import Engine, SimNode
 from .ledgers import FilteringLedger, ForgingLedger
@@ -542,26 +543,53 @@ class SybilFlood(Base):
 
 
 class Replay(Base):
-    """Attackers that record frames and events and replay them later."""
+    """Attackers that record frames and events and replay them later.
+
+    ``mode = "frames"`` (the default) replays whole frames as received;
+    ``mode = "events"`` keeps the valid events it received and replays them
+    in EVENTS frames of ``per_frame`` each (a replay flood: every one a
+    real event with a good signature, which a node that verified before its
+    duplicate check would pay for each time)."""
 
     kind = "replay"
 
     def setup(self) -> None:
         self.recorded: dict[int, list[bytes]] = {}
         start, interval = self.f("start", 3.0), self.f("interval", 1.0)
+        self.events_mode = str(self.p.get("mode", "frames")) == "events"
+        self.per_frame = int(self.f("per_frame", 50))
+        self.replayed_events = 0
         for i in self.nodes:
             rec: list[bytes] = []
             self.recorded[i] = rec
             self.e.nodes[i].on_frame = self._recorder(rec)
             self.e.at(start + self.e.rng.uniform(0, interval), self._loop(i, interval))
 
-    @staticmethod
-    def _recorder(rec: list[bytes]) -> Callable[[int, bytes, float], None]:
+    def _recorder(self, rec: list[bytes]) -> Callable[[int, bytes, float], None]:
         def record(src: int, frame: bytes, t: float) -> None:
-            if len(rec) < 5000:
+            if len(rec) >= 5000:
+                return
+            if not self.events_mode:
                 rec.append(frame)
+                return
+            try:
+                f = decode_frame(frame)
+            except InvalidInput:
+                return
+            if isinstance(f, EventsFrame):
+                rec.extend(f.events[: 5000 - len(rec)])
 
         return record
+
+    def _replay_frame(self, rec: list[bytes]) -> bytes:
+        if not self.events_mode:
+            return self.e.rng.choice(rec)
+        batch = tuple(self.e.rng.choice(rec) for _ in range(self.per_frame))
+        self.replayed_events += len(batch)
+        return encode_frame(EventsFrame(batch))
+
+    def figures(self) -> dict[str, Any]:
+        return {"replayed_events": self.replayed_events}
 
     def _loop(self, i: int, interval: float) -> Callable[[float], None]:
         burst = int(self.f("burst", 5))
@@ -575,7 +603,7 @@ class Replay(Base):
             if rec:
                 for j in self.e.connected_peers(i):
                     for _ in range(burst):
-                        self.e.transmit(node, j, self.e.rng.choice(rec), t)
+                        self.e.transmit(node, j, self._replay_frame(rec), t)
             self.e.at(t + interval, fire)
 
         return fire

@@ -2,11 +2,18 @@
 
 Writes report.json (a function of scenario and seed alone), stats.json
 (wall-clock figures) and PNG plots to DIR, and a short summary to stdout.
+
+``simnet compare SCENARIO...`` runs each scenario with and without its
+attackers (the same honest nodes and workload) and prints, per scenario,
+safety, honest delivery and p99 latency in both runs and their ratio; the
+last line is one JSON object with every scenario's figures.
+``simnet calibrate`` measures the CPU model's costs on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -111,6 +118,99 @@ def run(path: str, seed: int | None, nodes: int | None, out: Path, plots: bool) 
     return report
 
 
+#: issue 11's target for every adversary scenario
+P99_RATIO_TARGET = 2.0
+
+
+def compare(sc: scenario_mod.Scenario) -> dict[str, Any]:
+    """One scenario with and without its attackers: the figures judged."""
+    attacked = dataclasses.replace(sc, compare_baseline=False)
+    report, _ = Simulation(attacked).run()
+    base, _ = Simulation(sc.without_attackers()).run()
+    p99 = report["propagation_latency"]["p99"]
+    p99_base = base["propagation_latency"]["p99"]
+    ratio = round(p99 / p99_base, 3) if p99 is not None and p99_base else None
+    out: dict[str, Any] = {
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "nodes": sc.nodes,
+        "honest_nodes": report["honest_nodes"],
+        "safety_violations": report["safety"]["violations"],
+        "digest_mismatch_pairs": report["safety"]["digest_mismatch_pairs"],
+        "converged": report["convergence"]["converged"],
+        "delivery_ratio": report["delivery_ratio"],
+        "delivery_ratio_without_attacker": base["delivery_ratio"],
+        "p99": p99,
+        "p99_without_attacker": p99_base,
+        "p99_ratio": ratio,
+        "signature_checks_per_honest_node_max": report["cpu"][
+            "signature_checks_per_honest_node_max"
+        ],
+        "signature_checks_per_honest_node_max_without_attacker": base["cpu"][
+            "signature_checks_per_honest_node_max"
+        ],
+    }
+    messages_ok = True
+    if "messages" in report:
+        m, mb = report["messages"], base["messages"]
+        out["message_delivery_ratio"] = m["delivery_ratio"]
+        out["message_delivery_ratio_without_attacker"] = mb["delivery_ratio"]
+        out["message_p99"] = m["latency"]["p99"]
+        out["message_p99_without_attacker"] = mb["latency"]["p99"]
+        mp, mbp = m["latency"]["p99"], mb["latency"]["p99"]
+        out["message_p99_ratio"] = round(mp / mbp, 3) if mp is not None and mbp else None
+        messages_ok = (
+            m["delivery_ratio"] >= mb["delivery_ratio"]
+            and out["message_p99_ratio"] is not None
+            and out["message_p99_ratio"] <= P99_RATIO_TARGET
+        )
+    mailbox_ok = True
+    if "mailbox" in report:
+        m, mb = report["mailbox"], base["mailbox"]
+        out["mailbox_contact_accepted_ratio"] = m["contacts"]["accepted_ratio"]
+        out["mailbox_contact_p99"] = m["contacts"]["latency_p99"]
+        out["mailbox_contact_p99_without_attacker"] = mb["contacts"]["latency_p99"]
+        mp, mbp = m["contacts"]["latency_p99"], mb["contacts"]["latency_p99"]
+        mratio = round(mp / mbp, 3) if mp is not None and mbp else None
+        out["mailbox_contact_p99_ratio"] = mratio
+        out["mailbox_stranger_accepted_ratio"] = m["stranger"]["accepted_ratio"]
+        out["mailbox_stranger_held_at_end_ratio"] = m["stranger"]["held_at_end_ratio"]
+        out["mailbox_contact_held_at_end_ratio"] = m["contacts"]["held_at_end_ratio"]
+        out["mailbox_attacker_deposits"] = m["attackers"]
+        mailbox_ok = (
+            m["contacts"]["accepted_ratio"] == 1.0
+            and m["contacts"]["held_at_end_ratio"] == 1.0
+            and mratio is not None
+            and mratio <= P99_RATIO_TARGET
+        )
+    if "adversary_figures" in report:
+        out["adversary"] = report["adversary_figures"]
+    for a in report["attacks"]:
+        if "victim_links" in a:
+            v = a["victim_links"]
+            out["victim_seconds_without_honest_links"] = v["seconds_without_honest_links"]
+            out["victim_fewest_honest_links"] = v["fewest_honest_links"]
+    out["target_met"] = (
+        out["safety_violations"] == 0
+        and out["digest_mismatch_pairs"] == 0
+        and out["delivery_ratio"] == 1.0
+        and ratio is not None
+        and ratio <= P99_RATIO_TARGET
+        and mailbox_ok
+        and messages_ok
+    )
+    return out
+
+
+def _compare_line(c: dict[str, Any]) -> str:
+    return (
+        f"{c['scenario']}: safety {c['safety_violations']}, delivery {c['delivery_ratio']} "
+        f"(without attacker {c['delivery_ratio_without_attacker']}), p99 {c['p99']} s vs "
+        f"{c['p99_without_attacker']} s: ratio {c['p99_ratio']} "
+        f"({'meets' if c['target_met'] else 'MISSES'} the target)"
+    )
+
+
 def _pin_hash_seed(argv: list[str] | None) -> None:
     """Run under a fixed str/bytes hash seed unless one is set: the report
     must not depend on set iteration order anywhere in the machines it
@@ -118,6 +218,12 @@ def _pin_hash_seed(argv: list[str] | None) -> None:
     if argv is None and os.environ.get("PYTHONHASHSEED") is None:
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable, "-m", "simnet.cli", *sys.argv[1:]])
+
+
+def _resolve(path: str) -> str:
+    if not Path(path).exists() and scenario_mod.builtin(path).exists():
+        return str(scenario_mod.builtin(path))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,16 +237,37 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path("simnet-out"))
     r.add_argument("--no-plots", action="store_true")
     sub.add_parser("list", help="list built-in scenarios")
+    c = sub.add_parser("compare", help="run scenarios with and without their attackers")
+    c.add_argument("scenarios", nargs="+", help=".toml files or built-in names")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--nodes", type=int)
+    sub.add_parser("calibrate", help="measure the CPU model's costs here")
     args = ap.parse_args(argv)
+    if args.cmd == "calibrate":
+        from .cpu import calibrate
+
+        print(json.dumps(calibrate(), sort_keys=True))
+        return 0
+    if args.cmd == "compare":
+        results = []
+        try:
+            for name in args.scenarios:
+                sc = scenario_mod.load(_resolve(name)).with_overrides(args.seed, args.nodes)
+                results.append(compare(sc))
+                print(_compare_line(results[-1]), flush=True)
+        except (UsageError, ValueError, OSError) as exc:
+            print(f"simnet: {exc}", file=sys.stderr)
+            return 2
+        every = all(r["target_met"] for r in results)
+        print(json.dumps({"scenarios": results, "all_targets_met": every}, sort_keys=True))
+        return 0
     if args.cmd == "list":
         paths = sorted(scenario_mod.SCENARIO_DIR.glob("*.toml"), key=lambda p: p.stem)
         width = max(len(p.stem) for p in paths)
         for p in paths:
             print(f"{p.stem:<{width}}  {description(p)}")
         return 0
-    path = args.scenario
-    if not Path(path).exists() and scenario_mod.builtin(path).exists():
-        path = str(scenario_mod.builtin(path))
+    path = _resolve(args.scenario)
     try:
         run(path, args.seed, args.nodes, args.out, not args.no_plots)
     except (UsageError, ValueError, OSError) as exc:

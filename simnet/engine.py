@@ -49,7 +49,9 @@ from protocol.sync.replication import (
     Send,
 )
 
+from . import cpu as cpu_mod
 from . import topology as topo
+from .cpu import Meter, MeteredLedger, MeteredVerifier
 from .ledgers import CachedVerifier
 from .scenario import Scenario
 
@@ -102,6 +104,11 @@ class SimNode:
         self.role = "honest" if honest else "attacker"
         self.ledger = ledger
         self.rep: Any = None
+        #: the work its ledger did (honest nodes: ``simnet.cpu``)
+        self.meter = Meter()
+        #: virtual CPU seconds a job asked for beyond the model's counts
+        #: (e.g. opening an envelope), charged when the job ends
+        self.extra = 0.0
         self.limits = limits
         self.links = LinkManager(self.pid, limits)
         #: the IPv4 address it listens on, and as a multiaddr (no /p2p/)
@@ -152,10 +159,17 @@ class Engine:
         self.sc = scenario
         self.rng = random.Random(scenario.seed)
         self.params = NetworkParams(
-            network_id=scenario.network_id, genesis_pow_bits=0, event_pow_bits=0
+            network_id=scenario.network_id,
+            genesis_pow_bits=0,
+            event_pow_bits=0,
+            **scenario.params,
         )
         self.verify = CachedVerifier()
-        self.config = ReplicationConfig(**scenario.replication)
+        replication = dict(scenario.replication)
+        if not scenario.defences.duplicate_allowance:
+            replication.update(duplicate_rate=1e12, duplicate_burst=1e12)
+        self.config = ReplicationConfig(**replication)
+        cpu_mod.install()
         self.obs = observer
         self.now = 0.0
         self._heap: list[tuple[Any, ...]] = []
@@ -216,8 +230,16 @@ class Engine:
     # -- nodes and jobs -----------------------------------------------------
 
     def add_node(self, honest: bool, ledger: Ledger | None = None) -> SimNode:
-        led = ledger if ledger is not None else Ledger(self.params, store=None, verify=self.verify)
+        meter = Meter()
+        led: Ledger
+        if ledger is not None:
+            led = ledger
+        else:
+            verify = MeteredVerifier(self.verify, meter) if honest else self.verify
+            dedup = self.sc.defences.dedup_before_verify
+            led = MeteredLedger(self.params, verify, meter, dedup=dedup)
         node = SimNode(len(self.nodes), honest, led, self.sc.link_limits)
+        node.meter = meter
         node.rep = Replicator(led, self.rng, self.config)
         self.nodes.append(node)
         return node
@@ -243,6 +265,8 @@ class Engine:
         kind = job[0]
         rep = node.rep
         cost = cpu.per_frame
+        meter = node.meter
+        sigs, evals, visited = meter.signatures, meter.evaluations, cpu_mod.evaluated_events()
         outs: list[Any]
         if kind == J_FRAME:
             src, frame, epoch = job[1], job[2], job[3]
@@ -272,6 +296,14 @@ class Engine:
         for o in outs:
             if type(o) is not Send:
                 cost += cpu.per_event
+        if node.honest:
+            cost += (
+                cpu.per_signature * (meter.signatures - sigs)
+                + cpu.per_evaluation * (meter.evaluations - evals)
+                + cpu.per_evaluated_event * (cpu_mod.evaluated_events() - visited)
+            )
+        cost += node.extra
+        node.extra = 0.0
         done = t + cost
         self._outputs(node, outs, done)
         if node.jobs:

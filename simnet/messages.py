@@ -183,6 +183,7 @@ class MessageTraffic:
         def job(n: SimNode, now: float) -> list[Any]:
             assert d.account.account_id is not None and d.sender.account_id is not None
             guard = self.guards.setdefault(d.target.keys.sign_public, ReplayGuard())
+            n.extra += self.e.sc.cpu.per_open
             try:
                 open_envelope(
                     self.e.params,

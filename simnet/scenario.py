@@ -39,11 +39,31 @@ class Topology:
 
 @dataclass(frozen=True, slots=True)
 class Cpu:
-    """Virtual CPU time a node spends per job (seconds)."""
+    """Virtual CPU time a node spends per job (seconds; ``simnet.cpu``).
+
+    The last three were measured with ``simnet calibrate`` (simnet/cpu.py)
+    on the shared 2-core development machine, Python 3.11 and libsodium,
+    the fastest of five runs (it was busy: runs ranged up to twice these):
+    ``verify_event`` of an event with one signature, 97 us; the incremental
+    check and apply of an event extending the heads, 3.8 us; each event a
+    full re-evaluation of the account rules visits, 8.9 us (fitted to
+    appends of siblings at width 2,000; at width 300 this predicts 2.3 ms
+    an append where 1.5 ms was measured).  ``per_frame`` and ``per_event``
+    are framing and bookkeeping around them, not measured."""
 
     per_frame: float = 0.00005
     per_byte: float = 0.0
-    per_event: float = 0.0005
+    #: each output of a job other than a Send
+    per_event: float = 0.00005
+    #: each Ed25519 verification (an intro's proof of possession is one more)
+    per_signature: float = 0.0001
+    #: each event checked against the account rules
+    per_evaluation: float = 0.000004
+    #: each event a full re-evaluation of an account's rules visits
+    per_evaluated_event: float = 0.000009
+    #: each envelope opened (``open_envelope`` of a 200-byte text: 1.7 ms
+    #: measured by ``simnet calibrate``, the fastest of three runs)
+    per_open: float = 0.0017
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,25 @@ class Workload:
     #: end-to-end encrypted messages between accounts (simnet/messages.py)
     messages: int = 0
     message_bytes: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxTraffic:
+    """Deposits at one mailbox (simnet/mailboxes.py); 0 deposits: none."""
+
+    #: contacts' deposits in total (each with a one-time token)
+    deposits: int = 0
+    contacts: int = 3
+    start: float = 4.0
+    end: float = 20.0
+    #: an honest stranger deposits without a token this often (0: never)
+    stranger_interval: float = 2.0
+    message_bytes: int = 200
+    #: ``MailboxLimits`` fields to override
+    limits: dict[str, Any] = field(default_factory=dict)
+    #: what a stranger's share is counted by: "network_group" (§15.17), or
+    #: "peer_id" (the defence removed: every fresh id is a new stranger)
+    group_by: str = "network_group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +139,18 @@ class Network:
 
 
 @dataclass(frozen=True, slots=True)
+class Defences:
+    """Defences a scenario may turn off, to show what each is worth."""
+
+    #: a replayed event the node holds is dropped before its signature is
+    #: checked (``Ledger.held_raw``, PROTOCOL.md §8); off: verified again
+    dedup_before_verify: bool = True
+    #: unsolicited duplicates beyond a per-peer allowance slow the peer,
+    #: then cost it its link (§11.5.2); off: an allowance nobody exhausts
+    duplicate_allowance: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Adversary:
     kind: str
     count: int = 0
@@ -127,8 +178,12 @@ class Scenario:
     bandwidth: float = 0.0  # bytes per second per link direction; 0: unlimited
     clock_skew: float = 0.0  # each node's clock is off by up to this many seconds
     cpu: Cpu = Cpu()
+    defences: Defences = Defences()
+    #: fields of ``NetworkParams`` to override (e.g. an event cap)
+    params: dict[str, Any] = field(default_factory=dict)
     replication: dict[str, Any] = field(default_factory=dict)
     workload: Workload = Workload()
+    mailbox: MailboxTraffic = MailboxTraffic()
     partitions: tuple[Partition, ...] = ()
     churn: Churn | None = None
     adversaries: tuple[Adversary, ...] = ()
@@ -200,8 +255,11 @@ def from_dict(data: dict[str, Any]) -> Scenario:
             bandwidth=float(data.get("bandwidth", 0.0)),
             clock_skew=float(data.get("clock_skew", 0.0)),
             cpu=_section(data, "cpu", Cpu),
+            defences=_section(data, "defences", Defences),
+            params=dict(data.get("params", {})),
             replication=dict(data.get("replication", {})),
             workload=_section(data, "workload", Workload),
+            mailbox=_section(data, "mailbox", MailboxTraffic),
             partitions=partitions,
             churn=Churn(**data["churn"]) if "churn" in data else None,
             adversaries=adversaries,

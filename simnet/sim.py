@@ -19,12 +19,17 @@ from protocol.links.manager import LinkStats
 from protocol.links.policy import network_group
 
 from . import topology as topo
-from .adversaries import KINDS, Attack, Base
+from .adversaries import KINDS as ACCOUNT_KINDS
+from .adversaries import Attack, Base
+from .attacks import KINDS as RESOURCE_KINDS
 from .engine import Engine, SimNode
+from .mailboxes import MailboxLoad
 from .messages import MessageTraffic
 from .metrics import DUP_NAMES, Observer, percentile, stat
 from .scenario import Scenario
 from .workload import Workload
+
+KINDS = {**ACCOUNT_KINDS, **RESOURCE_KINDS}
 
 
 class Simulation:
@@ -79,6 +84,10 @@ class Simulation:
         if sc.workload.messages > 0:  # message traffic is optional
             self.messages = MessageTraffic(self.workload)
             self.messages.schedule(slots)
+        self.mailboxes: MailboxLoad | None = None
+        if sc.mailbox.deposits > 0:
+            self.mailboxes = MailboxLoad(self.workload)
+            self.mailboxes.schedule()
         t = sc.sample_interval
         while t < sc.duration:
             e.at(t, self.obs.sample)
@@ -272,10 +281,27 @@ class Simulation:
             "links": self._links(),
             "scores": self._scores(),
             "attacks": [self._attack_report(a) for a in self.attacks()],
+            "cpu": self._cpu(),
         }
+        figures = {a.kind: a.figures() for a in self.adversaries if hasattr(a, "figures")}
+        if figures:
+            report["adversary_figures"] = figures
         if self.messages is not None:
             report["messages"] = self.messages.stats.report()
+        if self.mailboxes is not None:
+            report["mailbox"] = self.mailboxes.report()
         return report
+
+    def _cpu(self) -> dict[str, Any]:
+        """What honest nodes' CPUs were charged for (``simnet.cpu``)."""
+        nodes = [self.engine.nodes[i] for i in self.honest]
+        sigs = [n.meter.signatures for n in nodes]
+        evals = [n.meter.evaluations for n in nodes]
+        return {
+            "signature_checks_per_honest_node_max": max(sigs, default=0),
+            "signature_checks_total": sum(sigs),
+            "evaluations_total": sum(evals),
+        }
 
     def _links(self) -> dict[str, Any]:
         """Per node class: the links up nodes hold at the end (all, inbound,

@@ -12,7 +12,7 @@ import pytest
 from node.errors import RpcError
 from node.netdemo import Demo
 
-from .process import alice_and_bob, start_nodes, texts, wait_for
+from .process import alice_and_bob, smu, start_nodes, texts, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -89,6 +89,18 @@ def test_a_backup_of_another_account_or_with_a_wrong_key_is_refused(
         b.client.call("backup.restore", path=str(path), recovery_key=alice["recovery_key"])
     with pytest.raises(RpcError, match="recovery key"):
         a.client.call("backup.key", recovery_key=bob["recovery_key"])
+    # the same from the command line
+    keyfile = tmp_path / "alice.key"
+    keyfile.write_text(alice["recovery_key"])
+    r = smu(a, "backup", "create", str(tmp_path / "cli.smubackup"))
+    assert r.returncode == 0 and "backed up 0 messages" in r.stdout, r.stderr
+    r = smu(
+        a, "backup", "restore", str(tmp_path / "cli.smubackup"), "--recovery-key-file", str(keyfile)
+    )
+    assert r.returncode == 0 and "restored 0 new messages" in r.stdout, r.stderr
+    r = smu(a, "backup", "restore", str(path), "--recovery-key-file", str(tmp_path / "missing"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "the trash is empty" in smu(a, "trash").stdout
     # automatic backups: the first is written at once, then every hour
     auto = tmp_path / "auto.smubackup"
     with pytest.raises(RpcError, match="at most one backup every"):

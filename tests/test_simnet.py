@@ -389,3 +389,211 @@ def test_runs_with_link_churn_do_not_depend_on_the_hash_seed() -> None:
         done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
         outs.append(done.stdout)
     assert outs[0] == outs[1]
+
+
+# -- resource attacks (issue 11): each against the same run without it ------------
+
+from protocol.core.params import NetworkParams  # noqa: E402
+from simnet import cpu as cpu_mod  # noqa: E402
+from simnet.cli import P99_RATIO_TARGET, compare  # noqa: E402
+
+
+def _attack(name: str, nodes: int, adv: dict[str, Any], **extra: Any) -> sc_mod.Scenario:
+    """A built-in resource-attack scenario at test size."""
+    sc = sc_mod.load(sc_mod.builtin(name))
+    (a,) = sc.adversaries
+    a = dataclasses.replace(a, count=adv.pop("count", a.count), params={**a.params, **adv})
+    return dataclasses.replace(sc, nodes=nodes, adversaries=(a,), **extra)
+
+
+def _meets(c: dict[str, Any]) -> None:
+    assert c["safety_violations"] == 0 and c["digest_mismatch_pairs"] == 0
+    assert c["converged"]
+    assert c["delivery_ratio"] == 1.0 == c["delivery_ratio_without_attacker"]
+    assert c["p99_ratio"] is not None and c["p99_ratio"] <= P99_RATIO_TARGET, c
+    assert c["target_met"]
+
+
+def _reevaluates_whole_account() -> bool:
+    """Does an append off the heads re-evaluate the whole account here?"""
+    p = NetworkParams(network_id="smu-sim", genesis_pow_bits=0, event_pow_bits=0)
+    return cpu_mod.check_wide(p, 60, tail=10)["evaluated_events_per_event"] > 0
+
+
+def test_cpu_model_charges_signatures_and_evaluations_not_held_duplicates() -> None:
+    """An honest node is charged one verification per signature and one
+    evaluation per event it checks; a replayed event it holds costs
+    neither (the replicator drops it by lookup before verification)."""
+    sc = _quiet(nodes=3, topology={"kind": "edges", "edges": [[1, 0], [2, 0]]})
+    sim = Simulation(sc)
+    e = sim.engine
+    e.run(3.0)
+    node = e.nodes[0]
+    sigs, evals = node.meter.signatures, node.meter.evaluations
+    assert evals == node.ledger.event_count >= 1  # the workload's genesis
+    assert sigs == 2 * evals  # a genesis: its signature and its device's proof
+    raws = [node.ledger.raw(i) for i in node.ledger.event_ids()]
+    from protocol.sync.wire import EventsFrame, encode_frame
+
+    frame = encode_frame(EventsFrame(tuple(r for r in raws if r is not None)))
+    for k in range(5):
+        e.at(3.0 + k * 0.1, lambda t: e.transmit(e.nodes[1], 0, frame, t))
+    e.run(5.0)
+    assert (node.meter.signatures, node.meter.evaluations) == (sigs, evals)
+    off = Simulation(dataclasses.replace(sc, defences=sc_mod.Defences(dedup_before_verify=False)))
+    off.engine.run(3.0)
+    n0 = off.engine.nodes[0]
+    sigs0 = n0.meter.signatures
+    for k in range(5):
+        off.engine.at(
+            3.0 + k * 0.1, lambda t: off.engine.transmit(off.engine.nodes[1], 0, frame, t)
+        )
+    off.engine.run(5.0)
+    assert n0.meter.signatures == sigs0 + 5 * sigs  # every replay verified again
+
+
+def test_replay_flood_costs_a_lookup_and_without_the_defence_it_shows() -> None:
+    sc = _attack("replay-flood", 10, {"count": 2, "end": 9.0}, duration=11.0)
+    sc = dataclasses.replace(
+        sc, workload=dataclasses.replace(sc.workload, accounts=4, events=30, end=8.0)
+    )
+    c = compare(sc)
+    _meets(c)
+    assert c["adversary"]["replay"]["replayed_events"] > 10_000
+    # defences off (verify before the duplicate check, no allowance): the
+    # same flood is signature-checked again and again, and latency shows it
+    defences = sc_mod.Defences(dedup_before_verify=False, duplicate_allowance=False)
+    off, _ = Simulation(dataclasses.replace(sc, defences=defences)).run()
+    assert (
+        off["cpu"]["signature_checks_per_honest_node_max"]
+        > 20 * (c["signature_checks_per_honest_node_max"])
+    )
+    assert off["propagation_latency"]["p99"] > P99_RATIO_TARGET * c["p99_without_attacker"]
+
+
+def test_deep_chain_keeps_honest_latency() -> None:
+    sc = _attack("deep-chain", 8, {"events": 1000, "batch": 50}, duration=20.0)
+    c = compare(sc)
+    _meets(c)
+    assert c["adversary"]["deep_chain"]["attacker_events_made"] == 1000
+
+
+def test_wide_dag_keeps_honest_latency() -> None:
+    """400 siblings: met even by a ledger that re-evaluates the whole
+    account on every append off the heads (the cost is quadratic: see the
+    slow test at the scenario's own size)."""
+    sc = _attack("wide-dag", 8, {"events": 400, "batch": 50}, duration=20.0)
+    _meets(compare(sc))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    _reevaluates_whole_account(),
+    reason="this ledger re-evaluates the whole account on every append off "
+    "the heads (issue 11 item 1, branch logcap): p99 ratio 10.9 at 10 nodes",
+    strict=True,
+)
+def test_wide_dag_at_scenario_size() -> None:
+    _meets(compare(sc_mod.load(sc_mod.builtin("wide-dag"))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deep-chain",
+        "replay-flood",
+        "mailbox-fill",
+        "stranger-flood",
+        "connection-flood",
+        "eclipse-sybil",
+    ],
+)
+def test_resource_attack_at_scenario_size(name: str) -> None:
+    _meets(compare(sc_mod.load(sc_mod.builtin(name))))
+
+
+def test_wide_dag_is_charged_for_what_the_ledger_does() -> None:
+    """The attack shows in the CPU figures: every honest node checked every
+    attacker event (a signature and an evaluation each)."""
+    sc = _attack("wide-dag", 6, {"events": 200, "batch": 50}, duration=12.0)
+    report, _ = Simulation(sc).run()
+    held = report["adversary_figures"]["wide_dag"]["attacker_account_events_at_honest_nodes"]
+    assert held == {"min": 201, "max": 201}
+    assert report["cpu"]["signature_checks_per_honest_node_max"] >= 201
+    assert report["delivery_ratio"] == 1.0 and report["safety"]["violations"] == 0
+
+
+def test_connection_flood_leaves_honest_links() -> None:
+    sc = _attack("connection-flood", 50, {"count": 40, "groups": 2}, duration=14.0)
+    sc = dataclasses.replace(
+        sc, workload=dataclasses.replace(sc.workload, accounts=4, events=30, end=11.0)
+    )
+    c = compare(sc)
+    _meets(c)
+    assert c["victim_seconds_without_honest_links"] == 0
+    assert c["adversary"]["connection_flood"]["honest_links_per_honest_node_min_at_end"] >= 2
+
+
+def test_eclipse_sybil_p99_ratio() -> None:
+    _meets(compare(dataclasses.replace(_eclipse_sybil(), compare_baseline=False)))
+
+
+def _mailbox_fill(nodes: int = 10, group_by: str = "network_group") -> sc_mod.Scenario:
+    sc = _attack("mailbox-fill", nodes, {"count": 2}, duration=16.0)
+    mb = dataclasses.replace(sc.mailbox, deposits=30, start=3.0, end=13.0, group_by=group_by)
+    return dataclasses.replace(
+        sc, mailbox=mb, workload=dataclasses.replace(sc.workload, events=12, end=10.0)
+    )
+
+
+def test_mailbox_fill_from_fresh_ids_leaves_contacts_and_strangers_room() -> None:
+    c = compare(_mailbox_fill())
+    _meets(c)
+    assert c["mailbox_contact_accepted_ratio"] == 1.0
+    assert c["mailbox_contact_p99_ratio"] <= P99_RATIO_TARGET
+    assert c["mailbox_stranger_accepted_ratio"] >= 0.5
+    assert c["mailbox_stranger_held_at_end_ratio"] >= 0.5
+    attackers = c["mailbox_attacker_deposits"]
+    assert attackers["attempted"] >= 1000 and attackers["accepted"] <= 2 * 8
+    # strangers counted by peer id instead of network group (the defence
+    # removed): the fresh ids fill the pool and push the honest stranger's
+    # items out as fast as it deposits them; contacts' token deposits stay
+    report, _ = Simulation(_mailbox_fill(group_by="peer_id")).run()
+    m = report["mailbox"]
+    assert m["contacts"]["accepted_ratio"] == m["contacts"]["held_at_end_ratio"] == 1.0
+    assert m["stranger"]["held_at_end_ratio"] < 0.5
+    assert m["held_at_end"]["stranger_items"] == 64
+
+
+def test_stranger_flood_keeps_honest_messages() -> None:
+    sc = _attack("stranger-flood", 10, {"count": 2}, duration=16.0)
+    sc = dataclasses.replace(
+        sc, workload=dataclasses.replace(sc.workload, events=16, end=12.0, messages=60)
+    )
+    c = compare(sc)
+    _meets(c)
+    assert c["message_delivery_ratio"] == 1.0
+    assert c["message_p99_ratio"] <= P99_RATIO_TARGET
+    assert c["adversary"]["stranger_flood"]["opened"] >= 1000
+
+
+_RESOURCE_DET_CODE = (
+    "import dataclasses, sys; from tests.test_simnet import _attack, _mailbox_fill, "
+    "Simulation, dumps; "
+    "scs = [_mailbox_fill(nodes=8), "
+    "_attack('stranger-flood', 8, {'count': 1}, duration=10.0), "
+    "_attack('connection-flood', 30, {'count': 20, 'groups': 2}, duration=8.0)]; "
+    "sys.stdout.write(''.join(dumps(Simulation(sc).run()[0]) for sc in scs))"
+)
+
+
+def test_resource_attacks_do_not_depend_on_the_hash_seed() -> None:
+    outs = []
+    for hash_seed in ("1", "4321"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        cmd = [sys.executable, "-c", _RESOURCE_DET_CODE]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1]
+    assert '"mailbox"' in outs[0] and '"stranger_flood"' in outs[0]

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from ..control import DISK_FULL, INVALID_INPUT, USAGE
 from ..errors import DaemonNotRunning, NodeError, RpcError
-from . import accounts, contacts, devices, messages, node, peers, requests
+from . import accounts, backup, contacts, devices, messages, node, peers, requests
 from .common import Command, add_global_options, emit, finish_globals, qr_text
 
 COMMANDS: list[Command] = [
@@ -31,6 +31,7 @@ COMMANDS: list[Command] = [
     *contacts.COMMANDS,
     *messages.COMMANDS,
     *requests.COMMANDS,
+    *backup.COMMANDS,
     *node.TOOLS,
 ]
 

@@ -141,7 +141,12 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
 
 def _read_recovery_key(path: Path | None) -> str:
     if path is not None:
-        return path.read_text().strip()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise NodeUsageError(
+                f"cannot read the recovery key from {path}: {exc.strerror}"
+            ) from exc
     if not sys.stdin.isatty():
         raise NodeUsageError("no terminal to ask for the recovery key: use --recovery-key-file")
     return getpass.getpass("recovery key: ").strip()

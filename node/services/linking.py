@@ -54,6 +54,7 @@ from ..driver import MachineDriver
 from ..errors import PeerUnreachable
 from ..gate import remote_peer
 from ..streams import StreamPort
+from ..tasks import TaskStatus
 
 log = logging.getLogger("smu.link")
 LINK_PROTOCOL = PROTOCOL_ID
@@ -159,7 +160,7 @@ class LinkService:
             "device.join_confirm": self.join_confirm,
         }
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.driver.run)

@@ -49,7 +49,6 @@ from protocol.messaging.mailbox import (
     Answer,
     ChallengeIssued,
     Deposited,
-    DepositRequest,
     Expired,
     Granted,
     Items,
@@ -59,7 +58,6 @@ from protocol.messaging.mailbox import (
     Refused,
     challenge_request,
     decode_answer,
-    decode_request,
     delete_request,
     deposit_request,
     fetch_request,
@@ -75,6 +73,7 @@ from protocol.messaging.mailbox_client import (
     MailboxClient,
 )
 from protocol.messaging.mailbox_store import MailboxStore
+from protocol.messaging.mailbox_wire import DepositRequest, decode_request
 from protocol.messaging.tokens import TokenExpiredError, TokenInvalidError, TokenSpentError
 from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
 from protocol.records.grant import GRANT_V2, Grant, decode_grant
@@ -85,6 +84,7 @@ from ..datadir import write_private
 from ..driver import MachineDriver
 from ..errors import PeerUnreachable
 from ..gate import remote_peer
+from ..tasks import TaskStatus
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .tokens import TokenService
 
@@ -210,7 +210,7 @@ class MailboxService:
         held = self.client.grants if self.client is not None else ()
         return [(g, self._addrs.get(g.mailbox_peer, ())) for g in held]
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.box = Mailbox(
             self.ctx.params,
             self.identity,

@@ -45,6 +45,7 @@ from protocol.messaging.sync import (
 from ..context import NodeContext
 from ..storage.db import Statement
 from ..storage.sync import SyncStore
+from ..tasks import TaskStatus
 
 log = logging.getLogger("smu.sync")
 
@@ -95,7 +96,7 @@ class SyncService:
         """The own account's log grew: edits waiting for events may merge."""
         self._wake.set()
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Merge waiting edits when what they wait for comes: events (woken
         by ``log_changed``) or our clock reaching theirs."""
         task_status.started()
