@@ -2,7 +2,7 @@
 
 ``protocol.links.manager.LinkManager`` decides (admission, bans, refusals,
 whom to dial); this adapter carries its decisions out over libp2p and tells
-it what happened.  A *link* is one replication stream ``/smu/replication/2``
+it what happened.  A *link* is one replication stream ``/smu/replication/3``
 with a peer; ``LinkHandler.serve_link`` (the replication service) runs it
 for as long as it lasts.
 """

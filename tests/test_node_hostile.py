@@ -160,7 +160,7 @@ def test_control_api_survives_hostile_requests(nodes: tuple[DemoNode, DemoNode])
 
 
 GATED = [
-    "/smu/replication/2",
+    "/smu/replication/3",
     "/smu/link/1",
     "/smu/message/1",
     "/smu/mailbox/1",

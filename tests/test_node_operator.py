@@ -95,7 +95,7 @@ def test_the_clock_check_takes_the_median_of_enough_peers() -> None:
 async def test_metrics_are_served_on_loopback_only_for_get_metrics() -> None:
     figures = Figures(3, 1, 0, 2, {"/smu/message/1: disk_full": 4}, {}, 10, 100, True, None)
     metrics = Metrics(lambda: figures)
-    metrics.traffic.bytes_in["/smu/replication/2"] += 1234
+    metrics.traffic.bytes_in["/smu/replication/3"] += 1234
     metrics.ingest_seconds.observe(0.02)
 
     async def get(port: int, request: bytes) -> bytes:
@@ -114,7 +114,7 @@ async def test_metrics_are_served_on_loopback_only_for_get_metrics() -> None:
             b"smu_events 3.0",
             b"smu_disk_full 1.0",
             b'smu_streams_refused_total{protocol="/smu/message/1",reason="disk_full"} 4.0',
-            b'smu_bytes_in_total{protocol="/smu/replication/2"} 1234.0',
+            b'smu_bytes_in_total{protocol="/smu/replication/3"} 1234.0',
             b"smu_ingest_seconds_count 1.0",
         ):
             assert line in page, line

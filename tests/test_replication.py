@@ -454,9 +454,11 @@ def _late_joiner(net: Net, config: ReplicationConfig, per_source: int) -> Replic
 def test_deep_chains_arrive_parents_first_by_rank() -> None:
     """§11.4.3: reconciliation lists ids with the peer's ranks, and ids are
     requested lowest rank first, so chains far longer than the request
-    window arrive parents first: nothing waits in escrow, nothing twice."""
+    window arrive parents first: nothing waits in escrow, nothing twice.
+    (``push_limit=0``: a catch-up larger than what a peer pushes at once is
+    offered in HAVE and fetched like this.)"""
     events = make_events(6, 60, seed="deep")  # six chains of 60
-    config = ReplicationConfig(request_window=16)
+    config = ReplicationConfig(request_window=16, push_limit=0)
     net = Net(seed=8, config=config)
     net.add("a", events)
     late = _late_joiner(net, config, per_source=30)
@@ -487,7 +489,7 @@ def test_deep_chains_catch_up_through_a_small_escrow(ancestry_cap: int, reverse:
     fetched with their ancestry (capped answers are asked again), before
     the first periodic reconciliation."""
     events = make_events(6, 60, seed="deep")
-    config = ReplicationConfig(request_window=16, max_ancestry_events=ancestry_cap)
+    config = ReplicationConfig(request_window=16, max_ancestry_events=ancestry_cap, push_limit=0)
     net = Net(seed=8, config=config)
     ledger = Ledger(FAST)
     for ev in events:

@@ -392,22 +392,23 @@ def test_replication_frames() -> None:
         types.add(type(frame).__name__)
         assert wire.encode_frame(frame) == raw, case["name"]
         assert decode(raw, len(raw)) == from_tagged(case["value"]), case["name"]
-    assert len(types) == 7  # every frame type of §11.2.1
+    assert len(types) == 8  # every frame type of §11.2.1
     for case in data["rejected"]:
         raises_exactly(case["error"], wire.decode_frame, bytes.fromhex(case["hex"]))
 
 
 def test_replication_reconcile_rejected() -> None:
-    """Frames that decode, but whose ranges processing refuses whole: an id
-    outside its range, bounds that do not increase, ranges past or short of
-    the end (PROTOCOL.md §11.3.1)."""
+    """Frames that decode, but whose ranges processing refuses whole: a
+    ranked id outside its range, a list out of order, bounds that do not
+    increase, ranges past or short of the end (PROTOCOL.md §11.3.1)."""
     data = load("replication.json")
     index = reconcile.IdIndex([bytes.fromhex(e) for e in data["exchange"]["ids"]["A"]])
     assert data["reconcile_rejected"]
     for case in data["reconcile_rejected"]:
         frame = wire.decode_frame(bytes.fromhex(case["hex"]))
         assert isinstance(frame, wire.ReconcileFrame), case["name"]
-        raises_exactly(case["error"], reconcile.respond, index, frame.ranges)
+        salt = reconcile.session_salt(frame.session)
+        raises_exactly(case["error"], reconcile.respond, index, frame.ranges, salt)
 
 
 def test_replication_frames_list_ids_inside_their_ranges() -> None:
@@ -415,22 +416,35 @@ def test_replication_frames_list_ids_inside_their_ranges() -> None:
     for case in load("replication.json")["frames"]:
         frame = wire.decode_frame(bytes.fromhex(case["hex"]))
         if isinstance(frame, wire.ReconcileFrame):
-            reconcile.respond(reconcile.IdIndex([]), frame.ranges)
+            reconcile.respond(
+                reconcile.IdIndex([]), frame.ranges, reconcile.session_salt(frame.session)
+            )
 
 
-def test_replication_fingerprints() -> None:
-    for case in load("replication.json")["fingerprints"]:
+def test_replication_fingerprints_and_short_ids() -> None:
+    data = load("replication.json")
+    for case in data["fingerprints"]:
         ids = [bytes.fromhex(e) for e in case["ids"]]
         index = reconcile.IdIndex(ids)
         assert index.fingerprint(0, len(ids)).hex() == case["fingerprint"], case["name"]
+        records = reconcile.IdIndex(ids, reconcile.RECORD_ITEMS)
+        assert records.fingerprint(0, len(ids)).hex() == case["record_fingerprint"]
+    kinds = {"events": reconcile.EVENT_IDS, "records": reconcile.RECORD_ITEMS}
+    for case in data["short_ids"]:
+        salt = reconcile.session_salt(case["session"])
+        value = int.from_bytes(bytes.fromhex(case["id"]), "big")
+        assert reconcile.short_id(kinds[case["set"]], salt, value).hex() == case["short_id"]
 
 
 def test_replication_exchange_is_reproduced_message_by_message() -> None:
     """Each side, answering the other's message with its own ids and ranks
-    (position in its sorted list), writes exactly the next message; the
-    ids and ranks each side learns it needs are the recorded ones."""
+    (position in its sorted list), writes exactly the next message, and
+    learns exactly the recorded ids to fetch (with ranks) and to push."""
     ex = load("replication.json")["exchange"]
-    cfg = reconcile.ReconcileConfig(ex["branching"], ex["ids_threshold"], ex["max_ids_per_range"])
+    cfg = reconcile.ReconcileConfig(
+        ex["list_threshold"], ex["list_round"], max_ids_per_range=ex["max_ids_per_range"]
+    )
+    salt = reconcile.session_salt(ex["session"])
     ids = {side: [bytes.fromhex(e) for e in v] for side, v in ex["ids"].items()}
     index = {side: reconcile.IdIndex(v) for side, v in ids.items()}
     rank = {
@@ -440,21 +454,24 @@ def test_replication_exchange_is_reproduced_message_by_message() -> None:
     frames = [wire.decode_frame(bytes.fromhex(m["hex"])) for m in ex["messages"]]
     assert ex["messages"][0]["from"] == "A"
     first = frames[0]
-    assert isinstance(first, wire.ReconcileFrame)
-    assert first.ranges == reconcile.initiate(index["A"], cfg, rank["A"])
-    needs: dict[str, list[list[Any]]] = {"A": [], "B": []}
+    assert isinstance(first, wire.ReconcileFrame) and first.round == 1
+    assert first.ranges == reconcile.initiate(index["A"], salt, cfg)
     for i, frame in enumerate(frames):
-        assert isinstance(frame, wire.ReconcileFrame)
+        assert isinstance(frame, wire.ReconcileFrame) and frame.session == ex["session"]
         receiver = "B" if ex["messages"][i]["from"] == "A" else "A"
-        out = reconcile.respond(index[receiver], frame.ranges, cfg, rank[receiver])
-        needs[receiver] += [[e.hex(), r] for e, r in zip(out.need, out.ranks, strict=True)]
+        out = reconcile.respond(
+            index[receiver], frame.ranges, salt, cfg, rank[receiver], frame.round, ex["push_limit"]
+        )
+        fetch = [[e.hex(), r] for e, r in zip(out.need, out.ranks, strict=True)]
+        assert fetch == ex["messages"][i]["fetch"]
+        assert [e.hex() for e in out.give] == ex["messages"][i]["push"]
         if i + 1 < len(frames):
             assert out.wants_reply and ex["messages"][i + 1]["from"] == receiver
             nxt = frames[i + 1]
             assert isinstance(nxt, wire.ReconcileFrame) and nxt.ranges == out.reply
+            assert nxt.round == frame.round + 1
         else:
             assert not out.wants_reply
-    assert needs == ex["needs"]
 
 
 # -- records.json ----------------------------------------------------------------

@@ -9,8 +9,10 @@ Sans-I/O: every entry point takes the current time and returns what to do
   full to ``eager_fanout`` random peers and as an id announcement to the
   others.  Peers request announced ids they lack.
 * Pull (§11.4.2): on every new link and every ``reconcile_interval`` with
-  one random peer, a reconciliation session (protocol.reconcile) finds the
-  ids each side lacks; both sides request what they lack.
+  one random peer, a reconciliation session (protocol.sync.reconcile) finds
+  the ids each side lacks; the side that learns a difference pushes what
+  the other lacks and asks for the rest (protocol.sync.sessions keeps the
+  ranges left open, whose pushes are solicited).
 * Fetch (§11.4.3): requests are windowed per peer and time out; answers come
   parents first; an event whose parents are missing waits in the ledger's
   escrow and its missing parents are fetched with their ancestry
@@ -20,32 +22,34 @@ Sans-I/O: every entry point takes the current time and returns what to do
 * Device records (§11.7): signed soft state (protocol.records.device) flooded to
   every peer, newest wins; a record of a device we do not yet know to be
   active waits in a small pending set until the account's events arrive.
+  A new link gets them in full while they are few, else they reconcile by
+  items like events (§11.7.5).
 * Peer exchange (§11.8): PEERS frames tell a node whom it may dial; the
   adapter decides whom it dials.
+
+Sessions, records and peer exchange live in the base class
+``protocol.sync.exchange.Exchange``; what is kept per peer in
+``protocol.sync.peer``.
 """
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 
 from protocol.core.errors import InvalidInput, LimitExceededError, UnsupportedVersionError
 from protocol.core.machine import Now
 from protocol.log.events import Event, decode_event, raw_event_id
 from protocol.log.ledger import IngestStatus, Ledger
-from protocol.records.device import Offer, SignedDeviceRecord, decode_record
+from protocol.records.device import Offer, decode_record
+from protocol.sync.exchange import FRAME_SLACK, Exchange
+from protocol.sync.peer import MAX_LATE, Costly, Peer, frame_bucket, frame_cost
 from protocol.sync.reconcile import (
+    SHORT_BYTES,
     IdIndex,
-    Range,
     ReconcileConfig,
-    chunk,
-    initiate,
-    needs_reply,
-    respond,
 )
 from protocol.sync.scores import PeerBook, PeerId, TokenBucket
-from protocol.sync.softstate import Drop, PeerTable, RecordRelay
+from protocol.sync.softstate import PeerTable, RecordRelay
 from protocol.sync.types import (
     Delivered,
     Disconnect,
@@ -59,17 +63,15 @@ from protocol.sync.types import (
     RoundTrip,
     Send,
 )
-from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
+from protocol.sync.wants import ANNOUNCED, RETRY
 from protocol.sync.wire import (
-    FLAG_FINAL,
-    FLAG_OWN,
     AncestryFrame,
     AnnounceFrame,
     EventsFrame,
     Frame,
     PeerEntry,
     PeersFrame,
-    ReconcileFrame,
+    RecordRequestFrame,
     RecordsFrame,
     RequestFrame,
     WireLimits,
@@ -93,69 +95,11 @@ __all__ = [
     "Send",
 ]
 
-_FRAME_SLACK = 64  # bytes kept free in a frame for its header
 _DEFAULT_CONFIG = ReplicationConfig()  # frozen: one instance serves every default
 _MAX_ANCESTRY_WAIT = 4096  # parents waiting for an ANCESTRY frame, per peer
-_MAX_SERVED_ACCOUNTS = 4096  # accounts whose records wait to be sent again, per peer
 
 
-@dataclass(slots=True)
-class _Session:
-    started: float
-    #: our frames in this session that still await their final answer
-    outstanding: int
-
-
-@dataclass(slots=True)
-class _Peer:
-    id: PeerId
-    announce_budget: TokenBucket
-    serve_budget: TokenBucket
-    reconcile_budget: TokenBucket
-    record_budget: TokenBucket
-    peers_budget: TokenBucket
-    #: unsolicited old duplicates (§11.5.2)
-    duplicate_budget: TokenBucket
-    #: ids it offered, requested lowest rank first (§11.4.3)
-    want: WantQueue = field(default_factory=WantQueue)
-    inflight: set[bytes] = field(default_factory=set)
-    #: parents escrowed events wait for, to fetch with their ancestry: id -> account
-    ancestry_wait: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
-    #: ancestry targets in flight: id -> (account, ``delivered`` when asked)
-    ancestry: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
-    #: events from this peer the ledger accepted
-    delivered: int = 0
-    queue: deque[Costly] = field(default_factory=deque)
-    sessions: dict[int, _Session] = field(default_factory=dict)
-    next_session: int = 0
-    #: accounts of events we served this peer whose records it may have
-    #: had to drop, and when to send them (§11.7.1 rule 4)
-    served_accounts: set[bytes] = field(default_factory=set)
-    records_due: float | None = None
-
-
-Costly = RequestFrame | AncestryFrame | ReconcileFrame | RecordsFrame
-
-
-def _cost(frame: Costly) -> int:
-    if isinstance(frame, RequestFrame):
-        return len(frame.ids)
-    if isinstance(frame, AncestryFrame):
-        return len(frame.targets)  # and the events sent, debited after (§11.5.2)
-    if isinstance(frame, RecordsFrame):
-        return len(frame.records)
-    return len(frame.ranges)
-
-
-def _bucket(p: _Peer, frame: Costly) -> TokenBucket:
-    if isinstance(frame, ReconcileFrame):
-        return p.reconcile_budget
-    if isinstance(frame, RecordsFrame):
-        return p.record_budget
-    return p.serve_budget
-
-
-class Replicator:
+class Replicator(Exchange):
     def __init__(
         self,
         ledger: Ledger,
@@ -173,9 +117,14 @@ class Replicator:
             max_records_per_frame=config.max_records_per_frame,
             max_peers_per_frame=config.max_peers_per_frame,
         )
-        id_budget = (config.max_frame_bytes - _FRAME_SLACK) // 40
+        id_budget = (config.max_frame_bytes - FRAME_SLACK) // 40
         self.rconfig = ReconcileConfig(
-            config.branching, config.ids_threshold, max(1, min(2048, id_budget))
+            config.list_threshold,
+            config.list_round,
+            # a list of short ids fits one frame, with room for its neighbours
+            max_ids_per_range=max(
+                1, min(4096, config.max_ids_per_frame, (id_budget * 40 - 128) // SHORT_BYTES)
+            ),
         )
         self.window = max(1, min(config.request_window, config.max_ids_per_frame, id_budget))
         self.book = PeerBook(config.score)
@@ -185,7 +134,7 @@ class Replicator:
         self.index = IdIndex(ids)
         #: acceptance order, which is topological: answers go parents first
         self._seq: dict[bytes, int] = {eid: i for i, eid in enumerate(ids)}
-        self._peers: dict[PeerId, _Peer] = {}
+        self._peers: dict[PeerId, Peer] = {}
         #: id -> (peer asked, deadline); one peer at a time per id
         self._inflight: dict[bytes, tuple[PeerId, float]] = {}
         #: other peers that offered an id in flight, to ask if the first fails
@@ -222,13 +171,13 @@ class Replicator:
         if self._inflight:
             deadlines.append(min(d for _, d in self._inflight.values()))
         for p in self._peers.values():
-            if p.sessions:
-                first = min(s.started for s in p.sessions.values())
+            first = p.sessions.first_started()
+            if first is not None:
                 deadlines.append(first + self.config.session_timeout)
             if p.queue:
                 head = p.queue[0]
-                bucket = _bucket(p, head)
-                deadlines.append(bucket.ready_at(_cost(head), bucket.updated))
+                bucket = frame_bucket(p, head)
+                deadlines.append(bucket.ready_at(frame_cost(head), bucket.updated))
             if p.records_due is not None:
                 deadlines.append(p.records_due)
         if self._next_prune is not None and self.relay.held():
@@ -252,7 +201,7 @@ class Replicator:
         if peer in self._peers:
             return []
         c = self.config
-        p = _Peer(
+        p = Peer(
             peer,
             TokenBucket.full(c.announce_rate, c.announce_burst, t),
             TokenBucket.full(c.serve_rate, c.serve_burst, t),
@@ -270,8 +219,13 @@ class Replicator:
         if self._next_peers is None:
             self._next_peers = t + c.peers_interval
         self._start_session(p, t, out)
-        # soft state goes to a new link at once (§11.7.1, §11.8.2)
-        self._send_records(peer, list(self.records), out)
+        # soft state goes to a new link at once (§11.7.1, §11.8.2): records in
+        # full while they are few, else by a record reconciliation (§11.7.5)
+        records = list(self.records)
+        if sum(len(r.raw) for r in records) <= c.records_full_bytes:
+            self._send_records(peer, records, out)
+        else:
+            self._start_session(p, t, out, records=True)
         self._send_peers(p, out)
         return out
 
@@ -360,7 +314,7 @@ class Replicator:
         t = self._enter(now)
         p = self._peers.get(peer)
         out: list[Output] = []
-        if p is not None and not p.sessions:
+        if p is not None and not p.sessions.has_own(records=False):
             self._start_session(p, t, out)
         return out
 
@@ -375,10 +329,7 @@ class Replicator:
             self.stats.request_timeouts += 1
             self._retry(eid, t, out)
         for p in self._peers.values():
-            for sid, s in list(p.sessions.items()):
-                if t >= s.started + self.config.session_timeout:
-                    del p.sessions[sid]
-                    self.stats.reconcile_timeouts += 1
+            self.stats.reconcile_timeouts += p.sessions.expire(t, self.config.session_timeout)
         if self._next_reconcile is not None and t >= self._next_reconcile:
             idle = [p for p in self._peers.values() if not p.sessions]
             if idle:
@@ -444,7 +395,7 @@ class Replicator:
                 return
 
     def _offence(
-        self, p: _Peer, exc: InvalidInput, penalty: float, now: float, out: list[Output]
+        self, p: Peer, exc: InvalidInput, penalty: float, now: float, out: list[Output]
     ) -> bool:
         """Score an offence; True if the peer is now disconnected."""
         self.stats.offences += 1
@@ -483,7 +434,7 @@ class Replicator:
     def _lacks(self, eid: bytes) -> bool:
         return not (self.ledger.has(eid) or eid in self.ledger.escrow or eid in self._inflight)
 
-    def _want(self, p: _Peer, ids: tuple[bytes, ...], ranks: tuple[int, ...] | None) -> None:
+    def _want(self, p: Peer, ids: tuple[bytes, ...], ranks: tuple[int, ...] | None) -> None:
         """Queue ids ``p`` offered, with its ranks (``None``: announced)."""
         for i, eid in enumerate(ids):
             if self.ledger.has(eid) or eid in self.ledger.escrow:
@@ -495,54 +446,34 @@ class Replicator:
                 break  # reconciliation finds the rest later
             p.want.add(eid, ANNOUNCED if ranks is None else ranks[i])
 
-    def _offered(self, p: _Peer, eid: bytes) -> None:
+    def _offered(self, p: Peer, eid: bytes) -> None:
         """``p`` offers an id already requested elsewhere: remember it."""
         alternates = self._alternates.setdefault(eid, [])
         if len(alternates) < 4 and p.id not in alternates and self._inflight[eid][0] != p.id:
             alternates.append(p.id)
 
-    def _budget_take(self, p: _Peer, f: Costly, now: float) -> bool:
-        return _bucket(p, f).take(_cost(f), now)
+    def _budget_take(self, p: Peer, f: Costly, now: float) -> bool:
+        return frame_bucket(p, f).take(frame_cost(f), now)
 
-    def _drain(self, p: _Peer, now: float, out: list[Output]) -> None:
+    def _drain(self, p: Peer, now: float, out: list[Output]) -> None:
         while p.queue and p.id in self._peers:
             if not self._budget_take(p, p.queue[0], now):
                 return
             self._handle_costly(p, p.queue.popleft(), now, out)
 
-    def _handle_costly(self, p: _Peer, f: Costly, now: float, out: list[Output]) -> None:
+    def _handle_costly(self, p: Peer, f: Costly, now: float, out: list[Output]) -> None:
         if isinstance(f, RequestFrame):
             self._serve(p, f, now, out)
         elif isinstance(f, AncestryFrame):
             p.serve_budget.debit(self._serve_ancestry(p, f, now, out))
         elif isinstance(f, RecordsFrame):
             self._on_records(p, f, now, out)
+        elif isinstance(f, RecordRequestFrame):
+            self._serve_records(p, f, out)
         else:
             self._on_reconcile(p, f, now, out)
 
     # -- push and fetch (§11.4.1, §11.4.3) ---------------------------------------
-
-    def _pack(
-        self, raws: list[bytes], per_item: int, max_items: int, reserve_last: int = 0
-    ) -> list[list[bytes]]:
-        """Split ``raws`` into frame-sized chunks, in order; the last chunk
-        (possibly empty) leaves ``reserve_last`` bytes free for the caller."""
-        budget = self.config.max_frame_bytes - _FRAME_SLACK
-        chunks: list[list[bytes]] = []
-        cur: list[bytes] = []
-        size = 0
-        for raw in raws:
-            cost = len(raw) + per_item
-            if cur and (size + cost > budget or len(cur) >= max_items):
-                chunks.append(cur)
-                cur, size = [], 0
-            cur.append(raw)
-            size += cost
-        if cur and size + reserve_last > budget:
-            chunks.append(cur)
-            cur = []
-        chunks.append(cur)
-        return chunks
 
     def _events_frames(self, raws: list[bytes], missing: list[bytes]) -> list[EventsFrame]:
         chunks = self._pack(raws, 5, self.config.max_events_per_frame, 32 * len(missing))
@@ -575,7 +506,7 @@ class Replicator:
                 for i in range(0, len(ids), step):
                     self._send(q, AnnounceFrame(tuple(ids[i : i + step])), out)
 
-    def _pump(self, p: _Peer, now: float, out: list[Output]) -> None:
+    def _pump(self, p: Peer, now: float, out: list[Output]) -> None:
         """Request wanted ids from ``p`` while its window has room."""
         if p.id not in self._peers:
             return
@@ -605,7 +536,7 @@ class Replicator:
         self.stats.ids_requested += len(batch)
         self._send(p.id, RequestFrame(tuple(batch)), out)
 
-    def _pump_ancestry(self, p: _Peer, now: float, out: list[Output]) -> None:
+    def _pump_ancestry(self, p: Peer, now: float, out: list[Output]) -> None:
         """One ANCESTRY frame in flight per peer (§11.4.3)."""
         if p.ancestry or not p.ancestry_wait:
             return
@@ -632,7 +563,7 @@ class Replicator:
         frame = AncestryFrame(tuple(targets), tuple(known[: self.limits.max_ancestry_known]))
         self._send(p.id, frame, out)
 
-    def _serve_ancestry(self, p: _Peer, f: AncestryFrame, now: float, out: list[Output]) -> int:
+    def _serve_ancestry(self, p: Peer, f: AncestryFrame, now: float, out: list[Output]) -> int:
         """Send the targets' ancestry minus what the peer knows, parents first;
         the number of events sent."""
         masks: dict[bytes, int] = {}
@@ -671,7 +602,7 @@ class Replicator:
             self._served(p, list(masks), now)
         return len(raws)
 
-    def _serve(self, p: _Peer, f: RequestFrame, now: float, out: list[Output]) -> None:
+    def _serve(self, p: Peer, f: RequestFrame, now: float, out: list[Output]) -> None:
         found: list[tuple[int, bytes]] = []
         missing: list[bytes] = []
         served: list[bytes] = []
@@ -690,7 +621,7 @@ class Replicator:
         if served and len(self.records):
             self._served(p, [a for eid in served if (a := self.ledger.account_of(eid))], now)
 
-    def _on_announce(self, p: _Peer, f: AnnounceFrame, now: float, out: list[Output]) -> None:
+    def _on_announce(self, p: Peer, f: AnnounceFrame, now: float, out: list[Output]) -> None:
         # Announcements are hints: beyond the budget they are dropped, and
         # reconciliation finds the ids later (a budget slows, never refuses).
         if not p.announce_budget.take(len(f.ids), now):
@@ -698,7 +629,7 @@ class Replicator:
             return
         self._want(p, f.ids, None)
 
-    def _on_events(self, p: _Peer, f: EventsFrame, now: float, out: list[Output]) -> None:
+    def _on_events(self, p: Peer, f: EventsFrame, now: float, out: list[Output]) -> None:
         pushed: list[Event] = []
         pulled: list[Event] = []
         unsolicited = 0
@@ -724,9 +655,14 @@ class Replicator:
             request = self._inflight.get(result.event_id)
             if rtt is None and request is not None and request[0] == p.id:
                 rtt = now - (request[1] - self.config.request_timeout)
-            # while an ancestry answer is due, everything from p counts as asked for
-            solicited = bool(p.ancestry)
-            solicited = self._clear_inflight(result.event_id) is not None or solicited
+            # while an ancestry answer is due, everything from p counts as
+            # asked for, and so does a push inside a range a reconciliation
+            # session left open (§11.5.2)
+            in_session = p.sessions.solicited(int.from_bytes(result.event_id, "big"))
+            asker = self._clear_inflight(result.event_id)
+            if asker is not None and (asker != p.id or in_session):
+                self._expect_late(asker, result.event_id)
+            solicited = bool(p.ancestry) or in_session or asker is not None
             self._alternates.pop(result.event_id, None)
             if result.status is IngestStatus.DUPLICATE:
                 self.stats.duplicate_events += 1
@@ -767,20 +703,39 @@ class Replicator:
         if rtt is not None:
             out.append(RoundTrip(p.id, rtt))
 
-    def _duplicate_solicited(self, p: _Peer, raw: bytes) -> bool:
+    def _duplicate_solicited(self, p: Peer, raw: bytes) -> bool:
         """A duplicate is normal when we asked this peer for it (or for an
-        ancestry, whose answer may overlap what we hold), or when it is among
-        the events we accepted last (eager push from several peers)."""
+        ancestry, whose answer may overlap what we hold), when it lies in a
+        range a reconciliation session left open (the peer pushed what the
+        session showed we lacked, and it reached us meanwhile from elsewhere),
+        or when it is among the events we accepted last (eager push from
+        several peers), or when it answers a request of ours that the event
+        had overtaken."""
         if p.ancestry:
             return True
         event_id = raw_event_id(raw)
         assert event_id is not None  # held_raw said it is an event we hold
         if self._clear_inflight(event_id) is not None:
             return True
+        if event_id in p.late:
+            del p.late[event_id]
+            return True
+        if p.sessions.solicited(int.from_bytes(event_id, "big")):
+            return True
         seq = self._seq.get(event_id)
         return seq is None or seq >= len(self._seq) - self.config.recent_events
 
-    def _charge_duplicates(self, p: _Peer, n: int, now: float, out: list[Output]) -> None:
+    def _expect_late(self, peer: PeerId, event_id: bytes) -> None:
+        """We had asked ``peer`` for an event that came another way (a push,
+        or another peer): its answer will bring it again, and that copy is
+        solicited (§11.5.2)."""
+        q = self._peers.get(peer)
+        if q is not None:
+            q.late[event_id] = None
+            while len(q.late) > MAX_LATE:
+                q.late.popitem(last=False)
+
+    def _charge_duplicates(self, p: Peer, n: int, now: float, out: list[Output]) -> None:
         """Spend ``n`` from the peer's duplicate allowance; beyond it, pause
         its stream until the allowance is back, and score it (a few frames
         never get anyone banned; a replay flood does)."""
@@ -793,155 +748,3 @@ class Replicator:
         out.append(Pause(p.id, budget.ready_at(budget.burst / 2, now)))
         flood = LimitExceededError("events we hold already, beyond the peer's allowance")
         self._offence(p, flood, self.config.duplicate_penalty, now, out)
-
-    # -- reconciliation (§11.4.2) ------------------------------------------------
-
-    def _reconcile_frames(
-        self, session: int, flags: int, ranges: tuple[Range, ...]
-    ) -> list[ReconcileFrame]:
-        pieces = chunk(ranges, self.config.max_frame_bytes, self.config.max_ranges_per_frame)
-        frames = [ReconcileFrame(session, flags & FLAG_OWN, piece) for piece in pieces]
-        if flags & FLAG_FINAL:
-            last = frames[-1]
-            frames[-1] = ReconcileFrame(session, last.flags | FLAG_FINAL, last.ranges)
-        return frames
-
-    def _start_session(self, p: _Peer, now: float, out: list[Output]) -> None:
-        sid = p.next_session
-        p.next_session = (sid + 1) % (1 << 32)
-        ranges = initiate(self.index, self.rconfig, self._rank)
-        frames = self._reconcile_frames(sid, FLAG_OWN, ranges)
-        p.sessions[sid] = _Session(now, sum(needs_reply(f.ranges) for f in frames))
-        self.stats.reconcile_rounds += 1
-        for f in frames:
-            self._send(p.id, f, out)
-
-    def _on_reconcile(self, p: _Peer, f: ReconcileFrame, now: float, out: list[Output]) -> None:
-        try:
-            outcome = respond(self.index, f.ranges, self.rconfig, self._rank)
-        except InvalidInput as exc:
-            self._offence(p, exc, self.config.score.invalid_penalty, now, out)
-            return
-        self._want(p, outcome.need, outcome.ranks)
-        mine = not f.own  # the frame answers a session we started
-        frames: list[ReconcileFrame] = []
-        if outcome.wants_reply:
-            flags = FLAG_FINAL | (FLAG_OWN if mine else 0)
-            frames = self._reconcile_frames(f.session, flags, outcome.reply)
-        session = p.sessions.get(f.session) if mine else None
-        if session is not None:
-            session.outstanding += sum(needs_reply(fr.ranges) for fr in frames)
-            if f.final:
-                session.outstanding -= 1
-            if session.outstanding <= 0:
-                del p.sessions[f.session]
-                self.stats.reconcile_completed += 1
-        for fr in frames:
-            self._send(p.id, fr, out)
-
-    # -- device records (§11.7) --------------------------------------------------
-
-    def _records_frames(self, raws: list[bytes]) -> list[RecordsFrame]:
-        chunks = self._pack(raws, 3, self.limits.max_records_per_frame)
-        return [RecordsFrame(tuple(c)) for c in chunks if c]
-
-    def _send_records(
-        self, peer: PeerId, records: list[SignedDeviceRecord], out: list[Output]
-    ) -> None:
-        for f in self._records_frames([r.raw for r in records]):
-            self._send(peer, f, out)
-
-    def _record_accepted(
-        self, record: SignedDeviceRecord, source: PeerId | None, now: float, out: list[Output]
-    ) -> None:
-        """Newly accepted: report it and flood it to every other peer; a
-        peer that holds it (or newer) forwards nothing, ending the flood."""
-        self.stats.records_accepted += 1
-        if self._next_prune is None:
-            self._next_prune = now + self.config.record_prune_interval
-        out.append(RecordAccepted(record, source))
-        for q in self._peers:
-            if q != source:
-                self._send_records(q, [record], out)
-
-    def _on_records(self, p: _Peer, f: RecordsFrame, now: float, out: list[Output]) -> None:
-        now_ms = self._wall_ms
-        for raw in f.records:
-            self.stats.records_received += 1
-            try:
-                checked = self.relay.check(raw, now_ms)
-            except UnsupportedVersionError:
-                continue  # a newer record format an honest peer may relay
-            except InvalidInput as exc:
-                if self._offence(p, exc, self.config.score.invalid_penalty, now, out):
-                    return
-                continue
-            if checked is Drop.IGNORED:
-                self.stats.records_ignored += 1
-                continue
-            if checked is Drop.STALE:
-                self.stats.records_stale += 1
-                continue
-            result = self.relay.offer(checked, p.id, now, now_ms)
-            if result is None:
-                # perhaps we lack the account's latest events: not an offence
-                self.stats.records_pending += 1
-                if self._next_prune is None:
-                    self._next_prune = now + self.config.record_prune_interval
-            elif result[0] is Offer.ACCEPTED:
-                self._record_accepted(result[1], p.id, now, out)
-            else:
-                self.stats.records_stale += 1
-
-    def _served(self, p: _Peer, accounts: list[bytes], now: float) -> None:
-        """We sent ``p`` events of ``accounts``: it may have dropped their
-        records, which came before the events; send them again once it has
-        been quiet for ``records_resend_delay`` (§11.7.1 rule 4)."""
-        with_records = [a for a in accounts if self.records.has_account(a)]
-        if not with_records:
-            return
-        if len(p.served_accounts) < _MAX_SERVED_ACCOUNTS:
-            p.served_accounts.update(with_records)
-        p.records_due = now + self.config.records_resend_delay
-
-    def _resend_records(self, p: _Peer, out: list[Output]) -> None:
-        p.records_due = None
-        accounts, p.served_accounts = sorted(p.served_accounts), set()
-        records = [r for a in accounts for r in self.records.for_account(a)]
-        self.stats.records_resent += len(records)
-        self._send_records(p.id, records, out)
-
-    def _settle(self, now: float, out: list[Output]) -> None:
-        """Accounts with new events: drop records of devices no longer
-        active, accept their pending records now valid (§11.7.4)."""
-        if not self.relay.touched:
-            return
-        pruned, released = self.relay.settle(self._wall_ms)
-        self.stats.records_pruned += pruned
-        for record, source in released:
-            self._record_accepted(record, source, now, out)
-
-    def _sweep_records(self, now: float) -> None:
-        self.stats.records_pruned += self.relay.sweep(now, self._wall_ms, self.config.pending_ttl)
-        held = self.relay.held()
-        self._next_prune = now + self.config.record_prune_interval if held else None
-
-    # -- peer exchange (§11.8) ---------------------------------------------------
-
-    def _send_peers(self, p: _Peer, out: list[Output]) -> None:
-        entries = self.peer_table.sample(p.id, self.limits.max_peers_per_frame, self.rng)
-        if entries:
-            self._send(p.id, PeersFrame(entries), out)
-
-    def _on_peers(self, p: _Peer, f: PeersFrame, now: float, out: list[Output]) -> None:
-        # beyond the budget a valid PEERS frame is dropped, never punished:
-        # peer exchange is a hint (§11.8.3)
-        if not p.peers_budget.take(1, now):
-            self.stats.peers_frames_dropped += 1
-            return
-        self.stats.peers_frames_received += 1
-        news = self.peer_table.learn(f.peers, p.id)
-        own = next((tuple(addrs) for peer, addrs in f.peers if peer == p.id), ())
-        self.stats.peers_learned += len(news)
-        if news or own:
-            out.append(PeersLearned(tuple(news), p.id, own))

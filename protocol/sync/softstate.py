@@ -1,6 +1,6 @@
 """Soft state the replication machine carries beside the log (PROTOCOL.md
-§11.7, §11.8): device records with their pending set, and the peer table of
-peer exchange.
+§11.7, §11.8): device records with their pending set and their items for
+reconciliation, and the peer table of peer exchange.
 
 These classes hold state and decide; ``protocol.sync.replication.Replicator``
 sends frames, scores peers and counts.  Sans-I/O and deterministic like it.
@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
+from protocol.core import crypto
 from protocol.core.errors import BadTimestampError
 from protocol.log.ledger import Ledger
 from protocol.records.device import (
@@ -23,10 +24,34 @@ from protocol.records.device import (
     decode_record,
     verify_record,
 )
+from protocol.sync.reconcile import RECORD_ITEMS, IdIndex
 from protocol.sync.scores import PeerId
 from protocol.sync.wire import MAX_PEER_ADDRS, MAX_PEER_TEXT, PeerEntry
 
 Key = tuple[bytes, bytes]
+
+#: the labels of a record item's two hashes (§11.7.5)
+D_RECORD_KEY = b"smu/record-key/v1\x00"
+D_RECORD_BODY = b"smu/record-body/v1\x00"
+
+
+def record_item(record: SignedDeviceRecord) -> bytes:
+    """The 32-byte item a record is reconciled by (§11.7.5): 16 bytes of
+    the hash of its key (account, device), its timestamp as 8 bytes big-
+    endian, 8 bytes of the hash of its encoding.  Items sort by key, then
+    by version, and two nodes hold the same item exactly when they hold the
+    same record."""
+    key = crypto.hash_with(D_RECORD_KEY, record.account + record.device, 16)
+    body = crypto.hash_with(D_RECORD_BODY, record.raw, 8)
+    return key + record.timestamp.to_bytes(8, "big") + body
+
+
+class RecordItems:
+    """The items of a set of records, indexed for reconciliation."""
+
+    def __init__(self, records: list[SignedDeviceRecord]) -> None:
+        self.by_item: dict[bytes, SignedDeviceRecord] = {record_item(r): r for r in records}
+        self.index = IdIndex(self.by_item, RECORD_ITEMS)
 
 
 class Drop(Enum):
@@ -66,6 +91,13 @@ class RecordRelay:
         #: accounts with newly accepted events, settled before an entry
         #: point of the machine returns
         self.touched: set[bytes] = set()
+        #: the book's items (§11.7.5), built when asked for after a change
+        self._items: RecordItems | None = None
+
+    def items(self) -> RecordItems:
+        if self._items is None:
+            self._items = RecordItems(list(self.book))
+        return self._items
 
     def held(self) -> bool:
         return bool(self.pending) or len(self.book) > 0
@@ -109,6 +141,7 @@ class RecordRelay:
         """The acceptance rules; raises ``InvalidInput`` if they fail."""
         offer, record = self.book.admit(record, self.is_active, now_ms)
         if offer is Offer.ACCEPTED:
+            self._items = None
             waiting = self.pending.get(record.key)
             if waiting is not None and not _newer(waiting.record, record):
                 self._remove_pending(record.key)
@@ -154,12 +187,16 @@ class RecordRelay:
                     offer, record = self.book.admit(record, self.is_active, now_ms)
                     if offer is Offer.ACCEPTED:
                         released.append((record, entry.source))
+        if pruned or released:
+            self._items = None
         return pruned, released
 
     def sweep(self, now: float, now_ms: int, pending_ttl: float) -> int:
         """Drop expired records, and pending ones expired or too old; the
         number of records dropped from the book."""
         pruned = len(self.book.prune(self.is_active, now_ms))
+        if pruned:
+            self._items = None
         for key, entry in list(self.pending.items()):
             if entry.record.expires <= now_ms or now - entry.added >= pending_ttl:
                 self._remove_pending(key)

@@ -27,9 +27,15 @@ class ReplicationConfig:
     max_events_per_frame: int = 256
     max_ids_per_frame: int = 8192
     max_ranges_per_frame: int = 8192
-    #: reconciliation: sub-ranges per split, and the size of a listed range
-    branching: int = 16
-    ids_threshold: int = 16
+    #: reconciliation (§11.3.3): a differing range is listed once its
+    #: sender holds at most ``list_threshold`` ids in it, and always in
+    #: round ``list_round``; splits aim at that size by then
+    list_threshold: int = 24
+    list_round: int = 4
+    #: events (records) pushed in answer to one reconciliation frame; the
+    #: rest are offered in HAVE for the peer to fetch
+    push_limit: int = 2048
+    record_push_limit: int = 4096
     #: requested ids in flight per peer, and how long an answer may take
     request_window: int = 2048
     request_timeout: float = 10.0
@@ -74,6 +80,9 @@ class ReplicationConfig:
     #: quiet seconds after we served a peer events before we send it the
     #: records of their accounts again (§11.7.1)
     records_resend_delay: float = 2.0
+    #: a new link gets our records in full while they take at most this
+    #: many bytes, and a record reconciliation (§11.7.5) beyond
+    records_full_bytes: int = 8192
     #: peer exchange (§11.8): entries per PEERS frame; seconds between
     #: PEERS frames to one random peer; PEERS frames accepted per peer
     #: (rate per second, burst); learned peers held, and per sending peer
@@ -171,6 +180,8 @@ class ReplicationStats:
     reconcile_rounds: int = 0
     reconcile_completed: int = 0
     reconcile_timeouts: int = 0
+    #: events we pushed because a reconciliation showed the peer lacks them
+    reconcile_pushed: int = 0
     request_timeouts: int = 0
     offences: int = 0
     disconnects: int = 0
@@ -182,6 +193,11 @@ class ReplicationStats:
     records_pending: int = 0
     records_pruned: int = 0
     records_resent: int = 0
+    #: record reconciliation (§11.7.5): sessions started, records pushed
+    #: and items requested because of one
+    record_sessions: int = 0
+    records_pushed: int = 0
+    record_items_requested: int = 0
     #: peer exchange (§11.8)
     peers_frames_received: int = 0
     peers_frames_dropped: int = 0

@@ -1,4 +1,4 @@
-"""Frames of the replication protocol ``/smu/replication/2`` (PROTOCOL.md §11.2).
+"""Frames of the replication protocol ``/smu/replication/3`` (PROTOCOL.md §11.2).
 
 A frame is one canonical MessagePack array ``[version, type, ...fields]``.
 The transport puts a length prefix in front of each frame and refuses a
@@ -7,7 +7,10 @@ module checks the size again, then the canonical form, then every field and
 every count, so nothing of an invalid frame is used.
 
 Id lists travel as one ``bin`` of concatenated 32-byte ids, ascending and
-unique: compact, canonical by construction and cheap to parse.
+unique: compact, canonical by construction and cheap to parse.  The ranges
+of a RECONCILE frame travel as one ``bin`` too (``reconcile.encode_ranges``):
+a msgpack array per range would cost five bytes more each, which is a
+quarter of a fingerprint range (§11.3.6).
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import SchemaError, SizeLimitError, UnsupportedVersionError
 from protocol.core.fields import MAX_PEER_ID_CHARS
 from protocol.records.device import MAX_RECORD_BYTES
-from protocol.sync.reconcile import ENTRY_BYTES, FP_BYTES, ID_BYTES, Mode, Range, check_bound
+from protocol.sync.reconcile import (
+    ID_BYTES,
+    MAX_ROUND,
+    Range,
+    decode_ranges,
+    encode_ranges,
+)
 
-PROTOCOL_ID = "/smu/replication/2"
+PROTOCOL_ID = "/smu/replication/3"
 WIRE_VERSION = 1
 
 
@@ -34,11 +43,14 @@ class FrameType(IntEnum):
     ANCESTRY = 5
     RECORDS = 6
     PEERS = 7
+    RECORD_REQUEST = 8
 
 
 #: ReconcileFrame.flags
 FLAG_OWN = 1  # the sender started this session (else the receiver did)
 FLAG_FINAL = 2  # the last frame of the answer to one frame
+FLAG_RECORDS = 4  # the session reconciles device-record items (§11.7.5), not event ids
+_FLAG_BITS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,8 @@ class ReconcileFrame:
     session: int
     flags: int
     ranges: tuple[Range, ...]
+    #: the message's round in its session: 1 for the first (§11.3.3)
+    round: int = 1
 
     @property
     def own(self) -> bool:
@@ -87,6 +101,10 @@ class ReconcileFrame:
     @property
     def final(self) -> bool:
         return bool(self.flags & FLAG_FINAL)
+
+    @property
+    def records(self) -> bool:
+        return bool(self.flags & FLAG_RECORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +121,14 @@ class RecordsFrame:
     """Signed device records, raw (PROTOCOL.md §16; §11.7)."""
 
     records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRequestFrame:
+    """ "Send me the records of these items" (§11.7.5): 32-byte record
+    items, ascending."""
+
+    items: tuple[bytes, ...]
 
 
 #: one PEERS entry: a libp2p peer id and multiaddrs it listens on
@@ -124,6 +150,7 @@ Frame = (
     | AncestryFrame
     | RecordsFrame
     | PeersFrame
+    | RecordRequestFrame
 )
 
 #: a PEERS peer id or address: printable, 1 to 160 characters
@@ -150,12 +177,16 @@ def encode_frame(frame: Frame) -> bytes:
             )
         case RecordsFrame(records):
             return encode_flat([WIRE_VERSION, int(FrameType.RECORDS), list(records)])
+        case RecordRequestFrame(items):
+            return encode_flat([WIRE_VERSION, int(FrameType.RECORD_REQUEST), _blob(items)])
         case PeersFrame(peers):
             entries = [[pid, list(addrs)] for pid, addrs in sorted(peers)]
             return encode_flat([WIRE_VERSION, int(FrameType.PEERS), entries])
-        case ReconcileFrame(session, flags, ranges):
-            rs = [[r.upper, int(r.mode), r.payload] for r in ranges]
-            return encode_flat([WIRE_VERSION, int(FrameType.RECONCILE), session, flags, rs])
+        case ReconcileFrame(session, flags, ranges, msg_round):
+            rs = encode_ranges(ranges)
+            return encode_flat(
+                [WIRE_VERSION, int(FrameType.RECONCILE), session, flags, msg_round, rs]
+            )
     raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -259,35 +290,19 @@ def decode_frame(data: bytes, limits: WireLimits = WireLimits()) -> Frame:
         if len(value) != 3:
             raise SchemaError("PEERS is [1, 7, [[peer id, [addr...]]...]]")
         return _peers(value[2], limits)
-    if len(value) != 5 or type(value[4]) is not list:
-        raise SchemaError("RECONCILE is [1, 4, session, flags, [range...]]")
+    if ftype is FrameType.RECORD_REQUEST:
+        if len(value) != 3:
+            raise SchemaError("RECORD_REQUEST is [1, 8, items]")
+        items = _ids(value[2], limits)
+        if not items:
+            raise SizeLimitError("a RECORD_REQUEST names at least one item")
+        return RecordRequestFrame(items)
+    if len(value) != 6 or type(value[5]) is not bytes:
+        raise SchemaError("RECONCILE is [1, 4, session, flags, round, ranges]")
     session = _uint(value[2], 32, "session")
-    flags = _uint(value[3], 2, "flags")
-    raw_ranges = value[4]
-    if not raw_ranges or len(raw_ranges) > limits.max_ranges_per_frame:
-        raise SizeLimitError(f"{len(raw_ranges)} ranges in one frame")
-    ranges = []
-    total_ids = 0
-    for item in raw_ranges:
-        if type(item) is not list or len(item) != 3:
-            raise SchemaError("a range is [upper, mode, payload]")
-        upper, mode_v, payload = item
-        if type(upper) is not bytes or type(payload) is not bytes:
-            raise SchemaError("a range's bound and payload are bin")
-        check_bound(upper)
-        try:
-            mode = Mode(_uint(mode_v, 8, "mode"))
-        except ValueError as exc:
-            raise SchemaError(f"unknown range mode {mode_v!r}") from exc
-        if mode is Mode.SKIP and payload:
-            raise SchemaError("a SKIP range has no payload")
-        if mode is Mode.FP and len(payload) != FP_BYTES:
-            raise SchemaError("a fingerprint is 16 bytes")
-        if mode in (Mode.IDS, Mode.HAVE):
-            if len(payload) % ENTRY_BYTES:
-                raise SchemaError(f"a ranked id list is a multiple of {ENTRY_BYTES} bytes")
-            total_ids += len(payload) // ENTRY_BYTES
-        ranges.append(Range(upper, mode, payload))
-    if total_ids > limits.max_ids_per_frame:
-        raise SizeLimitError(f"{total_ids} ids in one frame")
-    return ReconcileFrame(session, flags, tuple(ranges))
+    flags = _uint(value[3], _FLAG_BITS, "flags")
+    msg_round = _uint(value[4], 8, "round")
+    if not 1 <= msg_round <= MAX_ROUND:
+        raise SchemaError("a round is 1 to 255")
+    ranges = decode_ranges(value[5], limits.max_ranges_per_frame, limits.max_ids_per_frame)
+    return ReconcileFrame(session, flags, ranges, msg_round)
