@@ -20,7 +20,7 @@ LOCK := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 LOCK_VENV := .venv-lock
 
-.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web simnet-adversaries simnet-calibrate vectors clean check-toolchain lock browser
+.PHONY: demo test test-unit lint test-slow bench bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web bench-natlab simnet-adversaries simnet-calibrate vectors clean check-toolchain lock browser lab-deps
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory check-toolchain
@@ -59,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol simnet node
 
-test: lint browser
+test: lint browser lab-deps
 	$(BIN)/pytest -q
 
 # The web app's browser tests drive Debian's Chromium through Debian's
@@ -73,6 +73,15 @@ browser:
 	else \
 	  echo "note: the browser tests need Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); without them they are skipped"; \
 	fi
+
+# The NAT lab (tests/test_lab.py) needs network namespaces (root), iproute2
+# and nftables.  As root with apt (CI), install what is missing; otherwise
+# say what to run, and the lab tests skip with a one-line reason.
+lab-deps:
+	@if command -v nft >/dev/null 2>&1 && command -v ip >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables iproute2 >/dev/null; \
+	else echo "note: the NAT lab tests need root and nftables (as root: apt-get install nftables iproute2)"; fi
 
 # the fast layers only: no real node processes
 test-unit: lint
@@ -105,6 +114,9 @@ bench-flood: $(STAMP)
 bench-web: $(STAMP) browser
 	$(BIN)/python bench/web.py
 
+bench-natlab: $(STAMP) lab-deps
+	$(BIN)/python bench/natlab.py
+
 # every resource-attack scenario with and without its attacker: safety,
 # honest delivery, p99 and their ratio (target <= 2); last line one JSON object
 SIMNET_ADVERSARIES := wide-dag deep-chain replay-flood mailbox-fill stranger-flood connection-flood eclipse-sybil
@@ -115,7 +127,7 @@ simnet-adversaries: $(STAMP)
 simnet-calibrate: $(STAMP)
 	$(BIN)/python -m simnet.cli calibrate
 
-bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web
+bench: bench-ingest bench-attack bench-reconcile bench-catchup bench-messaging bench-flood bench-web bench-natlab
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,8 +8,8 @@ chosen by content kind (DESIGN §10's ranges): a service registers a handler
 for the kinds it owns; items of a kind nobody handles are acknowledged and
 dropped, so a newer peer's additions cost nothing.
 
-Nothing registers a kind yet: later work puts messages, receipts and
-mailbox notices here instead of opening a stream per delivery.
+Registered kinds: 49, a mailbox's push notice (``node.push``, PROTOCOL.md
+§15.12.1); messages and receipts still travel on their own streams.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class ChannelService:
         self.handlers: dict[int, ItemHandler] = {}
         self.unhandled = 0
         self._nursery: trio.Nursery | None = None
+        #: told when a channel with a peer starts (items offered now go out
+        #: as soon as the peer's HELLO arrives)
+        self.on_open: list[Callable[[str], None]] = []
 
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -97,6 +100,8 @@ class ChannelService:
         if old is not None:
             old.close("replaced by a newer channel")
         self.channels[peer] = channel
+        for listener in self.on_open:
+            listener(peer)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._events, peer, channel)

@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.tools.anyio_service import background_trio_service
 
 from protocol.core.errors import InvalidInput
 from protocol.core.keys import DeviceKeys, handle
 from protocol.core.params import NetworkParams, network_by_id
 from protocol.linking.wire import PROTOCOL_ID as LINK_PROTOCOL_ID
+from protocol.links.addresses import DEFAULT, Classifier, Scope, addr_host, may_dial, usable_by
+from protocol.links.reachability import Advertise, Reach, ReachConfig
 from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
@@ -44,6 +47,19 @@ from .errors import NodeUsageError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
+from .push import PushService
+from .reach import REACH_PROTOCOL, ReachService
+from .relay import (
+    CIRCUIT_BYTES,
+    DialGuard,
+    GatedRelay,
+    GuardedDCUtR,
+    RelayDialer,
+    own_networks,
+    prefer_direct,
+    relay_of,
+    remote_ip,
+)
 from .replication import ReplicationService
 from .services.accounts import AccountService
 from .services.backup import BackupService
@@ -53,7 +69,7 @@ from .services.contacts import ContactService, ContactSet
 from .services.devices import DeviceService
 from .services.events import EventService
 from .services.linking import LinkService as LinkingService
-from .services.mailbox import MailboxService
+from .services.mailbox import MailboxService, deposit_group
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
@@ -87,6 +103,8 @@ LINK_STREAM_CAPS = StreamCaps(per_peer=2, total=64)
 REPLICATION_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 #: one channel per link; a second is the replacement of the first
 CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
+#: a probe or a dial-back at a time per peer (§17.4.1)
+REACH_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 #: one clock question per link (§17.6)
 CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
 DISK_CHECK_SECONDS = 5.0
@@ -106,6 +124,10 @@ class Daemon:
         replication: ReplicationConfig | None = None,
         web_port: int | None = None,
         *,
+        offer_relay: bool = True,
+        classifier: Classifier = DEFAULT,
+        circuit_bytes: int = CIRCUIT_BYTES,
+        reach_config: ReachConfig | None = None,
         mailbox_group_of: Callable[[str], str] | None = None,
         settings: NodeConfig | None = None,
     ) -> None:
@@ -115,6 +137,9 @@ class Daemon:
         that a test on loopback can stand for depositors in many networks.
         None (always, outside such a test): ``deposit_group``."""
         self.datadir = datadir
+        self.classifier = classifier
+        #: the networks of our interfaces: private addresses we may dial (§17.5)
+        self.own_nets = own_networks()
         self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
@@ -142,7 +167,10 @@ class Daemon:
         log.info("loaded %d events in %.2fs", self._ledger.event_count, time.monotonic() - started)
         self.host: Any = make_host(secrets.node_seed)
         self._peer_id = str(self.host.get_id().to_base58())
-        self.links = LinkService(self.host, self._peer_id, REPLICATION_PROTOCOL)
+        self.links = LinkService(
+            self.host, self._peer_id, REPLICATION_PROTOCOL, classifier=classifier
+        )
+        self._build_nat(offer_relay, circuit_bytes, reach_config)
         self.gate = Gate(self.links.manager)
         self.gate.on_admitted = self.links.heard
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
@@ -154,10 +182,111 @@ class Daemon:
         self.sync = SyncService(self, SyncStore(self.db))
         self._contacts = ContactSet(ContactStore(self.db), self._ledger, self.sync)
         self._stop = trio.Event()
+        self._last_advertised: list[str] = []
+        self._was_linked: set[str] = set()
         self._done = trio.Event()
         self.subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._build_services()
         self.web = self._build_web(web_port)
+
+    def _build_nat(
+        self, offer_relay: bool, circuit_bytes: int, reach_config: ReachConfig | None
+    ) -> None:
+        """Relays, hole punching, reachability and address hygiene (§17.4, §17.5)."""
+        self.guard = DialGuard(lambda: self.own_nets, self.classifier)
+        self.guard.install(self.host)
+        self.relay = GatedRelay(
+            self.host,
+            offer=offer_relay,
+            may_reserve=self._may_reserve,
+            relays_we_use=lambda: self.reach.relays_in_use(),
+            circuit_bytes=circuit_bytes,
+        )
+        self.dialer = RelayDialer(self.host, self.relay)
+        self.dcutr = GuardedDCUtR(
+            self.host,
+            may_dial=lambda addr: may_dial(addr, None, self.own_nets, self.classifier),
+            our_addrs=lambda: self.reach.machine.punch_addrs(),
+        )
+        self.reach = ReachService(
+            self.host,
+            self.links,
+            self.dialer,
+            self.guard,
+            self.classifier,
+            bootstrap=lambda: {a.rsplit("/p2p/", 1)[-1] for a in self.bootstrap},
+            score=lambda peer: float(self.replication.replicator.score(peer)),
+            on_advertise=self._advertise_changed,
+            config=reach_config,
+        )
+        self.links.circuit_dial = self._circuit_dial
+        self.links.relay_of = relay_of
+        self.links.host_of = lambda peer: remote_ip(self.host, peer)
+        self.links.dialable = lambda peer, addrs, source: [
+            a for a in addrs if may_dial(a, source, self.own_nets, self.classifier)
+        ]
+
+    async def _circuit_dial(self, relay: str, peer: str) -> Any:
+        try:
+            conn = await self.dialer.dial(relay, peer)
+        except Exception:
+            self.reach.relay_used(relay, False)
+            raise
+        self.reach.relay_used(relay, True)
+        return conn
+
+    def _may_reserve(self, peer: str) -> bool:
+        """A relay slot only for a peer id that a valid device record of an
+        active device names (§17.4.3): the book holds only such records."""
+        if self.reach.machine.verdict is not Reach.PUBLIC:
+            return False  # a relay must be reachable itself
+        now_ms = int(time.time() * 1000)
+        return any(peer in r.peer_ids and r.expires > now_ms for r in self.records)
+
+    def relays_of(self, peer: str) -> tuple[str, ...]:
+        """The relays named by the newest record that names ``peer``."""
+        best: tuple[int, tuple[str, ...]] = (-1, ())
+        for r in self.records:
+            if peer in r.peer_ids and r.timestamp > best[0]:
+                best = (r.timestamp, r.relays)
+        return best[1]
+
+    def nat_status(self) -> dict[str, Any]:
+        doc = self.reach.status()
+        doc["relay"] = {
+            "offered": self.relay.allow_hop,
+            "reservations": self.relay.reservations(),
+            **self.relay.stats,
+        }
+        doc["dials"] = {"refused_by_hygiene": self.guard.refused, "failed": self.guard.failed}
+        doc["hole_punch_refused_addrs"] = self.dcutr.refused
+        doc["mailbox_notices"] = self.push.status()
+        return doc
+
+    def _advertise_changed(self, ad: Advertise) -> None:
+        self.replication.set_self(self._peer_id, self.advertised_addrs())
+        self.publish_own_record()
+
+    def advertised_addrs(self) -> list[str]:
+        """Our addresses as records and peer exchange carry them (§17.5):
+        public ones (listened on, or confirmed by probes); private and
+        loopback ones only while every peer we are linked with (or, with no
+        link yet, every bootstrap peer) can use them."""
+        listen = [a.split("/p2p/")[0] for a in self.addresses()]
+        public = [a for a in listen if self.classifier.scope(a) is Scope.PUBLIC]
+        public += [a for a in self.reach.advertised.addrs if a not in public]
+        local = [a for a in listen if a not in public]
+        viewers = [lk.host for lk in self.links.links.values() if not lk.relayed]
+        if not self.links.links:
+            viewers = [addr_host(b) or "" for b in self.bootstrap]
+        shared = [
+            a
+            for a in local
+            if all(usable_by(a, v, self.own_nets, self.classifier) for v in viewers)
+        ]
+        if self.reach.advertised.relays or any(self.classifier.is_public(v) for v in viewers):
+            shared = [a for a in shared if self.classifier.scope(a) is not Scope.LOOPBACK]
+        return public + shared
 
     def _build_services(self) -> None:
         self.tokens = TokenService(
@@ -204,13 +333,22 @@ class Daemon:
             receive=self.messages.receive,
             store=self._mailbox_store,
             tokens=self.tokens,
-            group_of=self._mailbox_group_of,
+            group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
+        self.push = PushService(
+            self.channels,
+            records=lambda: self.records,
+            account_of=self._grant_account,
+            held=lambda device: self.mailbox.box.held(device)[1] if self.mailbox.box else 0,
+            own_device=self.secrets.device.sign_public,
+            notified=self.mailbox.notified,
+        )
+        self.mailbox.on_deposit = self.push.deposited
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.wake
-        self.links.on_changed = self.mailbox.refresh
+        self.links.on_changed = self._links_changed
         self.node_service = NodeService(
             self, self.replication, self.links, self.gate, self.channels, self.stop
         )
@@ -218,6 +356,7 @@ class Daemon:
             "disk": self._disk_status,
             "clock": self.clock.status,
             "metrics_port": lambda: self.metrics_port,
+            "reachability": self.nat_status,
         }
         self.services: list[Any] = [
             self.node_service,
@@ -249,6 +388,26 @@ class Daemon:
             self.sync.on_changed.append(server.hub.synced)
         self.services.append(WebService(server))
         return server
+
+    def _grant_account(self, device: bytes) -> bytes | None:
+        grant = self.mailbox.box.grant_of(device) if self.mailbox.box else None
+        return grant.account if grant is not None else None
+
+    def _links_changed(self) -> None:
+        linked = set(self.links.links)
+        for peer in linked - self._was_linked:
+            # a mailbox of ours came back: what it holds may be for us, so
+            # fetch now rather than at the next poll (its push notice may
+            # not have reached us; §15.12.1)
+            self.mailbox.notified(peer)
+        self._was_linked = linked
+        self.mailbox.refresh()
+        self.reach.refresh()
+        addrs = self.advertised_addrs()
+        if addrs != self._last_advertised:
+            # who may use our private addresses depends on who we are linked with
+            self._last_advertised = addrs
+            self.replication.set_self(self._peer_id, addrs)
 
     def _wire_operator(self) -> None:
         """The disk budget, metrics and the clock check (PROTOCOL.md §13.3)."""
@@ -376,18 +535,27 @@ class Daemon:
             gate.wrap(CHANNEL_PROTOCOL, self.channels.on_stream, CHANNEL_STREAM_CAPS),
         )
         self.host.set_stream_handler(
+            REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.reach.on_stream, REACH_STREAM_CAPS)
+        )
+        self.host.set_stream_handler(
             CLOCK_PROTOCOL, gate.wrap(CLOCK_PROTOCOL, self.clock.on_stream, CLOCK_STREAM_CAPS)
         )
         addrs = [parse_multiaddr(a) for a in self.listen]
-        async with self.host.run(addrs), trio.open_nursery() as nursery:
+        async with (
+            self.host.run(addrs),
+            background_trio_service(self.relay),
+            background_trio_service(self.dcutr),
+            trio.open_nursery() as nursery,
+        ):
+            prefer_direct(self.host, nursery, self.links.direct_now)
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
+            await nursery.start(self.reach.run)
             await nursery.start(self.replication.run)
             await nursery.start(self.sync.run)
             self._contacts.import_legacy()
             await nursery.start(self.channels.run)
-            self.replication.set_self(
-                self._peer_id, [a.split("/p2p/")[0] for a in self.addresses()]
-            )
+            self.reach.set_listen([a.split("/p2p/")[0] for a in self.addresses()])
+            self.replication.set_self(self._peer_id, self.advertised_addrs())
             await nursery.start(self.links.run, self.replication.serve_link, self.bootstrap)
             await nursery.start(self.linking.run)
             await nursery.start(self.mailbox.run)
@@ -546,8 +714,7 @@ class Daemon:
             return
         # only what a v2 record may carry (PROTOCOL.md §16): one odd address
         # must not keep the whole record from being published
-        bare = (a.split("/p2p/")[0] for a in self.addresses())
-        addrs = tuple(a for a in bare if text_ok(a))[:8]
+        addrs = tuple(a for a in self.advertised_addrs() if text_ok(a))[:8]
         try:
             record = make_record(
                 self._params,
@@ -560,6 +727,7 @@ class Daemon:
                 mailboxes=tuple(
                     (grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants
                 ),
+                relays=tuple(r for r in self.reach.advertised.relays if text_ok(r))[:4],
             )
             self.replication.driver.call(
                 lambda now: self.replication.replicator.publish_record(record.raw, now)
@@ -584,7 +752,7 @@ class Daemon:
         return await self.links.dial(addr)
 
     async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
-        return await self.links.open_stream(peer, addrs, protocol)
+        return await self.links.open_stream(peer, addrs, protocol, self.relays_of(peer))
 
     def notify(self, note: dict[str, Any]) -> None:
         for subscriber in list(self.subscribers):
@@ -617,7 +785,9 @@ def probe_listen(listen: Sequence[str]) -> None:
                 raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
 
 
-def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig) -> None:
+def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Any) -> None:
+    """``options``: the NAT switches of ``smu node run`` (offer_relay, the
+    lab classifier, the lab's circuit limit and fast probes)."""
     lock = datadir.lock()  # one daemon per data directory
     try:
         probe_listen(settings.listen)
@@ -628,6 +798,7 @@ def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig) -> None
             settings.bootstrap,
             web_port=settings.web_listen_port,
             settings=settings,
+            **options,
         )
         trio.run(daemon.run)
     finally:

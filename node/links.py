@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,10 @@ import trio
 from libp2p.abc import INotifee
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 
 from protocol.core.machine import Now
+from protocol.links.addresses import DEFAULT, Classifier
 from protocol.links.manager import (
     Admitted,
     Close,
@@ -60,6 +62,12 @@ class Link:
     #: read nothing more from this link before then (trio time): the
     #: replication machine's Pause for a peer sending what we hold
     paused_until: float = 0.0
+    #: the link runs through this circuit relay (§17.4), else None
+    relay: str | None = None
+
+    @property
+    def relayed(self) -> bool:
+        return self.relay is not None
 
 
 #: runs one admitted link until it ends (the replication service)
@@ -101,6 +109,16 @@ def _remote_host(stream: Any) -> str:
     return str(remote[0]) if remote else ""
 
 
+def _circuit(addr: str) -> tuple[str, str] | None:
+    """(relay, peer) of ``.../p2p/<relay>/p2p-circuit/p2p/<peer>``."""
+    if "/p2p-circuit/p2p/" not in addr:
+        return None
+    head, peer = addr.split("/p2p-circuit/p2p/", 1)
+    if "/p2p/" not in head or "/" in peer:
+        return None
+    return head.rsplit("/p2p/", 1)[1], peer
+
+
 async def close_quietly(stream: Any) -> None:
     """Reset a stream whose peer may already be gone."""
     try:
@@ -117,17 +135,32 @@ class LinkService:
         peer_id: str,
         replication_protocol: str,
         limits: LinkLimits | None = None,
+        classifier: Classifier = DEFAULT,
     ) -> None:
         self.host = host
         self.peer_id = peer_id
         self.protocol = replication_protocol
-        self.manager = LinkManager(peer_id, limits, secret=os.urandom(16))
+        self.manager = LinkManager(peer_id, limits, secret=os.urandom(16), classifier=classifier)
+        #: dials through a relay: (relay, peer) -> connection (node.relay)
+        self.circuit_dial: Callable[[str, str], Awaitable[Any]] | None = None
+        #: a relayed connection: the relay's peer id (node.relay.relay_of)
+        self.relay_of: Callable[[Any], str | None] = lambda conn: None
+        #: the relay's remote host, for the link's network group
+        self.host_of: Callable[[str], str] = lambda peer: ""
+        #: (peer, addrs, source host) -> the addresses we may dial (§17.5)
+        self.dialable: Callable[[str, Sequence[str], str | None], list[str]] = (
+            lambda peer, addrs, source: list(addrs)
+        )
         self.driver = MachineDriver("links", self.manager, self._carry_out)
         self.links: dict[str, Link] = {}
         self._serve_link: ServeLink | None = None
         self._nursery: trio.Nursery | None = None
         #: set when a link with that peer is registered
         self._link_waiters: dict[str, set[trio.Event]] = {}
+        #: one dial per peer at a time: a delivery and the manager dialling
+        #: a peer at once made two circuits and two links, and closing one
+        #: left a relayed link half open at the other end
+        self._dial_locks: dict[str, trio.Lock] = {}
         #: addresses of peers we dialled, for the replication machine's
         #: peer exchange (it shares only peers someone vouched for)
         self.on_dialled: Callable[[str, list[str]], None] = lambda peer, addrs: None
@@ -217,7 +250,12 @@ class LinkService:
     # -- dialling ----------------------------------------------------------------
 
     async def dial(self, addr: str) -> str:
-        """Open a link with the peer at ``addr`` (ending in ``/p2p/<id>``)."""
+        """Open a link with the peer at ``addr`` (ending in ``/p2p/<id>``;
+        a circuit address ``/p2p/<relay>/p2p-circuit/p2p/<id>`` dials
+        through that relay)."""
+        circuit = _circuit(addr)
+        if circuit is not None:
+            return await self._dial_circuit(*circuit)
         try:
             info = info_from_p2p_addr(parse_multiaddr(addr))
         except Exception as exc:  # multiaddr raises several unrelated types
@@ -229,18 +267,88 @@ class LinkService:
             raise NodeUsageError(f"peer {peer} is on the refused list")
         if peer in self.links:
             return peer
-        self._addresses_first(info.peer_id, list(info.addrs))
-        try:
-            await self.host.connect(info)
-            stream = self.wrap_stream(
-                await self.host.new_stream(info.peer_id, [self.protocol]), self.protocol
-            )
-        except Exception as exc:  # libp2p raises many unrelated types on a failed dial
-            raise PeerUnreachable(f"could not connect to {addr}: {dial_error_text(exc)}") from exc
-        self.on_dialled(peer, [str(a) for a in info.addrs])
-        assert self._nursery is not None
-        self._nursery.start_soon(self.run_link, peer, stream, True)
+        if not self.dialable(peer, [str(a) for a in info.addrs], None):
+            raise PeerUnreachable(f"not dialling {addr}: address hygiene (§17.5)")
+        async with self._one_dial(peer):
+            if peer in self.links:  # the dial we waited for linked it
+                return peer
+            self._addresses_first(info.peer_id, list(info.addrs))
+            try:
+                await self.host.connect(info)
+                stream = self.wrap_stream(
+                    await self.host.new_stream(info.peer_id, [self.protocol]), self.protocol
+                )
+            except Exception as exc:  # libp2p raises many unrelated types on a failed dial
+                raise PeerUnreachable(
+                    f"could not connect to {addr}: {dial_error_text(exc)}"
+                ) from exc
+            self.on_dialled(peer, [str(a) for a in info.addrs])
+            assert self._nursery is not None
+            await self._nursery.start(self.run_link, peer, stream, True)
         return peer
+
+    @contextlib.asynccontextmanager
+    async def _one_dial(self, peer: str) -> AsyncIterator[None]:
+        """Dials of one peer one after the other; each returns once its link
+        is registered (or refused), so the next sees it in ``links``."""
+        lock = self._dial_locks.setdefault(peer, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._dial_locks.pop(peer, None)
+
+    async def _dial_circuit(self, relay: str, peer: str) -> str:
+        if peer == self.peer_id:
+            raise NodeUsageError("that address is this node")
+        if peer in self.links:
+            return peer
+        if self.circuit_dial is None:
+            raise PeerUnreachable("this node dials no circuits")
+        async with self._one_dial(peer):
+            if peer in self.links:  # the dial we waited for linked it
+                return peer
+            try:
+                if not self._connected(peer):
+                    await self.circuit_dial(relay, peer)
+                stream = self.wrap_stream(
+                    await self.host.new_stream(ID.from_base58(peer), [self.protocol]),
+                    self.protocol,
+                )
+            except Exception as exc:  # libp2p raises many unrelated types
+                raise PeerUnreachable(
+                    f"could not reach {peer} through {relay}: {dial_error_text(exc)}"
+                ) from exc
+            assert self._nursery is not None
+            await self._nursery.start(self.run_link, peer, stream, True)
+        return peer
+
+    def _connected(self, peer: str) -> bool:
+        try:
+            return bool(self.host.get_network().connections.get(ID.from_base58(peer)))
+        except Exception:  # a malformed id is connected to nobody
+            return False
+
+    def direct_now(self, peer: str) -> None:
+        """A direct connection to ``peer`` replaced a relayed one (hole
+        punching, §17.4.4): the side that opened the relayed link opens the
+        link again; new streams take the direct connection, and the manager
+        lets a direct link replace the relayed one."""
+        link = self.links.get(peer)
+        if link is None or not link.relayed or not link.outbound or self._nursery is None:
+            return
+        self._nursery.start_soon(self._relink, peer)
+
+    async def _relink(self, peer: str) -> None:
+        try:
+            stream = self.wrap_stream(
+                await self.host.new_stream(ID.from_base58(peer), [self.protocol]), self.protocol
+            )
+        except Exception as exc:  # the direct connection went again
+            log.info("moving the link with %s to the direct connection failed: %s", peer, exc)
+            return
+        await self.run_link(peer, stream, True)
 
     async def connect(self, addr: str) -> tuple[str, bool]:
         """``smu peers connect``: dial even if libp2p or we held the peer
@@ -283,17 +391,51 @@ class LinkService:
                 del self._link_waiters[peer]
         return peer in self.links
 
-    async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
-        """A request stream to ``peer`` (not a link), dialling if needed."""
+    async def open_stream(
+        self, peer: str, addrs: Sequence[str], protocol: str, relays: Sequence[str] = ()
+    ) -> Any:
+        """A request stream to ``peer`` (not a link), dialling if needed:
+        its direct addresses first, then through each of ``relays``."""
         try:
             peer_id = ID.from_base58(peer)
-            if addrs:
-                maddrs = [parse_multiaddr(a) for a in addrs]
+        except Exception as exc:
+            raise PeerUnreachable(f"{peer}: not a peer id") from exc
+        errors: list[str] = []
+        direct = self.dialable(peer, [a for a in addrs if "/p2p-circuit" not in a], None)
+        if self._connected(peer) or not (direct or relays):
+            try:
+                return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
+            except Exception as exc:  # libp2p raises many unrelated types
+                raise PeerUnreachable(f"could not reach {peer}: {dial_error_text(exc)}") from exc
+        if direct:
+            try:
+                maddrs = [parse_multiaddr(a) for a in direct]
                 self._addresses_first(peer_id, maddrs)
                 await self.host.connect(PeerInfo(peer_id, maddrs))
-            return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
-        except Exception as exc:  # libp2p raises many unrelated types
-            raise PeerUnreachable(f"could not reach {peer}: {dial_error_text(exc)}") from exc
+                return self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
+            except Exception as exc:  # libp2p raises many unrelated types
+                errors.append(dial_error_text(exc))
+        for relay in relays:
+            if self.circuit_dial is None:
+                break
+            try:
+                await self.circuit_dial(relay, peer)
+                stream = self.wrap_stream(await self.host.new_stream(peer_id, [protocol]), protocol)
+            except Exception as exc:  # libp2p raises many unrelated types
+                errors.append(f"through {relay}: {dial_error_text(exc)}")
+                continue
+            # a device we reach only through a relay: keep a link with it,
+            # which hole punching may then make direct (§17.4.4)
+            if peer not in self.links and self._nursery is not None:
+                self._nursery.start_soon(self._link_quietly, f"/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            return stream
+        raise PeerUnreachable(f"{peer}: " + "; ".join(errors or ["no address"]))
+
+    async def _link_quietly(self, addr: str) -> None:
+        try:
+            await self.dial(addr)
+        except (PeerUnreachable, NodeUsageError) as exc:
+            log.debug("no link through %s: %s", addr, exc)
 
     def _addresses_first(self, peer_id: Any, addrs: list[Any]) -> None:
         """Put ``addrs`` before what the peerstore remembers of ``peer_id``.
@@ -303,9 +445,11 @@ class LinkService:
         store = self.host.get_peerstore()
         try:
             known = list(store.addrs(peer_id))
-        except Exception:  # PeerStoreError: nothing known yet
+        except PeerStoreError:  # nothing known yet, or only expired addresses
             known = []
-        store.clear_addrs(peer_id)
+        # addresses past their TTL are cleared, then clear_addrs raises
+        with contextlib.suppress(PeerStoreError):
+            store.clear_addrs(peer_id)
         store.add_addrs(peer_id, addrs + [a for a in known if a not in addrs])
 
     def peer_addresses(self, peer: str) -> list[str]:
@@ -321,15 +465,29 @@ class LinkService:
         peer = stream.muxed_conn.peer_id.to_base58()
         await self.run_link(peer, stream, False)
 
-    async def run_link(self, peer: str, stream: Any, outbound: bool) -> None:
-        host = _remote_host(stream)
-        outs = self.driver.call(lambda now: self.manager.opened(peer, host, outbound, now))
+    async def run_link(
+        self,
+        peer: str,
+        stream: Any,
+        outbound: bool,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve one link; ``task_status`` is told once it is registered or
+        refused."""
+        relay = self.relay_of(stream.muxed_conn)
+        # a relayed link counts in its relay's network group (§17.4)
+        host = self.host_of(relay) if relay is not None else _remote_host(stream)
+        relayed = relay is not None
+        outs = self.driver.call(
+            lambda now: self.manager.opened(peer, host, outbound, now, relayed=relayed)
+        )
         verdict = outs[0]
         if not isinstance(verdict, Admitted):
+            task_status.started()
             await close_quietly(stream)
             return
         send, recv = trio.open_memory_channel[bytes](LINK_QUEUE)
-        link = Link(peer, stream, outbound, host, verdict.group, send, recv)
+        link = Link(peer, stream, outbound, host, verdict.group, send, recv, relay=relay)
         old = self.links.pop(peer, None)
         if old is not None:  # both sides dialled at once; the manager kept this one
             old.cancel.cancel()
@@ -340,8 +498,14 @@ class LinkService:
             opened(link)
         for waiter in self._link_waiters.pop(peer, ()):
             waiter.set()
-        log.info("peer %s connected (%s)", peer, "outbound" if outbound else "inbound")
+        log.info(
+            "peer %s connected (%s%s)",
+            peer,
+            "outbound" if outbound else "inbound",
+            f", through relay {relay}" if relay else "",
+        )
         self.on_changed()
+        task_status.started()
         try:
             with link.cancel:
                 assert self._serve_link is not None
@@ -394,7 +558,8 @@ class LinkService:
         self.driver.call(lambda now: self.manager.round_trip(peer, seconds, now))
 
     def learned(self, peers: list[tuple[str, tuple[str, ...]]]) -> None:
-        """Peers a PEERS frame named: dial candidates (PROTOCOL.md §11.8)."""
+        """Peers PEERS frames named, with addresses we may dial given who
+        told them (§11.8, §17.5): dial candidates."""
         self.driver.call(lambda now: self.manager.offer_candidates(peers, now))
 
 

@@ -245,11 +245,24 @@ class ReplicationService:
                 self.on_record()
             elif isinstance(out, PeersLearned):
                 self._vouch_for_sender(out)
-                self.links.learned(self.replicator.learned_peers())
+                self.links.learned(self._dialable_learned())
             elif isinstance(out, Misbehaved):
                 log.warning(
                     "peer %s sent invalid input: %s (%s)", out.peer, out.error.code, out.error
                 )
+
+    def _dialable_learned(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The learned peers, each with only the addresses we may dial given
+        who told them (PROTOCOL.md §17.5): a private or loopback address
+        from a peer outside that network is never a dial candidate."""
+        out = []
+        for pid, (addrs, source) in self.replicator.peer_table.learned.items():
+            link = self.links.links.get(str(source))
+            told_from = link.host if link is not None and not link.relayed else ""
+            usable = self.links.dialable(pid, addrs, told_from)
+            if usable:
+                out.append((pid, tuple(usable)))
+        return out
 
     def _vouch_for_sender(self, learned: PeersLearned) -> None:
         """A peer's own entry, at the host its connection comes from, is

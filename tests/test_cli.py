@@ -331,3 +331,22 @@ def test_join_from_stdin_asks_on_the_terminal(
     assert ("device.join", {"link": LINK, "name": None}) in fake.calls
     assert ("device.join_confirm", {"join_id": "j", "accept": True}) in fake.calls
     assert "joined bob.x" in capsys.readouterr().out
+
+
+def test_node_status_says_reachability_and_relays(
+    fake: type[FakeClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.answers["node.status"] = {
+        "device_status": None,
+        "peer_id": "P",
+        "network": "smu-test",
+        "listen": [],
+        "peers": 2,
+        "events": 1,
+        "accounts": 1,
+        "escrow": 0,
+        "event_set_digest": "d",
+        "reachability": {"reachability": "private", "relays": ["R1", "R2"]},
+    }
+    assert main(["node", "status"]) == 0
+    assert "reach     private   relays R1, R2" in capsys.readouterr().out

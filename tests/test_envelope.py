@@ -32,6 +32,8 @@ from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus, DeviceRecord, DeviceStatus
 from protocol.messaging import envelope as envmod
 from protocol.messaging.content import (
+    CHANNEL_KINDS,
+    MAILBOX_NOTICE,
     ContentKind,
     ContentRange,
     HistoryBundle,
@@ -44,6 +46,7 @@ from protocol.messaging.content import (
     UnknownContent,
     content_range,
     decode_content,
+    encode_content,
 )
 from protocol.messaging.envelope import (
     MAX_ENVELOPE_BYTES,
@@ -671,6 +674,17 @@ def test_content_ranges() -> None:
         decode_content(0, b"\x90")  # 0 is no kind
     assert UnknownContent(40, b"").range is ContentRange.ACCOUNT_SYNC
     assert UnknownContent(70, b"").range is ContentRange.RESERVED
+
+
+def test_channel_item_kinds_are_never_content_kinds() -> None:
+    # one number space (PROTOCOL.md §17.3.1): the push notice is not TOKENS
+    from node.push import MAILBOX_NOTICE as PUSHED
+
+    assert PUSHED == MAILBOX_NOTICE == 49 and MAILBOX_NOTICE in CHANNEL_KINDS
+    assert not CHANNEL_KINDS & {int(k) for k in ContentKind}
+    assert content_range(MAILBOX_NOTICE) is ContentRange.MAILBOX_TOKENS
+    with pytest.raises(UsageError):
+        encode_content(UnknownContent(MAILBOX_NOTICE, b"\x90"))
 
 
 def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:

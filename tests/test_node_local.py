@@ -213,3 +213,100 @@ def test_saved_mailbox_grants_are_checked_when_loaded(tmp_path: Path) -> None:
     for damaged in ("not json", '{"grant": 1}', '[{"grant": "zz", "addrs": []}]', "[1]"):
         (tmp_path / "mailboxes.json").write_text(damaged)
         assert service._load_grants() == []
+
+
+def test_dial_addresses_replace_expired_ones_in_libp2p_peerstore() -> None:
+    # A peer whose addresses outlived their TTL: py-libp2p's clear_addrs
+    # clears them and then raises (it re-reads them for the signed record).
+    # A dial to that peer once ended the daemon.
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerstore import PeerStore
+    from multiaddr import Multiaddr
+
+    from node.links import LinkService
+
+    store = PeerStore()
+    peer = ID.from_base58("12D3KooWAryLGnBY8mLnyeLJic65wxvQVwsL9J9AcUf7yY6wSLz6")
+    store.add_addrs(peer, [Multiaddr("/ip4/100.64.0.9/tcp/4001")], ttl=1)
+    store.peer_data_map[peer].last_identified -= 10  # expired
+    store.peer_record_map[peer] = SimpleNamespace()  # a signed record is held
+    fresh = Multiaddr("/ip4/100.65.0.9/tcp/4001")
+    links = SimpleNamespace(host=SimpleNamespace(get_peerstore=lambda: store))
+    LinkService._addresses_first(links, peer, [fresh])  # type: ignore[arg-type]
+    assert store.addrs(peer) == [fresh]
+
+
+async def test_two_dials_of_one_peer_at_once_make_one_connection_and_one_link() -> None:
+    # A delivery through a relay and the link manager dialled a peer at
+    # once: two circuits, two links, and closing one left the other end
+    # with a link on a dead circuit.  The second dial now waits for the
+    # first and finds its link.
+    from types import SimpleNamespace
+
+    import trio
+    import trio.testing
+    from libp2p.peer.peerstore import PeerStore
+
+    from node.links import LinkService
+
+    peer = "12D3KooWAryLGnBY8mLnyeLJic65wxvQVwsL9J9AcUf7yY6wSLz6"
+    release = trio.Event()
+    calls = {"connect": 0, "stream": 0}
+
+    async def connect(info: object) -> None:
+        calls["connect"] += 1
+        await release.wait()
+
+    async def new_stream(peer_id: object, protocols: object) -> object:
+        calls["stream"] += 1
+        conn = SimpleNamespace(peer_id=peer_id)
+        return SimpleNamespace(muxed_conn=conn, get_remote_address=lambda: ("45.33.1.1", 4001))
+
+    store = PeerStore()
+    network = SimpleNamespace(register_notifee=lambda n: None)
+    host = SimpleNamespace(
+        get_peerstore=lambda: store,
+        get_network=lambda: network,
+        connect=connect,
+        new_stream=new_stream,
+    )
+    links = LinkService(host, "12D3KooWme", "/smu/replication/2")
+    got: list[str] = []
+
+    async def dial() -> None:
+        got.append(await links.dial(f"/ip4/45.33.1.1/tcp/4001/p2p/{peer}"))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(links.run, lambda link: trio.sleep_forever(), [])
+        nursery.start_soon(dial)
+        nursery.start_soon(dial)
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == {"connect": 1, "stream": 0}  # the second waits
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [peer, peer] and calls == {"connect": 1, "stream": 1}
+        assert list(links.links) == [peer] and links.manager.stats.admitted == 1
+        nursery.cancel_scope.cancel()
+
+
+def test_an_inbound_circuit_is_counted_at_its_relay_not_at_ourselves() -> None:
+    # py-libp2p writes the receiving node's own id as the relay of an
+    # inbound circuit; the relay is the peer of the stream it runs in
+    from types import SimpleNamespace
+
+    from node.relay import relay_of
+
+    me, relay, src = "12D3KooWme", "12D3KooWrelay", "12D3KooWsrc"
+    hop = SimpleNamespace(
+        muxed_conn=SimpleNamespace(peer_id=SimpleNamespace(to_base58=lambda: relay))
+    )
+    raw = SimpleNamespace(stream=hop)
+    muxed = SimpleNamespace(
+        secured_conn=SimpleNamespace(conn=SimpleNamespace(conn=raw)),
+        get_transport_addresses=lambda: [f"/p2p/{me}/p2p-circuit/p2p/{src}"],
+    )
+    assert relay_of(muxed) == relay
+    direct = SimpleNamespace(get_transport_addresses=lambda: ["/ip4/100.64.0.2/tcp/4001"])
+    assert relay_of(direct) is None

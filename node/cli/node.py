@@ -7,6 +7,8 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
@@ -81,6 +83,19 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         metavar="MIB",
         help="stop accepting data once the database reaches this size",
     )
+    p.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="do not relay for nodes behind NAT (offered by default once reachable)",
+    )
+    p.add_argument(
+        "--lab-prefixes",
+        metavar="FILE",
+        default=None,
+        help="test networks only: a file of 100.64/10 prefixes to treat as public (the NAT lab)",
+    )
+    p.add_argument("--relay-circuit-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--reach-fast", action="store_true", help=argparse.SUPPRESS)
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
@@ -100,17 +115,57 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("libp2p", "multiaddr", "async_service"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # libp2p logs every failed dial or stream at ERROR, over several lines;
-    # the link service says it once, readably
-    for dials in ("libp2p.transport", "libp2p.host.basic_host", "libp2p.protocol_muxer"):
-        logging.getLogger(dials).setLevel(logging.CRITICAL)
+    options = _nat_options(args, str(dd.read_config()["network"]))
     secrets = dd.load_secrets(passphrase(False) if dd.is_encrypted() else None)
     from ..daemon import run_daemon  # importing libp2p takes a second: only here
 
-    run_daemon(dd, secrets, settings)
+    _quiet_libp2p()
+    run_daemon(dd, secrets, settings, **options)
     return 0
+
+
+def _quiet_libp2p() -> None:
+    """Once libp2p is imported: its import cuts the "libp2p" logger off
+    (no handler, no propagation), so what it logs reached stderr unformatted
+    through logging's last resort; it goes through ours again, and the
+    loggers that report every refused or failed attempt at ERROR (a failed
+    dial or stream over several lines, a peer resetting its connection,
+    relay, hole punching, the auto-dialler) are silenced: the node logs what
+    it decides itself, once and readably (smu.links, smu.relay, smu.reach)."""
+    logging.getLogger("libp2p").propagate = True
+    for noisy in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for chatty in (
+        "libp2p.host.basic_host",
+        "libp2p.protocol_muxer",
+        "libp2p.stream_muxer",
+        "libp2p.transport",
+        "libp2p.relay",
+        "libp2p.network",
+        "libp2p.network.auto_connector",  # its own level: INFO every few seconds
+        "libp2p.identity",
+    ):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
+
+
+def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
+    from protocol.links.addresses import LabConfigError, lab_classifier
+    from protocol.links.reachability import ReachConfig
+
+    options: dict[str, Any] = {"offer_relay": not args.no_relay}
+    if args.lab_prefixes:
+        try:
+            text = Path(args.lab_prefixes).read_text()
+            options["classifier"] = lab_classifier(network, text)
+        except (OSError, LabConfigError) as exc:
+            raise SystemExit(f"error: --lab-prefixes: {exc}") from exc
+    if args.relay_circuit_bytes:
+        options["circuit_bytes"] = args.relay_circuit_bytes
+    if args.reach_fast:  # the lab: verdicts in seconds, not minutes
+        options["reach_config"] = ReachConfig(
+            probe_timeout=8.0, probe_interval=30.0, relay_retry=2.0
+        )
+    return options
 
 
 DEVICE_STATUS_TEXT = {
@@ -130,12 +185,22 @@ def cmd_node_status(args: argparse.Namespace) -> int:
             f"device    {DEVICE_STATUS_TEXT.get(device, device)}",
             *[f"listen    {a}" for a in s["listen"]],
             f"peers     {s['peers']}",
+            *_reach_lines(s.get("reachability")),
             f"events    {s['events']}   accounts {s['accounts']}   escrow {s['escrow']}",
             f"digest    {s['event_set_digest']}",
         ]
     )
     out(args, s, text)
     return 0
+
+
+def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
+    """The reachability verdict and the relays in use (none from a node
+    that does not say)."""
+    if not reach:
+        return []
+    relays = f"   relays {', '.join(reach['relays'])}" if reach.get("relays") else ""
+    return [f"reach     {reach['reachability']}{relays}"]
 
 
 def cmd_node_stop(args: argparse.Namespace) -> int:

@@ -10,7 +10,10 @@ from .common import Command, client, out
 
 def cmd_peers(args: argparse.Namespace) -> int:
     r = client(args).call("peers.list")
-    lines = [f"{p['peer_id']}  score {p['score']:>8}  {p['direction']}" for p in r["peers"]]
+    lines = [
+        f"{p['peer_id']}  score {p['score']:>8}  {p['direction']}  {p['connection']}"
+        for p in r["peers"]
+    ]
     lines += [f"refused {p}" for p in r["refused"]]
     out(args, r, "\n".join(lines) or "no peers")
     return 0

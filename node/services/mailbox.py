@@ -40,6 +40,7 @@ from libp2p.peer.id import ID
 
 from protocol.core.errors import InvalidInput, UsageError
 from protocol.core.machine import Misbehaved, Send
+from protocol.links.addresses import DEFAULT, Classifier
 from protocol.links.policy import network_group
 from protocol.messaging.mailbox import (
     MAX_ANSWER_FRAME,
@@ -64,6 +65,7 @@ from protocol.messaging.mailbox import (
 )
 from protocol.messaging.mailbox_client import (
     AskGrant,
+    ClientConfig,
     ClientOutput,
     Fetch,
     GrantDropped,
@@ -71,6 +73,7 @@ from protocol.messaging.mailbox_client import (
     MailboxClient,
 )
 from protocol.messaging.mailbox_store import MailboxStore
+from protocol.messaging.mailbox_wire import DepositRequest, decode_request
 from protocol.messaging.tokens import TokenExpiredError, TokenInvalidError, TokenSpentError
 from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
 from protocol.records.grant import GRANT_V2, Grant, decode_grant
@@ -91,6 +94,12 @@ REQUEST_TIMEOUT = 10.0
 MAX_OWN_MAILBOXES = MAX_MAILBOXES
 #: envelopes fetched per request
 FETCH_LIMIT = 100
+#: a mailbox pushes a notice to a connected recipient at once (§15.12.1), so
+#: polling is only the fallback for a notice lost with its link: every 30 s
+#: instead of every 2 s (a fifteenth of the requests to every mailbox)
+POLL_INTERVAL = 30.0
+
+
 #: the group of deposits from loopback, private and other exempt addresses
 #: (§15.17): one group of their own, so the strangers' caps hold there too
 LOCAL_GROUP = "local"
@@ -105,13 +114,14 @@ TOKEN_TRIES = 3
 GroupOf = Callable[[str], str]
 
 
-def deposit_group(host: str) -> str:
+def deposit_group(host: str, classifier: Classifier = DEFAULT) -> str:
     """The group a stranger's deposit counts against (PROTOCOL.md §15.17):
     the link policy's network group of the connection's remote address, and
-    for exempt addresses (loopback, private) ``LOCAL_GROUP``."""
+    for exempt addresses (loopback, private) ``LOCAL_GROUP``. A deposit
+    through a relay has no remote address of its own: ``UNKNOWN_GROUP``."""
     if not host:
         return UNKNOWN_GROUP
-    return network_group(host) or LOCAL_GROUP
+    return network_group(host, classifier) or LOCAL_GROUP
 
 
 def _remote_host(stream: Any) -> str:
@@ -120,6 +130,13 @@ def _remote_host(stream: Any) -> str:
     except Exception:  # libp2p raises several types for a gone connection
         return ""
     return str(remote[0]) if remote else ""
+
+
+def _deposit_device(request: bytes) -> bytes:
+    """The device of a deposit request (either frame) the machine accepted."""
+    req = decode_request(request)
+    assert isinstance(req, DepositRequest)
+    return req.device
 
 
 def _addr_ok(addr: object) -> bool:
@@ -157,6 +174,8 @@ class MailboxService:
         #: where each of our mailboxes listens, as the grant's peer told us
         self._addrs: dict[str, tuple[str, ...]] = {}
         self._nursery: trio.Nursery | None = None
+        #: told of each deposit this node's mailbox accepted: the device
+        self.on_deposit: Callable[[bytes], None] = lambda device: None
 
     def handlers(self) -> dict[str, control.Handler]:
         return {"mailbox.status": self.status}
@@ -204,7 +223,11 @@ class MailboxService:
         self.box_driver.call(box.tick)  # what expired while we were down
         saved = self._load_grants()
         self._addrs = {g.mailbox_peer: addrs for g, addrs in saved}
-        self.client = MailboxClient(self.ctx.device.sign_public, grants=[g for g, _ in saved])
+        self.client = MailboxClient(
+            self.ctx.device.sign_public,
+            config=ClientConfig(poll_interval=POLL_INTERVAL),
+            grants=[g for g, _ in saved],
+        )
         self.client_driver = MachineDriver("mailbox-client", self.client, self._client_outputs)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -288,7 +311,16 @@ class MailboxService:
             lambda now: box.handle(data, peer=peer, group=group, now=now, random16=os.urandom(16))
         )
         (answer,) = [o.frame for o in outputs if isinstance(o, Send)]
+        if isinstance(decode_answer(answer), Deposited):
+            self.on_deposit(bytes(_deposit_device(data)))
         return answer
+
+    def notified(self, mailbox_peer: str) -> None:
+        """A push notice came from ``mailbox_peer``: the client fetches at
+        once if one of our grants names that peer, and ignores it otherwise."""
+        client, driver = self.client, self.client_driver
+        if client is not None and driver is not None:
+            driver.call(lambda now: client.notified(mailbox_peer, now))
 
     async def on_stream(self, stream: Stream) -> None:
         remote = remote_peer(stream)

@@ -30,7 +30,8 @@ class NodeService:
         self.gate = gate
         self.channels = channels
         self._stop = stop
-        #: more parts of node.status (the disk budget, the clock check)
+        #: more parts of node.status (the disk budget, the clock check;
+        #: reachability, relays and dial hygiene: node.reach, node.relay)
         self.extra_status: dict[str, Callable[[], Any]] = {}
 
     def handlers(self) -> dict[str, control.Handler]:

@@ -32,6 +32,8 @@ class PeerService:
                     "peer_id": p,
                     "score": round(float(self.score(p)), 3),
                     "direction": "outbound" if link.outbound else "inbound",
+                    # through a circuit relay, or direct (after hole punching too)
+                    "connection": f"relayed via {link.relay}" if link.relay else "direct",
                 }
                 for p, link in sorted(self.links.links.items())
             ],

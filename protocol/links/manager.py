@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from protocol.core.machine import Now
+from protocol.links.addresses import DEFAULT, Classifier
 from protocol.links.eviction import InboundLink, choose_eviction
 from protocol.links.policy import (
     UNKNOWN_GROUP,
@@ -75,6 +76,7 @@ class Refusal(Enum):
     FULL = Verdict.FULL.value
     INBOUND_FULL = Verdict.INBOUND_FULL.value
     GROUP_FULL = Verdict.GROUP_FULL.value
+    RELAYED_FULL = Verdict.RELAYED_FULL.value
     #: a link with this peer exists and the new one loses the tie-break
     DUPLICATE = "a link with this peer exists"
     SELF = "that is this node"
@@ -84,6 +86,7 @@ _OF_VERDICT = {
     Verdict.FULL: Refusal.FULL,
     Verdict.INBOUND_FULL: Refusal.INBOUND_FULL,
     Verdict.GROUP_FULL: Refusal.GROUP_FULL,
+    Verdict.RELAYED_FULL: Refusal.RELAYED_FULL,
 }
 
 
@@ -111,7 +114,9 @@ class Close:
 class Admitted:
     peer: str
     outbound: bool
+    #: for a relayed link, the relay's group (§17.4)
     group: str
+    relayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ class _Link:
     heard: float
     rtt: float | None = None
     last_delivery: float | None = None
+    relayed: bool = False
 
 
 @dataclass(slots=True)
@@ -149,9 +155,17 @@ class LinkStats:
 
 
 class LinkManager:
-    def __init__(self, self_id: str, limits: LinkLimits | None = None, secret: bytes = b"") -> None:
+    def __init__(
+        self,
+        self_id: str,
+        limits: LinkLimits | None = None,
+        secret: bytes = b"",
+        classifier: Classifier = DEFAULT,
+    ) -> None:
         self.self_id = self_id
         self.limits = limits or LinkLimits()
+        #: which addresses are global, for network groups (§17.5)
+        self.classifier = classifier
         #: keys the choice of protected groups (random bytes in a node)
         self.secret = secret
         #: connections that are not links: peer -> when last heard
@@ -179,6 +193,10 @@ class LinkManager:
     def links(self) -> dict[str, tuple[bool, str, str]]:
         """Peer -> (outbound, remote host, group), for status and tests."""
         return {p: (lk.outbound, lk.host, lk.group) for p, lk in self._links.items()}
+
+    def relayed(self) -> set[str]:
+        """Peers whose link runs through a relay."""
+        return {p for p, lk in self._links.items() if lk.relayed}
 
     def is_linked(self, peer: str) -> bool:
         return peer in self._links
@@ -230,16 +248,19 @@ class LinkManager:
         self._dial_learned(now.mono, out)
         return out
 
-    def opened(self, peer: str, host: str, outbound: bool, now: Now) -> list[Output]:
+    def opened(
+        self, peer: str, host: str, outbound: bool, now: Now, relayed: bool = False
+    ) -> list[Output]:
         """A connection with ``peer`` is about to become a link (its
         replication stream opened, §17.1).  The first output says whether
         it is ``Admitted`` or ``Rejected``; a ``Close`` of an older link with
-        the same peer may follow."""
+        the same peer may follow.  For a link through a relay, ``host`` is
+        the relay's address and ``relayed`` is set (§17.4)."""
         self._now = now.mono
         self._dialing.pop(peer, None)
         self._dialing_bootstrap.discard(peer)
-        group = network_group(host) if host else UNKNOWN_GROUP
-        refusal = self._refusal(peer, group, outbound, now.mono)
+        group = network_group(host, self.classifier) if host else UNKNOWN_GROUP
+        refusal = self._refusal(peer, group, outbound, now.mono, relayed)
         evict: str | None = None
         if (
             refusal in (Refusal.FULL, Refusal.INBOUND_FULL)
@@ -255,21 +276,24 @@ class LinkManager:
             if outbound and refusal is not Refusal.DUPLICATE:
                 self._hold_back(peer, now.mono)  # our own dial: do not repeat it at once
             return [Rejected(peer, refusal)]
-        out: list[Output] = [Admitted(peer, outbound, group)]
+        out: list[Output] = [Admitted(peer, outbound, group, relayed)]
         if peer in self._links:
-            out.append(Close(peer, "superseded by a simultaneous link"))
+            why = "moved to a direct connection" if self._links[peer].relayed else None
+            out.append(Close(peer, why or "superseded by a simultaneous link"))
         if evict is not None:
             del self._links[evict]
             self._evicted[evict] = now.mono + EVICTED_HOLD
             self.stats.evicted += 1
             out.append(Close(evict, "gave way to a new link", connection=True))
-        self._links[peer] = _Link(outbound, host, group, now.mono, now.mono)
+        self._links[peer] = _Link(outbound, host, group, now.mono, now.mono, relayed=relayed)
         self._unlinked.pop(peer, None)
         self._redial_after.pop(peer, None)
         self.stats.admitted += 1
         return out
 
-    def _refusal(self, peer: str, group: str, outbound: bool, now: float) -> Refusal | None:
+    def _refusal(
+        self, peer: str, group: str, outbound: bool, now: float, relayed: bool = False
+    ) -> Refusal | None:
         if peer == self.self_id:
             return Refusal.SELF
         if peer in self.refused:
@@ -277,12 +301,16 @@ class LinkManager:
         if self._banned.get(peer, float("-inf")) > now:
             return Refusal.BANNED
         existing = self._links.get(peer)
+        if existing is not None and existing.relayed and not relayed:
+            # hole punching made a direct connection: a direct link opened by
+            # the side that opened the relayed one replaces it (§17.4.4)
+            return None if existing.outbound == outbound else Refusal.DUPLICATE
         if existing is not None:
             # Both sides dialled at once: keep the link the lower peer id
             # opened, so both ends keep the same one (§17.1).
             initiator = self.self_id if outbound else peer
             return None if initiator == min(self.self_id, peer) else Refusal.DUPLICATE
-        verdict = admit(self._infos(), group, outbound, self.limits)
+        verdict = admit(self._infos(), group, outbound, self.limits, relayed)
         return _OF_VERDICT.get(verdict)
 
     def _eviction(self) -> str | None:
@@ -430,7 +458,7 @@ class LinkManager:
         )
 
     def _infos(self) -> list[LinkInfo]:
-        links = [LinkInfo(lk.outbound, lk.group) for lk in self._links.values()]
+        links = [LinkInfo(lk.outbound, lk.group, lk.relayed) for lk in self._links.values()]
         return links + [LinkInfo(True, group) for group in self._dialing.values()]
 
     def _group_of(self, addr: str) -> str | None:
@@ -441,7 +469,7 @@ class LinkManager:
             host = multiaddr_host(addr)
             if host is None:
                 return None
-            group = network_group(host)
+            group = network_group(host, self.classifier)
             if len(self._groups) >= 4 * MAX_CANDIDATES:
                 self._groups.clear()
             self._groups[addr] = group
@@ -457,6 +485,7 @@ class LinkManager:
             # would hold that loop back until it failed
             if peer in self._bootstrap or not self._may_dial(peer, t):
                 continue
+            # a circuit address starts with its relay's: the relay's group
             group = self._group_of(addr)
             if group is not None:
                 candidates.append((peer, group))

@@ -13,7 +13,15 @@ nothing.  So, as in Bitcoin's address groups:
 
 Addresses that are not global (loopback, private, link-local) are exempt:
 on one machine or a LAN every peer shares a group, and an attacker there
-is already inside.
+is already inside.  (Which addresses are global is ``links.addresses``'
+classifier; the NAT lab's classifier treats its shared-space prefixes as
+global.)
+
+A link through a circuit relay (PROTOCOL.md §17.4) counts in the *relay's*
+group, under caps of its own: a relay operator could otherwise bring any
+number of links that look diverse (each peer id behind it is free), and a
+node behind NAT, whose every inbound link is relayed, would otherwise be
+held to the per-group cap of one or two relays' groups.
 Links the node opens itself (the bootstrap list, ``smu peers connect``,
 peers chosen here) need only a free slot.
 
@@ -29,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from protocol.links.addresses import DEFAULT, Classifier, Scope
+
 #: a link's group when the address is exempt from the group limits
 EXEMPT = ""
 #: every DNS name: a name says nothing about the network it points into
@@ -38,7 +48,7 @@ DNS_GROUP = "dns"
 UNKNOWN_GROUP = "unknown"
 
 
-def network_group(host: str) -> str:
+def network_group(host: str, classifier: Classifier = DEFAULT) -> str:
     """The group of a host (IP address in text, or a DNS name)."""
     try:
         ip = ipaddress.ip_address(host)
@@ -46,7 +56,7 @@ def network_group(host: str) -> str:
         return DNS_GROUP
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if not ip.is_global:  # loopback, private, link-local, documentation...
+    if classifier.scope_of_ip(ip) is not Scope.PUBLIC:  # loopback, private, ...
         return EXEMPT
     prefix = 16 if ip.version == 4 else 32
     net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
@@ -75,6 +85,12 @@ class LinkLimits:
     max_inbound_per_group: int = 4
     #: peers learned by exchange are dialled while outbound links are fewer
     outbound_target: int = 8
+    #: inbound links through relays, in all and per relay group: enough for
+    #: a node behind NAT (all its inbound links are relayed, through two
+    #: or three relays), few enough that one relay operator's free peer ids
+    #: cannot take a node's inbound slots (§17.4)
+    max_inbound_relayed: int = 12
+    max_relayed_per_group: int = 6
     #: a newcomer may take the place of an unprotected inbound link when the
     #: slots are full (PROTOCOL.md §17.1.1); off only to measure without it
     evict: bool = True
@@ -83,7 +99,9 @@ class LinkLimits:
 @dataclass(frozen=True, slots=True)
 class LinkInfo:
     outbound: bool
+    #: for a relayed link, the relay's group
     group: str
+    relayed: bool = False
 
 
 class Verdict(Enum):
@@ -91,11 +109,20 @@ class Verdict(Enum):
     FULL = "all link slots are taken"
     INBOUND_FULL = "inbound slots are taken"
     GROUP_FULL = "too many inbound links from that network"
+    RELAYED_FULL = "too many inbound links through relays"
 
 
-def admit(links: Iterable[LinkInfo], group: str, outbound: bool, limits: LinkLimits) -> Verdict:
+def admit(
+    links: Iterable[LinkInfo],
+    group: str,
+    outbound: bool,
+    limits: LinkLimits,
+    relayed: bool = False,
+) -> Verdict:
     """May a new link in ``group`` be kept?  Links this node opened (its
-    choice or the user's) need only a free slot."""
+    choice or the user's) need only a free slot.  A relayed inbound link
+    (``group`` is its relay's) is held to the relayed caps instead of the
+    per-group cap of direct links."""
     current = list(links)
     if len(current) >= limits.max_links:
         return Verdict.FULL
@@ -104,7 +131,14 @@ def admit(links: Iterable[LinkInfo], group: str, outbound: bool, limits: LinkLim
     inbound = [link for link in current if not link.outbound]
     if len(inbound) >= limits.max_inbound:
         return Verdict.INBOUND_FULL
-    same_group = sum(link.group == group for link in inbound)
+    if relayed:
+        through = [link for link in inbound if link.relayed]
+        if len(through) >= limits.max_inbound_relayed:
+            return Verdict.RELAYED_FULL
+        if sum(link.group == group for link in through) >= limits.max_relayed_per_group:
+            return Verdict.RELAYED_FULL
+        return Verdict.ACCEPT
+    same_group = sum(link.group == group and not link.relayed for link in inbound)
     if group != EXEMPT and same_group >= limits.max_inbound_per_group:
         return Verdict.GROUP_FULL
     return Verdict.ACCEPT

@@ -19,6 +19,10 @@ value, tagged by its kind:
   sync; 48-63 mailbox tokens; 64 and up groups and attachments), which says
   what a receiver does with a kind it does not know (§15.4).
 
+The per-link channel's item kinds (§17.3) come from the same numbers:
+``MAILBOX_NOTICE`` (49) is a mailbox's push notice (§15.12.1), never a
+content.
+
 Replay state (§15.6) is kept per stream, (sender account, sender device,
 recipient account): a ``ReplayWindow`` holds the highest counter seen and a
 bitmap of the ``window`` counters below it, so envelopes that arrive out of
@@ -65,6 +69,14 @@ class ContentKind(IntEnum):
     # 4..15: later messages, receipts and history; 16..31 session control
     # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
     # attachments.  ``content_range`` tells them apart.
+
+
+#: Kinds of the per-link channel (§17.3) share this number space (DESIGN
+#: §10), so none of them may ever be a content kind.  49, in the mailbox
+#: range: a mailbox's push notice (§15.12.1), an item of the channel and
+#: never sealed in an envelope.
+MAILBOX_NOTICE = 49
+CHANNEL_KINDS = frozenset({MAILBOX_NOTICE})
 
 
 class ContentRange(Enum):
