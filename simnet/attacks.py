@@ -192,27 +192,26 @@ class ConnectionFlood(Base):
         }
 
 
-class MailboxFill(Base):
-    """Strangers flood the scenario's mailbox (``[mailbox]``): every
-    ``interval`` seconds from ``start`` to ``end`` each attacker node makes
-    ``burst`` deposits without a token, each from a fresh peer id, of real
-    envelopes from an account of its own to the recipient's device.  Its
-    nodes sit in ``groups`` /16s of their own; the mailbox counts by
-    network group and never by peer id (§15.17)."""
+class PeriodicFlood(Base):
+    """An attacker account of its own whose nodes each run ``_flood(node,
+    now, burst)`` every ``interval`` seconds from ``start`` to ``end``."""
 
-    kind = "mailbox_fill"
+    genesis_label = "flood"
 
     def setup(self) -> None:
         self.account = self.w.new_account(self.nodes[0], managed=False)
-        self.fresh = 0
+        self.counters()
         self.e.at(0.7, self._genesis)
         start, interval = self.f("start", 4.0), self.f("interval", 0.1)
         self.end = self.f("end", self.sim.sc.duration - 2.0)
         for i in self.nodes:
             self.e.at(start + self.e.rng.uniform(0, interval), self._loop(i, interval))
 
+    def counters(self) -> None:
+        """The figures' counters, before anything runs."""
+
     def _genesis(self, t: float) -> None:
-        publish_genesis(self, self.account, t, "spam")
+        publish_genesis(self, self.account, t, self.genesis_label)
 
     def _loop(self, i: int, interval: float) -> Any:
         burst = int(self.f("burst", 5))
@@ -224,6 +223,25 @@ class MailboxFill(Base):
             self.e.at(t + interval, fire)
 
         return fire
+
+    def _flood(self, n: SimNode, now: float, burst: int) -> list[Any]:
+        raise NotImplementedError
+
+
+class MailboxFill(PeriodicFlood):
+    """Strangers flood the scenario's mailbox (``[mailbox]``): every
+    ``interval`` seconds from ``start`` to ``end`` each attacker node makes
+    ``burst`` deposits without a token, each from a fresh peer id, of real
+    envelopes from an account of its own to the recipient's device.  Its
+    nodes sit in ``groups`` /16s of their own; the mailbox counts by
+    network group and never by peer id (§15.17)."""
+
+    kind = "mailbox_fill"
+
+    genesis_label = "spam"
+
+    def counters(self) -> None:
+        self.fresh = 0
 
     def _flood(self, n: SimNode, now: float, burst: int) -> list[Any]:
         load = self.sim.mailboxes
@@ -244,7 +262,7 @@ class MailboxFill(Base):
         return {"fresh_peer_ids": self.fresh}
 
 
-class StrangerFlood(Base):
+class StrangerFlood(PeriodicFlood):
     """A non-contact floods an honest account with real envelopes, sent
     straight to the home node of each of its devices (as messages travel,
     simnet/messages.py): every ``interval`` seconds from ``start`` to
@@ -256,31 +274,13 @@ class StrangerFlood(Base):
 
     kind = "stranger_flood"
 
-    def setup(self) -> None:
-        self.account = self.w.new_account(self.nodes[0], managed=False)
+    genesis_label = "stranger"
+
+    def counters(self) -> None:
         self.sent = 0
         self.opened = 0
         self.refused: dict[str, int] = {}
         self.guards: dict[bytes, Any] = {}
-        self.e.at(0.7, self._genesis)
-        start, interval = self.f("start", 4.0), self.f("interval", 0.1)
-        self.end = self.f("end", self.sim.sc.duration - 2.0)
-        for i in self.nodes:
-            self.e.at(start + self.e.rng.uniform(0, interval), self._loop(i, interval))
-
-    def _genesis(self, t: float) -> None:
-        publish_genesis(self, self.account, t, "stranger")
-
-    def _loop(self, i: int, interval: float) -> Any:
-        burst = int(self.f("burst", 5))
-
-        def fire(t: float) -> None:
-            if t > self.end:
-                return
-            self.e.call_on(self.e.nodes[i], lambda n, now: self._flood(n, now, burst), t)
-            self.e.at(t + interval, fire)
-
-        return fire
 
     def _flood(self, n: SimNode, now: float, burst: int) -> list[Any]:
         from protocol.messaging.content import Text
