@@ -172,6 +172,8 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     a.wait(lambda: a.finds(".chart svg rect"), what="the charts")
     a.wait(lambda: "Event-set digest" in a.text("main"), what="the node's facts")
     assert " used" in a.text("main .facts") and "Clock" in a.text("main .facts")
+    assert "Reachable" in a.text("main .facts")  # the dial-back probe's verdict (§17.4)
+    assert "direct" in a.text("main table")  # each peer: direct or relayed via whom
     a.shot("13-node")
 
     # -- revoking the phone; its browser says so -------------------------------------

@@ -68,6 +68,7 @@
         fact("This device", s.device_fingerprint, true),
         s.disk ? fact("Disk", diskText(s.disk)) : null,
         s.clock ? fact("Clock", clockText(s.clock)) : null,
+        s.reachability ? fact("Reachable", reachText(s.reachability)) : null,
       ),
       h("p", { class: "hint" }, "Two nodes with the same event-set digest hold exactly the same events."),
     );
@@ -85,6 +86,12 @@
     const used = amount(d.used_bytes, "Bytes");
     const of = d.budget_bytes ? ` of ${amount(d.budget_bytes, "Bytes")}` : "";
     return d.full ? `full (${used}${of}): not accepting new data` : `${used}${of} used`;
+  }
+
+  // Reachability from the node's own dial-back probe (PROTOCOL.md §17.4).
+  function reachText(r) {
+    const relays = r.relays && r.relays.length ? `; relays: ${r.relays.length}` : "";
+    return `${String(r.reachability).replaceAll("_", " ")}${relays}`;
   }
 
   function clockText(c) {
@@ -183,7 +190,7 @@
       "table",
       {},
       h("caption", { class: "sr-only" }, `${peers.peers.length} connected peers`),
-      h("thead", {}, h("tr", {}, ["Peer id", "Direction", "Score"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Peer id", "Direction", "Connection", "Score"].map((t) => h("th", { scope: "col" }, t)))),
       h(
         "tbody",
         {},
@@ -193,6 +200,7 @@
             {},
             h("td", { class: "mono" }, p.peer_id),
             h("td", {}, p.direction),
+            h("td", { class: p.connection === "direct" ? null : "mono" }, p.connection || "direct"),
             h("td", { class: "num" }, String(p.score)),
           ),
         ),
