@@ -164,6 +164,25 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
     a.wait(lambda: "are you there?" in a.text(".messages"), what="the message on the laptop")
     a.wait(lambda: badge(a) == "", what="read on the laptop")
     p.wait(lambda: badge(p) == "", timeout=20, what="the read synced to the phone, live")
+    # deleted on the laptop: to the account's trash, gone from the phone's view too
+
+    def delete_it() -> bool:
+        # the list may re-render under us (the read just synced): find it anew
+        for m in a.finds(".msg.in"):
+            if "are you there?" in m.text:
+                m.find_element("css selector", "button.delete").click()
+                return True
+        return False
+
+    a.wait(delete_it, what="the delete button")
+    a.wait(lambda: "are you there?" not in a.text(".messages"), what="the message deleted")
+    p.wait(
+        lambda: (
+            [t["text"] for t in phone.client.call("message.trash")["trash"]] == ["are you there?"]
+        ),
+        timeout=20,
+        what="the delete synced to the phone",
+    )
     a.click("Safety number and history")
     a.wait(lambda: "✓ Verified" in a.text("main"), what="alice's contact page")
 

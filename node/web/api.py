@@ -59,6 +59,8 @@ class Api:
             Route("/api/conversation", endpoint(self.conversation), methods=get),
             Route("/api/send", endpoint(self.send), methods=post),
             Route("/api/read", endpoint(self.read), methods=post),
+            Route("/api/messages/delete", endpoint(self.delete), methods=post),
+            Route("/api/messages/restore", endpoint(self.restore), methods=post),
             Route("/api/requests/accept", endpoint(self.accept), methods=post),
             Route("/api/requests/block", endpoint(self.block), methods=post),
             Route("/api/contacts", endpoint(self.contacts), methods=get),
@@ -222,6 +224,18 @@ class Api:
         self.app.hub.changed("conversations")  # other open pages update their counts
         return {"read": True, "read_ms": mark}
 
+    async def delete(self, request: Request, params: Params) -> dict[str, Any]:
+        """To the account's trash (§15.19): gone from every device's view,
+        restorable for 30 days."""
+        done = await self.svc.trash.delete({"ids": [_message_id(params)]})
+        self.app.hub.changed("conversations")
+        return done
+
+    async def restore(self, request: Request, params: Params) -> dict[str, Any]:
+        done = await self.svc.trash.restore({"ids": [_message_id(params)]})
+        self.app.hub.changed("conversations")
+        return done
+
     async def accept(self, request: Request, params: Params) -> dict[str, Any]:
         ref = account_id(params)
         name = text(params, "name", max_chars=64, required=False) or None
@@ -315,3 +329,14 @@ class Api:
         if "/p2p/" not in addr:
             raise WebError(400, "a peer address ends in /p2p/<peer id>")
         return await self.svc.peers.connect({"addr": addr})
+
+
+def _message_id(params: Params) -> str:
+    value = text(params, "message_id", max_chars=64).lower()
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise WebError(400, "'message_id' must be hex") from None
+    if not value:
+        raise WebError(400, "'message_id' must be hex")
+    return value

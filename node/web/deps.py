@@ -18,6 +18,7 @@ from ..services.messages import MessageService
 from ..services.node import NodeService
 from ..services.peers import PeerService
 from ..services.reads import ReadMarks
+from ..services.trash import TrashService
 
 T = TypeVar("T")
 
@@ -40,6 +41,7 @@ class Services:
     node: NodeService
     peers: PeerService
     reads: ReadMarks
+    trash: TrashService
 
     @classmethod
     def find(cls, ctx: NodeContext, services: Sequence[Any]) -> Services:
@@ -53,4 +55,5 @@ class Services:
             node=_one(services, NodeService),
             peers=_one(services, PeerService),
             reads=_one(services, ReadMarks),
+            trash=_one(services, TrashService),
         )

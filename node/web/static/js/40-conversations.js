@@ -174,7 +174,27 @@
       h("div", { class: "bubble" }, m.text),
       h("div", { class: "meta" }, meta.join(" · ")),
       m.outgoing ? deliveries(m.deliveries || []) : null,
+      deleteButton(m),
     );
+  }
+
+  // To the account's trash: hidden on every device, restorable for 30 days.
+  function deleteButton(m) {
+    const button = h(
+      "button",
+      { type: "button", class: "link delete", "aria-label": "Delete this message" },
+      "Delete",
+    );
+    button.addEventListener("click", async () => {
+      try {
+        await SMU.post("/api/messages/delete", { message_id: m.message_id });
+        button.closest("li")?.remove();
+        SMU.toast("Moved to the trash: it is purged after 30 days (smu restore brings it back)");
+      } catch (err) {
+        SMU.toast(err.message);
+      }
+    });
+    return button;
   }
 
   function deliveries(list) {
