@@ -56,7 +56,9 @@ def _keys(*label: int) -> DeviceKeys:
 
 
 def generate(n_events: int) -> list[bytes]:
-    cache = Path(tempfile.gettempdir()) / f"smu-catchup-v{GENERATOR_VERSION}-{n_events}.pickle"
+    # the suite is in the name: events of a retired suite are refused (§12.2)
+    name = f"smu-catchup-v{GENERATOR_VERSION}-suite{TESTNET.suite}-{n_events}.pickle"
+    cache = Path(tempfile.gettempdir()) / name
     if cache.exists():
         raws: list[bytes] = pickle.loads(cache.read_bytes())
         return raws
