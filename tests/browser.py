@@ -129,9 +129,12 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text(self, css: str) -> str:
+        """The visible text of the first match, read in one step inside the
+        page (a find then a read can race a re-render: a stale element)."""
+        script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
         try:
-            return str(self.find(css).text)
-        except Exception:
+            return str(self.js(script, css))
+        except Exception:  # the page is navigating
             return ""
 
     def button(self, label: str, within: str = "") -> Any:
