@@ -137,6 +137,7 @@ class DataDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # the lock file holds a pid: 32 bytes at most are read, local only
             pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise NodeUsageError(

@@ -48,6 +48,7 @@ class CountingStream:
         self._traffic = traffic
 
     async def read(self, n: int = -1) -> bytes:
+        # a pass-through: every caller bounds ``n`` itself (read_frame, read_exactly)
         data: bytes = await self._stream.read(n)
         self._traffic.bytes_in[self._protocol] += len(data)
         return data

@@ -191,3 +191,4 @@ def test_every_link_gets_one_channel_that_ends_with_it(demo: Demo) -> None:
     a.client.call("peers.refuse", peer=b.peer_id)  # the link ends, and stays ended
     for x in (a, b):
         wait_for(lambda x=x: x.status()["channels"]["open"] == [], what=f"{x.name}: no channel")
+    assert a.status()["peers"] == 0 and b.peer_id in a.client.call("peers.list")["refused"]

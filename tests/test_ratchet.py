@@ -192,11 +192,14 @@ def test_a_replayed_prekey_message_never_resets_anything() -> None:
     p = start()
     rand = Randomness("t")
     first = p.a.encrypt(b"again")  # a prekey message of the same set-up
-    p.b.decrypt(first, rand())
+    assert p.b.decrypt(first, rand()) == b"again"
     _refused(p.b, first, DuplicateMessageError, rand())
     # a different set-up's prekey message is not this session's
     other = x3dh.initiate(FAST, p.alice.party, p.alice.keys.enc_secret, p.bob.bundle(1), rand(64))
     _refused(p.b, other.encrypt(b"x"), WrongSessionError, rand())
+    # and the session goes on as before, both ways: nothing was reset
+    assert p.b.decrypt(p.a.encrypt(b"after"), rand()) == b"after"
+    assert p.a.decrypt(p.b.encrypt(b"reply"), rand()) == b"reply"
 
 
 def test_the_responder_checks_the_initiators_identity_key() -> None:
