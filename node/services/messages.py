@@ -325,10 +325,11 @@ class MessageService:
     def send_history(self, device: bytes) -> None:
         """History for a device this one just approved (§14.9): one bundle,
         wrapped for that device only."""
+        hidden = self.hidden()  # once: it reads every trash key
         entries = tuple(
             HistoryEntry(peer, mid, sa, sd, ts, Text(text))
             for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
-            if (sa, mid) not in self.hidden()
+            if (sa, mid) not in hidden
         )
         if not entries:
             return
