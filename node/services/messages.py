@@ -66,6 +66,7 @@ from .. import control
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
 from ..errors import PeerUnreachable
+from ..prekeys import PrekeyKeeper
 from ..storage.db import Statement
 from ..storage.messages import (
     KIND_HISTORY,
@@ -80,9 +81,11 @@ from ..storage.messages import (
     delivery_policy,
 )
 from ..storage.replay import ReplayStore
+from ..storage.sessions import SessionStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 from .requests import RequestLimits, Requests
+from .sessions import MemoryPrekeyFile, SessionService
 
 log = logging.getLogger("smu.messages")
 MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
@@ -100,7 +103,13 @@ DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
 # Refusals that mean "this envelope can never be opened there": stop trying.
-FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
+FINAL_REFUSALS = frozenset(
+    {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt",
+     "session_wrong", "session_identity", "prekey_unknown"}
+)  # fmt: skip
+#: answers that mean the device has this message already: the session key
+#: of a resent envelope is used up there (§19.5), as its counter is (§15.6)
+ALREADY_THERE = frozenset({"replay", "session_duplicate"})
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
@@ -173,8 +182,16 @@ class MessageService:
         clock_ms: Callable[[], int] = _now_ms,
         tokens: TokenHooks | None = None,
         sync: SyncHooks | None = None,
+        prekeys: PrekeyKeeper | None = None,
     ) -> None:
         self.ctx = ctx
+        #: wrap scheme 2: sessions per device pair, prekeys, stickiness (§19.13)
+        self.sessions = SessionService(
+            ctx,
+            SessionStore(store.db),
+            prekeys or PrekeyKeeper(MemoryPrekeyFile()),
+            clock_ms,
+        )
         #: account-wide state from this account's other devices (§15.19)
         self.sync = sync
         #: mailbox tokens: keep those handed to us, count those spent (§15.16)
@@ -256,6 +273,9 @@ class MessageService:
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
         counter = self.store.next_counter(recipient)
+        outgoing = self.sessions.for_send(
+            [their_state] if recipient == own else [their_state, my_state]
+        )
         try:
             env = seal(
                 self.ctx.params,
@@ -268,6 +288,7 @@ class MessageService:
                 seed=os.urandom(32),
                 force=force,
                 only_devices=only,
+                sessions=outgoing.sessions,
             )
         except RecipientDisputedError as exc:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
@@ -293,6 +314,8 @@ class MessageService:
             # message: never reused, never skipped silently (§15.6)
             MessageStore.counter_statement(recipient, counter + 1),
             MessageStore.insert_statement(message, ignore_duplicate=False),
+            # the sessions this envelope advanced, before it can leave
+            *outgoing.statements(env.book),
         ]
         for device in targets:
             account = recipient if their_state.device(device) is not None else own
@@ -451,7 +474,7 @@ class MessageService:
             return f"unreachable: {type(exc).__name__}"
         except REQUEST_ERRORS as exc:
             return f"unreachable: {type(exc).__name__}"
-        if answer is None or answer.code == "replay":  # replay: it has this message already
+        if answer is None or answer.code in ALREADY_THERE:  # it has this message already
             return None
         return f"{answer.code}: {answer.message}"
 
@@ -518,6 +541,9 @@ class MessageService:
         # a "replay" and loses the message (§15.14), and a refusal below
         # (requests_full) leaves the stream as it was.
         replay = PendingReplay(self.replay.window)
+        # scheme 2: the sessions it touches are read, and the new ones kept
+        # aside like the replay window, for the same transaction (§19.13)
+        inputs, read = self.sessions.for_receive()
         opened = open_envelope(
             self.ctx.params,
             envelope,
@@ -525,6 +551,7 @@ class MessageService:
             self.ctx.device,
             ledger_lookup(self.ctx.ledger),
             replay,
+            inputs,
         )
         content = opened.content
         outgoing = opened.sender_account == own
@@ -573,7 +600,8 @@ class MessageService:
                     rows.append(MessageStore.insert_statement(old))
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
-        # the message and its stream's window, together, before ACCEPTED
+        rows += self.sessions.received(opened, read)
+        # the message, its stream's window and its session, together, before ACCEPTED
         self.store.db.write(replay_rows + rows)
         self.replay.written(new, touched)
         self._tell(stored, receipted)

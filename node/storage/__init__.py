@@ -11,6 +11,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
 * ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 * ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
+* ``sessions``  this device's sessions (one row each) and the devices seen
+                speaking wrap scheme 2 (sticky)
 * ``reads``     what the user has read of each conversation (a cache of the
                 account-wide read marks) and the conversation summaries
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, mailbox, messages, reads, replay, sync, tokens
+from . import contacts, events, mailbox, messages, reads, replay, sessions, sync, tokens
 from .contacts import ContactStore
 from .db import Database, Migrations
 from .events import SqliteEventStore
@@ -49,6 +51,8 @@ MIGRATIONS: Migrations = {
     7: sync.SCHEMA_V8,
     # read marks per conversation, for unread counts
     8: reads.SCHEMA_V9,
+    # sessions per device pair, and the devices seen speaking wrap scheme 2
+    9: sessions.SCHEMA_V10,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,133 @@
+"""Wrap scheme 2 in the node's message service over real SQLite
+(PROTOCOL.md §15.9, §19.11, §19.13): sticky scheme 2, refusals that leave
+the stored sessions byte-identical, sessions ending with a revocation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.prekeys import PrekeyKeeper
+from node.services.sessions import MemoryPrekeyFile
+from node.storage.messages import KIND_TEXT
+from protocol.core.errors import InvalidInput
+from protocol.messaging.content import Text
+from protocol.messaging.envelope import WRAP_SCHEME_2, WRAP_STATIC_X25519, Wrap, peek
+from protocol.records.device import Capability, SignedPrekey, make_record
+
+from .conftest import FAST, T0, History
+from .messaging_support import Node
+
+
+def _people() -> tuple[History, History]:
+    alice = History(name="alice")
+    bob = History(name="bob")
+    bob.add("b1", "d0", "d1", ["g"])
+    return alice, bob
+
+
+def _record(
+    node: Node, who: History, device: str, ts: int, prekey: SignedPrekey | None, caps: bool
+) -> None:
+    rec = make_record(
+        FAST, who.account, who.keys[device], timestamp=ts, lifetime_ms=3600_000,
+        peer_ids=("12D3KooWpeer",), addrs=(), signed_prekey=prekey,
+        capabilities=(int(Capability.WRAP_SCHEME_2),) if caps else (),
+    )  # fmt: skip
+    node.ctx.records.admit(rec, lambda a, d: True, ts)
+
+
+def _send(node: Node, to: History, text: str) -> bytes:
+    node.service._seal_and_queue(to.account, Text(text), KIND_TEXT, text)
+    rows = node.query("SELECT envelope FROM messages WHERE outgoing=1 ORDER BY rowid DESC LIMIT 1")
+    return bytes(rows[0][0])
+
+
+def _wraps(raw: bytes) -> dict[bytes, Wrap]:
+    return {w.device: w for w in peek(raw, FAST).wraps}
+
+
+def _sessions(node: Node) -> list[tuple[object, ...]]:
+    return node.query("SELECT * FROM sessions ORDER BY session_id")
+
+
+def _bob_nodes(tmp_path: Path) -> tuple[History, History, Node, Node, Node]:
+    for p in ("a", "b0", "b1", "c"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    a = Node(tmp_path / "a", alice, [bob])
+    keepers = {d: PrekeyKeeper(MemoryPrekeyFile()) for d in ("d0", "d1")}
+    b0 = Node(tmp_path / "b0", bob, [alice], "d0", prekeys=keepers["d0"])
+    b1 = Node(tmp_path / "b1", bob, [alice], "d1", prekeys=keepers["d1"])
+    for d, keeper in keepers.items():
+        _record(a, bob, d, T0, keeper.current(T0), caps=True)
+    return alice, bob, a, b0, b1
+
+
+def test_sticky_scheme_2_survives_withheld_and_aged_records(tmp_path: Path) -> None:
+    alice, bob, a, b0, b1 = _bob_nodes(tmp_path)
+    d0, d1 = bob.keys["d0"], bob.keys["d1"]
+    spk0 = b0.service.sessions.prekeys.current(T0).public
+
+    first = _send(a, bob, "first")
+    w = _wraps(first)
+    assert w[d0.sign_public].scheme == WRAP_SCHEME_2 and w[d0.sign_public].enc_public == spk0
+    for node in (b0, b1):
+        assert node.service.receive(first).content == Text("first")
+
+    # a newer record that withholds the capability and the prekey
+    _record(a, bob, "d0", T0 + 1000, None, caps=False)
+    second = _send(a, bob, "second")
+    w = _wraps(second)
+    assert w[d0.sign_public].scheme == WRAP_SCHEME_2
+    assert w[d0.sign_public].enc_public == d0.enc_public  # sealed to the encryption key
+    assert b0.service.receive(second).content == Text("second")
+
+    # every record aged out: still scheme 2, for both devices
+    a.ctx.records.prune(lambda acc, dev: True, T0 + 10 * 3600_000)
+    assert a.ctx.records.get(bob.account, d1.sign_public) is None
+    third = _send(a, bob, "third")
+    assert {x.scheme for x in _wraps(third).values()} == {WRAP_SCHEME_2}
+    for node in (b0, b1):
+        assert node.service.receive(third).content == Text("third")
+
+    # a device never seen with scheme 2 gets scheme 1 (control: the test can fail)
+    c = Node(tmp_path / "c", alice, [bob])
+    assert {x.scheme for x in _wraps(_send(c, bob, "plain")).values()} == {WRAP_STATIC_X25519}
+
+
+def test_refused_scheme_2_envelopes_leave_stored_sessions_byte_identical(tmp_path: Path) -> None:
+    _alice, bob, a, b0, _b1 = _bob_nodes(tmp_path)
+    b0.service.receive(_send(a, bob, "one"))
+    env = _send(a, bob, "two")
+    before = _sessions(b0)
+    assert before
+    tampered = bytearray(env)
+    tampered[-40] ^= 1  # inside the content ciphertext
+    with pytest.raises(InvalidInput):
+        b0.service.receive(bytes(tampered))
+    d0 = bob.keys["d0"].sign_public
+    data = _wraps(env)[d0].data
+    with pytest.raises(InvalidInput):  # the wrap itself, tampered
+        b0.service.receive(env.replace(data, data[:-1] + bytes([data[-1] ^ 1])))
+    assert _sessions(b0) == before
+    b0.service.receive(env)
+    after = _sessions(b0)
+    assert after != before
+    with pytest.raises(InvalidInput):  # replayed
+        b0.service.receive(env)
+    assert _sessions(b0) == after
+
+
+def test_a_revoked_device_gets_no_wrap_and_its_sessions_end(tmp_path: Path) -> None:
+    _alice, bob, a, _b0, b1 = _bob_nodes(tmp_path)
+    d1 = bob.keys["d1"]
+    b1.service.receive(_send(a, bob, "before"))
+    peers = {bytes(r[2]) for r in _sessions(a)}
+    assert d1.sign_public in peers
+    revoke = bob.revoke("r1", "d0", "d1", ["b1"])
+    a.ledger.ingest(revoke.raw)
+    a.service.sessions.log_changed(bob.account)
+    assert d1.sign_public not in {bytes(r[2]) for r in _sessions(a)}
+    assert d1.sign_public not in _wraps(_send(a, bob, "after"))
