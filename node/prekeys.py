@@ -66,6 +66,11 @@ class PrekeyKeeper:
             cur = new_id
         return SignedPrekey(cur, x25519_public(self.store.signed[cur][0]))
 
+    def published(self) -> bytes | None:
+        """The current signed prekey's public key, without rotating."""
+        cur = self._current_id()
+        return None if cur is None else x25519_public(self.store.signed[cur][0])
+
     def commit(self, store: PrekeyStore) -> None:
         """Keep a store an opened message returned (a spent one-time
         prekey): on disk before the message is acknowledged (§19.8)."""

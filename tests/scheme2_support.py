@@ -69,7 +69,7 @@ class Dev:
             counter=c,
             timestamp=T0 + c,
             seed=self.fresh("seed"),
-            sessions=SendSessions(self.book, self.reach),
+            sessions=SendSessions(self.book, self.reach, self.spk),
             **kw,
         )
         assert env.book is not None

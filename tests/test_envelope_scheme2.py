@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.core.errors import InvalidInput, UnauthorisedError, UnsupportedVersionError
-from protocol.messaging.content import ReplayGuard, Text
+from protocol.messaging.content import ReplayGuard, SentCopy, Text
 from protocol.messaging.envelope import (
     WRAP_SCHEME_2,
     WRAP_STATIC_X25519,
@@ -39,9 +39,15 @@ def test_round_trip_both_ways_with_restarts(restart: bool) -> None:
         assert _schemes(env.raw) == {WRAP_SCHEME_2}
         if restart:
             w.restart_all()
-        for dev in (b0, b1, w["bd2"], w["ad1"]):
-            opened = dev.open(env.raw)
-            assert opened.content == Text(f"a{i}") and opened.scheme == WRAP_SCHEME_2
+        copy = a0.send(w.a.account, SentCopy(w.b.account, env.message_id, Text(f"a{i}")))
+        assert _schemes(copy.raw) == {WRAP_SCHEME_2}
+        for dev, raw in ((b0, env.raw), (b1, env.raw), (w["bd2"], env.raw), (w["ad1"], copy.raw)):
+            opened = dev.open(raw)
+            assert opened.content in (
+                Text(f"a{i}"),
+                SentCopy(w.b.account, env.message_id, Text(f"a{i}")),
+            )
+            assert opened.scheme == WRAP_SCHEME_2
             assert opened.sender_device == a0.keys.sign_public
             if restart:
                 w.restart_all()
@@ -65,7 +71,7 @@ def test_mixed_scheme_1_and_2_recipients() -> None:
     schemes = {wr.device: wr.scheme for wr in peek(env.raw, FAST).wraps}
     assert schemes[d2] == WRAP_STATIC_X25519
     assert {s for d, s in schemes.items() if d != d2} == {WRAP_SCHEME_2}
-    for label in ("bd0", "bd1", "bd2", "ad1"):
+    for label in ("bd0", "bd1", "bd2"):
         assert w[label].open(env.raw).content == Text("mixed")
 
 

@@ -131,3 +131,20 @@ def test_a_revoked_device_gets_no_wrap_and_its_sessions_end(tmp_path: Path) -> N
     a.service.sessions.log_changed(bob.account)
     assert d1.sign_public not in {bytes(r[2]) for r in _sessions(a)}
     assert d1.sign_public not in _wraps(_send(a, bob, "after"))
+
+
+def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None:
+    """A database of schema 9 (read marks, the last before scheme 2) gains
+    the session tables (9 -> 10) and the copies (10 -> 11), messages kept."""
+    from node.storage import MIGRATIONS, SCHEMA_VERSION, open_database
+    from node.storage.db import Database
+
+    path = tmp_path / "node.db"
+    v9 = Database(path, {v: MIGRATIONS[v] for v in range(9)})
+    v9.write([("INSERT INTO counters(account, next) VALUES(?, ?)", (bytes(32), 7))])
+    v9.conn.close()
+    db = open_database(path)
+    assert SCHEMA_VERSION == 11
+    names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sessions", "session_seq", "scheme2_devices", "copies"} <= names
+    assert db.query("SELECT next FROM counters") == [(7,)]

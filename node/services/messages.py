@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -41,6 +40,7 @@ from protocol.messaging.content import (
     PendingReplay,
     Receipt,
     ReceiptStatus,
+    SentCopy,
     Text,
 )
 from protocol.messaging.envelope import (
@@ -56,7 +56,6 @@ from protocol.messaging.envelope import (
     delivery_frame,
     ledger_lookup,
     open_envelope,
-    seal,
 )
 from protocol.messaging.sync import SyncEdits
 from protocol.messaging.tokens import TokenBatch
@@ -85,6 +84,7 @@ from ..storage.sessions import SessionStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 from .requests import RequestLimits, Requests
+from .sealing import copy_message, own_copy, seal_counted
 from .sessions import MemoryPrekeyFile, SessionService
 
 log = logging.getLogger("smu.messages")
@@ -272,31 +272,24 @@ class MessageService:
             raise RpcFailure(
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
-        counter = self.store.next_counter(recipient)
-        outgoing = self.sessions.for_send(
-            [their_state] if recipient == own else [their_state, my_state]
-        )
+        now = self.now_ms()
         try:
-            env = seal(
-                self.ctx.params,
-                me,
-                my_state,
-                their_state,
-                content,
-                counter=counter,
-                timestamp=self.now_ms(),
-                seed=os.urandom(32),
-                force=force,
-                only_devices=only,
-                sessions=outgoing.sessions,
-            )
+            sealed = seal_counted(
+                self.ctx, self.sessions, self.store, my_state, their_state, content,
+                timestamp=now, force=force, only=only,
+            )  # fmt: skip
+            # the sender's other devices: a copy of their own (§15.21)
+            copy = None
+            if isinstance(content, Text) and recipient != own:
+                copy = own_copy(
+                    self.ctx, self.sessions, self.store, my_state, sealed.env, content, now
+                )
         except RecipientDisputedError as exc:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
         except UsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
-        now = self.now_ms()
+        env = sealed.env
         expires = now + delivery_policy(kind).lifetime_ms
-        targets = [d for d in env.wrapped_for if d != me.sign_public]
         message = NewMessage(
             message_id=env.message_id,
             peer=recipient,
@@ -310,15 +303,15 @@ class MessageService:
             envelope=env.raw,
         )
         rows: list[Statement] = [
-            # the counter is used up in the transaction that stores the
-            # message: never reused, never skipped silently (§15.6)
-            MessageStore.counter_statement(recipient, counter + 1),
+            *sealed.rows,
             MessageStore.insert_statement(message, ignore_duplicate=False),
-            # the sessions this envelope advanced, before it can leave
-            *outgoing.statements(env.book),
         ]
-        for device in targets:
-            account = recipient if their_state.device(device) is not None else own
+        targets = [(d, recipient) for d in env.wrapped_for]
+        if copy is not None:
+            # delivered under the original's id, with the copy's envelope
+            rows += [*copy.rows, MessageStore.copy_statement(env.message_id, copy.env.raw)]
+            targets += [(d, own) for d in copy.env.wrapped_for]
+        for device, account in targets:
             rows.append(MessageStore.delivery_statement(env.message_id, device, account, expires))
         self.store.db.write(rows)  # stored before it is reported as sent
         self._tell([message])
@@ -582,6 +575,12 @@ class MessageService:
             if outgoing and self.sync is not None:
                 sync_rows, synced = self.sync.receive_statements(content)
                 rows.extend(sync_rows)
+        elif isinstance(content, SentCopy):
+            # another device of this account sent it (§15.21): only from our own
+            if outgoing and not self.store.has_message(own, content.message_id):
+                copied = copy_message(opened, content, own, now)
+                stored.append(copied)
+                rows.append(MessageStore.insert_statement(copied))
         elif isinstance(content, HistoryBundle):
             for e in content.entries:
                 if isinstance(e.content, Text):

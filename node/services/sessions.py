@@ -107,7 +107,7 @@ class SessionService:
         current = {(s.account_id, d.sign_public): d.enc_public for s in states for d in s.devices}
         # a session under a replaced key ends now (§19.11)
         book = before.keep_only(lambda p: current.get((p.account, p.device)) == p.ik)
-        return Outgoing(SendSessions(book, reach), before, rows)
+        return Outgoing(SendSessions(book, reach, self.prekeys.published()), before, rows)
 
     def for_receive(self) -> tuple[ReceiveSessions, list[SessionBook]]:
         """The opener's inputs, and where the book it read is kept (to

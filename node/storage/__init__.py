@@ -53,6 +53,8 @@ MIGRATIONS: Migrations = {
     8: reads.SCHEMA_V9,
     # sessions per device pair, and the devices seen speaking wrap scheme 2
     9: sessions.SCHEMA_V10,
+    # the copies of sent texts for the account's other devices
+    10: messages.SCHEMA_V11,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -23,8 +23,9 @@ replica.  Two entry points::
 replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
 
 ``seal`` wraps the content key for every ACTIVE device of the recipient
-account and for the sender's other active devices (``only_devices``
-narrows that, for a history bundle to a newly approved device).  Sending to
+account only (``only_devices`` narrows that, for a history bundle to a
+newly approved device); the sender's other devices get a ``SentCopy`` in
+an envelope to their own account (§15.21), so the header never names them.  Sending to
 a DISPUTED or COMPROMISED account raises ``RecipientDisputedError`` unless
 ``force``.  ``open_envelope`` raises an ``InvalidInput`` subclass for
 everything wrong and leaves ``guard`` untouched then; a difference of views
@@ -83,10 +84,12 @@ from protocol.messaging.content import (
     decode_content,
     encode_content,
 )
+from protocol.messaging.padding import check_pad, padded_plaintext
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.scheme2 import (
     ReceiveSessions,
     SendSessions,
+    decoy_wrap,
     make_wrap2,
     open_wrap2,
     party_of,
@@ -350,13 +353,14 @@ def seal(
         raise UsageError("history goes only to a device of the sender's own account")
     kind, body = encode_content(content)
 
-    # Only ACTIVE devices, read from the caller's own replica: never a
-    # revoked, void or unknown key (S6).
+    # Only ACTIVE devices of the recipient account, read from the caller's
+    # own replica: never a revoked, void or unknown key (S6), and never the
+    # sender's own devices, which would name the sender (§15.1): they get a
+    # copy in an envelope of their own (``SentCopy``, §15.21).
     targets: dict[bytes, bytes] = {}
-    for st in (recipient_state, sender_state):
-        for d in st.devices:
-            if d.status is DeviceStatus.ACTIVE and d.sign_public != sender.sign_public:
-                targets.setdefault(d.sign_public, d.enc_public)  # as open_envelope reads it
+    for d in recipient_state.devices:
+        if d.status is DeviceStatus.ACTIVE and d.sign_public != sender.sign_public:
+            targets[d.sign_public] = d.enc_public  # as open_envelope reads it
     if only_devices is not None:
         wanted = set(only_devices)
         if not wanted <= set(targets):
@@ -389,6 +393,12 @@ def seal(
             lambda label, n: _derive(seed, label, n),
         )  # fmt: skip
         wraps.append(Wrap(dev, WRAP_SCHEME_2, x, data))
+    if wraps and only_devices is None and recipient_state.account_id == sender_state.account_id:
+        # to its own account: a decoy for the sending device too, so that the
+        # header lists every device and none stands out as the sender (§15.21)
+        prekey = None if sessions is None else sessions.self_prekey
+        wraps.append(Wrap(*decoy_wrap(sender, prekey, [(w.scheme, w.data) for w in wraps], seed)))
+        wraps.sort(key=lambda w: w.device)
     if not wraps:
         raise UsageError("no device to send to: every one needs a session first")
     header = [
@@ -416,7 +426,7 @@ def seal(
         ]
     )
     signature = sender.sign(_signed_message(header_raw, inner))
-    plaintext = encode_flat([inner, signature])
+    plaintext = padded_plaintext(inner, signature)  # to its size bucket (§15.3 step 7)
     # Nonce from the seed and the plaintext: a reused seed cannot reuse a
     # (key, nonce) pair for two different plaintexts (§15.3).
     nonce = _derive(seed + crypto.hash32(D_ENV_INNER, plaintext), b"nonce", NONCE_BYTES)
@@ -430,7 +440,7 @@ def seal(
         raw,
         message_id,
         recipient_state.account_id,
-        tuple(w.device for w in wraps),
+        tuple(w.device for w in wraps if w.device != sender.sign_public),
         book,
         tuple(unreachable),
     )
@@ -566,12 +576,13 @@ def open_envelope(
 
     # Step 5: parse [inner, signature], then the inner array.
     outer_plain = decode_flat(bytes(plaintext), MAX_ENVELOPE_BYTES)
-    if type(outer_plain) is not list or len(outer_plain) != 2:
-        raise SchemaError("plaintext is [inner, signature]")
-    inner_raw, signature = outer_plain
+    if type(outer_plain) is not list or len(outer_plain) != 3:
+        raise SchemaError("plaintext is [inner, signature, pad]")
+    inner_raw, signature, pad = outer_plain
     if type(inner_raw) is not bytes:
         raise SchemaError("inner must be bin")
     _bin(signature, crypto.ED25519_SIGNATURE_BYTES, "signature")
+    check_pad(inner_raw, signature, pad)
     inner = decode_flat(inner_raw, MAX_ENVELOPE_BYTES)
     if type(inner) is not list or len(inner) != INNER_FIELDS:
         raise SchemaError(f"inner is an array of {INNER_FIELDS}")
@@ -617,10 +628,11 @@ def open_envelope(
         # the session's peer signed nothing here: another device sent it (§19.13)
         raise UnauthorisedError("the signed sender is not the session's peer")
 
-    # Step 8: every wrap is for the current key of an active device of either
-    # account (scheme 2: an active device; its key field may be a prekey).
+    # Step 8: every wrap is for the current key of an active device of the
+    # recipient account (scheme 2: an active device; its key field may be a
+    # prekey).  A wrap for the sender's own device would name the sender.
     for w in header.wraps:
-        enc = _active_enc(recipient_state, w.device) or _active_enc(sender_state, w.device)
+        enc = _active_enc(recipient_state, w.device)
         if enc is not None and w.scheme == WRAP_SCHEME_2:
             continue
         if enc != w.enc_public:

@@ -24,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import nacl.bindings as sodium
+
+from protocol.core import crypto
 from protocol.core.errors import UsageError
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import NetworkParams
@@ -40,6 +43,8 @@ from protocol.messaging.sessions import SessionBook
 from protocol.messaging.x3dh import Bundle, Party
 
 WRAP_SCHEME_2 = wrap2.WRAP_SCHEME_2
+#: derives a decoy wrap's bytes from the envelope's seed (§15.21)
+D_DECOY = b"smu/envelope-decoy/v1\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,9 @@ class SendSessions:
     book: SessionBook
     #: device (Ed25519 key) -> how to reach it; devices not named: scheme 1
     reach: Mapping[bytes, Reach2] = field(default_factory=dict)
+    #: the sending device's own current signed prekey: the key field of its
+    #: decoy wrap in envelopes to its own account (§15.21)
+    self_prekey: bytes | None = None
 
 
 #: (session id, initiator (account, device) or None) -> a book holding that
@@ -141,6 +149,29 @@ def make_wrap2(
     return book, x, data
 
 
+def decoy_wrap(
+    sender: DeviceKeys,
+    self_prekey: bytes | None,
+    others: list[tuple[int, bytes]],
+    seed: bytes,
+) -> tuple[bytes, int, bytes, bytes]:
+    """A wrap for the sending device in an envelope to its own account
+    (§15.21): shaped as the other wraps are (their most common scheme and
+    data length; the key field the device's signed prekey, or for scheme 1
+    its encryption key, as a sender would use), its data random bytes from
+    the seed.  Nothing opens it; no observer tells it from a real one."""
+    schemes = [s for s, _ in others]
+    scheme = max(set(schemes), key=lambda s: (schemes.count(s), -s))
+    sizes = [len(d) for s, d in others if s == scheme]
+    size = max(set(sizes), key=lambda n: (sizes.count(n), -n))
+    x = self_prekey if scheme == WRAP_SCHEME_2 and self_prekey is not None else sender.enc_public
+    stream = sodium.randombytes_buf_deterministic(
+        size, crypto.hash32(D_DECOY, seed + sender.sign_public)
+    )
+    e_public = x25519_public(crypto.hash32(D_DECOY, seed + b"eph"))
+    return sender.sign_public, scheme, x, e_public + bytes(stream)[32:]
+
+
 def _secret_for(me: DeviceKeys, store: PrekeyStore, x: bytes, now_ms: int) -> bytes:
     """The secret of the key a wrap names (§19.13): the encryption key, or
     a signed prekey still in its grace (§19.3); never a trial."""
@@ -194,12 +225,14 @@ def open_wrap2(
 
 
 __all__ = [
+    "D_DECOY",
     "WRAP_SCHEME_2",
     "BookFor",
     "Opened2",
     "Reach2",
     "ReceiveSessions",
     "SendSessions",
+    "decoy_wrap",
     "make_wrap2",
     "open_wrap2",
     "party_of",

@@ -4,8 +4,10 @@ of direct delivery, /smu/message/1 (§15.14).
 
 Two accounts are built from events (recorded as hex, in a valid delivery
 order): alice with devices ``a1`` and ``a2``, bob with ``b1``.  ``a1``
-seals to bob: the content key is wrapped for ``b1`` and for ``a2`` (the
-sender's other device), never for ``a1`` itself.  ``seal`` takes all its
+seals to bob: the content key is wrapped for ``b1`` only (the header names
+the recipient's devices only, §15.1); ``a2`` gets the text's copy
+(``SentCopy``, §15.21) in an envelope to alice's own account, in which a
+decoy wrap stands in for ``a1``.  ``seal`` takes all its
 randomness from one 32-byte seed, so every envelope is reproduced byte for
 byte from the recorded inputs.
 """
@@ -23,6 +25,7 @@ from protocol.messaging.content import (
     ReceiptStatus,
     ReplayError,
     ReplayGuard,
+    SentCopy,
     Text,
     encode_content,
 )
@@ -80,7 +83,7 @@ def accounts() -> tuple[Ledger, bytes, bytes, list[Event]]:
 
 
 def _seal(
-    ledger: Ledger, alice: bytes, bob: bytes, content: Content, counter: int, label: str
+    ledger: Ledger, alice: bytes, to: bytes, content: Content, counter: int, label: str
 ) -> tuple[env.SealedEnvelope, int, bytes]:
     timestamp = T0 + 10_000 + counter
     seed = bytes_from_label(f"envelopes/seed/{label}")
@@ -88,7 +91,7 @@ def _seal(
         PARAMS,
         device_keys(DEVICES["a1"]),
         ledger.state(alice),
-        ledger.state(bob),
+        ledger.state(to),
         content,
         counter=counter,
         timestamp=timestamp,
@@ -118,17 +121,23 @@ def build() -> dict[str, Json]:
     ledger, alice, bob, events = accounts()
     cases: list[Json] = []
     sealed_text = None
-    contents: list[tuple[str, Content, int]] = [
-        ("a text", Text("hello bob \U0001f44b"), 1),
-        ("a DELIVERED receipt", Receipt(ReceiptStatus.DELIVERED, (bytes(16),)), 2),
+    text = Text("hello bob \U0001f44b")
+    contents: list[tuple[str, Content, int, bytes]] = [
+        ("a text", text, 1, bob),
+        ("a DELIVERED receipt", Receipt(ReceiptStatus.DELIVERED, (bytes(16),)), 2, bob),
     ]
-    for name, content, counter in contents:
-        sealed, timestamp, seed = _seal(ledger, alice, bob, content, counter, name)
+    for name, content, counter, to in contents:
+        sealed, timestamp, seed = _seal(ledger, alice, to, content, counter, name)
         if sealed_text is None:
             sealed_text = sealed
+            # the text's copy for a2, on alice's own stream (§15.21)
+            copy = SentCopy(bob, sealed.message_id, text)
+            contents.append(("the text's copy for the sender's other device", copy, 1, alice))
         kind, body = encode_content(content)
         readers = []
         for reader, account in (("b1", bob), ("a2", alice)):
+            if account != to:
+                continue
             opened = _opened(ledger, sealed.raw, account, reader)
             assert opened.content == content and opened.counter == counter
             readers.append(
@@ -150,7 +159,7 @@ def build() -> dict[str, Json]:
             {
                 "name": name,
                 "sender": "a1",
-                "recipient_account": bob.hex(),
+                "recipient_account": to.hex(),
                 "counter": counter,
                 "timestamp": timestamp,
                 "seed": seed.hex(),
