@@ -148,3 +148,28 @@ def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None
     names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"sessions", "session_seq", "scheme2_devices", "copies"} <= names
     assert db.query("SELECT next FROM counters") == [(7,)]
+
+
+def test_prekeys_are_kept_like_the_device_keys(tmp_path: Path) -> None:
+    """prekeys.json is 0600 and, with a passphrase, sealed: no secret in the
+    clear; the keeper rotates after ROTATE_MS and keeps the old one in grace."""
+    import stat
+
+    from node.datadir import DataDir
+    from node.prekeys import ROTATE_MS
+
+    dd = DataDir(tmp_path / "dd")
+    dd.init("smu-test", "laptop", "correct horse")
+    keeper = PrekeyKeeper(dd)
+    first = keeper.current(T0)
+    secret = keeper.store.signed[first.prekey_id][0]
+    raw = (tmp_path / "dd" / "prekeys.json").read_bytes()
+    assert stat.S_IMODE((tmp_path / "dd" / "prekeys.json").stat().st_mode) == 0o600
+    assert secret.hex() not in raw.decode() and b"store" not in raw
+    again = DataDir(tmp_path / "dd")
+    again.load_secrets("correct horse")
+    assert PrekeyKeeper(again).current(T0 + 1000) == first  # the same, not rotated
+    later = PrekeyKeeper(again).current(T0 + ROTATE_MS)
+    assert later.prekey_id > first.prekey_id
+    store = PrekeyKeeper(again).store
+    assert store.signed_secret(first.prekey_id, T0 + ROTATE_MS) == secret  # in its grace
