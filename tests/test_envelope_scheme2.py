@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.core.errors import InvalidInput, UnauthorisedError, UnsupportedVersionError
+from protocol.log.ledger import Ledger
 from protocol.messaging.content import ReplayGuard, SentCopy, Text
 from protocol.messaging.envelope import (
     WRAP_SCHEME_2,
@@ -18,7 +19,11 @@ from protocol.messaging.envelope import (
 )
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.scheme2 import Reach2, ReceiveSessions
-from protocol.messaging.session_errors import DuplicateMessageError, SessionError
+from protocol.messaging.session_errors import (
+    DuplicateMessageError,
+    PeerNotActiveError,
+    SessionError,
+)
 from protocol.messaging.sessions import SessionBook
 from protocol.messaging.x3dh import Party
 
@@ -221,3 +226,23 @@ def test_forward_secrecy_against_a_recorded_mailbox() -> None:
         ReplayGuard(), inputs,
     )  # fmt: skip
     assert opened.content == Text("secret 0")
+
+
+def test_a_session_peer_unknown_here_is_not_final_and_changes_nothing() -> None:
+    """bob's replica has not seen alice's new device yet: its set-up is
+    refused as "try again later" (session_peer), and opens once bob is up to date."""
+    w = World2(alice_devices=3)
+    b0 = w["bd0"]
+    newest = w.a.events["a2"]
+    b0.ledger = Ledger(FAST)  # bob's replica without alice's newest device
+    for hist in (w.a, w.b):
+        for e in hist.events.values():
+            if e is not newest:
+                b0.ledger.ingest(e.raw)
+    env = w["ad2"].send(w.b.account, Text("from the new device"))
+    before = b0.snapshot()
+    with pytest.raises(PeerNotActiveError) as exc:
+        b0.open(env.raw)
+    assert exc.value.code == "session_peer" and b0.snapshot() == before
+    b0.ledger.ingest(newest.raw)
+    assert b0.open(env.raw).content == Text("from the new device")

@@ -14,7 +14,10 @@ Texts from accounts that are not contacts are message requests, capped and
 expiring (``requests.py``).  Receipts are signed and encrypted like messages,
 and go to contacts only.  Every outbox row ends: delivered, failed, or
 expired after its kind's lifetime (``DeliveryPolicy``).  A device linked
-with approval receives the approver's history (``send_history``).
+with approval receives the approver's history (``send_history``).  Wraps
+use scheme 2 where the recipient device speaks it (``sessions.py``), and a
+text's copy for this account's other devices travels in an envelope of its
+own (``sealing.py``, PROTOCOL.md §15.21).
 """
 
 from __future__ import annotations
@@ -473,6 +476,14 @@ class MessageService:
 
     # -- receiving -----------------------------------------------------------
 
+    def _catch_up(self) -> None:
+        """Reconcile now, at most every DIVERGENCE_INTERVAL: anyone can seal
+        a wrap naming an unknown peer, so this must cost little."""
+        now = trio.current_time()
+        if now - self._last_divergence.get(b"", -1e9) >= DIVERGENCE_INTERVAL:
+            self._last_divergence[b""] = now
+            self.reconcile_all()
+
     def diverged(self, views: Sequence[HeadsView]) -> None:
         """The sender saw heads of an account that we lack (S5): reconcile with
         every peer now, at most every DIVERGENCE_INTERVAL per account, and
@@ -516,6 +527,8 @@ class MessageService:
                 views = getattr(exc, "views", None)
                 if views:  # our replica lags the sender's: catch up (S5)
                     self.diverged(views)
+                elif exc.code == "session_peer":  # a device we may not know yet
+                    self._catch_up()
             await stream.write(frame(delivery_answer(error)))
         except Exception as exc:  # the stream's end is the sender's business
             log.debug("message stream ended: %s", exc)

@@ -35,6 +35,7 @@ from protocol.messaging import wrap2
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.ratchet import x25519_public
 from protocol.messaging.session_errors import (
+    PeerNotActiveError,
     SessionDecryptError,
     UnknownPrekeyError,
     WrongSessionError,
@@ -205,8 +206,8 @@ def open_wrap2(
     if who is None:
         raise WrongSessionError("no session with this id, and not its set-up")
     sender = party_of(states(who[0]), who[1])
-    if sender is None:
-        raise WrongSessionError("the session's peer is not an active device here")
+    if sender is None:  # perhaps we are behind: not final (§15.5 step 3)
+        raise PeerNotActiveError("the session's peer is not an active device here")
     mine = Party(my_account, me.sign_public, me.enc_public)
     got = book.receive(
         params,
