@@ -255,12 +255,16 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
         alice, b1, b2, b3 = d.nodes
         for x in (b1, b2, b3):
             d.connect(alice, x)
-        alice.client.call("account.create", name="alice")
+        me = alice.client.call("account.create", name="alice")
         bob = b1.client.call("account.create", name="bob")
         link_devices(d, b1, b2, "bob2")
         link_devices(d, b1, b3, "bob3")
         d.wait_converged(d.nodes)
         alice.client.call("contact.add", ref=bob["account_id"], name="bob")
+        # bob's devices take alice as a contact: otherwise her texts are
+        # message requests, capped at 10 per sender (PROTOCOL.md §15.14)
+        for x in (b1, b2, b3):
+            x.client.call("contact.add", ref=me["account_id"], name="alice")
         first = alice.client.call("message.send", contact="bob", text="warm-up")
         wait_delivered(alice, [first["message_id"]], 3, 60)  # device records have spread
         latencies = []

@@ -123,7 +123,15 @@ class SessionStore:
                 )
             )
         if after.seq != before.seq:
-            rows.append(("INSERT OR REPLACE INTO session_seq(id, seq) VALUES(1, ?)", (after.seq,)))
+            # never backwards: two books read in one transaction (a text and
+            # its copy) each advance from the same stored number
+            rows.append(
+                (
+                    "INSERT INTO session_seq(id, seq) VALUES(1, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    (after.seq,),
+                )
+            )
             rows.append(
                 (
                     "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions "
