@@ -349,7 +349,7 @@ class Daemon:
         self.mailbox.on_deposit = self.push.deposited
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
-        self.replication.on_record = self.messages.wake
+        self.replication.on_record = self.messages.record_arrived
         self.links.on_changed = self._links_changed
         self.node_service = NodeService(
             self, self.replication, self.links, self.gate, self.channels, self.stop

@@ -173,3 +173,28 @@ def test_prekeys_are_kept_like_the_device_keys(tmp_path: Path) -> None:
     assert later.prekey_id > first.prekey_id
     store = PrekeyKeeper(again).store
     assert store.signed_secret(first.prekey_id, T0 + ROTATE_MS) == secret  # in its grace
+
+
+def test_a_record_seen_once_is_sticky_before_any_message(tmp_path: Path) -> None:
+    """A contact's record advertising scheme 2 is remembered when it
+    arrives (§15.9): aged out before the first message, it still cannot
+    downgrade that device; a stranger's record is not remembered."""
+    _alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    a.ctx.records = type(a.ctx.records)(FAST)  # nothing held yet
+    prekey = b0.service.sessions.prekeys.current(T0)
+    rec = make_record(
+        FAST, bob.account, bob.keys["d0"], timestamp=T0, lifetime_ms=3600_000,
+        peer_ids=("12D3KooWpeer",), addrs=(), signed_prekey=prekey,
+        capabilities=(int(Capability.WRAP_SCHEME_2),),
+    )  # fmt: skip
+    a.service.record_arrived(rec)  # bob is no contact of alice's yet
+    assert not a.query("SELECT * FROM scheme2_devices")
+    a.contacts.add(bob.account, "bob")
+    a.service.record_arrived(rec)
+    assert a.query("SELECT spk_id FROM scheme2_devices") == [(prekey.prekey_id,)]
+    # the record never reaches the record book (withheld, or aged): scheme 2 still
+    wraps = _wraps(_send(a, bob, "sticky"))
+    d0 = bob.keys["d0"].sign_public
+    assert wraps[d0].scheme == WRAP_SCHEME_2
+    assert wraps[bob.keys["d1"].sign_public].scheme == WRAP_STATIC_X25519  # never seen
+    assert b0.service.receive(_send(a, bob, "again")).content == Text("again")

@@ -252,6 +252,14 @@ class MessageService:
         """Deliveries may be possible now (a record arrived, a row was added)."""
         self._wake.set()
 
+    def record_arrived(self, record: SignedDeviceRecord) -> None:
+        """A record of a contact's or our own device that advertises scheme 2
+        makes it sticky at once (§15.9); then deliveries may go."""
+        own = self.ctx.account()
+        if record.account == own or self.contacts.is_contact(record.account):
+            self.sessions.record_seen(record)
+        self.wake()
+
     # -- sending -------------------------------------------------------------
 
     def _seal_and_queue(

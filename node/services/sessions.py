@@ -32,12 +32,16 @@ from protocol.messaging.scheme2 import (
     party_of,
 )
 from protocol.messaging.sessions import SessionBook
-from protocol.records.device import Capability
+from protocol.records.device import Capability, SignedDeviceRecord, SignedPrekey
 
 from ..context import NodeContext
 from ..prekeys import PrekeyKeeper
 from ..storage.db import Statement
 from ..storage.sessions import SessionStore
+
+
+def _pair(prekey: SignedPrekey) -> tuple[int, bytes]:
+    return prekey.prekey_id, prekey.public
 
 
 @dataclass
@@ -108,6 +112,18 @@ class SessionService:
         # a session under a replaced key ends now (§19.11)
         book = before.keep_only(lambda p: current.get((p.account, p.device)) == p.ik)
         return Outgoing(SendSessions(book, reach, self.prekeys.published()), before, rows)
+
+    def record_seen(self, record: SignedDeviceRecord) -> None:
+        """Remember a device that advertises scheme 2, with its signed prekey
+        (sticky from now on, §15.9); a write only when that is news."""
+        prekey = record.signed_prekey
+        if prekey is None or not record.has(Capability.WRAP_SCHEME_2):
+            return
+        _, spk_id, spk = self.store.scheme2(record.account, record.device)
+        if (spk_id, spk) != (prekey.prekey_id, prekey.public):
+            self.store.db.write(
+                [SessionStore.seen_statement(record.account, record.device, *_pair(prekey))]
+            )
 
     def for_receive(self) -> tuple[ReceiveSessions, list[SessionBook]]:
         """The opener's inputs, and where the book it read is kept (to
