@@ -198,3 +198,29 @@ def test_a_record_seen_once_is_sticky_before_any_message(tmp_path: Path) -> None
     assert wraps[d0].scheme == WRAP_SCHEME_2
     assert wraps[bob.keys["d1"].sign_public].scheme == WRAP_STATIC_X25519  # never seen
     assert b0.service.receive(_send(a, bob, "again")).content == Text("again")
+
+
+def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> None:
+    """The outbox row of the sender's other device carries the copy's
+    envelope (its own id and keys), under the text's id; that device stores
+    the text as sent, in the conversation with bob, under the same id (§15.21)."""
+    for p in ("a0", "a1"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    alice.add("a1", "d0", "d1", ["g"])
+    a0 = Node(tmp_path / "a0", alice, [bob], "d0")
+    a1 = Node(tmp_path / "a1", alice, [bob], "d1")
+    message_id, devices = a0.service._seal_and_queue(bob.account, Text("hi"), KIND_TEXT, "hi")
+    assert devices == 3  # bob's two devices and alice's d1
+    due = {d.device: d for d in a0.service.store.due(T0 * 10, 10)}
+    copy = due[alice.keys["d1"].sign_public]
+    assert copy.message == message_id and copy.account == alice.account
+    header = peek(copy.envelope, FAST)
+    assert header.recipient_account == alice.account and header.message_id != message_id
+    assert set(header.devices) == {alice.keys["d0"].sign_public, alice.keys["d1"].sign_public}
+    original = peek(due[bob.keys["d0"].sign_public].envelope, FAST)
+    assert set(original.devices) == {bob.keys["d0"].sign_public, bob.keys["d1"].sign_public}
+    a1.service.receive(copy.envelope)
+    (row,) = a1.service.store.conversation(bob.account, KIND_TEXT)
+    assert (row.message_id, row.outgoing, row.text) == (message_id, True, "hi")
+    assert row.sender_device == alice.keys["d0"].sign_public

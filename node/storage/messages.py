@@ -151,10 +151,11 @@ SCHEMA_V11 = [
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
     # a delivery to the sender's own account carries the message's copy
-    # (§15.21), any other the message's envelope
+    # (§15.21), any other the message's envelope (so does a row queued
+    # before copies existed)
     "SELECT d.message, d.device, d.account, d.attempts, d.expires_ms, m.kind, "
-    "CASE WHEN d.account = m.sender_account AND m.peer != m.sender_account "
-    "THEN c.envelope ELSE m.envelope END "
+    "COALESCE(CASE WHEN d.account = m.sender_account AND m.peer != m.sender_account "
+    "THEN c.envelope END, m.envelope) "
     "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
     "LEFT JOIN copies c ON c.message = d.message "
     "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
