@@ -224,3 +224,26 @@ def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> No
     (row,) = a1.service.store.conversation(bob.account, KIND_TEXT)
     assert (row.message_id, row.outgoing, row.text) == (message_id, True, "hi")
     assert row.sender_device == alice.keys["d0"].sign_public
+
+
+def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) -> None:
+    """Refused with prekey_unknown (its signed prekey is retired): the
+    sender's sessions with that device end, its next message sets up anew."""
+    import trio
+
+    _, bob, a, _, _ = _bob_nodes(tmp_path)
+    d0 = bob.keys["d0"].sign_public
+    first = _send(a, bob, "first")
+    assert len(_wraps(first)[d0].data) > 300  # a set-up (§19.13; a ratchet message: 174)
+    (due,) = [d for d in a.service.store.due(T0 * 10, 10) if d.device == d0]
+
+    async def refused(*args: object) -> str:
+        return "prekey_unknown: no such signed prekey (or retired)"
+
+    a.service._try_deliver = refused  # type: ignore[method-assign]
+    trio.run(a.service._deliver_one, due)
+    assert d0 not in {bytes(r[2]) for r in _sessions(a)}
+    assert bob.keys["d1"].sign_public in {bytes(r[2]) for r in _sessions(a)}
+    again = _wraps(_send(a, bob, "again"))
+    assert len(again[d0].data) > 300  # a new set-up
+    assert [bytes(r[2]) for r in _sessions(a)].count(d0) == 1  # the new one only

@@ -105,11 +105,11 @@ MAX_NOTICES = 100
 DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
+#: answers that mean the device cannot open our session with it (§19.13)
+SESSION_LOST = frozenset({"prekey_unknown", "session_wrong", "session_identity"})
 # Refusals that mean "this envelope can never be opened there": stop trying.
-FINAL_REFUSALS = frozenset(
-    {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt",
-     "session_wrong", "session_identity", "prekey_unknown"}
-)  # fmt: skip
+FINAL = {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt"}
+FINAL_REFUSALS = SESSION_LOST | FINAL
 #: answers that mean the device has this message already: the session key
 #: of a resent envelope is used up there (§19.5), as its counter is (§15.6)
 ALREADY_THERE = frozenset({"replay", "session_duplicate"})
@@ -416,6 +416,10 @@ class MessageService:
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
         now = self.now_ms()
+        if error is not None and error.split(":")[0] in SESSION_LOST:
+            # it cannot open our session (its prekey is gone, or so is its
+            # side): the next message sets a new one up (§19.13)
+            self.sessions.end_with(due.account, due.device)
         state, next_try = next_delivery(due, error, now)
         if state is DeliveryState.DELIVERED:
             stored_ms = due.expires_ms - due.policy.lifetime_ms
@@ -485,8 +489,7 @@ class MessageService:
     # -- receiving -----------------------------------------------------------
 
     def _catch_up(self) -> None:
-        """Reconcile now, at most every DIVERGENCE_INTERVAL: anyone can seal
-        a wrap naming an unknown peer, so this must cost little."""
+        """Reconcile now, at most every DIVERGENCE_INTERVAL (anyone can do this)."""
         now = trio.current_time()
         if now - self._last_divergence.get(b"", -1e9) >= DIVERGENCE_INTERVAL:
             self._last_divergence[b""] = now

@@ -151,6 +151,10 @@ class SessionService:
             SessionStore.seen_statement(opened.sender_account, opened.sender_device),
         ]
 
+    def end_with(self, account: bytes, device: bytes) -> None:
+        """End every session with one device (it refused them as unknown)."""
+        self.store.db.write([SessionStore.end_device_statement(account, device)])
+
     def log_changed(self, account: bytes) -> None:
         """End the sessions of ``account``'s devices that the log no longer
         shows ACTIVE under the same key (S6: a revoked device's end at once)."""

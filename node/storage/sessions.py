@@ -157,6 +157,13 @@ class SessionStore:
                 )
         return rows
 
+    @staticmethod
+    def end_device_statement(account: bytes, device: bytes) -> Statement:
+        return (
+            "DELETE FROM sessions WHERE peer_account=? AND peer_device=?",
+            (account, device),
+        )
+
     # -- sticky scheme 2 (§15.9) ---------------------------------------------
 
     def scheme2(self, account: bytes, device: bytes) -> tuple[bool, int | None, bytes | None]:
