@@ -45,6 +45,7 @@ class PrekeyKeeper:
         self.file = file
         self.random = random
         self.rotate_ms = rotate_ms
+        self._public: tuple[int, bytes] | None = None
         raw = file.load_prekeys()
         self.store = PrekeyStore() if raw is None else PrekeyStore.decode(raw)
 
@@ -67,9 +68,14 @@ class PrekeyKeeper:
         return SignedPrekey(cur, x25519_public(self.store.signed[cur][0]))
 
     def published(self) -> bytes | None:
-        """The current signed prekey's public key, without rotating."""
+        """The current signed prekey's public key, without rotating (every
+        seal to the own account asks: computed once per prekey)."""
         cur = self._current_id()
-        return None if cur is None else x25519_public(self.store.signed[cur][0])
+        if cur is None:
+            return None
+        if self._public is None or self._public[0] != cur:
+            self._public = (cur, x25519_public(self.store.signed[cur][0]))
+        return self._public[1]
 
     def commit(self, store: PrekeyStore) -> None:
         """Keep a store an opened message returned (a spent one-time

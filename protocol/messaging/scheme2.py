@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import nacl.bindings as sodium
 
@@ -173,13 +174,20 @@ def decoy_wrap(
     return sender.sign_public, scheme, x, e_public + bytes(stream)[32:]
 
 
+@lru_cache(maxsize=256)
+def _prekey_public(secret: bytes) -> bytes:
+    return x25519_public(secret)
+
+
 def _secret_for(me: DeviceKeys, store: PrekeyStore, x: bytes, now_ms: int) -> bytes:
     """The secret of the key a wrap names (§19.13): the encryption key, or
     a signed prekey still in its grace (§19.3); never a trial."""
     if x == me.enc_public:
         return me.enc_secret
+    # a device holds up to ~16 signed prekeys (2-day rotation, 30-day grace):
+    # their public keys are remembered, not recomputed per envelope
     for prekey_id, (secret, _until) in store.signed.items():
-        if x25519_public(secret) == x:
+        if _prekey_public(secret) == x:
             return store.signed_secret(prekey_id, now_ms)  # refuses a retired one
     raise UnknownPrekeyError("the wrap is sealed to a key this device does not hold")
 
