@@ -246,3 +246,32 @@ def test_a_session_peer_unknown_here_is_not_final_and_changes_nothing() -> None:
     assert exc.value.code == "session_peer" and b0.snapshot() == before
     b0.ledger.ingest(newest.raw)
     assert b0.open(env.raw).content == Text("from the new device")
+
+
+def test_a_copied_state_stops_working_after_a_round_trip() -> None:
+    """Post-compromise (issue 13): a copy of bob's device at time T (keys,
+    sessions, prekeys) reads alice's envelopes only until bob has answered
+    under a fresh ratchet key and alice has written again."""
+    w = World2(bob_devices=1, alice_devices=1)
+    a0, b0 = w["ad0"], w["bd0"]
+    b0.open(a0.send(w.b.account).raw)
+    a0.open(b0.send(w.a.account).raw)
+    stolen = (b0.book, b0.store)
+
+    def thief_opens(raw: bytes) -> bool:
+        inputs = ReceiveSessions(lambda sid, who: stolen[0], stolen[1], T0 + 1000, h("t"))
+        try:
+            open_envelope(
+                FAST, raw, w.b.account, b0.keys, ledger_lookup(b0.ledger), ReplayGuard(), inputs
+            )
+        except InvalidInput:
+            return False
+        return True
+
+    before = a0.send(w.b.account, Text("still readable by the copy"))
+    assert thief_opens(before.raw)  # the copy works until the round trip: the test can fail
+    b0.open(before.raw)
+    a0.open(b0.send(w.a.account, Text("bob answers")).raw)  # a fresh ratchet key
+    after = a0.send(w.b.account, Text("after the round trip"))
+    assert not thief_opens(after.raw)
+    assert b0.open(after.raw).content == Text("after the round trip")
