@@ -49,6 +49,8 @@ MIGRATIONS: Migrations = {
     7: sync.SCHEMA_V8,
     # read marks per conversation, for unread counts
     8: reads.SCHEMA_V9,
+    # history proofs kept with texts, and who relayed an unproven entry
+    9: messages.SCHEMA_V10,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,6 +14,12 @@ DESIGN §5).  The receive-side replay state is ``replay.py``'s.
   ``deliveries_due`` holds only rows still being tried, ordered by when
   they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
+* ``messages.proof``: the ``HistoryProof`` of the envelope a text came in
+  (or went out in), so that this device can relay it as history that
+  proves its sender (§15.4 *History proofs*); read and written only through
+  ``proof_column`` and ``proof_from_column``.  ``messages.relayed_by``: the
+  device that relayed a history entry without a proof (shown as "relayed
+  by <device>", never as the claimed sender's).
 
 Each method that changes something is one transaction, or returns the
 statements for the caller's transaction (``*_statement``), so a message and
@@ -27,10 +33,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import InvalidInput
+from protocol.messaging.content import HistoryProof, decode_proof
+
 if TYPE_CHECKING:
     from .db import Database, Statement
 
-KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+#: content kinds (§15.4) of the rows: history bundles sent are kind 4 since proofs
+KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 4
 #: account-wide edits (§15.19): kept trying as long as a text, since a
 #: device that misses one shows stale contacts until the next edit of the key
 KIND_SYNC = 32
@@ -139,6 +150,35 @@ SCHEMA_V4 = [
            WHERE outgoing = 1 AND kind <> {KIND_TEXT}""",
 ]
 
+SCHEMA_V10 = [
+    # History that proves itself (§15.4): the proof kept with each text, and
+    # the relaying device of a history entry that came without one.
+    "ALTER TABLE messages ADD COLUMN proof BLOB",
+    "ALTER TABLE messages ADD COLUMN relayed_by BLOB",
+]
+
+#: a stored proof is at most this big (two views of 32 heads: about 2.3 KB)
+MAX_PROOF_BYTES = 4096
+
+
+def proof_column(proof: HistoryProof | None) -> bytes | None:
+    """The ``messages.proof`` value of ``proof``: its canonical wire form
+    (§15.4).  Every write of the column goes through here."""
+    return None if proof is None else encode_flat(proof.to_wire())
+
+
+def proof_from_column(raw: bytes | None) -> HistoryProof | None:
+    """The proof a ``messages.proof`` value holds; every read goes through
+    here.  A value that does not decode is no proof: the entry is then
+    relayed unproven, never shown as proven."""
+    if raw is None:
+        return None
+    try:
+        return decode_proof(decode_flat(bytes(raw), MAX_PROOF_BYTES))
+    except InvalidInput:
+        return None
+
+
 #: the delivery loop's queries; both use ``deliveries_due`` (a test shows
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
@@ -164,6 +204,21 @@ class MessageRow:
     stored_ms: int
     text: str
     request: bool
+    #: the device that relayed it as an unproven history entry (§15.4)
+    relayed_by: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A stored text as ``send_history`` relays it (§15.4)."""
+
+    peer: bytes
+    message_id: bytes
+    sender_account: bytes
+    sender_device: bytes
+    sent_ms: int
+    text: str
+    proof: HistoryProof | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +236,10 @@ class NewMessage:
     text: str
     request: bool = False
     envelope: bytes | None = None
+    #: the proof of its sender that history relays (§15.4); None: none kept
+    proof: HistoryProof | None = None
+    #: set for a history entry stored unproven: the device that relayed it
+    relayed_by: bytes | None = None
 
     @property
     def size(self) -> int:
@@ -211,11 +270,14 @@ class Usage:
     size: int
 
 
-_COLUMNS = "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request"
+_COLUMNS = (
+    "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request, "
+    "relayed_by"
+)
 
 
 def _message(r: tuple[Any, ...]) -> MessageRow:
-    mid, peer, outgoing, sa, sd, sent, stored, text, request = r
+    mid, peer, outgoing, sa, sd, sent, stored, text, request, relayed_by = r
     return MessageRow(
         bytes(mid),
         bytes(peer),
@@ -226,6 +288,7 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
         int(stored),
         str(text),
         bool(request),
+        None if relayed_by is None else bytes(relayed_by),
     )
 
 
@@ -242,8 +305,8 @@ class MessageStore:
         verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
         return (
             f"{verb} INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
-            "stored_ms, kind, text, request, envelope, size) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "stored_ms, kind, text, request, envelope, size, proof, relayed_by) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 m.message_id,
                 m.peer,
@@ -257,6 +320,8 @@ class MessageStore:
                 int(m.request),
                 m.envelope,
                 m.size,
+                proof_column(m.proof),
+                m.relayed_by,
             ),
         )
 
@@ -421,17 +486,20 @@ class MessageStore:
         )
         return [(bytes(d), bytes(a), str(s)) for d, a, s in rows]
 
-    def history(self, kind: int, limit: int) -> list[tuple[bytes, bytes, bytes, bytes, int, str]]:
-        """The newest ``limit`` accepted messages of ``kind``, oldest first:
-        (peer, id, sender account, sender device, sent_ms, text)."""
+    def history(self, kind: int, limit: int) -> list[HistoryRow]:
+        """The newest ``limit`` accepted messages of ``kind``, oldest first,
+        each with its proof (None for one stored before proofs were kept,
+        or relayed to this device unproven)."""
         rows = self.db.query(
-            "SELECT peer, id, sender_account, sender_device, sent_ms, text FROM messages "
+            "SELECT peer, id, sender_account, sender_device, sent_ms, text, proof FROM messages "
             "WHERE kind=? AND request=0 ORDER BY stored_ms DESC LIMIT ?",
             (kind, limit),
         )
         return [
-            (bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), str(t))
-            for p, i, sa, sd, ts, t in reversed(rows)
+            HistoryRow(
+                bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), str(t), proof_from_column(pr)
+            )
+            for p, i, sa, sd, ts, t, pr in reversed(rows)
         ]
 
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
