@@ -103,3 +103,27 @@ def test_history_naming_an_account_not_here_yet_is_refused_until_it_is(
         assert new.query("SELECT text, relayed_by FROM messages") == [("hi alice", None)]
     finally:
         new.close()
+
+
+def test_a_proven_copy_replaces_a_relayed_claim_never_the_other_way(
+    nodes: tuple[Node, Node], accounts: tuple[History, History]
+) -> None:
+    """A thief's unproven claim under a real message's id (it saw the id)
+    must not keep the real message out, live or as history."""
+    d0, d1 = nodes
+    alice, bob = accounts
+    d0.contacts.add(bob.account, "bob")
+    d1.contacts.add(bob.account, "bob")
+    live = Peer(bob, alice).seal("the real text")
+    d0.service.receive(live.raw)
+    (bundle,) = history_bundles(d0.service.store, set())
+    genuine = bundle.entries[0]
+    claim = dataclasses.replace(genuine, content=Text("a planted text"), proof=None)
+    thief = Peer(alice, alice, "d0")
+    d1.service.receive(thief.seal(HistoryBundle(0, 1, (claim,))).raw)
+    query = "SELECT text, relayed_by IS NOT NULL, proof IS NOT NULL FROM messages"
+    assert d1.query(query) == [("a planted text", 1, 0)]
+    d1.service.receive(live.raw)  # the real one arrives live: it replaces the claim
+    assert d1.query(query) == [("the real text", 0, 1)]
+    d1.service.receive(thief.seal(HistoryBundle(0, 1, (claim,))).raw)  # and stays
+    assert d1.query(query) == [("the real text", 0, 1)]

@@ -301,12 +301,24 @@ class MessageStore:
     @staticmethod
     def insert_statement(m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
         """Store a message; a duplicate (sender account, id) is ignored (a
-        received copy) or an error (our own, whose id we just drew)."""
-        verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
+        received copy) or an error (our own, whose id we just drew).  One
+        exception: a copy with a proof of its sender replaces a row held only
+        as relayed (§15.4 *History proofs*), so an unproven claim planted
+        under a real message's id cannot keep the real one out."""
+        columns = (
+            "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, kind, text, "
+            "request, envelope, size, proof, relayed_by"
+        )
+        sql = f"INSERT INTO messages({columns}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        if ignore_duplicate:
+            replaced = [c for c in columns.split(", ") if c not in ("id", "sender_account")]
+            sql += (
+                " ON CONFLICT(sender_account, id) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in replaced)
+                + " WHERE messages.relayed_by IS NOT NULL AND excluded.proof IS NOT NULL"
+            )
         return (
-            f"{verb} INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
-            "stored_ms, kind, text, request, envelope, size, proof, relayed_by) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql,
             (
                 m.message_id,
                 m.peer,
@@ -446,8 +458,11 @@ class MessageStore:
         return int(row[0]) if row else 0
 
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
+        """Stored already, and not only as relayed history (which a proven
+        copy replaces, ``insert_statement``)."""
         row = self.db.query_one(
-            "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)
+            "SELECT 1 FROM messages WHERE sender_account=? AND id=? AND relayed_by IS NULL",
+            (sender_account, message_id),
         )
         return row is not None
 
