@@ -311,7 +311,7 @@ class Daemon:
         self.sync.send = self.messages.queue_sync
         # another device's decisions apply here too: its requests, our tokens
         self.sync.on_changed.append(self.messages.decisions_changed)
-        self.sync.on_changed.append(self.tokens.refill_all)
+        self.sync.on_changed.append(self.tokens.contacts_changed)
         #: read marks, account-wide (``read/<account>``), cached per device
         self.reads = ReadMarks(self, ReadStore(self.db), self.sync)
         self.sync.on_changed.append(self.reads.synced)
