@@ -35,7 +35,9 @@ from protocol.core.errors import (
 from protocol.core.keys import B32_ALPHABET, DeviceKeys, b32encode, fingerprint
 from protocol.core.machine import Now
 from protocol.core.params import NetworkParams
+from protocol.linking import approver as approver_module
 from protocol.linking import machines as lk
+from protocol.linking import reports, wire
 from protocol.linking.offers import KEEP_FINISHED_MS, OfferForgotten, OfferOutput, Offers
 from protocol.log import authoring
 from protocol.log.events import DeviceIntro
@@ -527,7 +529,7 @@ def test_device_added_meanwhile_is_refused_at_approval(history: History) -> None
 def test_an_account_too_long_to_link_is_refused_without_blame(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lk, "MAX_LINK_EVENTS", 1)
+    monkeypatch.setattr(approver_module, "MAX_LINK_EVENTS", 1)  # where the approver reads it
     ledger = history.ledger()
     ap = make_approver(history.account)
     jn = make_joiner(ap.offer, device("new"))
@@ -725,8 +727,8 @@ def test_valid_mac_with_forged_pop_is_refused(history: History) -> None:
     ap = make_approver(history.account)
     new = device("new")
     intro = DeviceIntro(new.sign_public, new.enc_public, "laptop", bytes(64))
-    transcript = lk._transcript(FAST.network_id, history.account, PA, PJ, LINK_ID, intro)
-    mac = lk._keyed(SECRET, lk.D_LINK_JOIN, transcript)
+    transcript = reports._transcript(FAST.network_id, history.account, PA, PJ, LINK_ID, intro)
+    mac = wire._keyed(SECRET, lk.D_LINK_JOIN, transcript)
     data = lk.encode_frame(lk.JoinFrame(LINK_ID, intro, mac))
     out = ap.receive(data, remote_peer=PJ, now=at(1), ledger=ledger)
     assert isinstance(refusal(out), BadSignatureError)
@@ -818,7 +820,7 @@ def test_tampered_accept_is_caught_by_the_joiner(history: History) -> None:
     # even with a valid MAC (a malicious approver knows the secret), the
     # events must be the link's account
     _, jn, _ = _claim(history, ledger)
-    mac = lk._accept_mac(SECRET, jn._th, [other.genesis.raw])
+    mac = reports._accept_mac(SECRET, jn._th, [other.genesis.raw])
     out = jn.receive(lk.encode_frame(lk.AcceptFrame((other.genesis.raw,), mac)), at(2))
     assert isinstance(failure(jn, out), SchemaError)
 
@@ -959,7 +961,7 @@ def test_joiner_refuses_to_join_with_a_key_already_in_the_account(history: Histo
     events = [history.genesis.raw, history.events["a1"].raw]
     jn = make_joiner(make_approver(history.account).offer, history.keys["d1"])
     jn.start(at(1))
-    mac = lk._accept_mac(SECRET, jn._th, events)
+    mac = reports._accept_mac(SECRET, jn._th, events)
     out = jn.receive(lk.encode_frame(lk.AcceptFrame(tuple(events), mac)), at(2))
     assert isinstance(failure(jn, out), lk.DeviceKnownError)
 
