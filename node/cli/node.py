@@ -86,7 +86,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-relay",
         action="store_true",
-        help="do not relay for nodes behind NAT (offered by default once reachable)",
+        help="do not relay for nodes behind NAT (offered by default once reachable; "
+        "node.toml: relay = false)",
     )
     p.add_argument(
         "--lab-prefixes",
@@ -109,13 +110,14 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         web_port=args.web_port,
         metrics_port=args.metrics_port,
         disk_budget_mb=args.disk_budget_mb,
+        relay=False if args.no_relay else None,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options = _nat_options(args, str(dd.read_config()["network"]))
+    options = _nat_options(args, str(dd.read_config()["network"]), offer_relay=settings.relay)
     secrets = dd.load_secrets(passphrase(False) if dd.is_encrypted() else None)
     from ..daemon import run_daemon  # importing libp2p takes a second: only here
 
@@ -148,11 +150,11 @@ def _quiet_libp2p() -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
+def _nat_options(args: argparse.Namespace, network: str, *, offer_relay: bool) -> dict[str, Any]:
     from protocol.links.addresses import LabConfigError, lab_classifier
     from protocol.links.reachability import ReachConfig
 
-    options: dict[str, Any] = {"offer_relay": not args.no_relay}
+    options: dict[str, Any] = {"offer_relay": offer_relay}
     if args.lab_prefixes:
         try:
             text = Path(args.lab_prefixes).read_text()
