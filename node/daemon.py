@@ -148,7 +148,8 @@ class Daemon:
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
         self.listen = listen
         self.bootstrap = list(bootstrap)
-        self.db = open_database(datadir.db_path)
+        # texts, names and synced edits are sealed under the storage key (§15.21)
+        self.db = open_database(datadir.db_path, secrets.storage_key or None)
         self.store = SqliteEventStore(self.db)
         self.budget = DiskBudget(self.db, self.settings.disk_budget_bytes)
         started = time.monotonic()
