@@ -43,7 +43,7 @@ from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
-from .errors import NodeUsageError
+from .errors import NodeUsageError, StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
@@ -801,6 +801,22 @@ def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **optio
             settings=settings,
             **options,
         )
-        trio.run(daemon.run)
+        try:
+            trio.run(daemon.run)
+        except BaseExceptionGroup as group:
+            damaged = _store_error(group)
+            if damaged is None:
+                raise
+            raise damaged from None
     finally:
         os.close(lock)
+
+
+def _store_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """A damaged store (a sealed value that does not open, §15.21) stops the
+    daemon with its one-line reason, not a task's traceback (None: the
+    group holds no store error, and is raised as it came)."""
+    damaged: BaseException | None = group.split(StoreError)[0]
+    while isinstance(damaged, BaseExceptionGroup):
+        damaged = damaged.exceptions[0]
+    return damaged

@@ -266,3 +266,64 @@ def test_the_migration_seals_in_batches(tmp_path: Path, monkeypatch: pytest.Monk
     clear_store(path)
     db = open_database(path, STORAGE_KEY)
     assert db.query("SELECT COUNT(*) FROM messages WHERE typeof(text)='blob'") == [(38,)]
+
+
+# -- the storage key in keys.json -------------------------------------------------
+
+
+def test_the_storage_key_is_kept_with_the_device_keys(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from node.datadir import DataDir
+
+    plain = DataDir(tmp_path / "plain")
+    made = plain.init("smu-test", "laptop", None)
+    assert len(made.storage_key) == 32 and made.storage_key.hex() not in repr(made)
+    assert plain.load_secrets().storage_key == made.storage_key
+    # with a passphrase: inside the sealed box, and a key file from before
+    # the storage key gets one under the same passphrase, once
+    sealed = DataDir(tmp_path / "sealed")
+    secrets = sealed.init("smu-test", "laptop", "pass")
+    sealed._write_secrets(replace(secrets, storage_key=b""), "pass")
+    assert sealed.load_secrets("pass").storage_key == b""
+    with pytest.raises(NodeUsageError, match="encrypted"):
+        sealed.add_storage_key(None)
+    added = sealed.add_storage_key("pass")
+    assert len(added.storage_key) == 32 and added.device == secrets.device
+    assert added.storage_key.hex() not in sealed.keys_path.read_text()
+    assert sealed.is_encrypted()
+    assert sealed.add_storage_key("pass").storage_key == added.storage_key  # kept
+
+
+def test_a_daemon_stopped_by_a_damaged_store_says_why() -> None:
+    from node.daemon import _store_error
+
+    damaged = StoreCorruptError("a stored messages.text value cannot be read")
+    nested = ExceptionGroup("tasks", [ExceptionGroup("inner", [damaged]), ValueError("x")])
+    assert _store_error(nested) is damaged
+    assert _store_error(ExceptionGroup("tasks", [ValueError("x")])) is None
+
+
+def test_init_says_when_history_on_disk_is_protected(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def init(name: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "node.cli", "init", "--data-dir", str(tmp_path / name), *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SMU_PASSPHRASE": "pass"},
+        )
+
+    bare = init("bare")
+    assert bare.returncode == 0, bare.stderr
+    assert "anyone who copies the data directory can read your message history" in bare.stdout
+    guarded = init("guarded", "--passphrase", "--json")
+    assert guarded.returncode == 0, guarded.stderr
+    doc = json.loads(guarded.stdout)
+    assert doc["history_protected"] is True and doc["encrypted"] is True
+    keys = json.loads((tmp_path / "bare" / "keys.json").read_text())["secrets"]
+    assert keys["storage_key"] not in bare.stdout + guarded.stdout
