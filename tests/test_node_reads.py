@@ -215,9 +215,7 @@ def test_a_main_database_migrates_to_read_marks(tmp_path: Path) -> None:
     v8.conn.close()
     db = open_database(path, STORAGE_KEY)
     assert SCHEMA_VERSION >= 9
-    assert db.query("SELECT value FROM meta WHERE key='schema_version'") == [
-        (str(SCHEMA_VERSION),)
-    ]
+    assert db.query("SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
     reads = ReadMarks(FakeCtx(), ReadStore(db), FakeSync())  # type: ignore[arg-type]
     assert unread(reads, BOB) == 1
     assert reads.mark_read(BOB) == 5 and unread(reads, BOB) == 0
