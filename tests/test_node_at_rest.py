@@ -70,7 +70,17 @@ def test_history_is_sealed_on_disk_with_and_without_a_passphrase(
         assert (node.dir / "events.sqlite").exists()
         for marker in (TO_BOB, TO_ALICE):
             assert holding(node.dir, marker) == [], node.name
+    # the storage key (in the clear in bob's keys.json: no passphrase) is in
+    # no other file, log included, nor in what the CLI prints
+    key = DataDir(b.dir).load_secrets().storage_key
+    for path, data in every_file(b.dir).items():
+        if path.name != "keys.json":
+            assert key not in data and key.hex().encode() not in data, path.name
+    exported = smu(b, "export")
+    assert exported.returncode == 0 and TO_BOB in exported.stdout  # the user asked for it
+    assert key.hex() not in exported.stdout
     status = {n.name: json.loads(smu(n, "node", "status", "--json").stdout) for n in (a, b)}
+    assert all(key.hex() not in json.dumps(doc) for doc in status.values())
     assert status["a"]["history_protected"] is True
     assert status["b"]["history_protected"] is False
     plain = smu(b, "node", "status").stdout

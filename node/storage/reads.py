@@ -134,7 +134,7 @@ class ReadStore:
         """One conversation's summary without its hidden messages (read in
         full: only for the few conversations with messages in the trash)."""
         mark = self.mark(peer)
-        newest: tuple[int, str, int, bool] | None = None
+        newest: tuple[int, bytes, bytes, object, int, bool] | None = None
         unread = 0
         for mid, sender, text, sent, stored, outgoing in self.db.query(
             "SELECT id, sender_account, text, sent_ms, stored_ms, outgoing FROM messages "
@@ -146,13 +146,10 @@ class ReadStore:
             if not outgoing and int(sent) > mark:
                 unread += 1
             if newest is None or int(stored) > newest[0]:
-                newest = (
-                    int(stored),
-                    open_text(self.cipher, sender, mid, text),
-                    int(sent),
-                    bool(outgoing),
-                )
+                newest = (int(stored), bytes(sender), bytes(mid), text, int(sent), bool(outgoing))
         if newest is None:
             return None
-        stored, text, sent, outgoing = newest
+        # only the text shown is opened (§15.21), not every one of the conversation
+        stored, sender, mid, sealed, sent, outgoing = newest
+        text = open_text(self.cipher, sender, mid, sealed)
         return Summary(peer, text, sent, stored, outgoing, unread)
