@@ -22,7 +22,7 @@ from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 from protocol.messaging.tokens import TokenBatch, TokenSigner
 
 from .conftest import FAST, History, device
-from .messaging_support import contacts_for
+from .messaging_support import STORAGE_KEY, contacts_for
 
 
 class Setup:
@@ -32,7 +32,7 @@ class Setup:
         ledger = Ledger(FAST)
         for h in (self.me, self.them):
             ledger.ingest(h.genesis.raw)
-        db = open_database(tmp_path / "events.sqlite")
+        db = open_database(tmp_path / "events.sqlite", STORAGE_KEY)
         self.signer = TokenSigner(b"s" * 32)
         key = self.me.keys["d0"]
         box = Mailbox(FAST, MailboxIdentity(b"b" * 32), "12D3KooWTokens")
