@@ -13,7 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from node.datadir import DataDir
 from node.netdemo import Demo, DemoNode, link_devices
+from node.storage import RowCipher
+from node.storage.messages import open_text, proof_column, proof_from_column, seal_text
 
 from .browser import Browser, require_browser
 from .process import start_nodes, texts, wait_for
@@ -23,21 +26,25 @@ pytestmark = pytest.mark.process
 
 def _plant(node: DemoNode, like: str, text: str, *, keep_proof: bool) -> None:
     """Write a history row into ``node``'s own store beside the genuine one
-    whose text is ``like``: what a thief holding that device can do.  With
-    ``keep_proof`` the genuine message's proof goes with the changed text."""
+    whose text is ``like``: what a thief holding that device (and so its
+    storage key, §15.21) can do.  With ``keep_proof`` the genuine message's
+    proof goes with the changed text."""
+    cipher = RowCipher(DataDir(node.dir).load_secrets().storage_key)
     with sqlite3.connect(node.dir / "events.sqlite", timeout=30) as db:
-        row = db.execute(
-            "SELECT peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, kind, "
-            "proof FROM messages WHERE text=?",
-            (like,),
-        ).fetchone()
-        assert row is not None and row[7] is not None  # the genuine one keeps its proof
-        peer, outgoing, sa, sd, sent, stored, kind, proof = row
+        rows = db.execute(
+            "SELECT id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, kind, "
+            "text, proof FROM messages"
+        ).fetchall()
+        (row,) = [r for r in rows if open_text(cipher, r[3], r[0], r[8]) == like]
+        mid, peer, outgoing, sa, sd, sent, stored, kind, _, sealed_proof = row
+        genuine = proof_from_column(cipher, sa, mid, sealed_proof)
+        assert genuine is not None  # the genuine one keeps its proof
+        new_id = os.urandom(16)
         db.execute(
             "INSERT INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
             "stored_ms, kind, text, request, size, proof) VALUES(?,?,?,?,?,?,?,?,?,0,?,?)",
             (
-                os.urandom(16),
+                new_id,
                 peer,
                 outgoing,
                 sa,
@@ -45,9 +52,9 @@ def _plant(node: DemoNode, like: str, text: str, *, keep_proof: bool) -> None:
                 sent,
                 stored,
                 kind,
-                text,
+                seal_text(cipher, sa, new_id, text),
                 len(text),
-                proof if keep_proof else None,
+                proof_column(cipher, sa, new_id, genuine if keep_proof else None),
             ),
         )
 

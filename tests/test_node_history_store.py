@@ -11,13 +11,25 @@ from pathlib import Path
 import pytest
 
 from node.services.history import history_bundles
-from node.storage.messages import proof_from_column
+from node.storage.messages import KIND_TEXT
 from protocol.messaging.content import HistoryBundle, Text
 from protocol.messaging.envelope import ledger_lookup
 from protocol.messaging.history import EntryVerdict, HistoryBehindError, check_bundle
 
 from .conftest import History
 from .messaging_support import Node, Peer
+
+
+def _rows(node: Node, peer: bytes) -> list[tuple[str, bytes, bytes | None, bool]]:
+    """(text, sender account, relayed by, has a proof) of each stored text
+    of the conversation, read through the store (texts and proofs are
+    sealed at rest, §15.21)."""
+    store = node.service.store
+    proofs = {(r.sender_account, r.message_id): r.proof for r in store.history(KIND_TEXT, 100)}
+    return sorted(
+        (r.text, r.sender_account, r.relayed_by, proofs[r.sender_account, r.message_id] is not None)
+        for r in store.conversation(peer, KIND_TEXT)
+    )
 
 
 @pytest.fixture
@@ -50,9 +62,10 @@ def test_sent_and_received_texts_keep_proofs_that_verify(
     d0.contacts.add(bob.account, "bob")
     d0.service.receive(Peer(bob, alice).seal("hi alice").raw)
     d0.service._seal_and_queue(bob.account, Text("hi bob"), 1, "hi bob")
-    rows = d0.query("SELECT text, proof FROM messages ORDER BY text")
-    assert [r[0] for r in rows] == ["hi alice", "hi bob"]
-    assert all(proof_from_column(r[1]) is not None for r in rows)
+    assert _rows(d0, bob.account) == [
+        ("hi alice", bob.account, None, True),
+        ("hi bob", alice.account, None, True),
+    ]
     (bundle,) = history_bundles(d0.service.store, set())
     checks = check_bundle(bundle, alice.account, ledger_lookup(d0.ledger), d0.ledger.has)
     assert [c.verdict for c in checks] == [EntryVerdict.VERIFIED] * 2
@@ -71,10 +84,9 @@ def test_received_history_is_stored_as_its_checks_say(
     bare = dataclasses.replace(genuine, content=Text("a claim"), proof=None, message_id=b"\1" * 16)
     sent = Peer(alice, alice, "d0").seal(HistoryBundle(0, 1, (genuine, forged, bare)))
     d1.service.receive(sent.raw)
-    rows = d1.query("SELECT text, sender_account, relayed_by, proof IS NOT NULL FROM messages")
-    assert sorted(rows) == [
-        ("a claim", bob.account, alice.keys["d0"].sign_public, 0),
-        ("hi alice", bob.account, None, 1),
+    assert _rows(d1, bob.account) == [
+        ("a claim", bob.account, alice.keys["d0"].sign_public, False),
+        ("hi alice", bob.account, None, True),
     ]
     assert d1.service.history_refused == 1
     assert any("1 message(s)" in text for _, text in d1.service.notices)
@@ -100,7 +112,7 @@ def test_history_naming_an_account_not_here_yet_is_refused_until_it_is(
         for e in bob.events.values():
             new.ledger.ingest(e.raw)
         new.service.receive(raw)  # the sender's retry: not a replay
-        assert new.query("SELECT text, relayed_by FROM messages") == [("hi alice", None)]
+        assert _rows(new, bob.account) == [("hi alice", bob.account, None, True)]
     finally:
         new.close()
 
@@ -121,9 +133,9 @@ def test_a_proven_copy_replaces_a_relayed_claim_never_the_other_way(
     claim = dataclasses.replace(genuine, content=Text("a planted text"), proof=None)
     thief = Peer(alice, alice, "d0")
     d1.service.receive(thief.seal(HistoryBundle(0, 1, (claim,))).raw)
-    query = "SELECT text, relayed_by IS NOT NULL, proof IS NOT NULL FROM messages"
-    assert d1.query(query) == [("a planted text", 1, 0)]
+    relayer = alice.keys["d0"].sign_public
+    assert _rows(d1, bob.account) == [("a planted text", bob.account, relayer, False)]
     d1.service.receive(live.raw)  # the real one arrives live: it replaces the claim
-    assert d1.query(query) == [("the real text", 0, 1)]
+    assert _rows(d1, bob.account) == [("the real text", bob.account, None, True)]
     d1.service.receive(thief.seal(HistoryBundle(0, 1, (claim,))).raw)  # and stays
-    assert d1.query(query) == [("the real text", 0, 1)]
+    assert _rows(d1, bob.account) == [("the real text", bob.account, None, True)]

@@ -18,6 +18,8 @@ from node.storage import MessageStore, ReadStore, open_database
 from node.storage.db import Database
 from node.storage.messages import KIND_TEXT, NewMessage
 
+from .messaging_support import STORAGE_KEY
+
 BOB = bytes([2]) * 32
 CAROL = bytes([3]) * 32
 ME = bytes([1]) * 32
@@ -85,7 +87,7 @@ class FakeCtx:
 def receive(db: Database, peer: bytes, sent_ms: int, stored_ms: int, n: int) -> None:
     db.write(
         [
-            MessageStore.insert_statement(
+            MessageStore(db).insert_statement(
                 NewMessage(
                     message_id=bytes([n]) * 16,
                     peer=peer,
@@ -104,7 +106,7 @@ def receive(db: Database, peer: bytes, sent_ms: int, stored_ms: int, n: int) -> 
 
 @pytest.fixture
 def marks(tmp_path: Path) -> tuple[ReadMarks, FakeSync, Database]:
-    db = open_database(tmp_path / "node.db")
+    db = open_database(tmp_path / "node.db", STORAGE_KEY)
     sync = FakeSync()
     reads = ReadMarks(FakeCtx(), ReadStore(db), sync)  # type: ignore[arg-type]
     sync.listeners.append(reads.synced)
@@ -203,19 +205,16 @@ def test_a_main_database_migrates_to_read_marks(tmp_path: Path) -> None:
 
     path = tmp_path / "node.db"
     v8 = Database(path, {v: MIGRATIONS[v] for v in range(8)})
-    v8.write(  # a text as schema 8 stored it (no proof column yet)
-        [
-            (
-                "INSERT INTO messages(id, peer, outgoing, sender_account, sender_device, "
-                "sent_ms, stored_ms, kind, text, size) VALUES(?, ?, 0, ?, ?, 5, 5, ?, 'm9', 2)",
-                (bytes([9]) * 16, BOB, BOB, BOB, KIND_TEXT),
-            )
-        ]
+    # a text as schema 8 stored it: in the clear (sealed by migration 9 -> 10)
+    v8.conn.execute(
+        "INSERT INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
+        "stored_ms, kind, text, size) VALUES(?, ?, 0, ?, ?, 5, 5, ?, 'm9', 2)",
+        (bytes([9]) * 16, BOB, BOB, BOB, KIND_TEXT),
     )
     assert not v8.query("SELECT name FROM sqlite_master WHERE name='read_marks'")
     v8.conn.close()
-    db = open_database(path)
-    assert SCHEMA_VERSION >= 9  # and on to the latest
+    db = open_database(path, STORAGE_KEY)
+    assert SCHEMA_VERSION >= 9
     assert db.query("SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
     reads = ReadMarks(FakeCtx(), ReadStore(db), FakeSync())  # type: ignore[arg-type]
     assert unread(reads, BOB) == 1

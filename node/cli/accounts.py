@@ -18,7 +18,17 @@ from typing import Any
 from ..datadir import write_private
 from ..errors import NodeUsageError
 from ..render import state_text
-from .common import Command, Spinner, client, emit, group, out
+from .common import (
+    Command,
+    Spinner,
+    client,
+    datadir,
+    emit,
+    group,
+    history_protected,
+    out,
+    protection_text,
+)
 
 ACCOUNT_METAVAR = "CONTACT|HANDLE|ACCOUNT_ID"
 
@@ -82,11 +92,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     _key_destination(args, args.recovery_key_file, "--recovery-key-file")
     with Spinner("working on the proof-of-work", sys.stderr.isatty()):
         r = client(args).call("account.create", name=args.name)
+    r["history_protected"] = protected = history_protected(datadir(args))
     _show_recovery_key(
         args,
         r,
         args.recovery_key_file,
-        f"created {r['handle']}\n  account id {r['account_id']}",
+        f"created {r['handle']}\n  account id {r['account_id']}\n  at rest    "
+        f"{protection_text(protected)}",
         "RECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
         "and it is the only way back into the account if every device is lost:",
     )

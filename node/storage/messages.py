@@ -14,12 +14,19 @@ DESIGN §5).  The receive-side replay state is ``replay.py``'s.
   ``deliveries_due`` holds only rows still being tried, ordered by when
   they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
-* ``messages.proof``: the ``HistoryProof`` of the envelope a text came in
-  (or went out in), so that this device can relay it as history that
-  proves its sender (§15.4 *History proofs*); read and written only through
-  ``proof_column`` and ``proof_from_column``.  ``messages.relayed_by``: the
-  device that relayed a history entry without a proof (shown as "relayed
-  by <device>", never as the claimed sender's).
+
+``proof``: the ``HistoryProof`` of the envelope a text came in (or went out
+in), so that this device can relay it as history that proves its sender
+(§15.4 *History proofs*), sealed at rest like the text (with the signature
+and a guessed text, anyone holding the disk could confirm the guess); read
+and written only through ``proof_column`` and ``proof_from_column``.
+``relayed_by``: the device that relayed a history entry without a proof
+(shown as "relayed by <device>", never as the claimed sender's).
+
+A message's ``text`` is sealed at rest (``at_rest.py``, PROTOCOL.md §15.21:
+table ``messages``, column ``text``, row key (sender account, id)); every
+other column stays clear, as the queries order, group and cap by them.
+``envelope`` is already ciphertext (§15.3).
 
 Each method that changes something is one transaction, or returns the
 statements for the caller's transaction (``*_statement``), so a message and
@@ -28,6 +35,7 @@ the state that goes with it are durable together.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +44,9 @@ from typing import TYPE_CHECKING, Any
 from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput
 from protocol.messaging.content import HistoryProof, decode_proof
+
+from .at_rest import RowCipher, row_key, seal_clear_rows
+from .db import KeyedStep
 
 if TYPE_CHECKING:
     from .db import Database, Statement
@@ -150,9 +161,38 @@ SCHEMA_V4 = [
            WHERE outgoing = 1 AND kind <> {KIND_TEXT}""",
 ]
 
-SCHEMA_V10 = [
-    # History that proves itself (§15.4): the proof kept with each text, and
-    # the relaying device of a history entry that came without one.
+
+def text_key(sender_account: bytes, message_id: bytes) -> bytes:
+    """The row key a message's sealed text is bound to (§15.21)."""
+    return row_key(sender_account, message_id)
+
+
+def seal_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, text: str) -> bytes:
+    return cipher.seal_text("messages", "text", text_key(sender_account, message_id), text)
+
+
+def open_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, sealed: object) -> str:
+    return cipher.open_text("messages", "text", text_key(sender_account, message_id), sealed)
+
+
+def _seal_texts(conn: sqlite3.Connection, cipher: RowCipher | None) -> None:
+    seal_clear_rows(
+        conn,
+        cipher,
+        "messages",
+        "text",
+        ("sender_account", "id"),
+        lambda c, k, text: seal_text(c, bytes(k[0]), bytes(k[1]), str(text)),
+    )
+
+
+#: texts sealed at rest (§15.21): every stored text, then VACUUM
+SCHEMA_V10 = [KeyedStep(_seal_texts)]
+
+SCHEMA_V11 = [
+    # History that proves itself (§15.4): the proof kept with each text
+    # (sealed, ``proof_column``), and the relaying device of a history entry
+    # that came without one.
     "ALTER TABLE messages ADD COLUMN proof BLOB",
     "ALTER TABLE messages ADD COLUMN relayed_by BLOB",
 ]
@@ -161,20 +201,30 @@ SCHEMA_V10 = [
 MAX_PROOF_BYTES = 4096
 
 
-def proof_column(proof: HistoryProof | None) -> bytes | None:
+def proof_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, proof: HistoryProof | None
+) -> bytes | None:
     """The ``messages.proof`` value of ``proof``: its canonical wire form
-    (§15.4).  Every write of the column goes through here."""
-    return None if proof is None else encode_flat(proof.to_wire())
-
-
-def proof_from_column(raw: bytes | None) -> HistoryProof | None:
-    """The proof a ``messages.proof`` value holds; every read goes through
-    here.  A value that does not decode is no proof: the entry is then
-    relayed unproven, never shown as proven."""
-    if raw is None:
+    (§15.4), sealed to the message's row (§15.21).  Every write of the
+    column goes through here."""
+    if proof is None:
         return None
+    key = text_key(sender_account, message_id)
+    return cipher.seal("messages", "proof", key, encode_flat(proof.to_wire()))
+
+
+def proof_from_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, stored: object
+) -> HistoryProof | None:
+    """The proof a ``messages.proof`` value holds; every read goes through
+    here.  A value that opens but does not decode is no proof: the entry is
+    then relayed unproven, never shown as proven (a value that does not
+    open is a damaged store, as for the text)."""
+    if stored is None:
+        return None
+    raw = cipher.open("messages", "proof", text_key(sender_account, message_id), stored)
     try:
-        return decode_proof(decode_flat(bytes(raw), MAX_PROOF_BYTES))
+        return decode_proof(decode_flat(raw, MAX_PROOF_BYTES))
     except InvalidInput:
         return None
 
@@ -276,7 +326,7 @@ _COLUMNS = (
 )
 
 
-def _message(r: tuple[Any, ...]) -> MessageRow:
+def _message(cipher: RowCipher, r: tuple[Any, ...]) -> MessageRow:
     mid, peer, outgoing, sa, sd, sent, stored, text, request, relayed_by = r
     return MessageRow(
         bytes(mid),
@@ -286,7 +336,7 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
         bytes(sd),
         int(sent),
         int(stored),
-        str(text),
+        open_text(cipher, bytes(sa), bytes(mid), text),
         bool(request),
         None if relayed_by is None else bytes(relayed_by),
     )
@@ -295,11 +345,11 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     # -- statements for the caller's transaction ---------------------------------
 
-    @staticmethod
-    def insert_statement(m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
+    def insert_statement(self, m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
         """Store a message; a duplicate (sender account, id) is ignored (a
         received copy) or an error (our own, whose id we just drew).  One
         exception: a copy with a proof of its sender replaces a row held only
@@ -328,11 +378,11 @@ class MessageStore:
                 m.sent_ms,
                 m.stored_ms,
                 m.kind,
-                m.text,
+                seal_text(self.cipher, m.sender_account, m.message_id, m.text),
                 int(m.request),
                 m.envelope,
                 m.size,
-                proof_column(m.proof),
+                proof_column(self.cipher, m.sender_account, m.message_id, m.proof),
                 m.relayed_by,
             ),
         )
@@ -451,7 +501,7 @@ class MessageStore:
         if sender_account is not None:
             sql, args = sql + " AND sender_account=?", (message_id, sender_account)
         row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
-        return None if row is None else _message(row)
+        return None if row is None else _message(self.cipher, row)
 
     def count_texts(self) -> int:
         row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
@@ -510,12 +560,21 @@ class MessageStore:
             "WHERE kind=? AND request=0 ORDER BY stored_ms DESC LIMIT ?",
             (kind, limit),
         )
-        return [
-            HistoryRow(
-                bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), str(t), proof_from_column(pr)
+        out = []
+        for p, i, sa, sd, ts, t, pr in reversed(rows):
+            sa, i = bytes(sa), bytes(i)
+            out.append(
+                HistoryRow(
+                    bytes(p),
+                    i,
+                    sa,
+                    bytes(sd),
+                    int(ts),
+                    open_text(self.cipher, sa, i, t),
+                    proof_from_column(self.cipher, sa, i, pr),
+                )
             )
-            for p, i, sa, sd, ts, t, pr in reversed(rows)
-        ]
+        return out
 
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
         rows = self.db.query(
@@ -523,14 +582,14 @@ class MessageStore:
             "AND stored_ms > ? ORDER BY stored_ms, id LIMIT ?",
             (kind, since_ms, limit),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def conversation(self, peer: bytes, kind: int) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, id",
             (peer, kind),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     # Requests: every query reads ``messages_requests`` (only request rows,
     # bounded by the caps), and leaves out requests stored before ``since_ms``
@@ -542,7 +601,7 @@ class MessageStore:
             "ORDER BY stored_ms",
             (since_ms,),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def request_peers(self) -> list[bytes]:
         """Accounts with requests held (any age)."""
