@@ -38,6 +38,7 @@ from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
+from .api.schema import BoundMethod
 from .channels import CHANNEL_PROTOCOL, ChannelService
 from .config import NodeConfig
 from .context import Published
@@ -352,11 +353,11 @@ class Daemon:
         self.node_service = NodeService(
             self, self.replication, self.links, self.gate, self.channels, self.stop
         )
-        self.node_service.extra_status = {
-            "disk": self._disk_status,
-            "clock": self.clock.status,
-            "metrics_port": lambda: self.metrics_port,
-            "reachability": self.nat_status,
+        self.node_service.extra_status = lambda: {
+            "disk": self._disk_status(),
+            "clock": self.clock.status(),
+            "metrics_port": self.metrics_port,
+            "reachability": self.nat_status(),
         }
         self.services: list[Any] = [
             self.node_service,
@@ -483,11 +484,12 @@ class Daemon:
         for service in self.services:
             for name, handler in service.handlers().items():
                 assert name not in methods, f"{name} is served twice"
+                assert isinstance(handler, BoundMethod) and handler.method.name == name, name
                 methods[name] = self._refused_when_full(handler) if name in DISK_WRITES else handler
         return methods
 
     def _refused_when_full(self, handler: control.Handler) -> control.Handler:
-        async def checked(params: dict[str, Any]) -> Any:
+        async def checked(params: dict[str, object]) -> object:
             if self.budget.full:
                 raise RpcFailure(control.DISK_FULL, f"{self.budget.state.reason}: not accepted")
             return await handler(params)

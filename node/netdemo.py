@@ -24,6 +24,7 @@ from protocol.core.keys import DeviceKeys
 from protocol.core.params import TESTNET
 from protocol.log.events import Event
 
+from .api.account import ACCOUNT_SHOW, AccountStateDoc
 from .control import ControlClient
 from .datadir import DataDir
 from .errors import NodeError
@@ -131,8 +132,8 @@ class Demo:
                 else:
                     print(f"   {k}: {v}", flush=True)
 
-    def show(self, node: DemoNode, account: str) -> dict[str, Any]:
-        doc: dict[str, Any] = node.client.call("account.show", account=account)
+    def show(self, node: DemoNode, account: str) -> AccountStateDoc:
+        doc = ACCOUNT_SHOW.ask(node.client, {"account": account})
         if self.as_json:
             print(json.dumps({"step": "show", "node": node.name, "account": doc}), flush=True)
         else:

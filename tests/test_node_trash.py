@@ -4,11 +4,13 @@ only after ``TRASH_DAYS``."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from node.api.schema import ParamError
 from node.control import RpcFailure
 from node.services.trash import TRASH_MS, TrashService, trash_key
 
@@ -23,7 +25,9 @@ def _shown(node: Node) -> list[str]:
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[Node, TrashService, list[Any], list[int]]:
     alice, bob = History(name="alice"), History(name="bob")
-    node = Node(tmp_path, alice, [bob])
+    # stored one ms apart: the inbox orders by stored_ms, and ties by random id
+    stored = itertools.count(T0)
+    node = Node(tmp_path, alice, [bob], clock_ms=lambda: next(stored))
     node.contacts.add(bob.account, "bob")
     bob_device = Peer(bob, alice)
     opened = [node.service.receive(bob_device.seal(t).raw) for t in ("one", "two", "three")]
@@ -71,9 +75,13 @@ async def test_bad_ids_are_refused_and_change_nothing(
     world: tuple[Node, TrashService, list[Any], list[int]],
 ) -> None:
     node, trash, _, _ = world
-    for bad in ({}, {"ids": []}, {"ids": ["zz"]}, {"ids": ["00"] * 501}):
+    for bad in ({"ids": []}, {"ids": ["zz"]}, {"ids": ["00"] * 501}):
         with pytest.raises(RpcFailure):
             await trash.delete(bad)
+    # no ids, or not a list of strings: refused as served, before the method runs (§13)
+    for shape in ({}, {"ids": "00"}, {"ids": [0]}):
+        with pytest.raises(ParamError):
+            await trash.handlers()["message.delete"](shape)
     assert (await trash.delete({"ids": ["00" * 16]}))["unknown"] == ["00" * 16]
     assert _shown(node) == ["one", "two", "three"]
     assert (await trash.list_trash({}))["trash"] == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -27,7 +27,9 @@ log = logging.getLogger("smu.web")
 
 Params = dict[str, Any]
 BODY_TIMEOUT = 10.0
-Handler = Callable[[Request, Params], Awaitable[Any]]
+#: what an endpoint answers: a JSON object (a control result as it is), or a response
+Answer = Mapping[str, object]
+Handler = Callable[[Request, Params], Awaitable[Answer | Response]]
 
 
 class WebError(Exception):
