@@ -7,9 +7,11 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import api
 from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
 from .common import Command, client, datadir, emit, group, out, passphrase
@@ -176,7 +178,7 @@ DEVICE_STATUS_TEXT = {
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
-    s = client(args).call("node.status")
+    s = api.node.NODE_STATUS.ask(client(args), {})
     device = s.get("device_status")
     text = "\n".join(
         [
@@ -194,17 +196,18 @@ def cmd_node_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
+def _reach_lines(reach: Mapping[str, object] | None) -> list[str]:
     """The reachability verdict and the relays in use (none from a node
     that does not say)."""
     if not reach:
         return []
-    relays = f"   relays {', '.join(reach['relays'])}" if reach.get("relays") else ""
+    used = reach.get("relays")
+    relays = f"   relays {', '.join(map(str, used))}" if isinstance(used, list) and used else ""
     return [f"reach     {reach['reachability']}{relays}"]
 
 
 def cmd_node_stop(args: argparse.Namespace) -> int:
-    out(args, client(args).call("node.stop"), "stopping")
+    out(args, api.node.NODE_STOP.ask(client(args), {}), "stopping")
     return 0
 
 
@@ -243,7 +246,7 @@ def cmd_event_submit(args: argparse.Namespace) -> int:
             bytes.fromhex(item)
         except ValueError as exc:
             raise NodeUsageError("an event is given as hex") from exc
-        results.append(c.call("event.submit", event=item))
+        results.append(api.node.EVENT_SUBMIT.ask(c, {"event": item}))
     if args.json:
         emit(results[0] if len(results) == 1 else results)
     else:
