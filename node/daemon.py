@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from libp2p.tools.anyio_service import background_trio_service
@@ -92,6 +92,10 @@ from .storage.events import SqliteEventStore
 from .tasks import TaskStatus
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
+if TYPE_CHECKING:  # imported when the web app runs: a node without it never loads starlette
+    from .web.server import WebServer
+
+
 log = logging.getLogger("smu.node")
 
 ESCROW_EVENTS = 40_000
@@ -111,6 +115,12 @@ CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
 DISK_CHECK_SECONDS = 5.0
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
+
+
+class Service(Protocol):
+    """A part of the node that serves control methods (``node/services``)."""
+
+    def handlers(self) -> dict[str, control.Handler]: ...
 
 
 class Daemon:
@@ -186,7 +196,7 @@ class Daemon:
         self._last_advertised: list[str] = []
         self._was_linked: set[str] = set()
         self._done = trio.Event()
-        self.subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self.subscribers: list[Callable[[dict[str, object]], None]] = []
         self._build_services()
         self.web = self._build_web(web_port)
 
@@ -252,7 +262,7 @@ class Daemon:
                 best = (r.timestamp, r.relays)
         return best[1]
 
-    def nat_status(self) -> dict[str, Any]:
+    def nat_status(self) -> dict[str, object]:
         doc = self.reach.status()
         doc["relay"] = {
             "offered": self.relay.allow_hop,
@@ -359,7 +369,7 @@ class Daemon:
             "metrics_port": self.metrics_port,
             "reachability": self.nat_status(),
         }
-        self.services: list[Any] = [
+        self.services: list[Service] = [
             self.node_service,
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
@@ -374,7 +384,7 @@ class Daemon:
             self.mailbox,
         ]
 
-    def _build_web(self, port: int | None) -> Any:
+    def _build_web(self, port: int | None) -> WebServer | None:
         """The web app (node/web/), unless the node runs without it (None)."""
         from .web.service import WebService
 
@@ -436,7 +446,7 @@ class Daemon:
             clock_offset_ms=self.clock.median_offset(),
         )
 
-    def _disk_status(self) -> dict[str, Any]:
+    def _disk_status(self) -> dict[str, object]:
         s = self.budget.state
         return {
             "used_bytes": s.used_bytes,
@@ -462,7 +472,7 @@ class Daemon:
                 log.info("the disk has room again: accepting")
             await trio.sleep(DISK_CHECK_SECONDS)
 
-    def _delivered(self, note: dict[str, Any]) -> None:
+    def _delivered(self, note: dict[str, object]) -> None:
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
@@ -756,7 +766,7 @@ class Daemon:
     async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
         return await self.links.open_stream(peer, addrs, protocol, self.relays_of(peer))
 
-    def notify(self, note: dict[str, Any]) -> None:
+    def notify(self, note: dict[str, object]) -> None:
         for subscriber in list(self.subscribers):
             subscriber(note)
 

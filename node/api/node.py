@@ -48,7 +48,7 @@ class NodeStatus(NodeStatusParts):
     ]
     account: Annotated[str | None, "this device's, or null"]
     device_fingerprint: str
-    replication: Annotated[JsonObject, "the §11.6 counters"]
+    replication: Annotated[dict[str, int], "the §11.6 counters"]
     links: Annotated[
         JsonObject,
         "§17.1: `admitted`, `rejected` by refusal, `dials`, `dial_failures`, `bans`, `evicted`,"

@@ -190,7 +190,7 @@ def named(name: str) -> Callable[[type[P]], type[P]]:
 
 
 class Described(Protocol):
-    """Any method, whatever its types: what the spec and the checks read."""
+    """Every method, whatever its types: what the spec and the checks read."""
 
     @property
     def name(self) -> str: ...

@@ -14,9 +14,9 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .. import api
+from ..control import ControlClient
 from ..datadir import write_private
 from .common import Command, client, emit, message_text, note, out, when
 
@@ -124,10 +124,10 @@ MESSAGE_FIELDS = (
 EXPORT_VERSION = 1
 
 
-def export_lines(c: Any) -> list[dict[str, Any]]:
+def export_lines(c: ControlClient) -> list[dict[str, object]]:
     status = api.node.NODE_STATUS.ask(c, {})
     contacts = api.contact.CONTACT_LIST.ask(c, {})["contacts"]
-    lines: list[dict[str, Any]] = [
+    lines: list[dict[str, object]] = [
         {
             "type": "export",
             "version": EXPORT_VERSION,

@@ -109,7 +109,7 @@ class ClockService:
             log.info("this node's clock agrees with its peers again")
         self._warned = wrong
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         median = self.median_offset()
         return {
             "peers_asked": len(self.offsets),

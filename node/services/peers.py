@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from .. import control
 from ..api import node as api
@@ -13,7 +13,7 @@ from ..links import LinkService
 
 
 class PeerService:
-    def __init__(self, links: LinkService, score: Any) -> None:
+    def __init__(self, links: LinkService, score: Callable[[str], float]) -> None:
         self.links = links
         #: peer -> replication score (``Replicator.score``)
         self.score = score

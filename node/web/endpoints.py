@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import trio
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
@@ -25,7 +24,7 @@ from .guard import SESSION_SCOPE_KEY
 
 log = logging.getLogger("smu.web")
 
-Params = dict[str, Any]
+Params = dict[str, object]
 BODY_TIMEOUT = 10.0
 #: what an endpoint answers: a JSON object (a control result as it is), or a response
 Answer = Mapping[str, object]
