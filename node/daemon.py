@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 import trio
 from libp2p.tools.anyio_service import background_trio_service
@@ -115,6 +115,15 @@ CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
 DISK_CHECK_SECONDS = 5.0
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
+
+
+class NatOptions(TypedDict, total=False):
+    """The NAT switches of ``smu node run`` (§17.4, §17.5)."""
+
+    offer_relay: bool
+    classifier: Classifier
+    circuit_bytes: int
+    reach_config: ReachConfig | None
 
 
 class Service(Protocol):
@@ -797,7 +806,9 @@ def probe_listen(listen: Sequence[str]) -> None:
                 raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
 
 
-def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Any) -> None:
+def run_daemon(
+    datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Unpack[NatOptions]
+) -> None:
     """``options``: the NAT switches of ``smu node run`` (offer_relay, the
     lab classifier, the lab's circuit limit and fast probes)."""
     lock = datadir.lock()  # one daemon per data directory

@@ -18,19 +18,24 @@ class ChannelStatus(TypedDict):
     unhandled_items: int
 
 
+DiskPart = Annotated[
+    JsonObject, "§13.3: `used_bytes`, `budget_bytes`, `disk_free_bytes`, `full`, `reason`"
+]
+ClockPart = Annotated[JsonObject, "§13.3: `peers_asked`, `median_offset_ms`, `warning`"]
+MetricsPart = Annotated[int | None, "§13.3; null when metrics are off"]
+ReachPart = Annotated[JsonObject, "§17.4: reachability, relays and dial hygiene"]
+
+
 class NodeStatusParts(TypedDict):
     """The parts of ``node.status`` the daemon adds (§13.3, §17.4)."""
 
-    disk: Annotated[
-        JsonObject,
-        "§13.3: `used_bytes`, `budget_bytes`, `disk_free_bytes`, `full`, `reason`",
-    ]
-    clock: Annotated[JsonObject, "§13.3: `peers_asked`, `median_offset_ms`, `warning`"]
-    metrics_port: Annotated[int | None, "§13.3; null when metrics are off"]
-    reachability: Annotated[JsonObject, "§17.4: reachability, relays and dial hygiene"]
+    disk: DiskPart
+    clock: ClockPart
+    metrics_port: MetricsPart
+    reachability: ReachPart
 
 
-class NodeStatus(NodeStatusParts):
+class NodeStatus(TypedDict):
     device_status: Annotated[
         str | None,
         "this device in its account: `active`, `revoked`, `void`, `removed_by_recovery`;"
@@ -56,6 +61,10 @@ class NodeStatus(NodeStatusParts):
     ]
     channels: Annotated[ChannelStatus, "§17.3"]
     gate: Annotated[GateStatus, "§17.2"]
+    disk: DiskPart
+    clock: ClockPart
+    metrics_port: MetricsPart
+    reachability: ReachPart
 
 
 class Stopping(TypedDict):

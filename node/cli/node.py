@@ -9,12 +9,15 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import api
 from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
 from .common import Command, client, datadir, emit, group, out, passphrase
+
+if TYPE_CHECKING:  # the daemon imports libp2p, which takes a second: at run time only
+    from ..daemon import NatOptions
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -150,11 +153,11 @@ def _quiet_libp2p() -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
+def _nat_options(args: argparse.Namespace, network: str) -> NatOptions:
     from protocol.links.addresses import LabConfigError, lab_classifier
     from protocol.links.reachability import ReachConfig
 
-    options: dict[str, Any] = {"offer_relay": not args.no_relay}
+    options: NatOptions = {"offer_relay": not args.no_relay}
     if args.lab_prefixes:
         try:
             text = Path(args.lab_prefixes).read_text()

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -426,7 +426,7 @@ class MailboxService:
             elif isinstance(out, GrantDropped):
                 log.info("mailbox at %s dropped: %s", out.grant.mailbox_peer, out.reason)
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 

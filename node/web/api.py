@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -129,40 +128,44 @@ class Api:
     async def conversations(self, request: Request, params: Params) -> Answer:
         contacts = (await self.svc.contacts.contact_list({}))["contacts"]
         summaries = self.svc.reads.summaries(KIND_TEXT)
-        out: list[dict[str, Any]] = []  # the page's own shape, not a control result
+        # the page's own shapes, not control results: newest activity first
+        ranked: list[tuple[int, str, dict[str, object]]] = []
         for c in contacts:
             if c["blocked"]:
                 continue  # shown, to unblock, on the contacts screen only
             s = summaries.get(bytes.fromhex(c["account_id"]))
-            out.append(
-                {
-                    "account_id": c["account_id"],
-                    "name": c["name"],
-                    "handle": c["handle"],
-                    "verified": c["verified"],
-                    "status": c["status"],
-                    "changes": len(c["changes"]),
-                    "unread": s.unread if s else 0,
-                    "activity_ms": s.last_stored_ms if s else 0,
-                    "last": None
-                    if s is None
-                    else {
-                        "text": sanitise(s.last_text.replace("\n", " "), max_chars=PREVIEW_CHARS),
-                        "sent_ms": s.last_sent_ms,
-                        "outgoing": s.last_outgoing,
-                    },
-                }
-            )
-        out.sort(key=lambda x: (-x["activity_ms"], x["name"]))
-        requests: dict[str, dict[str, Any]] = {}
+            activity = s.last_stored_ms if s else 0
+            doc: dict[str, object] = {
+                "account_id": c["account_id"],
+                "name": c["name"],
+                "handle": c["handle"],
+                "verified": c["verified"],
+                "status": c["status"],
+                "changes": len(c["changes"]),
+                "unread": s.unread if s else 0,
+                "activity_ms": activity,
+                "last": None
+                if s is None
+                else {
+                    "text": sanitise(s.last_text.replace("\n", " "), max_chars=PREVIEW_CHARS),
+                    "sent_ms": s.last_sent_ms,
+                    "outgoing": s.last_outgoing,
+                },
+            }
+            ranked.append((-activity, c["name"], doc))
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        requests: dict[str, dict[str, object]] = {}
+        counts: dict[str, int] = {}
         for m in (await self.svc.messages.requests({}))["requests"]:
-            r = requests.setdefault(
-                m["conversation_account"],
-                {"account_id": m["conversation_account"], "name": m["conversation"], "count": 0},
-            )
-            r["count"] += 1
-            r["last"] = {"text": m["text"][:PREVIEW_CHARS], "sent_ms": m["sent_ms"]}
-        return {"conversations": out, "requests": list(requests.values())}
+            peer = m["conversation_account"]
+            counts[peer] = counts.get(peer, 0) + 1
+            requests[peer] = {
+                "account_id": peer,
+                "name": m["conversation"],
+                "count": counts[peer],
+                "last": {"text": m["text"][:PREVIEW_CHARS], "sent_ms": m["sent_ms"]},
+            }
+        return {"conversations": [d for _, _, d in ranked], "requests": list(requests.values())}
 
     async def conversation(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
