@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, NotRequired, TypedDict
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from node import api
 from node.api import spec
@@ -28,8 +26,6 @@ from node.api.schema import (
 from node.daemon import Daemon
 from node.datadir import DataDir
 from protocol.core.params import TESTNET
-
-from .conftest import hypothesis_settings
 
 
 def test_protocol_md_tables_are_the_definitions() -> None:
@@ -141,22 +137,3 @@ def test_results_are_checked_field_by_field() -> None:
     assert not conforms({**ok, "extra": 1}, Connected)
     assert not conforms({"peer_id": "12D3"}, Connected)
     assert not conforms({**ok, "connected": "yes"}, Connected)
-
-
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=12,
-)
-NAMES = st.sampled_from(["contact", "ids", "count", "force", "account", "other"])
-
-
-@hypothesis_settings(300)
-@given(st.dictionaries(NAMES | st.text(max_size=6), JSON, max_size=6))
-def test_fuzzed_params_pass_whole_or_fail_with_a_param_error(params: dict[str, object]) -> None:
-    for method in (*api.METHODS, Method("x", Sample, Empty)):
-        try:
-            checked = method.check(params)
-        except ParamError:
-            continue
-        assert checked == params and conforms(checked, method.params)

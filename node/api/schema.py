@@ -7,6 +7,7 @@ A field's text for the spec rides along as ``Annotated[T, "text"]``.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,7 +53,8 @@ class Field:
     doc: str
 
 
-def fields(td: type) -> list[Field]:
+@functools.cache  # read on every request: the definitions do not change
+def fields(td: type) -> tuple[Field, ...]:
     """A TypedDict's fields in the order written, with their spec text."""
     hints = typing.get_type_hints(td, include_extras=True)
     required = cast(frozenset[str], getattr(td, "__required_keys__", frozenset()))
@@ -71,7 +73,7 @@ def fields(td: type) -> list[Field]:
                 is_required = origin is Required
                 (tp,) = typing.get_args(tp)
         out.append(Field(name, tp, is_required, doc))
-    return out
+    return tuple(out)
 
 
 def is_typeddict(tp: object) -> bool:
@@ -121,7 +123,7 @@ def conforms(value: object, tp: object) -> bool:
 def check_params(td: type[P], params: Mapping[str, object]) -> P:
     """``params`` as ``td``, or ParamError: unknown names refused, every
     required one present, each of its declared type (PROTOCOL.md §13)."""
-    known = {f.name: f for f in fields(td)}
+    known = {f.name: f for f in fields(cast(type, td))}
     for name in params:
         if name not in known:
             raise ParamError(f"unknown parameter {name[:64]!r}")
@@ -244,16 +246,13 @@ class BoundMethod(Generic[P, R]):
 
 
 __all__ = [
-    "Annotated",
     "BoundMethod",
     "Caller",
     "Described",
     "Empty",
     "Handler",
     "JsonObject",
-    "Literal",
     "Method",
-    "NotRequired",
     "ParamError",
     "check_params",
     "conforms",
