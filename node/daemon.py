@@ -38,6 +38,7 @@ from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
+from .api.node import DiskStatus
 from .api.schema import BoundMethod
 from .channels import CHANNEL_PROTOCOL, ChannelService
 from .config import NodeConfig
@@ -370,14 +371,19 @@ class Daemon:
         self.replication.on_record = self.messages.wake
         self.links.on_changed = self._links_changed
         self.node_service = NodeService(
-            self, self.replication, self.links, self.gate, self.channels, self.stop
+            self,
+            self.replication,
+            self.links,
+            self.gate,
+            self.channels,
+            self.stop,
+            parts=lambda: {
+                "disk": self._disk_status(),
+                "clock": self.clock.status(),
+                "metrics_port": self.metrics_port,
+                "reachability": self.nat_status(),
+            },
         )
-        self.node_service.extra_status = lambda: {
-            "disk": self._disk_status(),
-            "clock": self.clock.status(),
-            "metrics_port": self.metrics_port,
-            "reachability": self.nat_status(),
-        }
         self.services: list[Service] = [
             self.node_service,
             PeerService(self.links, self.replication.replicator.score),
@@ -455,7 +461,7 @@ class Daemon:
             clock_offset_ms=self.clock.median_offset(),
         )
 
-    def _disk_status(self) -> dict[str, object]:
+    def _disk_status(self) -> DiskStatus:
         s = self.budget.state
         return {
             "used_bytes": s.used_bytes,

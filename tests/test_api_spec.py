@@ -137,3 +137,19 @@ def test_results_are_checked_field_by_field() -> None:
     assert not conforms({**ok, "extra": 1}, Connected)
     assert not conforms({"peer_id": "12D3"}, Connected)
     assert not conforms({**ok, "connected": "yes"}, Connected)
+
+
+def test_node_status_names_every_link_counter_and_the_replication_ones_are_ints() -> None:
+    """node.status copies the link counters one by one (§17.1): a counter
+    added to the machine's stats must be added to the definition too; the
+    §11.6 counters are passed whole, and are all ints as §13 says."""
+    import dataclasses
+
+    from node.api.node import LinkStats
+    from protocol.links.manager import LinkStats as MachineLinkStats
+    from protocol.sync.types import ReplicationStats
+
+    assert [f.name for f in fields(LinkStats)] == [
+        f.name for f in dataclasses.fields(MachineLinkStats)
+    ]
+    assert conforms(dataclasses.asdict(ReplicationStats()), dict[str, int])

@@ -18,10 +18,34 @@ class ChannelStatus(TypedDict):
     unhandled_items: int
 
 
-DiskPart = Annotated[
-    JsonObject, "§13.3: `used_bytes`, `budget_bytes`, `disk_free_bytes`, `full`, `reason`"
-]
-ClockPart = Annotated[JsonObject, "§13.3: `peers_asked`, `median_offset_ms`, `warning`"]
+class DiskStatus(TypedDict):
+    used_bytes: int
+    budget_bytes: Annotated[int | None, "null: no budget set"]
+    disk_free_bytes: int
+    full: Annotated[bool, "the node accepts nothing new while true"]
+    reason: Annotated[str | None, "why it is full"]
+
+
+class ClockStatus(TypedDict):
+    peers_asked: int
+    median_offset_ms: Annotated[int | None, "null until enough peers answered"]
+    warning: Annotated[bool, "the clock disagrees with the peers' median"]
+
+
+class LinkStats(TypedDict):
+    admitted: int
+    rejected: Annotated[dict[str, int], "by refusal"]
+    dials: int
+    dial_failures: int
+    bans: int
+    evicted: int
+    idle_closed: int
+    bare_closed: int
+    refused_connections: int
+
+
+DiskPart = Annotated[DiskStatus, "§13.3"]
+ClockPart = Annotated[ClockStatus, "§13.3"]
 MetricsPart = Annotated[int | None, "§13.3; null when metrics are off"]
 ReachPart = Annotated[JsonObject, "§17.4: reachability, relays and dial hygiene"]
 
@@ -54,11 +78,7 @@ class NodeStatus(TypedDict):
     account: Annotated[str | None, "this device's, or null"]
     device_fingerprint: str
     replication: Annotated[dict[str, int], "the §11.6 counters"]
-    links: Annotated[
-        JsonObject,
-        "§17.1: `admitted`, `rejected` by refusal, `dials`, `dial_failures`, `bans`, `evicted`,"
-        " `idle_closed`, `bare_closed`, `refused_connections`",
-    ]
+    links: Annotated[LinkStats, "§17.1"]
     channels: Annotated[ChannelStatus, "§17.3"]
     gate: Annotated[GateStatus, "§17.2"]
     disk: DiskPart

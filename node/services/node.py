@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from .. import control
@@ -24,6 +23,7 @@ class NodeService:
         gate: Gate,
         channels: ChannelService,
         stop: Callable[[], None],
+        parts: Callable[[], api.NodeStatusParts],
     ) -> None:
         self.ctx = ctx
         self.replication = replication
@@ -33,12 +33,7 @@ class NodeService:
         self._stop = stop
         #: more parts of node.status (the disk budget, the clock check;
         #: reachability, relays and dial hygiene: node.reach, node.relay)
-        self.extra_status: Callable[[], api.NodeStatusParts] = lambda: {
-            "disk": {},
-            "clock": {},
-            "metrics_port": None,
-            "reachability": {},
-        }
+        self.extra_status = parts
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
@@ -62,13 +57,27 @@ class NodeService:
             "account": account.hex() if account is not None else None,
             "device_fingerprint": self.ctx.device.fingerprint,
             "replication": self.replication.stats(),
-            "links": dataclasses.asdict(self.links.manager.stats),
+            "links": self._link_stats(),
             "channels": self.channels.status(),
             "gate": {
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
             **self.extra_status(),
+        }
+
+    def _link_stats(self) -> api.LinkStats:
+        s = self.links.manager.stats
+        return {
+            "admitted": s.admitted,
+            "rejected": dict(s.rejected),
+            "dials": s.dials,
+            "dial_failures": s.dial_failures,
+            "bans": s.bans,
+            "evicted": s.evicted,
+            "idle_closed": s.idle_closed,
+            "bare_closed": s.bare_closed,
+            "refused_connections": s.refused_connections,
         }
 
     def _device_status(self, account: bytes | None) -> str | None:
