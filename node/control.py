@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from .api.schema import Handler, ParamError
-from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError
+from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError, StoreCorruptError
 from .tasks import TaskStatus
 
 MAX_LINE = 1 << 20
@@ -110,6 +110,9 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
         return await _send(stream, req_id, error=(exc.code, str(exc)), data=exc.data)
     except DiskFullError as exc:  # rolled back whole: say so (§13.3)
         return await _send(stream, req_id, error=(DISK_FULL, str(exc)))
+    except StoreCorruptError as exc:  # a sealed value did not open (§15.21): say which
+        log.error("control method %s: %s", req["method"], exc)
+        return await _send(stream, req_id, error=(INTERNAL_ERROR, str(exc)))
     except (KeyError, TypeError, ValueError) as exc:
         return await _send(stream, req_id, error=(INVALID_PARAMS, f"bad params: {exc}"))
     except Exception as exc:  # one failed call must never stop the daemon

@@ -45,7 +45,7 @@ from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
-from .errors import NodeUsageError
+from .errors import NodeUsageError, StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
@@ -169,7 +169,8 @@ class Daemon:
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
         self.listen = listen
         self.bootstrap = list(bootstrap)
-        self.db = open_database(datadir.db_path)
+        # texts, names and synced edits are sealed under the storage key (§15.21)
+        self.db = open_database(datadir.db_path, secrets.storage_key or None)
         self.store = SqliteEventStore(self.db)
         self.budget = DiskBudget(self.db, self.settings.disk_budget_bytes)
         started = time.monotonic()
@@ -332,7 +333,7 @@ class Daemon:
         self.sync.send = self.messages.queue_sync
         # another device's decisions apply here too: its requests, our tokens
         self.sync.on_changed.append(self.messages.decisions_changed)
-        self.sync.on_changed.append(self.tokens.refill_all)
+        self.sync.on_changed.append(self.tokens.contacts_changed)
         #: read marks, account-wide (``read/<account>``), cached per device
         self.reads = ReadMarks(self, ReadStore(self.db), self.sync)
         self.sync.on_changed.append(self.reads.synced)
@@ -829,6 +830,22 @@ def run_daemon(
             settings=settings,
             **options,
         )
-        trio.run(daemon.run)
+        try:
+            trio.run(daemon.run)
+        except BaseExceptionGroup as group:
+            damaged = _store_error(group)
+            if damaged is None:
+                raise
+            raise damaged from None
     finally:
         os.close(lock)
+
+
+def _store_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """A damaged store (a sealed value that does not open, §15.21) stops the
+    daemon with its one-line reason, not a task's traceback (None: the
+    group holds no store error, and is raised as it came)."""
+    damaged: BaseException | None = group.split(StoreError)[0]
+    while isinstance(damaged, BaseExceptionGroup):
+        damaged = damaged.exceptions[0]
+    return damaged

@@ -4,7 +4,6 @@ only after ``TRASH_DAYS``."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,7 @@ def _shown(node: Node) -> list[str]:
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[Node, TrashService, list[Any], list[int]]:
     alice, bob = History(name="alice"), History(name="bob")
-    # stored one ms apart: the inbox orders by stored_ms, and ties by random id
-    stored = itertools.count(T0)
-    node = Node(tmp_path, alice, [bob], clock_ms=lambda: next(stored))
+    node = Node(tmp_path, alice, [bob])
     node.contacts.add(bob.account, "bob")
     bob_device = Peer(bob, alice)
     opened = [node.service.receive(bob_device.seal(t).raw) for t in ("one", "two", "three")]

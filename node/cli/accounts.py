@@ -12,13 +12,24 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import api
 from ..datadir import write_private
 from ..errors import NodeUsageError
 from ..render import state_text
-from .common import Command, Spinner, client, emit, group, out
+from .common import (
+    Command,
+    Spinner,
+    client,
+    datadir,
+    emit,
+    group,
+    history_protected,
+    out,
+    protection_text,
+)
 
 ACCOUNT_METAVAR = "CONTACT|HANDLE|ACCOUNT_ID"
 
@@ -34,12 +45,12 @@ def _key_destination(args: argparse.Namespace, file: Path | None, flag: str) -> 
 
 def _show_recovery_key(
     args: argparse.Namespace,
-    answer: api.account.Created | api.account.Recovered,
+    answer: Mapping[str, object],
     file: Path | None,
     summary: str,
     warning: str,
 ) -> None:
-    key = answer["recovery_key"]
+    key = str(answer["recovery_key"])
     doc: dict[str, object] = {k: v for k, v in answer.items() if k != "recovery_key"}
     if file is not None:
         try:
@@ -87,11 +98,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     _key_destination(args, args.recovery_key_file, "--recovery-key-file")
     with Spinner("working on the proof-of-work", sys.stderr.isatty()):
         r = api.account.ACCOUNT_CREATE.ask(client(args), {"name": args.name})
+    protected = history_protected(datadir(args))
     _show_recovery_key(
         args,
-        r,
+        {**r, "history_protected": protected},
         args.recovery_key_file,
-        f"created {r['handle']}\n  account id {r['account_id']}",
+        f"created {r['handle']}\n  account id {r['account_id']}\n  at rest    "
+        f"{protection_text(protected)}",
         "RECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
         "and it is the only way back into the account if every device is lost:",
     )

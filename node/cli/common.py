@@ -76,6 +76,34 @@ def datadir(args: argparse.Namespace) -> DataDir:
     return DataDir(args.data_dir if args.data_dir is not None else default_data_dir())
 
 
+#: what ``init``, ``account create`` and ``node status`` say of the data
+#: directory's protection (PROTOCOL.md §15.21): the store's sealed values
+#: are only as safe as keys.json, which only a passphrase protects
+PROTECTED_TEXT = (
+    "message history and keys on disk are encrypted under your passphrase: "
+    "a copy of the data directory does not reveal them"
+)
+UNPROTECTED_TEXT = (
+    "no passphrase: anyone who copies the data directory can read your message "
+    "history and use your keys (a passphrase is set with `smu init --passphrase`)"
+)
+
+
+def history_protected(dd: DataDir) -> bool | None:
+    """Whether a passphrase protects the keys, and with them the history
+    (None: this data directory's keys cannot be read here)."""
+    try:
+        return dd.is_encrypted()
+    except (NodeUsageError, OSError, ValueError):
+        return None
+
+
+def protection_text(protected: bool | None) -> str:
+    if protected is None:
+        return "unknown (the data directory's keys.json cannot be read here)"
+    return PROTECTED_TEXT if protected else UNPROTECTED_TEXT
+
+
 def client(args: argparse.Namespace) -> ControlClient:
     return ControlClient(datadir(args).socket_path)
 

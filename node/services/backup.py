@@ -264,7 +264,7 @@ class BackupService:
                 control.INVALID_INPUT, f"the backup was not restored: {exc}", {"code": exc.code}
             ) from exc
         before = self.store.count_texts()
-        rows.extend(MessageStore.insert_statement(m) for m in messages)
+        rows.extend(self.store.insert_statement(m) for m in messages)
         self.store.db.write(rows)
         self.sync.changed()
         state = self.ctx.ledger.state(account).device(opened.device)

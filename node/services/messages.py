@@ -295,7 +295,7 @@ class MessageService:
             # the counter is used up in the transaction that stores the
             # message: never reused, never skipped silently (§15.6)
             MessageStore.counter_statement(recipient, counter + 1),
-            MessageStore.insert_statement(message, ignore_duplicate=False),
+            self.store.insert_statement(message, ignore_duplicate=False),
         ]
         for device in targets:
             account = recipient if their_state.device(device) is not None else own
@@ -542,7 +542,7 @@ class MessageService:
             text = self._text_message(opened, content, peer, outgoing, now)
             if text is not None:
                 stored.append(text)
-                rows.append(MessageStore.insert_statement(text))
+                rows.append(self.store.insert_statement(text))
             # receipts go to contacts only, for a message stored just now
             send_receipt = bool(rows) and not outgoing and self.requests_policy.earns_receipt(peer)
         elif isinstance(content, Receipt):
@@ -573,7 +573,7 @@ class MessageService:
                         text=e.content.text,
                     )
                     stored.append(old)
-                    rows.append(MessageStore.insert_statement(old))
+                    rows.append(self.store.insert_statement(old))
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
         # the message and its stream's window, together, before ACCEPTED

@@ -161,9 +161,9 @@ class SyncService:
         out: list[Statement] = []
         for e in merged:
             raw = e.encode()
-            out.append(SyncStore.put_statement(e.key, e.device, raw))
+            out.append(self.store.put_statement(e.key, e.device, raw))
             out.append(SyncStore.unwait_statement(raw))
-        out.extend(SyncStore.wait_statement(e.encode()) for e in waiting)
+        out.extend(self.store.wait_statement(e.encode()) for e in waiting)
         return out
 
     # -- edits from the account's other devices ---------------------------

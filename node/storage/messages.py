@@ -15,6 +15,11 @@ DESIGN §5).  The receive-side replay state is ``replay.py``'s.
   they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
 
+A message's ``text`` is sealed at rest (``at_rest.py``, PROTOCOL.md §15.21:
+table ``messages``, column ``text``, row key (sender account, id)); every
+other column stays clear, as the queries order, group and cap by them.
+``envelope`` is already ciphertext (§15.3).
+
 Each method that changes something is one transaction, or returns the
 statements for the caller's transaction (``*_statement``), so a message and
 the state that goes with it are durable together.
@@ -22,10 +27,14 @@ the state that goes with it are durable together.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from .at_rest import RowCipher, row_key, seal_clear_rows
+from .db import KeyedStep
 
 if TYPE_CHECKING:
     from .db import Database, Statement
@@ -139,6 +148,34 @@ SCHEMA_V4 = [
            WHERE outgoing = 1 AND kind <> {KIND_TEXT}""",
 ]
 
+
+def text_key(sender_account: bytes, message_id: bytes) -> bytes:
+    """The row key a message's sealed text is bound to (§15.21)."""
+    return row_key(sender_account, message_id)
+
+
+def seal_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, text: str) -> bytes:
+    return cipher.seal_text("messages", "text", text_key(sender_account, message_id), text)
+
+
+def open_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, sealed: object) -> str:
+    return cipher.open_text("messages", "text", text_key(sender_account, message_id), sealed)
+
+
+def _seal_texts(conn: sqlite3.Connection, cipher: RowCipher | None) -> None:
+    seal_clear_rows(
+        conn,
+        cipher,
+        "messages",
+        "text",
+        ("sender_account", "id"),
+        lambda c, k, text: seal_text(c, bytes(k[0]), bytes(k[1]), str(text)),
+    )
+
+
+#: texts sealed at rest (§15.21): every stored text, then VACUUM
+SCHEMA_V10 = [KeyedStep(_seal_texts)]
+
 #: the delivery loop's queries; both use ``deliveries_due`` (a test shows
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
@@ -214,7 +251,7 @@ class Usage:
 _COLUMNS = "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request"
 
 
-def _message(r: tuple[Any, ...]) -> MessageRow:
+def _message(cipher: RowCipher, r: tuple[Any, ...]) -> MessageRow:
     mid, peer, outgoing, sa, sd, sent, stored, text, request = r
     return MessageRow(
         bytes(mid),
@@ -224,7 +261,7 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
         bytes(sd),
         int(sent),
         int(stored),
-        str(text),
+        open_text(cipher, bytes(sa), bytes(mid), text),
         bool(request),
     )
 
@@ -232,11 +269,11 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     # -- statements for the caller's transaction ---------------------------------
 
-    @staticmethod
-    def insert_statement(m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
+    def insert_statement(self, m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
         """Store a message; a duplicate (sender account, id) is ignored (a
         received copy) or an error (our own, whose id we just drew)."""
         verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
@@ -253,7 +290,7 @@ class MessageStore:
                 m.sent_ms,
                 m.stored_ms,
                 m.kind,
-                m.text,
+                seal_text(self.cipher, m.sender_account, m.message_id, m.text),
                 int(m.request),
                 m.envelope,
                 m.size,
@@ -374,7 +411,7 @@ class MessageStore:
         if sender_account is not None:
             sql, args = sql + " AND sender_account=?", (message_id, sender_account)
         row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
-        return None if row is None else _message(row)
+        return None if row is None else _message(self.cipher, row)
 
     def count_texts(self) -> int:
         row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
@@ -426,28 +463,28 @@ class MessageStore:
         (peer, id, sender account, sender device, sent_ms, text)."""
         rows = self.db.query(
             "SELECT peer, id, sender_account, sender_device, sent_ms, text FROM messages "
-            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC LIMIT ?",
+            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC, rowid DESC LIMIT ?",
             (kind, limit),
         )
         return [
-            (bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), str(t))
+            (bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), open_text(self.cipher, sa, i, t))
             for p, i, sa, sd, ts, t in reversed(rows)
         ]
 
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE kind=? AND outgoing=0 AND request=0 "
-            "AND stored_ms > ? ORDER BY stored_ms, id LIMIT ?",
+            "AND stored_ms > ? ORDER BY stored_ms, rowid LIMIT ?",
             (kind, since_ms, limit),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def conversation(self, peer: bytes, kind: int) -> list[MessageRow]:
         rows = self.db.query(
-            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, id",
+            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, rowid",
             (peer, kind),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     # Requests: every query reads ``messages_requests`` (only request rows,
     # bounded by the caps), and leaves out requests stored before ``since_ms``
@@ -456,10 +493,10 @@ class MessageStore:
     def requests(self, since_ms: int) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE request=1 AND stored_ms >= ? "
-            "ORDER BY stored_ms",
+            "ORDER BY stored_ms, rowid",
             (since_ms,),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def request_peers(self) -> list[bytes]:
         """Accounts with requests held (any age)."""

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from protocol.core.keys import handle
 from protocol.core.names import sanitise
 
+from ..services.trash import TRASH_DAYS
 from ..storage.messages import KIND_TEXT
 from .auth import SESSION_TTL_MS, Sessions, proof
 from .deps import Services
@@ -60,6 +61,7 @@ class Api:
             Route("/api/read", endpoint(self.read), methods=post),
             Route("/api/messages/delete", endpoint(self.delete), methods=post),
             Route("/api/messages/restore", endpoint(self.restore), methods=post),
+            Route("/api/trash", endpoint(self.trash), methods=get),
             Route("/api/requests/accept", endpoint(self.accept), methods=post),
             Route("/api/requests/block", endpoint(self.block), methods=post),
             Route("/api/contacts", endpoint(self.contacts), methods=get),
@@ -238,6 +240,22 @@ class Api:
         done = await self.svc.trash.restore({"ids": [_message_id(params)]})
         self.app.hub.changed("conversations")
         return done
+
+    async def trash(self, request: Request, params: Params) -> Answer:
+        """The account's trash, newest deletion first, each with who wrote it
+        (the text is None where this device never had it or purged it)."""
+        own = self.svc.ctx.own_account()
+        items = (await self.svc.trash.list_trash({}))["trash"]
+        shown = [
+            {
+                **item,
+                "from": "you"
+                if bytes.fromhex(item["sender_account"]) == own
+                else self.svc.messages.contacts.label(bytes.fromhex(item["sender_account"])),
+            }
+            for item in items
+        ]
+        return {"trash": shown[::-1], "purged_after_days": TRASH_DAYS}
 
     async def accept(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)

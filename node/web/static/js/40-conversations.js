@@ -189,7 +189,7 @@
       try {
         await SMU.post("/api/messages/delete", { message_id: m.message_id });
         button.closest("li")?.remove();
-        SMU.toast("Moved to the trash: it is purged after 30 days (smu restore brings it back)");
+        SMU.toast("Moved to the trash: restore it there within 30 days");
       } catch (err) {
         SMU.toast(err.message);
       }
