@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from node.api.schema import ParamError
 from node.control import RpcFailure
 from node.services.reads import ReadMarks, mark_value, read_key
 from node.storage import MessageStore, ReadStore, open_database
@@ -191,8 +192,9 @@ def test_the_control_methods(marks: tuple[ReadMarks, FakeSync, Database]) -> Non
             {"account_id": BOB.hex(), "conversation": "bob", "unread": 2, "read_ms": 0}
         ]
         assert (await reads.message_read({"contact": "bob", "up_to_ms": 10}))["read_ms"] == 10
-        with pytest.raises(RpcFailure):
-            await reads.message_read({"contact": "bob", "up_to_ms": "soon"})
+        # served, the params are checked against node/api first (§13: -32602)
+        with pytest.raises(ParamError, match=r"'up_to_ms' must be int \| null"):
+            await reads.handlers()["message.read"]({"contact": "bob", "up_to_ms": "soon"})
         assert (await reads.message_unread({}))["conversations"][0]["unread"] == 1
 
     trio.run(go)

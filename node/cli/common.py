@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from protocol.messaging.content import MAX_TEXT_BYTES
 
@@ -108,11 +108,11 @@ def client(args: argparse.Namespace) -> ControlClient:
     return ControlClient(datadir(args).socket_path)
 
 
-def emit(doc: Any) -> None:
+def emit(doc: object) -> None:
     print(json.dumps(doc), flush=True)
 
 
-def out(args: argparse.Namespace, doc: Any, text: str) -> None:
+def out(args: argparse.Namespace, doc: object, text: str) -> None:
     """The one output of a command: ``doc`` under --json, else ``text``."""
     if args.json:
         emit(doc)

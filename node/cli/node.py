@@ -7,9 +7,11 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .. import api
 from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
 from .common import (
@@ -23,6 +25,9 @@ from .common import (
     passphrase,
     protection_text,
 )
+
+if TYPE_CHECKING:  # the daemon imports libp2p, which takes a second: at run time only
+    from ..daemon import NatOptions
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -165,11 +170,11 @@ def _quiet_libp2p() -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def _nat_options(args: argparse.Namespace, network: str, *, offer_relay: bool) -> dict[str, Any]:
+def _nat_options(args: argparse.Namespace, network: str, *, offer_relay: bool) -> NatOptions:
     from protocol.links.addresses import LabConfigError, lab_classifier
     from protocol.links.reachability import ReachConfig
 
-    options: dict[str, Any] = {"offer_relay": offer_relay}
+    options: NatOptions = {"offer_relay": offer_relay}
     if args.lab_prefixes:
         try:
             text = Path(args.lab_prefixes).read_text()
@@ -193,9 +198,9 @@ DEVICE_STATUS_TEXT = {
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
-    s = client(args).call("node.status")
+    s = api.node.NODE_STATUS.ask(client(args), {})
     # read from the data directory here, not asked of the daemon (§15.21)
-    s["history_protected"] = history_protected(datadir(args))
+    protected = history_protected(datadir(args))
     device = s.get("device_status")
     text = "\n".join(
         [
@@ -207,24 +212,25 @@ def cmd_node_status(args: argparse.Namespace) -> int:
             *_reach_lines(s.get("reachability")),
             f"events    {s['events']}   accounts {s['accounts']}   escrow {s['escrow']}",
             f"digest    {s['event_set_digest']}",
-            f"at rest   {protection_text(s['history_protected'])}",
+            f"at rest   {protection_text(protected)}",
         ]
     )
-    out(args, s, text)
+    out(args, {**s, "history_protected": protected}, text)
     return 0
 
 
-def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
+def _reach_lines(reach: Mapping[str, object] | None) -> list[str]:
     """The reachability verdict and the relays in use (none from a node
     that does not say)."""
     if not reach:
         return []
-    relays = f"   relays {', '.join(reach['relays'])}" if reach.get("relays") else ""
+    used = reach.get("relays")
+    relays = f"   relays {', '.join(map(str, used))}" if isinstance(used, list) and used else ""
     return [f"reach     {reach['reachability']}{relays}"]
 
 
 def cmd_node_stop(args: argparse.Namespace) -> int:
-    out(args, client(args).call("node.stop"), "stopping")
+    out(args, api.node.NODE_STOP.ask(client(args), {}), "stopping")
     return 0
 
 
@@ -263,7 +269,7 @@ def cmd_event_submit(args: argparse.Namespace) -> int:
             bytes.fromhex(item)
         except ValueError as exc:
             raise NodeUsageError("an event is given as hex") from exc
-        results.append(c.call("event.submit", event=item))
+        results.append(api.node.EVENT_SUBMIT.ask(c, {"event": item}))
     if args.json:
         emit(results[0] if len(results) == 1 else results)
     else:

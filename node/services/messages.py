@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -62,6 +62,9 @@ from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
 
 from .. import control
+from ..api import contact as contact_api
+from ..api import message as api
+from ..api.schema import Empty
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
 from ..errors import PeerUnreachable
@@ -166,7 +169,7 @@ class MessageService:
         *,
         deposit: Deposit,
         reconcile_all: Callable[[], None],
-        contact_changes: Callable[[], list[dict[str, Any]]],
+        contact_changes: Callable[[], list[contact_api.ContactDoc]],
         request_limits: RequestLimits | None = None,
         max_replay_streams: int = MAX_REPLAY_STREAMS,
         clock_ms: Callable[[], int] = _now_ms,
@@ -220,13 +223,13 @@ class MessageService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "message.send": self.send,
-            "message.inbox": self.inbox,
-            "message.conversation": self.conversation,
-            "message.requests": self.requests,
-            "message.status": self.status,
-            "requests.accept": self.accept_request,
-            "requests.block": self.block_request,
+            "message.send": api.MESSAGE_SEND.bind(self.send),
+            "message.inbox": api.MESSAGE_INBOX.bind(self.inbox),
+            "message.conversation": api.MESSAGE_CONVERSATION.bind(self.conversation),
+            "message.requests": api.MESSAGE_REQUESTS.bind(self.requests),
+            "message.status": api.MESSAGE_STATUS.bind(self.status),
+            "requests.accept": contact_api.REQUESTS_ACCEPT.bind(self.accept_request),
+            "requests.block": contact_api.REQUESTS_BLOCK.bind(self.block_request),
         }
 
     def wake(self) -> None:
@@ -316,13 +319,13 @@ class MessageService:
         ``only`` those), sealed to the own account (§15.19)."""
         self._seal_and_queue(self.ctx.own_account(), batch, KIND_SYNC, "", only=only)
 
-    async def send(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
-        text = str(params["text"])
+    async def send(self, params: api.SendParams) -> api.Sent:
+        account, name = self.contacts.find(params["contact"])
+        text = params["text"]
         if not text:
             raise RpcFailure(control.USAGE, "an empty message")
         message_id, devices = self._seal_and_queue(
-            account, Text(text), KIND_TEXT, text, force=bool(params.get("force"))
+            account, Text(text), KIND_TEXT, text, force=params.get("force", False)
         )
         return {"message_id": message_id.hex(), "to": name, "devices": devices, "stored": True}
 
@@ -660,8 +663,8 @@ class MessageService:
                 return sanitise(d.name)
         return device.hex()[:12]
 
-    def _doc(self, m: MessageRow) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+    def _doc(self, m: MessageRow) -> api.MessageDoc:
+        doc: api.MessageDoc = {
             "message_id": m.message_id.hex(),
             "conversation": self.contacts.label(m.peer),
             "conversation_account": m.peer.hex(),
@@ -683,8 +686,8 @@ class MessageService:
             doc["deliveries"] = self.store.delivery_counts(m.message_id)
         return doc
 
-    async def inbox(self, params: dict[str, Any]) -> dict[str, Any]:
-        since = int(params.get("since_ms") or 0)
+    async def inbox(self, params: api.InboxParams) -> api.Inbox:
+        since = params.get("since_ms") or 0
         return {
             "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
             "messages": self._docs(self.store.inbox(KIND_TEXT, since)),
@@ -696,34 +699,33 @@ class MessageService:
             "requests": self.store.request_senders(self.requests_policy.since(self.now_ms())),
         }
 
-    async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
+    async def conversation(self, params: api.ConversationParams) -> api.Conversation:
+        account, name = self.contacts.find(params["contact"])
         rows = self.store.conversation(account, KIND_TEXT)
         return {"contact": name, "account": account.hex(), "messages": self._docs(rows)}
 
-    def _docs(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+    def _docs(self, rows: list[MessageRow]) -> list[api.MessageDoc]:
         hidden = self.hidden()
         return [self._doc(r) for r in rows if (r.sender_account, r.message_id) not in hidden]
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: api.StatusParams) -> api.Deliveries:
         """Per message id: how many of its deliveries are in each state."""
         return {
             "deliveries": {
-                str(mid): self.store.delivery_counts(bytes.fromhex(str(mid)))
-                for mid in params["ids"]
+                mid: self.store.delivery_counts(bytes.fromhex(mid)) for mid in params["ids"]
             }
         }
 
-    async def requests(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def requests(self, params: Empty) -> api.Requests:
         since = self.requests_policy.since(self.now_ms())
         return {"requests": [self._doc(r) for r in self.store.requests(since)]}
 
-    async def accept_request(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def accept_request(self, params: contact_api.AcceptParams) -> contact_api.Added:
+        account = self.ctx.resolve_account(params["account"])
         if account == self.ctx.own_account():
             raise RpcFailure(control.USAGE, "that is your own account")
         hint = self.contacts.display_name(account) or ""
-        label = str(params.get("name") or hint or account.hex()[:12])
+        label = params.get("name") or hint or account.hex()[:12]
         # Read the waiting messages first: adding the contact applies the
         # decision at once (decisions_changed), which clears them as requests.
         waiting = self.store.request_ids_by_device(account)
@@ -755,8 +757,10 @@ class MessageService:
         if rows:
             self.store.db.write(rows)
 
-    async def block_request(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def block_request(
+        self, params: contact_api.RequestBlockParams
+    ) -> contact_api.RequestBlocked:
+        account = self.ctx.resolve_account(params["account"])
         # the block is the account's (synced); the requests are this device's
         self.contacts.block(account)
         self.store.db.write([MessageStore.delete_requests_statement(account)])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import trio
 
@@ -244,7 +243,7 @@ class SyncService:
         book, log_view = ready
         return book.view(log_view, prefix)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         ready = self._ready()
         if ready is None:
             return {"active": False}

@@ -557,7 +557,7 @@ class MessageStore:
         or relayed to this device unproven)."""
         rows = self.db.query(
             "SELECT peer, id, sender_account, sender_device, sent_ms, text, proof FROM messages "
-            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC LIMIT ?",
+            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC, rowid DESC LIMIT ?",
             (kind, limit),
         )
         out = []
@@ -579,14 +579,14 @@ class MessageStore:
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE kind=? AND outgoing=0 AND request=0 "
-            "AND stored_ms > ? ORDER BY stored_ms, id LIMIT ?",
+            "AND stored_ms > ? ORDER BY stored_ms, rowid LIMIT ?",
             (kind, since_ms, limit),
         )
         return [_message(self.cipher, r) for r in rows]
 
     def conversation(self, peer: bytes, kind: int) -> list[MessageRow]:
         rows = self.db.query(
-            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, id",
+            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, rowid",
             (peer, kind),
         )
         return [_message(self.cipher, r) for r in rows]
@@ -598,7 +598,7 @@ class MessageStore:
     def requests(self, since_ms: int) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE request=1 AND stored_ms >= ? "
-            "ORDER BY stored_ms",
+            "ORDER BY stored_ms, rowid",
             (since_ms,),
         )
         return [_message(self.cipher, r) for r in rows]

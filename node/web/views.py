@@ -5,7 +5,7 @@ inserts each one as text, never as HTML."""
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import segno
 
@@ -74,7 +74,7 @@ def device_name(svc: Services, account: bytes, device: bytes) -> str:
     return device.hex()[:12]
 
 
-def deliveries(svc: Services, message_id: bytes) -> list[dict[str, Any]]:
+def deliveries(svc: Services, message_id: bytes) -> list[dict[str, object]]:
     """Where one sent message stands, device by device."""
     own = svc.ctx.account()
     return [
@@ -88,9 +88,9 @@ def deliveries(svc: Services, message_id: bytes) -> list[dict[str, Any]]:
     ]
 
 
-def message_doc(svc: Services, m: MessageLike) -> dict[str, Any]:
+def message_doc(svc: Services, m: MessageLike) -> dict[str, object]:
     labels = svc.messages.contacts
-    doc: dict[str, Any] = {
+    doc: dict[str, object] = {
         "message_id": m.message_id.hex(),
         "conversation": m.peer.hex(),
         "outgoing": m.outgoing,
@@ -110,7 +110,7 @@ def message_doc(svc: Services, m: MessageLike) -> dict[str, Any]:
     return doc
 
 
-def qr(text: str) -> dict[str, Any]:
+def qr(text: str) -> dict[str, object]:
     """A QR code as rows of modules ("1" dark), which the page draws as one
     SVG path; upper case keeps a URI in the alphanumeric mode (§4.7)."""
     code = segno.make(text.upper(), error="m")
@@ -132,10 +132,10 @@ def who_ended(svc: Services, account: bytes, event_id: bytes | None) -> str | No
     return None
 
 
-def app_state(svc: Services) -> dict[str, Any]:
+def app_state(svc: Services) -> dict[str, object]:
     """What the page needs before it draws any screen."""
     ctx = svc.ctx
-    doc: dict[str, Any] = {
+    doc: dict[str, object] = {
         "node": {
             "peer_id": ctx.peer_id,
             "device_name": sanitise(ctx.device_name),
