@@ -35,6 +35,9 @@ ALICE, BOB = b"A" * 32, b"B" * 32
 MARKER = "zebra-quokka-7781"
 MARKER_BYTES = MARKER.encode()
 
+#: the schema before texts were sealed (migration 9 -> 10 seals them)
+BEFORE_SEALING = 9
+
 
 def cipher(key: bytes = STORAGE_KEY) -> RowCipher:
     return RowCipher(key)
@@ -152,7 +155,7 @@ def test_texts_names_and_edits_are_sealed_in_the_file(tmp_path: Path) -> None:
     assert sync.edits() == [f"edit {MARKER}".encode()]
     assert sync.waiting() == [f"waiting {MARKER}".encode()]
     assert [c.name for c in contacts.all()] == [f"name {MARKER}"]
-    assert messages.history(KIND_TEXT, 10)[0][5] == f"one {MARKER}"
+    assert messages.history(KIND_TEXT, 10)[0].text == f"one {MARKER}"
     db.close()
     # the same key opens everything after a restart
     again = open_database(path, STORAGE_KEY)
@@ -194,7 +197,7 @@ def test_another_storage_key_is_refused_at_open(tmp_path: Path) -> None:
 def clear_store(path: Path) -> None:
     """A store as the previous schema wrote it: texts, names and edits in
     the clear, and a deleted text left in SQLite's free pages."""
-    db = Database(path, {v: MIGRATIONS[v] for v in range(SCHEMA_VERSION - 1)})
+    db = Database(path, {v: MIGRATIONS[v] for v in range(BEFORE_SEALING)})
     rows = [(n, f"text {n} {MARKER}") for n in range(1, 40)]
     for n, body in rows:
         db.conn.execute(
@@ -250,7 +253,7 @@ def test_a_clear_store_without_its_key_is_not_migrated(tmp_path: Path) -> None:
     # rolled back whole: still the previous schema, every text still there
     conn = sqlite3.connect(path)
     version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert version == (str(SCHEMA_VERSION - 1),)
+    assert version == (str(BEFORE_SEALING),)
     assert conn.execute("SELECT COUNT(*) FROM messages WHERE typeof(text)='text'").fetchone() == (
         38,
     )

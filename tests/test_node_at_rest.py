@@ -18,7 +18,7 @@ import pytest
 
 from node.datadir import DataDir
 from node.netdemo import Demo, DemoNode
-from node.storage import SCHEMA_VERSION, RowCipher, row_key
+from node.storage import RowCipher, row_key
 
 from .process import smu, start_nodes, texts, wait_for
 
@@ -136,7 +136,10 @@ def unseal_to_previous_schema(path: Path, storage_key: bytes) -> None:
         clear_raw = cipher.open("sync_waiting", "raw", row_key(wid), raw)
         conn.execute("UPDATE sync_waiting SET raw=? WHERE id=?", (clear_raw, wid))
     conn.execute("DELETE FROM meta WHERE key='at_rest_check'")
-    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION - 1),))
+    # schema 9, the last before sealing: later migrations' columns go too
+    conn.execute("ALTER TABLE messages DROP COLUMN proof")
+    conn.execute("ALTER TABLE messages DROP COLUMN relayed_by")
+    conn.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

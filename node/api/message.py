@@ -23,6 +23,13 @@ MessageDoc = TypedDict(
         "stored_ms": int,
         "text": str,
         "request": Annotated[bool, "from an account that is not a contact"],
+        "relayed_by": Annotated[
+            str | None,
+            "null, or the name of the own device that relayed it as a history entry "
+            "without a proof of its sender (§15.4 *History proofs*): `from` and "
+            "`from_device` are then that device's claim, and a client MUST show it as "
+            "relayed and unverified, never as the claimed sender's",
+        ],
         "deliveries": NotRequired[
             Annotated[DeliveryCounts, "outgoing ones only, as `message.status` gives them"]
         ],

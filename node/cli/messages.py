@@ -41,6 +41,8 @@ def message_line(m: api.message.MessageDoc) -> str:
     status = ""
     if m["outgoing"] and m.get("deliveries"):
         status = "  [" + ", ".join(f"{n} {s}" for s, n in sorted(m["deliveries"].items())) + "]"
+    if m.get("relayed_by"):  # unproven history (§15.4): a claim, not the sender's word
+        who = f"[relayed by {m['relayed_by']}, unverified] claims {who}"
     return f"{when(m['sent_ms'])}  {who} ({m['from_device']}): {m['text']}{status}"
 
 

@@ -171,8 +171,11 @@ class BackupService:
     def _items(self) -> list[Value]:
         own = self.ctx.own_account()
         items: list[Value] = [["edit", e.encode()] for e in self.sync.all_edits()]
-        for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, MAX_MESSAGES):
-            items.append(["msg", peer, mid, sa == own, sa, sd, ts, text])
+        for r in self.store.history(KIND_TEXT, MAX_MESSAGES):
+            sa = r.sender_account
+            items.append(
+                ["msg", r.peer, r.message_id, sa == own, sa, r.sender_device, r.sent_ms, r.text]
+            )
         return items
 
     async def _create(self, path: Path, passphrase: str | None) -> api.Created:

@@ -37,7 +37,6 @@ from protocol.messaging.content import (
     MAX_REPLAY_STREAMS,
     Content,
     HistoryBundle,
-    HistoryEntry,
     PendingReplay,
     Receipt,
     ReceiptStatus,
@@ -85,6 +84,7 @@ from ..storage.messages import (
 from ..storage.replay import ReplayStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
+from .history import history_bundles, received_history
 from .requests import RequestLimits, Requests
 
 log = logging.getLogger("smu.messages")
@@ -92,7 +92,6 @@ MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
 KIND_TOKENS = 48
 DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
-HISTORY_LIMIT = 1000
 MAX_IN_FLIGHT = 32
 #: receipts wait this long for others to the same device, then go in one
 #: envelope (§15.14): a burst of texts costs one receipt per sending device
@@ -208,6 +207,8 @@ class MessageService:
         self._receipts_wake = trio.Event()
         self.on_stored: list[StoredListener] = []
         self.on_delivery: list[DeliveryListener] = []
+        #: history entries refused because their proof did not hold (§15.4)
+        self.history_refused = 0
 
     def _tell(self, stored: Sequence[NewMessage], deliveries: Sequence[bytes] = ()) -> None:
         """Tell the listeners after the write: a listener's failure must never
@@ -259,6 +260,9 @@ class MessageService:
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
         counter = self.store.next_counter(recipient)
+        # one clock reading: the signed timestamp is the stored sent_ms, which
+        # history rebuilds the signed inner from (§15.4 History proofs)
+        now = self.now_ms()
         try:
             env = seal(
                 self.ctx.params,
@@ -267,7 +271,7 @@ class MessageService:
                 their_state,
                 content,
                 counter=counter,
-                timestamp=self.now_ms(),
+                timestamp=now,
                 seed=os.urandom(32),
                 force=force,
                 only_devices=only,
@@ -276,7 +280,6 @@ class MessageService:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
         except UsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
-        now = self.now_ms()
         expires = now + delivery_policy(kind).lifetime_ms
         targets = [d for d in env.wrapped_for if d != me.sign_public]
         message = NewMessage(
@@ -290,6 +293,7 @@ class MessageService:
             kind=kind,
             text=text,
             envelope=env.raw,
+            proof=env.proof if kind == KIND_TEXT else None,
         )
         rows: list[Statement] = [
             # the counter is used up in the transaction that stores the
@@ -326,23 +330,17 @@ class MessageService:
         return {"message_id": message_id.hex(), "to": name, "devices": devices, "stored": True}
 
     def send_history(self, device: bytes) -> None:
-        """History for a device this one just approved (§14.9): one bundle,
-        wrapped for that device only."""
-        hidden = self.hidden()  # once: it reads every trash key
-        entries = tuple(
-            HistoryEntry(peer, mid, sa, sd, ts, Text(text))
-            for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
-            if (sa, mid) not in hidden
-        )
-        if not entries:
-            return
-        self._seal_and_queue(
-            self.ctx.own_account(),
-            HistoryBundle(0, 1, entries),
-            KIND_HISTORY,
-            f"history: {len(entries)} messages",
-            only=[device],
-        )
+        """History for a device this one just approved (§14.9): bundles
+        within the envelope limits, wrapped for that device only, each entry
+        with the proof of its sender this node kept (§15.4)."""
+        for bundle in history_bundles(self.store, self.hidden()):
+            self._seal_and_queue(
+                self.ctx.own_account(),
+                bundle,
+                KIND_HISTORY,
+                f"history: {len(bundle.entries)} messages",
+                only=[device],
+            )
 
     def due_now(self, in_flight: set[tuple[bytes, bytes]]) -> list[DueDelivery]:
         """Rows to try now (at most MAX_IN_FLIGHT in flight); rows past their
@@ -559,21 +557,9 @@ class MessageService:
                 sync_rows, synced = self.sync.receive_statements(content)
                 rows.extend(sync_rows)
         elif isinstance(content, HistoryBundle):
-            for e in content.entries:
-                if isinstance(e.content, Text):
-                    old = NewMessage(
-                        message_id=e.message_id,
-                        peer=e.peer_account,
-                        outgoing=e.sender_account == own,
-                        sender_account=e.sender_account,
-                        sender_device=e.sender_device,
-                        sent_ms=e.timestamp,
-                        stored_ms=now,
-                        kind=KIND_TEXT,
-                        text=e.content.text,
-                    )
-                    stored.append(old)
-                    rows.append(self.store.insert_statement(old))
+            history = self._history_messages(opened, content, now)
+            stored.extend(history)
+            rows.extend(self.store.insert_statement(m) for m in history)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
         # the message and its stream's window, together, before ACCEPTED
@@ -589,6 +575,28 @@ class MessageService:
         if send_receipt:
             self.receipt_due(peer, opened.sender_device, [opened.message_id])
         return opened
+
+    def _history_messages(
+        self, opened: OpenedEnvelope, bundle: HistoryBundle, now: int
+    ) -> list[NewMessage]:
+        """A bundle's texts as ``history.received`` judges them; forged
+        entries are counted and the user told (raises ``HistoryBehindError``)."""
+        own = opened.recipient_account
+        out, forged = received_history(self.ctx.ledger, own, opened.sender_device, bundle, now)
+        if forged:
+            self.history_refused += forged
+            relayer = self._device_name(own, opened.sender_device)
+            log.warning("refused %d forged history entries from %s", forged, relayer)
+            self.notices.append(
+                (
+                    now,
+                    f"your device {relayer} sent history with {forged} message(s) whose "
+                    "senders did not sign them as claimed; they were not stored (if you do "
+                    "not trust that device, revoke it)",
+                )
+            )
+            del self.notices[:-MAX_NOTICES]
+        return out
 
     def _text_message(
         self, opened: OpenedEnvelope, content: Text, peer: bytes, outgoing: bool, now: int
@@ -610,6 +618,7 @@ class MessageService:
             stored_ms=now,
             kind=KIND_TEXT,
             text=content.text,
+            proof=opened.proof,
             request=not outgoing and self.requests_policy.is_request(peer),
         )
         if message.request:
@@ -666,6 +675,12 @@ class MessageService:
             "stored_ms": m.stored_ms,
             "text": sanitise(m.text, max_chars=65536),
             "request": m.request,
+            # an unproven history entry: whose claim it is, not whose message
+            "relayed_by": (
+                None
+                if m.relayed_by is None
+                else self._device_name(self.ctx.own_account(), m.relayed_by)
+            ),
         }
         if m.outgoing:
             doc["deliveries"] = self.store.delivery_counts(m.message_id)

@@ -53,6 +53,8 @@ MIGRATIONS: Migrations = {
     8: reads.SCHEMA_V9,
     # texts, contact names and synced edits sealed at rest (§15.21)
     9: [*messages.SCHEMA_V10, *contacts.SCHEMA_V10, *sync.SCHEMA_V10],
+    # history proofs kept with texts, and who relayed an unproven entry
+    10: messages.SCHEMA_V11,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,6 +15,14 @@ DESIGN §5).  The receive-side replay state is ``replay.py``'s.
   they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
 
+``proof``: the ``HistoryProof`` of the envelope a text came in (or went out
+in), so that this device can relay it as history that proves its sender
+(§15.4 *History proofs*), sealed at rest like the text (with the signature
+and a guessed text, anyone holding the disk could confirm the guess); read
+and written only through ``proof_column`` and ``proof_from_column``.
+``relayed_by``: the device that relayed a history entry without a proof
+(shown as "relayed by <device>", never as the claimed sender's).
+
 A message's ``text`` is sealed at rest (``at_rest.py``, PROTOCOL.md §15.21:
 table ``messages``, column ``text``, row key (sender account, id)); every
 other column stays clear, as the queries order, group and cap by them.
@@ -33,13 +41,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import InvalidInput
+from protocol.messaging.content import HistoryProof, decode_proof
+
 from .at_rest import RowCipher, row_key, seal_clear_rows
 from .db import KeyedStep
 
 if TYPE_CHECKING:
     from .db import Database, Statement
 
-KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+#: content kinds (§15.4) of the rows: history bundles sent are kind 4 since proofs
+KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 4
 #: account-wide edits (§15.19): kept trying as long as a text, since a
 #: device that misses one shows stale contacts until the next edit of the key
 KIND_SYNC = 32
@@ -176,6 +189,46 @@ def _seal_texts(conn: sqlite3.Connection, cipher: RowCipher | None) -> None:
 #: texts sealed at rest (§15.21): every stored text, then VACUUM
 SCHEMA_V10 = [KeyedStep(_seal_texts)]
 
+SCHEMA_V11 = [
+    # History that proves itself (§15.4): the proof kept with each text
+    # (sealed, ``proof_column``), and the relaying device of a history entry
+    # that came without one.
+    "ALTER TABLE messages ADD COLUMN proof BLOB",
+    "ALTER TABLE messages ADD COLUMN relayed_by BLOB",
+]
+
+#: a stored proof is at most this big (two views of 32 heads: about 2.3 KB)
+MAX_PROOF_BYTES = 4096
+
+
+def proof_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, proof: HistoryProof | None
+) -> bytes | None:
+    """The ``messages.proof`` value of ``proof``: its canonical wire form
+    (§15.4), sealed to the message's row (§15.21).  Every write of the
+    column goes through here."""
+    if proof is None:
+        return None
+    key = text_key(sender_account, message_id)
+    return cipher.seal("messages", "proof", key, encode_flat(proof.to_wire()))
+
+
+def proof_from_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, stored: object
+) -> HistoryProof | None:
+    """The proof a ``messages.proof`` value holds; every read goes through
+    here.  A value that opens but does not decode is no proof: the entry is
+    then relayed unproven, never shown as proven (a value that does not
+    open is a damaged store, as for the text)."""
+    if stored is None:
+        return None
+    raw = cipher.open("messages", "proof", text_key(sender_account, message_id), stored)
+    try:
+        return decode_proof(decode_flat(raw, MAX_PROOF_BYTES))
+    except InvalidInput:
+        return None
+
+
 #: the delivery loop's queries; both use ``deliveries_due`` (a test shows
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
@@ -201,6 +254,21 @@ class MessageRow:
     stored_ms: int
     text: str
     request: bool
+    #: the device that relayed it as an unproven history entry (§15.4)
+    relayed_by: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A stored text as ``send_history`` relays it (§15.4)."""
+
+    peer: bytes
+    message_id: bytes
+    sender_account: bytes
+    sender_device: bytes
+    sent_ms: int
+    text: str
+    proof: HistoryProof | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +286,10 @@ class NewMessage:
     text: str
     request: bool = False
     envelope: bytes | None = None
+    #: the proof of its sender that history relays (§15.4); None: none kept
+    proof: HistoryProof | None = None
+    #: set for a history entry stored unproven: the device that relayed it
+    relayed_by: bytes | None = None
 
     @property
     def size(self) -> int:
@@ -248,11 +320,14 @@ class Usage:
     size: int
 
 
-_COLUMNS = "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request"
+_COLUMNS = (
+    "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request, "
+    "relayed_by"
+)
 
 
 def _message(cipher: RowCipher, r: tuple[Any, ...]) -> MessageRow:
-    mid, peer, outgoing, sa, sd, sent, stored, text, request = r
+    mid, peer, outgoing, sa, sd, sent, stored, text, request, relayed_by = r
     return MessageRow(
         bytes(mid),
         bytes(peer),
@@ -263,6 +338,7 @@ def _message(cipher: RowCipher, r: tuple[Any, ...]) -> MessageRow:
         int(stored),
         open_text(cipher, bytes(sa), bytes(mid), text),
         bool(request),
+        None if relayed_by is None else bytes(relayed_by),
     )
 
 
@@ -275,12 +351,24 @@ class MessageStore:
 
     def insert_statement(self, m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
         """Store a message; a duplicate (sender account, id) is ignored (a
-        received copy) or an error (our own, whose id we just drew)."""
-        verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
+        received copy) or an error (our own, whose id we just drew).  One
+        exception: a copy with a proof of its sender replaces a row held only
+        as relayed (§15.4 *History proofs*), so an unproven claim planted
+        under a real message's id cannot keep the real one out."""
+        columns = (
+            "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, kind, text, "
+            "request, envelope, size, proof, relayed_by"
+        )
+        sql = f"INSERT INTO messages({columns}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        if ignore_duplicate:
+            replaced = [c for c in columns.split(", ") if c not in ("id", "sender_account")]
+            sql += (
+                " ON CONFLICT(sender_account, id) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in replaced)
+                + " WHERE messages.relayed_by IS NOT NULL AND excluded.proof IS NOT NULL"
+            )
         return (
-            f"{verb} INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
-            "stored_ms, kind, text, request, envelope, size) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql,
             (
                 m.message_id,
                 m.peer,
@@ -294,6 +382,8 @@ class MessageStore:
                 int(m.request),
                 m.envelope,
                 m.size,
+                proof_column(self.cipher, m.sender_account, m.message_id, m.proof),
+                m.relayed_by,
             ),
         )
 
@@ -418,8 +508,11 @@ class MessageStore:
         return int(row[0]) if row else 0
 
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
+        """Stored already, and not only as relayed history (which a proven
+        copy replaces, ``insert_statement``)."""
         row = self.db.query_one(
-            "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)
+            "SELECT 1 FROM messages WHERE sender_account=? AND id=? AND relayed_by IS NULL",
+            (sender_account, message_id),
         )
         return row is not None
 
@@ -458,18 +551,30 @@ class MessageStore:
         )
         return [(bytes(d), bytes(a), str(s)) for d, a, s in rows]
 
-    def history(self, kind: int, limit: int) -> list[tuple[bytes, bytes, bytes, bytes, int, str]]:
-        """The newest ``limit`` accepted messages of ``kind``, oldest first:
-        (peer, id, sender account, sender device, sent_ms, text)."""
+    def history(self, kind: int, limit: int) -> list[HistoryRow]:
+        """The newest ``limit`` accepted messages of ``kind``, oldest first,
+        each with its proof (None for one stored before proofs were kept,
+        or relayed to this device unproven)."""
         rows = self.db.query(
-            "SELECT peer, id, sender_account, sender_device, sent_ms, text FROM messages "
+            "SELECT peer, id, sender_account, sender_device, sent_ms, text, proof FROM messages "
             "WHERE kind=? AND request=0 ORDER BY stored_ms DESC, rowid DESC LIMIT ?",
             (kind, limit),
         )
-        return [
-            (bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), open_text(self.cipher, sa, i, t))
-            for p, i, sa, sd, ts, t in reversed(rows)
-        ]
+        out = []
+        for p, i, sa, sd, ts, t, pr in reversed(rows):
+            sa, i = bytes(sa), bytes(i)
+            out.append(
+                HistoryRow(
+                    bytes(p),
+                    i,
+                    sa,
+                    bytes(sd),
+                    int(ts),
+                    open_text(self.cipher, sa, i, t),
+                    proof_from_column(self.cipher, sa, i, pr),
+                )
+            )
+        return out
 
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
         rows = self.db.query(

@@ -48,6 +48,8 @@ class MessageLike(Protocol):
     def text(self) -> str: ...
     @property
     def request(self) -> bool: ...
+    @property
+    def relayed_by(self) -> bytes | None: ...
 
 
 def message_text(text: str, max_chars: int = 65536) -> str:
@@ -98,6 +100,10 @@ def message_doc(svc: Services, m: MessageLike) -> dict[str, object]:
         "stored_ms": m.stored_ms,
         "text": message_text(m.text),
         "request": m.request,
+        # an unproven history entry (§15.4): shown as relayed, not as the sender's
+        "relayed_by": (
+            None if m.relayed_by is None else device_name(svc, svc.ctx.own_account(), m.relayed_by)
+        ),
     }
     if m.outgoing:
         doc["deliveries"] = deliveries(svc, m.message_id)
