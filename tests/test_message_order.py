@@ -22,4 +22,4 @@ def test_messages_stored_in_one_millisecond_keep_their_arrival_order(tmp_path: P
     assert [r.text for r in store.inbox(KIND_TEXT, 0)] == ["m0", "m1"]
     assert [r.text for r in store.conversation(BOB, KIND_TEXT)] == ["m0", "m1", "m2"]
     assert [r.text for r in store.requests(0)] == ["m2"]
-    assert [h[-1] for h in store.history(KIND_TEXT, 10)] == ["m0", "m1"]
+    assert [h.text for h in store.history(KIND_TEXT, 10)] == ["m0", "m1"]
