@@ -22,7 +22,7 @@ set-up: the symmetric ratchet only) and once for a conversation (every
 timed message follows an untimed reply from each recipient device, so each
 timed open starts a new receiving chain: the DH ratchet step, the worst
 case of the receiving side).  Separately: the own-account copy of a text
-(§15.21: a second seal, to the sender's other device, and its open), and
+(§15.22: a second seal, to the sender's other device, and its open), and
 the set-up of a session (a first message that sets up with each of the 3
 devices, per device pair).
 

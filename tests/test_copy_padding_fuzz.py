@@ -1,5 +1,5 @@
 """Fuzzing the decoders of the own-account copy and of the padding
-(PROTOCOL.md §15.21, §15.3 step 7): a ``SentCopy`` body decodes or raises
+(PROTOCOL.md §15.22, §15.3 step 7): a ``SentCopy`` body decodes or raises
 an ``InvalidInput``; a pad passes only if it is the one canonical pad."""
 
 from __future__ import annotations

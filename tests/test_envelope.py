@@ -136,7 +136,7 @@ def test_round_trip_to_three_devices_and_own_sibling(w: World) -> None:
     env = w.send(Text("hi bob"))
     b, a = w.b.keys, w.a.keys
     # the header names the recipient's devices only (§15.1): the sender's
-    # sibling gets a copy of its own (§15.21)
+    # sibling gets a copy of its own (§15.22)
     assert set(env.wrapped_for) == {b["d0"].sign_public, b["d1"].sign_public, b["d2"].sign_public}
     for dev in ("d0", "d1", "d2"):
         opened = w.open_bob(env.raw, dev)
@@ -700,9 +700,10 @@ def test_content_ranges() -> None:
     assert {k: content_range(k) for k in ContentKind} == {
         ContentKind.TEXT: ContentRange.MESSAGES,
         ContentKind.RECEIPT: ContentRange.MESSAGES,
+        ContentKind.HISTORY_V1: ContentRange.MESSAGES,
         ContentKind.HISTORY: ContentRange.MESSAGES,
         ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
-        ContentKind.SENT_COPY: ContentRange.ACCOUNT_SYNC,  # §15.21
+        ContentKind.SENT_COPY: ContentRange.ACCOUNT_SYNC,  # §15.22
         ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
     }
     for bad in (0, -1, True):
@@ -752,7 +753,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     return encode_flat([*header, bytes(24), bytes(ct)])
 
 
-@pytest.mark.parametrize("kind", [4, 15, 16, 31, 49, 63, 64, 1000])
+@pytest.mark.parametrize("kind", [5, 15, 16, 31, 49, 63, 64, 1000])
 def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
     """A contact may send an unknown kind of any range but account sync: it
     is opened, replay-checked and reported (§15.4)."""

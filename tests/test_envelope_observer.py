@@ -1,4 +1,4 @@
-"""The observer test (issue 13; PROTOCOL.md §15.1, §15.21): given every
+"""The observer test (issue 13; PROTOCOL.md §15.1, §15.22): given every
 envelope a mailbox saw and the whole public log (every account's device
 and encryption keys) plus every record's signed prekey, nothing in the
 clear names the sender's account, for senders with 1, 2 and 5 devices, in

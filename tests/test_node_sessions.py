@@ -12,8 +12,15 @@ from node.prekeys import PrekeyKeeper
 from node.services.sessions import MemoryPrekeyFile
 from node.storage.messages import KIND_TEXT
 from protocol.core.errors import InvalidInput
-from protocol.messaging.content import Text
-from protocol.messaging.envelope import WRAP_SCHEME_2, WRAP_STATIC_X25519, Wrap, peek
+from protocol.messaging.content import HistoryEntry, Text
+from protocol.messaging.envelope import (
+    WRAP_SCHEME_2,
+    WRAP_STATIC_X25519,
+    Wrap,
+    ledger_lookup,
+    peek,
+)
+from protocol.messaging.history import EntryVerdict, check_entry
 from protocol.records.device import Capability, SignedPrekey, make_record
 
 from .conftest import FAST, T0, History
@@ -134,17 +141,22 @@ def test_a_revoked_device_gets_no_wrap_and_its_sessions_end(tmp_path: Path) -> N
 
 
 def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None:
-    """A database of schema 9 (read marks, the last before scheme 2) gains
-    the session tables (9 -> 10) and the copies (10 -> 11), messages kept."""
+    """A database of schema 11 (history proofs, the last before scheme 2)
+    gains the session tables (11 -> 12) and the copies (12 -> 13), messages
+    kept; a session's state is stored sealed (§15.21), not as its encoding."""
+    import os
+
     from node.storage import MIGRATIONS, SCHEMA_VERSION, open_database
+    from node.storage.at_rest import RowCipher
     from node.storage.db import Database
 
+    key = os.urandom(32)
     path = tmp_path / "node.db"
-    v9 = Database(path, {v: MIGRATIONS[v] for v in range(9)})
-    v9.write([("INSERT INTO counters(account, next) VALUES(?, ?)", (bytes(32), 7))])
-    v9.conn.close()
-    db = open_database(path)
-    assert SCHEMA_VERSION == 11
+    v11 = Database(path, {v: MIGRATIONS[v] for v in range(11)}, RowCipher(key))
+    v11.write([("INSERT INTO counters(account, next) VALUES(?, ?)", (bytes(32), 7))])
+    v11.conn.close()
+    db = open_database(path, key)
+    assert SCHEMA_VERSION == 13
     names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"sessions", "session_seq", "scheme2_devices", "copies"} <= names
     assert db.query("SELECT next FROM counters") == [(7,)]
@@ -203,7 +215,7 @@ def test_a_record_seen_once_is_sticky_before_any_message(tmp_path: Path) -> None
 def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> None:
     """The outbox row of the sender's other device carries the copy's
     envelope (its own id and keys), under the text's id; that device stores
-    the text as sent, in the conversation with bob, under the same id (§15.21)."""
+    the text as sent, in the conversation with bob, under the same id (§15.22)."""
     for p in ("a0", "a1"):
         (tmp_path / p).mkdir()
     alice, bob = _people()
@@ -224,6 +236,16 @@ def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> No
     (row,) = a1.service.store.conversation(bob.account, KIND_TEXT)
     assert (row.message_id, row.outgoing, row.text) == (message_id, True, "hi")
     assert row.sender_device == alice.keys["d0"].sign_public
+    # with the original's proof: a1's history relays it as proven by d0 (§15.22)
+    (held,) = a1.service.store.history(KIND_TEXT, 10)
+    entry = HistoryEntry(
+        held.peer, held.message_id, held.sender_account, held.sender_device,
+        held.sent_ms, Text(held.text), held.proof,
+    )  # fmt: skip
+    lookup = ledger_lookup(a1.ctx.ledger)
+    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.has).verdict is (
+        EntryVerdict.VERIFIED
+    )
 
 
 def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) -> None:
@@ -247,3 +269,26 @@ def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) ->
     again = _wraps(_send(a, bob, "again"))
     assert len(again[d0].data) > 300  # a new set-up
     assert [bytes(r[2]) for r in _sessions(a)].count(d0) == 1  # the new one only
+
+
+def test_session_state_is_sealed_at_rest_to_its_row(tmp_path: Path) -> None:
+    """The ratchet's secrets are in the store only sealed (§15.21), each
+    state bound to its session id: a state moved to another row does not
+    open, and the clear encoding appears nowhere in the database file."""
+    from node.errors import StoreCorruptError
+    from node.storage.sessions import decode_state_blob
+    from protocol.messaging.ratchet import encode_state
+
+    _, bob, a, b0, _ = _bob_nodes(tmp_path)
+    first = _send(a, bob, "first")
+    assert b0.service.receive(first).content == Text("first")
+    for node, where in ((a, tmp_path / "a"), (b0, tmp_path / "b0")):
+        rows = node.query("SELECT session_id, state FROM sessions")
+        assert rows
+        cipher = node.service.store.db.require_cipher()
+        files = b"".join(f.read_bytes() for f in where.iterdir() if f.is_file())
+        for sid, blob in rows:
+            clear = encode_state(decode_state_blob(cipher, bytes(sid), blob))
+            assert clear not in files
+            with pytest.raises(StoreCorruptError):
+                decode_state_blob(cipher, b"\x00" * len(bytes(sid)), blob)

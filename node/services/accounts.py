@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -30,6 +29,8 @@ from protocol.log.events import (
 from protocol.log.state import AccountState
 
 from .. import control
+from ..api import account as api
+from ..api.schema import Empty
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..render import approver_label, state_json
@@ -39,7 +40,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def describe_event(state: AccountState, event: Event, void_reason: str | None) -> dict[str, Any]:
+def describe_event(state: AccountState, event: Event, void_reason: str | None) -> api.HistoryEvent:
     """One line of an account's explained history."""
 
     def who(key: bytes) -> str:
@@ -88,17 +89,17 @@ class AccountService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "account.create": self.account_create,
-            "account.show": self.account_show,
-            "account.list": self.account_list,
-            "account.recover": self.account_recover,
-            "account.history": self.account_history,
+            "account.create": api.ACCOUNT_CREATE.bind(self.account_create),
+            "account.show": api.ACCOUNT_SHOW.bind(self.account_show),
+            "account.list": api.ACCOUNT_LIST.bind(self.account_list),
+            "account.recover": api.ACCOUNT_RECOVER.bind(self.account_recover),
+            "account.history": api.ACCOUNT_HISTORY.bind(self.account_history),
         }
 
-    async def account_create(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_create(self, params: api.NameParams) -> api.Created:
         if self.ctx.account() is not None:
             raise RpcFailure(control.USAGE, "this device already belongs to an account")
-        name = str(params["name"])
+        name = params["name"]
         recovery = RecoveryKey(os.urandom(32))
         device_name = self.ctx.device_name
         try:
@@ -126,14 +127,14 @@ class AccountService:
             "recovery_key": recovery.to_paper(),
         }
 
-    async def account_show(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_show(self, params: api.AccountParams) -> api.AccountStateDoc:
         account = self.ctx.resolve_account(params.get("account"))
         if account not in self.ctx.ledger.accounts:
             raise RpcFailure(control.USAGE, f"account {account.hex()} is not known here")
         return state_json(self.ctx.ledger.state(account))
 
-    async def account_list(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = []
+    async def account_list(self, params: Empty) -> api.AccountList:
+        out: list[api.AccountSummary] = []
         for account in sorted(self.ctx.ledger.accounts):
             s = self.ctx.ledger.state(account)
             out.append(
@@ -147,8 +148,8 @@ class AccountService:
             )
         return {"accounts": out}
 
-    async def account_recover(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def account_recover(self, params: api.RecoverParams) -> api.Recovered:
+        account = self.ctx.resolve_account(params["account"])
         if account not in self.ctx.ledger.accounts:
             raise RpcFailure(
                 control.USAGE,
@@ -156,7 +157,7 @@ class AccountService:
                 "connect it to the network and wait for it to sync",
             )
         try:
-            recovery = RecoveryKey.from_paper(str(params["recovery_key"]))
+            recovery = RecoveryKey.from_paper(params["recovery_key"])
         except (ChecksumError, DecodeError) as exc:
             raise RpcFailure(control.USAGE, f"recovery key: {exc}") from exc
         state = self.ctx.ledger.state(account)
@@ -196,7 +197,7 @@ class AccountService:
             "account": state_json(self.ctx.ledger.state(account)),
         }
 
-    async def account_history(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_history(self, params: api.AccountParams) -> api.History:
         ref = params.get("account")
         account = self.ctx.resolve_account(ref) if ref else self.ctx.own_account()
         log = self.ctx.ledger.log(account)

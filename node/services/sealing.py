@@ -1,4 +1,4 @@
-"""Sealing on a node (PROTOCOL.md §15.3, §15.21): one envelope with the
+"""Sealing on a node (PROTOCOL.md §15.3, §15.22): one envelope with the
 rows that must be written in its transaction (the counter it used, the
 sessions it advanced, sticky marks), and the copy of a text for the
 sender's own other devices, in an envelope of its own.
@@ -89,7 +89,9 @@ def own_copy(
     me = ctx.device.sign_public
     if not any(d.status is DeviceStatus.ACTIVE and d.sign_public != me for d in my_state.devices):
         return None
-    copy = SentCopy(original.recipient_account, original.message_id, text)
+    # the original's proof rides along: the other devices' history then
+    # relays this text as proven by its signature (§15.4)
+    copy = SentCopy(original.recipient_account, original.message_id, text, original.proof)
     try:
         return seal_counted(ctx, sessions, store, my_state, my_state, copy, timestamp=timestamp)
     except UsageError as exc:  # no own device reachable: the original still goes
@@ -99,7 +101,7 @@ def own_copy(
 
 def copy_message(opened: OpenedEnvelope, copy: SentCopy, own: bytes, now: int) -> NewMessage:
     """The text another device of this account sent, as this device stores
-    it: outgoing, under the original's message id (§15.21)."""
+    it: outgoing, under the original's message id (§15.22)."""
     return NewMessage(
         message_id=copy.message_id,
         peer=copy.recipient_account,
@@ -110,4 +112,5 @@ def copy_message(opened: OpenedEnvelope, copy: SentCopy, own: bytes, now: int) -
         stored_ms=now,
         kind=KIND_TEXT,
         text=copy.content.text,
+        proof=copy.proof,
     )

@@ -61,13 +61,14 @@ class MemoryPrekeyFile:
 class Outgoing:
     sessions: SendSessions
     before: SessionBook
+    store: SessionStore
     #: sticky marks to write with the message
     rows: list[Statement] = field(default_factory=list)
 
     def statements(self, after: SessionBook | None) -> list[Statement]:
         if after is None:
             return list(self.rows)
-        return [*self.rows, *SessionStore.statements(self.before, after)]
+        return [*self.rows, *self.store.statements(self.before, after)]
 
 
 class SessionService:
@@ -111,7 +112,9 @@ class SessionService:
         current = {(s.account_id, d.sign_public): d.enc_public for s in states for d in s.devices}
         # a session under a replaced key ends now (§19.11)
         book = before.keep_only(lambda p: current.get((p.account, p.device)) == p.ik)
-        return Outgoing(SendSessions(book, reach, self.prekeys.published()), before, rows)
+        return Outgoing(
+            SendSessions(book, reach, self.prekeys.published()), before, self.store, rows
+        )
 
     def record_seen(self, record: SignedDeviceRecord) -> None:
         """Remember a device that advertises scheme 2, with its signed prekey
@@ -146,7 +149,7 @@ class SessionService:
         if opened.prekeys is not None:
             self.prekeys.commit(opened.prekeys)
         return [
-            *SessionStore.statements(read[-1], opened.book),
+            *self.store.statements(read[-1], opened.book),
             # it speaks scheme 2: sticky from now on (§15.9)
             SessionStore.seen_statement(opened.sender_account, opened.sender_device),
         ]

@@ -5,7 +5,8 @@ speak wrap scheme 2 (PROTOCOL.md §19.11, §19.13, §15.9).
   peer (account, device, identity key), ``used`` (the book's sequence
   number when it last opened a message or was made: the least recently
   used goes first, §19.11) and ``state``, the ratchet state as
-  ``encode_state_blob`` writes it.
+  ``encode_state_blob`` writes it: sealed at rest under the storage key
+  and bound to the session id (§15.21).
 * ``session_seq``: the book's sequence number, one row.
 * ``scheme2_devices``: every device this node has seen advertise
   ``WRAP_SCHEME_2`` (in a record, or by sending a scheme-2 wrap): sticky,
@@ -27,12 +28,13 @@ from protocol.messaging.ratchet import SessionState, decode_state, encode_state
 from protocol.messaging.sessions import MAX_SESSIONS, SessionBook, SessionEntry
 from protocol.messaging.x3dh import Party
 
+from .at_rest import RowCipher, row_key
 from .db import Step
 
 if TYPE_CHECKING:
     from .db import Database, Statement
 
-SCHEMA_V10: list[Step] = [
+SCHEMA_V12: list[Step] = [
     """CREATE TABLE IF NOT EXISTS sessions (
            session_id BLOB PRIMARY KEY,
            peer_account BLOB NOT NULL,
@@ -53,13 +55,13 @@ SCHEMA_V10: list[Step] = [
 
 
 # The one pair that turns a session's state into its stored blob and back:
-# at-rest encryption of stored rows goes here, and nowhere else.
-def encode_state_blob(state: SessionState) -> bytes:
-    return encode_state(state)
+# the ratchet's secrets, sealed at rest to the session's row (§15.21).
+def encode_state_blob(cipher: RowCipher, session_id: bytes, state: SessionState) -> bytes:
+    return cipher.seal("sessions", "state", row_key(session_id), encode_state(state))
 
 
-def decode_state_blob(blob: bytes) -> SessionState:
-    return decode_state(blob)
+def decode_state_blob(cipher: RowCipher, session_id: bytes, blob: object) -> SessionState:
+    return decode_state(cipher.open("sessions", "state", row_key(session_id), blob))
 
 
 PeerKey = tuple[bytes, bytes]
@@ -68,6 +70,7 @@ PeerKey = tuple[bytes, bytes]
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     def _seq(self) -> int:
         row = self.db.query_one("SELECT seq FROM session_seq WHERE id=1")
@@ -82,7 +85,7 @@ class SessionStore:
                 "WHERE peer_account=? AND peer_device=?",
                 (account, device),
             ):
-                state = decode_state_blob(bytes(blob))
+                state = decode_state_blob(self.cipher, bytes(sid), blob)
                 entries[bytes(sid)] = SessionEntry(Party(account, device, bytes(ik)), state, used)
         return SessionBook(entries, self._seq())
 
@@ -96,8 +99,7 @@ class SessionStore:
             return self.book_of([(bytes(row[0]), bytes(row[1]))])
         return self.book_of([initiator] if initiator is not None else [])
 
-    @staticmethod
-    def statements(before: SessionBook, after: SessionBook) -> list[Statement]:
+    def statements(self, before: SessionBook, after: SessionBook) -> list[Statement]:
         """What to write for ``after`` (a book ``book_of`` read as ``before``,
         advanced): changed and new rows, ended ones deleted, the sequence,
         and the oldest beyond ``MAX_SESSIONS`` in all (§19.11)."""
@@ -118,7 +120,7 @@ class SessionStore:
                         e.peer.device,
                         e.peer.ik,
                         e.used,
-                        encode_state_blob(e.state),
+                        encode_state_blob(self.cipher, sid, e.state),
                     ),
                 )
             )

@@ -25,7 +25,7 @@ replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
 ``seal`` wraps the content key for every ACTIVE device of the recipient
 account only (``only_devices`` narrows that, for a history bundle to a
 newly approved device); the sender's other devices get a ``SentCopy`` in
-an envelope to their own account (§15.21), so the header never names them.  Sending to
+an envelope to their own account (§15.22), so the header never names them.  Sending to
 a DISPUTED or COMPROMISED account raises ``RecipientDisputedError`` unless
 ``force``.  ``open_envelope`` raises an ``InvalidInput`` subclass for
 everything wrong and leaves ``guard`` untouched then; a difference of views
@@ -75,9 +75,9 @@ from protocol.messaging.content import (
     MAX_CONTENT_BYTES,
     MESSAGE_ID_BYTES,
     Content,
-    ContentKind,
     ContentRange,
     HistoryBundle,
+    HistoryProof,
     ReplayKey,
     ReplayState,
     content_range,
@@ -226,6 +226,8 @@ class SealedEnvelope:
     #: scheme-2 devices that got no wrap: no session and no signed prekey
     #: known for them (never a scheme-1 wrap instead, §15.9)
     unreachable: tuple[bytes, ...] = ()
+    #: what a history entry of this message carries to prove its sender (§15.4)
+    proof: HistoryProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,8 @@ class OpenedEnvelope:
     book: SessionBook | None = None
     prekeys: PrekeyStore | None = None
     session_id: bytes | None = None
+    #: what a history entry of this message carries to prove its sender (§15.4)
+    proof: HistoryProof | None = None
 
     @property
     def diverged(self) -> tuple[bytes, ...]:
@@ -356,7 +360,7 @@ def seal(
     # Only ACTIVE devices of the recipient account, read from the caller's
     # own replica: never a revoked, void or unknown key (S6), and never the
     # sender's own devices, which would name the sender (§15.1): they get a
-    # copy in an envelope of their own (``SentCopy``, §15.21).
+    # copy in an envelope of their own (``SentCopy``, §15.22).
     targets: dict[bytes, bytes] = {}
     for d in recipient_state.devices:
         if d.status is DeviceStatus.ACTIVE and d.sign_public != sender.sign_public:
@@ -395,7 +399,7 @@ def seal(
         wraps.append(Wrap(dev, WRAP_SCHEME_2, x, data))
     if wraps and only_devices is None and recipient_state.account_id == sender_state.account_id:
         # to its own account: a decoy for the sending device too, so that the
-        # header lists every device and none stands out as the sender (§15.21)
+        # header lists every device and none stands out as the sender (§15.22)
         prekey = None if sessions is None else sessions.self_prekey
         wraps.append(Wrap(*decoy_wrap(sender, prekey, [(w.scheme, w.data) for w in wraps], seed)))
         wraps.sort(key=lambda w: w.device)
@@ -426,6 +430,15 @@ def seal(
         ]
     )
     signature = sender.sign(_signed_message(header_raw, inner))
+    proof = HistoryProof(
+        crypto.hash32(D_ENV_HEADER, header_raw),
+        counter,
+        tuple(
+            (len(st.heads), tuple(st.heads[:MAX_VIEW_HEADS]))
+            for st in (sender_state, recipient_state)[: len(views)]
+        ),
+        signature,
+    )
     plaintext = padded_plaintext(inner, signature)  # to its size bucket (§15.3 step 7)
     # Nonce from the seed and the plaintext: a reused seed cannot reuse a
     # (key, nonce) pair for two different plaintexts (§15.3).
@@ -443,6 +456,7 @@ def seal(
         tuple(w.device for w in wraps if w.device != sender.sign_public),
         book,
         tuple(unreachable),
+        proof,
     )
 
 
@@ -641,7 +655,7 @@ def open_envelope(
             )
 
     content = decode_content(kind, body)
-    if kind == ContentKind.HISTORY and not same_account:
+    if isinstance(content, HistoryBundle) and not same_account:  # kinds 3 and 4
         raise UnauthorisedError("history comes only from a device of one's own account")
     if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
         # known or not: a contact cannot write into this account's own sync (§15.4)
@@ -677,6 +691,9 @@ def open_envelope(
         book=None if opened2 is None else opened2.book,
         prekeys=None if opened2 is None else opened2.store,
         session_id=None if opened2 is None else opened2.session_id,
+        proof=HistoryProof(
+            crypto.hash32(D_ENV_HEADER, header.raw), counter, tuple(parsed_views), signature
+        ),
     )
 
 

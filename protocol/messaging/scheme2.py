@@ -45,7 +45,7 @@ from protocol.messaging.sessions import SessionBook
 from protocol.messaging.x3dh import Bundle, Party
 
 WRAP_SCHEME_2 = wrap2.WRAP_SCHEME_2
-#: derives a decoy wrap's bytes from the envelope's seed (§15.21)
+#: derives a decoy wrap's bytes from the envelope's seed (§15.22)
 D_DECOY = b"smu/envelope-decoy/v1\x00"
 
 
@@ -71,7 +71,7 @@ class SendSessions:
     #: device (Ed25519 key) -> how to reach it; devices not named: scheme 1
     reach: Mapping[bytes, Reach2] = field(default_factory=dict)
     #: the sending device's own current signed prekey: the key field of its
-    #: decoy wrap in envelopes to its own account (§15.21)
+    #: decoy wrap in envelopes to its own account (§15.22)
     self_prekey: bytes | None = None
 
 
@@ -158,7 +158,7 @@ def decoy_wrap(
     seed: bytes,
 ) -> tuple[bytes, int, bytes, bytes]:
     """A wrap for the sending device in an envelope to its own account
-    (§15.21): shaped as the other wraps are (their most common scheme and
+    (§15.22): shaped as the other wraps are (their most common scheme and
     data length; the key field the device's signed prekey, or for scheme 1
     its encryption key, as a sender would use), its data random bytes from
     the seed.  Nothing opens it; no observer tells it from a real one."""

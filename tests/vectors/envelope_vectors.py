@@ -6,13 +6,15 @@ Two accounts are built from events (recorded as hex, in a valid delivery
 order): alice with devices ``a1`` and ``a2``, bob with ``b1``.  ``a1``
 seals to bob: the content key is wrapped for ``b1`` only (the header names
 the recipient's devices only, §15.1); ``a2`` gets the text's copy
-(``SentCopy``, §15.21) in an envelope to alice's own account, in which a
+(``SentCopy``, §15.22) in an envelope to alice's own account, in which a
 decoy wrap stands in for ``a1``.  ``seal`` takes all its
 randomness from one 32-byte seed, so every envelope is reproduced byte for
 byte from the recorded inputs.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from protocol.core.canonical import decode
 from protocol.log import authoring
@@ -21,6 +23,8 @@ from protocol.log.ledger import IngestStatus, Ledger
 from protocol.messaging import envelope as env
 from protocol.messaging.content import (
     Content,
+    HistoryBundle,
+    HistoryEntry,
     Receipt,
     ReceiptStatus,
     ReplayError,
@@ -29,6 +33,7 @@ from protocol.messaging.content import (
     Text,
     encode_content,
 )
+from protocol.messaging.history import EntryVerdict, check_entry, inner_of, signed_message
 
 from ._common import (
     FORMAT_NOTE,
@@ -111,10 +116,70 @@ def _opened(ledger: Ledger, raw: bytes, account: bytes, reader: str) -> env.Open
     )
 
 
+def _copy_raw(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelope) -> bytes:
+    """The text's copy for a2 exactly as the copy case seals it."""
+    copy = SentCopy(bob, sealed.message_id, Text("hello bob \U0001f44b"), sealed.proof)
+    name = "the text's copy for the sender's other device"
+    return _seal(ledger, alice, alice, copy, 1, name)[0].raw
+
+
 def _flip(raw: bytes, at: int) -> bytes:
     out = bytearray(raw)
     out[at] ^= 0x01
     return bytes(out)
+
+
+def _history(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelope) -> Json:
+    """A history bundle a2 would relay to a new device of alice (§15.4):
+    the text a1 sealed to bob, with the proof a2 received in the text's copy
+    (§15.22: the original's), and the same entry with its text changed (the
+    proof no longer holds)."""
+    copy = _opened(ledger, _copy_raw(ledger, alice, bob, sealed), alice, "a2")
+    assert isinstance(copy.content, SentCopy) and copy.content.proof is not None
+    entry = HistoryEntry(
+        bob,
+        copy.content.message_id,
+        copy.sender_account,
+        copy.sender_device,
+        copy.timestamp,
+        copy.content.content,
+        copy.content.proof,
+    )
+    proof = entry.proof
+    assert proof is not None
+    bare = dataclasses.replace(entry, content=Text("unproven"), proof=None)
+    kind, body = encode_content(HistoryBundle(0, 1, (entry, bare)))
+    forged = dataclasses.replace(entry, content=Text("hello bob, send money"))
+    verdicts = {
+        "genuine": check_entry(entry, alice, env.ledger_lookup(ledger), ledger.has),
+        "forged": check_entry(forged, alice, env.ledger_lookup(ledger), ledger.has),
+    }
+    assert verdicts["genuine"].verdict is EntryVerdict.VERIFIED
+    assert verdicts["forged"].verdict is EntryVerdict.FORGED
+    return {
+        "note": "content kind 4: the first entry is the text above (a1 to bob) with the "
+        "proof a2 received in its copy, the second an entry without a proof ([]). "
+        "'inner' is the envelope's inner rebuilt from the entry's claims and its proof, "
+        "'signed' what a1 signed over it (D_ENV_SIG || header_hash || H(D_ENV_INNER, "
+        "inner)). Checked by alice's device against the ledger of 'events': the genuine "
+        "entry is 'verified', the second 'unproven', and 'forged_text' in place of the "
+        "first entry's text 'forged'.",
+        "receiving_account": alice.hex(),
+        "content_kind": kind,
+        "content_body": body.hex(),
+        "value": to_tagged(decode(body, len(body))),
+        "proof": {
+            "header_hash": proof.header_hash.hex(),
+            "counter": proof.counter,
+            "views": [[c, [h.hex() for h in heads]] for c, heads in proof.views],
+            "signature": proof.signature.hex(),
+        },
+        "inner": inner_of(entry, proof).hex(),
+        "signed": signed_message(entry, proof).hex(),
+        "verdicts": ["verified", "unproven"],
+        "forged_text": "hello bob, send money",
+        "forged_verdict": verdicts["forged"].verdict.value,
+    }
 
 
 def build() -> dict[str, Json]:
@@ -130,8 +195,8 @@ def build() -> dict[str, Json]:
         sealed, timestamp, seed = _seal(ledger, alice, to, content, counter, name)
         if sealed_text is None:
             sealed_text = sealed
-            # the text's copy for a2, on alice's own stream (§15.21)
-            copy = SentCopy(bob, sealed.message_id, text)
+            # the text's copy for a2, on alice's own stream (§15.22)
+            copy = SentCopy(bob, sealed.message_id, text, sealed.proof)
             contents.append(("the text's copy for the sender's other device", copy, 1, alice))
         kind, body = encode_content(content)
         readers = []
@@ -220,7 +285,8 @@ def build() -> dict[str, Json]:
         "seed) == hex, and open_envelope as each 'opened_by' device (with an empty "
         "replay state) gives exactly its fields. 'refused': open_envelope as 'reader' "
         "raises 'error'. 'delivery': frames of /smu/message/1 (§15.14); "
-        "'delivery_rejected': decode_delivery raises 'error'.",
+        "'delivery_rejected': decode_delivery raises 'error'. 'history': a history "
+        "bundle whose entries prove their senders (§15.4 History proofs).",
         "format": FORMAT_NOTE,
         "params": params_json(),
         "devices": {d: device_json(label) for d, label in DEVICES.items()},
@@ -236,4 +302,5 @@ def build() -> dict[str, Json]:
         },
         "delivery": delivery,
         "delivery_rejected": delivery_rejected,
+        "history": _history(ledger, alice, bob, sealed_text),
     }
