@@ -14,6 +14,18 @@ AEAD; one Ed25519 signature; one content AEAD; per opening one X25519
 multiplication, two AEAD decryptions and one Ed25519 verification), timed
 in the same run: ``crypto_ratio = raw_libsodium_seconds / envelope_seconds``.
 
+Part 3, in process, back to back in the same run: the crypto of one
+message to the same 3-device recipient with wrap scheme 2 (PROTOCOL.md
+§19.13) beside scheme 1, ``scheme2_ratio = scheme-2 seconds / scheme-1
+seconds`` (target <= 2), once for a one-way stream (each session past its
+set-up: the symmetric ratchet only) and once for a conversation (every
+timed message follows an untimed reply from each recipient device, so each
+timed open starts a new receiving chain: the DH ratchet step, the worst
+case of the receiving side).  Separately: the own-account copy of a text
+(§15.22: a second seal, to the sender's other device, and its open), and
+the set-up of a session (a first message that sets up with each of the 3
+devices, per device pair).
+
     .venv/bin/python bench/messaging.py [--latency 100] [--burst 300]
 """
 
@@ -34,8 +46,12 @@ import nacl.bindings as sodium
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.netdemo import Demo, DemoNode, link_devices
-from protocol.messaging.content import ReplayGuard, Text
+from protocol.messaging.content import ReplayGuard, SentCopy, Text
 from protocol.messaging.envelope import ledger_lookup, open_envelope, seal
+from protocol.messaging.prekeys import PrekeyStore
+from protocol.messaging.ratchet import x25519_public
+from protocol.messaging.scheme2 import Reach2, ReceiveSessions, SendSessions
+from protocol.messaging.sessions import SessionBook
 from tests.conftest import FAST, History
 
 
@@ -97,6 +113,122 @@ def crypto_part(n: int) -> dict[str, float]:
     }
 
 
+class _Scheme2World:
+    """alice (d0 sends, d1 gets the copies), bob (d0, d1, d2), every device
+    with a signed prekey, a session book and a replay guard."""
+
+    def __init__(self) -> None:
+        self.alice, self.bob = History(name="alice"), History(name="bob")
+        self.alice.add("a1", "d0", "d1", ["g"])
+        self.bob.add("b1", "d0", "d1", ["g"])
+        self.bob.add("b2", "d0", "d2", ["b1"])
+        self.ledger = self.alice.ledger()
+        for label in ("g", "b1", "b2"):
+            self.ledger.ingest(self.bob.events[label].raw)
+        self.lookup = ledger_lookup(self.ledger)
+        self.devs = [(self.alice, "d0"), (self.alice, "d1")]
+        self.devs += [(self.bob, k) for k in ("d0", "d1", "d2")]
+        self.stores, self.reach = {}, {}
+        for i, (h, k) in enumerate(self.devs):
+            secret = os.urandom(32)
+            self.stores[h.keys[k].sign_public] = PrekeyStore().with_signed(i + 1, secret, 0)
+            self.reach[h.keys[k].sign_public] = Reach2(i + 1, x25519_public(secret), True)
+        self.reset()
+
+    def reset(self) -> None:
+        self.books = {h.keys[k].sign_public: SessionBook() for h, k in self.devs}
+        self.guards = {h.keys[k].sign_public: ReplayGuard() for h, k in self.devs}
+        self.counter = 0
+
+    def send(self, sender: tuple[History, str], to: History, content: object, s2: bool) -> bytes:
+        h, k = sender
+        me = h.keys[k]
+        self.counter += 1
+        env = seal(
+            FAST, me, self.ledger.state(h.account), self.ledger.state(to.account),
+            content,  # type: ignore[arg-type]
+            counter=self.counter, timestamp=1_750_000_000_000, seed=os.urandom(32),
+            sessions=SendSessions(self.books[me.sign_public], self.reach if s2 else {}),
+        )  # fmt: skip
+        assert env.book is not None
+        self.books[me.sign_public] = env.book
+        for oh, ok in self.devs:
+            dev = oh.keys[ok]
+            if dev.sign_public in env.wrapped_for:
+                self.open(dev, to.account, env.raw)
+        return env.raw
+
+    def open(self, dev: object, account: bytes, raw: bytes) -> None:
+        key = dev.sign_public  # type: ignore[attr-defined]
+        book = self.books[key]
+        inputs = ReceiveSessions(lambda sid, who: book, self.stores[key], 1, os.urandom(32))
+        opened = open_envelope(
+            FAST,
+            raw,
+            account,
+            dev,
+            self.lookup,
+            self.guards[key],
+            inputs,  # type: ignore[arg-type]
+        )
+        if opened.book is not None:
+            self.books[key] = opened.book
+
+
+def scheme2_part(n: int) -> dict[str, float]:
+    w = _Scheme2World()
+    a0, bob_devs = (w.alice, "d0"), [(w.bob, k) for k in ("d0", "d1", "d2")]
+    text = Text("x" * 200)
+
+    def timed(s2: bool, replies: bool) -> float:
+        w.reset()
+        w.send(a0, w.bob, text, s2)  # set-ups (scheme 2), untimed
+        for d in bob_devs:
+            w.send(d, w.alice, text, s2)  # one round trip: past the set-up
+        total = 0.0
+        for _ in range(n):
+            if replies:
+                for d in bob_devs:
+                    w.send(d, w.alice, text, s2)
+            start = time.perf_counter()
+            w.send(a0, w.bob, text, s2)
+            total += time.perf_counter() - start
+        return total
+
+    one1, one2 = timed(False, False), timed(True, False)
+    conv1, conv2 = timed(False, True), timed(True, True)
+    # the own-account copy: a second seal, to alice's d1, and its open
+    copy = SentCopy(w.bob.account, bytes(16), text)
+    w.reset()
+    w.send(a0, w.alice, copy, True)
+    w.send((w.alice, "d1"), w.alice, copy, True)
+    start = time.perf_counter()
+    for _ in range(n):
+        w.send(a0, w.alice, copy, True)
+    copies = time.perf_counter() - start
+    # set-up: the first message to the 3 devices, from empty books
+    setups = 0.0
+    rounds = max(1, n // 10)
+    for _ in range(rounds):
+        w.reset()
+        start = time.perf_counter()
+        w.send(a0, w.bob, text, True)
+        setups += time.perf_counter() - start
+    return {
+        "scheme2_messages": n,
+        "scheme1_ms_per_message": round(1000 * one1 / n, 3),
+        "scheme2_ms_per_message": round(1000 * one2 / n, 3),
+        "scheme2_ratio": round(one2 / one1, 3),
+        "scheme1_conversation_ms_per_message": round(1000 * conv1 / n, 3),
+        "scheme2_conversation_ms_per_message": round(1000 * conv2 / n, 3),
+        "scheme2_conversation_ratio": round(conv2 / conv1, 3),
+        "own_copy_ms_per_message": round(1000 * copies / n, 3),
+        "own_copy_ratio_to_scheme1_message": round(copies / one1, 3),
+        "setup_first_message_ms": round(1000 * setups / rounds, 3),
+        "setup_ms_per_device_pair": round(1000 * (setups / rounds - one2 / n) / 3, 3),
+    }
+
+
 def wait_delivered(sender: DemoNode, ids: list[str], devices: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     pending = set(ids)
@@ -123,12 +255,16 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
         alice, b1, b2, b3 = d.nodes
         for x in (b1, b2, b3):
             d.connect(alice, x)
-        alice.client.call("account.create", name="alice")
+        me = alice.client.call("account.create", name="alice")
         bob = b1.client.call("account.create", name="bob")
         link_devices(d, b1, b2, "bob2")
         link_devices(d, b1, b3, "bob3")
         d.wait_converged(d.nodes)
         alice.client.call("contact.add", ref=bob["account_id"], name="bob")
+        # bob's devices take alice as a contact: otherwise her texts are
+        # message requests, capped at 10 per sender (PROTOCOL.md §15.14)
+        for x in (b1, b2, b3):
+            x.client.call("contact.add", ref=me["account_id"], name="alice")
         first = alice.client.call("message.send", contact="bob", text="warm-up")
         wait_delivered(alice, [first["message_id"]], 3, 60)  # device records have spread
         latencies = []
@@ -172,6 +308,14 @@ def main() -> int:
         f"libsodium ÷ ours = {c['crypto_ratio']}",
         flush=True,
     )
+    s2 = scheme2_part(args.crypto)
+    print(
+        f"scheme 2 ÷ scheme 1, 3 devices: {s2['scheme2_ratio']} one-way, "
+        f"{s2['scheme2_conversation_ratio']} in a conversation; own copy "
+        f"{s2['own_copy_ms_per_message']} ms; set-up {s2['setup_ms_per_device_pair']} ms "
+        "per device pair",
+        flush=True,
+    )
     n = network_part(args.latency, args.burst)
     print(
         f"loopback, 3 recipient devices: p50 {n['latency_p50_ms']} ms, p99 "
@@ -180,7 +324,14 @@ def main() -> int:
     )
     print(
         json.dumps(
-            {"benchmark": "messaging", **c, **n, "recipient_devices": 3, "cpus": os.cpu_count()}
+            {
+                "benchmark": "messaging",
+                **c,
+                **s2,
+                **n,
+                "recipient_devices": 3,
+                "cpus": os.cpu_count(),
+            }
         )
     )
     return 0

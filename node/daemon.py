@@ -34,7 +34,7 @@ from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
 from protocol.messaging.tokens import TokenSigner
-from protocol.records.device import RecordBook, make_record, text_ok
+from protocol.records.device import Capability, RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
@@ -49,6 +49,7 @@ from .errors import NodeUsageError, StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
+from .prekeys import PrekeyKeeper
 from .push import PushService
 from .reach import REACH_PROTOCOL, ReachService
 from .relay import (
@@ -328,6 +329,7 @@ class Daemon:
             contact_changes=contacts.contact_docs,
             tokens=self.tokens,
             sync=self.sync,
+            prekeys=PrekeyKeeper(self.datadir),
         )
         self.tokens.send = self.messages.queue_tokens
         self.sync.send = self.messages.queue_sync
@@ -369,7 +371,7 @@ class Daemon:
         self.mailbox.on_deposit = self.push.deposited
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
-        self.replication.on_record = self.messages.wake
+        self.replication.on_record = self.messages.record_arrived
         self.links.on_changed = self._links_changed
         self.node_service = NodeService(
             self,
@@ -489,6 +491,8 @@ class Daemon:
             await trio.sleep(DISK_CHECK_SECONDS)
 
     def _delivered(self, note: dict[str, object]) -> None:
+        # a device revoked or re-keyed: its sessions end at once (§19.11)
+        self.messages.sessions.log_changed(bytes.fromhex(str(note["account"])))
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
@@ -743,12 +747,13 @@ class Daemon:
         # only what a v2 record may carry (PROTOCOL.md §16): one odd address
         # must not keep the whole record from being published
         addrs = tuple(a for a in self.advertised_addrs() if text_ok(a))[:8]
+        now_ms = int(time.time() * 1000)
         try:
             record = make_record(
                 self._params,
                 account_id,
                 self.secrets.device,
-                timestamp=int(time.time() * 1000),
+                timestamp=now_ms,
                 lifetime_ms=RECORD_LIFETIME_MS,
                 peer_ids=(self._peer_id,),
                 addrs=addrs,
@@ -756,6 +761,9 @@ class Daemon:
                     (grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants
                 ),
                 relays=tuple(r for r in self.reach.advertised.relays if text_ok(r))[:4],
+                # rotated when due, on disk before the record names it (§19.3)
+                signed_prekey=self.messages.sessions.prekeys.current(now_ms),
+                capabilities=(int(Capability.WRAP_SCHEME_2),),
             )
             self.replication.driver.call(
                 lambda now: self.replication.replicator.publish_record(record.raw, now)

@@ -6,6 +6,8 @@ Layout, all inside one directory of mode 0700:
     keys.json       device and node secrets and the storage key, mode 0600;
                     with a passphrase they are sealed with SecretBox under an
                     Argon2id key
+    prekeys.json    the device's signed prekey secrets (PROTOCOL.md §19.3),
+                    mode 0600, sealed under the same key as keys.json
     events.sqlite   the event store (node/storage.py)
     control.sock    the control API (node/control.py)
     web.key         the web app's key, mode 0600 (node/web/auth.py)
@@ -36,6 +38,8 @@ from protocol.core.keys import DeviceKeys
 from .errors import NodeUsageError
 
 KEYS_FILE = "keys.json"
+#: the device's prekey secrets (PROTOCOL.md §19.3), protected as keys.json
+PREKEYS_FILE = "prekeys.json"
 CONFIG_FILE = "config.json"
 DB_FILE = "events.sqlite"
 SOCKET_FILE = "control.sock"
@@ -118,6 +122,9 @@ class Secrets:
 class DataDir:
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: keys.json's SecretBox key and KDF parameters once the secrets are
+        #: loaded with a passphrase: prekeys.json is sealed under them too
+        self._box: tuple[bytes, dict[str, object]] | None = None
 
     @property
     def keys_path(self) -> Path:
@@ -205,13 +212,45 @@ class DataDir:
                 memlimit=mem,
             )
             box = nacl.secret.SecretBox(key).encrypt(plain)
-            doc = {
-                "version": 1,
-                "encrypted": True,
-                "kdf": {"alg": "argon2id13", "salt": salt.hex(), "opslimit": ops, "memlimit": mem},
-                "box": bytes(box).hex(),
-            }
+            kdf = {"alg": "argon2id13", "salt": salt.hex(), "opslimit": ops, "memlimit": mem}
+            self._box = (key, kdf)
+            doc = {"version": 1, "encrypted": True, "kdf": kdf, "box": bytes(box).hex()}
         write_private(self.keys_path, json.dumps(doc, indent=1).encode())
+
+    @property
+    def prekeys_path(self) -> Path:
+        return self.path / PREKEYS_FILE
+
+    def save_prekeys(self, raw: bytes) -> None:
+        """Write the prekey store (``PrekeyStore.encode``) as keys.json is
+        kept: 0600, sealed under the passphrase's key if it has one."""
+        doc: dict[str, object]
+        if self.is_encrypted():
+            if self._box is None:
+                raise NodeUsageError("load the secrets with the passphrase first")
+            key, kdf = self._box
+            box = nacl.secret.SecretBox(key).encrypt(raw)
+            doc = {"version": 1, "encrypted": True, "kdf": kdf, "box": bytes(box).hex()}
+        else:
+            doc = {"version": 1, "encrypted": False, "store": raw.hex()}
+        write_private(self.prekeys_path, json.dumps(doc).encode())
+
+    def load_prekeys(self) -> bytes | None:
+        """The stored prekey store's bytes, or None if there is none yet."""
+        if not self.prekeys_path.exists():
+            return None
+        mode = stat.S_IMODE(self.prekeys_path.stat().st_mode)
+        if mode & 0o077:
+            raise NodeUsageError(f"{self.prekeys_path} is readable by others: chmod 600 it")
+        doc = json.loads(self.prekeys_path.read_text())
+        if not doc.get("encrypted"):
+            return bytes.fromhex(str(doc["store"]))
+        if self._box is None:
+            raise NodeUsageError("load the secrets with the passphrase first")
+        try:
+            return bytes(nacl.secret.SecretBox(self._box[0]).decrypt(bytes.fromhex(doc["box"])))
+        except nacl.exceptions.CryptoError as exc:
+            raise NodeUsageError(f"{self.prekeys_path} does not open under the passphrase") from exc
 
     def is_encrypted(self) -> bool:
         return bool(self._read_keys_doc().get("encrypted"))
@@ -253,6 +292,7 @@ class DataDir:
             plain = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(str(doc["box"])))
         except nacl.exceptions.CryptoError as exc:
             raise NodeUsageError("wrong passphrase") from exc
+        self._box = (key, dict(kdf))
         return Secrets.from_json(json.loads(plain))
 
     def read_config(self) -> dict[str, object]:

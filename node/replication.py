@@ -22,6 +22,7 @@ import trio
 from protocol.links.policy import addresses_at
 from protocol.log.events import decode_event
 from protocol.log.ledger import IngestStatus, Ledger
+from protocol.records.device import SignedDeviceRecord
 from protocol.sync.replication import (
     Delivered,
     Disconnect,
@@ -80,7 +81,7 @@ class ReplicationService:
         #: told of every newly accepted event (control-API subscribers)
         self.on_delivered: Callable[[dict[str, object]], None] = lambda note: None
         #: a device record arrived: deliveries may have waited for it
-        self.on_record: Callable[[], None] = lambda: None
+        self.on_record: Callable[[SignedDeviceRecord], None] = lambda record: None
         links.on_closed.append(self._link_closed)
         #: False while the disk budget is full: frames wait unread, so their
         #: senders wait too (PROTOCOL.md §13.3)
@@ -241,7 +242,7 @@ class ReplicationService:
                     }
                 )
             elif isinstance(out, RecordAccepted):
-                self.on_record()
+                self.on_record(out.record)
             elif isinstance(out, PeersLearned):
                 self._vouch_for_sender(out)
                 self.links.learned(self._dialable_learned())

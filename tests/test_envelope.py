@@ -42,6 +42,7 @@ from protocol.messaging.content import (
     ReceiptStatus,
     ReplayError,
     ReplayGuard,
+    SentCopy,
     Text,
     UnknownContent,
     content_range,
@@ -60,6 +61,7 @@ from protocol.messaging.envelope import (
     peek,
     seal,
 )
+from protocol.messaging.padding import pad_length
 
 from .conftest import FAST, T0, History, device
 from .conftest import hypothesis_settings as _settings
@@ -133,12 +135,9 @@ def w() -> World:
 def test_round_trip_to_three_devices_and_own_sibling(w: World) -> None:
     env = w.send(Text("hi bob"))
     b, a = w.b.keys, w.a.keys
-    assert set(env.wrapped_for) == {
-        b["d0"].sign_public,
-        b["d1"].sign_public,
-        b["d2"].sign_public,
-        a["d1"].sign_public,
-    }
+    # the header names the recipient's devices only (§15.1): the sender's
+    # sibling gets a copy of its own (§15.22)
+    assert set(env.wrapped_for) == {b["d0"].sign_public, b["d1"].sign_public, b["d2"].sign_public}
     for dev in ("d0", "d1", "d2"):
         opened = w.open_bob(env.raw, dev)
         assert opened.content == Text("hi bob")
@@ -146,10 +145,19 @@ def test_round_trip_to_three_devices_and_own_sibling(w: World) -> None:
         assert opened.sender_device == a["d0"].sign_public
         assert opened.message_id == env.message_id
         assert opened.diverged == () and opened.missing_wraps == ()
-    assert w.open_alice(env.raw, "d1").content == Text("hi bob")
-    # the sending device has the plaintext: nothing is wrapped for it
+    copy = SentCopy(w.b.account, env.message_id, Text("hi bob"))
+    own = w.send(copy, recipient_state=w.la.state(w.a.account))
+    assert own.wrapped_for == (a["d1"].sign_public,) and own.message_id != env.message_id
+    assert w.open_alice(own.raw, "d1").content == copy
+    # the sending device has the plaintext: nothing is wrapped for it; in
+    # the copy a decoy stands in for it, so the header lists every device
     with pytest.raises(NotForThisDeviceError):
         w.open_alice(env.raw, "d0")
+    assert set(peek(own.raw, FAST).devices) == {a["d0"].sign_public, a["d1"].sign_public}
+    with pytest.raises(DecryptError):
+        w.open_alice(own.raw, "d0")
+    with pytest.raises(NotForThisDeviceError):
+        w.open_alice(env.raw, "d1")
     # same seed, same bytes: deterministic for simnet
     assert peek(env.raw, FAST).message_id == env.message_id
 
@@ -188,14 +196,28 @@ def test_sender_with_older_view_is_reported_not_refused(w: World) -> None:
 def test_receiver_with_older_view_reconciles_then_opens(w: World) -> None:
     w.a.add("a2", "d0", "d2", ["a1"])
     w.la.ingest(w.a.events["a2"].raw)
-    env = w.send()  # wraps for Alice's new d2, which Bob has never seen
-    with pytest.raises(UnauthorisedWrapError) as exc:
+    env = w.send(signer="d2")  # from Alice's new d2, which Bob has never seen
+    with pytest.raises(SenderNotActiveError) as exc:
         w.open_bob(env.raw)
     (alice_view,) = [v for v in exc.value.views if v.account == w.a.account]
     assert alice_view.foreign_heads == (w.a.events["a2"].id,)
     assert not w.lb.has(w.a.events["a2"].id)  # Bob is behind: fetch it
     w.lb.ingest(w.a.events["a2"].raw)  # the node fetched what the heads named
     assert w.open_bob(env.raw).diverged == ()
+
+
+def test_a_wrap_for_the_senders_own_device_is_refused(w: World) -> None:
+    """A header naming a device of the sender's account would name the
+    sender (§15.1): receivers refuse it, so no sender can leak that way."""
+    env = w.send(recipient_state=_with_devices(w.la.state(w.b.account), w.la.state(w.a.account)))
+    with pytest.raises(UnauthorisedWrapError):
+        w.open_bob(env.raw)
+
+
+def _with_devices(state: AccountState, other: AccountState) -> AccountState:
+    """``state`` claiming ``other``'s devices too (a sender that wraps for
+    its own devices in an envelope to another account)."""
+    return dataclasses.replace(state, devices=(*state.devices, *other.devices))
 
 
 def test_wrap_for_an_unauthorised_key_is_refused(w: World) -> None:
@@ -416,7 +438,8 @@ def test_receipts_travel_like_messages(w: World) -> None:
             FAST, env.raw, w.a.account, w.a.keys[dev], ledger_lookup(w.la), ReplayGuard()
         )
         assert opened.content == receipt and opened.sender_device == w.b.keys["d1"].sign_public
-    assert w.open_bob(env.raw, "d2").content == receipt  # Bob's own other devices
+    with pytest.raises(NotForThisDeviceError):  # Bob's own other devices: no wrap
+        w.open_bob(env.raw, "d2")
     with pytest.raises(UsageError):  # an empty receipt is refused when sealed
         seal(
             FAST,
@@ -545,7 +568,7 @@ def _inner_of(w: World, kind: int, body: bytes, views: Any = None) -> bytes:
     )
 
 
-def _seal_raw_inner(w: World, inner: bytes, resign: bool = True) -> bytes:
+def _seal_raw_inner(w: World, inner: bytes, resign: bool = True, pad: bytes | None = None) -> bytes:
     """An envelope from a malicious *sender*: valid crypto around any inner bytes."""
     seed = b"f" * 32
     ck = envmod._derive(seed, b"key", 32)
@@ -554,7 +577,8 @@ def _seal_raw_inner(w: World, inner: bytes, resign: bool = True) -> bytes:
     header = [1, FAST.suite, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
     hraw = encode_flat(header)
     sig = w.a.keys["d0"].sign(envmod._signed_message(hraw, inner)) if resign else bytes(64)
-    plain = encode_flat([inner, sig])
+    pad = bytes(pad_length(inner, sig)) if pad is None else pad
+    plain = encode_flat([inner, sig, pad])
     ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, hraw, bytes(24), ck)
     return encode_flat([*header, bytes(24), bytes(ct)])
 
@@ -639,11 +663,24 @@ def test_envelope_bytes_are_deterministic_and_pinned(w: World) -> None:
     """Same inputs, same bytes (simnet); a format change is never silent (§15.3)."""
     raw = w.send().raw
     assert raw == World().send().raw
-    assert len(raw) == 953
+    # 3 wraps of 152 bytes, the header, and a plaintext padded to 1,024 (§15.3 step 7)
+    assert len(raw) == 1590
     assert (
         hashlib.sha256(raw).hexdigest()
-        == "4a2f7af39a87635ad248b79a79bab0688300434f901db6d7b354c4118236a6d0"
+        == "771ec707e227dc2963bbb953d121fc2c1b3018c8b451f15de90e61076ae755ff"
     )
+
+
+def test_padding_is_canonical_and_checked(w: World) -> None:
+    ok = _inner_of(w, 1, encode_flat(["pad me"]))
+    assert w.open_bob(_seal_raw_inner(w, ok)).content == Text("pad me")
+    for pad in (b"", b"\x00", b"\x01" + bytes(pad_length(ok, bytes(64)) - 1)):
+        with pytest.raises(SchemaError):
+            w.open_bob(_seal_raw_inner(w, ok, pad=pad))
+    # every short text's envelope is one size, whatever its length
+    sizes = {len(w.send(Text("x" * n)).raw) for n in (0, 1, 100, 400)}
+    assert len(sizes) == 1
+    assert len(w.send(Text("x" * 5000)).raw) > max(sizes)
 
 
 # --------------------------------------------------------------------------
@@ -666,6 +703,7 @@ def test_content_ranges() -> None:
         ContentKind.HISTORY_V1: ContentRange.MESSAGES,
         ContentKind.HISTORY: ContentRange.MESSAGES,
         ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
+        ContentKind.SENT_COPY: ContentRange.ACCOUNT_SYNC,  # §15.22
         ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
     }
     for bad in (0, -1, True):
@@ -708,7 +746,9 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     wrap = envmod._make_wrap(seed, ck, d0.sign_public, d0.enc_public)
     header = [1, FAST.suite, FAST.network_id, w.b.account, bytes(16), [wrap.to_wire()]]
     hraw = encode_flat(header)
-    plain = encode_flat([inner, d1.sign(envmod._signed_message(hraw, inner))])
+    sig = d1.sign(envmod._signed_message(hraw, inner))
+    pad = bytes(pad_length(inner, sig))
+    plain = encode_flat([inner, sig, pad])
     ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, hraw, bytes(24), ck)
     return encode_flat([*header, bytes(24), bytes(ct)])
 
@@ -722,7 +762,15 @@ def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kin
     assert opened.content.range is content_range(kind)
 
 
-@pytest.mark.parametrize("kind", [33, 40, 47])
+def test_a_sent_copy_comes_only_from_ones_own_account(w: World) -> None:
+    copy = SentCopy(w.b.account, bytes(16), Text("forged"))
+    kind, body = encode_content(copy)
+    with pytest.raises(UnauthorisedError):
+        w.open_bob(_seal_raw_inner(w, _inner_of(w, kind, body)))
+    assert w.open_bob(_own_account_envelope(w, kind, body)).content == copy
+
+
+@pytest.mark.parametrize("kind", [34, 40, 47])
 def test_account_sync_comes_only_from_ones_own_account(w: World, kind: int) -> None:
     guard = ReplayGuard()
     with pytest.raises(UnauthorisedError):

@@ -216,7 +216,7 @@ def test_a_main_database_migrates_to_read_marks(tmp_path: Path) -> None:
     assert not v8.query("SELECT name FROM sqlite_master WHERE name='read_marks'")
     v8.conn.close()
     db = open_database(path, STORAGE_KEY)
-    assert SCHEMA_VERSION >= 9
+    assert SCHEMA_VERSION >= 9  # later migrations (sessions, copies) follow
     assert db.query("SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
     reads = ReadMarks(FakeCtx(), ReadStore(db), FakeSync())  # type: ignore[arg-type]
     assert unread(reads, BOB) == 1

@@ -250,7 +250,9 @@ def test_envelopes_sealed_byte_for_byte() -> None:
         )
         assert sealed.raw.hex() == case["hex"], case["name"]
         assert decode(sealed.raw, len(sealed.raw)) == from_tagged(case["value"])
-        assert bob == sealed.recipient_account
+        assert sealed.recipient_account == bytes.fromhex(case["recipient_account"])
+    # the header names the recipient's devices only (§15.1); the copy is alice's
+    assert {c["recipient_account"] for c in data["envelopes"]} == {alice.hex(), bob.hex()}
 
 
 def test_envelopes_opened_by_each_reader() -> None:

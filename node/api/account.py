@@ -127,6 +127,8 @@ class DeviceRecordDoc(TypedDict):
     addrs: list[str]
     mailboxes: Annotated[list[str], "mailbox peer ids"]
     expires_ms: int
+    capabilities: Annotated[list[int], "what the device speaks (§16.5; 1: wrap scheme 2)"]
+    signed_prekey_id: Annotated[int | None, "the record's signed prekey (§19.3), if any"]
 
 
 class Records(TypedDict):

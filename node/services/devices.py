@@ -159,6 +159,10 @@ class DeviceService:
                         decode_grant(g, self.ctx.params).mailbox_peer for g, _ in r.mailboxes
                     ],
                     "expires_ms": r.expires,
+                    "capabilities": list(r.capabilities),
+                    "signed_prekey_id": None
+                    if r.signed_prekey is None
+                    else r.signed_prekey.prekey_id,
                 }
             )
         return {"records": out}

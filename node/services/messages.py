@@ -14,14 +14,16 @@ Texts from accounts that are not contacts are message requests, capped and
 expiring (``requests.py``).  Receipts are signed and encrypted like messages,
 and go to contacts only.  Every outbox row ends: delivered, failed, or
 expired after its kind's lifetime (``DeliveryPolicy``).  A device linked
-with approval receives the approver's history (``send_history``).
+with approval receives the approver's history (``send_history``).  Wraps
+use scheme 2 where the recipient device speaks it (``sessions.py``), and a
+text's copy for this account's other devices travels in an envelope of its
+own (``sealing.py``, PROTOCOL.md §15.22).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -40,6 +42,7 @@ from protocol.messaging.content import (
     PendingReplay,
     Receipt,
     ReceiptStatus,
+    SentCopy,
     Text,
 )
 from protocol.messaging.envelope import (
@@ -55,7 +58,6 @@ from protocol.messaging.envelope import (
     delivery_frame,
     ledger_lookup,
     open_envelope,
-    seal,
 )
 from protocol.messaging.sync import SyncEdits
 from protocol.messaging.tokens import TokenBatch
@@ -68,6 +70,7 @@ from ..api.schema import Empty
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
 from ..errors import PeerUnreachable
+from ..prekeys import PrekeyKeeper
 from ..storage.db import Statement
 from ..storage.messages import (
     KIND_HISTORY,
@@ -82,10 +85,13 @@ from ..storage.messages import (
     delivery_policy,
 )
 from ..storage.replay import ReplayStore
+from ..storage.sessions import SessionStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 from .history import history_bundles, received_history
 from .requests import RequestLimits, Requests
+from .sealing import copy_message, own_copy, seal_counted
+from .sessions import MemoryPrekeyFile, SessionService
 
 log = logging.getLogger("smu.messages")
 MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
@@ -101,8 +107,14 @@ MAX_NOTICES = 100
 DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
+#: answers that mean the device cannot open our session with it (§19.13)
+SESSION_LOST = frozenset({"prekey_unknown", "session_wrong", "session_identity"})
 # Refusals that mean "this envelope can never be opened there": stop trying.
-FINAL_REFUSALS = frozenset({"not_for_this_device", "decrypt", "bad_signature", "schema"})
+FINAL = {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt"}
+FINAL_REFUSALS = SESSION_LOST | FINAL
+#: answers that mean the device has this message already: the session key
+#: of a resent envelope is used up there (§19.5), as its counter is (§15.6)
+ALREADY_THERE = frozenset({"replay", "session_duplicate"})
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
@@ -175,8 +187,16 @@ class MessageService:
         clock_ms: Callable[[], int] = _now_ms,
         tokens: TokenHooks | None = None,
         sync: SyncHooks | None = None,
+        prekeys: PrekeyKeeper | None = None,
     ) -> None:
         self.ctx = ctx
+        #: wrap scheme 2: sessions per device pair, prekeys, stickiness (§19.13)
+        self.sessions = SessionService(
+            ctx,
+            SessionStore(store.db),
+            prekeys or PrekeyKeeper(MemoryPrekeyFile()),
+            clock_ms,
+        )
         #: account-wide state from this account's other devices (§15.19)
         self.sync = sync
         #: mailbox tokens: keep those handed to us, count those spent (§15.16)
@@ -236,6 +256,14 @@ class MessageService:
         """Deliveries may be possible now (a record arrived, a row was added)."""
         self._wake.set()
 
+    def record_arrived(self, record: SignedDeviceRecord) -> None:
+        """A record of a contact's or our own device that advertises scheme 2
+        makes it sticky at once (§15.9); then deliveries may go."""
+        own = self.ctx.account()
+        if record.account == own or self.contacts.is_contact(record.account):
+            self.sessions.record_seen(record)
+        self.wake()
+
     # -- sending -------------------------------------------------------------
 
     def _seal_and_queue(
@@ -259,29 +287,24 @@ class MessageService:
             raise RpcFailure(
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
-        counter = self.store.next_counter(recipient)
-        # one clock reading: the signed timestamp is the stored sent_ms, which
-        # history rebuilds the signed inner from (§15.4 History proofs)
         now = self.now_ms()
         try:
-            env = seal(
-                self.ctx.params,
-                me,
-                my_state,
-                their_state,
-                content,
-                counter=counter,
-                timestamp=now,
-                seed=os.urandom(32),
-                force=force,
-                only_devices=only,
-            )
+            sealed = seal_counted(
+                self.ctx, self.sessions, self.store, my_state, their_state, content,
+                timestamp=now, force=force, only=only,
+            )  # fmt: skip
+            # the sender's other devices: a copy of their own (§15.22)
+            copy = None
+            if isinstance(content, Text) and recipient != own:
+                copy = own_copy(
+                    self.ctx, self.sessions, self.store, my_state, sealed.env, content, now
+                )
         except RecipientDisputedError as exc:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
         except UsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
+        env = sealed.env
         expires = now + delivery_policy(kind).lifetime_ms
-        targets = [d for d in env.wrapped_for if d != me.sign_public]
         message = NewMessage(
             message_id=env.message_id,
             peer=recipient,
@@ -296,13 +319,15 @@ class MessageService:
             proof=env.proof if kind == KIND_TEXT else None,
         )
         rows: list[Statement] = [
-            # the counter is used up in the transaction that stores the
-            # message: never reused, never skipped silently (§15.6)
-            MessageStore.counter_statement(recipient, counter + 1),
+            *sealed.rows,
             self.store.insert_statement(message, ignore_duplicate=False),
         ]
-        for device in targets:
-            account = recipient if their_state.device(device) is not None else own
+        targets = [(d, recipient) for d in env.wrapped_for]
+        if copy is not None:
+            # delivered under the original's id, with the copy's envelope
+            rows += [*copy.rows, MessageStore.copy_statement(env.message_id, copy.env.raw)]
+            targets += [(d, own) for d in copy.env.wrapped_for]
+        for device, account in targets:
             rows.append(MessageStore.delivery_statement(env.message_id, device, account, expires))
         self.store.db.write(rows)  # stored before it is reported as sent
         self._tell([message])
@@ -390,6 +415,10 @@ class MessageService:
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
         now = self.now_ms()
+        if error is not None and error.split(":")[0] in SESSION_LOST:
+            # it cannot open our session (its prekey is gone, or so is its
+            # side): the next message sets a new one up (§19.13)
+            self.sessions.end_with(due.account, due.device)
         state, next_try = next_delivery(due, error, now)
         if state is DeliveryState.DELIVERED:
             stored_ms = due.expires_ms - due.policy.lifetime_ms
@@ -452,11 +481,18 @@ class MessageService:
             return f"unreachable: {type(exc).__name__}"
         except REQUEST_ERRORS as exc:
             return f"unreachable: {type(exc).__name__}"
-        if answer is None or answer.code == "replay":  # replay: it has this message already
+        if answer is None or answer.code in ALREADY_THERE:  # it has this message already
             return None
         return f"{answer.code}: {answer.message}"
 
     # -- receiving -----------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Reconcile now, at most every DIVERGENCE_INTERVAL (anyone can do this)."""
+        now = trio.current_time()
+        if now - self._last_divergence.get(b"", -1e9) >= DIVERGENCE_INTERVAL:
+            self._last_divergence[b""] = now
+            self.reconcile_all()
 
     def diverged(self, views: Sequence[HeadsView]) -> None:
         """The sender saw heads of an account that we lack (S5): reconcile with
@@ -501,6 +537,8 @@ class MessageService:
                 views = getattr(exc, "views", None)
                 if views:  # our replica lags the sender's: catch up (S5)
                     self.diverged(views)
+                elif exc.code == "session_peer":  # a device we may not know yet
+                    self._catch_up()
             await stream.write(frame(delivery_answer(error)))
         except Exception as exc:  # the stream's end is the sender's business
             log.debug("message stream ended: %s", exc)
@@ -519,6 +557,9 @@ class MessageService:
         # a "replay" and loses the message (§15.14), and a refusal below
         # (requests_full) leaves the stream as it was.
         replay = PendingReplay(self.replay.window)
+        # scheme 2: the sessions it touches are read, and the new ones kept
+        # aside like the replay window, for the same transaction (§19.13)
+        inputs, read = self.sessions.for_receive()
         opened = open_envelope(
             self.ctx.params,
             envelope,
@@ -526,6 +567,7 @@ class MessageService:
             self.ctx.device,
             ledger_lookup(self.ctx.ledger),
             replay,
+            inputs,
         )
         content = opened.content
         outgoing = opened.sender_account == own
@@ -556,13 +598,20 @@ class MessageService:
             if outgoing and self.sync is not None:
                 sync_rows, synced = self.sync.receive_statements(content)
                 rows.extend(sync_rows)
+        elif isinstance(content, SentCopy):
+            # another device of this account sent it (§15.22): only from our own
+            if outgoing and not self.store.has_message(own, content.message_id):
+                copied = copy_message(opened, content, own, now)
+                stored.append(copied)
+                rows.append(self.store.insert_statement(copied))
         elif isinstance(content, HistoryBundle):
             history = self._history_messages(opened, content, now)
             stored.extend(history)
             rows.extend(self.store.insert_statement(m) for m in history)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
-        # the message and its stream's window, together, before ACCEPTED
+        rows += self.sessions.received(opened, read)
+        # the message, its stream's window and its session, together, before ACCEPTED
         self.store.db.write(replay_rows + rows)
         self.replay.written(new, touched)
         self._tell(stored, receipted)

@@ -11,6 +11,8 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
 * ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 * ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
+* ``sessions``  this device's sessions (one row each) and the devices seen
+                speaking wrap scheme 2 (sticky)
 * ``at_rest``   the row cipher: what is sealed under the storage key
 * ``reads``     what the user has read of each conversation (a cache of the
                 account-wide read marks) and the conversation summaries
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, mailbox, messages, reads, replay, sync, tokens
+from . import contacts, events, mailbox, messages, reads, replay, sessions, sync, tokens
 from .at_rest import RowCipher, row_key
 from .contacts import ContactStore
 from .db import Database, Migrations
@@ -55,6 +57,11 @@ MIGRATIONS: Migrations = {
     9: [*messages.SCHEMA_V10, *contacts.SCHEMA_V10, *sync.SCHEMA_V10],
     # history proofs kept with texts, and who relayed an unproven entry
     10: messages.SCHEMA_V11,
+    # sessions per device pair (state sealed at rest), and the devices seen
+    # speaking wrap scheme 2
+    11: sessions.SCHEMA_V12,
+    # the copies of sent texts for the account's other devices
+    12: messages.SCHEMA_V13,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

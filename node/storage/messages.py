@@ -229,11 +229,25 @@ def proof_from_column(
         return None
 
 
+SCHEMA_V13 = [
+    # a sent text's copy for the account's other devices (§15.22), one
+    # envelope per text, delivered under the text's id
+    """CREATE TABLE IF NOT EXISTS copies (
+           message BLOB PRIMARY KEY,
+           envelope BLOB NOT NULL) WITHOUT ROWID""",
+]
+
 #: the delivery loop's queries; both use ``deliveries_due`` (a test shows
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
-    "SELECT d.message, d.device, d.account, d.attempts, d.expires_ms, m.kind, m.envelope "
+    # a delivery to the sender's own account carries the message's copy
+    # (§15.22), any other the message's envelope (so does a row queued
+    # before copies existed)
+    "SELECT d.message, d.device, d.account, d.attempts, d.expires_ms, m.kind, "
+    "COALESCE(CASE WHEN d.account = m.sender_account AND m.peer != m.sender_account "
+    "THEN c.envelope END, m.envelope) "
     "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
+    "LEFT JOIN copies c ON c.message = d.message "
     "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
     "ORDER BY d.next_try_ms LIMIT ?"
 )
@@ -405,6 +419,12 @@ class MessageStore:
         )
 
     @staticmethod
+    def copy_statement(message: bytes, envelope: bytes) -> Statement:
+        """The envelope that carries a sent text's copy to this account's
+        other devices (§15.22), delivered under the text's id."""
+        return ("INSERT INTO copies(message, envelope) VALUES(?, ?)", (message, envelope))
+
+    @staticmethod
     def counter_statement(account: bytes, next_counter: int) -> Statement:
         return (
             "INSERT INTO counters(account, next) VALUES(?, ?) ON CONFLICT(account) "
@@ -446,9 +466,16 @@ class MessageStore:
             "AND d.state IN ('pending', 'deposited'))"
         )
         args = (KIND_TEXT, before_ms)
+        copied = (
+            "SELECT id FROM messages WHERE outgoing=1 AND stored_ms < ? "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message = messages.id "
+            "AND d.state IN ('pending', 'deposited'))"
+        )
         return [
             (f"DELETE FROM deliveries WHERE message IN ({machine})", args),
             (f"DELETE FROM messages WHERE outgoing=1 AND id IN ({machine})", args),
+            # a copy whose deliveries all ended is never sent again
+            (f"DELETE FROM copies WHERE message IN ({copied})", (before_ms,)),
         ]
 
     # -- writes -------------------------------------------------------------------

@@ -13,6 +13,8 @@ value, tagged by its kind:
   (``protocol.messaging.history``);
 * ``SyncEdits`` (kind 32, ``protocol.messaging.sync``) — account-wide
   state among the devices of one account;
+* ``SentCopy`` (kind 33) — a copy of a text the sending device sent to
+  another account, for its own account's other devices (§15.22);
 * ``TokenBatch`` (kind 48, ``protocol.messaging.tokens``) — one-time
   mailbox deposit tokens the sending device hands a contact (§15.16);
 * ``UnknownContent`` — any other kind: authenticated and replay-checked
@@ -72,6 +74,9 @@ class ContentKind(IntEnum):
     HISTORY = 4
     #: account-wide state (§15.19); the first kind of range 32-47
     SYNC_EDITS = 32
+    #: a copy of a message sent to another account, for the sender's own
+    #: other devices (§15.22)
+    SENT_COPY = 33
     #: one-time mailbox tokens (§15.16); the first kind of range 48-63
     TOKENS = 48
     # 5..15: later messages, receipts and history; 16..31 session control
@@ -237,7 +242,34 @@ class UnknownContent:
         return content_range(self.kind)
 
 
-Content = Text | Receipt | HistoryBundle | SyncEdits | TokenBatch | UnknownContent
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    """What this device sent to ``recipient_account`` under ``message_id``,
+    for the account's other devices, in an envelope of its own (§15.22):
+    its own content key, ciphertext and envelope message id, so that no
+    observer can pair it with the original."""
+
+    recipient_account: bytes
+    #: the original's message id: receipts, trash and history name it
+    message_id: bytes
+    content: Text
+    #: the original's history proof (§15.4), so that the account's other
+    #: devices can relay the text as proven, under the original's signature
+    proof: HistoryProof | None = None
+
+    kind = ContentKind.SENT_COPY
+
+    def to_wire(self) -> list[object]:
+        return [
+            self.recipient_account,
+            self.message_id,
+            int(self.content.kind),
+            self.content.to_wire(),
+            [] if self.proof is None else self.proof.to_wire(),
+        ]
+
+
+Content = Text | Receipt | HistoryBundle | SyncEdits | TokenBatch | SentCopy | UnknownContent
 
 
 def encode_content(content: Content) -> tuple[int, bytes]:
@@ -344,6 +376,20 @@ def _history_bundle(fields: object, entry_fields: int) -> HistoryBundle:
     return HistoryBundle(part, parts, tuple(out))
 
 
+def _sent_copy(fields: object) -> SentCopy:
+    if type(fields) is not list or len(fields) != 5:
+        raise SchemaError("a sent copy is [recipient, message id, kind, body, proof]")
+    recipient, mid, kind, body, proof = fields
+    if type(kind) is not int or kind != ContentKind.TEXT:
+        raise SchemaError("a sent copy holds a text")
+    return SentCopy(
+        _bin(recipient, 32, "recipient"),
+        _bin(mid, MESSAGE_ID_BYTES, "message id"),
+        _text(body),
+        decode_proof(proof),
+    )
+
+
 def _history(fields: object) -> HistoryBundle:
     return _history_bundle(fields, 8)
 
@@ -360,6 +406,7 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.HISTORY_V1: _history_v1,
         ContentKind.HISTORY: _history,
         ContentKind.SYNC_EDITS: decode_sync_edits,
+        ContentKind.SENT_COPY: _sent_copy,
         ContentKind.TOKENS: decode_batch,
     }
     if kind not in decoders:

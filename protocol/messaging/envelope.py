@@ -23,8 +23,9 @@ replica.  Two entry points::
 replica, or None: ``ledger_lookup(ledger)`` makes one from a ``Ledger``.
 
 ``seal`` wraps the content key for every ACTIVE device of the recipient
-account and for the sender's other active devices (``only_devices``
-narrows that, for a history bundle to a newly approved device).  Sending to
+account only (``only_devices`` narrows that, for a history bundle to a
+newly approved device); the sender's other devices get a ``SentCopy`` in
+an envelope to their own account (§15.22), so the header never names them.  Sending to
 a DISPUTED or COMPROMISED account raises ``RecipientDisputedError`` unless
 ``force``.  ``open_envelope`` raises an ``InvalidInput`` subclass for
 everything wrong and leaves ``guard`` untouched then; a difference of views
@@ -69,6 +70,7 @@ from protocol.core.keys import DeviceKeys
 from protocol.core.params import FORMAT_VERSION, NetworkParams, check_suite
 from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus, DeviceStatus
+from protocol.messaging import wrap2
 from protocol.messaging.content import (
     MAX_CONTENT_BYTES,
     MESSAGE_ID_BYTES,
@@ -82,6 +84,18 @@ from protocol.messaging.content import (
     decode_content,
     encode_content,
 )
+from protocol.messaging.padding import check_pad, padded_plaintext
+from protocol.messaging.prekeys import PrekeyStore
+from protocol.messaging.scheme2 import (
+    ReceiveSessions,
+    SendSessions,
+    decoy_wrap,
+    make_wrap2,
+    open_wrap2,
+    party_of,
+    reachable,
+)
+from protocol.messaging.sessions import SessionBook
 from protocol.messaging.tokens import TokenBatch
 
 # Domain labels (§15.2).  Changing one is a protocol change.
@@ -100,8 +114,10 @@ HEADER_FIELDS = 6
 INNER_FIELDS = 8
 NONCE_BYTES = 24
 KEY_BYTES = 32
-#: wrap scheme 1: static X25519 of the device (§15.3); 2.. reserved (§15.9)
+#: wrap scheme 1: static X25519 of the device (§15.3); 2: sealed session
+#: message (§19.13); 3.. reserved (§15.9)
 WRAP_STATIC_X25519 = 1
+WRAP_SCHEME_2 = wrap2.WRAP_SCHEME_2
 WRAP_BYTES = 32 + KEY_BYTES + 16
 AEAD_TAG = 16
 _ZERO_NONCE = bytes(NONCE_BYTES)
@@ -204,6 +220,12 @@ class SealedEnvelope:
     recipient_account: bytes
     #: every device the content key was wrapped for, ascending
     wrapped_for: tuple[bytes, ...]
+    #: the sender's sessions after this envelope (commit them with it), or
+    #: None when ``seal`` was given no sessions
+    book: SessionBook | None = None
+    #: scheme-2 devices that got no wrap: no session and no signed prekey
+    #: known for them (never a scheme-1 wrap instead, §15.9)
+    unreachable: tuple[bytes, ...] = ()
     #: what a history entry of this message carries to prove its sender (§15.4)
     proof: HistoryProof | None = None
 
@@ -252,6 +274,12 @@ class OpenedEnvelope:
     #: devices active in the recipient account here that got no wrap: the
     #: sender's view differs from ours (or it narrowed on purpose)
     missing_wraps: tuple[bytes, ...]
+    #: the scheme of this device's wrap
+    scheme: int = WRAP_STATIC_X25519
+    #: scheme 2: the sessions and prekeys to commit with the message (§19.13)
+    book: SessionBook | None = None
+    prekeys: PrekeyStore | None = None
+    session_id: bytes | None = None
     #: what a history entry of this message carries to prove its sender (§15.4)
     proof: HistoryProof | None = None
 
@@ -306,12 +334,15 @@ def seal(
     seed: bytes,
     force: bool = False,
     only_devices: Iterable[bytes] | None = None,
+    sessions: SendSessions | None = None,
 ) -> SealedEnvelope:
     """Encrypt ``content`` once and wrap its key for the devices that may read it.
 
     ``counter`` is the sender device's next counter for this recipient
     account (1, 2, ...; the node persists it); ``seed`` is 32 fresh random
     bytes.  ``only_devices`` restricts the wraps (history bundles).
+    ``sessions``: the devices to wrap for with scheme 2 and the sender's
+    sessions; the advanced book comes back in ``SealedEnvelope.book``.
     """
     if len(seed) != 32:
         raise UsageError("seed must be 32 fresh random bytes")
@@ -326,13 +357,14 @@ def seal(
         raise UsageError("history goes only to a device of the sender's own account")
     kind, body = encode_content(content)
 
-    # Only ACTIVE devices, read from the caller's own replica: never a
-    # revoked, void or unknown key (S6).
+    # Only ACTIVE devices of the recipient account, read from the caller's
+    # own replica: never a revoked, void or unknown key (S6), and never the
+    # sender's own devices, which would name the sender (§15.1): they get a
+    # copy in an envelope of their own (``SentCopy``, §15.22).
     targets: dict[bytes, bytes] = {}
-    for st in (recipient_state, sender_state):
-        for d in st.devices:
-            if d.status is DeviceStatus.ACTIVE and d.sign_public != sender.sign_public:
-                targets.setdefault(d.sign_public, d.enc_public)  # as open_envelope reads it
+    for d in recipient_state.devices:
+        if d.status is DeviceStatus.ACTIVE and d.sign_public != sender.sign_public:
+            targets[d.sign_public] = d.enc_public  # as open_envelope reads it
     if only_devices is not None:
         wanted = set(only_devices)
         if not wanted <= set(targets):
@@ -345,7 +377,34 @@ def seal(
 
     content_key = _derive(seed, b"key", KEY_BYTES)
     message_id = _derive(seed, b"id", MESSAGE_ID_BYTES)
-    wraps = [_make_wrap(seed, content_key, dev, enc) for dev, enc in sorted(targets.items())]
+    wraps: list[Wrap] = []
+    book = None if sessions is None else sessions.book
+    unreachable: list[bytes] = []
+    me_party = party_of(sender_state, sender.sign_public)
+    assert me_party is not None  # active, checked above
+    for dev, enc in sorted(targets.items()):
+        reach = None if sessions is None else sessions.reach.get(dev)
+        if reach is None or book is None:
+            wraps.append(_make_wrap(seed, content_key, dev, enc))
+            continue
+        peer = party_of(recipient_state, dev) or party_of(sender_state, dev)
+        assert peer is not None  # an active target
+        if not reachable(book, peer, reach):
+            unreachable.append(dev)
+            continue
+        book, x, data = make_wrap2(
+            params, sender, me_party, book, peer, reach, content_key,
+            lambda label, n: _derive(seed, label, n),
+        )  # fmt: skip
+        wraps.append(Wrap(dev, WRAP_SCHEME_2, x, data))
+    if wraps and only_devices is None and recipient_state.account_id == sender_state.account_id:
+        # to its own account: a decoy for the sending device too, so that the
+        # header lists every device and none stands out as the sender (§15.22)
+        prekey = None if sessions is None else sessions.self_prekey
+        wraps.append(Wrap(*decoy_wrap(sender, prekey, [(w.scheme, w.data) for w in wraps], seed)))
+        wraps.sort(key=lambda w: w.device)
+    if not wraps:
+        raise UsageError("no device to send to: every one needs a session first")
     header = [
         FORMAT_VERSION,
         params.suite,
@@ -380,7 +439,7 @@ def seal(
         ),
         signature,
     )
-    plaintext = encode_flat([inner, signature])
+    plaintext = padded_plaintext(inner, signature)  # to its size bucket (§15.3 step 7)
     # Nonce from the seed and the plaintext: a reused seed cannot reuse a
     # (key, nonce) pair for two different plaintexts (§15.3).
     nonce = _derive(seed + crypto.hash32(D_ENV_INNER, plaintext), b"nonce", NONCE_BYTES)
@@ -391,7 +450,13 @@ def seal(
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise UsageError("envelope too large: split the content")
     return SealedEnvelope(
-        raw, message_id, recipient_state.account_id, tuple(sorted(targets)), proof
+        raw,
+        message_id,
+        recipient_state.account_id,
+        tuple(w.device for w in wraps if w.device != sender.sign_public),
+        book,
+        tuple(unreachable),
+        proof,
     )
 
 
@@ -429,15 +494,14 @@ def _parse_outer(raw: bytes, params: NetworkParams) -> tuple[Header, bytes, byte
         if type(w) is not list or len(w) != 4:
             raise SchemaError("a wrap is [device, scheme, key, data]")
         device, scheme, enc, data = w
-        if type(scheme) is not int or scheme != WRAP_STATIC_X25519:
+        if type(scheme) is not int or scheme not in (WRAP_STATIC_X25519, WRAP_SCHEME_2):
             raise UnsupportedVersionError(f"wrap scheme {scheme!r} is not known here")
+        if scheme == WRAP_STATIC_X25519:
+            data = _bin(data, WRAP_BYTES, "wrap")
+        elif type(data) is not bytes or not 48 <= len(data) <= wrap2.MAX_DATA_BYTES:
+            raise SchemaError("a scheme-2 wrap's data is bin of 48 to MAX_DATA_BYTES")
         parsed.append(
-            Wrap(
-                _bin(device, 32, "wrap device"),
-                scheme,
-                _bin(enc, 32, "wrap key"),
-                _bin(data, WRAP_BYTES, "wrap"),
-            )
+            Wrap(_bin(device, 32, "wrap device"), scheme, _bin(enc, 32, "wrap key"), data)
         )
     if any(a.device >= b.device for a, b in pairwise(parsed)):
         raise SchemaError("wraps must be sorted by device, one per device")
@@ -484,27 +548,39 @@ def open_envelope(
     me: DeviceKeys,
     states: StateLookup,
     guard: ReplayState,
+    sessions: ReceiveSessions | None = None,
 ) -> OpenedEnvelope:
     """Decrypt, authenticate and replay-check an envelope (§15.5, steps 1-9).
 
     On success the counter is recorded in ``guard``; on any error nothing
     changes.  Checks run against the caller's *own* replica (``states``).
+    A scheme-2 wrap needs ``sessions``; the new book and prekey store come
+    back in the result, to be committed with the message (§19.13).
     """
     header, nonce, ciphertext = _parse_outer(raw, params)
     mine = next((w for w in header.wraps if w.device == me.sign_public), None)
     if mine is None:
         raise NotForThisDeviceError("no key wrap for this device")
-    if mine.enc_public != me.enc_public:
+    opened2 = None
+    if mine.scheme == WRAP_SCHEME_2:
+        # Step 3 (scheme 2): the session message carries the content key.
+        if sessions is None:
+            raise UnsupportedVersionError("this device keeps no sessions: wrap scheme 2 unknown")
+        opened2 = open_wrap2(params, me, my_account, sessions, mine.enc_public, mine.data, states)
+    elif mine.enc_public != me.enc_public:
         raise DecryptError("wrapped for an encryption key this device no longer holds")
 
     # Step 3: unwrap the content key.
     eph_public = mine.data[:32]
     try:
-        crypto.check_x25519_public(eph_public)
-        shared = bytes(sodium.crypto_scalarmult(me.enc_secret, eph_public))
-        content_key = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            mine.data[32:], None, _ZERO_NONCE, _kek(shared, eph_public, me.enc_public)
-        )
+        if opened2 is not None:
+            content_key: bytes = opened2.content_key
+        else:
+            crypto.check_x25519_public(eph_public)
+            shared = bytes(sodium.crypto_scalarmult(me.enc_secret, eph_public))
+            content_key = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                mine.data[32:], None, _ZERO_NONCE, _kek(shared, eph_public, me.enc_public)
+            )
         # Step 4: decrypt, the clear header as associated data.
         plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
             ciphertext, header.raw, nonce, content_key
@@ -514,12 +590,13 @@ def open_envelope(
 
     # Step 5: parse [inner, signature], then the inner array.
     outer_plain = decode_flat(bytes(plaintext), MAX_ENVELOPE_BYTES)
-    if type(outer_plain) is not list or len(outer_plain) != 2:
-        raise SchemaError("plaintext is [inner, signature]")
-    inner_raw, signature = outer_plain
+    if type(outer_plain) is not list or len(outer_plain) != 3:
+        raise SchemaError("plaintext is [inner, signature, pad]")
+    inner_raw, signature, pad = outer_plain
     if type(inner_raw) is not bytes:
         raise SchemaError("inner must be bin")
     _bin(signature, crypto.ED25519_SIGNATURE_BYTES, "signature")
+    check_pad(inner_raw, signature, pad)
     inner = decode_flat(inner_raw, MAX_ENVELOPE_BYTES)
     if type(inner) is not list or len(inner) != INNER_FIELDS:
         raise SchemaError(f"inner is an array of {INNER_FIELDS}")
@@ -561,10 +638,17 @@ def open_envelope(
         raise NotForThisDeviceError("envelope names neither account of this device")
     if _active_enc(sender_state, s_device) is None:
         raise SenderNotActiveError("sender device is not active in the sender account here", views)
+    if opened2 is not None and (opened2.peer.account, opened2.peer.device) != (s_account, s_device):
+        # the session's peer signed nothing here: another device sent it (§19.13)
+        raise UnauthorisedError("the signed sender is not the session's peer")
 
-    # Step 8: every wrap is for the current key of an active device of either account.
+    # Step 8: every wrap is for the current key of an active device of the
+    # recipient account (scheme 2: an active device; its key field may be a
+    # prekey).  A wrap for the sender's own device would name the sender.
     for w in header.wraps:
-        enc = _active_enc(recipient_state, w.device) or _active_enc(sender_state, w.device)
+        enc = _active_enc(recipient_state, w.device)
+        if enc is not None and w.scheme == WRAP_SCHEME_2:
+            continue
         if enc != w.enc_public:
             raise UnauthorisedWrapError(
                 f"key wrapped for {w.device.hex()[:12]}, not an active device key here", views
@@ -603,6 +687,10 @@ def open_envelope(
         views=views,
         wrapped_for=header.devices,
         missing_wraps=missing,
+        scheme=mine.scheme,
+        book=None if opened2 is None else opened2.book,
+        prekeys=None if opened2 is None else opened2.store,
+        session_id=None if opened2 is None else opened2.session_id,
         proof=HistoryProof(
             crypto.hash32(D_ENV_HEADER, header.raw), counter, tuple(parsed_views), signature
         ),
@@ -669,6 +757,7 @@ def decode_delivery_answer(raw: bytes) -> DeliveryRefused | None:
 
 
 __all__ = [
+    "WRAP_SCHEME_2",
     "DecodeError",
     "DecryptError",
     "DeliveryRefused",

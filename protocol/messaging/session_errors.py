@@ -50,6 +50,14 @@ class WrongSessionError(SessionError):
     code = "session_wrong"
 
 
+class PeerNotActiveError(SessionError):
+    """The device a scheme-2 wrap names as its session's peer is not ACTIVE
+    in the receiver's replica: the receiver may be behind (a device linked
+    just now), so the sender tries again later (§15.5 step 3)."""
+
+    code = "session_peer"
+
+
 class IdentityMismatchError(SessionError):
     """The initiator's identity key in a prekey message is not the one the
     receiver's replica lists for that device (stale, rotated or forged)."""
@@ -89,6 +97,7 @@ class SessionUsageError(UsageError):
 __all__ = [
     "DuplicateMessageError",
     "IdentityMismatchError",
+    "PeerNotActiveError",
     "PrekeyError",
     "PrekeyExpiredError",
     "PrekeyReusedError",

@@ -17,7 +17,7 @@ next to a prekey message (the responder needs them to set the session up,
 §19.13), and the session message, whose plaintext is the envelope's
 content key.
 
-This module only seals and opens; envelopes do not use it yet.
+This module only seals and opens; envelopes use it through ``scheme2.py``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ of direct delivery, /smu/message/1 (§15.14).
 
 Two accounts are built from events (recorded as hex, in a valid delivery
 order): alice with devices ``a1`` and ``a2``, bob with ``b1``.  ``a1``
-seals to bob: the content key is wrapped for ``b1`` and for ``a2`` (the
-sender's other device), never for ``a1`` itself.  ``seal`` takes all its
+seals to bob: the content key is wrapped for ``b1`` only (the header names
+the recipient's devices only, §15.1); ``a2`` gets the text's copy
+(``SentCopy``, §15.22) in an envelope to alice's own account, in which a
+decoy wrap stands in for ``a1``.  ``seal`` takes all its
 randomness from one 32-byte seed, so every envelope is reproduced byte for
 byte from the recorded inputs.
 """
@@ -27,6 +29,7 @@ from protocol.messaging.content import (
     ReceiptStatus,
     ReplayError,
     ReplayGuard,
+    SentCopy,
     Text,
     encode_content,
 )
@@ -85,7 +88,7 @@ def accounts() -> tuple[Ledger, bytes, bytes, list[Event]]:
 
 
 def _seal(
-    ledger: Ledger, alice: bytes, bob: bytes, content: Content, counter: int, label: str
+    ledger: Ledger, alice: bytes, to: bytes, content: Content, counter: int, label: str
 ) -> tuple[env.SealedEnvelope, int, bytes]:
     timestamp = T0 + 10_000 + counter
     seed = bytes_from_label(f"envelopes/seed/{label}")
@@ -93,7 +96,7 @@ def _seal(
         PARAMS,
         device_keys(DEVICES["a1"]),
         ledger.state(alice),
-        ledger.state(bob),
+        ledger.state(to),
         content,
         counter=counter,
         timestamp=timestamp,
@@ -113,6 +116,13 @@ def _opened(ledger: Ledger, raw: bytes, account: bytes, reader: str) -> env.Open
     )
 
 
+def _copy_raw(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelope) -> bytes:
+    """The text's copy for a2 exactly as the copy case seals it."""
+    copy = SentCopy(bob, sealed.message_id, Text("hello bob \U0001f44b"), sealed.proof)
+    name = "the text's copy for the sender's other device"
+    return _seal(ledger, alice, alice, copy, 1, name)[0].raw
+
+
 def _flip(raw: bytes, at: int) -> bytes:
     out = bytearray(raw)
     out[at] ^= 0x01
@@ -121,20 +131,22 @@ def _flip(raw: bytes, at: int) -> bytes:
 
 def _history(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelope) -> Json:
     """A history bundle a2 would relay to a new device of alice (§15.4):
-    the text a1 sealed to bob, with the proof a2 kept when it opened it,
-    and the same entry with its text changed (the proof no longer holds)."""
-    opened = _opened(ledger, sealed.raw, alice, "a2")
-    assert isinstance(opened.content, Text) and opened.proof is not None
+    the text a1 sealed to bob, with the proof a2 received in the text's copy
+    (§15.22: the original's), and the same entry with its text changed (the
+    proof no longer holds)."""
+    copy = _opened(ledger, _copy_raw(ledger, alice, bob, sealed), alice, "a2")
+    assert isinstance(copy.content, SentCopy) and copy.content.proof is not None
     entry = HistoryEntry(
         bob,
-        opened.message_id,
-        opened.sender_account,
-        opened.sender_device,
-        opened.timestamp,
-        opened.content,
-        opened.proof,
+        copy.content.message_id,
+        copy.sender_account,
+        copy.sender_device,
+        copy.timestamp,
+        copy.content.content,
+        copy.content.proof,
     )
-    proof = opened.proof
+    proof = entry.proof
+    assert proof is not None
     bare = dataclasses.replace(entry, content=Text("unproven"), proof=None)
     kind, body = encode_content(HistoryBundle(0, 1, (entry, bare)))
     forged = dataclasses.replace(entry, content=Text("hello bob, send money"))
@@ -146,7 +158,7 @@ def _history(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelop
     assert verdicts["forged"].verdict is EntryVerdict.FORGED
     return {
         "note": "content kind 4: the first entry is the text above (a1 to bob) with the "
-        "proof a2 kept when it opened it, the second an entry without a proof ([]). "
+        "proof a2 received in its copy, the second an entry without a proof ([]). "
         "'inner' is the envelope's inner rebuilt from the entry's claims and its proof, "
         "'signed' what a1 signed over it (D_ENV_SIG || header_hash || H(D_ENV_INNER, "
         "inner)). Checked by alice's device against the ledger of 'events': the genuine "
@@ -174,17 +186,23 @@ def build() -> dict[str, Json]:
     ledger, alice, bob, events = accounts()
     cases: list[Json] = []
     sealed_text = None
-    contents: list[tuple[str, Content, int]] = [
-        ("a text", Text("hello bob \U0001f44b"), 1),
-        ("a DELIVERED receipt", Receipt(ReceiptStatus.DELIVERED, (bytes(16),)), 2),
+    text = Text("hello bob \U0001f44b")
+    contents: list[tuple[str, Content, int, bytes]] = [
+        ("a text", text, 1, bob),
+        ("a DELIVERED receipt", Receipt(ReceiptStatus.DELIVERED, (bytes(16),)), 2, bob),
     ]
-    for name, content, counter in contents:
-        sealed, timestamp, seed = _seal(ledger, alice, bob, content, counter, name)
+    for name, content, counter, to in contents:
+        sealed, timestamp, seed = _seal(ledger, alice, to, content, counter, name)
         if sealed_text is None:
             sealed_text = sealed
+            # the text's copy for a2, on alice's own stream (§15.22)
+            copy = SentCopy(bob, sealed.message_id, text, sealed.proof)
+            contents.append(("the text's copy for the sender's other device", copy, 1, alice))
         kind, body = encode_content(content)
         readers = []
         for reader, account in (("b1", bob), ("a2", alice)):
+            if account != to:
+                continue
             opened = _opened(ledger, sealed.raw, account, reader)
             assert opened.content == content and opened.counter == counter
             readers.append(
@@ -206,7 +224,7 @@ def build() -> dict[str, Json]:
             {
                 "name": name,
                 "sender": "a1",
-                "recipient_account": bob.hex(),
+                "recipient_account": to.hex(),
                 "counter": counter,
                 "timestamp": timestamp,
                 "seed": seed.hex(),

@@ -26,6 +26,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    scheme2_vectors,
     session_vectors,
     sync_vectors,
 )
@@ -47,6 +48,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "sync.json": sync_vectors.build,
     "backup.json": backup_vectors.build,
     "session.json": session_vectors.build,
+    "scheme2.json": scheme2_vectors.build,
 }
 
 

@@ -1,0 +1,77 @@
+"""Wrap scheme 2 between real nodes (PROTOCOL.md §19.13, §15.9): two
+accounts talk both ways under forward-secret sessions, across a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from node.netdemo import Demo
+from protocol.core.params import TESTNET
+from protocol.messaging.envelope import WRAP_SCHEME_2, peek
+
+from .process import alice_and_bob, texts, wait_for
+
+pytestmark = pytest.mark.process
+
+
+def _outbox_schemes(node_dir: object) -> list[set[int]]:
+    """The wrap schemes of every envelope a node stored as sent."""
+    conn = sqlite3.connect(f"file:{node_dir}/events.sqlite?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT envelope FROM messages WHERE outgoing=1 AND envelope IS NOT NULL "
+            "ORDER BY stored_ms"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [{w.scheme for w in peek(bytes(r[0]), TESTNET).wraps} for r in rows]
+
+
+def _session_rows(node_dir: object) -> int:
+    conn = sqlite3.connect(f"file:{node_dir}/events.sqlite?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _advertises_scheme2(node: object, account: str) -> bool:
+    records = node.client.call("device.records", account=account)["records"]  # type: ignore[attr-defined]
+    return bool(records) and all(
+        1 in r["capabilities"] and r["signed_prekey_id"] is not None for r in records
+    )
+
+
+def test_two_accounts_talk_with_scheme_2_across_a_restart(demo: Demo) -> None:
+    (a, b), alice, bob = alice_and_bob(demo, ["alice", "bob"], bob_on=1)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    # each device publishes its signed prekey and WRAP_SCHEME_2 (§16.5)
+    wait_for(lambda: _advertises_scheme2(a, bob["account_id"]))
+    wait_for(lambda: _advertises_scheme2(b, alice["account_id"]))
+    mode = stat.S_IMODE((a.dir / "prekeys.json").stat().st_mode)
+    assert mode == 0o600
+
+    a.client.call("message.send", contact="bob", text="one")
+    wait_for(lambda: texts(b, "alice") == ["one"])
+    b.client.call("message.send", contact="alice", text="two")
+    wait_for(lambda: texts(a, "bob") == ["one", "two"])
+
+    # bob's node restarts in the middle: its sessions come back from disk
+    b.stop()
+    b.start_existing([a.addr])
+    b.wait_ready()
+    a.client.call("message.send", contact="bob", text="three")
+    wait_for(lambda: texts(b, "alice") == ["one", "two", "three"], timeout=60)
+    b.client.call("message.send", contact="alice", text="four")
+    wait_for(lambda: texts(a, "bob") == ["one", "two", "three", "four"], timeout=60)
+
+    # every text and receipt on the wire was scheme 2, and nothing else
+    for node in (a, b):
+        schemes = _outbox_schemes(node.dir)
+        assert len(schemes) >= 2
+        assert all(s == {WRAP_SCHEME_2} for s in schemes), schemes
+        assert _session_rows(node.dir) >= 1

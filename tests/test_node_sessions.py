@@ -1,0 +1,294 @@
+"""Wrap scheme 2 in the node's message service over real SQLite
+(PROTOCOL.md §15.9, §19.11, §19.13): sticky scheme 2, refusals that leave
+the stored sessions byte-identical, sessions ending with a revocation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.prekeys import PrekeyKeeper
+from node.services.sessions import MemoryPrekeyFile
+from node.storage.messages import KIND_TEXT
+from protocol.core.errors import InvalidInput
+from protocol.messaging.content import HistoryEntry, Text
+from protocol.messaging.envelope import (
+    WRAP_SCHEME_2,
+    WRAP_STATIC_X25519,
+    Wrap,
+    ledger_lookup,
+    peek,
+)
+from protocol.messaging.history import EntryVerdict, check_entry
+from protocol.records.device import Capability, SignedPrekey, make_record
+
+from .conftest import FAST, T0, History
+from .messaging_support import Node
+
+
+def _people() -> tuple[History, History]:
+    alice = History(name="alice")
+    bob = History(name="bob")
+    bob.add("b1", "d0", "d1", ["g"])
+    return alice, bob
+
+
+def _record(
+    node: Node, who: History, device: str, ts: int, prekey: SignedPrekey | None, caps: bool
+) -> None:
+    rec = make_record(
+        FAST, who.account, who.keys[device], timestamp=ts, lifetime_ms=3600_000,
+        peer_ids=("12D3KooWpeer",), addrs=(), signed_prekey=prekey,
+        capabilities=(int(Capability.WRAP_SCHEME_2),) if caps else (),
+    )  # fmt: skip
+    node.ctx.records.admit(rec, lambda a, d: True, ts)
+
+
+def _send(node: Node, to: History, text: str) -> bytes:
+    node.service._seal_and_queue(to.account, Text(text), KIND_TEXT, text)
+    rows = node.query("SELECT envelope FROM messages WHERE outgoing=1 ORDER BY rowid DESC LIMIT 1")
+    return bytes(rows[0][0])
+
+
+def _wraps(raw: bytes) -> dict[bytes, Wrap]:
+    return {w.device: w for w in peek(raw, FAST).wraps}
+
+
+def _sessions(node: Node) -> list[tuple[object, ...]]:
+    return node.query("SELECT * FROM sessions ORDER BY session_id")
+
+
+def _bob_nodes(tmp_path: Path) -> tuple[History, History, Node, Node, Node]:
+    for p in ("a", "b0", "b1", "c"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    a = Node(tmp_path / "a", alice, [bob])
+    keepers = {d: PrekeyKeeper(MemoryPrekeyFile()) for d in ("d0", "d1")}
+    b0 = Node(tmp_path / "b0", bob, [alice], "d0", prekeys=keepers["d0"])
+    b1 = Node(tmp_path / "b1", bob, [alice], "d1", prekeys=keepers["d1"])
+    for d, keeper in keepers.items():
+        _record(a, bob, d, T0, keeper.current(T0), caps=True)
+    return alice, bob, a, b0, b1
+
+
+def test_sticky_scheme_2_survives_withheld_and_aged_records(tmp_path: Path) -> None:
+    alice, bob, a, b0, b1 = _bob_nodes(tmp_path)
+    d0, d1 = bob.keys["d0"], bob.keys["d1"]
+    spk0 = b0.service.sessions.prekeys.current(T0).public
+
+    first = _send(a, bob, "first")
+    w = _wraps(first)
+    assert w[d0.sign_public].scheme == WRAP_SCHEME_2 and w[d0.sign_public].enc_public == spk0
+    for node in (b0, b1):
+        assert node.service.receive(first).content == Text("first")
+
+    # a newer record that withholds the capability and the prekey
+    _record(a, bob, "d0", T0 + 1000, None, caps=False)
+    second = _send(a, bob, "second")
+    w = _wraps(second)
+    assert w[d0.sign_public].scheme == WRAP_SCHEME_2
+    assert w[d0.sign_public].enc_public == d0.enc_public  # sealed to the encryption key
+    assert b0.service.receive(second).content == Text("second")
+
+    # every record aged out: still scheme 2, for both devices
+    a.ctx.records.prune(lambda acc, dev: True, T0 + 10 * 3600_000)
+    assert a.ctx.records.get(bob.account, d1.sign_public) is None
+    third = _send(a, bob, "third")
+    assert {x.scheme for x in _wraps(third).values()} == {WRAP_SCHEME_2}
+    for node in (b0, b1):
+        assert node.service.receive(third).content == Text("third")
+
+    # a device never seen with scheme 2 gets scheme 1 (control: the test can fail)
+    c = Node(tmp_path / "c", alice, [bob])
+    assert {x.scheme for x in _wraps(_send(c, bob, "plain")).values()} == {WRAP_STATIC_X25519}
+
+
+def test_refused_scheme_2_envelopes_leave_stored_sessions_byte_identical(tmp_path: Path) -> None:
+    _alice, bob, a, b0, _b1 = _bob_nodes(tmp_path)
+    b0.service.receive(_send(a, bob, "one"))
+    env = _send(a, bob, "two")
+    before = _sessions(b0)
+    assert before
+    tampered = bytearray(env)
+    tampered[-40] ^= 1  # inside the content ciphertext
+    with pytest.raises(InvalidInput):
+        b0.service.receive(bytes(tampered))
+    d0 = bob.keys["d0"].sign_public
+    data = _wraps(env)[d0].data
+    with pytest.raises(InvalidInput):  # the wrap itself, tampered
+        b0.service.receive(env.replace(data, data[:-1] + bytes([data[-1] ^ 1])))
+    assert _sessions(b0) == before
+    b0.service.receive(env)
+    after = _sessions(b0)
+    assert after != before
+    with pytest.raises(InvalidInput):  # replayed
+        b0.service.receive(env)
+    assert _sessions(b0) == after
+
+
+def test_a_revoked_device_gets_no_wrap_and_its_sessions_end(tmp_path: Path) -> None:
+    _alice, bob, a, _b0, b1 = _bob_nodes(tmp_path)
+    d1 = bob.keys["d1"]
+    b1.service.receive(_send(a, bob, "before"))
+    peers = {bytes(r[2]) for r in _sessions(a)}
+    assert d1.sign_public in peers
+    revoke = bob.revoke("r1", "d0", "d1", ["b1"])
+    a.ledger.ingest(revoke.raw)
+    a.service.sessions.log_changed(bob.account)
+    assert d1.sign_public not in {bytes(r[2]) for r in _sessions(a)}
+    assert d1.sign_public not in _wraps(_send(a, bob, "after"))
+
+
+def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None:
+    """A database of schema 11 (history proofs, the last before scheme 2)
+    gains the session tables (11 -> 12) and the copies (12 -> 13), messages
+    kept; a session's state is stored sealed (§15.21), not as its encoding."""
+    import os
+
+    from node.storage import MIGRATIONS, SCHEMA_VERSION, open_database
+    from node.storage.at_rest import RowCipher
+    from node.storage.db import Database
+
+    key = os.urandom(32)
+    path = tmp_path / "node.db"
+    v11 = Database(path, {v: MIGRATIONS[v] for v in range(11)}, RowCipher(key))
+    v11.write([("INSERT INTO counters(account, next) VALUES(?, ?)", (bytes(32), 7))])
+    v11.conn.close()
+    db = open_database(path, key)
+    assert SCHEMA_VERSION == 13
+    names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sessions", "session_seq", "scheme2_devices", "copies"} <= names
+    assert db.query("SELECT next FROM counters") == [(7,)]
+
+
+def test_prekeys_are_kept_like_the_device_keys(tmp_path: Path) -> None:
+    """prekeys.json is 0600 and, with a passphrase, sealed: no secret in the
+    clear; the keeper rotates after ROTATE_MS and keeps the old one in grace."""
+    import stat
+
+    from node.datadir import DataDir
+    from node.prekeys import ROTATE_MS
+
+    dd = DataDir(tmp_path / "dd")
+    dd.init("smu-test", "laptop", "correct horse")
+    keeper = PrekeyKeeper(dd)
+    first = keeper.current(T0)
+    secret = keeper.store.signed[first.prekey_id][0]
+    raw = (tmp_path / "dd" / "prekeys.json").read_bytes()
+    assert stat.S_IMODE((tmp_path / "dd" / "prekeys.json").stat().st_mode) == 0o600
+    assert secret.hex() not in raw.decode() and b"store" not in raw
+    again = DataDir(tmp_path / "dd")
+    again.load_secrets("correct horse")
+    assert PrekeyKeeper(again).current(T0 + 1000) == first  # the same, not rotated
+    later = PrekeyKeeper(again).current(T0 + ROTATE_MS)
+    assert later.prekey_id > first.prekey_id
+    store = PrekeyKeeper(again).store
+    assert store.signed_secret(first.prekey_id, T0 + ROTATE_MS) == secret  # in its grace
+
+
+def test_a_record_seen_once_is_sticky_before_any_message(tmp_path: Path) -> None:
+    """A contact's record advertising scheme 2 is remembered when it
+    arrives (§15.9): aged out before the first message, it still cannot
+    downgrade that device; a stranger's record is not remembered."""
+    _alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    a.ctx.records = type(a.ctx.records)(FAST)  # nothing held yet
+    prekey = b0.service.sessions.prekeys.current(T0)
+    rec = make_record(
+        FAST, bob.account, bob.keys["d0"], timestamp=T0, lifetime_ms=3600_000,
+        peer_ids=("12D3KooWpeer",), addrs=(), signed_prekey=prekey,
+        capabilities=(int(Capability.WRAP_SCHEME_2),),
+    )  # fmt: skip
+    a.service.record_arrived(rec)  # bob is no contact of alice's yet
+    assert not a.query("SELECT * FROM scheme2_devices")
+    a.contacts.add(bob.account, "bob")
+    a.service.record_arrived(rec)
+    assert a.query("SELECT spk_id FROM scheme2_devices") == [(prekey.prekey_id,)]
+    # the record never reaches the record book (withheld, or aged): scheme 2 still
+    wraps = _wraps(_send(a, bob, "sticky"))
+    d0 = bob.keys["d0"].sign_public
+    assert wraps[d0].scheme == WRAP_SCHEME_2
+    assert wraps[bob.keys["d1"].sign_public].scheme == WRAP_STATIC_X25519  # never seen
+    assert b0.service.receive(_send(a, bob, "again")).content == Text("again")
+
+
+def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> None:
+    """The outbox row of the sender's other device carries the copy's
+    envelope (its own id and keys), under the text's id; that device stores
+    the text as sent, in the conversation with bob, under the same id (§15.22)."""
+    for p in ("a0", "a1"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    alice.add("a1", "d0", "d1", ["g"])
+    a0 = Node(tmp_path / "a0", alice, [bob], "d0")
+    a1 = Node(tmp_path / "a1", alice, [bob], "d1")
+    message_id, devices = a0.service._seal_and_queue(bob.account, Text("hi"), KIND_TEXT, "hi")
+    assert devices == 3  # bob's two devices and alice's d1
+    due = {d.device: d for d in a0.service.store.due(T0 * 10, 10)}
+    copy = due[alice.keys["d1"].sign_public]
+    assert copy.message == message_id and copy.account == alice.account
+    header = peek(copy.envelope, FAST)
+    assert header.recipient_account == alice.account and header.message_id != message_id
+    assert set(header.devices) == {alice.keys["d0"].sign_public, alice.keys["d1"].sign_public}
+    original = peek(due[bob.keys["d0"].sign_public].envelope, FAST)
+    assert set(original.devices) == {bob.keys["d0"].sign_public, bob.keys["d1"].sign_public}
+    a1.service.receive(copy.envelope)
+    (row,) = a1.service.store.conversation(bob.account, KIND_TEXT)
+    assert (row.message_id, row.outgoing, row.text) == (message_id, True, "hi")
+    assert row.sender_device == alice.keys["d0"].sign_public
+    # with the original's proof: a1's history relays it as proven by d0 (§15.22)
+    (held,) = a1.service.store.history(KIND_TEXT, 10)
+    entry = HistoryEntry(
+        held.peer, held.message_id, held.sender_account, held.sender_device,
+        held.sent_ms, Text(held.text), held.proof,
+    )  # fmt: skip
+    lookup = ledger_lookup(a1.ctx.ledger)
+    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.has).verdict is (
+        EntryVerdict.VERIFIED
+    )
+
+
+def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) -> None:
+    """Refused with prekey_unknown (its signed prekey is retired): the
+    sender's sessions with that device end, its next message sets up anew."""
+    import trio
+
+    _, bob, a, _, _ = _bob_nodes(tmp_path)
+    d0 = bob.keys["d0"].sign_public
+    first = _send(a, bob, "first")
+    assert len(_wraps(first)[d0].data) > 300  # a set-up (§19.13; a ratchet message: 174)
+    (due,) = [d for d in a.service.store.due(T0 * 10, 10) if d.device == d0]
+
+    async def refused(*args: object) -> str:
+        return "prekey_unknown: no such signed prekey (or retired)"
+
+    a.service._try_deliver = refused  # type: ignore[method-assign]
+    trio.run(a.service._deliver_one, due)
+    assert d0 not in {bytes(r[2]) for r in _sessions(a)}
+    assert bob.keys["d1"].sign_public in {bytes(r[2]) for r in _sessions(a)}
+    again = _wraps(_send(a, bob, "again"))
+    assert len(again[d0].data) > 300  # a new set-up
+    assert [bytes(r[2]) for r in _sessions(a)].count(d0) == 1  # the new one only
+
+
+def test_session_state_is_sealed_at_rest_to_its_row(tmp_path: Path) -> None:
+    """The ratchet's secrets are in the store only sealed (§15.21), each
+    state bound to its session id: a state moved to another row does not
+    open, and the clear encoding appears nowhere in the database file."""
+    from node.errors import StoreCorruptError
+    from node.storage.sessions import decode_state_blob
+    from protocol.messaging.ratchet import encode_state
+
+    _, bob, a, b0, _ = _bob_nodes(tmp_path)
+    first = _send(a, bob, "first")
+    assert b0.service.receive(first).content == Text("first")
+    for node, where in ((a, tmp_path / "a"), (b0, tmp_path / "b0")):
+        rows = node.query("SELECT session_id, state FROM sessions")
+        assert rows
+        cipher = node.service.store.db.require_cipher()
+        files = b"".join(f.read_bytes() for f in where.iterdir() if f.is_file())
+        for sid, blob in rows:
+            clear = encode_state(decode_state_blob(cipher, bytes(sid), blob))
+            assert clear not in files
+            with pytest.raises(StoreCorruptError):
+                decode_state_blob(cipher, b"\x00" * len(bytes(sid)), blob)
