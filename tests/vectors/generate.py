@@ -26,6 +26,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    rotation_vectors,
     session_vectors,
     sync_vectors,
 )
@@ -47,6 +48,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "sync.json": sync_vectors.build,
     "backup.json": backup_vectors.build,
     "session.json": session_vectors.build,
+    "rotations.json": rotation_vectors.build,
 }
 
 
