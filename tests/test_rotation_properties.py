@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from protocol.core.keys import RecoveryKey
 from protocol.log import authoring
+from protocol.log.account import AccountLog
 from protocol.log.events import Event, EventKind
 from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, AccountStatus
@@ -43,19 +44,22 @@ from .conftest import FAST
 from .conftest import hypothesis_settings as _settings
 from .prop_world import Op, World, _bits, all_mask, checking_incremental, op_st, rec
 from .test_properties import effective
+from .test_property_mutants import RULES, expect_caught, mutant
 
 FAST_N = 150
 SLOW_N = 3000
 
 #: op kinds: bit 8 with kind 5 is a rotation of the recovery key, with kind
-#: 6 a recover; ``rot_op`` biases the draw towards them
+#: 6 a recover (1 op in 16 of ``op_st``); these bias the draw towards them
 _uses = st.tuples(
     st.sampled_from([13, 14, 29, 30]), st.integers(0, 2**16 - 1), st.integers(0, 2**16 - 1)
 )
 rot_op = st.one_of(op_st, _uses)
 #: fewer uses of the key: an owner whose history is already compromised
 #: has nothing left to steal
-rare_rot_op = st.one_of(op_st, op_st, op_st, op_st, _uses)
+rare_rot_op = st.integers(0, 4).flatmap(lambda n: _uses if n == 0 else op_st)
+#: for long histories, rarer still (most would be compromised otherwise)
+rarest_rot_op = st.integers(0, 9).flatmap(lambda n: _uses if n == 0 else op_st)
 
 
 def _owner_paper(w: World) -> dict[bytes, RecoveryKey]:
@@ -81,9 +85,7 @@ def build(
 # Property 1
 
 
-@_settings(FAST_N)
-@given(st.lists(rare_rot_op, min_size=6, max_size=24), st.data())
-def test_rotations_converge_in_any_order(ops: list[Op], data: st.DataObject) -> None:
+def check_rotations_converge(ops: list[Op], data: st.DataObject) -> None:
     with checking_incremental():
         w = World()
         build(w, ops, {w.genesis.signer}, _owner_paper(w), "h")
@@ -95,6 +97,19 @@ def test_rotations_converge_in_any_order(ops: list[Op], data: st.DataObject) -> 
     assert ledger.state(w.account).encode() == reference.encode()
     rotations = sum(e.kind is EventKind.ROTATE_RECOVERY for e in w.events)
     hyp_event(f"rotations: {min(rotations, 3)}+; status {reference.status.value}")
+
+
+@_settings(FAST_N)
+@given(st.lists(rare_rot_op, min_size=6, max_size=24), st.data())
+def test_rotations_converge_in_any_order(ops: list[Op], data: st.DataObject) -> None:
+    check_rotations_converge(ops, data)
+
+
+@pytest.mark.slow
+@_settings(SLOW_N)
+@given(st.lists(rarest_rot_op, min_size=10, max_size=60), st.data())
+def test_rotations_converge_in_any_order_slow(ops: list[Op], data: st.DataObject) -> None:
+    check_rotations_converge(ops, data)
 
 
 # --------------------------------------------------------------------------
@@ -263,3 +278,37 @@ def test_rotation_leaves_a_thief_nothing(case: TheftCase) -> None:
 def test_rotation_leaves_a_thief_nothing_slow(case: TheftCase) -> None:
     with checking_incremental():
         check_theft(case)
+
+
+# --------------------------------------------------------------------------
+# The properties catch broken rotation rules (as ``test_property_mutants``).
+
+
+def test_theft_property_catches_an_old_key_still_in_force() -> None:
+    # Recovers judged by the latest recover only, as before rotations: the
+    # old paper key recovers above the owner's rotation.
+    with mutant(
+        AccountLog,
+        "check",
+        "recovery_commitment(event.signer) != commitment",
+        "recovery_commitment(event.signer) != self._commitment_at(rec)",
+    ):
+        expect_caught(check_theft, theft_cases_of(1), 500)
+
+
+def test_theft_property_catches_a_rotation_that_voids_no_recover() -> None:
+    # The ledger's rule 2 for rotations gone: the thief's recover below the
+    # owner's rotation wins, and the rotation is void.
+    with mutant(RULES, "_key_use", "if seen < len(ids):", "if False:"):
+        expect_caught(check_theft, theft_cases_of(1), 500)
+
+
+def test_theft_property_catches_a_rotation_without_the_paper_key() -> None:
+    # The co-signature's key not checked against the commitment in effect.
+    with mutant(
+        AccountLog,
+        "check",
+        "if commitment is None or recovery_commitment(body.recovery_public) != commitment:",
+        "if commitment is None:",
+    ):
+        expect_caught(check_theft, theft_cases_of(1), 500)
