@@ -269,3 +269,36 @@ def test_a_rotation_to_the_same_key_is_refused(history: History) -> None:
             signer_public=h.keys["d0"].sign_public,
             sign=h.keys["d0"].sign,
         )
+
+
+def test_a_rotation_by_a_device_that_a_concurrent_recover_voids(history: History) -> None:
+    """d2 was added concurrently with a recover (so its add is void), and
+    rotates on its branch: two concurrent uses of the key, so the account is
+    compromised; neither the rotation's key nor the recover's device wins."""
+    h = history
+    h.add("a1", "d0", "d1", ["g"])
+    h.add("a2", "d0", "d2", ["a1"])
+    h.rotate("t", "d2", ["a2"])
+    h.recover("rec", "d9", ["a1"])
+    state = _states(h, ["g", "a1", "a2", "t", "rec"], fixed=2)
+    assert state.status is AccountStatus.COMPROMISED and state.active_keys == frozenset()
+    void = _void(state)
+    assert void[h.events["a2"].id] is VoidReason.CONCURRENT_WITH_RECOVER
+    assert void[h.events["t"].id] is VoidReason.CONCURRENT_WITH_RECOVER
+    assert void[h.events["rec"].id] is VoidReason.CONCURRENT_WITH_ROTATION
+    assert h.status(h.ledger()) == {
+        "d0": "removed_by_recovery",
+        "d1": "removed_by_recovery",
+        "d2": "void",
+        "d9": "void",
+    }
+
+
+def test_a_rotation_above_a_recover_uses_the_recovers_key(history: History) -> None:
+    h = history
+    h.recover("rec", "d9", ["g"])
+    h.rotate("t", "d9", ["rec"], rk=h.next_key("rec"))
+    state = _states(h, ["g", "rec", "t"], fixed=3)
+    assert state.status is AccountStatus.OK and not state.voided
+    assert state.recovery_commitment == h.next_key("t").commitment
+    assert h.status(h.ledger()) == {"d0": "removed_by_recovery", "d9": "active"}

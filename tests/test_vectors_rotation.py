@@ -68,6 +68,15 @@ def test_rotation_states_and_refusals() -> None:
         data["state_after_rotation"]["recovery_commitment"]
         == (data["recovery_keys"][1]["commitment"])
     )
+    # the old key below the rotation: concurrent uses, compromised
+    raced = Ledger(params)
+    for e in [*data["events"][:3], data["concurrent_recover"]]:
+        raced.ingest(bytes.fromhex(e["raw_hex"]))
+    got = state_json(raced.state(account))
+    assert got == data["state_compromised"]
+    assert got["status"] == "compromised" and got["recovery_commitment"] == ""
+    reasons = {v["reason"] for v in got["voided"]}
+    assert reasons == {"concurrent_with_recover", "concurrent_with_rotation"}
     assert len(data["invalid"]) == 4
     for case in data["invalid"]:
         raw = bytes.fromhex(case["raw_hex"])

@@ -88,6 +88,22 @@ def build() -> dict[str, Json]:
     after_rotation = ledger.state(acc)
     ledger.ingest(rec.raw)
     after_recover = ledger.state(acc)
+    # The old key used below the rotation: a recover concurrent with it.
+    race = authoring.recover(
+        params,
+        acc,
+        [add.id],
+        r0,
+        device_keys("rotation/other-hand"),
+        r2,
+        device_name="other",
+        timestamp=T0 + 2100,
+    )
+    raced = Ledger(params)
+    for e in (g, add, rot, race):
+        raced.ingest(e.raw)
+    compromised = raced.state(acc)
+    assert compromised.recovery_commitment is None and not compromised.active_keys
     body = rot.body
     assert isinstance(body, RotateRecoveryBody)
     message = rotation_message(params.network_id, acc, rot.parents, rot.signer, r1.commitment)
@@ -182,5 +198,9 @@ def build() -> dict[str, Json]:
         },
         "state_after_rotation": state_json(after_rotation),
         "state_after_recover": state_json(after_recover),
+        # genesis, add_laptop, rotate, then this recover signed by recovery-0
+        # at add_laptop: two concurrent uses of the key (§7.2, rule 2)
+        "concurrent_recover": _event_json("recover_below_the_rotation", race),
+        "state_compromised": state_json(compromised),
         "invalid": invalid,
     }
