@@ -63,6 +63,8 @@ def test_rotate_then_recover_with_the_new_key_elsewhere(demo: Demo, tmp_path: Pa
     assert history[-1]["kind"] == "rotate_recovery" and history[-1]["void"] is None
     # backups are sealed to the new backup key from now on
     assert a.client.call("backup.status")["backup_key"] not in (None, backup_key)
+    backup = tmp_path / "after.smubackup"
+    a.client.call("backup.create", path=str(backup))
 
     demo.wait_converged(demo.nodes)
     # a rotation is no recovery: the safety number and the mark stay (§4.6)
@@ -84,5 +86,10 @@ def test_rotate_then_recover_with_the_new_key_elsewhere(demo: Demo, tmp_path: Pa
     demo.wait_converged(demo.nodes)
     for node in (a, b, c):
         assert statuses(node, account) == {"alice": "removed_by_recovery", "fresh": "active"}
+    # the backup made after the rotation opens with the new paper key only
+    with pytest.raises(RpcError, match="another recovery key"):
+        c.client.call("backup.restore", path=str(backup), recovery_key=alice["recovery_key"])
+    restored = c.client.call("backup.restore", path=str(backup), recovery_key=new_key)
+    assert restored["made_by"]["status"] == "removed_by_recovery"
     # the recovery changed the number, as it should
     assert b.client.call("contact.verify", contact="alice")["safety_number"] != number
