@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from node.errors import RpcError
-from node.netdemo import Demo
+from node.netdemo import Demo, link_devices
 
-from .process import alice_and_bob, smu, start_nodes, statuses
+from .process import alice_and_bob, smu, start_nodes, statuses, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -93,3 +93,33 @@ def test_rotate_then_recover_with_the_new_key_elsewhere(demo: Demo, tmp_path: Pa
     assert restored["made_by"]["status"] == "removed_by_recovery"
     # the recovery changed the number, as it should
     assert b.client.call("contact.verify", contact="alice")["safety_number"] != number
+
+
+def test_the_other_device_seals_backups_to_the_new_key(demo: Demo, tmp_path: Path) -> None:
+    """The laptop rotates; the phone, the account's other device, stays
+    active, learns the new backup key's certificate by sync (§15.19), and
+    never seals to the old one again."""
+    phone, laptop = start_nodes(demo, ["phone", "laptop"])
+    demo.connect(phone, laptop)
+    bob = phone.client.call("account.create", name="bob")
+    link_devices(demo, phone, laptop, "laptop")
+    demo.wait_converged(demo.nodes)
+    old = phone.client.call("backup.status")["backup_key"]
+    wait_for(lambda: laptop.client.call("backup.status")["backup_key"] == old, 30, "the cert")
+    got = laptop.client.call("account.rotate_recovery", recovery_key=bob["recovery_key"])
+    new = laptop.client.call("backup.status")["backup_key"]
+    assert new not in (None, old)
+    demo.wait_converged(demo.nodes)
+    assert statuses(phone, bob["account_id"]) == {"phone": "active", "laptop": "active"}
+    wait_for(lambda: phone.client.call("backup.status")["backup_key"] == new, 30, "new cert")
+    path = tmp_path / "phone.smubackup"
+    phone.client.call("backup.create", path=str(path))
+    (fresh,) = start_nodes(demo, ["fresh"])
+    demo.connect(fresh, phone)
+    demo.wait_converged(demo.nodes)
+    fresh.client.call(
+        "account.recover", account=bob["account_id"], recovery_key=got["recovery_key"]
+    )
+    with pytest.raises(RpcError, match="another recovery key"):
+        fresh.client.call("backup.restore", path=str(path), recovery_key=bob["recovery_key"])
+    fresh.client.call("backup.restore", path=str(path), recovery_key=got["recovery_key"])
