@@ -23,6 +23,7 @@ import trio
 from protocol.links.channel import Closed, Received
 from protocol.links.channel_wire import PROTOCOL_ID
 
+from .api.node import ChannelStatus
 from .channel import ChannelLink
 from .errors import PeerUnreachable
 from .gate import remote_peer
@@ -123,5 +124,5 @@ class ChannelService:
             elif isinstance(event, Closed):
                 return
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ChannelStatus:
         return {"open": sorted(self.channels), "unhandled_items": self.unhandled}

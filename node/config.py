@@ -57,13 +57,13 @@ class NodeConfig:
         return (self.web_port or 0) if self.web else None
 
 
-def _strings(key: str, value: Any, where: str) -> list[str]:
+def _strings(key: str, value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise NodeUsageError(f"{where}: {key} is a list of multiaddrs (strings)")
     return list(value)
 
 
-def _port(key: str, value: Any, where: str) -> int | None:
+def _port(key: str, value: object, where: str) -> int | None:
     if value is None:
         return None
     if type(value) is not int or not 0 <= value <= 65535:

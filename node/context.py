@@ -133,6 +133,6 @@ class NodeContext(Protocol):
         there is no connection (raises ``node.errors.PeerUnreachable``)."""
         ...
 
-    def notify(self, note: dict[str, Any]) -> None:
+    def notify(self, note: dict[str, object]) -> None:
         """Tell control-API subscribers (``inbox --follow`` and tests)."""
         ...

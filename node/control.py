@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError
+from .api.schema import Handler, ParamError
+from .errors import DaemonNotRunning, DiskFullError, NodeUsageError, RpcError, StoreCorruptError
 from .tasks import TaskStatus
 
 MAX_LINE = 1 << 20
@@ -34,7 +34,7 @@ INVALID_INPUT = 1  # the submitted data is invalid (protocol.errors.InvalidInput
 USAGE = 2  # local misuse: unknown account, not active, ...
 DISK_FULL = 3  # the disk or the node's disk budget is full: nothing was written
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+__all__ = ["ControlClient", "Handler", "RpcFailure", "serve"]
 
 
 class RpcFailure(Exception):
@@ -104,10 +104,15 @@ async def _answer(stream: trio.SocketStream, line: bytes, methods: dict[str, Han
         return await _send(stream, req_id, error=(METHOD_NOT_FOUND, f"no method {req['method']!r}"))
     try:
         result = await handler(params)
+    except ParamError as exc:  # checked against node/api before anything ran (§13)
+        return await _send(stream, req_id, error=(INVALID_PARAMS, str(exc)))
     except RpcFailure as exc:
         return await _send(stream, req_id, error=(exc.code, str(exc)), data=exc.data)
     except DiskFullError as exc:  # rolled back whole: say so (§13.3)
         return await _send(stream, req_id, error=(DISK_FULL, str(exc)))
+    except StoreCorruptError as exc:  # a sealed value did not open (§15.21): say which
+        log.error("control method %s: %s", req["method"], exc)
+        return await _send(stream, req_id, error=(INTERNAL_ERROR, str(exc)))
     except (KeyError, TypeError, ValueError) as exc:
         return await _send(stream, req_id, error=(INVALID_PARAMS, f"bad params: {exc}"))
     except Exception as exc:  # one failed call must never stop the daemon
@@ -151,7 +156,8 @@ async def serve(
 
 
 class ControlClient:
-    """A blocking client (the CLI is synchronous)."""
+    """A blocking client (the CLI is synchronous); ``Method.ask`` calls
+    through it with typed params and result."""
 
     def __init__(self, path: Path, timeout: float | None = 600.0) -> None:
         self.path = path

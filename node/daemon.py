@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 import trio
 from libp2p.tools.anyio_service import background_trio_service
@@ -38,12 +38,14 @@ from protocol.records.device import RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
 from . import control
+from .api.node import DiskStatus
+from .api.schema import BoundMethod
 from .channels import CHANNEL_PROTOCOL, ChannelService
 from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
-from .errors import NodeUsageError
+from .errors import NodeUsageError, StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
@@ -91,6 +93,10 @@ from .storage.events import SqliteEventStore
 from .tasks import TaskStatus
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
 
+if TYPE_CHECKING:  # imported when the web app runs: a node without it never loads starlette
+    from .web.server import WebServer
+
+
 log = logging.getLogger("smu.node")
 
 ESCROW_EVENTS = 40_000
@@ -110,6 +116,21 @@ CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
 DISK_CHECK_SECONDS = 5.0
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
+
+
+class NatOptions(TypedDict, total=False):
+    """The NAT switches of ``smu node run`` (§17.4, §17.5)."""
+
+    offer_relay: bool
+    classifier: Classifier
+    circuit_bytes: int
+    reach_config: ReachConfig | None
+
+
+class Service(Protocol):
+    """A part of the node that serves control methods (``node/services``)."""
+
+    def handlers(self) -> dict[str, control.Handler]: ...
 
 
 class Daemon:
@@ -148,7 +169,8 @@ class Daemon:
         self._params: NetworkParams = network_by_id(str(self.config["network"]))
         self.listen = listen
         self.bootstrap = list(bootstrap)
-        self.db = open_database(datadir.db_path)
+        # texts, names and synced edits are sealed under the storage key (§15.21)
+        self.db = open_database(datadir.db_path, secrets.storage_key or None)
         self.store = SqliteEventStore(self.db)
         self.budget = DiskBudget(self.db, self.settings.disk_budget_bytes)
         started = time.monotonic()
@@ -185,7 +207,7 @@ class Daemon:
         self._last_advertised: list[str] = []
         self._was_linked: set[str] = set()
         self._done = trio.Event()
-        self.subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self.subscribers: list[Callable[[dict[str, object]], None]] = []
         self._build_services()
         self.web = self._build_web(web_port)
 
@@ -251,7 +273,7 @@ class Daemon:
                 best = (r.timestamp, r.relays)
         return best[1]
 
-    def nat_status(self) -> dict[str, Any]:
+    def nat_status(self) -> dict[str, object]:
         doc = self.reach.status()
         doc["relay"] = {
             "offered": self.relay.allow_hop,
@@ -311,7 +333,7 @@ class Daemon:
         self.sync.send = self.messages.queue_sync
         # another device's decisions apply here too: its requests, our tokens
         self.sync.on_changed.append(self.messages.decisions_changed)
-        self.sync.on_changed.append(self.tokens.refill_all)
+        self.sync.on_changed.append(self.tokens.contacts_changed)
         #: read marks, account-wide (``read/<account>``), cached per device
         self.reads = ReadMarks(self, ReadStore(self.db), self.sync)
         self.sync.on_changed.append(self.reads.synced)
@@ -350,15 +372,20 @@ class Daemon:
         self.replication.on_record = self.messages.wake
         self.links.on_changed = self._links_changed
         self.node_service = NodeService(
-            self, self.replication, self.links, self.gate, self.channels, self.stop
+            self,
+            self.replication,
+            self.links,
+            self.gate,
+            self.channels,
+            self.stop,
+            parts=lambda: {
+                "disk": self._disk_status(),
+                "clock": self.clock.status(),
+                "metrics_port": self.metrics_port,
+                "reachability": self.nat_status(),
+            },
         )
-        self.node_service.extra_status = {
-            "disk": self._disk_status,
-            "clock": self.clock.status,
-            "metrics_port": lambda: self.metrics_port,
-            "reachability": self.nat_status,
-        }
-        self.services: list[Any] = [
+        self.services: list[Service] = [
             self.node_service,
             PeerService(self.links, self.replication.replicator.score),
             EventService(self),
@@ -373,7 +400,7 @@ class Daemon:
             self.mailbox,
         ]
 
-    def _build_web(self, port: int | None) -> Any:
+    def _build_web(self, port: int | None) -> WebServer | None:
         """The web app (node/web/), unless the node runs without it (None)."""
         from .web.service import WebService
 
@@ -435,7 +462,7 @@ class Daemon:
             clock_offset_ms=self.clock.median_offset(),
         )
 
-    def _disk_status(self) -> dict[str, Any]:
+    def _disk_status(self) -> DiskStatus:
         s = self.budget.state
         return {
             "used_bytes": s.used_bytes,
@@ -461,7 +488,7 @@ class Daemon:
                 log.info("the disk has room again: accepting")
             await trio.sleep(DISK_CHECK_SECONDS)
 
-    def _delivered(self, note: dict[str, Any]) -> None:
+    def _delivered(self, note: dict[str, object]) -> None:
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
@@ -483,11 +510,12 @@ class Daemon:
         for service in self.services:
             for name, handler in service.handlers().items():
                 assert name not in methods, f"{name} is served twice"
+                assert isinstance(handler, BoundMethod) and handler.method.name == name, name
                 methods[name] = self._refused_when_full(handler) if name in DISK_WRITES else handler
         return methods
 
     def _refused_when_full(self, handler: control.Handler) -> control.Handler:
-        async def checked(params: dict[str, Any]) -> Any:
+        async def checked(params: dict[str, object]) -> object:
             if self.budget.full:
                 raise RpcFailure(control.DISK_FULL, f"{self.budget.state.reason}: not accepted")
             return await handler(params)
@@ -754,7 +782,7 @@ class Daemon:
     async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
         return await self.links.open_stream(peer, addrs, protocol, self.relays_of(peer))
 
-    def notify(self, note: dict[str, Any]) -> None:
+    def notify(self, note: dict[str, object]) -> None:
         for subscriber in list(self.subscribers):
             subscriber(note)
 
@@ -785,7 +813,9 @@ def probe_listen(listen: Sequence[str]) -> None:
                 raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
 
 
-def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Any) -> None:
+def run_daemon(
+    datadir: DataDir, secrets: Secrets, settings: NodeConfig, **options: Unpack[NatOptions]
+) -> None:
     """``options``: the NAT switches of ``smu node run`` (offer_relay, the
     lab classifier, the lab's circuit limit and fast probes)."""
     lock = datadir.lock()  # one daemon per data directory
@@ -800,6 +830,22 @@ def run_daemon(datadir: DataDir, secrets: Secrets, settings: NodeConfig, **optio
             settings=settings,
             **options,
         )
-        trio.run(daemon.run)
+        try:
+            trio.run(daemon.run)
+        except BaseExceptionGroup as group:
+            damaged = _store_error(group)
+            if damaged is None:
+                raise
+            raise damaged from None
     finally:
         os.close(lock)
+
+
+def _store_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """A damaged store (a sealed value that does not open, §15.21) stops the
+    daemon with its one-line reason, not a task's traceback (None: the
+    group holds no store error, and is raised as it came)."""
+    damaged: BaseException | None = group.split(StoreError)[0]
+    while isinstance(damaged, BaseExceptionGroup):
+        damaged = damaged.exceptions[0]
+    return damaged

@@ -3,8 +3,9 @@
 Layout, all inside one directory of mode 0700:
 
     config.json     network, device name, this device's account (no secrets)
-    keys.json       device and node secrets, mode 0600; with a passphrase the
-                    secrets are sealed with SecretBox under an Argon2id key
+    keys.json       device and node secrets and the storage key, mode 0600;
+                    with a passphrase they are sealed with SecretBox under an
+                    Argon2id key
     events.sqlite   the event store (node/storage.py)
     control.sock    the control API (node/control.py)
     web.key         the web app's key, mode 0600 (node/web/auth.py)
@@ -21,7 +22,7 @@ import json
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nacl.exceptions
@@ -69,6 +70,7 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+STORAGE_KEY_BYTES = 32
 #: derives the token key of a key file written before token keys existed
 D_TOKEN_SEED = b"smu/token-seed/v1\x00"
 
@@ -80,6 +82,10 @@ class Secrets:
     #: seed of the device's mailbox token key (PROTOCOL.md §15.16): a key of
     #: its own, so that a token can never pass for a device signature
     token_seed: bytes = b""
+    #: the key of what the store keeps encrypted (PROTOCOL.md §15.21): 32
+    #: random bytes, here so that a passphrase protects it as it does the
+    #: device keys; empty in a key file from before it (``add_storage_key``)
+    storage_key: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         if not self.token_seed:
@@ -94,6 +100,7 @@ class Secrets:
             "device_enc_secret": self.device.enc_secret.hex(),
             "node_seed": self.node_seed.hex(),
             "token_seed": self.token_seed.hex(),
+            **({"storage_key": self.storage_key.hex()} if self.storage_key else {}),
         }
 
     @classmethod
@@ -104,6 +111,7 @@ class Secrets:
             ),
             bytes.fromhex(data["node_seed"]),
             bytes.fromhex(data.get("token_seed", "")),
+            bytes.fromhex(data.get("storage_key", "")),
         )
 
 
@@ -155,10 +163,30 @@ class DataDir:
         if self.exists():
             raise NodeUsageError(f"{self.path} is already initialised (keys.json exists)")
         ensure_private_dir(self.path)
-        secrets = Secrets(DeviceKeys.from_random(os.urandom(64)), os.urandom(32), os.urandom(32))
+        secrets = Secrets(
+            DeviceKeys.from_random(os.urandom(64)),
+            os.urandom(32),
+            os.urandom(32),
+            os.urandom(STORAGE_KEY_BYTES),
+        )
         self._write_secrets(secrets, passphrase)
         self.write_config({"network": network, "device_name": device_name, "account": None})
         return secrets
+
+    def add_storage_key(self, passphrase: str | None) -> Secrets:
+        """Give a key file from before the storage key one (on the first
+        start after the upgrade), under the same passphrase, holding the
+        directory's lock so that two starts cannot make two keys."""
+        fd = self.lock()
+        try:
+            secrets = self.load_secrets(passphrase)
+            if not secrets.storage_key:
+                secrets = replace(secrets, storage_key=os.urandom(STORAGE_KEY_BYTES))
+                # written (and synced) before the store encrypts anything with it
+                self._write_secrets(secrets, passphrase)
+            return secrets
+        finally:
+            os.close(fd)
 
     def _write_secrets(self, secrets: Secrets, passphrase: str | None) -> None:
         plain = json.dumps(secrets.to_json()).encode()

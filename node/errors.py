@@ -23,6 +23,11 @@ class StoreError(NodeError):
     """The on-disk store is damaged or of an unknown schema."""
 
 
+class StoreCorruptError(StoreError):
+    """A value encrypted at rest does not open (PROTOCOL.md §15.21): the
+    store is damaged, or it is opened under another storage key."""
+
+
 class PeerError(NodeError):
     """A remote peer broke the transport rules (framing, sizes)."""
 

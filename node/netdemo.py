@@ -17,13 +17,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import TESTNET
 from protocol.log.events import Event
 
+from .api.account import ACCOUNT_SHOW, AccountStateDoc
+from .api.node import NODE_STATUS, NodeStatus
 from .control import ControlClient
 from .datadir import DataDir
 from .errors import NodeError
@@ -91,9 +93,8 @@ class DemoNode:
     def device(self) -> DeviceKeys:
         return DataDir(self.dir).load_secrets().device
 
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.call("node.status")
-        return result
+    def status(self) -> NodeStatus:
+        return NODE_STATUS.ask(self.client, {})
 
     def submit(self, event: Event) -> None:
         self.client.call("event.submit", event=event.raw.hex())
@@ -131,8 +132,8 @@ class Demo:
                 else:
                     print(f"   {k}: {v}", flush=True)
 
-    def show(self, node: DemoNode, account: str) -> dict[str, Any]:
-        doc: dict[str, Any] = node.client.call("account.show", account=account)
+    def show(self, node: DemoNode, account: str) -> AccountStateDoc:
+        doc = ACCOUNT_SHOW.ask(node.client, {"account": account})
         if self.as_json:
             print(json.dumps({"step": "show", "node": node.name, "account": doc}), flush=True)
         else:
@@ -174,7 +175,7 @@ def _now() -> int:
 
 def link_devices(
     d: Demo, approver: DemoNode, joiner: DemoNode, name: str, *, approve: bool = True
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """`smu device link` on ``approver``, `smu device join` on ``joiner``; both
     users see the same code, the joiner's user confirms, the approver's user
     approves (or rejects).  Returns the joiner's answer plus ``offer``,
@@ -187,7 +188,7 @@ def link_devices(
         f"confirmation code {started['code']}; its user confirms",
         active_devices=[x["name"] for x in started["account"]["devices"]],
     )
-    result: dict[str, Any] = {}
+    result: dict[str, object] = {}
 
     def confirm() -> None:
         try:
@@ -236,7 +237,7 @@ def has_contact(node: DemoNode, name: str) -> bool:
     return name in contact_names(node)
 
 
-def wait_until(what: str, check: Any, timeout: float = CONVERGE_TIMEOUT) -> float:
+def wait_until(what: str, check: Callable[[], object], timeout: float = CONVERGE_TIMEOUT) -> float:
     start = time.monotonic()
     while not check():
         if time.monotonic() - start > timeout:

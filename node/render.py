@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from protocol.core.keys import fingerprint, handle
 from protocol.core.names import sanitise
 from protocol.log.state import AccountState
+
+from .api.account import AccountStateDoc
 
 
 def approver_label(state: AccountState, approver: bytes, device: bytes | None = None) -> str:
@@ -18,7 +18,7 @@ def approver_label(state: AccountState, approver: bytes, device: bytes | None = 
     return f"{sanitise(d.name)} ({d.fingerprint})"
 
 
-def state_json(state: AccountState) -> dict[str, Any]:
+def state_json(state: AccountState) -> AccountStateDoc:
     return {
         "account_id": state.account_id.hex(),
         "handle": handle(state.display_name, state.account_id),
@@ -61,7 +61,7 @@ def state_json(state: AccountState) -> dict[str, Any]:
     }
 
 
-def state_text(doc: dict[str, Any]) -> str:
+def state_text(doc: AccountStateDoc) -> str:
     lines = [
         f"{doc['handle']}  [{doc['status']}]",
         f"  account  {doc['account_id']}",

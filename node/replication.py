@@ -16,7 +16,6 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -79,7 +78,7 @@ class ReplicationService:
         ledger.decode = self.verified.decode
         self._verifiers = trio.CapacityLimiter(VERIFY_THREADS)
         #: told of every newly accepted event (control-API subscribers)
-        self.on_delivered: Callable[[dict[str, Any]], None] = lambda note: None
+        self.on_delivered: Callable[[dict[str, object]], None] = lambda note: None
         #: a device record arrived: deliveries may have waited for it
         self.on_record: Callable[[], None] = lambda: None
         links.on_closed.append(self._link_closed)
@@ -136,7 +135,7 @@ class ReplicationService:
         index = self.replicator.index
         return index.fingerprint(0, len(index)).hex()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
         return dataclasses.asdict(self.replicator.stats)
 
     # -- links ------------------------------------------------------------------

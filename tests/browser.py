@@ -137,6 +137,13 @@ class Browser:
         except Exception:  # the page is navigating
             return ""
 
+    def click_css(self, css: str) -> None:
+        """Click the first match of ``css`` once there is one, found and
+        clicked in one step inside the page (a list that re-renders between a
+        find and a click would leave a stale element)."""
+        script = "const e = document.querySelector(arguments[0]); if (e) e.click(); return !!e;"
+        self.wait(lambda: self.js(script, css), what=css)
+
     def button(self, label: str, within: str = "") -> Any:
         """The visible button whose text is ``label``."""
         from selenium.webdriver.common.by import By

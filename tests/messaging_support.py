@@ -55,14 +55,18 @@ def contacts_for(ctx: Any, db: Database) -> ContactSet:
     return ContactSet(ContactStore(db), ctx.ledger, SyncService(ctx, SyncStore(db)))
 
 
+#: the storage key of the test stores (PROTOCOL.md §15.21)
+STORAGE_KEY = bytes(range(32))
+
+
 class CountingDatabase(Database):
     """Records what each ``write`` transaction carried: statements and the
     bytes of their parameters (the size of what one write asks for)."""
 
     def __init__(self, path: Path) -> None:
-        from node.storage import MIGRATIONS
+        from node.storage import MIGRATIONS, RowCipher
 
-        super().__init__(path, MIGRATIONS)
+        super().__init__(path, MIGRATIONS, RowCipher(STORAGE_KEY))
         self.writes: list[list[Statement]] = []
 
     def write(self, statements: Any) -> None:

@@ -664,6 +664,7 @@ def test_content_ranges() -> None:
     assert {k: content_range(k) for k in ContentKind} == {
         ContentKind.TEXT: ContentRange.MESSAGES,
         ContentKind.RECEIPT: ContentRange.MESSAGES,
+        ContentKind.HISTORY_V1: ContentRange.MESSAGES,
         ContentKind.HISTORY: ContentRange.MESSAGES,
         ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
         ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
@@ -713,7 +714,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     return encode_flat([*header, bytes(24), bytes(ct)])
 
 
-@pytest.mark.parametrize("kind", [4, 15, 16, 31, 49, 63, 64, 1000])
+@pytest.mark.parametrize("kind", [5, 15, 16, 31, 49, 63, 64, 1000])
 def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
     """A contact may send an unknown kind of any range but account sync: it
     is opened, replay-checked and reported (§15.4)."""

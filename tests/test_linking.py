@@ -2,203 +2,49 @@
 
 Frames travel through a fake in-memory link: the test hands each machine's
 ``Send`` outputs to the other, so every byte the node would send is
-exercised.  Remote input never raises: a refusal is an output (``refusal``
-and ``failure`` below read it).
+exercised (``linking_support``).  Remote input never raises: a refusal is
+an output (``refusal`` and ``failure`` read it).  Hostile frames and the
+link string are in ``test_linking_wire``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
-from dataclasses import dataclass
 
-import msgpack
 import pytest
 
-from protocol.core import crypto
-from protocol.core.canonical import encode
 from protocol.core.errors import (
-    BadNameError,
-    BadSignatureError,
-    ChecksumError,
     DecodeError,
-    InvalidEventError,
-    InvalidInput,
-    NonCanonicalError,
     NotActiveError,
-    SchemaError,
-    SizeLimitError,
-    UnsupportedVersionError,
     UsageError,
-    WrongNetworkError,
 )
-from protocol.core.keys import B32_ALPHABET, DeviceKeys, b32encode, fingerprint
+from protocol.core.keys import fingerprint
 from protocol.core.machine import Now
-from protocol.core.params import NetworkParams
+from protocol.linking import approver as approver_module
 from protocol.linking import machines as lk
 from protocol.linking.offers import KEEP_FINISHED_MS, OfferForgotten, OfferOutput, Offers
 from protocol.log import authoring
-from protocol.log.events import DeviceIntro
-from protocol.log.ledger import IngestStatus, Ledger
+from protocol.log.ledger import IngestStatus
 from protocol.log.state import DeviceStatus
 
 from .conftest import FAST, T0, History, device
-
-PA = "12D3KooWApproverPeerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-PJ = "12D3KooWJoinerPeerJJJJJJJJJJJJJJJJJJJJJJJJJJJJJJJJJJ"
-ADDRS = ("/ip4/192.0.2.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001")
-LINK_ID = bytes(range(8))
-SECRET = bytes(range(100, 116))
-
-
-def at(ms: int) -> Now:
-    """``ms`` milliseconds after T0, on both clocks (monotonic 0 at T0)."""
-    return Now(ms / 1000, T0 + ms)
-
-
-def make_approver(
-    account: bytes,
-    *,
-    peer: str = PA,
-    now: Now | None = None,
-    secret: bytes = SECRET,
-    params: NetworkParams = FAST,
-) -> lk.Approver:
-    return lk.Approver(
-        params,
-        account,
-        peer_id=peer,
-        addrs=ADDRS,
-        link_id=LINK_ID,
-        secret=secret,
-        now=now or at(0),
-    )
-
-
-def make_joiner(
-    offer: lk.LinkOffer,
-    keys: DeviceKeys,
-    name: str = "laptop",
-    *,
-    own: str = PJ,
-    now: Now | None = None,
-) -> lk.Joiner:
-    return lk.Joiner(
-        FAST, offer, keys, name, own_peer=own, remote_peer=offer.peer_id, now=now or at(1000)
-    )
-
-
-def st(machine: lk.Approver | lk.Joiner) -> lk.ApproverState | lk.JoinerState:
-    """The machine's state, read through a call so that mypy does not narrow it."""
-    return machine.state
-
-
-def frames(outputs: list[lk.LinkOutput] | tuple[lk.LinkOutput, ...]) -> list[bytes]:
-    """The frames of the ``Send`` outputs, in order."""
-    return [o.frame for o in outputs if isinstance(o, lk.Send)]
-
-
-def only(outputs: list[lk.LinkOutput] | tuple[lk.LinkOutput, ...]) -> bytes:
-    (frame,) = frames(outputs)
-    return frame
-
-
-def events(outputs: list[lk.LinkOutput]) -> list[lk.LinkOutput]:
-    """The outputs that are neither ``Send``, ``Misbehaved`` nor ``Hangup``."""
-    return [o for o in outputs if not isinstance(o, lk.Send | lk.Misbehaved | lk.Hangup)]
-
-
-def refusal(outputs: list[lk.LinkOutput], peer: str = PJ) -> InvalidInput:
-    """The error of an approver's refusal, checking its shape: the ERROR
-    frame for it, ``Misbehaved`` and ``Hangup``, all for ``peer``."""
-    assert len(outputs) == 3, outputs
-    send, bad, hangup = outputs
-    assert isinstance(send, lk.Send) and isinstance(bad, lk.Misbehaved)
-    assert hangup == lk.Hangup(peer) and send.peer == bad.peer == peer
-    assert send.frame == lk.error_frame(bad.error)
-    return bad.error
-
-
-def failure(
-    jn: lk.Joiner, outputs: list[lk.LinkOutput], *, misbehaved: bool = True
-) -> InvalidInput:
-    """The error of a joiner's ``JoinFailed``, checking its shape: nothing
-    sent, ``Misbehaved`` unless the approver sent ERROR, ``Hangup``."""
-    assert st(jn) is lk.JoinerState.FAILED and jn.next_deadline() is None
-    failed, *rest = outputs
-    assert isinstance(failed, lk.JoinFailed)
-    peer = jn.approver_peer
-    expected = [lk.Misbehaved(peer, failed.error)] if misbehaved else []
-    assert rest == [*expected, lk.Hangup(peer)]
-    return failed.error
-
-
-@dataclass
-class Linked:
-    approver: lk.Approver
-    joiner: lk.Joiner
-    confirm: lk.ConfirmRequired
-    request: lk.JoinRequest
-    joined: lk.Joined
-    ledger: Ledger  # the new device's, fed from Joined.events
-
-
-def link(
-    ledger: Ledger,
-    account: bytes,
-    approver_keys: DeviceKeys,
-    new_keys: DeviceKeys,
-    name: str,
-    *,
-    approver_peer: str = PA,
-    joiner_peer: str = PJ,
-    t: int = 0,
-) -> Linked:
-    """The whole happy path through the fake link, asserting each output."""
-    ap = make_approver(account, peer=approver_peer, now=at(t))
-    offer = lk.LinkOffer.parse(ap.offer.to_text())
-    jn = make_joiner(offer, new_keys, name, own=joiner_peer, now=at(t + 1000))
-
-    join = jn.start(at(t + 1000))
-    assert join == [lk.Send(approver_peer, only(join))]
-    out = ap.receive(only(join), remote_peer=joiner_peer, now=at(t + 2000), ledger=ledger)
-    assert st(ap) is lk.ApproverState.PENDING_APPROVAL
-    send, requested = out
-    assert isinstance(send, lk.Send) and send.peer == joiner_peer
-    assert isinstance(requested, lk.JoinRequested)
-
-    (confirm,) = jn.receive(only(out), at(t + 2500))
-    assert isinstance(confirm, lk.ConfirmRequired) and st(jn) is lk.JoinerState.CONFIRMING
-
-    out = ap.receive(
-        only(jn.confirm(at(t + 3000))), remote_peer=joiner_peer, now=at(t + 3000), ledger=ledger
-    )
-    assert out == [lk.ApprovalRequested(requested.request)]
-
-    approval = ap.approve(approver_keys, ledger, timestamp_ms=T0 + t + 4000, now=at(t + 4000))
-    assert st(ap) is lk.ApproverState.APPROVED
-    assert ledger.ingest(approval.event.raw).status is IngestStatus.ACCEPTED
-    assert [type(o) for o in approval.outputs] == [lk.Send]
-
-    jout = jn.receive(only(approval.outputs), at(t + 4500))
-    joined, done, hangup = jout
-    assert isinstance(joined, lk.Joined) and st(jn) is lk.JoinerState.JOINED
-    assert joined.add_device_id == approval.event.id
-    assert done == lk.Send(approver_peer, lk.encode_frame(lk.DoneFrame()))
-    assert hangup == lk.Hangup(approver_peer) and jn.next_deadline() is None
-
-    out = ap.receive(only(jout), remote_peer=joiner_peer, now=at(t + 5000), ledger=ledger)
-    assert out == [
-        lk.LinkCompleted(new_keys.sign_public, new_keys.enc_public, joiner_peer),
-        lk.Hangup(joiner_peer),
-    ]
-    assert st(ap) is lk.ApproverState.USED and ap.next_deadline() is None
-
-    new_ledger = Ledger(FAST)
-    for raw in joined.events:
-        assert new_ledger.ingest(raw).status is IngestStatus.ACCEPTED
-    return Linked(ap, jn, confirm, requested.request, joined, new_ledger)
-
+from .linking_support import (
+    ADDRS,
+    LINK_ID,
+    PA,
+    PJ,
+    SECRET,
+    at,
+    claim,
+    confirmed,
+    failure,
+    link,
+    make_approver,
+    make_joiner,
+    only,
+    refusal,
+    st,
+)
 
 # --------------------------------------------------------------------------
 # Happy paths
@@ -299,23 +145,6 @@ def test_confirmation_code_differs_for_another_key_or_peer(history: History) -> 
 # Wrong secret, expiry, single use, rejection
 
 
-def _claim(
-    history: History, ledger: Ledger, new: str = "new"
-) -> tuple[lk.Approver, lk.Joiner, list[lk.LinkOutput]]:
-    ap = make_approver(history.account)
-    jn = make_joiner(ap.offer, device(new))
-    out = ap.receive(only(jn.start(at(1))), remote_peer=PJ, now=at(1), ledger=ledger)
-    return ap, jn, out
-
-
-def _confirmed(history: History, ledger: Ledger, new: str = "new") -> tuple[lk.Approver, lk.Joiner]:
-    """A claimed offer whose joiner has confirmed (at 2 ms)."""
-    ap, jn, out = _claim(history, ledger, new)
-    jn.receive(only(out), at(2))
-    ap.receive(only(jn.confirm(at(2))), remote_peer=PJ, now=at(2), ledger=ledger)
-    return ap, jn
-
-
 def test_wrong_secret_is_counted_and_burns_after_three(history: History) -> None:
     ledger = history.ledger()
     count = ledger.event_count
@@ -365,7 +194,7 @@ def test_tick_expires_offer_and_pending_request(history: History) -> None:
     assert ap.tick(at(lk.LINK_TTL_MS)) == [lk.LinkExpired()]
     assert ap.next_deadline() is None
 
-    ap, jn = _confirmed(history, ledger)
+    ap, jn = confirmed(history, ledger)
     window = 1 + lk.APPROVAL_WINDOW_MS
     assert ap.next_deadline() == pytest.approx(window / 1000)
     # a stranger arriving after the window learns only that the link is used;
@@ -402,7 +231,7 @@ def test_deadlines_follow_the_wall_clock_through_the_last_now(history: History) 
 
 def test_approve_after_the_window_is_refused(history: History) -> None:
     ledger = history.ledger()
-    ap, _ = _confirmed(history, ledger)
+    ap, _ = confirmed(history, ledger)
     late = 1 + lk.APPROVAL_WINDOW_MS
     with pytest.raises(lk.LinkExpiredError):
         ap.approve(history.keys["d0"], ledger, timestamp_ms=T0 + late, now=at(late))
@@ -417,7 +246,7 @@ def test_link_is_single_use(history: History) -> None:
     assert isinstance(refusal(out), lk.LinkUsedError)
 
     # a pending offer refuses a second joiner too, even with the right secret
-    ap, _, _ = _claim(history, ledger, "new2")
+    ap, _, _ = claim(history, ledger, "new2")
     rival = make_joiner(ap.offer, device("rival"), own="12D3KooWRival")
     out = ap.receive(
         only(rival.start(at(2))), remote_peer="12D3KooWRival", now=at(2), ledger=ledger
@@ -433,7 +262,7 @@ def test_link_is_single_use(history: History) -> None:
 
 def test_rejected_request_changes_nothing(history: History) -> None:
     ledger = history.ledger()
-    ap, jn = _confirmed(history, ledger)
+    ap, jn = confirmed(history, ledger)
     reply = ap.reject(at(3))
     assert reply == [lk.Send(PJ, lk.encode_frame(lk.ErrorFrame("link_rejected"))), lk.Hangup(PJ)]
     assert st(ap) is lk.ApproverState.REJECTED
@@ -452,7 +281,7 @@ def test_rejected_request_changes_nothing(history: History) -> None:
 
 def test_joiner_declines_and_approver_stops(history: History) -> None:
     ledger = history.ledger()
-    ap, jn, out = _claim(history, ledger)
+    ap, jn, out = claim(history, ledger)
     jn.receive(only(out), at(2))
     declined = jn.decline(at(2))
     assert declined == [
@@ -469,7 +298,7 @@ def test_joiner_declines_and_approver_stops(history: History) -> None:
 
 def test_connection_lost_ends_a_pending_request(history: History) -> None:
     ledger = history.ledger()
-    ap, _, _ = _claim(history, ledger)
+    ap, _, _ = claim(history, ledger)
     assert ap.connection_lost("12D3KooWSomeoneElse", at(2)) == []
     assert st(ap) is lk.ApproverState.PENDING_APPROVAL
     assert ap.connection_lost(PJ, at(2)) == [lk.JoinAborted(lk.LinkError.code)]
@@ -491,7 +320,7 @@ def test_cancelled_offer_refuses_joins(history: History) -> None:
 
 def test_approve_needs_both_confirmations_and_an_active_device(history: History) -> None:
     ledger = history.ledger()
-    ap, jn, out = _claim(history, ledger)
+    ap, jn, out = claim(history, ledger)
     with pytest.raises(UsageError, match="not confirmed"):
         ap.approve(history.keys["d0"], ledger, timestamp_ms=T0 + 2, now=at(2))
     jn.receive(only(out), at(2))
@@ -512,7 +341,7 @@ def test_known_device_is_refused_and_counted(history: History) -> None:
 
 def test_device_added_meanwhile_is_refused_at_approval(history: History) -> None:
     ledger = history.ledger()
-    ap, jn = _confirmed(history, ledger)
+    ap, jn = confirmed(history, ledger)
     # another device of the account added the same key in the meantime
     parents = [history.genesis.id]
     meanwhile = authoring.add_device(
@@ -527,7 +356,7 @@ def test_device_added_meanwhile_is_refused_at_approval(history: History) -> None
 def test_an_account_too_long_to_link_is_refused_without_blame(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lk, "MAX_LINK_EVENTS", 1)
+    monkeypatch.setattr(approver_module, "MAX_LINK_EVENTS", 1)  # where the approver reads it
     ledger = history.ledger()
     ap = make_approver(history.account)
     jn = make_joiner(ap.offer, device("new"))
@@ -555,7 +384,7 @@ def test_joiner_gives_up_when_the_approver_does_not_answer(history: History) -> 
 
 def test_joiner_waits_for_the_user_then_for_approval(history: History) -> None:
     ledger = history.ledger()
-    _, jn, out = _claim(history, ledger)
+    _, jn, out = claim(history, ledger)
     assert jn.next_deadline() == 0.001 + 30.0
     jn.receive(only(out), Now(10.0, T0))
     assert jn.next_deadline() is None  # the user takes their time
@@ -682,321 +511,3 @@ def test_offers_tick_expires_and_later_forgets(history: History) -> None:
     assert isinstance(routed, list) and routed[0] == lk.Send(
         PJ, lk.encode_frame(lk.ErrorFrame("link_unknown"))
     )
-
-
-# --------------------------------------------------------------------------
-# Binding and tampering
-
-
-def _join_fields(jn: lk.Joiner) -> list[object]:
-    frame = lk.decode_frame(only(jn.start(at(1))), FAST, lk.APPROVER_BOUND_MAX_BYTES)
-    assert isinstance(frame, lk.JoinFrame)
-    return [1, 1, frame.link_id, frame.intro.to_wire(), frame.mac]
-
-
-def test_join_mac_binds_peer_ids_and_intro(history: History) -> None:
-    ledger = history.ledger()
-    # a joiner whose own peer id differs from what Noise authenticated
-    ap = make_approver(history.account)
-    jn = make_joiner(ap.offer, device("new"), own="12D3KooWClaimedPeer")
-    out = ap.receive(only(jn.start(at(1))), remote_peer=PJ, now=at(1), ledger=ledger)
-    assert isinstance(refusal(out), lk.LinkMacError)
-    # an approver reached under another peer id than the link's
-    other = make_approver(history.account, peer="12D3KooWOtherApprover")
-    jn = make_joiner(ap.offer, device("new"))
-    out = other.receive(only(jn.start(at(1))), remote_peer=PJ, now=at(1), ledger=ledger)
-    assert isinstance(refusal(out), lk.LinkMacError)
-    # a renamed device (the MAC covers the intro)
-    ap = make_approver(history.account)
-    fields = _join_fields(make_joiner(ap.offer, device("new")))
-    fields[3][2] = "evil laptop"  # type: ignore[index]
-    out = ap.receive(encode(fields), remote_peer=PJ, now=at(1), ledger=ledger)
-    assert isinstance(refusal(out), lk.LinkMacError)
-    # a flipped MAC byte
-    fields = _join_fields(make_joiner(ap.offer, device("new")))
-    fields[4] = bytes([fields[4][0] ^ 1]) + fields[4][1:]  # type: ignore[index]
-    out = ap.receive(encode(fields), remote_peer=PJ, now=at(1), ledger=ledger)
-    assert isinstance(refusal(out), lk.LinkMacError)
-    assert ap.failures == 2
-
-
-def test_valid_mac_with_forged_pop_is_refused(history: History) -> None:
-    ledger = history.ledger()
-    ap = make_approver(history.account)
-    new = device("new")
-    intro = DeviceIntro(new.sign_public, new.enc_public, "laptop", bytes(64))
-    transcript = lk._transcript(FAST.network_id, history.account, PA, PJ, LINK_ID, intro)
-    mac = lk._keyed(SECRET, lk.D_LINK_JOIN, transcript)
-    data = lk.encode_frame(lk.JoinFrame(LINK_ID, intro, mac))
-    out = ap.receive(data, remote_peer=PJ, now=at(1), ledger=ledger)
-    assert isinstance(refusal(out), BadSignatureError)
-    assert out[0] == lk.Send(PJ, lk.encode_frame(lk.ErrorFrame("link_aborted")))
-    assert ap.failures == 1
-
-
-def test_malformed_frames_are_refused_with_typed_errors_and_not_counted(
-    history: History,
-) -> None:
-    ledger = history.ledger()
-    ap = make_approver(history.account)
-    good = _join_fields(make_joiner(ap.offer, device("new")))
-    raw = encode(good)
-
-    def bad_name(name: str) -> bytes:
-        f = list(good)
-        f[3] = [*good[3][:2], name, good[3][3]]  # type: ignore[index]
-        return encode(f)
-
-    cases: list[tuple[bytes, type[InvalidInput]]] = [
-        (raw + b"\x00", NonCanonicalError),  # trailing byte
-        (msgpack.packb([1, 1, *good[2:]], use_bin_type=True)[:-1], DecodeError),  # truncated
-        (raw.replace(b"\x95\x01\x01", b"\x95\xd0\x01\x01", 1), NonCanonicalError),
-        (encode([2, *good[1:]]), UnsupportedVersionError),
-        (encode([1, 99, *good[2:]]), SchemaError),
-        (encode([1, 1, *good[2:4]]), SchemaError),  # missing MAC
-        (encode([1, 1, b"short", *good[3:]]), SchemaError),
-        (bad_name("lap\u202etop"), BadNameError),
-        (bad_name(""), BadNameError),
-        (encode([1, 3, "x"]), SchemaError),  # CONFIRM has no fields
-        (encode([1, 6, "bad code"]), SchemaError),
-        (bytes(lk.APPROVER_BOUND_MAX_BYTES + 1), SizeLimitError),
-        (encode({"v": 1}), SchemaError),
-    ]
-    for data, expected in cases:
-        err = refusal(ap.receive(data, remote_peer=PJ, now=at(1), ledger=ledger))
-        assert isinstance(err, expected), (data, err)
-    assert ap.failures == 0 and st(ap) is lk.ApproverState.OFFERED
-    out = ap.receive(encode([1, 1, bytes(8), *good[3:]]), remote_peer=PJ, now=at(0), ledger=ledger)
-    assert isinstance(refusal(out), lk.UnknownLinkError)
-    assert lk.link_id_of(raw, FAST) == LINK_ID
-    with pytest.raises(lk.UnexpectedFrameError):
-        lk.link_id_of(lk.encode_frame(lk.DoneFrame()), FAST)
-
-
-def test_random_mutations_are_only_refused(history: History) -> None:
-    """Mutated frames fed to both machines: refused as outputs, never an
-    exception, and the ledger is untouched."""
-    ledger = history.ledger()
-    ap = make_approver(history.account)
-    join = only(make_joiner(ap.offer, device("new")).start(at(1)))
-    accept = only(ap.receive(join, remote_peer=PJ, now=at(1), ledger=ledger))
-    rng = random.Random(1)
-    refused = 0
-    for _ in range(200):
-        for frame in (join, accept):
-            data = bytearray(frame)
-            for _ in range(rng.randint(1, 3)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            fresh = make_approver(history.account)
-            jn = make_joiner(fresh.offer, device("new"))
-            jn.start(at(1))
-            if frame is join:
-                out = fresh.receive(bytes(data), remote_peer=PJ, now=at(1), ledger=ledger)
-                if isinstance(out[-1], lk.Hangup):
-                    refusal(out)
-                    refused += 1
-            else:
-                out = jn.receive(bytes(data), at(1))
-                if isinstance(out[0], lk.JoinFailed):
-                    failure(jn, out)
-                    refused += 1
-    # a mutation may hit the name or land on the same byte: most are refused
-    assert refused > 300
-    assert ledger.event_count == 1
-
-
-def test_tampered_accept_is_caught_by_the_joiner(history: History) -> None:
-    ledger = history.ledger()
-    _, jn, out = _claim(history, ledger)
-    frame = lk.decode_frame(only(out), FAST, 1 << 20)
-    assert isinstance(frame, lk.AcceptFrame)
-    # another account's events, under a MAC that does not cover them
-    other = History(name="mallory")
-    forged = lk.AcceptFrame((other.genesis.raw,), frame.mac)
-    assert isinstance(failure(jn, jn.receive(lk.encode_frame(forged), at(2))), lk.LinkMacError)
-
-    # even with a valid MAC (a malicious approver knows the secret), the
-    # events must be the link's account
-    _, jn, _ = _claim(history, ledger)
-    mac = lk._accept_mac(SECRET, jn._th, [other.genesis.raw])
-    out = jn.receive(lk.encode_frame(lk.AcceptFrame((other.genesis.raw,), mac)), at(2))
-    assert isinstance(failure(jn, out), SchemaError)
-
-
-def test_tampered_approved_is_caught_by_the_joiner(history: History) -> None:
-    ledger = history.ledger()
-    ap, jn = _confirmed(history, ledger)
-    approval = ap.approve(history.keys["d0"], ledger, timestamp_ms=T0 + 3, now=at(3))
-    frame = lk.decode_frame(only(approval.outputs), FAST, 1 << 20)
-    assert isinstance(frame, lk.ApprovedFrame)
-    *head, add = frame.events
-    broken = add[:-1] + bytes([add[-1] ^ 1])  # the signature's last byte
-    out = jn.receive(lk.encode_frame(lk.ApprovedFrame((*head, broken))), at(4))
-    assert isinstance(failure(jn, out), BadSignatureError)
-
-    # an APPROVED without the add-device event does not make the joiner active
-    _, jn = _confirmed(history, ledger)
-    out = jn.receive(lk.encode_frame(lk.ApprovedFrame(tuple(head))), at(4))
-    assert isinstance(failure(jn, out), InvalidEventError)
-
-
-def test_out_of_order_frames_are_refused(history: History) -> None:
-    ledger = history.ledger()
-    ap, jn, _ = _claim(history, ledger)
-    out = ap.receive(lk.encode_frame(lk.DoneFrame()), remote_peer=PJ, now=at(2), ledger=ledger)
-    assert isinstance(refusal(out), lk.UnexpectedFrameError)
-    with pytest.raises(UsageError):
-        jn.confirm(at(2))  # nothing to confirm before ACCEPT
-    out = jn.receive(lk.encode_frame(lk.ApprovedFrame((history.genesis.raw,))), at(2))
-    assert isinstance(failure(jn, out), lk.UnexpectedFrameError)
-    with pytest.raises(UsageError):
-        jn.start(at(3))  # already started
-    fresh = make_approver(history.account)
-    out = fresh.receive(
-        lk.encode_frame(lk.ConfirmFrame()), remote_peer=PJ, now=at(0), ledger=ledger
-    )
-    assert isinstance(refusal(out), lk.UnexpectedFrameError)
-
-
-def test_joiner_checks_network_and_peer(history: History) -> None:
-    offer = make_approver(history.account).offer
-    with pytest.raises(WrongNetworkError):
-        make_joiner(dataclasses.replace(offer, network_id="smu-main"), device("new"))
-    with pytest.raises(lk.WrongPeerError):
-        lk.Joiner(FAST, offer, device("n"), "x", own_peer=PJ, remote_peer="12D3KooWX", now=at(0))
-    with pytest.raises(UsageError):
-        make_joiner(offer, device("new"), name="bad\nname")
-
-
-def test_unknown_error_code_is_a_generic_link_error() -> None:
-    err = lk.error_from_code("from_the_future")
-    assert type(err) is lk.LinkError
-    assert lk.error_frame(SchemaError("x")) == lk.encode_frame(lk.ErrorFrame("link_aborted"))
-    assert type(lk.error_from_code("link_timeout")) is lk.LinkTimeoutError
-
-
-# --------------------------------------------------------------------------
-# The link string
-
-
-def test_link_string_round_trips_in_both_forms(history: History) -> None:
-    offer = make_approver(history.account).offer
-    text, uri = offer.to_text(), offer.to_uri()
-    assert text.startswith("smu1link") and uri.startswith("smu://link/")
-    assert text[len("smu1link") :] == uri[len("smu://link/") :]
-    for form in (text, uri, text.upper(), uri.upper(), f"  {text}\n"):
-        assert lk.LinkOffer.parse(form) == offer
-    assert offer.addrs == ADDRS and offer.peer_id == PA
-    assert len(offer.secret) * 8 >= 128
-
-
-def test_link_string_typo_is_caught_by_the_checksum(history: History) -> None:
-    text = make_approver(history.account).offer.to_text()
-    start = len(lk.TEXT_PREFIX)
-    checked = 0
-    for i in range(start, len(text) - 2, 5):
-        for shift in (1, 7):
-            wrong = B32_ALPHABET[(B32_ALPHABET.index(text[i]) + shift) % 32]
-            with pytest.raises(ChecksumError):
-                lk.LinkOffer.parse(text[:i] + wrong + text[i + 1 :])
-            checked += 1
-    assert checked > 50
-    # a dropped character or a foreign one is a decode error
-    with pytest.raises(DecodeError):
-        lk.LinkOffer.parse(text[:20] + text[21:])
-    with pytest.raises(DecodeError):
-        lk.LinkOffer.parse(text[:20] + "u" + text[21:])
-    with pytest.raises(DecodeError):
-        lk.LinkOffer.parse("smu2link" + text[start:])
-    with pytest.raises(SizeLimitError):
-        lk.LinkOffer.parse(text * 10)
-
-
-def test_link_with_unknown_version_or_bad_fields(history: History) -> None:
-    def wrap(fields: list[object]) -> str:
-        payload = encode(fields)
-        check = crypto.hash_with(lk.D_LINK_CHECKSUM, payload, lk.CHECKSUM_BYTES)
-        return lk.TEXT_PREFIX + b32encode(payload + check)
-
-    base: list[object] = [1, "smu-unit", history.account, LINK_ID, SECRET, PA, list(ADDRS), T0]
-    assert lk.LinkOffer.parse(wrap(base)).account_id == history.account
-    with pytest.raises(UnsupportedVersionError):
-        lk.LinkOffer.parse(wrap([2, *base[1:]]))
-    with pytest.raises(SchemaError):
-        lk.LinkOffer.parse(wrap([*base[:4], bytes(8), *base[5:]]))  # 64-bit secret
-    with pytest.raises(SchemaError):
-        lk.LinkOffer.parse(wrap([*base[:6], ["/ip4/1.2.3.4/tcp/1"] * 9, T0]))
-    with pytest.raises(SchemaError):
-        lk.LinkOffer.parse(wrap([*base[:5], "peer\x1b[2J", *base[6:]]))
-
-
-def test_secrets_stay_out_of_repr(history: History) -> None:
-    ledger = history.ledger()
-    ap, jn, out = _claim(history, ledger)
-    (requested,) = events(out)
-    text = ap.offer.to_text()
-    body = text[len(lk.TEXT_PREFIX) :]
-    for obj in (ap.offer, ap, jn, requested, lk.LinkOffer.parse(text)):
-        shown = repr(obj)
-        assert SECRET.hex() not in shown and repr(SECRET) not in shown
-        assert body[:40] not in shown
-    with pytest.raises(UsageError):
-        lk.Approver(
-            FAST, history.account, peer_id=PA, addrs=(), link_id=LINK_ID, secret=bytes(8),
-            now=at(0),
-        )  # fmt: skip
-    with pytest.raises(UsageError):
-        lk.Approver(
-            FAST, history.account, peer_id="has space", addrs=(), link_id=LINK_ID,
-            secret=SECRET, now=at(0),
-        )  # fmt: skip
-
-
-def test_joiner_refuses_to_join_with_a_key_already_in_the_account(history: History) -> None:
-    # An approver that skipped its own check (it knows the secret, so its MAC
-    # is valid) cannot get a joiner to re-join with a key the account has.
-    history.add("a1", "d0", "d1", ["g"])
-    events = [history.genesis.raw, history.events["a1"].raw]
-    jn = make_joiner(make_approver(history.account).offer, history.keys["d1"])
-    jn.start(at(1))
-    mac = lk._accept_mac(SECRET, jn._th, events)
-    out = jn.receive(lk.encode_frame(lk.AcceptFrame(tuple(events), mac)), at(2))
-    assert isinstance(failure(jn, out), lk.DeviceKnownError)
-
-
-def test_spec_vector() -> None:
-    """docs/PROTOCOL.md §14.11, byte for byte."""
-    params = dataclasses.replace(FAST, network_id="smu-test")
-    offer = lk.LinkOffer(
-        "smu-test",
-        bytes([0x11]) * 32,
-        bytes(range(8)),
-        bytes(range(0x40, 0x50)),
-        "12D3KooWExampleApprover",
-        ("/ip4/192.0.2.7/tcp/4001",),
-        1_750_000_600_000,
-    )
-    text = offer.to_text()
-    assert text == (
-        "smu1linkk00tgwvdempq8sbkek22048h248h248h248h248h248h248h248h248h248h248h248h248h"
-        "rg4000820c20a1g7rg840ga28d24ahj7914mmjtc9n74zdsh69236jvfdxbmay31dnr6rsa1e1r74vvpcn"
-        "s93dsfd5r38bsh74s2wc1e68q3ebvmcdr2yd1g60rwy00006bq8ag3r1wppmpz"
-    )
-    assert lk.LinkOffer.parse(text) == offer
-    keys = DeviceKeys(sign_seed=bytes([1]) * 32, enc_secret=bytes([2]) * 32)
-    jn = lk.Joiner(
-        params, offer, keys, "laptop", own_peer="12D3KooWExampleJoiner",
-        remote_peer=offer.peer_id, now=at(0),
-    )  # fmt: skip
-    assert keys.sign_public.hex() == (
-        "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
-    )
-    frame = lk.decode_frame(only(jn.start(at(0))), params, lk.APPROVER_BOUND_MAX_BYTES)
-    assert isinstance(frame, lk.JoinFrame)
-    assert frame.intro.pop.hex() == (
-        "f6720a020f612ec9278c2c1660b218f4c0848d8cba4f151b928ed944d8ac30ec"
-        "f9f1e061f23fdceb517df3af8019a541f86941f26f6986db6e309b4340560903"
-    )
-    assert frame.mac.hex() == "55ff09bf4e272a73756b9d7275372586d6f38796499ce7dfa20d67e94e0f7cd7"
-    assert jn._th.hex() == "37d977a27165324c470dcaf0a6eb505f847cb938075babdc8aad4dd6aaa0b117"
-    assert jn.code == "221948"

@@ -166,3 +166,24 @@ async def test_the_gate_refuses_storing_protocols_while_the_disk_is_full() -> No
     assert gate.refusal("/smu/message/1", "peer", DEFAULT_CAPS) == "disk_full"
     # what stores nothing is still served: a full node keeps answering
     assert gate.refusal("/smu/time/1", "peer", DEFAULT_CAPS) is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "flags", "offered"),
+    [("", [], True), ("relay = false\n", [], False), ("", ["--no-relay"], False)],
+)
+def test_the_relay_switch_of_node_toml_and_its_flag_reach_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, flags: list[str], offered: bool
+) -> None:
+    import node.daemon
+    from node.cli import main
+    from node.datadir import DataDir
+    from protocol.core.params import TESTNET
+
+    dd = DataDir(tmp_path / "node")
+    dd.init(TESTNET.network_id, "relay", None)
+    (dd.path / "node.toml").write_text(toml)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(node.daemon, "run_daemon", lambda *a, **kw: seen.update(kw))
+    assert main(["node", "run", "--data-dir", str(dd.path), *flags]) == 0
+    assert seen["offer_relay"] is offered

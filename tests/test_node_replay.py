@@ -136,7 +136,7 @@ def test_a_failed_write_leaves_the_stream_as_it_was(
         node.service.receive(env.raw)
     monkeypatch.undo()
     node.service.receive(env.raw)  # the sender's retry is not a "replay"
-    assert node.query("SELECT text FROM messages WHERE kind=1") == [("retry me",)]
+    assert [m.text for m in node.service.store.conversation(bob.account, 1)] == ["retry me"]
 
 
 def test_the_v3_guard_row_is_split_into_stream_rows(

@@ -155,7 +155,7 @@ async def test_requests_expire_unaccepted(
     assert (await node.service.inbox({}))["requests"] == 0
     node.service.receive(stranger.seal("new").raw)  # expired ones no longer count
     node.service.housekeeping()
-    assert [r[0] for r in node.query("SELECT text FROM messages WHERE request=1")] == ["new"]
+    assert [m.text for m in node.service.store.requests(0)] == ["new"]
 
 
 async def test_a_blocked_sender_is_stored_nowhere_and_gets_no_receipt(

@@ -22,7 +22,7 @@ from protocol.messaging.mailbox import Mailbox, MailboxIdentity
 from protocol.messaging.tokens import TokenBatch, TokenSigner
 
 from .conftest import FAST, History, device
-from .messaging_support import contacts_for
+from .messaging_support import STORAGE_KEY, contacts_for
 
 
 class Setup:
@@ -32,7 +32,7 @@ class Setup:
         ledger = Ledger(FAST)
         for h in (self.me, self.them):
             ledger.ingest(h.genesis.raw)
-        db = open_database(tmp_path / "events.sqlite")
+        db = open_database(tmp_path / "events.sqlite", STORAGE_KEY)
         self.signer = TokenSigner(b"s" * 32)
         key = self.me.keys["d0"]
         box = Mailbox(FAST, MailboxIdentity(b"b" * 32), "12D3KooWTokens")
@@ -185,3 +185,30 @@ def test_a_deposit_spends_one_token_drops_dead_ones_and_else_goes_as_a_stranger(
     box.issue_grant(s.them.account, recipient, now=now, quota_count=2, token_key=their_key.public)
     assert not deposit("third")
     assert s.service.store.held_count(recipient) == 1
+
+
+def test_a_sync_change_refills_only_the_contacts_it_added(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # contacts that arrive by sync from another device: no on_added hook here
+    s.contacts.on_added.clear()
+    others = [History(name=f"o{i}") for i in range(3)]
+    for h in others:
+        s.service.ctx.ledger.ingest(h.genesis.raw)
+    s.contacts.add(others[0].account, "o0")
+    s.contacts.add(others[1].account, "o1")
+    s.service.contacts_changed()
+    assert sorted(a for a, _ in s.sent) == sorted([others[0].account, others[1].account])
+    looked_up: list[bytes] = []
+    supply = s.service.store.supply
+    monkeypatch.setattr(
+        s.service.store,
+        "supply",
+        lambda account, key: looked_up.append(account) or supply(account, key),
+    )
+    s.contacts.add(others[2].account, "o2")
+    s.service.contacts_changed()
+    assert looked_up == [others[2].account]  # the two served already are not read again
+    assert s.sent[-1][0] == others[2].account
+    s.service.contacts_changed()  # nothing new: nothing read, nothing sent
+    assert looked_up == [others[2].account] and len(s.sent) == 3

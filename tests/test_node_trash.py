@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from node.api.schema import ParamError
 from node.control import RpcFailure
 from node.services.trash import TRASH_MS, TrashService, trash_key
 
@@ -71,9 +72,13 @@ async def test_bad_ids_are_refused_and_change_nothing(
     world: tuple[Node, TrashService, list[Any], list[int]],
 ) -> None:
     node, trash, _, _ = world
-    for bad in ({}, {"ids": []}, {"ids": ["zz"]}, {"ids": ["00"] * 501}):
+    for bad in ({"ids": []}, {"ids": ["zz"]}, {"ids": ["00"] * 501}):
         with pytest.raises(RpcFailure):
             await trash.delete(bad)
+    # no ids, or not a list of strings: refused as served, before the method runs (§13)
+    for shape in ({}, {"ids": "00"}, {"ids": [0]}):
+        with pytest.raises(ParamError):
+            await trash.handlers()["message.delete"](shape)
     assert (await trash.delete({"ids": ["00" * 16]}))["unknown"] == ["00" * 16]
     assert _shown(node) == ["one", "two", "three"]
     assert (await trash.list_trash({}))["trash"] == []

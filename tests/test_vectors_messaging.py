@@ -335,6 +335,44 @@ def test_envelope_delivery_frames() -> None:
         raises_exactly(case["error"], envelope.decode_delivery, bytes.fromhex(case["hex"]))
 
 
+def test_envelope_history_bundle_proves_its_sender() -> None:
+    """The history vector (§15.4 History proofs): the bundle decodes to the
+    recorded proof, the inner and signed message rebuild byte for byte, the
+    signature checks under a1, and the verdicts hold."""
+    import dataclasses
+
+    from protocol.messaging import envelope
+    from protocol.messaging.content import HistoryBundle, Text, decode_content, encode_content
+    from protocol.messaging.history import check_entry, inner_of, signed_message
+
+    data = load("envelopes.json")
+    case = data["history"]
+    ledger = _envelope_ledger(data)
+    body = bytes.fromhex(case["content_body"])
+    bundle = decode_content(case["content_kind"], body)
+    assert isinstance(bundle, HistoryBundle) and encode_content(bundle)[1] == body
+    assert decode(body, len(body)) == from_tagged(case["value"])
+    entry = bundle.entries[0]
+    proof = entry.proof
+    assert proof is not None and bundle.entries[1].proof is None
+    assert {
+        "header_hash": proof.header_hash.hex(),
+        "counter": proof.counter,
+        "views": [[c, [h.hex() for h in heads]] for c, heads in proof.views],
+        "signature": proof.signature.hex(),
+    } == case["proof"]
+    assert inner_of(entry, proof).hex() == case["inner"]
+    signed = signed_message(entry, proof)
+    assert signed.hex() == case["signed"]
+    crypto.verify(_device(data, "a1").sign_public, signed, proof.signature)
+    account = bytes.fromhex(case["receiving_account"])
+    states = envelope.ledger_lookup(ledger)
+    verdicts = [check_entry(e, account, states, ledger.has).verdict.value for e in bundle.entries]
+    assert verdicts == case["verdicts"]
+    forged = dataclasses.replace(entry, content=Text(case["forged_text"]))
+    assert check_entry(forged, account, states, ledger.has).verdict.value == case["forged_verdict"]
+
+
 # -- linking.json ------------------------------------------------------------------
 
 

@@ -188,6 +188,21 @@ def test_the_web_app_story(demo: Demo, browsers: dict[str, Browser]) -> None:
         timeout=20,
         what="the delete synced to the phone",
     )
+    # the phone's Trash screen brings it back, for every device
+    p.nav("trash")
+    p.wait(lambda: "are you there?" in p.text(".trash-list"), what="the message in the trash")
+    assert "From you" not in p.text(".trash-list")  # bob wrote it, under his label
+    p.shot("11b-trash-phone")
+    p.click("Restore")
+    p.wait(lambda: "The trash is empty" in p.text("main"), what="the trash emptied")
+    p.wait(
+        lambda: laptop.client.call("message.trash")["trash"] == [],
+        timeout=20,
+        what="the restore synced to the laptop",
+    )
+    a.nav("conversations")
+    a.click_css(".conv-list button.conv")  # the list re-renders as the restore syncs
+    a.wait(lambda: "are you there?" in a.text(".messages"), what="the message back on the laptop")
     a.click("Safety number and history")
     a.wait(lambda: "✓ Verified" in a.text("main"), what="alice's contact page")
 

@@ -259,7 +259,8 @@ def test_refusals_sessions_and_malformed_requests(demo: Demo) -> None:
 def test_reads_sync_and_contacts_block_and_remove(demo: Demo) -> None:
     """A read in one device's web app clears the unread count on the
     account's other device (``read/<account>``, §15.19); blocking hides the
-    conversation and keeps the contact listed as blocked; removing drops it."""
+    conversation and keeps the contact listed as blocked; removing drops it;
+    the trash lists what was deleted and restores it on every device."""
     (laptop, phone, bob_node), alice, bob = alice_and_bob(demo, ["laptop", "phone", "bob"], 2)
     link_devices(demo, laptop, phone, "phone")
     bob_node.client.call("contact.add", ref=alice["account_id"], name="alice")
@@ -292,6 +293,21 @@ def test_reads_sync_and_contacts_block_and_remove(demo: Demo) -> None:
     assert web.post("/api/send", {"account": bob["account_id"], "text": "hi"}).status == 200
     wait_for(lambda: unread(phone) == 0, 20, "the reply's read synced to the phone")
     assert unread(laptop) == 0
+
+    # the trash: deleted here, listed by who wrote it, restored from the list
+    one = sent[0]["message_id"]
+    assert web.post("/api/messages/delete", {"message_id": one}).status == 200
+    (item,) = web.request("GET", "/api/trash").json()["trash"]
+    assert (item["message_id"], item["from"], item["text"]) == (one, "bob", "one")
+    assert item["purge_ms"] - item["deleted_ms"] == 30 * 24 * 3600 * 1000
+    conv = web.request("GET", f"/api/conversation?account={bob['account_id']}").json()
+    assert one not in {m["message_id"] for m in conv["messages"]}
+    wait_for(lambda: len(phone.client.call("message.trash")["trash"]) == 1, 20, "trash synced")
+    assert web.post("/api/messages/restore", {"message_id": one}).json()["restored"] == [one]
+    assert web.request("GET", "/api/trash").json()["trash"] == []
+    conv = web.request("GET", f"/api/conversation?account={bob['account_id']}").json()
+    assert one in {m["message_id"] for m in conv["messages"]}
+    wait_for(lambda: phone.client.call("message.trash")["trash"] == [], 20, "restore synced")
 
     # block: no conversation, a blocked contact (on both devices); unblock
     assert web.post("/api/contacts/block", {"account": bob["account_id"]}).json()["blocked"]

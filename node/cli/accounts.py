@@ -12,13 +12,24 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from .. import api
 from ..datadir import write_private
 from ..errors import NodeUsageError
 from ..render import state_text
-from .common import Command, Spinner, client, emit, group, out
+from .common import (
+    Command,
+    Spinner,
+    client,
+    datadir,
+    emit,
+    group,
+    history_protected,
+    out,
+    protection_text,
+)
 
 ACCOUNT_METAVAR = "CONTACT|HANDLE|ACCOUNT_ID"
 
@@ -33,9 +44,14 @@ def _key_destination(args: argparse.Namespace, file: Path | None, flag: str) -> 
 
 
 def _show_recovery_key(
-    args: argparse.Namespace, doc: dict[str, Any], file: Path | None, summary: str, warning: str
+    args: argparse.Namespace,
+    answer: Mapping[str, object],
+    file: Path | None,
+    summary: str,
+    warning: str,
 ) -> None:
-    key = doc.pop("recovery_key")
+    key = str(answer["recovery_key"])
+    doc: dict[str, object] = {k: v for k, v in answer.items() if k != "recovery_key"}
     if file is not None:
         try:
             write_private(file, (key + "\n").encode())
@@ -81,12 +97,14 @@ def _create_args(p: argparse.ArgumentParser) -> None:
 def cmd_create(args: argparse.Namespace) -> int:
     _key_destination(args, args.recovery_key_file, "--recovery-key-file")
     with Spinner("working on the proof-of-work", sys.stderr.isatty()):
-        r = client(args).call("account.create", name=args.name)
+        r = api.account.ACCOUNT_CREATE.ask(client(args), {"name": args.name})
+    protected = history_protected(datadir(args))
     _show_recovery_key(
         args,
-        r,
+        {**r, "history_protected": protected},
         args.recovery_key_file,
-        f"created {r['handle']}\n  account id {r['account_id']}",
+        f"created {r['handle']}\n  account id {r['account_id']}\n  at rest    "
+        f"{protection_text(protected)}",
         "RECOVERY KEY — write it down now and keep it offline. It is shown only once,\n"
         "and it is the only way back into the account if every device is lost:",
     )
@@ -100,13 +118,13 @@ def _account_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    doc = client(args).call("account.show", account=args.account)
+    doc = api.account.ACCOUNT_SHOW.ask(client(args), {"account": args.account})
     out(args, doc, state_text(doc))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    r = client(args).call("account.list")
+    r = api.account.ACCOUNT_LIST.ask(client(args), {})
     lines = [
         f"{a['handle']:<28} {a['status']:<12} {a['devices_active']} active device(s), "
         f"{a['events']} events"
@@ -117,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    r = client(args).call("account.history", account=args.account)
+    r = api.account.ACCOUNT_HISTORY.ask(client(args), {"account": args.account})
     lines = [f"history of {r['account']['handle']}"]
     for e in r["events"]:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["timestamp_ms"] / 1000))
@@ -156,7 +174,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     _key_destination(args, args.new_recovery_key_file, "--new-recovery-key-file")
     key = _read_recovery_key(args.recovery_key_file)
     with Spinner("working on the proof-of-work", sys.stderr.isatty()):
-        r = client(args).call("account.recover", account=args.account, recovery_key=key)
+        r = api.account.ACCOUNT_RECOVER.ask(
+            client(args), {"account": args.account, "recovery_key": key}
+        )
     _show_recovery_key(
         args,
         r,

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from .. import api
 from ..errors import NodeUsageError
 from .accounts import _read_recovery_key
 from .common import Command, client, group, out, when
@@ -49,21 +50,21 @@ def _key_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_create(args: argparse.Namespace) -> int:
     secret = _backup_passphrase(args, confirm=True)
-    params: dict[str, object] = {"path": str(args.file.resolve())}
+    params: api.backup.CreateParams = {"path": str(args.file.resolve())}
     if secret is not None:
         params["passphrase"] = secret
-    r = client(args).call("backup.create", **params)
+    r = api.backup.BACKUP_CREATE.ask(client(args), params)
     out(args, r, f"backed up {r['messages']} messages and {r['edits']} edits to {r['path']}")
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     key = _read_recovery_key(args.recovery_key_file)
-    params: dict[str, object] = {"path": str(args.file.resolve()), "recovery_key": key}
+    params: api.backup.RestoreParams = {"path": str(args.file.resolve()), "recovery_key": key}
     secret = _backup_passphrase(args, confirm=False)
     if secret is not None:
         params["passphrase"] = secret
-    r = client(args).call("backup.restore", **params)
+    r = api.backup.BACKUP_RESTORE.ask(client(args), params)
     by = r["made_by"]
     text = (
         f"restored {r['messages']} new messages ({r['messages_in_backup']} in the backup) and "
@@ -76,7 +77,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_key(args: argparse.Namespace) -> int:
     key = _read_recovery_key(args.recovery_key_file)
-    r = client(args).call("backup.key", recovery_key=key)
+    r = api.backup.BACKUP_KEY.ask(client(args), {"recovery_key": key})
     out(args, r, f"backups are sealed to {r['backup_key'][:16]}… from now on")
     return 0
 
@@ -89,21 +90,22 @@ def _auto_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_auto(args: argparse.Namespace) -> int:
     if args.off:
-        r = client(args).call("backup.auto", off=True)
+        r = api.backup.BACKUP_AUTO.ask(client(args), {"off": True})
         out(args, r, "automatic backups are off")
         return 0
     if args.file is None:
         raise NodeUsageError("name the file to back up to, or --off")
-    r = client(args).call(
-        "backup.auto", path=str(args.file.resolve()), every_hours=args.every_hours
+    r = api.backup.BACKUP_AUTO.ask(
+        client(args), {"path": str(args.file.resolve()), "every_hours": args.every_hours}
     )
     auto = r["auto"]
+    assert auto is not None  # on: the settings just written
     out(args, r, f"a backup to {auto['path']} every {auto['every_hours']} hours")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    r = client(args).call("backup.status")
+    r = api.backup.BACKUP_STATUS.ask(client(args), {})
     lines = [
         f"backup key  {r['backup_key'] or 'none: ' + str(r['problem'])}",
         "automatic   "
@@ -118,7 +120,7 @@ def _ids_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    r = client(args).call("message.delete", ids=args.ids)
+    r = api.message.MESSAGE_DELETE.ask(client(args), {"ids": args.ids})
     text = f"moved {len(r['deleted'])} to the trash (purged after {r['purged_after_days']} days)"
     if r["unknown"]:
         text += f"; not found: {', '.join(r['unknown'])}"
@@ -127,13 +129,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_messages(args: argparse.Namespace) -> int:
-    r = client(args).call("message.restore", ids=args.ids)
+    r = api.message.MESSAGE_RESTORE.ask(client(args), {"ids": args.ids})
     out(args, r, f"restored {len(r['restored'])}")
     return 0
 
 
 def cmd_trash(args: argparse.Namespace) -> int:
-    r = client(args).call("message.trash")
+    r = api.message.MESSAGE_TRASH.ask(client(args), {})
     lines = [
         f"{t['message_id']}  deleted {when(t['deleted_ms'])}, purged {when(t['purge_ms'])}  "
         + (t["text"] if t["text"] is not None else "(purged here)")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from protocol.messaging.content import MAX_TEXT_BYTES
 
@@ -76,15 +76,43 @@ def datadir(args: argparse.Namespace) -> DataDir:
     return DataDir(args.data_dir if args.data_dir is not None else default_data_dir())
 
 
+#: what ``init``, ``account create`` and ``node status`` say of the data
+#: directory's protection (PROTOCOL.md §15.21): the store's sealed values
+#: are only as safe as keys.json, which only a passphrase protects
+PROTECTED_TEXT = (
+    "message history and keys on disk are encrypted under your passphrase: "
+    "a copy of the data directory does not reveal them"
+)
+UNPROTECTED_TEXT = (
+    "no passphrase: anyone who copies the data directory can read your message "
+    "history and use your keys (a passphrase is set with `smu init --passphrase`)"
+)
+
+
+def history_protected(dd: DataDir) -> bool | None:
+    """Whether a passphrase protects the keys, and with them the history
+    (None: this data directory's keys cannot be read here)."""
+    try:
+        return dd.is_encrypted()
+    except (NodeUsageError, OSError, ValueError):
+        return None
+
+
+def protection_text(protected: bool | None) -> str:
+    if protected is None:
+        return "unknown (the data directory's keys.json cannot be read here)"
+    return PROTECTED_TEXT if protected else UNPROTECTED_TEXT
+
+
 def client(args: argparse.Namespace) -> ControlClient:
     return ControlClient(datadir(args).socket_path)
 
 
-def emit(doc: Any) -> None:
+def emit(doc: object) -> None:
     print(json.dumps(doc), flush=True)
 
 
-def out(args: argparse.Namespace, doc: Any, text: str) -> None:
+def out(args: argparse.Namespace, doc: object, text: str) -> None:
     """The one output of a command: ``doc`` under --json, else ``text``."""
     if args.json:
         emit(doc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import api
 from .common import Command, client, group, out, qr_text, want_qr
 
 
@@ -12,7 +13,7 @@ def _invite_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    r = client(args).call("invite.create")
+    r = api.contact.INVITE_CREATE.ask(client(args), {})
     text = [f"invite for {r['handle']}", f"  code  {r['invite']}", f"  URI   {r['uri']}"]
     if want_qr(args):
         text.append(qr_text(r["uri"]))
@@ -26,14 +27,14 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    r = client(args).call("contact.add", ref=args.ref, name=args.name)
+    r = api.contact.CONTACT_ADD.ask(client(args), {"ref": args.ref, "name": args.name})
     later = "" if r["synced"] else " (its log is not here yet; it will arrive by gossip)"
     out(args, r, f"added {r['name']}: {r['handle']}{later}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    r = client(args).call("contact.list")
+    r = api.contact.CONTACT_LIST.ask(client(args), {})
     lines = []
     for x in r["contacts"]:
         mark = "verified" if x["verified"] else "not verified"
@@ -51,7 +52,9 @@ def _contact_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    out(args, client(args).call("contact.ack", contact=args.contact), "marked as seen")
+    out(
+        args, api.contact.CONTACT_ACK.ask(client(args), {"contact": args.contact}), "marked as seen"
+    )
     return 0
 
 
@@ -65,7 +68,9 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    r = client(args).call("contact.verify", contact=args.contact, confirm=args.confirm)
+    r = api.contact.CONTACT_VERIFY.ask(
+        client(args), {"contact": args.contact, "confirm": args.confirm}
+    )
     n = r["safety_number"].split()
     grid = "\n".join("    " + " ".join(n[i : i + 4]) for i in range(0, 12, 4))
     name = r["contact"]["name"]

@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .. import api
 from ..datadir import write_private
 from ..errors import NodeUsageError, RpcError
 from .accounts import ACCOUNT_METAVAR
@@ -41,7 +42,7 @@ def _list_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    doc = client(args).call("device.list", account=args.account)
+    doc = api.account.DEVICE_LIST.ask(client(args), {"account": args.account})
     lines = [f"{doc['handle']}  [{doc['status']}]"]
     for d in doc["devices"]:
         me = "  (this device)" if d.get("this_device") else ""
@@ -99,8 +100,8 @@ def cmd_link(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offer(args: argparse.Namespace) -> dict[str, str]:
-    r: dict[str, str] = client(args).call("device.link", ttl_seconds=args.ttl)
+def _offer(args: argparse.Namespace) -> api.account.LinkOffer:
+    r = api.account.DEVICE_LINK.ask(client(args), {"ttl_seconds": args.ttl})
     until = when(int(r["expires_at_ms"]), "%H:%M:%S")
     if args.link_file is not None:
         write_private(args.link_file, (r["link"] + "\n").encode())
@@ -137,7 +138,7 @@ def _link_and_approve(args: argparse.Namespace, tty: Terminal) -> int:
     until = when(int(r["expires_at_ms"]), "%H:%M:%S")
     note(f"waiting for the new device to ask to join (until {until}; Ctrl-C stops)...")
     while time.time() < deadline:
-        mine = [x for x in c.call("device.pending")["requests"] if x["id"] == r["id"]]
+        mine = [x for x in api.account.DEVICE_PENDING.ask(c, {})["requests"] if x["id"] == r["id"]]
         if not mine or mine[0]["state"] not in ("offered", "pending_approval"):
             raise NodeUsageError("the link was refused, expired or burnt")
         if mine[0]["awaiting_approval"]:
@@ -145,17 +146,17 @@ def _link_and_approve(args: argparse.Namespace, tty: Terminal) -> int:
             tty.write(f"\nThe new device shows code {req['code']}.\n")
             question = f"Approve device {req['device_name']!r}, fingerprint {req['fingerprint']}?"
             if tty.ask(question):
-                a = c.call("device.approve", id=r["id"])
+                a = api.account.DEVICE_APPROVE.ask(c, {"id": r["id"]})
                 out(args, a, f"approved {a['device_name']} ({a['fingerprint']})")
                 return 0
-            out(args, c.call("device.reject", id=r["id"]), "rejected")
+            out(args, api.account.DEVICE_REJECT.ask(c, {"id": r["id"]}), "rejected")
             return 1
         time.sleep(0.3)  # polling the daemon; no event to wait on over the control API
     raise NodeUsageError("the link expired before a device asked to join")
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    r = client(args).call("device.pending")
+    r = api.account.DEVICE_PENDING.ask(client(args), {})
     lines = []
     for x in r["requests"]:
         if x["awaiting_approval"]:
@@ -174,13 +175,13 @@ def _id_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    r = client(args).call("device.approve", id=args.id)
+    r = api.account.DEVICE_APPROVE.ask(client(args), {"id": args.id})
     out(args, r, f"approved {r['device_name']} ({r['fingerprint']}); event {r['event_id'][:12]}")
     return 0
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    out(args, client(args).call("device.reject", id=args.id), "rejected")
+    out(args, api.account.DEVICE_REJECT.ask(client(args), {"id": args.id}), "rejected")
     return 0
 
 
@@ -208,7 +209,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 def _join(args: argparse.Namespace, link: str, tty: Terminal | None) -> int:
     c = client(args)
-    r = c.call("device.join", link=link, name=args.name)
+    r = api.account.DEVICE_JOIN.ask(c, {"link": link, "name": args.name})
     acct = r["account"]
     accept = True
     if tty is not None:
@@ -221,10 +222,10 @@ def _join(args: argparse.Namespace, link: str, tty: Terminal | None) -> int:
         note("waiting for the other device to approve (up to 6 minutes)...")
     c.timeout = None  # the daemon bounds the wait (the joiner's approval timeout)
     try:
-        done = c.call("device.join_confirm", join_id=r["join_id"], accept=accept)
+        done = api.account.DEVICE_JOIN_CONFIRM.ask(c, {"join_id": r["join_id"], "accept": accept})
     except RpcError:
         # The approval may have landed as the wait ended: the node knows.
-        status = c.call("node.status")
+        status = api.node.NODE_STATUS.ask(c, {})
         if not (accept and status.get("account")):
             raise
         done = {"joined": True, "account": acct}
@@ -246,8 +247,8 @@ def _revoke_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    r = client(args).call(
-        "device.revoke", device=args.device, cascade=args.cascade, confirm_last=args.yes
+    r = api.account.DEVICE_REVOKE.ask(
+        client(args), {"device": args.device, "cascade": args.cascade, "confirm_last": args.yes}
     )
     lines = [
         f"revoked {x['device']} ({x['fingerprint']}): event {x['event_id'][:12]}"

@@ -12,9 +12,11 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from .. import api
+from ..control import ControlClient
 from ..datadir import write_private
 from .common import Command, client, emit, message_text, note, out, when
 
@@ -27,16 +29,20 @@ def _send_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_send(args: argparse.Namespace) -> int:
     text = message_text(args.text)
-    r = client(args).call("message.send", contact=args.contact, text=text, force=args.force)
+    r = api.message.MESSAGE_SEND.ask(
+        client(args), {"contact": args.contact, "text": text, "force": args.force}
+    )
     out(args, r, f"sent to {r['to']} ({r['devices']} device(s)); stored as {r['message_id'][:12]}")
     return 0
 
 
-def message_line(m: dict[str, Any]) -> str:
+def message_line(m: api.message.MessageDoc) -> str:
     who = "me" if m["outgoing"] else m["from"]
     status = ""
     if m["outgoing"] and m.get("deliveries"):
         status = "  [" + ", ".join(f"{n} {s}" for s, n in sorted(m["deliveries"].items())) + "]"
+    if m.get("relayed_by"):  # unproven history (§15.4): a claim, not the sender's word
+        who = f"[relayed by {m['relayed_by']}, unverified] claims {who}"
     return f"{when(m['sent_ms'])}  {who} ({m['from_device']}): {m['text']}{status}"
 
 
@@ -49,8 +55,8 @@ REVOKED = "this device was revoked: it receives no new messages (see `smu node s
 
 def cmd_inbox(args: argparse.Namespace) -> int:
     c = client(args)
-    r = c.call("message.inbox", since_ms=0)
-    revoked = c.call("node.status").get("device_status") == "revoked"
+    r = api.message.MESSAGE_INBOX.ask(c, {"since_ms": 0})
+    revoked = api.node.NODE_STATUS.ask(c, {}).get("device_status") == "revoked"
     if args.json and not args.follow:
         emit({**r, "device_status": "revoked"} if revoked else r)
         return 0
@@ -68,11 +74,13 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     while args.follow:
         time.sleep(0.5)  # the control API has no push: poll for what is new
-        since = max(since, _print_batch(args, c.call("message.inbox", since_ms=since)))
+        since = max(
+            since, _print_batch(args, api.message.MESSAGE_INBOX.ask(c, {"since_ms": since}))
+        )
     return 0
 
 
-def _print_batch(args: argparse.Namespace, r: dict[str, Any]) -> int:
+def _print_batch(args: argparse.Namespace, r: api.message.Inbox) -> int:
     since = 0
     for m in r["messages"]:
         since = max(since, m["stored_ms"])
@@ -94,7 +102,7 @@ def _contact_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_conversation(args: argparse.Namespace) -> int:
-    r = client(args).call("message.conversation", contact=args.contact)
+    r = api.message.MESSAGE_CONVERSATION.ask(client(args), {"contact": args.contact})
     lines = [f"conversation with {r['contact']}"] + [message_line(m) for m in r["messages"]]
     out(args, r, "\n".join(lines))
     return 0
@@ -118,10 +126,10 @@ MESSAGE_FIELDS = (
 EXPORT_VERSION = 1
 
 
-def export_lines(c: Any) -> list[dict[str, Any]]:
-    status = c.call("node.status")
-    contacts = c.call("contact.list")["contacts"]
-    lines: list[dict[str, Any]] = [
+def export_lines(c: ControlClient) -> list[dict[str, object]]:
+    status = api.node.NODE_STATUS.ask(c, {})
+    contacts = api.contact.CONTACT_LIST.ask(c, {})["contacts"]
+    lines: list[dict[str, object]] = [
         {
             "type": "export",
             "version": EXPORT_VERSION,
@@ -132,13 +140,16 @@ def export_lines(c: Any) -> list[dict[str, Any]]:
     lines += [{"type": "contact", **{k: x.get(k) for k in CONTACT_FIELDS}} for x in contacts]
     messages = []
     for x in contacts:
-        messages += c.call("message.conversation", contact=x["account_id"])["messages"]
-    messages += c.call("message.requests")["requests"]
+        messages += api.message.MESSAGE_CONVERSATION.ask(c, {"contact": x["account_id"]})[
+            "messages"
+        ]
+    messages += api.message.MESSAGE_REQUESTS.ask(c, {})["requests"]
     seen: set[str] = set()
     for m in sorted(messages, key=lambda m: (m["sent_ms"], m["message_id"])):
         if m["message_id"] not in seen:
             seen.add(m["message_id"])
-            lines.append({"type": "message", **{k: m[k] for k in MESSAGE_FIELDS if k in m}})
+            doc: Mapping[str, object] = m
+            lines.append({"type": "message", **{k: doc[k] for k in MESSAGE_FIELDS if k in doc}})
     return lines
 
 

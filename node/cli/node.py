@@ -7,12 +7,27 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .. import api
 from ..config import DEFAULT_LISTEN, load_config
 from ..errors import NodeUsageError
-from .common import Command, client, datadir, emit, group, out, passphrase
+from .common import (
+    Command,
+    client,
+    datadir,
+    emit,
+    group,
+    history_protected,
+    out,
+    passphrase,
+    protection_text,
+)
+
+if TYPE_CHECKING:  # the daemon imports libp2p, which takes a second: at run time only
+    from ..daemon import NatOptions
 
 
 def _init_args(p: argparse.ArgumentParser) -> None:
@@ -33,12 +48,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         "device_name": name,
         "device_fingerprint": secrets.device.fingerprint,
         "encrypted": bool(args.passphrase),
+        # the store's sealed history is as safe as keys.json (§15.21)
+        "history_protected": bool(args.passphrase),
     }
     out(
         args,
         doc,
         f"initialised {dd.path}\n  network {args.network}\n  device  {name} "
-        f"({secrets.device.fingerprint})",
+        f"({secrets.device.fingerprint})\n  at rest {protection_text(bool(args.passphrase))}",
     )
     return 0
 
@@ -86,7 +103,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-relay",
         action="store_true",
-        help="do not relay for nodes behind NAT (offered by default once reachable)",
+        help="do not relay for nodes behind NAT (offered by default once reachable; "
+        "node.toml: relay = false)",
     )
     p.add_argument(
         "--lab-prefixes",
@@ -109,14 +127,18 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         web_port=args.web_port,
         metrics_port=args.metrics_port,
         disk_budget_mb=args.disk_budget_mb,
+        relay=False if args.no_relay else None,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options = _nat_options(args, str(dd.read_config()["network"]))
-    secrets = dd.load_secrets(passphrase(False) if dd.is_encrypted() else None)
+    options = _nat_options(args, str(dd.read_config()["network"]), offer_relay=settings.relay)
+    secret = passphrase(False) if dd.is_encrypted() else None
+    secrets = dd.load_secrets(secret)
+    if not secrets.storage_key:  # a data dir from before §15.21
+        secrets = dd.add_storage_key(secret)
     from ..daemon import run_daemon  # importing libp2p takes a second: only here
 
     _quiet_libp2p()
@@ -148,11 +170,11 @@ def _quiet_libp2p() -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def _nat_options(args: argparse.Namespace, network: str) -> dict[str, Any]:
+def _nat_options(args: argparse.Namespace, network: str, *, offer_relay: bool) -> NatOptions:
     from protocol.links.addresses import LabConfigError, lab_classifier
     from protocol.links.reachability import ReachConfig
 
-    options: dict[str, Any] = {"offer_relay": not args.no_relay}
+    options: NatOptions = {"offer_relay": offer_relay}
     if args.lab_prefixes:
         try:
             text = Path(args.lab_prefixes).read_text()
@@ -176,7 +198,9 @@ DEVICE_STATUS_TEXT = {
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
-    s = client(args).call("node.status")
+    s = api.node.NODE_STATUS.ask(client(args), {})
+    # read from the data directory here, not asked of the daemon (§15.21)
+    protected = history_protected(datadir(args))
     device = s.get("device_status")
     text = "\n".join(
         [
@@ -188,23 +212,25 @@ def cmd_node_status(args: argparse.Namespace) -> int:
             *_reach_lines(s.get("reachability")),
             f"events    {s['events']}   accounts {s['accounts']}   escrow {s['escrow']}",
             f"digest    {s['event_set_digest']}",
+            f"at rest   {protection_text(protected)}",
         ]
     )
-    out(args, s, text)
+    out(args, {**s, "history_protected": protected}, text)
     return 0
 
 
-def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
+def _reach_lines(reach: Mapping[str, object] | None) -> list[str]:
     """The reachability verdict and the relays in use (none from a node
     that does not say)."""
     if not reach:
         return []
-    relays = f"   relays {', '.join(reach['relays'])}" if reach.get("relays") else ""
+    used = reach.get("relays")
+    relays = f"   relays {', '.join(map(str, used))}" if isinstance(used, list) and used else ""
     return [f"reach     {reach['reachability']}{relays}"]
 
 
 def cmd_node_stop(args: argparse.Namespace) -> int:
-    out(args, client(args).call("node.stop"), "stopping")
+    out(args, api.node.NODE_STOP.ask(client(args), {}), "stopping")
     return 0
 
 
@@ -243,7 +269,7 @@ def cmd_event_submit(args: argparse.Namespace) -> int:
             bytes.fromhex(item)
         except ValueError as exc:
             raise NodeUsageError("an event is given as hex") from exc
-        results.append(c.call("event.submit", event=item))
+        results.append(api.node.EVENT_SUBMIT.ask(c, {"event": item}))
     if args.json:
         emit(results[0] if len(results) == 1 else results)
     else:

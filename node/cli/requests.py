@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from .. import api
 from .accounts import ACCOUNT_METAVAR
 from .common import Command, client, out
 from .messages import message_line
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    r = client(args).call("message.requests")
+    r = api.message.MESSAGE_REQUESTS.ask(client(args), {})
     lines = [f"{m['conversation_account'][:16]}  {message_line(m)}" for m in r["requests"]]
     out(args, r, "\n".join(lines) or "no message requests")
     return 0
@@ -22,13 +23,13 @@ def _account_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
-    r = client(args).call("requests.accept", account=args.account)
+    r = api.contact.REQUESTS_ACCEPT.ask(client(args), {"account": args.account})
     out(args, r, f"accepted {r['name']}")
     return 0
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    out(args, client(args).call("requests.block", account=args.account), "blocked")
+    out(args, api.contact.REQUESTS_BLOCK.ask(client(args), {"account": args.account}), "blocked")
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -31,6 +30,8 @@ from protocol.log.events import (
 from protocol.log.state import AccountState
 
 from .. import control
+from ..api import account as api
+from ..api.schema import Empty
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..render import approver_label, state_json
@@ -40,7 +41,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def describe_event(state: AccountState, event: Event, void_reason: str | None) -> dict[str, Any]:
+def describe_event(state: AccountState, event: Event, void_reason: str | None) -> api.HistoryEvent:
     """One line of an account's explained history."""
 
     def who(key: bytes) -> str:
@@ -94,18 +95,20 @@ class AccountService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "account.create": self.account_create,
-            "account.show": self.account_show,
-            "account.list": self.account_list,
-            "account.recover": self.account_recover,
-            "account.rotate_recovery": self.account_rotate_recovery,
-            "account.history": self.account_history,
+            "account.create": api.ACCOUNT_CREATE.bind(self.account_create),
+            "account.show": api.ACCOUNT_SHOW.bind(self.account_show),
+            "account.list": api.ACCOUNT_LIST.bind(self.account_list),
+            "account.recover": api.ACCOUNT_RECOVER.bind(self.account_recover),
+            "account.rotate_recovery": api.ACCOUNT_ROTATE_RECOVERY.bind(
+                self.account_rotate_recovery
+            ),
+            "account.history": api.ACCOUNT_HISTORY.bind(self.account_history),
         }
 
-    async def account_create(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_create(self, params: api.NameParams) -> api.Created:
         if self.ctx.account() is not None:
             raise RpcFailure(control.USAGE, "this device already belongs to an account")
-        name = str(params["name"])
+        name = params["name"]
         recovery = RecoveryKey(os.urandom(32))
         device_name = self.ctx.device_name
         try:
@@ -133,14 +136,14 @@ class AccountService:
             "recovery_key": recovery.to_paper(),
         }
 
-    async def account_show(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_show(self, params: api.AccountParams) -> api.AccountStateDoc:
         account = self.ctx.resolve_account(params.get("account"))
         if account not in self.ctx.ledger.accounts:
             raise RpcFailure(control.USAGE, f"account {account.hex()} is not known here")
         return state_json(self.ctx.ledger.state(account))
 
-    async def account_list(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = []
+    async def account_list(self, params: Empty) -> api.AccountList:
+        out: list[api.AccountSummary] = []
         for account in sorted(self.ctx.ledger.accounts):
             s = self.ctx.ledger.state(account)
             out.append(
@@ -154,8 +157,8 @@ class AccountService:
             )
         return {"accounts": out}
 
-    async def account_recover(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def account_recover(self, params: api.RecoverParams) -> api.Recovered:
+        account = self.ctx.resolve_account(params["account"])
         if account not in self.ctx.ledger.accounts:
             raise RpcFailure(
                 control.USAGE,
@@ -163,7 +166,7 @@ class AccountService:
                 "connect it to the network and wait for it to sync",
             )
         try:
-            recovery = RecoveryKey.from_paper(str(params["recovery_key"]))
+            recovery = RecoveryKey.from_paper(params["recovery_key"])
         except (ChecksumError, DecodeError) as exc:
             raise RpcFailure(control.USAGE, f"recovery key: {exc}") from exc
         state = self.ctx.ledger.state(account)
@@ -203,13 +206,13 @@ class AccountService:
             "account": state_json(self.ctx.ledger.state(account)),
         }
 
-    async def account_rotate_recovery(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_rotate_recovery(self, params: api.RotateParams) -> api.Recovered:
         """Replace the recovery key, keeping every device (PROTOCOL.md §6.8):
         this device signs, the current paper key co-signs."""
         account = self.ctx.own_account()
         try:
-            recovery = RecoveryKey.from_paper(str(params["recovery_key"]))
-        except (ChecksumError, DecodeError, KeyError) as exc:
+            recovery = RecoveryKey.from_paper(params["recovery_key"])
+        except (ChecksumError, DecodeError) as exc:
             raise RpcFailure(control.USAGE, f"recovery key: {exc}") from exc
         if not self.ctx.params.has_recovery_rotation:
             raise RpcFailure(control.USAGE, "this network's rules have no recovery-key rotation")
@@ -247,7 +250,7 @@ class AccountService:
             "account": state_json(self.ctx.ledger.state(account)),
         }
 
-    async def account_history(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def account_history(self, params: api.AccountParams) -> api.History:
         ref = params.get("account")
         account = self.ctx.resolve_account(ref) if ref else self.ctx.own_account()
         log = self.ctx.ledger.log(account)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,8 @@ from protocol.messaging.content import MAX_TEXT_BYTES
 from protocol.messaging.sync import MAX_EDIT_BYTES, MAX_EDITS_PER_BATCH, Edit, SyncEdits
 
 from .. import control
+from ..api import backup as api
+from ..api.schema import Empty
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..storage.db import Statement
@@ -70,21 +73,21 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _paper(params: dict[str, Any]) -> RecoveryKey:
+def _paper(params: Mapping[str, object]) -> RecoveryKey:
     try:
         return RecoveryKey.from_paper(str(params["recovery_key"]))
     except (ChecksumError, DecodeError, KeyError) as exc:
         raise RpcFailure(control.USAGE, f"recovery key: {exc}") from exc
 
 
-def _path(params: dict[str, Any]) -> Path:
+def _path(params: Mapping[str, object]) -> Path:
     raw = params.get("path")
     if not isinstance(raw, str) or not raw:
         raise RpcFailure(control.USAGE, "give the backup file's path")
     return Path(raw).expanduser().resolve()
 
 
-def _passphrase(params: dict[str, Any]) -> str | None:
+def _passphrase(params: Mapping[str, object]) -> str | None:
     p = params.get("passphrase")
     if p is None or p == "":
         return None
@@ -117,11 +120,11 @@ class BackupService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "backup.create": self.create,
-            "backup.restore": self.restore,
-            "backup.key": self.set_key,
-            "backup.auto": self.auto,
-            "backup.status": self.status,
+            "backup.create": api.BACKUP_CREATE.bind(self.create),
+            "backup.restore": api.BACKUP_RESTORE.bind(self.restore),
+            "backup.key": api.BACKUP_KEY.bind(self.set_key),
+            "backup.auto": api.BACKUP_AUTO.bind(self.auto),
+            "backup.status": api.BACKUP_STATUS.bind(self.status),
         }
 
     # -- the key ------------------------------------------------------------
@@ -158,7 +161,7 @@ class BackupService:
             ) from exc
         return cert
 
-    async def set_key(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def set_key(self, params: api.KeyParams) -> api.BackupKey:
         recovery = _paper(params)
         account = self.ctx.own_account()
         if self.ctx.ledger.state(account).recovery_commitment != recovery.commitment:
@@ -171,11 +174,14 @@ class BackupService:
     def _items(self) -> list[Value]:
         own = self.ctx.own_account()
         items: list[Value] = [["edit", e.encode()] for e in self.sync.all_edits()]
-        for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, MAX_MESSAGES):
-            items.append(["msg", peer, mid, sa == own, sa, sd, ts, text])
+        for r in self.store.history(KIND_TEXT, MAX_MESSAGES):
+            sa = r.sender_account
+            items.append(
+                ["msg", r.peer, r.message_id, sa == own, sa, r.sender_device, r.sent_ms, r.text]
+            )
         return items
 
-    async def _create(self, path: Path, passphrase: str | None) -> dict[str, Any]:
+    async def _create(self, path: Path, passphrase: str | None) -> api.Created:
         cert = self.cert()
         items = self._items()
         salt = os.urandom(16) if passphrase else None
@@ -211,12 +217,12 @@ class BackupService:
             "passphrase": passphrase is not None,
         }
 
-    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, params: api.CreateParams) -> api.Created:
         return await self._create(_path(params), _passphrase(params))
 
     # -- restoring one ------------------------------------------------------------
 
-    async def restore(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def restore(self, params: api.RestoreParams) -> api.Restored:
         path = _path(params)
         recovery = _paper(params)
         passphrase = _passphrase(params)
@@ -240,7 +246,7 @@ class BackupService:
             raise RpcFailure(control.USAGE, "that backup is of another account")
         return self._apply(opened, account)
 
-    def _apply(self, opened: Opened, account: bytes) -> dict[str, Any]:
+    def _apply(self, opened: Opened, account: bytes) -> api.Restored:
         """Every item checked before anything is written, in one transaction."""
         edits: list[bytes] = []
         messages: list[NewMessage] = []
@@ -264,7 +270,7 @@ class BackupService:
                 control.INVALID_INPUT, f"the backup was not restored: {exc}", {"code": exc.code}
             ) from exc
         before = self.store.count_texts()
-        rows.extend(MessageStore.insert_statement(m) for m in messages)
+        rows.extend(self.store.insert_statement(m) for m in messages)
         self.store.db.write(rows)
         self.sync.changed()
         state = self.ctx.ledger.state(account).device(opened.device)
@@ -292,7 +298,7 @@ class BackupService:
             return None
         return doc if isinstance(doc, dict) and isinstance(doc.get("path"), str) else None
 
-    async def auto(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def auto(self, params: api.AutoParams) -> api.Auto:
         """``path`` and ``every_hours`` to turn it on, ``off`` to turn it
         off.  No passphrase: a node would have to keep it."""
         if params.get("off"):
@@ -330,7 +336,7 @@ class BackupService:
                 await self._auto_wake.wait()
             self._auto_wake = trio.Event()
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: Empty) -> api.Status:
         try:
             key: str | None = self.cert().backup_public.hex()
             problem = None

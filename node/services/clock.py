@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from ..api.node import ClockStatus
 from ..links import Link
 from ..transport import read_exactly
 
@@ -109,7 +110,7 @@ class ClockService:
             log.info("this node's clock agrees with its peers again")
         self._warned = wrong
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClockStatus:
         median = self.median_offset()
         return {
             "peers_asked": len(self.offsets),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from protocol.core.canonical import Value
 from protocol.core.errors import InvalidInput
@@ -33,6 +33,8 @@ from protocol.messaging.sync import Edit
 from protocol.messaging.tokens import TokenBatch, for_invite
 
 from .. import control
+from ..api import contact as api
+from ..api.schema import Empty
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..render import approver_label
@@ -255,16 +257,16 @@ class ContactService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "invite.create": self.invite_create,
-            "contact.add": self.contact_add,
-            "contact.remove": self.contact_remove,
-            "contact.block": self.contact_block,
-            "contact.list": self.contact_list,
-            "contact.ack": self.contact_ack,
-            "contact.verify": self.contact_verify,
+            "invite.create": api.INVITE_CREATE.bind(self.invite_create),
+            "contact.add": api.CONTACT_ADD.bind(self.contact_add),
+            "contact.remove": api.CONTACT_REMOVE.bind(self.contact_remove),
+            "contact.block": api.CONTACT_BLOCK.bind(self.contact_block),
+            "contact.list": api.CONTACT_LIST.bind(self.contact_list),
+            "contact.ack": api.CONTACT_ACK.bind(self.contact_ack),
+            "contact.verify": api.CONTACT_VERIFY.bind(self.contact_verify),
         }
 
-    async def invite_create(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def invite_create(self, params: Empty) -> api.Invite:
         account = self.ctx.own_account()
         state = self.ctx.ledger.state(account)
         inv = Invite(
@@ -280,8 +282,8 @@ class ContactService:
             "handle": handle(state.display_name, account),
         }
 
-    async def contact_add(self, params: dict[str, Any]) -> dict[str, Any]:
-        ref = str(params["ref"]).strip()
+    async def contact_add(self, params: api.AddParams) -> api.Added:
+        ref = params["ref"].strip()
         name = params.get("name")
         if ref.lower().startswith(("smu1inv", "smu://invite/")):
             try:
@@ -317,23 +319,20 @@ class ContactService:
             "handle": handle(self.contacts.display_name(account) or hint or label, account),
         }
 
-    def _contact_doc(self, contact: Contact) -> dict[str, Any]:
+    def _contact_doc(self, contact: Contact) -> api.ContactDoc:
         acc = contact.account
         ledger = self.ctx.ledger
-        doc: dict[str, Any] = {
-            "account_id": acc.hex(),
-            "name": sanitise(contact.name),
-            "blocked": contact.blocked,
-        }
         if acc not in ledger.accounts:
-            doc.update(
-                synced=False,
-                handle=None,
-                status="unknown",
-                verified=False,
-                changes=["this account's log has not reached this node yet"],
-            )
-            return doc
+            return {
+                "account_id": acc.hex(),
+                "name": sanitise(contact.name),
+                "blocked": contact.blocked,
+                "synced": False,
+                "handle": None,
+                "status": "unknown",
+                "verified": False,
+                "changes": ["this account's log has not reached this node yet"],
+            }
         state = ledger.state(acc)
         changes = changes_since(state, self.contacts.seen(acc) or {})
         mark = self.contacts.mark(acc)
@@ -343,20 +342,23 @@ class ContactService:
                 "changed, verify the safety number again"
             )
         verified = mark is not None and state.status is AccountStatus.OK
-        doc.update(
-            synced=True,
-            handle=handle(state.display_name, acc),
-            status=state.status.value,
+        doc: api.ContactDoc = {
+            "account_id": acc.hex(),
+            "name": sanitise(contact.name),
+            "blocked": contact.blocked,
+            "synced": True,
+            "handle": handle(state.display_name, acc),
+            "status": state.status.value,
             # a disputed account shows no verified mark at all (DESIGN §6)
-            verified=verified,
-            active_devices=len(state.active_keys),
-            changes=changes,
-        )
+            "verified": verified,
+            "active_devices": len(state.active_keys),
+            "changes": changes,
+        }
         if mark is not None:
             doc["verified_by"] = self._marker(mark.device)
         return doc
 
-    def _marker(self, device: bytes) -> dict[str, Any]:
+    def _marker(self, device: bytes) -> api.Marker:
         """Which of the own account's devices made a mark, and whether it
         is still active (a since-revoked device's mark shows as such)."""
         own = self.ctx.own_account()
@@ -366,39 +368,39 @@ class ContactService:
             "status": d.status.value if d is not None else "unknown",
         }
 
-    def contact_docs(self) -> list[dict[str, Any]]:
+    def contact_docs(self) -> list[api.ContactDoc]:
         """Contacts that are not blocked (what the inbox shows changes of)."""
         return [self._contact_doc(c) for c in self.contacts.all()]
 
-    async def contact_list(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def contact_list(self, params: Empty) -> api.ContactList:
         """Every contact, blocked ones too (marked), so that they can be unblocked."""
         return {"contacts": [self._contact_doc(c) for c in self.contacts.all(blocked=None)]}
 
-    async def contact_remove(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
+    async def contact_remove(self, params: api.ContactParams) -> api.Removed:
+        account, name = self.contacts.find(params["contact"])
         self.contacts.remove(account)
         return {"account_id": account.hex(), "name": sanitise(name), "removed": True}
 
-    async def contact_block(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def contact_block(self, params: api.BlockParams) -> api.Blocked:
         """Block (``unblock``: false to undo) an account, on every device."""
         try:
-            account, _ = self.contacts.find(str(params["contact"]))
+            account, _ = self.contacts.find(params["contact"])
         except RpcFailure:
-            account = self.ctx.resolve_account(str(params["contact"]))
+            account = self.ctx.resolve_account(params["contact"])
         if params.get("unblock"):
             self.contacts.unblock(account)
         else:
             self.contacts.block(account)
         return {"account_id": account.hex(), "blocked": not params.get("unblock")}
 
-    async def contact_ack(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, _ = self.contacts.find(str(params["contact"]))
+    async def contact_ack(self, params: api.ContactParams) -> api.Acknowledged:
+        account, _ = self.contacts.find(params["contact"])
         if account in self.ctx.ledger.accounts:
             self.store.set_seen(account, device_statuses(self.ctx.ledger.state(account)))
         return {"account_id": account.hex(), "acknowledged": True}
 
-    async def contact_verify(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
+    async def contact_verify(self, params: api.VerifyParams) -> api.Verified:
+        account, name = self.contacts.find(params["contact"])
         own = self.ctx.own_account()
         ledger = self.ctx.ledger
         if account not in ledger.accounts:

@@ -9,7 +9,6 @@ which commits it before anything is sent or answered.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from protocol.core.keys import handle
 from protocol.core.names import sanitise
@@ -19,6 +18,7 @@ from protocol.log.state import AccountState, DeviceRecord, DeviceStatus
 from protocol.records.grant import decode_grant
 
 from .. import control
+from ..api import account as api
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..render import state_json
@@ -85,15 +85,15 @@ class DeviceService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "device.list": self.device_list,
-            "device.revoke": self.device_revoke,
-            "device.records": self.device_records,
+            "device.list": api.DEVICE_LIST.bind(self.device_list),
+            "device.revoke": api.DEVICE_REVOKE.bind(self.device_revoke),
+            "device.records": api.DEVICE_RECORDS.bind(self.device_records),
         }
 
     def _my_state(self) -> AccountState:
         return self.ctx.ledger.state(self.ctx.own_account())
 
-    async def device_list(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def device_list(self, params: api.AccountParams) -> api.AccountStateDoc:
         ref = params.get("account")
         state = self.ctx.ledger.state(self.ctx.resolve_account(ref)) if ref else self._my_state()
         doc = state_json(state)
@@ -102,10 +102,10 @@ class DeviceService:
             dev["this_device"] = dev["sign_public"] == me
         return doc
 
-    async def device_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def device_revoke(self, params: api.RevokeParams) -> api.Revoked:
         state = self._my_state()
         require_active(self.ctx, state)
-        target = find_device(state, str(params["device"]))
+        target = find_device(state, params["device"])
         if target.status is not DeviceStatus.ACTIVE:
             raise RpcFailure(
                 control.USAGE, f"device {sanitise(target.name)!r} is already {target.status.value}"
@@ -119,7 +119,7 @@ class DeviceService:
                 "recovery key could act afterwards (confirm with --yes)",
             )
         parents = list(state.heads)
-        revoked: list[dict[str, Any]] = []
+        revoked: list[api.RevokedDevice] = []
         for victim in victims:
             event = authoring.revoke_device(
                 self.ctx.params,
@@ -142,11 +142,11 @@ class DeviceService:
         after = self.ctx.ledger.state(state.account_id)
         return {"revoked": revoked, "account": state_json(after)}
 
-    async def device_records(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def device_records(self, params: api.AccountParams) -> api.Records:
         """Where each device of an account can be reached (PROTOCOL.md §16)."""
         account = self.ctx.resolve_account(params.get("account"))
         state = self.ctx.ledger.state(account) if account in self.ctx.ledger.accounts else None
-        out = []
+        out: list[api.DeviceRecordDoc] = []
         for r in self.ctx.records.for_account(account):
             dev = state.device(r.device) if state is not None else None
             out.append(

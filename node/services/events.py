@@ -3,11 +3,10 @@ event made elsewhere, ask which ids are held."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from protocol.core.errors import InvalidInput
 
 from .. import control
+from ..api import node as api
 from ..context import NodeContext
 from ..control import RpcFailure
 
@@ -17,10 +16,13 @@ class EventService:
         self.ctx = ctx
 
     def handlers(self) -> dict[str, control.Handler]:
-        return {"event.submit": self.submit, "event.has": self.has}
+        return {
+            "event.submit": api.EVENT_SUBMIT.bind(self.submit),
+            "event.has": api.EVENT_HAS.bind(self.has),
+        }
 
-    async def submit(self, params: dict[str, Any]) -> dict[str, Any]:
-        raw = bytes.fromhex(str(params["event"]))
+    async def submit(self, params: api.SubmitParams) -> api.Submitted:
+        raw = bytes.fromhex(params["event"])
         try:
             published = await self.ctx.publish(raw)
         except InvalidInput as exc:
@@ -29,6 +31,6 @@ class EventService:
             ) from exc
         return {"status": published.status, "event_id": published.event_id}
 
-    async def has(self, params: dict[str, Any]) -> dict[str, Any]:
-        ids = [str(i) for i in params["ids"]]
+    async def has(self, params: api.IdsParams) -> api.Present:
+        ids = params["ids"]
         return {"present": [i for i in ids if self.ctx.ledger.has(bytes.fromhex(i))]}

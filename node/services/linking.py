@@ -48,6 +48,8 @@ from protocol.linking.offers import OfferForgotten, OfferOutput, Offers
 from protocol.linking.wire import PROTOCOL_ID
 
 from .. import control
+from ..api import account as api
+from ..api.schema import Empty
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..driver import MachineDriver
@@ -129,7 +131,7 @@ class JoinSession:
         return await self.events.receive()
 
 
-def _account_doc(info: AccountInfo) -> dict[str, Any]:
+def _account_doc(info: AccountInfo) -> api.LinkedAccount:
     return {
         "account_id": info.account_id.hex(),
         "handle": info.handle,
@@ -152,12 +154,12 @@ class LinkService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "device.link": self.link,
-            "device.pending": self.pending,
-            "device.approve": self.approve,
-            "device.reject": self.reject,
-            "device.join": self.join,
-            "device.join_confirm": self.join_confirm,
+            "device.link": api.DEVICE_LINK.bind(self.link),
+            "device.pending": api.DEVICE_PENDING.bind(self.pending),
+            "device.approve": api.DEVICE_APPROVE.bind(self.approve),
+            "device.reject": api.DEVICE_REJECT.bind(self.reject),
+            "device.join": api.DEVICE_JOIN.bind(self.join),
+            "device.join_confirm": api.DEVICE_JOIN_CONFIRM.bind(self.join_confirm),
         }
 
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -208,7 +210,7 @@ class LinkService:
 
     # -- approver side --------------------------------------------------------
 
-    async def link(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def link(self, params: api.LinkParams) -> api.LinkOffer:
         account = self.ctx.own_account()
         state = self.ctx.ledger.state(account)
         if self.ctx.device.sign_public not in state.active_keys:
@@ -216,7 +218,7 @@ class LinkService:
                 control.USAGE, "this device is not active in its account: it cannot link devices"
             )
         addrs = [a.split("/p2p/")[0] for a in self.ctx.addresses()][:4]
-        ttl_ms = min(int(params.get("ttl_seconds") or 600), 600) * 1000
+        ttl_ms = min(params.get("ttl_seconds") or 600, 600) * 1000
         made: list[Approver] = []
 
         def create(now: Now) -> list[OfferOutput | OfferForgotten]:
@@ -296,8 +298,8 @@ class LinkService:
             )
         return slot
 
-    async def pending(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = []
+    async def pending(self, params: Empty) -> api.Pending:
+        out: list[api.PendingRequest] = []
         for ap in self.offers:
             slot = self.slots.get(ap.offer.link_id)
             req = ap.request
@@ -313,8 +315,8 @@ class LinkService:
             )
         return {"requests": out}
 
-    async def approve(self, params: dict[str, Any]) -> dict[str, Any]:
-        slot = self._slot(str(params["id"]))
+    async def approve(self, params: api.RequestRef) -> api.Approved:
+        slot = self._slot(params["id"])
         if not slot.pending or slot.claimed_by not in slot.ports:
             raise RpcFailure(
                 control.USAGE,
@@ -342,8 +344,8 @@ class LinkService:
             "completed": slot.completed is not None,
         }
 
-    async def reject(self, params: dict[str, Any]) -> dict[str, Any]:
-        slot = self._slot(str(params["id"]))
+    async def reject(self, params: api.RequestRef) -> api.Rejected:
+        slot = self._slot(params["id"])
         ap = slot.approver
         try:
             self._offer_call(ap.offer.link_id, ap.reject)
@@ -353,14 +355,14 @@ class LinkService:
 
     # -- joiner side ----------------------------------------------------------
 
-    async def join(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def join(self, params: api.JoinParams) -> api.Joining:
         if self.ctx.account() is not None:
             raise RpcFailure(control.USAGE, "this device already belongs to an account")
         try:
-            offer = LinkOffer.parse(str(params["link"]))
+            offer = LinkOffer.parse(params["link"])
         except InvalidInput as exc:
             raise RpcFailure(control.USAGE, f"link: {exc}") from exc
-        name = str(params.get("name") or self.ctx.device_name)
+        name = params.get("name") or self.ctx.device_name
         try:
             joiner = Joiner(
                 self.ctx.params,
@@ -397,8 +399,8 @@ class LinkService:
             "device_name": name,
         }
 
-    async def join_confirm(self, params: dict[str, Any]) -> dict[str, Any]:
-        session = self.joins.pop(str(params["join_id"]), None)
+    async def join_confirm(self, params: api.JoinConfirmParams) -> api.Joined:
+        session = self.joins.pop(params["join_id"], None)
         if session is None:
             raise RpcFailure(control.USAGE, "no such join in progress")
         joiner = session.joiner

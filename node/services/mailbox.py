@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,8 @@ from protocol.records.device import MAX_MAILBOXES, SignedDeviceRecord, text_ok
 from protocol.records.grant import GRANT_V2, Grant, decode_grant
 
 from .. import control
+from ..api import node as api
+from ..api.schema import Empty
 from ..context import NodeContext, Stream
 from ..datadir import write_private
 from ..driver import MachineDriver
@@ -178,16 +180,16 @@ class MailboxService:
         self.on_deposit: Callable[[bytes], None] = lambda device: None
 
     def handlers(self) -> dict[str, control.Handler]:
-        return {"mailbox.status": self.status}
+        return {"mailbox.status": api.MAILBOX_STATUS.bind(self.status)}
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: Empty) -> api.MailboxStatus:
         """What this node's mailbox holds, per device, and the tokens this
         device holds for others' mailboxes."""
         box = self.box
-        doc: dict[str, Any] = {"tokens_held": self.tokens.store.held_count()}
+        doc: api.MailboxStatus = {"tokens_held": self.tokens.store.held_count()}
         if box is None:
             return doc
-        devices = {}
+        devices: dict[str, api.MailboxDevice] = {}
         for device in box.devices():
             (nbytes, items), (sbytes, sitems) = box.held(device), box.held_by_strangers(device)
             devices[device.hex()] = {
@@ -197,7 +199,9 @@ class MailboxService:
                 "stranger_items": sitems,
             }
         nbytes, items = box.total
-        doc.update(bytes=nbytes, items=items, spent_tokens=box.spent_count, devices=devices)
+        doc.update(
+            {"bytes": nbytes, "items": items, "spent_tokens": box.spent_count, "devices": devices}
+        )
         return doc
 
     @property
@@ -422,7 +426,7 @@ class MailboxService:
             elif isinstance(out, GrantDropped):
                 log.info("mailbox at %s dropped: %s", out.grant.mailbox_peer, out.reason)
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -37,7 +37,6 @@ from protocol.messaging.content import (
     MAX_REPLAY_STREAMS,
     Content,
     HistoryBundle,
-    HistoryEntry,
     PendingReplay,
     Receipt,
     ReceiptStatus,
@@ -63,6 +62,9 @@ from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
 
 from .. import control
+from ..api import contact as contact_api
+from ..api import message as api
+from ..api.schema import Empty
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
 from ..errors import PeerUnreachable
@@ -82,6 +84,7 @@ from ..storage.messages import (
 from ..storage.replay import ReplayStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
+from .history import history_bundles, received_history
 from .requests import RequestLimits, Requests
 
 log = logging.getLogger("smu.messages")
@@ -89,7 +92,6 @@ MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
 KIND_TOKENS = 48
 DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
-HISTORY_LIMIT = 1000
 MAX_IN_FLIGHT = 32
 #: receipts wait this long for others to the same device, then go in one
 #: envelope (§15.14): a burst of texts costs one receipt per sending device
@@ -167,7 +169,7 @@ class MessageService:
         *,
         deposit: Deposit,
         reconcile_all: Callable[[], None],
-        contact_changes: Callable[[], list[dict[str, Any]]],
+        contact_changes: Callable[[], list[contact_api.ContactDoc]],
         request_limits: RequestLimits | None = None,
         max_replay_streams: int = MAX_REPLAY_STREAMS,
         clock_ms: Callable[[], int] = _now_ms,
@@ -205,6 +207,8 @@ class MessageService:
         self._receipts_wake = trio.Event()
         self.on_stored: list[StoredListener] = []
         self.on_delivery: list[DeliveryListener] = []
+        #: history entries refused because their proof did not hold (§15.4)
+        self.history_refused = 0
 
     def _tell(self, stored: Sequence[NewMessage], deliveries: Sequence[bytes] = ()) -> None:
         """Tell the listeners after the write: a listener's failure must never
@@ -219,13 +223,13 @@ class MessageService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "message.send": self.send,
-            "message.inbox": self.inbox,
-            "message.conversation": self.conversation,
-            "message.requests": self.requests,
-            "message.status": self.status,
-            "requests.accept": self.accept_request,
-            "requests.block": self.block_request,
+            "message.send": api.MESSAGE_SEND.bind(self.send),
+            "message.inbox": api.MESSAGE_INBOX.bind(self.inbox),
+            "message.conversation": api.MESSAGE_CONVERSATION.bind(self.conversation),
+            "message.requests": api.MESSAGE_REQUESTS.bind(self.requests),
+            "message.status": api.MESSAGE_STATUS.bind(self.status),
+            "requests.accept": contact_api.REQUESTS_ACCEPT.bind(self.accept_request),
+            "requests.block": contact_api.REQUESTS_BLOCK.bind(self.block_request),
         }
 
     def wake(self) -> None:
@@ -256,6 +260,9 @@ class MessageService:
                 control.USAGE, "this device is not active in its account: it cannot send"
             )
         counter = self.store.next_counter(recipient)
+        # one clock reading: the signed timestamp is the stored sent_ms, which
+        # history rebuilds the signed inner from (§15.4 History proofs)
+        now = self.now_ms()
         try:
             env = seal(
                 self.ctx.params,
@@ -264,7 +271,7 @@ class MessageService:
                 their_state,
                 content,
                 counter=counter,
-                timestamp=self.now_ms(),
+                timestamp=now,
                 seed=os.urandom(32),
                 force=force,
                 only_devices=only,
@@ -273,7 +280,6 @@ class MessageService:
             raise RpcFailure(control.USAGE, f"{exc}; send anyway with --force") from exc
         except UsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
-        now = self.now_ms()
         expires = now + delivery_policy(kind).lifetime_ms
         targets = [d for d in env.wrapped_for if d != me.sign_public]
         message = NewMessage(
@@ -287,12 +293,13 @@ class MessageService:
             kind=kind,
             text=text,
             envelope=env.raw,
+            proof=env.proof if kind == KIND_TEXT else None,
         )
         rows: list[Statement] = [
             # the counter is used up in the transaction that stores the
             # message: never reused, never skipped silently (§15.6)
             MessageStore.counter_statement(recipient, counter + 1),
-            MessageStore.insert_statement(message, ignore_duplicate=False),
+            self.store.insert_statement(message, ignore_duplicate=False),
         ]
         for device in targets:
             account = recipient if their_state.device(device) is not None else own
@@ -312,34 +319,28 @@ class MessageService:
         ``only`` those), sealed to the own account (§15.19)."""
         self._seal_and_queue(self.ctx.own_account(), batch, KIND_SYNC, "", only=only)
 
-    async def send(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
-        text = str(params["text"])
+    async def send(self, params: api.SendParams) -> api.Sent:
+        account, name = self.contacts.find(params["contact"])
+        text = params["text"]
         if not text:
             raise RpcFailure(control.USAGE, "an empty message")
         message_id, devices = self._seal_and_queue(
-            account, Text(text), KIND_TEXT, text, force=bool(params.get("force"))
+            account, Text(text), KIND_TEXT, text, force=params.get("force", False)
         )
         return {"message_id": message_id.hex(), "to": name, "devices": devices, "stored": True}
 
     def send_history(self, device: bytes) -> None:
-        """History for a device this one just approved (§14.9): one bundle,
-        wrapped for that device only."""
-        hidden = self.hidden()  # once: it reads every trash key
-        entries = tuple(
-            HistoryEntry(peer, mid, sa, sd, ts, Text(text))
-            for peer, mid, sa, sd, ts, text in self.store.history(KIND_TEXT, HISTORY_LIMIT)
-            if (sa, mid) not in hidden
-        )
-        if not entries:
-            return
-        self._seal_and_queue(
-            self.ctx.own_account(),
-            HistoryBundle(0, 1, entries),
-            KIND_HISTORY,
-            f"history: {len(entries)} messages",
-            only=[device],
-        )
+        """History for a device this one just approved (§14.9): bundles
+        within the envelope limits, wrapped for that device only, each entry
+        with the proof of its sender this node kept (§15.4)."""
+        for bundle in history_bundles(self.store, self.hidden()):
+            self._seal_and_queue(
+                self.ctx.own_account(),
+                bundle,
+                KIND_HISTORY,
+                f"history: {len(bundle.entries)} messages",
+                only=[device],
+            )
 
     def due_now(self, in_flight: set[tuple[bytes, bytes]]) -> list[DueDelivery]:
         """Rows to try now (at most MAX_IN_FLIGHT in flight); rows past their
@@ -539,7 +540,7 @@ class MessageService:
             text = self._text_message(opened, content, peer, outgoing, now)
             if text is not None:
                 stored.append(text)
-                rows.append(MessageStore.insert_statement(text))
+                rows.append(self.store.insert_statement(text))
             # receipts go to contacts only, for a message stored just now
             send_receipt = bool(rows) and not outgoing and self.requests_policy.earns_receipt(peer)
         elif isinstance(content, Receipt):
@@ -556,21 +557,9 @@ class MessageService:
                 sync_rows, synced = self.sync.receive_statements(content)
                 rows.extend(sync_rows)
         elif isinstance(content, HistoryBundle):
-            for e in content.entries:
-                if isinstance(e.content, Text):
-                    old = NewMessage(
-                        message_id=e.message_id,
-                        peer=e.peer_account,
-                        outgoing=e.sender_account == own,
-                        sender_account=e.sender_account,
-                        sender_device=e.sender_device,
-                        sent_ms=e.timestamp,
-                        stored_ms=now,
-                        kind=KIND_TEXT,
-                        text=e.content.text,
-                    )
-                    stored.append(old)
-                    rows.append(MessageStore.insert_statement(old))
+            history = self._history_messages(opened, content, now)
+            stored.extend(history)
+            rows.extend(self.store.insert_statement(m) for m in history)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
         # the message and its stream's window, together, before ACCEPTED
@@ -586,6 +575,28 @@ class MessageService:
         if send_receipt:
             self.receipt_due(peer, opened.sender_device, [opened.message_id])
         return opened
+
+    def _history_messages(
+        self, opened: OpenedEnvelope, bundle: HistoryBundle, now: int
+    ) -> list[NewMessage]:
+        """A bundle's texts as ``history.received`` judges them; forged
+        entries are counted and the user told (raises ``HistoryBehindError``)."""
+        own = opened.recipient_account
+        out, forged = received_history(self.ctx.ledger, own, opened.sender_device, bundle, now)
+        if forged:
+            self.history_refused += forged
+            relayer = self._device_name(own, opened.sender_device)
+            log.warning("refused %d forged history entries from %s", forged, relayer)
+            self.notices.append(
+                (
+                    now,
+                    f"your device {relayer} sent history with {forged} message(s) whose "
+                    "senders did not sign them as claimed; they were not stored (if you do "
+                    "not trust that device, revoke it)",
+                )
+            )
+            del self.notices[:-MAX_NOTICES]
+        return out
 
     def _text_message(
         self, opened: OpenedEnvelope, content: Text, peer: bytes, outgoing: bool, now: int
@@ -607,6 +618,7 @@ class MessageService:
             stored_ms=now,
             kind=KIND_TEXT,
             text=content.text,
+            proof=opened.proof,
             request=not outgoing and self.requests_policy.is_request(peer),
         )
         if message.request:
@@ -651,8 +663,8 @@ class MessageService:
                 return sanitise(d.name)
         return device.hex()[:12]
 
-    def _doc(self, m: MessageRow) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+    def _doc(self, m: MessageRow) -> api.MessageDoc:
+        doc: api.MessageDoc = {
             "message_id": m.message_id.hex(),
             "conversation": self.contacts.label(m.peer),
             "conversation_account": m.peer.hex(),
@@ -663,13 +675,19 @@ class MessageService:
             "stored_ms": m.stored_ms,
             "text": sanitise(m.text, max_chars=65536),
             "request": m.request,
+            # an unproven history entry: whose claim it is, not whose message
+            "relayed_by": (
+                None
+                if m.relayed_by is None
+                else self._device_name(self.ctx.own_account(), m.relayed_by)
+            ),
         }
         if m.outgoing:
             doc["deliveries"] = self.store.delivery_counts(m.message_id)
         return doc
 
-    async def inbox(self, params: dict[str, Any]) -> dict[str, Any]:
-        since = int(params.get("since_ms") or 0)
+    async def inbox(self, params: api.InboxParams) -> api.Inbox:
+        since = params.get("since_ms") or 0
         return {
             "notices": [{"stored_ms": t, "text": x} for t, x in self.notices if t > since],
             "messages": self._docs(self.store.inbox(KIND_TEXT, since)),
@@ -681,34 +699,33 @@ class MessageService:
             "requests": self.store.request_senders(self.requests_policy.since(self.now_ms())),
         }
 
-    async def conversation(self, params: dict[str, Any]) -> dict[str, Any]:
-        account, name = self.contacts.find(str(params["contact"]))
+    async def conversation(self, params: api.ConversationParams) -> api.Conversation:
+        account, name = self.contacts.find(params["contact"])
         rows = self.store.conversation(account, KIND_TEXT)
         return {"contact": name, "account": account.hex(), "messages": self._docs(rows)}
 
-    def _docs(self, rows: list[MessageRow]) -> list[dict[str, Any]]:
+    def _docs(self, rows: list[MessageRow]) -> list[api.MessageDoc]:
         hidden = self.hidden()
         return [self._doc(r) for r in rows if (r.sender_account, r.message_id) not in hidden]
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: api.StatusParams) -> api.Deliveries:
         """Per message id: how many of its deliveries are in each state."""
         return {
             "deliveries": {
-                str(mid): self.store.delivery_counts(bytes.fromhex(str(mid)))
-                for mid in params["ids"]
+                mid: self.store.delivery_counts(bytes.fromhex(mid)) for mid in params["ids"]
             }
         }
 
-    async def requests(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def requests(self, params: Empty) -> api.Requests:
         since = self.requests_policy.since(self.now_ms())
         return {"requests": [self._doc(r) for r in self.store.requests(since)]}
 
-    async def accept_request(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def accept_request(self, params: contact_api.AcceptParams) -> contact_api.Added:
+        account = self.ctx.resolve_account(params["account"])
         if account == self.ctx.own_account():
             raise RpcFailure(control.USAGE, "that is your own account")
         hint = self.contacts.display_name(account) or ""
-        label = str(params.get("name") or hint or account.hex()[:12])
+        label = params.get("name") or hint or account.hex()[:12]
         # Read the waiting messages first: adding the contact applies the
         # decision at once (decisions_changed), which clears them as requests.
         waiting = self.store.request_ids_by_device(account)
@@ -740,8 +757,10 @@ class MessageService:
         if rows:
             self.store.db.write(rows)
 
-    async def block_request(self, params: dict[str, Any]) -> dict[str, Any]:
-        account = self.ctx.resolve_account(str(params["account"]))
+    async def block_request(
+        self, params: contact_api.RequestBlockParams
+    ) -> contact_api.RequestBlocked:
+        account = self.ctx.resolve_account(params["account"])
         # the block is the account's (synced); the requests are this device's
         self.contacts.block(account)
         self.store.db.write([MessageStore.delete_requests_statement(account)])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 from .. import control
+from ..api import node as api
+from ..api.schema import Empty
 from ..channels import ChannelService
 from ..context import NodeContext
 from ..gate import Gate
@@ -23,6 +23,7 @@ class NodeService:
         gate: Gate,
         channels: ChannelService,
         stop: Callable[[], None],
+        parts: Callable[[], api.NodeStatusParts],
     ) -> None:
         self.ctx = ctx
         self.replication = replication
@@ -32,12 +33,15 @@ class NodeService:
         self._stop = stop
         #: more parts of node.status (the disk budget, the clock check;
         #: reachability, relays and dial hygiene: node.reach, node.relay)
-        self.extra_status: dict[str, Callable[[], Any]] = {}
+        self.extra_status = parts
 
     def handlers(self) -> dict[str, control.Handler]:
-        return {"node.status": self.status, "node.stop": self.stop}
+        return {
+            "node.status": api.NODE_STATUS.bind(self.status),
+            "node.stop": api.NODE_STOP.bind(self.stop),
+        }
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: Empty) -> api.NodeStatus:
         ledger = self.ctx.ledger
         account = self.ctx.account()
         return {
@@ -53,13 +57,27 @@ class NodeService:
             "account": account.hex() if account is not None else None,
             "device_fingerprint": self.ctx.device.fingerprint,
             "replication": self.replication.stats(),
-            "links": dataclasses.asdict(self.links.manager.stats),
+            "links": self._link_stats(),
             "channels": self.channels.status(),
             "gate": {
                 "admitted": dict(self.gate.stats.admitted),
                 "refused": dict(self.gate.stats.refused),
             },
-            **{name: part() for name, part in self.extra_status.items()},
+            **self.extra_status(),
+        }
+
+    def _link_stats(self) -> api.LinkStats:
+        s = self.links.manager.stats
+        return {
+            "admitted": s.admitted,
+            "rejected": dict(s.rejected),
+            "dials": s.dials,
+            "dial_failures": s.dial_failures,
+            "bans": s.bans,
+            "evicted": s.evicted,
+            "idle_closed": s.idle_closed,
+            "bare_closed": s.bare_closed,
+            "refused_connections": s.refused_connections,
         }
 
     def _device_status(self, account: bytes | None) -> str | None:
@@ -70,6 +88,6 @@ class NodeService:
         device = self.ctx.ledger.state(account).device(self.ctx.device.sign_public)
         return device.status.value if device is not None else "joining"
 
-    async def stop(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def stop(self, params: Empty) -> api.Stopping:
         self._stop()
         return {"stopping": True}

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from .. import control
+from ..api import node as api
+from ..api.schema import Empty
 from ..control import RpcFailure
 from ..errors import NodeUsageError, PeerUnreachable
 from ..links import LinkService
 
 
 class PeerService:
-    def __init__(self, links: LinkService, score: Any) -> None:
+    def __init__(self, links: LinkService, score: Callable[[str], float]) -> None:
         self.links = links
         #: peer -> replication score (``Replicator.score``)
         self.score = score
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "peers.list": self.list,
-            "peers.connect": self.connect,
-            "peers.disconnect": self.disconnect,
-            "peers.refuse": self.refuse,
-            "peers.unrefuse": self.unrefuse,
+            "peers.list": api.PEERS_LIST.bind(self.list),
+            "peers.connect": api.PEERS_CONNECT.bind(self.connect),
+            "peers.disconnect": api.PEERS_DISCONNECT.bind(self.disconnect),
+            "peers.refuse": api.PEERS_REFUSE.bind(self.refuse),
+            "peers.unrefuse": api.PEERS_UNREFUSE.bind(self.unrefuse),
         }
 
-    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def list(self, params: Empty) -> api.PeerList:
         return {
             "peers": [
                 {
@@ -40,8 +42,8 @@ class PeerService:
             "refused": sorted(self.links.manager.refused),
         }
 
-    async def connect(self, params: dict[str, Any]) -> dict[str, Any]:
-        addr = str(params["addr"])
+    async def connect(self, params: api.ConnectParams) -> api.Connected:
+        addr = params["addr"]
         try:
             peer, connected = await self.links.connect(addr)
         except NodeUsageError as exc:
@@ -50,18 +52,18 @@ class PeerService:
             raise RpcFailure(control.USAGE, str(exc)) from exc
         return {"peer_id": peer, "connected": connected}
 
-    async def disconnect(self, params: dict[str, Any]) -> dict[str, Any]:
-        peer = str(params["peer"])
+    async def disconnect(self, params: api.PeerParams) -> api.Disconnected:
+        peer = params["peer"]
         try:
             await self.links.disconnect(peer)
         except NodeUsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
         return {"peer_id": peer, "disconnected": True}
 
-    async def refuse(self, params: dict[str, Any]) -> dict[str, Any]:
-        await self.links.refuse(str(params["peer"]))
+    async def refuse(self, params: api.PeerParams) -> api.Refused:
+        await self.links.refuse(params["peer"])
         return {"refused": sorted(self.links.manager.refused)}
 
-    async def unrefuse(self, params: dict[str, Any]) -> dict[str, Any]:
-        self.links.unrefuse(str(params["peer"]))
+    async def unrefuse(self, params: api.PeerParams) -> api.Refused:
+        self.links.unrefuse(params["peer"])
         return {"refused": sorted(self.links.manager.refused)}

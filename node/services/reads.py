@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from protocol.core.canonical import Value
 from protocol.messaging.sync import Edit
 
 from .. import control
+from ..api import message as api
+from ..api.schema import Empty
 from ..context import NodeContext
-from ..control import RpcFailure
 from ..storage.messages import KIND_TEXT
 from ..storage.reads import ReadStore, Summary
 from .contacts import Sync
@@ -61,7 +61,10 @@ class ReadMarks:
         self._said: dict[bytes, int] = {}
 
     def handlers(self) -> dict[str, control.Handler]:
-        return {"message.read": self.message_read, "message.unread": self.message_unread}
+        return {
+            "message.read": api.MESSAGE_READ.bind(self.message_read),
+            "message.unread": api.MESSAGE_UNREAD.bind(self.message_unread),
+        }
 
     def mark(self, peer: bytes) -> int:
         return max(self.store.mark(peer), mark_value(self.sync.value(read_key(peer))))
@@ -124,19 +127,17 @@ class ReadMarks:
     def summaries(self, kind: int) -> dict[bytes, Summary]:
         return self.store.summaries(kind, self.hidden())
 
-    async def message_read(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def message_read(self, params: api.ReadParams) -> api.ReadMark:
         """``message.read``: ``contact`` (name, handle or account id) and
         ``up_to_ms`` (optional): the mark in force afterwards."""
-        account = self.ctx.resolve_account(str(params["contact"]))
+        account = self.ctx.resolve_account(params["contact"])
         up_to = params.get("up_to_ms")
-        if up_to is not None and (not isinstance(up_to, int) or isinstance(up_to, bool)):
-            raise RpcFailure(control.USAGE, "up_to_ms is a timestamp in ms")
         return {"account_id": account.hex(), "read_ms": self.mark_read(account, up_to)}
 
-    async def message_unread(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def message_unread(self, params: Empty) -> api.Unread:
         """``message.unread``: per conversation with messages, the unread
         count and the mark in force (contacts only: requests are apart)."""
-        out = []
+        out: list[api.UnreadConversation] = []
         for peer, s in sorted(self.summaries(KIND_TEXT).items()):
             if self.ctx.contacts.is_contact(peer):
                 out.append(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import trio
 
@@ -162,9 +161,9 @@ class SyncService:
         out: list[Statement] = []
         for e in merged:
             raw = e.encode()
-            out.append(SyncStore.put_statement(e.key, e.device, raw))
+            out.append(self.store.put_statement(e.key, e.device, raw))
             out.append(SyncStore.unwait_statement(raw))
-        out.extend(SyncStore.wait_statement(e.encode()) for e in waiting)
+        out.extend(self.store.wait_statement(e.encode()) for e in waiting)
         return out
 
     # -- edits from the account's other devices ---------------------------
@@ -244,7 +243,7 @@ class SyncService:
         book, log_view = ready
         return book.view(log_view, prefix)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         ready = self._ready()
         if ready is None:
             return {"active": False}

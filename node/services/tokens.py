@@ -83,6 +83,9 @@ class TokenService:
         self.send: SendBatch | None = None
         #: held tokens being tried right now: not handed to a second deposit
         self._reserved: set[tuple[bytes, bytes, bytes]] = set()
+        #: the contacts at the last look: a sync change refills only the new
+        #: ones (one supply read each), not every contact again
+        self._known: set[bytes] = set()
 
     # -- issuing --------------------------------------------------------------
 
@@ -123,8 +126,20 @@ class TokenService:
         return sent
 
     def refill_all(self) -> None:
-        for contact in self.contacts.all():
-            self.refill(contact.account)
+        """Every contact (the periodic sweep, a change of our grants)."""
+        accounts = {c.account for c in self.contacts.all()}
+        self._known = accounts
+        for account in sorted(accounts):
+            self.refill(account)
+
+    def contacts_changed(self) -> None:
+        """The account-wide state changed (perhaps on another device): a
+        contact added or unblocked there gets its first tokens from this
+        device too; the others were served already and wait for the sweep."""
+        accounts = {c.account for c in self.contacts.all()}
+        new, self._known = accounts - self._known, accounts
+        for account in sorted(new):
+            self.refill(account)
 
     def message_from(self, account: bytes) -> None:
         """A message from ``account`` was stored: count a token spent, and

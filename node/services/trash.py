@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -23,6 +23,8 @@ from protocol.core.canonical import Value
 from protocol.messaging.sync import Edit
 
 from .. import control
+from ..api import message as api
+from ..api.schema import Empty
 from ..control import RpcFailure
 from ..storage.messages import MessageStore
 
@@ -72,9 +74,9 @@ class TrashService:
 
     def handlers(self) -> dict[str, control.Handler]:
         return {
-            "message.delete": self.delete,
-            "message.restore": self.restore,
-            "message.trash": self.list_trash,
+            "message.delete": api.MESSAGE_DELETE.bind(self.delete),
+            "message.restore": api.MESSAGE_RESTORE.bind(self.restore),
+            "message.trash": api.MESSAGE_TRASH.bind(self.list_trash),
         }
 
     def trashed(self) -> dict[tuple[bytes, bytes], int]:
@@ -94,12 +96,12 @@ class TrashService:
         """The synced state changed: a purge may be due sooner."""
         self._wake.set()
 
-    def _ids(self, params: dict[str, Any]) -> list[bytes]:
-        raw = params.get("ids")
-        if not isinstance(raw, list) or not 0 < len(raw) <= MAX_IDS_PER_CALL:
+    def _ids(self, params: api.IdsParams) -> list[bytes]:
+        raw = params["ids"]
+        if not 0 < len(raw) <= MAX_IDS_PER_CALL:
             raise RpcFailure(control.USAGE, f"give 1 to {MAX_IDS_PER_CALL} message ids")
         try:
-            return [bytes.fromhex(str(i)) for i in raw]
+            return [bytes.fromhex(i) for i in raw]
         except ValueError as exc:
             raise RpcFailure(control.USAGE, "a message id is hex") from exc
 
@@ -107,7 +109,7 @@ class TrashService:
         if self.sync.edit(trash_key(sender, message_id), value) is None:
             raise RpcFailure(control.USAGE, "this device has no account yet")
 
-    async def delete(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def delete(self, params: api.IdsParams) -> api.Deleted:
         ids = self._ids(params)
         now = self.now_ms()
         done, unknown = [], []
@@ -121,7 +123,7 @@ class TrashService:
         self._wake.set()
         return {"deleted": done, "unknown": unknown, "purged_after_days": TRASH_DAYS}
 
-    async def restore(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def restore(self, params: api.IdsParams) -> api.Restored:
         ids = set(self._ids(params))
         restored = []
         for (sender, mid), _ in self.trashed().items():
@@ -133,8 +135,8 @@ class TrashService:
             "unknown": sorted(m.hex() for m in ids if m.hex() not in restored),
         }
 
-    async def list_trash(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = []
+    async def list_trash(self, params: Empty) -> api.Trash:
+        out: list[api.TrashItem] = []
         for (sender, mid), deleted_ms in sorted(self.trashed().items(), key=lambda kv: kv[1]):
             row = self.store.by_id(mid, sender)
             out.append(

@@ -11,6 +11,7 @@ node, WAL mode, ``synchronous=FULL``.  Each module holds the tables it owns
 * ``mailbox``   what this node's mailbox holds: grants, envelopes, spent tokens
 * ``tokens``    mailbox tokens held for others' mailboxes, and issued to contacts
 * ``sync``      account-wide state: signed edits, those waiting, the hybrid clock
+* ``at_rest``   the row cipher: what is sealed under the storage key
 * ``reads``     what the user has read of each conversation (a cache of the
                 account-wide read marks) and the conversation summaries
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import contacts, events, mailbox, messages, reads, replay, sync, tokens
+from .at_rest import RowCipher, row_key
 from .contacts import ContactStore
 from .db import Database, Migrations
 from .events import SqliteEventStore
@@ -49,13 +51,20 @@ MIGRATIONS: Migrations = {
     7: sync.SCHEMA_V8,
     # read marks per conversation, for unread counts
     8: reads.SCHEMA_V9,
+    # texts, contact names and synced edits sealed at rest (§15.21)
+    9: [*messages.SCHEMA_V10, *contacts.SCHEMA_V10, *sync.SCHEMA_V10],
+    # history proofs kept with texts, and who relayed an unproven entry
+    10: messages.SCHEMA_V11,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def open_database(path: Path) -> Database:
-    """Open (creating or migrating forward) a node's database."""
-    return Database(path, MIGRATIONS)
+def open_database(path: Path, storage_key: bytes | None = None) -> Database:
+    """Open (creating or migrating forward) a node's database.  Without the
+    device's storage key (``keys.json``, PROTOCOL.md §15.21) only the tables
+    kept in the clear can be used: the event log, mailbox, tokens."""
+    cipher = None if storage_key is None else RowCipher(storage_key)
+    return Database(path, MIGRATIONS, cipher)
 
 
 __all__ = [
@@ -64,9 +73,11 @@ __all__ = [
     "Database",
     "MessageStore",
     "ReadStore",
+    "RowCipher",
     "SqliteEventStore",
     "SqliteMailboxStore",
     "SyncStore",
     "TokenStore",
     "open_database",
+    "row_key",
 ]

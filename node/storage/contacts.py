@@ -4,14 +4,20 @@ One row per contact account: the name the user gave it, what the user last
 acknowledged of its devices (``seen_devices``: {sign_public hex: status}),
 the verification mark and the number of recovers it was made at, and the
 block flag.  ``node.services.contacts.ContactSet`` is the one place that
-answers "is this account a contact"; nothing else reads this table.
+answers "is this account a contact"; nothing else reads this table.  The
+name is sealed at rest (``at_rest.py``, PROTOCOL.md §15.21, bound to the
+account), so lists are sorted here rather than by SQL.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .at_rest import RowCipher, row_key, seal_clear_rows
+from .db import KeyedStep
 
 if TYPE_CHECKING:
     from .db import Database, Statement
@@ -28,6 +34,25 @@ SCHEMA_V2 = [
 ]
 
 
+def _seal_name(cipher: RowCipher, account: bytes, name: str) -> bytes:
+    return cipher.seal_text("contacts", "name", row_key(account), name)
+
+
+def _seal_names(conn: sqlite3.Connection, cipher: RowCipher | None) -> None:
+    seal_clear_rows(
+        conn,
+        cipher,
+        "contacts",
+        "name",
+        ("account",),
+        lambda c, k, name: _seal_name(c, bytes(k[0]), str(name)),
+    )
+
+
+#: names sealed at rest (§15.21)
+SCHEMA_V10 = [KeyedStep(_seal_names)]
+
+
 @dataclass(frozen=True, slots=True)
 class ContactRow:
     account: bytes
@@ -42,8 +67,9 @@ class ContactRow:
 _COLUMNS = "account, name, added_ms, verified, verified_recovers, seen_devices, blocked"
 
 
-def _row(r: tuple[Any, ...]) -> ContactRow:
-    account, name, added, verified, recovers, seen, blocked = r
+def _row(cipher: RowCipher, r: tuple[Any, ...]) -> ContactRow:
+    account, sealed, added, verified, recovers, seen, blocked = r
+    name = cipher.open_text("contacts", "name", row_key(bytes(account)), sealed)
     try:
         seen_map = json.loads(seen)
     except ValueError:
@@ -62,20 +88,21 @@ def _row(r: tuple[Any, ...]) -> ContactRow:
 class ContactStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     def get(self, account: bytes) -> ContactRow | None:
         r = self.db.query_one(f"SELECT {_COLUMNS} FROM contacts WHERE account=?", (account,))
-        return _row(r) if r is not None else None
+        return _row(self.cipher, r) if r is not None else None
 
     def all(self, *, blocked: bool | None = False) -> list[ContactRow]:
         """Contacts by name; ``blocked=None`` includes blocked ones."""
         if blocked is None:
-            rows = self.db.query(f"SELECT {_COLUMNS} FROM contacts ORDER BY name")
+            rows = self.db.query(f"SELECT {_COLUMNS} FROM contacts")
         else:
             rows = self.db.query(
-                f"SELECT {_COLUMNS} FROM contacts WHERE blocked=? ORDER BY name", (int(blocked),)
+                f"SELECT {_COLUMNS} FROM contacts WHERE blocked=?", (int(blocked),)
             )
-        return [_row(r) for r in rows]
+        return sorted((_row(self.cipher, r) for r in rows), key=lambda c: (c.name, c.account))
 
     def add(self, account: bytes, name: str, added_ms: int, seen: dict[str, str]) -> None:
         """Add a contact, or rename it if it is one (a block stays)."""
@@ -84,7 +111,7 @@ class ContactStore:
                 (
                     "INSERT INTO contacts(account, name, added_ms, seen_devices) "
                     "VALUES(?, ?, ?, ?) ON CONFLICT(account) DO UPDATE SET name=excluded.name",
-                    (account, name, added_ms, json.dumps(seen)),
+                    (account, _seal_name(self.cipher, account, name), added_ms, json.dumps(seen)),
                 )
             ]
         )
@@ -104,12 +131,11 @@ class ContactStore:
             ]
         )
 
-    @staticmethod
-    def block_statement(account: bytes, fallback_name: str, now_ms: int) -> Statement:
+    def block_statement(self, account: bytes, fallback_name: str, now_ms: int) -> Statement:
         """Block ``account`` (adding it as a blocked contact if it is none),
         as a statement for the caller's transaction."""
         return (
             "INSERT INTO contacts(account, name, added_ms, blocked) VALUES(?, ?, ?, 1) "
             "ON CONFLICT(account) DO UPDATE SET blocked=1",
-            (account, fallback_name, now_ms),
+            (account, _seal_name(self.cipher, account, fallback_name), now_ms),
         )

@@ -7,6 +7,12 @@ in version order.  A migration runs whole in one transaction, or not at all.
 ``Database.write`` is one durable transaction; before it runs, everything
 staged for the event store is committed first (``before_write``), so a write
 never becomes durable ahead of the events it may refer to.
+
+A database opened with the device's storage key carries a ``RowCipher``
+(``at_rest.py``, PROTOCOL.md §15.21) for the columns kept encrypted; a
+``KeyedStep`` is a migration step that needs it (one that encrypts what an
+older schema kept in the clear).  ``secure_delete`` is on, so a value
+deleted or overwritten is zeroed in its page rather than left in free space.
 """
 
 from __future__ import annotations
@@ -15,14 +21,29 @@ import contextlib
 import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DiskFullError, StoreError
+from ..errors import DiskFullError, NodeUsageError, StoreError
+from .at_rest import CHECK_META, RowCipher, check_value, verify_check
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedStep:
+    """A migration step that needs the storage key (``None`` when the store
+    is opened without one: the step must then find nothing to encrypt).
+    ``vacuum``: once every migration ran, rewrite the file (VACUUM) and
+    empty the write-ahead log, so no page of the old clear values is left."""
+
+    run: Callable[[sqlite3.Connection, RowCipher | None], None]
+    vacuum: bool = True
+
 
 #: one migration step: an SQL statement, or a function for what SQL alone
-#: cannot do (decode a stored value); each runs inside the step's transaction
-Step = str | Callable[[sqlite3.Connection], None]
+#: cannot do (decode a stored value, or encrypt it: ``KeyedStep``); each
+#: runs inside the step's transaction
+Step = str | Callable[[sqlite3.Connection], None] | KeyedStep
 #: migrations[v] upgrades a database from version v to v + 1
 Migrations = dict[int, Sequence[Step]]
 Statement = tuple[str, Sequence[Any]]
@@ -30,15 +51,27 @@ WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 class Database:
-    def __init__(self, path: Path, migrations: Migrations) -> None:
+    def __init__(self, path: Path, migrations: Migrations, cipher: RowCipher | None = None) -> None:
         self.path = path
         self.migrations = migrations
+        #: the storage key's cipher (§15.21); None: a store of events alone
+        self.cipher = cipher
+        self._vacuum = False
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         # the log's file is cut back to this after a checkpoint (§13.3)
         self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+        # deleted and overwritten values are zeroed, not left in free pages
+        # (§15.21); VACUUM's copy stays in memory, not in a temporary file
+        self.conn.execute("PRAGMA secure_delete=ON")
+        self.conn.execute("PRAGMA temp_store=MEMORY")
         self._migrate()
+        if self._vacuum:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if cipher is not None:
+            self._check_key(cipher)
         #: run before every write transaction (the event store's commit)
         self.before_write: list[Callable[[], None]] = []
 
@@ -60,7 +93,10 @@ class Database:
 
     def _step(self, conn: sqlite3.Connection, version: int) -> None:
         for step in self.migrations[version]:
-            if callable(step):
+            if isinstance(step, KeyedStep):
+                step.run(conn, self.cipher)
+                self._vacuum = self._vacuum or step.vacuum
+            elif callable(step):
                 step(conn)
             else:
                 conn.execute(step)
@@ -68,6 +104,30 @@ class Database:
             "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
             (str(version + 1),),
         )
+
+    def _check_key(self, cipher: RowCipher) -> None:
+        """Refuse another storage key at once (its first value would not open)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (CHECK_META,)).fetchone()
+        if row is None:
+            self.transaction(
+                lambda conn: conn.execute(
+                    "INSERT INTO meta(key, value) VALUES(?, ?)",
+                    (CHECK_META, check_value(cipher).hex()),
+                )
+            )
+            return
+        try:
+            stored: object = bytes.fromhex(str(row[0]))
+        except ValueError:
+            stored = None
+        verify_check(cipher, stored)
+
+    def require_cipher(self) -> RowCipher:
+        """The cipher, for a table with encrypted columns: without one a
+        value would be written in the clear, so that is refused."""
+        if self.cipher is None:
+            raise NodeUsageError(f"{self.path.name} was opened without its storage key")
+        return self.cipher
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(sql, args).fetchall())

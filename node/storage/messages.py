@@ -15,6 +15,19 @@ DESIGN §5).  The receive-side replay state is ``replay.py``'s.
   they are due, so the delivery loop never scans finished rows.
 * ``counters``: the next send counter per recipient account (§15.6).
 
+``proof``: the ``HistoryProof`` of the envelope a text came in (or went out
+in), so that this device can relay it as history that proves its sender
+(§15.4 *History proofs*), sealed at rest like the text (with the signature
+and a guessed text, anyone holding the disk could confirm the guess); read
+and written only through ``proof_column`` and ``proof_from_column``.
+``relayed_by``: the device that relayed a history entry without a proof
+(shown as "relayed by <device>", never as the claimed sender's).
+
+A message's ``text`` is sealed at rest (``at_rest.py``, PROTOCOL.md §15.21:
+table ``messages``, column ``text``, row key (sender account, id)); every
+other column stays clear, as the queries order, group and cap by them.
+``envelope`` is already ciphertext (§15.3).
+
 Each method that changes something is one transaction, or returns the
 statements for the caller's transaction (``*_statement``), so a message and
 the state that goes with it are durable together.
@@ -22,15 +35,24 @@ the state that goes with it are durable together.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import InvalidInput
+from protocol.messaging.content import HistoryProof, decode_proof
+
+from .at_rest import RowCipher, row_key, seal_clear_rows
+from .db import KeyedStep
+
 if TYPE_CHECKING:
     from .db import Database, Statement
 
-KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 3
+#: content kinds (§15.4) of the rows: history bundles sent are kind 4 since proofs
+KIND_TEXT, KIND_RECEIPT, KIND_HISTORY = 1, 2, 4
 #: account-wide edits (§15.19): kept trying as long as a text, since a
 #: device that misses one shows stale contacts until the next edit of the key
 KIND_SYNC = 32
@@ -139,6 +161,74 @@ SCHEMA_V4 = [
            WHERE outgoing = 1 AND kind <> {KIND_TEXT}""",
 ]
 
+
+def text_key(sender_account: bytes, message_id: bytes) -> bytes:
+    """The row key a message's sealed text is bound to (§15.21)."""
+    return row_key(sender_account, message_id)
+
+
+def seal_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, text: str) -> bytes:
+    return cipher.seal_text("messages", "text", text_key(sender_account, message_id), text)
+
+
+def open_text(cipher: RowCipher, sender_account: bytes, message_id: bytes, sealed: object) -> str:
+    return cipher.open_text("messages", "text", text_key(sender_account, message_id), sealed)
+
+
+def _seal_texts(conn: sqlite3.Connection, cipher: RowCipher | None) -> None:
+    seal_clear_rows(
+        conn,
+        cipher,
+        "messages",
+        "text",
+        ("sender_account", "id"),
+        lambda c, k, text: seal_text(c, bytes(k[0]), bytes(k[1]), str(text)),
+    )
+
+
+#: texts sealed at rest (§15.21): every stored text, then VACUUM
+SCHEMA_V10 = [KeyedStep(_seal_texts)]
+
+SCHEMA_V11 = [
+    # History that proves itself (§15.4): the proof kept with each text
+    # (sealed, ``proof_column``), and the relaying device of a history entry
+    # that came without one.
+    "ALTER TABLE messages ADD COLUMN proof BLOB",
+    "ALTER TABLE messages ADD COLUMN relayed_by BLOB",
+]
+
+#: a stored proof is at most this big (two views of 32 heads: about 2.3 KB)
+MAX_PROOF_BYTES = 4096
+
+
+def proof_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, proof: HistoryProof | None
+) -> bytes | None:
+    """The ``messages.proof`` value of ``proof``: its canonical wire form
+    (§15.4), sealed to the message's row (§15.21).  Every write of the
+    column goes through here."""
+    if proof is None:
+        return None
+    key = text_key(sender_account, message_id)
+    return cipher.seal("messages", "proof", key, encode_flat(proof.to_wire()))
+
+
+def proof_from_column(
+    cipher: RowCipher, sender_account: bytes, message_id: bytes, stored: object
+) -> HistoryProof | None:
+    """The proof a ``messages.proof`` value holds; every read goes through
+    here.  A value that opens but does not decode is no proof: the entry is
+    then relayed unproven, never shown as proven (a value that does not
+    open is a damaged store, as for the text)."""
+    if stored is None:
+        return None
+    raw = cipher.open("messages", "proof", text_key(sender_account, message_id), stored)
+    try:
+        return decode_proof(decode_flat(raw, MAX_PROOF_BYTES))
+    except InvalidInput:
+        return None
+
+
 #: the delivery loop's queries; both use ``deliveries_due`` (a test shows
 #: it with EXPLAIN QUERY PLAN)
 DUE_SQL = (
@@ -164,6 +254,21 @@ class MessageRow:
     stored_ms: int
     text: str
     request: bool
+    #: the device that relayed it as an unproven history entry (§15.4)
+    relayed_by: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A stored text as ``send_history`` relays it (§15.4)."""
+
+    peer: bytes
+    message_id: bytes
+    sender_account: bytes
+    sender_device: bytes
+    sent_ms: int
+    text: str
+    proof: HistoryProof | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +286,10 @@ class NewMessage:
     text: str
     request: bool = False
     envelope: bytes | None = None
+    #: the proof of its sender that history relays (§15.4); None: none kept
+    proof: HistoryProof | None = None
+    #: set for a history entry stored unproven: the device that relayed it
+    relayed_by: bytes | None = None
 
     @property
     def size(self) -> int:
@@ -211,11 +320,14 @@ class Usage:
     size: int
 
 
-_COLUMNS = "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request"
+_COLUMNS = (
+    "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, text, request, "
+    "relayed_by"
+)
 
 
-def _message(r: tuple[Any, ...]) -> MessageRow:
-    mid, peer, outgoing, sa, sd, sent, stored, text, request = r
+def _message(cipher: RowCipher, r: tuple[Any, ...]) -> MessageRow:
+    mid, peer, outgoing, sa, sd, sent, stored, text, request, relayed_by = r
     return MessageRow(
         bytes(mid),
         bytes(peer),
@@ -224,26 +336,39 @@ def _message(r: tuple[Any, ...]) -> MessageRow:
         bytes(sd),
         int(sent),
         int(stored),
-        str(text),
+        open_text(cipher, bytes(sa), bytes(mid), text),
         bool(request),
+        None if relayed_by is None else bytes(relayed_by),
     )
 
 
 class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     # -- statements for the caller's transaction ---------------------------------
 
-    @staticmethod
-    def insert_statement(m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
+    def insert_statement(self, m: NewMessage, *, ignore_duplicate: bool = True) -> Statement:
         """Store a message; a duplicate (sender account, id) is ignored (a
-        received copy) or an error (our own, whose id we just drew)."""
-        verb = "INSERT OR IGNORE" if ignore_duplicate else "INSERT"
+        received copy) or an error (our own, whose id we just drew).  One
+        exception: a copy with a proof of its sender replaces a row held only
+        as relayed (§15.4 *History proofs*), so an unproven claim planted
+        under a real message's id cannot keep the real one out."""
+        columns = (
+            "id, peer, outgoing, sender_account, sender_device, sent_ms, stored_ms, kind, text, "
+            "request, envelope, size, proof, relayed_by"
+        )
+        sql = f"INSERT INTO messages({columns}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        if ignore_duplicate:
+            replaced = [c for c in columns.split(", ") if c not in ("id", "sender_account")]
+            sql += (
+                " ON CONFLICT(sender_account, id) DO UPDATE SET "
+                + ", ".join(f"{c}=excluded.{c}" for c in replaced)
+                + " WHERE messages.relayed_by IS NOT NULL AND excluded.proof IS NOT NULL"
+            )
         return (
-            f"{verb} INTO messages(id, peer, outgoing, sender_account, sender_device, sent_ms, "
-            "stored_ms, kind, text, request, envelope, size) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql,
             (
                 m.message_id,
                 m.peer,
@@ -253,10 +378,12 @@ class MessageStore:
                 m.sent_ms,
                 m.stored_ms,
                 m.kind,
-                m.text,
+                seal_text(self.cipher, m.sender_account, m.message_id, m.text),
                 int(m.request),
                 m.envelope,
                 m.size,
+                proof_column(self.cipher, m.sender_account, m.message_id, m.proof),
+                m.relayed_by,
             ),
         )
 
@@ -374,15 +501,18 @@ class MessageStore:
         if sender_account is not None:
             sql, args = sql + " AND sender_account=?", (message_id, sender_account)
         row = self.db.query_one(sql + " ORDER BY stored_ms LIMIT 1", args)
-        return None if row is None else _message(row)
+        return None if row is None else _message(self.cipher, row)
 
     def count_texts(self) -> int:
         row = self.db.query_one("SELECT COUNT(*) FROM messages WHERE kind=?", (KIND_TEXT,))
         return int(row[0]) if row else 0
 
     def has_message(self, sender_account: bytes, message_id: bytes) -> bool:
+        """Stored already, and not only as relayed history (which a proven
+        copy replaces, ``insert_statement``)."""
         row = self.db.query_one(
-            "SELECT 1 FROM messages WHERE sender_account=? AND id=?", (sender_account, message_id)
+            "SELECT 1 FROM messages WHERE sender_account=? AND id=? AND relayed_by IS NULL",
+            (sender_account, message_id),
         )
         return row is not None
 
@@ -421,33 +551,45 @@ class MessageStore:
         )
         return [(bytes(d), bytes(a), str(s)) for d, a, s in rows]
 
-    def history(self, kind: int, limit: int) -> list[tuple[bytes, bytes, bytes, bytes, int, str]]:
-        """The newest ``limit`` accepted messages of ``kind``, oldest first:
-        (peer, id, sender account, sender device, sent_ms, text)."""
+    def history(self, kind: int, limit: int) -> list[HistoryRow]:
+        """The newest ``limit`` accepted messages of ``kind``, oldest first,
+        each with its proof (None for one stored before proofs were kept,
+        or relayed to this device unproven)."""
         rows = self.db.query(
-            "SELECT peer, id, sender_account, sender_device, sent_ms, text FROM messages "
-            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC LIMIT ?",
+            "SELECT peer, id, sender_account, sender_device, sent_ms, text, proof FROM messages "
+            "WHERE kind=? AND request=0 ORDER BY stored_ms DESC, rowid DESC LIMIT ?",
             (kind, limit),
         )
-        return [
-            (bytes(p), bytes(i), bytes(sa), bytes(sd), int(ts), str(t))
-            for p, i, sa, sd, ts, t in reversed(rows)
-        ]
+        out = []
+        for p, i, sa, sd, ts, t, pr in reversed(rows):
+            sa, i = bytes(sa), bytes(i)
+            out.append(
+                HistoryRow(
+                    bytes(p),
+                    i,
+                    sa,
+                    bytes(sd),
+                    int(ts),
+                    open_text(self.cipher, sa, i, t),
+                    proof_from_column(self.cipher, sa, i, pr),
+                )
+            )
+        return out
 
     def inbox(self, kind: int, since_ms: int, limit: int = 500) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE kind=? AND outgoing=0 AND request=0 "
-            "AND stored_ms > ? ORDER BY stored_ms, id LIMIT ?",
+            "AND stored_ms > ? ORDER BY stored_ms, rowid LIMIT ?",
             (kind, since_ms, limit),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def conversation(self, peer: bytes, kind: int) -> list[MessageRow]:
         rows = self.db.query(
-            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, id",
+            f"SELECT {_COLUMNS} FROM messages WHERE peer=? AND kind=? ORDER BY sent_ms, rowid",
             (peer, kind),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     # Requests: every query reads ``messages_requests`` (only request rows,
     # bounded by the caps), and leaves out requests stored before ``since_ms``
@@ -456,10 +598,10 @@ class MessageStore:
     def requests(self, since_ms: int) -> list[MessageRow]:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM messages WHERE request=1 AND stored_ms >= ? "
-            "ORDER BY stored_ms",
+            "ORDER BY stored_ms, rowid",
             (since_ms,),
         )
-        return [_message(r) for r in rows]
+        return [_message(self.cipher, r) for r in rows]
 
     def request_peers(self) -> list[bytes]:
         """Accounts with requests held (any age)."""

@@ -9,7 +9,8 @@ app's conversation list shows (DESIGN §6).
 
 The summaries read the ``messages`` table (``messages.py``) without
 changing it: the newest message of each conversation and how many incoming
-ones were sent after the mark.
+ones were sent after the mark (its text opened with the store's storage
+key, PROTOCOL.md §15.21).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .messages import open_text
 
 if TYPE_CHECKING:
     from .db import Database
@@ -43,6 +46,7 @@ class Summary:
 class ReadStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.cipher = db.require_cipher()
 
     def mark_read(self, peer: bytes, read_ms: int) -> None:
         """Everything sent up to ``read_ms`` was read; a mark never moves back
@@ -94,20 +98,20 @@ class ReadStore:
         }
         # SQLite takes the other columns from the row that holds the MAX()
         rows = self.db.query(
-            "SELECT peer, text, sent_ms, outgoing, MAX(stored_ms) FROM messages "
-            "WHERE kind=? AND request=0 GROUP BY peer",
+            "SELECT peer, sender_account, id, text, sent_ms, outgoing, MAX(stored_ms) "
+            "FROM messages WHERE kind=? AND request=0 GROUP BY peer",
             (kind,),
         )
         out = {
             bytes(peer): Summary(
                 bytes(peer),
-                str(text),
+                open_text(self.cipher, sender, mid, text),
                 int(sent),
                 int(stored),
                 bool(outgoing),
                 unread.get(bytes(peer), 0),
             )
-            for peer, text, sent, outgoing, stored in rows
+            for peer, sender, mid, text, sent, outgoing, stored in rows
         }
         for peer in self._peers_of(hidden):
             out.pop(peer, None)
@@ -130,7 +134,7 @@ class ReadStore:
         """One conversation's summary without its hidden messages (read in
         full: only for the few conversations with messages in the trash)."""
         mark = self.mark(peer)
-        newest: tuple[int, str, int, bool] | None = None
+        newest: tuple[int, bytes, bytes, object, int, bool] | None = None
         unread = 0
         for mid, sender, text, sent, stored, outgoing in self.db.query(
             "SELECT id, sender_account, text, sent_ms, stored_ms, outgoing FROM messages "
@@ -142,8 +146,10 @@ class ReadStore:
             if not outgoing and int(sent) > mark:
                 unread += 1
             if newest is None or int(stored) > newest[0]:
-                newest = (int(stored), str(text), int(sent), bool(outgoing))
+                newest = (int(stored), bytes(sender), bytes(mid), text, int(sent), bool(outgoing))
         if newest is None:
             return None
-        stored, text, sent, outgoing = newest
+        # only the text shown is opened (§15.21), not every one of the conversation
+        stored, sender, mid, sealed, sent, outgoing = newest
+        text = open_text(self.cipher, sender, mid, sealed)
         return Summary(peer, text, sent, stored, outgoing, unread)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,10 +15,11 @@ from starlette.routing import BaseRoute, Route
 from protocol.core.keys import handle
 from protocol.core.names import sanitise
 
+from ..services.trash import TRASH_DAYS
 from ..storage.messages import KIND_TEXT
 from .auth import SESSION_TTL_MS, Sessions, proof
 from .deps import Services
-from .endpoints import Params, WebError, account_id, endpoint, flag, session_of, text
+from .endpoints import Answer, Params, WebError, account_id, endpoint, flag, session_of, text
 from .live import Hub
 from .metrics import CounterHistory
 from .views import CONVERSATION_LIMIT, app_state, message_doc, now_ms, qr
@@ -61,6 +61,7 @@ class Api:
             Route("/api/read", endpoint(self.read), methods=post),
             Route("/api/messages/delete", endpoint(self.delete), methods=post),
             Route("/api/messages/restore", endpoint(self.restore), methods=post),
+            Route("/api/trash", endpoint(self.trash), methods=get),
             Route("/api/requests/accept", endpoint(self.accept), methods=post),
             Route("/api/requests/block", endpoint(self.block), methods=post),
             Route("/api/contacts", endpoint(self.contacts), methods=get),
@@ -77,7 +78,7 @@ class Api:
 
     # -- the launch (public: the guard lets these through without a session) -------
 
-    async def proof(self, request: Request, params: Params) -> dict[str, Any]:
+    async def proof(self, request: Request, params: Params) -> Answer:
         challenge = text(params, "challenge", max_chars=128)
         try:
             raw = bytes.fromhex(challenge)
@@ -111,7 +112,7 @@ class Api:
 
     # -- the page's first look ----------------------------------------------------
 
-    async def state(self, request: Request, params: Params) -> dict[str, Any]:
+    async def state(self, request: Request, params: Params) -> Answer:
         doc = app_state(self.svc)
         doc["session"] = session_of(request).id
         pending = (await self.svc.linking.pending({}))["requests"]
@@ -126,45 +127,49 @@ class Api:
 
     # -- conversations ----------------------------------------------------------------
 
-    async def conversations(self, request: Request, params: Params) -> dict[str, Any]:
+    async def conversations(self, request: Request, params: Params) -> Answer:
         contacts = (await self.svc.contacts.contact_list({}))["contacts"]
         summaries = self.svc.reads.summaries(KIND_TEXT)
-        out = []
+        # the page's own shapes, not control results: newest activity first
+        ranked: list[tuple[int, str, dict[str, object]]] = []
         for c in contacts:
             if c["blocked"]:
                 continue  # shown, to unblock, on the contacts screen only
             s = summaries.get(bytes.fromhex(c["account_id"]))
-            out.append(
-                {
-                    "account_id": c["account_id"],
-                    "name": c["name"],
-                    "handle": c["handle"],
-                    "verified": c["verified"],
-                    "status": c["status"],
-                    "changes": len(c["changes"]),
-                    "unread": s.unread if s else 0,
-                    "activity_ms": s.last_stored_ms if s else 0,
-                    "last": None
-                    if s is None
-                    else {
-                        "text": sanitise(s.last_text.replace("\n", " "), max_chars=PREVIEW_CHARS),
-                        "sent_ms": s.last_sent_ms,
-                        "outgoing": s.last_outgoing,
-                    },
-                }
-            )
-        out.sort(key=lambda x: (-x["activity_ms"], x["name"]))
-        requests: dict[str, dict[str, Any]] = {}
+            activity = s.last_stored_ms if s else 0
+            doc: dict[str, object] = {
+                "account_id": c["account_id"],
+                "name": c["name"],
+                "handle": c["handle"],
+                "verified": c["verified"],
+                "status": c["status"],
+                "changes": len(c["changes"]),
+                "unread": s.unread if s else 0,
+                "activity_ms": activity,
+                "last": None
+                if s is None
+                else {
+                    "text": sanitise(s.last_text.replace("\n", " "), max_chars=PREVIEW_CHARS),
+                    "sent_ms": s.last_sent_ms,
+                    "outgoing": s.last_outgoing,
+                },
+            }
+            ranked.append((-activity, c["name"], doc))
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        requests: dict[str, dict[str, object]] = {}
+        counts: dict[str, int] = {}
         for m in (await self.svc.messages.requests({}))["requests"]:
-            r = requests.setdefault(
-                m["conversation_account"],
-                {"account_id": m["conversation_account"], "name": m["conversation"], "count": 0},
-            )
-            r["count"] += 1
-            r["last"] = {"text": m["text"][:PREVIEW_CHARS], "sent_ms": m["sent_ms"]}
-        return {"conversations": out, "requests": list(requests.values())}
+            peer = m["conversation_account"]
+            counts[peer] = counts.get(peer, 0) + 1
+            requests[peer] = {
+                "account_id": peer,
+                "name": m["conversation"],
+                "count": counts[peer],
+                "last": {"text": m["text"][:PREVIEW_CHARS], "sent_ms": m["sent_ms"]},
+            }
+        return {"conversations": [d for _, _, d in ranked], "requests": list(requests.values())}
 
-    async def conversation(self, request: Request, params: Params) -> dict[str, Any]:
+    async def conversation(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
         peer = bytes.fromhex(ref)
         store = self.svc.messages.store
@@ -204,7 +209,7 @@ class Api:
             "truncated": len(rows) > CONVERSATION_LIMIT,
         }
 
-    async def send(self, request: Request, params: Params) -> dict[str, Any]:
+    async def send(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
         body = text(params, "text", max_chars=MAX_MESSAGE_CHARS)
         if not body.strip():
@@ -213,7 +218,7 @@ class Api:
         self.svc.reads.mark_read(bytes.fromhex(ref))  # replying reads
         return sent
 
-    async def read(self, request: Request, params: Params) -> dict[str, Any]:
+    async def read(self, request: Request, params: Params) -> Answer:
         """Read up to ``up_to_ms``, the newest incoming ``sent_ms`` the page
         shows (default: the newest stored), on every device of the account."""
         peer = bytes.fromhex(account_id(params))
@@ -224,40 +229,56 @@ class Api:
         self.app.hub.changed("conversations")  # other open pages update their counts
         return {"read": True, "read_ms": mark}
 
-    async def delete(self, request: Request, params: Params) -> dict[str, Any]:
+    async def delete(self, request: Request, params: Params) -> Answer:
         """To the account's trash (§15.19): gone from every device's view,
         restorable for 30 days."""
         done = await self.svc.trash.delete({"ids": [_message_id(params)]})
         self.app.hub.changed("conversations")
         return done
 
-    async def restore(self, request: Request, params: Params) -> dict[str, Any]:
+    async def restore(self, request: Request, params: Params) -> Answer:
         done = await self.svc.trash.restore({"ids": [_message_id(params)]})
         self.app.hub.changed("conversations")
         return done
 
-    async def accept(self, request: Request, params: Params) -> dict[str, Any]:
+    async def trash(self, request: Request, params: Params) -> Answer:
+        """The account's trash, newest deletion first, each with who wrote it
+        (the text is None where this device never had it or purged it)."""
+        own = self.svc.ctx.own_account()
+        items = (await self.svc.trash.list_trash({}))["trash"]
+        shown = [
+            {
+                **item,
+                "from": "you"
+                if bytes.fromhex(item["sender_account"]) == own
+                else self.svc.messages.contacts.label(bytes.fromhex(item["sender_account"])),
+            }
+            for item in items
+        ]
+        return {"trash": shown[::-1], "purged_after_days": TRASH_DAYS}
+
+    async def accept(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
         name = text(params, "name", max_chars=64, required=False) or None
         done = await self.svc.messages.accept_request({"account": ref, "name": name})
         self.app.hub.changed("conversations")
         return done
 
-    async def block(self, request: Request, params: Params) -> dict[str, Any]:
+    async def block(self, request: Request, params: Params) -> Answer:
         done = await self.svc.messages.block_request({"account": account_id(params)})
         self.app.hub.changed("conversations")
         return done
 
     # -- contacts ---------------------------------------------------------------------
 
-    async def contacts(self, request: Request, params: Params) -> dict[str, Any]:
+    async def contacts(self, request: Request, params: Params) -> Answer:
         return await self.svc.contacts.contact_list({})
 
-    async def invite(self, request: Request, params: Params) -> dict[str, Any]:
+    async def invite(self, request: Request, params: Params) -> Answer:
         doc = await self.svc.contacts.invite_create({})
         return {**doc, "qr": qr(doc["uri"])}
 
-    async def add_contact(self, request: Request, params: Params) -> dict[str, Any]:
+    async def add_contact(self, request: Request, params: Params) -> Answer:
         ref = text(params, "ref", max_chars=2048).strip()
         if not ref:
             raise WebError(400, "paste an invite first")
@@ -266,7 +287,7 @@ class Api:
         self.app.hub.changed("conversations")
         return done
 
-    async def contact(self, request: Request, params: Params) -> dict[str, Any]:
+    async def contact(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
         doc = await self.svc.contacts.contact_verify({"contact": ref})  # no confirm: reads only
         own = self.svc.ctx.own_account()
@@ -284,7 +305,7 @@ class Api:
             "history": history,
         }
 
-    async def verify(self, request: Request, params: Params) -> dict[str, Any]:
+    async def verify(self, request: Request, params: Params) -> Answer:
         ref = account_id(params)
         typed = text(params, "safety_number", max_chars=200, required=False)
         current = await self.svc.contacts.contact_verify({"contact": ref})
@@ -298,17 +319,17 @@ class Api:
         self.app.hub.changed("conversations")
         return done
 
-    async def ack(self, request: Request, params: Params) -> dict[str, Any]:
+    async def ack(self, request: Request, params: Params) -> Answer:
         done = await self.svc.contacts.contact_ack({"contact": account_id(params)})
         self.app.hub.changed("conversations")
         return done
 
-    async def remove(self, request: Request, params: Params) -> dict[str, Any]:
+    async def remove(self, request: Request, params: Params) -> Answer:
         done = await self.svc.contacts.contact_remove({"contact": account_id(params)})
         self.app.hub.changed("conversations")
         return done
 
-    async def block_contact(self, request: Request, params: Params) -> dict[str, Any]:
+    async def block_contact(self, request: Request, params: Params) -> Answer:
         """Block an account (``unblock``: true to undo), on every device."""
         unblock = flag(params, "unblock")
         done = await self.svc.contacts.contact_block(
@@ -319,12 +340,12 @@ class Api:
 
     # -- the node ---------------------------------------------------------------------
 
-    async def node(self, request: Request, params: Params) -> dict[str, Any]:
+    async def node(self, request: Request, params: Params) -> Answer:
         status = await self.svc.node.status({})
         peers = await self.svc.peers.list({})
         return {"status": status, "peers": peers, "history": self.app.metrics.doc()}
 
-    async def connect(self, request: Request, params: Params) -> dict[str, Any]:
+    async def connect(self, request: Request, params: Params) -> Answer:
         addr = text(params, "addr", max_chars=512).strip()
         if "/p2p/" not in addr:
             raise WebError(400, "a peer address ends in /p2p/<peer id>")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,9 +20,10 @@ from starlette.routing import BaseRoute, Route
 
 from protocol.log.state import DeviceStatus
 
+from ..api.account import PendingRequest
 from ..services.devices import cascade
 from .api import AppState
-from .endpoints import Params, WebError, endpoint, flag, session_of, text
+from .endpoints import Answer, Params, WebError, endpoint, flag, session_of, text
 from .views import qr
 
 #: how many wrong codes the approver is offered beside the right one
@@ -66,25 +66,27 @@ class AccountApi:
 
     # -- the account --------------------------------------------------------------
 
-    async def account(self, request: Request, params: Params) -> dict[str, Any]:
+    async def account(self, request: Request, params: Params) -> Answer:
         doc = await self.svc.devices.device_list({})
         state = self.svc.ctx.ledger.state(self.svc.ctx.own_account())
+        devices: list[dict[str, object]] = []
         for dev, record in zip(doc["devices"], state.devices, strict=True):
             # revoking a device offers the devices it added (DESIGN §3)
             added = {c.sign_public.hex() for c in cascade(state, record)}
-            dev["added"] = [
+            others = [
                 {"name": d["name"], "fingerprint": d["fingerprint"]}
                 for d in doc["devices"]
                 if d["sign_public"] in added
             ]
+            devices.append({**dev, "added": others})
         history = await self.svc.accounts.account_history({})
-        doc["history"] = [
+        events = [
             {"timestamp_ms": e["timestamp_ms"], "text": e["text"], "void": e["void"]}
             for e in history["events"]
         ]
-        return doc
+        return {**doc, "devices": devices, "history": events}
 
-    async def create(self, request: Request, params: Params) -> dict[str, Any]:
+    async def create(self, request: Request, params: Params) -> Answer:
         name = text(params, "name", max_chars=64).strip()
         if not name:
             raise WebError(400, "choose a name people will see")
@@ -92,7 +94,7 @@ class AccountApi:
         self.app.hub.changed("account")
         return done  # the recovery key, shown once by the page and never again
 
-    async def recover(self, request: Request, params: Params) -> dict[str, Any]:
+    async def recover(self, request: Request, params: Params) -> Answer:
         ref = text(params, "account", max_chars=128).strip()
         key = text(params, "recovery_key", max_chars=256).strip()
         if not ref or not key:
@@ -103,32 +105,34 @@ class AccountApi:
 
     # -- linking a new device, on the device that approves ---------------------------
 
-    async def link(self, request: Request, params: Params) -> dict[str, Any]:
+    async def link(self, request: Request, params: Params) -> Answer:
         doc = await self.svc.linking.link({"ttl_seconds": LINK_TTL_SECONDS})
         return {**doc, "qr": qr(doc["uri"])}
 
-    async def _requests(self) -> list[dict[str, Any]]:
-        requests: list[dict[str, Any]] = (await self.svc.linking.pending({}))["requests"]
+    async def _requests(self) -> list[PendingRequest]:
+        requests = (await self.svc.linking.pending({}))["requests"]
         live = {r["id"] for r in requests}
         for stale in [k for k in self.app.choices if k not in live]:
             del self.app.choices[stale]
         return requests
 
-    async def pending(self, request: Request, params: Params) -> dict[str, Any]:
+    async def pending(self, request: Request, params: Params) -> Answer:
         out = []
         for r in await self._requests():
-            doc = {k: r[k] for k in ("id", "state", "awaiting_approval")}
+            doc: dict[str, object] = {k: r[k] for k in ("id", "state", "awaiting_approval")}
             if r["awaiting_approval"] and r["code"]:
                 doc.update(
-                    device_name=r["device_name"],
-                    fingerprint=r["fingerprint"],
-                    # the code itself is not sent: the user must recognise it
-                    choices=self.app.choices.setdefault(r["id"], _code_choices(r["code"])),
+                    {
+                        "device_name": r["device_name"],
+                        "fingerprint": r["fingerprint"],
+                        # the code itself is not sent: the user must recognise it
+                        "choices": self.app.choices.setdefault(r["id"], _code_choices(r["code"])),
+                    }
                 )
             out.append(doc)
         return {"requests": out}
 
-    async def approve(self, request: Request, params: Params) -> dict[str, Any]:
+    async def approve(self, request: Request, params: Params) -> Answer:
         link_id = text(params, "id", max_chars=64)
         picked = "".join(text(params, "code", max_chars=32).split())
         mine = [r for r in await self._requests() if r["id"] == link_id]
@@ -147,21 +151,21 @@ class AccountApi:
         self.app.hub.changed("account")
         return done
 
-    async def reject(self, request: Request, params: Params) -> dict[str, Any]:
+    async def reject(self, request: Request, params: Params) -> Answer:
         link_id = text(params, "id", max_chars=64)
         self.app.choices.pop(link_id, None)
         return await self.svc.linking.reject({"id": link_id})
 
     # -- joining, on the new device ----------------------------------------------
 
-    async def join(self, request: Request, params: Params) -> dict[str, Any]:
+    async def join(self, request: Request, params: Params) -> Answer:
         link = text(params, "link", max_chars=2048).strip()
         name = text(params, "name", max_chars=64, required=False).strip() or None
         if not link:
             raise WebError(400, "paste the link the other device shows")
         return await self.svc.linking.join({"link": link, "name": name})
 
-    async def join_confirm(self, request: Request, params: Params) -> dict[str, Any]:
+    async def join_confirm(self, request: Request, params: Params) -> Answer:
         done = await self.svc.linking.join_confirm(
             {"join_id": text(params, "join_id", max_chars=64), "accept": flag(params, "accept")}
         )
@@ -170,7 +174,7 @@ class AccountApi:
 
     # -- revoking -----------------------------------------------------------------
 
-    async def revoke(self, request: Request, params: Params) -> dict[str, Any]:
+    async def revoke(self, request: Request, params: Params) -> Answer:
         fingerprint = text(params, "fingerprint", max_chars=128)
         state = self.svc.ctx.ledger.state(self.svc.ctx.own_account())
         compact = fingerprint.replace(" ", "").lower()
@@ -189,7 +193,7 @@ class AccountApi:
 
     # -- this web app's sessions -----------------------------------------------------
 
-    async def sessions(self, request: Request, params: Params) -> dict[str, Any]:
+    async def sessions(self, request: Request, params: Params) -> Answer:
         current = session_of(request).id
         return {
             "sessions": [
@@ -205,7 +209,7 @@ class AccountApi:
             ]
         }
 
-    async def revoke_session(self, request: Request, params: Params) -> dict[str, Any]:
+    async def revoke_session(self, request: Request, params: Params) -> Answer:
         if not self.app.sessions.revoke(text(params, "id", max_chars=32)):
             raise WebError(404, "no such session")
         return {"revoked": True}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..context import NodeContext
 from ..services.accounts import AccountService
@@ -23,7 +23,7 @@ from ..services.trash import TrashService
 T = TypeVar("T")
 
 
-def _one(services: Sequence[Any], kind: type[T]) -> T:
+def _one(services: Sequence[object], kind: type[T]) -> T:
     found = [s for s in services if isinstance(s, kind)]
     if len(found) != 1:
         raise LookupError(f"the web app needs exactly one {kind.__name__}")
@@ -44,7 +44,7 @@ class Services:
     trash: TrashService
 
     @classmethod
-    def find(cls, ctx: NodeContext, services: Sequence[Any]) -> Services:
+    def find(cls, ctx: NodeContext, services: Sequence[object]) -> Services:
         return cls(
             ctx=ctx,
             accounts=_one(services, AccountService),

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
@@ -25,9 +24,11 @@ from .guard import SESSION_SCOPE_KEY
 
 log = logging.getLogger("smu.web")
 
-Params = dict[str, Any]
+Params = dict[str, object]
 BODY_TIMEOUT = 10.0
-Handler = Callable[[Request, Params], Awaitable[Any]]
+#: what an endpoint answers: a JSON object (a control result as it is), or a response
+Answer = Mapping[str, object]
+Handler = Callable[[Request, Params], Awaitable[Answer | Response]]
 
 
 class WebError(Exception):

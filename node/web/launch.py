@@ -11,8 +11,8 @@ import sys
 import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..api.node import WEB_LAUNCH
 from ..control import ControlClient
 from .auth import proof, read_key
 
@@ -25,12 +25,12 @@ class Launch:
 
 
 def make_launch(client: ControlClient, datadir: Path) -> Launch:
-    got: dict[str, Any] = client.call("web.launch")
-    port = int(got["port"])
+    got = WEB_LAUNCH.ask(client, {})
+    port = got["port"]
     challenge = os.urandom(16)
     expected = proof(read_key(datadir), port, challenge)
     url = f"http://127.0.0.1:{port}/#launch={got['code']}&c={challenge.hex()}&v={expected}"
-    return Launch(url, port, int(got["expires_at_ms"]))
+    return Launch(url, port, got["expires_at_ms"])
 
 
 def open_browser(url: str) -> bool:
@@ -52,7 +52,7 @@ def run(client: ControlClient, datadir: Path, as_json: bool, secrets: bool, no_o
     one, for a minute)."""
     launch = make_launch(client, datadir)
     if as_json:
-        doc: dict[str, Any] = {"port": launch.port, "expires_at_ms": launch.expires_at_ms}
+        doc: dict[str, object] = {"port": launch.port, "expires_at_ms": launch.expires_at_ms}
         if secrets:
             doc["url"] = launch.url
         print(json.dumps(doc))

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 from starlette.websockets import WebSocket
@@ -63,7 +62,7 @@ class Hub:
 
     # -- what happened --------------------------------------------------------------
 
-    def broadcast(self, event: dict[str, Any]) -> None:
+    def broadcast(self, event: dict[str, object]) -> None:
         if not self.clients:
             return
         text = json.dumps(event)
@@ -89,7 +88,7 @@ class Hub:
                 }
             )
 
-    def on_note(self, note: dict[str, Any]) -> None:
+    def on_note(self, note: dict[str, object]) -> None:
         """An event was accepted into the log (the daemon's subscribers).
         Costs nothing while no page is open (a node catching up hears of
         every event)."""

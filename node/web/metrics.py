@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -36,7 +35,7 @@ class Sample:
 class CounterHistory:
     def __init__(
         self,
-        read: Callable[[], dict[str, Any]],
+        read: Callable[[], Mapping[str, int]],
         *,
         interval_s: float = INTERVAL_S,
         window_s: float = WINDOW_S,
@@ -51,7 +50,7 @@ class CounterHistory:
         self.samples.append(
             Sample(
                 int(time.time() * 1000) if at_ms is None else at_ms,
-                tuple(int(counters.get(k, 0)) for k in KEYS),
+                tuple(counters.get(k, 0) for k in KEYS),
             )
         )
 
@@ -60,12 +59,12 @@ class CounterHistory:
             self.sample()
             await trio.sleep(self.interval_s)
 
-    def doc(self) -> dict[str, Any]:
+    def doc(self) -> dict[str, object]:
         """The samples so far plus the current values, so a chart is never
         empty and its last point is fresh."""
         samples = list(self.samples)
         counters = self.read()
-        now = Sample(int(time.time() * 1000), tuple(int(counters.get(k, 0)) for k in KEYS))
+        now = Sample(int(time.time() * 1000), tuple(counters.get(k, 0) for k in KEYS))
         return {
             "interval_s": self.interval_s,
             "keys": list(KEYS),

@@ -32,6 +32,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from ..api.node import WebLaunch
 from ..datadir import write_private
 from ..errors import NodeUsageError
 from .api import AppState
@@ -127,7 +128,7 @@ class WebServer:
     def port_file(self) -> Path:
         return self.datadir / PORT_FILE
 
-    def launch(self) -> dict[str, object]:
+    def launch(self) -> WebLaunch:
         """A new one-time launch code, for ``smu web`` (``web.launch``)."""
         if self.port is None:
             raise NodeUsageError(self.error or "the web app is not listening yet")

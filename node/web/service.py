@@ -5,11 +5,11 @@ code could read the node's files anyway."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
 from .. import control
+from ..api import node as api
+from ..api.schema import Empty
 from ..control import RpcFailure
 from ..errors import NodeUsageError
 from .server import WebServer
@@ -24,7 +24,10 @@ class WebService:
         self.server = server
 
     def handlers(self) -> dict[str, control.Handler]:
-        return {"web.launch": self.launch, "web.status": self.status}
+        return {
+            "web.launch": api.WEB_LAUNCH.bind(self.launch),
+            "web.status": api.WEB_STATUS.bind(self.status),
+        }
 
     def _server(self) -> WebServer:
         if self.server is None:
@@ -33,7 +36,7 @@ class WebService:
             )
         return self.server
 
-    async def launch(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def launch(self, params: Empty) -> api.WebLaunch:
         server = self._server()
         with trio.move_on_after(READY_TIMEOUT):
             await server.ready.wait()
@@ -42,7 +45,7 @@ class WebService:
         except NodeUsageError as exc:
             raise RpcFailure(control.USAGE, str(exc)) from exc
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: Empty) -> api.WebStatus:
         server = self.server
         if server is None:
             return {"enabled": False}

@@ -5,7 +5,7 @@ inserts each one as text, never as HTML."""
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import segno
 
@@ -48,6 +48,8 @@ class MessageLike(Protocol):
     def text(self) -> str: ...
     @property
     def request(self) -> bool: ...
+    @property
+    def relayed_by(self) -> bytes | None: ...
 
 
 def message_text(text: str, max_chars: int = 65536) -> str:
@@ -72,7 +74,7 @@ def device_name(svc: Services, account: bytes, device: bytes) -> str:
     return device.hex()[:12]
 
 
-def deliveries(svc: Services, message_id: bytes) -> list[dict[str, Any]]:
+def deliveries(svc: Services, message_id: bytes) -> list[dict[str, object]]:
     """Where one sent message stands, device by device."""
     own = svc.ctx.account()
     return [
@@ -86,9 +88,9 @@ def deliveries(svc: Services, message_id: bytes) -> list[dict[str, Any]]:
     ]
 
 
-def message_doc(svc: Services, m: MessageLike) -> dict[str, Any]:
+def message_doc(svc: Services, m: MessageLike) -> dict[str, object]:
     labels = svc.messages.contacts
-    doc: dict[str, Any] = {
+    doc: dict[str, object] = {
         "message_id": m.message_id.hex(),
         "conversation": m.peer.hex(),
         "outgoing": m.outgoing,
@@ -98,13 +100,17 @@ def message_doc(svc: Services, m: MessageLike) -> dict[str, Any]:
         "stored_ms": m.stored_ms,
         "text": message_text(m.text),
         "request": m.request,
+        # an unproven history entry (§15.4): shown as relayed, not as the sender's
+        "relayed_by": (
+            None if m.relayed_by is None else device_name(svc, svc.ctx.own_account(), m.relayed_by)
+        ),
     }
     if m.outgoing:
         doc["deliveries"] = deliveries(svc, m.message_id)
     return doc
 
 
-def qr(text: str) -> dict[str, Any]:
+def qr(text: str) -> dict[str, object]:
     """A QR code as rows of modules ("1" dark), which the page draws as one
     SVG path; upper case keeps a URI in the alphanumeric mode (§4.7)."""
     code = segno.make(text.upper(), error="m")
@@ -126,10 +132,10 @@ def who_ended(svc: Services, account: bytes, event_id: bytes | None) -> str | No
     return None
 
 
-def app_state(svc: Services) -> dict[str, Any]:
+def app_state(svc: Services) -> dict[str, object]:
     """What the page needs before it draws any screen."""
     ctx = svc.ctx
-    doc: dict[str, Any] = {
+    doc: dict[str, object] = {
         "node": {
             "peer_id": ctx.peer_id,
             "device_name": sanitise(ctx.device_name),

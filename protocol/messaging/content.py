@@ -6,9 +6,11 @@ value, tagged by its kind:
 * ``Text`` (kind 1) — a UTF-8 message;
 * ``Receipt`` (kind 2) — "these message ids were delivered / read", signed
   and encrypted like any message and sent to the same devices;
-* ``HistoryBundle`` (kind 3) — a batch of earlier messages, sent by the
-  device that approved a new device of the *same* account, wrapped for the
-  new device only;
+* ``HistoryBundle`` (kind 4; kind 3 is its older form, decoded only) — a
+  batch of earlier messages, sent by the device that approved a new device
+  of the *same* account, wrapped for the new device only; each entry may
+  carry a ``HistoryProof`` that lets the new device check who wrote it
+  (``protocol.messaging.history``);
 * ``SyncEdits`` (kind 32, ``protocol.messaging.sync``) — account-wide
   state among the devices of one account;
 * ``TokenBatch`` (kind 48, ``protocol.messaging.tokens``) — one-time
@@ -52,6 +54,9 @@ MESSAGE_ID_BYTES = 16
 MAX_TEXT_BYTES = 64 * 1024
 MAX_RECEIPT_IDS = 512
 MAX_HISTORY_ENTRIES = 1000
+#: heads per view in a history proof: the envelope's ``MAX_VIEW_HEADS`` (§15.2)
+MAX_PROOF_VIEW_HEADS = 32
+SIGNATURE_BYTES = 64
 #: largest encoded content (a history bundle); an envelope adds < 8 KiB
 MAX_CONTENT_BYTES = 960 * 1024
 #: default replay window (counters below the highest that may still arrive)
@@ -61,12 +66,15 @@ REPLAY_WINDOW = 4096
 class ContentKind(IntEnum):
     TEXT = 1
     RECEIPT = 2
-    HISTORY = 3
+    #: history without proofs (7-field entries): decoded, never sent (§15.4)
+    HISTORY_V1 = 3
+    #: history whose entries may carry proofs of who wrote them (§15.4)
+    HISTORY = 4
     #: account-wide state (§15.19); the first kind of range 32-47
     SYNC_EDITS = 32
     #: one-time mailbox tokens (§15.16); the first kind of range 48-63
     TOKENS = 48
-    # 4..15: later messages, receipts and history; 16..31 session control
+    # 5..15: later messages, receipts and history; 16..31 session control
     # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
     # attachments.  ``content_range`` tells them apart.
 
@@ -147,9 +155,37 @@ class Receipt:
         return [int(self.status), list(self.message_ids)]
 
 
+#: one view of an envelope's inner: (head count, the lowest heads, ascending)
+ProofView = tuple[int, tuple[bytes, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryProof:
+    """The parts of an envelope's signed message (§15.3 step 6) that a
+    history entry's claims do not already give (§15.4 *History proofs*).
+
+    With the entry's sender account, sender device, timestamp, kind and body
+    they rebuild the envelope's inner exactly; with ``header_hash`` that is
+    the signed message, so ``signature`` checks under the sender device's key
+    without the header or its wraps."""
+
+    #: H(D_ENV_HEADER, header_raw) of the envelope the message came in
+    header_hash: bytes
+    counter: int
+    #: the inner's views: the sender account's, then (if another) the recipient's
+    views: tuple[ProofView, ...]
+    signature: bytes
+
+    def to_wire(self) -> list[object]:
+        views = [[count, list(heads)] for count, heads in self.views]
+        return [self.header_hash, self.counter, views, self.signature]
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One earlier message as the approving device stored it (already verified)."""
+    """One earlier message as the approving device stored it: its claims,
+    and the proof of them when the approver kept one (None: a message
+    stored before proofs were kept, or one it holds only as relayed)."""
 
     #: the other account of the conversation
     peer_account: bytes
@@ -158,6 +194,7 @@ class HistoryEntry:
     sender_device: bytes
     timestamp: int
     content: Text | Receipt
+    proof: HistoryProof | None = None
 
     def to_wire(self) -> list[object]:
         return [
@@ -168,6 +205,7 @@ class HistoryEntry:
             self.timestamp,
             int(self.content.kind),
             self.content.to_wire(),
+            [] if self.proof is None else self.proof.to_wire(),
         ]
 
 
@@ -239,7 +277,40 @@ def _receipt(fields: object) -> Receipt:
     return Receipt(st, out)
 
 
-def _history(fields: object) -> HistoryBundle:
+def _proof_view(v: object) -> ProofView:
+    if type(v) is not list or len(v) != 2 or type(v[1]) is not list:
+        raise SchemaError("a proof view is [count, [heads]]")
+    count = _uint(v[0], "head count")
+    if count == 0 or len(v[1]) != min(count, MAX_PROOF_VIEW_HEADS):
+        raise SchemaError(f"a proof view lists min(count, {MAX_PROOF_VIEW_HEADS}) heads")
+    heads = tuple(_bin(h, 32, "head") for h in v[1])
+    if any(a >= b for a, b in pairwise(heads)):
+        raise SchemaError("a proof view's heads are ascending and unique")
+    return count, heads
+
+
+def decode_proof(fields: object) -> HistoryProof | None:
+    """A history entry's proof field: ``[]`` for none (§15.4)."""
+    if type(fields) is list and not fields:
+        return None
+    if type(fields) is not list or len(fields) != 4:
+        raise SchemaError("a history proof is [header hash, counter, [views], signature]")
+    header_hash, counter, views, signature = fields
+    if type(views) is not list or not 1 <= len(views) <= 2:
+        raise SchemaError("a history proof holds one or two views")
+    if _uint(counter, "counter") < 1:
+        raise SchemaError("counters start at 1")
+    return HistoryProof(
+        _bin(header_hash, 32, "header hash"),
+        counter,
+        tuple(_proof_view(v) for v in views),
+        _bin(signature, SIGNATURE_BYTES, "signature"),
+    )
+
+
+def _history_bundle(fields: object, entry_fields: int) -> HistoryBundle:
+    """Kind 4 (8-field entries, with a proof or ``[]``) or kind 3 (7 fields,
+    the form before proofs: every entry unproven)."""
     if type(fields) is not list or len(fields) != 3:
         raise SchemaError("a history body is [part, parts, [entries]]")
     part, parts, entries = fields
@@ -249,9 +320,9 @@ def _history(fields: object) -> HistoryBundle:
         raise SchemaError(f"a history bundle holds at most {MAX_HISTORY_ENTRIES} entries")
     out = []
     for e in entries:
-        if type(e) is not list or len(e) != 7:
-            raise SchemaError("a history entry has 7 fields")
-        peer, mid, sacc, sdev, ts, kind, body = e
+        if type(e) is not list or len(e) != entry_fields:
+            raise SchemaError(f"a history entry here has {entry_fields} fields")
+        peer, mid, sacc, sdev, ts, kind, body = e[:7]
         content: Text | Receipt
         if kind == ContentKind.TEXT and type(kind) is int:
             content = _text(body)
@@ -267,9 +338,18 @@ def _history(fields: object) -> HistoryBundle:
                 _bin(sdev, 32, "sender device"),
                 _uint(ts, "timestamp"),
                 content,
+                decode_proof(e[7]) if entry_fields == 8 else None,
             )
         )
     return HistoryBundle(part, parts, tuple(out))
+
+
+def _history(fields: object) -> HistoryBundle:
+    return _history_bundle(fields, 8)
+
+
+def _history_v1(fields: object) -> HistoryBundle:
+    return _history_bundle(fields, 7)
 
 
 def decode_content(kind: int, body: bytes) -> Content:
@@ -277,6 +357,7 @@ def decode_content(kind: int, body: bytes) -> Content:
     decoders: dict[int, Callable[[object], Content]] = {
         ContentKind.TEXT: _text,
         ContentKind.RECEIPT: _receipt,
+        ContentKind.HISTORY_V1: _history_v1,
         ContentKind.HISTORY: _history,
         ContentKind.SYNC_EDITS: decode_sync_edits,
         ContentKind.TOKENS: decode_batch,

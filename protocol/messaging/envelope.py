@@ -73,9 +73,9 @@ from protocol.messaging.content import (
     MAX_CONTENT_BYTES,
     MESSAGE_ID_BYTES,
     Content,
-    ContentKind,
     ContentRange,
     HistoryBundle,
+    HistoryProof,
     ReplayKey,
     ReplayState,
     content_range,
@@ -204,6 +204,8 @@ class SealedEnvelope:
     recipient_account: bytes
     #: every device the content key was wrapped for, ascending
     wrapped_for: tuple[bytes, ...]
+    #: what a history entry of this message carries to prove its sender (§15.4)
+    proof: HistoryProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +252,8 @@ class OpenedEnvelope:
     #: devices active in the recipient account here that got no wrap: the
     #: sender's view differs from ours (or it narrowed on purpose)
     missing_wraps: tuple[bytes, ...]
+    #: what a history entry of this message carries to prove its sender (§15.4)
+    proof: HistoryProof | None = None
 
     @property
     def diverged(self) -> tuple[bytes, ...]:
@@ -367,6 +371,15 @@ def seal(
         ]
     )
     signature = sender.sign(_signed_message(header_raw, inner))
+    proof = HistoryProof(
+        crypto.hash32(D_ENV_HEADER, header_raw),
+        counter,
+        tuple(
+            (len(st.heads), tuple(st.heads[:MAX_VIEW_HEADS]))
+            for st in (sender_state, recipient_state)[: len(views)]
+        ),
+        signature,
+    )
     plaintext = encode_flat([inner, signature])
     # Nonce from the seed and the plaintext: a reused seed cannot reuse a
     # (key, nonce) pair for two different plaintexts (§15.3).
@@ -377,7 +390,9 @@ def seal(
     raw = encode_flat([*header, nonce, bytes(ciphertext)])
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise UsageError("envelope too large: split the content")
-    return SealedEnvelope(raw, message_id, recipient_state.account_id, tuple(sorted(targets)))
+    return SealedEnvelope(
+        raw, message_id, recipient_state.account_id, tuple(sorted(targets)), proof
+    )
 
 
 def _signed_message(header_raw: bytes, inner_raw: bytes) -> bytes:
@@ -556,7 +571,7 @@ def open_envelope(
             )
 
     content = decode_content(kind, body)
-    if kind == ContentKind.HISTORY and not same_account:
+    if isinstance(content, HistoryBundle) and not same_account:  # kinds 3 and 4
         raise UnauthorisedError("history comes only from a device of one's own account")
     if content_range(kind) is ContentRange.ACCOUNT_SYNC and not same_account:
         # known or not: a contact cannot write into this account's own sync (§15.4)
@@ -588,6 +603,9 @@ def open_envelope(
         views=views,
         wrapped_for=header.devices,
         missing_wraps=missing,
+        proof=HistoryProof(
+            crypto.hash32(D_ENV_HEADER, header.raw), counter, tuple(parsed_views), signature
+        ),
     )
 
 

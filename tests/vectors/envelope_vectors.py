@@ -12,6 +12,8 @@ byte from the recorded inputs.
 
 from __future__ import annotations
 
+import dataclasses
+
 from protocol.core.canonical import decode
 from protocol.log import authoring
 from protocol.log.events import Event
@@ -19,6 +21,8 @@ from protocol.log.ledger import IngestStatus, Ledger
 from protocol.messaging import envelope as env
 from protocol.messaging.content import (
     Content,
+    HistoryBundle,
+    HistoryEntry,
     Receipt,
     ReceiptStatus,
     ReplayError,
@@ -26,6 +30,7 @@ from protocol.messaging.content import (
     Text,
     encode_content,
 )
+from protocol.messaging.history import EntryVerdict, check_entry, inner_of, signed_message
 
 from ._common import (
     FORMAT_NOTE,
@@ -112,6 +117,57 @@ def _flip(raw: bytes, at: int) -> bytes:
     out = bytearray(raw)
     out[at] ^= 0x01
     return bytes(out)
+
+
+def _history(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelope) -> Json:
+    """A history bundle a2 would relay to a new device of alice (§15.4):
+    the text a1 sealed to bob, with the proof a2 kept when it opened it,
+    and the same entry with its text changed (the proof no longer holds)."""
+    opened = _opened(ledger, sealed.raw, alice, "a2")
+    assert isinstance(opened.content, Text) and opened.proof is not None
+    entry = HistoryEntry(
+        bob,
+        opened.message_id,
+        opened.sender_account,
+        opened.sender_device,
+        opened.timestamp,
+        opened.content,
+        opened.proof,
+    )
+    proof = opened.proof
+    bare = dataclasses.replace(entry, content=Text("unproven"), proof=None)
+    kind, body = encode_content(HistoryBundle(0, 1, (entry, bare)))
+    forged = dataclasses.replace(entry, content=Text("hello bob, send money"))
+    verdicts = {
+        "genuine": check_entry(entry, alice, env.ledger_lookup(ledger), ledger.has),
+        "forged": check_entry(forged, alice, env.ledger_lookup(ledger), ledger.has),
+    }
+    assert verdicts["genuine"].verdict is EntryVerdict.VERIFIED
+    assert verdicts["forged"].verdict is EntryVerdict.FORGED
+    return {
+        "note": "content kind 4: the first entry is the text above (a1 to bob) with the "
+        "proof a2 kept when it opened it, the second an entry without a proof ([]). "
+        "'inner' is the envelope's inner rebuilt from the entry's claims and its proof, "
+        "'signed' what a1 signed over it (D_ENV_SIG || header_hash || H(D_ENV_INNER, "
+        "inner)). Checked by alice's device against the ledger of 'events': the genuine "
+        "entry is 'verified', the second 'unproven', and 'forged_text' in place of the "
+        "first entry's text 'forged'.",
+        "receiving_account": alice.hex(),
+        "content_kind": kind,
+        "content_body": body.hex(),
+        "value": to_tagged(decode(body, len(body))),
+        "proof": {
+            "header_hash": proof.header_hash.hex(),
+            "counter": proof.counter,
+            "views": [[c, [h.hex() for h in heads]] for c, heads in proof.views],
+            "signature": proof.signature.hex(),
+        },
+        "inner": inner_of(entry, proof).hex(),
+        "signed": signed_message(entry, proof).hex(),
+        "verdicts": ["verified", "unproven"],
+        "forged_text": "hello bob, send money",
+        "forged_verdict": verdicts["forged"].verdict.value,
+    }
 
 
 def build() -> dict[str, Json]:
@@ -211,7 +267,8 @@ def build() -> dict[str, Json]:
         "seed) == hex, and open_envelope as each 'opened_by' device (with an empty "
         "replay state) gives exactly its fields. 'refused': open_envelope as 'reader' "
         "raises 'error'. 'delivery': frames of /smu/message/1 (§15.14); "
-        "'delivery_rejected': decode_delivery raises 'error'.",
+        "'delivery_rejected': decode_delivery raises 'error'. 'history': a history "
+        "bundle whose entries prove their senders (§15.4 History proofs).",
         "format": FORMAT_NOTE,
         "params": params_json(),
         "devices": {d: device_json(label) for d, label in DEVICES.items()},
@@ -227,4 +284,5 @@ def build() -> dict[str, Json]:
         },
         "delivery": delivery,
         "delivery_rejected": delivery_rejected,
+        "history": _history(ledger, alice, bob, sealed_text),
     }

@@ -5,6 +5,7 @@
 SMU.NAV = [
   ["conversations", "Conversations"],
   ["contacts", "Contacts"],
+  ["trash", "Trash"],
   ["account", "This account"],
   ["node", "Node"],
 ];

@@ -165,14 +165,19 @@
 
   function message(m) {
     const meta = [SMU.when(m.sent_ms)];
-    if (!m.outgoing) meta.push(`${m.from} · ${m.from_device}`);
+    if (m.relayed_by) meta.push(`claims ${m.outgoing ? "you" : m.from} · ${m.from_device}`);
+    else if (!m.outgoing) meta.push(`${m.from} · ${m.from_device}`);
     else if (m.from_device && m.from_device !== SMU.state.device?.name) meta.push(`from your ${m.from_device}`);
+    // history whose sender this device could not check: whose claim it is (§15.4)
+    const relayed = m.relayed_by
+      ? h("span", { class: "pill warn relayed" }, `relayed by ${m.relayed_by}, unverified`)
+      : null;
     return h(
       "li",
       { class: "msg " + (m.outgoing ? "out" : "in"), "data-message": m.message_id },
-      h("span", { class: "sr-only" }, m.outgoing ? "You wrote: " : `${m.from} wrote: `),
+      h("span", { class: "sr-only" }, (m.relayed_by ? "Unverified, " : "") + (m.outgoing ? "You wrote: " : `${m.from} wrote: `)),
       h("div", { class: "bubble" }, m.text),
-      h("div", { class: "meta" }, meta.join(" · ")),
+      h("div", { class: "meta" }, meta.join(" · "), relayed ? " " : null, relayed),
       m.outgoing ? deliveries(m.deliveries || []) : null,
       deleteButton(m),
     );
@@ -189,7 +194,7 @@
       try {
         await SMU.post("/api/messages/delete", { message_id: m.message_id });
         button.closest("li")?.remove();
-        SMU.toast("Moved to the trash: it is purged after 30 days (smu restore brings it back)");
+        SMU.toast("Moved to the trash: restore it there within 30 days");
       } catch (err) {
         SMU.toast(err.message);
       }
