@@ -63,7 +63,8 @@ class NodeStatus(TypedDict):
     device_status: Annotated[
         str | None,
         "this device in its account: `active`, `revoked`, `void`, `removed_by_recovery`,"
-        " `compromised` (§7.4); `joining` while the account's log does not hold it yet; null without an account",
+        " `compromised` (§7.4); `joining` while the account's log does not hold it yet;"
+        " null without an account",
     ]
     peer_id: str
     network: str
