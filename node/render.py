@@ -27,6 +27,11 @@ def state_json(state: AccountState) -> AccountStateDoc:
         "event_count": state.event_count,
         "heads": [h.hex() for h in state.heads],
         "state_digest": state.digest.hex(),
+        # which recovery key is in force (a hash, no secret): it changes on a
+        # recovery or a rotation of the key (§6.8); null once compromised
+        "recovery_commitment": (
+            state.recovery_commitment.hex() if state.recovery_commitment else None
+        ),
         "devices": [
             {
                 "name": sanitise(d.name),

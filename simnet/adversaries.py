@@ -291,6 +291,90 @@ class StolenDevice(Base):
         return [self.owner, self.holder]
 
 
+class SeenPaperKey(Base):
+    """A thief saw the paper key (and holds no device).  The owner rotates
+    the key (PROTOCOL.md §6.8) on its side of a partition; the thief, on the
+    other, recovers with the old key at its heads, then at the genesis (a
+    long-range use).  Once a node holds the rotation, no thief key may be
+    active there: its recovers are concurrent with the rotation, which
+    compromises the account rather than hand it over (§7.2)."""
+
+    kind = "seen_paper_key"
+
+    def setup(self) -> None:
+        thief = self.nodes[0]
+        ngroups = self.sim.group_count()
+        tgroup = self.sim.group_of(thief)
+        ogroup = tgroup if ngroups < 2 else (tgroup + 1) % ngroups
+        self.owner = self.honest_choice([], group=ogroup)
+        self.holder = self.honest_choice([self.owner], group=ogroup)
+        acc = self.victim_account(self.owner, [self.holder], self.f("create_at", 0.5))
+        self.attack = attack = Attack(self.kind, acc)
+        self.seen = acc.recovery  # what the thief copied
+        self.e.at(self.f("rotate_at", 5.0), lambda t: self.owner_rotates(attack, t))
+        t_attack = self.f("attack_at", 6.0)
+        for k in range(int(self.f("repeats", 2))):
+            self.e.at(
+                t_attack + k * self.f("interval", 10.0),
+                lambda t: self.thief_recovers(attack, thief, t),
+            )
+
+    def owner_rotates(self, attack: Attack, t: float) -> None:
+        def job(n: SimNode, now: float) -> list[Any]:
+            acc = attack.account
+            acc_id = acc.account_id
+            if acc_id is None or acc_id not in n.ledger.accounts:
+                self.e.at(now + 0.5, lambda t2: self.owner_rotates(attack, t2))
+                return []
+            nxt = RecoveryKey(self.e.rng.randbytes(32))
+            ev = authoring.rotate_recovery(
+                self.e.params,
+                acc_id,
+                list(n.ledger.log(acc_id).heads),
+                acc.devices[0].keys,
+                acc.recovery,
+                nxt,
+                timestamp=timestamp(n, now),
+            )
+            acc.recovery = nxt
+            attack.owner_batch.append(ev.id)
+            return self.w.publish_built(n, ev, now, True)
+
+        self.e.call_on(self.e.nodes[self.owner], job, t)
+
+    def thief_recovers(self, attack: Attack, thief: int, t: float) -> None:
+        def job(n: SimNode, now: float) -> list[Any]:
+            acc_id = attack.account.account_id
+            if acc_id is None or acc_id not in n.ledger.accounts:
+                self.e.at(now + 0.5, lambda t2: self.thief_recovers(attack, thief, t2))
+                return []
+            log = n.ledger.log(acc_id)
+            # Where the old key is still in force: its heads if the rotation
+            # has not reached it, else the genesis (a long-range use).
+            fresh = log.state().recovery_commitment == self.seen.commitment
+            parents = list(log.heads) if fresh else [acc_id]
+            dev = self.w.new_device(thief, f"x{len(attack.attacker_keys)}")
+            dev.compromised = True
+            ev = authoring.recover(
+                self.e.params,
+                acc_id,
+                parents,
+                self.seen,
+                dev.keys,
+                RecoveryKey(self.e.rng.randbytes(32)),
+                device_name=dev.name,
+                timestamp=timestamp(n, now),
+            )
+            attack.attacker_keys.append(dev.keys.sign_public)
+            attack.attacker_events.append(ev.id)
+            return self.w.publish_built(n, ev, now, False)
+
+        self.e.call_on(self.e.nodes[thief], job, t)
+
+    def protected(self) -> list[int]:
+        return [self.owner, self.holder]
+
+
 class LongRangeFork(Base):
     """A key revoked long ago signs events attached to the history before
     its revocation."""
@@ -613,6 +697,7 @@ KINDS: dict[str, type[Base]] = {
     cls.kind: cls
     for cls in (
         StolenDevice,
+        SeenPaperKey,
         LongRangeFork,
         KeyInjection,
         Eclipse,

@@ -97,6 +97,28 @@ class History:
         self.events[label] = e
         return e
 
+    def next_key(self, label: str) -> RecoveryKey:
+        """The recovery key that the recover or rotation ``label`` commits to."""
+        return recovery(f"{self.account.hex()}/{label}")
+
+    def rotate(
+        self, label: str, signer: str, parents: list[str], rk: RecoveryKey | None = None
+    ) -> Event:
+        """A rotation of the recovery key (PROTOCOL.md §6.8) by device
+        ``signer``, co-signed by ``rk`` (default: the genesis key), to
+        ``next_key(label)``."""
+        e = authoring.rotate_recovery(
+            self.params,
+            self.account,
+            self._parents(parents),
+            self.keys[signer],
+            rk or self.rk,
+            self.next_key(label),
+            timestamp=self._ts(),
+        )
+        self.events[label] = e
+        return e
+
     def profile(
         self, label: str, signer: str, name: str, parents: list[str], ts: int | None = None
     ) -> Event:

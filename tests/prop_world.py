@@ -26,7 +26,7 @@ from protocol.core.errors import InvalidInput
 from protocol.core.keys import DeviceKeys, RecoveryKey
 from protocol.log import authoring
 from protocol.log.account import AccountLog
-from protocol.log.events import Event, EventKind, GenesisBody, RecoverBody
+from protocol.log.events import Event, GenesisBody, RecoverBody, RotateRecoveryBody
 from protocol.log.ledger import IngestStatus, Ledger
 from protocol.log.state import AccountState, Evaluation, ancestor_masks
 
@@ -140,7 +140,7 @@ class World:
         log = self.log
         anc = self.masks()
         mask = self.mask_of(parents)
-        recs = [i for i in _bits(mask) if log.events[i].kind is EventKind.RECOVER]
+        recs = [i for i in _bits(mask) if log.events[i].kind in rule_model.KEY_USES]
         latest = [r for r in recs if not any(anc[o] >> r & 1 for o in recs)]
         if len(latest) > 1:
             return None
@@ -148,7 +148,7 @@ class World:
             assert isinstance(self.genesis.body, GenesisBody)
             return self.genesis.body.recovery_commitment
         body = log.events[latest[0]].body
-        assert isinstance(body, RecoverBody)
+        assert isinstance(body, RecoverBody | RotateRecoveryBody)
         return body.recovery_commitment
 
     def submit(self, event: Event) -> bool:
@@ -205,9 +205,19 @@ class World:
         recover_ok: bool = False,
         force: bool = False,
         dry: bool = False,
+        paper: dict[bytes, RecoveryKey] | None = None,
     ) -> tuple[Event | None, bytes | None]:
         """One event of ``kind`` (mod 8) at ``parents`` signed by one of
-        ``signers`` active there.  Returns (event if accepted, new key)."""
+        ``signers`` active there.  Returns (event if accepted, new key).
+
+        With ``paper`` (the recovery keys this side holds, by commitment; the
+        keys it makes are added), kind 5 with bit 8 set is a rotation of the
+        recovery key (suite 3) and recovers use those keys: a side that does
+        not hold the key in force tries a key of its own when ``force``."""
+        if paper is not None and kind % 8 == 5 and kind & 8:
+            return self._rotation(a, parents, signers, who, paper, force=force)
+        if paper is not None and kind % 8 == 6 and kind & 8 and recover_ok:
+            return self._recovery(parents, who, paper, force=force)
         active = sorted(self.evaluation_at(parents).active & signers)
         if not active:
             if not force or not signers:
@@ -260,6 +270,50 @@ class World:
         if not self.submit(e):
             return None, None
         return e, new
+
+    def _rotation(
+        self,
+        a: int,
+        parents: list[bytes],
+        signers: set[bytes],
+        who: str,
+        paper: dict[bytes, RecoveryKey],
+        *,
+        force: bool,
+    ) -> tuple[Event | None, bytes | None]:
+        active = sorted(self.evaluation_at(parents).active & signers)
+        if not active:
+            if not force or not signers:
+                return None, None
+            active = sorted(signers)  # a device alone, or a revoked one
+        rk = paper.get(self.commitment_at(parents) or b"")
+        if rk is None:
+            if not force:
+                return None, None
+            rk = rec(f"guess{a}")  # not the key in force: must be refused
+        nxt = rec(f"{who}-r{self.ts()}")
+        paper[nxt.commitment] = nxt
+        signer = self.keys[active[a % len(active)]]
+        e = authoring.rotate_recovery(
+            self.params, self.account, parents, signer, rk, nxt, timestamp=self.ts()
+        )
+        return (e, None) if self.submit(e) else (None, None)
+
+    def _recovery(
+        self, parents: list[bytes], who: str, paper: dict[bytes, RecoveryKey], *, force: bool
+    ) -> tuple[Event | None, bytes | None]:
+        rk = paper.get(self.commitment_at(parents) or b"")
+        if rk is None:
+            if not force or not paper:
+                return None, None
+            rk = sorted(paper.values(), key=lambda k: k.public)[0]  # an old key
+        nd = self.new_key(who)
+        nxt = rec(f"{who}-r{self.ts()}")
+        paper[nxt.commitment] = nxt
+        e = authoring.recover(
+            self.params, self.account, parents, rk, nd, nxt, device_name="rec", timestamp=self.ts()
+        )
+        return (e, nd.sign_public) if self.submit(e) else (None, None)
 
 
 def _bits(mask: int) -> list[int]:

@@ -25,14 +25,18 @@ from protocol.log.events import (
     GenesisBody,
     RecoverBody,
     RevokeDeviceBody,
+    RotateRecoveryBody,
 )
 
-G, ADD, REV, REC = (
+G, ADD, REV, REC, ROT = (
     EventKind.GENESIS,
     EventKind.ADD_DEVICE,
     EventKind.REVOKE_DEVICE,
     EventKind.RECOVER,
+    EventKind.ROTATE_RECOVERY,
 )
+#: the uses of the recovery key (suite 3: recovers and rotations of it)
+KEY_USES = (REC, ROT)
 
 
 def introduces(e: Event) -> bytes | None:
@@ -82,21 +86,29 @@ def model(events: Sequence[Event], anc: dict[bytes, frozenset[bytes]] | None = N
         for e in events:
             if concurrent(e.id, r.id):
                 void.setdefault(e.id, ("concurrent_with_recover", r.id))
-    compromised = any(concurrent(a.id, b.id) for a in recovers for b in recovers)
+    # Rule 2 for rotations (suite 3): a rotation voids the uses of the
+    # recovery key concurrent with it (and nothing else); any two concurrent
+    # uses compromise the account.
+    uses = [e for e in by_id if e.kind in KEY_USES]
+    for t in (e for e in uses if e.kind is ROT):
+        for u in uses:
+            if concurrent(u.id, t.id):
+                void.setdefault(u.id, ("concurrent_with_rotation", t.id))
+    compromised = any(concurrent(a.id, b.id) for a in uses for b in uses)
     # Rule 3: a revocation is final unless rule 2 voids it.
     final = [e for e in by_id if e.kind is REV and e.id not in void]
     # Rule 4: a final revocation of D voids what D signed that it did not see.
     for v in final:
         assert isinstance(v.body, RevokeDeviceBody)
         for e in events:
-            if e.signer != v.body.device or e.kind in (REV, REC) or e.id == v.id:
+            if e.signer != v.body.device or e.kind in (REV, REC, ROT) or e.id == v.id:
                 continue
             if e.id not in anc[v.id]:
                 void.setdefault(e.id, ("signer_revoked", v.id))
     # Rule 5: an add, rotation or profile whose signer's every adder among
     # its ancestors is void, is void (parents first, so it cascades).
     for e in events:
-        if e.id in void or e.kind in (G, REC, REV):
+        if e.id in void or e.kind in (G, REC, REV, ROT):
             continue
         adders = [a.id for a in events if introduces(a) == e.signer and a.id in anc[e.id]]
         if adders and all(a in void for a in adders):
@@ -120,7 +132,8 @@ def model(events: Sequence[Event], anc: dict[bytes, frozenset[bytes]] | None = N
     active = frozenset(
         k
         for k in keys
-        if k not in revoked
+        if not compromised  # suite 3 says so; two recovers left none anyway
+        and k not in revoked
         and k not in removed
         and any(introduces(e) == k and e.id not in void for e in events)
     )
@@ -145,13 +158,13 @@ def model(events: Sequence[Event], anc: dict[bytes, frozenset[bytes]] | None = N
         adders = [a.id for a in events if introduces(a) == v.signer and a.id in anc[v.id]]
         if adders and all(a in void for a in adders) and not settled(v.id, min(adders)):
             disputes.add((v.id, min(adders)))
-    # The commitment in effect: from the recovers no other recover follows.
-    latest = [r for r in recovers if not any(r.id in anc[o.id] for o in recovers)]
+    # The commitment in effect: from the uses of the key no other use follows.
+    latest = [r for r in uses if not any(r.id in anc[o.id] for o in uses)]
     commitment: bytes | None
     if len(latest) > 1:
         commitment = None
     elif latest:
-        assert isinstance(latest[0].body, RecoverBody)
+        assert isinstance(latest[0].body, RecoverBody | RotateRecoveryBody)
         commitment = latest[0].body.recovery_commitment
     else:
         genesis = next(e for e in events if e.kind is G)
@@ -225,7 +238,10 @@ def expected_error(
     if e.kind is REC:
         if at.commitment is None or recovery_commitment(e.signer) != at.commitment:
             return errors.UnauthorisedError
-    elif e.signer not in at.active:
+    elif e.signer not in at.active or (
+        isinstance(e.body, RotateRecoveryBody)
+        and (at.commitment is None or recovery_commitment(e.body.recovery_public) != at.commitment)
+    ):
         return errors.UnauthorisedError
     key = introduces(e)
     below = log.down_set(list(e.parents))

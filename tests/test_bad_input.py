@@ -449,9 +449,11 @@ def test_wrong_network_rejected(history: History) -> None:
     node.assert_rejected(other.genesis.raw, WrongNetworkError)
 
 
-# suite 1 is the retired rules version, 3 one this code does not know
+# suite 1 is the retired rules version, 2 another network's (the networks
+# run 3), 4 one this code does not know
 @pytest.mark.parametrize(
-    ("index", "value"), [(VERSION, 2), (VERSION, 0), (SUITE, 1), (SUITE, 3), (SUITE, 0)]
+    ("index", "value"),
+    [(VERSION, 2), (VERSION, 0), (SUITE, 1), (SUITE, 2), (SUITE, 4), (SUITE, 0)],
 )
 def test_wrong_version_or_suite_rejected(history: History, index: int, value: int) -> None:
     node = Node(history)

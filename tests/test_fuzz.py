@@ -84,6 +84,10 @@ def _corpus() -> tuple[History, list[bytes]]:
         timestamp=h.t + 1,
     )
     h.add("side", "d0", "d3", ["a1", "a2"])
+    # rotations of the recovery key (§6.8): one the fuzzing ledger can take
+    # (at a2), one co-signed by the recover's next key
+    h.rotate("rk1", "d1", ["a2"])
+    h.rotate("rk2", "d9", ["rec"], rk=h.next_key("rec"))
     return h, [e.raw for e in h.events.values()]
 
 

@@ -102,6 +102,7 @@ ADVERSARIAL = [
     "censorship",
     "sybil-flood",
     "replay",
+    "seen-paper-key",
 ]
 
 
@@ -140,6 +141,35 @@ def test_stolen_device_attack_really_happens() -> None:
         assert a["account_status_at_end"] == ["ok"]
     # the thief that revoked the owner's device forced a recover
     assert [a["recovers"] for a in attacks] == [0, 0, 1]
+
+
+def test_seen_paper_key_compromises_and_takes_nothing() -> None:
+    """The thief's recovers with the old key are valid where they attach
+    and reach every honest node; the rotation makes them concurrent uses of
+    the key, so the account ends compromised and no thief key is active."""
+    report = run("seen-paper-key")
+    (a,) = report["attacks"]
+    assert a["attacker_events_valid"] == 2 and a["attacker_keys"] == 2
+    assert a["honest_nodes_holding_all_attacker_events"] == report["honest_nodes"]
+    assert a["honest_nodes_with_attacker_key_active_at_end"] == 0
+    assert a["account_status_at_end"] == ["compromised"]
+
+
+def test_safety_judge_catches_a_rotation_that_voids_no_recover(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rule 2 for rotations gone from the ledger: the thief's recover wins.
+    monkeypatch.setattr(protocol.log.rules.Verdicts, "_key_use", _no_key_use)
+    report = run("seen-paper-key")
+    assert report["safety"]["violations"] > 0
+    assert report["safety"]["violation_examples"][0]["attack"] == "seen_paper_key"
+
+
+def _no_key_use(self: Any, i: int, event: Any, key_at: int, dirty: list[int]) -> None:
+    ids = self._key_ids
+    if ids is None:
+        ids = self._key_ids = []
+    ids.append((event.id, i))
 
 
 def _weakened_verdict(self: Any, x: int) -> tuple[VoidReason, int] | None:

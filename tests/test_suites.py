@@ -23,6 +23,7 @@ from protocol.core.params import (
     MAINNET,
     SUITE_V1,
     SUITE_V2,
+    SUITE_V3,
     TESTNET,
     check_suite,
     network_by_id,
@@ -45,15 +46,17 @@ HOUR = 3_600_000
 
 
 def test_real_networks_speak_a_known_suite() -> None:
-    assert {SUITE_V2} == KNOWN_SUITES  # suite 1 is retired: its rules are gone
+    # suite 1 is retired (its rules are gone); suite 2 is kept beside 3 (§12.2)
+    assert {SUITE_V2, SUITE_V3} == KNOWN_SUITES
     for params in (MAINNET, TESTNET, FAST):
-        assert params.suite == SUITE_V2 and params.suite in KNOWN_SUITES
+        assert params.suite == SUITE_V3 and params.suite in KNOWN_SUITES
     for params in (MAINNET, TESTNET):
         assert network_by_id(params.network_id) is params
 
 
 def test_one_network_accepts_its_own_suite_only() -> None:
-    assert suite_known(FAST, 2) and not suite_known(FAST, 1) and not suite_known(FAST, 3)
+    assert suite_known(FAST, 3) and not suite_known(FAST, 1) and not suite_known(FAST, 2)
+    assert not suite_known(FAST, 4)
     assert suite_known(OLD, 1) and not suite_known(OLD, 2)
     assert not suite_known(FAST, True)  # a bool is no integer on the wire
     assert check_suite(OLD, 1, "x") == 1
@@ -74,13 +77,13 @@ def test_events_of_the_other_suite_are_unsupported() -> None:
         with pytest.raises(UnsupportedVersionError):
             decode_event(e.raw, FAST)
     for e in one.events.values():
-        assert e.suite == 2
+        assert e.suite == SUITE_V3
         with pytest.raises(UnsupportedVersionError):
             decode_event(e.raw, OLD)
     # the same keys, names and times: only the suite differs, and it is
     # part of what the id hashes and the signature covers
     same, other = History(FAST, name="same"), History(OLD, name="same")
-    assert (same.genesis.raw[2], other.genesis.raw[2]) == (2, 1)  # after the header, version
+    assert (same.genesis.raw[2], other.genesis.raw[2]) == (SUITE_V3, 1)  # after the header, version
     assert same.genesis.id != other.genesis.id
 
 

@@ -165,7 +165,10 @@ def test_valid_events_are_reproduced_from_their_fields() -> None:
     data = load("events.json")
     params = params_of(data)
     assert params == PARAMS
-    assert {EventKind(e["kind"]) for e in data["valid"]} == set(EventKind)
+    # every kind but the rotation of the recovery key (suite 3: rotations.json)
+    assert {EventKind(e["kind"]) for e in data["valid"]} == set(EventKind) - {
+        EventKind.ROTATE_RECOVERY
+    }
     ledger = Ledger(params)
     for e in data["valid"]:
         f = e["fields"]

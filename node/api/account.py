@@ -8,7 +8,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 from .schema import Empty, Method, named
 
 AccountStatusText = Literal["ok", "disputed", "compromised"]
-DeviceStatusText = Literal["active", "revoked", "void", "removed_by_recovery"]
+DeviceStatusText = Literal["active", "revoked", "void", "removed_by_recovery", "compromised"]
 ACCOUNT_REF = "id, handle, handle suffix, contact or name (*Account references*)"
 
 
@@ -23,8 +23,12 @@ class DeviceDoc(TypedDict):
     approved_by: str
     approver_fingerprint: str
     added_at_ms: int
-    ended_by_event: Annotated[str | None, "null for an `active` or `void` device (§7.4)"]
-    ended_at_ms: Annotated[int | None, "null for an `active` or `void` device (§7.4)"]
+    ended_by_event: Annotated[
+        str | None, "null for an `active`, `void` or `compromised` device (§7.4)"
+    ]
+    ended_at_ms: Annotated[
+        int | None, "null for an `active`, `void` or `compromised` device (§7.4)"
+    ]
     this_device: NotRequired[Annotated[bool, "in `device.list` only"]]
 
 
@@ -44,6 +48,11 @@ class AccountStateDoc(TypedDict):
     event_count: int
     heads: list[str]
     state_digest: Annotated[str, "§7.4"]
+    recovery_commitment: Annotated[
+        str | None,
+        "the commitment in effect (§7.4); it changes on a recovery and on a rotation of "
+        "the recovery key (§6.8); null when compromised",
+    ]
     devices: list[DeviceDoc]
     voided_events: list[VoidedEvent]
     disputes: Annotated[list[list[str]], "pairs of event ids"]
@@ -100,6 +109,10 @@ class Recovered(TypedDict):
     status: str
     recovery_key: Annotated[str, "the new one"]
     account: AccountStateDoc
+
+
+class RotateParams(TypedDict):
+    recovery_key: Annotated[str, "paper form: the one in force"]
 
 
 class RevokeParams(TypedDict):
@@ -216,6 +229,14 @@ ACCOUNT_SHOW = Method("account.show", AccountParams, AccountStateDoc)
 ACCOUNT_LIST = Method("account.list", Empty, AccountList)
 ACCOUNT_HISTORY = Method("account.history", AccountParams, History)
 ACCOUNT_RECOVER = Method("account.recover", RecoverParams, Recovered)
+ACCOUNT_ROTATE_RECOVERY = Method(
+    "account.rotate_recovery",
+    RotateParams,
+    Recovered,
+    "a rotate-recovery event (§6.8) signed by this device, which must be active, and "
+    "co-signed by the given key; the devices stay, and the node certifies the new backup "
+    "key (§15.20); the new key is returned once, never stored or logged",
+)
 DEVICE_LIST = Method("device.list", AccountParams, AccountStateDoc, "each device has `this_device`")
 DEVICE_REVOKE = Method("device.revoke", RevokeParams, Revoked)
 DEVICE_LINK = Method("device.link", LinkParams, LinkOffer)
@@ -242,6 +263,7 @@ METHODS = (
     ACCOUNT_LIST,
     ACCOUNT_HISTORY,
     ACCOUNT_RECOVER,
+    ACCOUNT_ROTATE_RECOVERY,
     DEVICE_LIST,
     DEVICE_REVOKE,
     DEVICE_LINK,

@@ -62,8 +62,9 @@ class NodeStatusParts(TypedDict):
 class NodeStatus(TypedDict):
     device_status: Annotated[
         str | None,
-        "this device in its account: `active`, `revoked`, `void`, `removed_by_recovery`;"
-        " `joining` while the account's log does not hold it yet; null without an account",
+        "this device in its account: `active`, `revoked`, `void`, `removed_by_recovery`,"
+        " `compromised` (§7.4); `joining` while the account's log does not hold it yet;"
+        " null without an account",
     ]
     peer_id: str
     network: str

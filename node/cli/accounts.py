@@ -1,4 +1,4 @@
-"""`smu account create|show|list|history` and `smu recover`.
+"""`smu account create|show|list|history|rotate-recovery` and `smu recover`.
 
 A recovery key is shown in one place (``_show_recovery_key``): to a file
 the user named, else on the terminal; into ``--json`` only with
@@ -187,12 +187,44 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recovery-key-file",
+        type=Path,
+        default=None,
+        help="read the current recovery key from this file instead of a prompt",
+    )
+    _secret_args(p, "--new-recovery-key-file", "write the new recovery key to this file (0600)")
+
+
+def cmd_rotate_recovery(args: argparse.Namespace) -> int:
+    _key_destination(args, args.new_recovery_key_file, "--new-recovery-key-file")
+    key = _read_recovery_key(args.recovery_key_file)
+    with Spinner("working on the proof-of-work", sys.stderr.isatty()):
+        r = client(args).call("account.rotate_recovery", recovery_key=key)
+    _show_recovery_key(
+        args,
+        r,
+        args.new_recovery_key_file,
+        f"replaced the recovery key of {r['account']['handle']}; every device stays",
+        "NEW RECOVERY KEY — the old one no longer recovers the account: destroy it.\n"
+        "Write this one down now and keep it offline; it is shown only once:",
+    )
+    return 0
+
+
 COMMANDS = [
     group(("account",), "accounts"),
     Command(("account", "create"), "create an account (genesis)", cmd_create, _create_args),
     Command(("account", "show"), "an account's devices and status", cmd_show, _account_arg),
     Command(("account", "list"), "accounts this node knows", cmd_list),
     Command(("account", "history"), "every change, explained", cmd_history, _account_arg),
+    Command(
+        ("account", "rotate-recovery"),
+        "replace the recovery key (it may have been seen), keeping every device",
+        cmd_rotate_recovery,
+        _rotate_args,
+    ),
     Command(
         ("recover",),
         "make this fresh node the account's only device, with the recovery key",

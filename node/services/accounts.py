@@ -25,6 +25,7 @@ from protocol.log.events import (
     RecoverBody,
     RevokeDeviceBody,
     RotateEncKeyBody,
+    RotateRecoveryBody,
 )
 from protocol.log.state import AccountState
 
@@ -66,6 +67,11 @@ def describe_event(state: AccountState, event: Event, void_reason: str | None) -
         )
     elif isinstance(body, RotateEncKeyBody):
         text = f"{who(event.signer)} replaced its encryption key"
+    elif isinstance(body, RotateRecoveryBody):
+        text = (
+            f"recovery key replaced by {who(event.signer)} with the old recovery key; "
+            "the devices stay"
+        )
     else:
         assert isinstance(body, ProfileBody)
         text = f"display name set to {sanitise(body.display_name)!r} by {who(event.signer)}"
@@ -93,6 +99,9 @@ class AccountService:
             "account.show": api.ACCOUNT_SHOW.bind(self.account_show),
             "account.list": api.ACCOUNT_LIST.bind(self.account_list),
             "account.recover": api.ACCOUNT_RECOVER.bind(self.account_recover),
+            "account.rotate_recovery": api.ACCOUNT_ROTATE_RECOVERY.bind(
+                self.account_rotate_recovery
+            ),
             "account.history": api.ACCOUNT_HISTORY.bind(self.account_history),
         }
 
@@ -188,6 +197,50 @@ class AccountService:
             raise RpcFailure(control.USAGE, str(exc)) from exc
         published = await self.ctx.publish(event.raw)
         self.ctx.set_account(account)
+        for listener in self.on_recovery_key:
+            listener(next_key)
+        return {
+            "event_id": published.event_id,
+            "status": published.status,
+            "recovery_key": next_key.to_paper(),
+            "account": state_json(self.ctx.ledger.state(account)),
+        }
+
+    async def account_rotate_recovery(self, params: api.RotateParams) -> api.Recovered:
+        """Replace the recovery key, keeping every device (PROTOCOL.md §6.8):
+        this device signs, the current paper key co-signs."""
+        account = self.ctx.own_account()
+        try:
+            recovery = RecoveryKey.from_paper(params["recovery_key"])
+        except (ChecksumError, DecodeError) as exc:
+            raise RpcFailure(control.USAGE, f"recovery key: {exc}") from exc
+        if not self.ctx.params.has_recovery_rotation:
+            raise RpcFailure(control.USAGE, "this network's rules have no recovery-key rotation")
+        state = self.ctx.ledger.state(account)
+        if state.recovery_commitment is None:
+            raise RpcFailure(control.USAGE, "this account is compromised: its key cannot rotate")
+        if state.recovery_commitment != recovery.commitment:
+            raise RpcFailure(control.USAGE, "that is not the account's current recovery key")
+        if self.ctx.device.sign_public not in state.active_keys:
+            raise RpcFailure(control.USAGE, "this device is not active in its account")
+        next_key = RecoveryKey(os.urandom(32))
+        try:
+            event = await trio.to_thread.run_sync(
+                lambda: authoring.rotate_recovery(
+                    self.ctx.params,
+                    account,
+                    list(state.heads),
+                    self.ctx.device,
+                    recovery,
+                    next_key,
+                    timestamp=_now_ms(),
+                )
+            )
+        except UsageError as exc:
+            raise RpcFailure(control.USAGE, str(exc)) from exc
+        published = await self.ctx.publish(event.raw)
+        # The new backup key's certificate, while the new paper key is at
+        # hand (§15.20); published first, so the edit names the rotation.
         for listener in self.on_recovery_key:
             listener(next_key)
         return {

@@ -5,9 +5,11 @@ A backup holds the account's texts (not requests, not the trash) and every
 synced edit (contacts, blocks, verification marks, read markers), never a
 device key.  It is sealed to the backup key that the account's synced
 ``backup-key`` certificate names; the certificate is made where the paper
-key is at hand (account creation, recovery, or ``backup.key`` once for an
-account created before backups) and checked against the log's recovery
-commitment each time it is used.  Restoring needs the paper key.
+key is at hand (account creation, recovery, rotation of the recovery key,
+or ``backup.key`` once for an account created before backups) and checked
+against the log's recovery commitment each time it is used, so after a
+rotation every device seals to the new backup key and none to the old.
+Restoring needs the paper key.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ class BackupService:
 
     def enroll(self, recovery: RecoveryKey) -> None:
         """Vouch for the backup key while the paper key is at hand (account
-        creation and recovery call this)."""
+        creation, recovery and rotation of the recovery key call this, with
+        the new key, after the event is in the log: PROTOCOL.md §6.8)."""
         account = self.ctx.account()
         if account is None:
             return

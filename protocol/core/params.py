@@ -23,11 +23,17 @@ SUITE_V1 = 1
 #: (§7.2).  Two nodes holding the same events compute different verdicts
 #: under suites 1 and 2, hence the new id (PROTOCOL.md §12.2).
 SUITE_V2 = 2
+#: Suite 2 plus the rotate-recovery event (kind 7, PROTOCOL.md §6.8): the
+#: recovery key replaced with an active device's co-signature, without
+#: resetting the devices.  Kind 7 is refused under suite 2 and accepted
+#: under suite 3, so nodes holding the same events would disagree: a new id
+#: (§12.2).  Every other rule is suite 2's, byte for byte.
+SUITE_V3 = 3
 #: Every suite this code implements.  A suite id names the algorithms *and*
 #: the version of the account rules (PROTOCOL.md §12): a rule change that
 #: could make two nodes holding the same events disagree gets a new id here,
 #: and a real network moves to it only by changing its ``suite``.
-KNOWN_SUITES: frozenset[int] = frozenset({SUITE_V2})
+KNOWN_SUITES: frozenset[int] = frozenset({SUITE_V2, SUITE_V3})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,12 @@ class NetworkParams:
     #: the suite (algorithms and account-rules version, PROTOCOL.md §12) that
     #: every event, record, grant and envelope of this network carries; the
     #: encoders write it and the decoders accept exactly it (``check_suite``)
-    suite: int = SUITE_V2
+    suite: int = SUITE_V3
+
+    @property
+    def has_recovery_rotation(self) -> bool:
+        """Whether events of kind 7 (rotate-recovery) exist on this network."""
+        return self.suite >= SUITE_V3
 
     def pow_bits(self, is_genesis: bool, special: bool = False) -> int:
         """The work an event needs (PROTOCOL.md §3.4): ``special`` for a

@@ -31,6 +31,7 @@ from protocol.core.params import NetworkParams
 from protocol.log.ancestry import AncestorMasks, Ancestry
 from protocol.log.context import (
     BROKEN,
+    EMPTY,
     Counts,
     KeySet,
     bump,
@@ -48,6 +49,7 @@ from protocol.log.events import (
     GenesisBody,
     RecoverBody,
     RevokeDeviceBody,
+    RotateRecoveryBody,
 )
 from protocol.log.rules import Verdicts
 from protocol.log.state import (
@@ -61,6 +63,7 @@ from protocol.log.state import (
 _REVOKE = EventKind.REVOKE_DEVICE
 _RECOVER = EventKind.RECOVER
 _GENESIS = EventKind.GENESIS
+_ROTATE_RECOVERY = EventKind.ROTATE_RECOVERY
 _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 
 
@@ -69,8 +72,10 @@ _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 #: among the ancestors (-1: none; ``BROKEN``: two concurrent ones, above
 #: which nothing is authorised); the active devices and their counts there;
 #: the signer's place among those devices (a recover: ``None``); the
-#: signer's adders among the ancestors (rules 5 and 7).
-Checked = tuple[tuple[int, ...], int, KeySet, Counts, int | None, tuple[int, ...]]
+#: signer's adders among the ancestors (rules 5 and 7); the latest use of
+#: the recovery key among the ancestors (a recover or a rotation of it; -1:
+#: none; ``BROKEN``: two concurrent ones), whose commitment is in effect.
+Checked = tuple[tuple[int, ...], int, KeySet, Counts, int | None, tuple[int, ...], int]
 
 
 class AccountLog:
@@ -78,6 +83,8 @@ class AccountLog:
         "_anc",
         "_ctx",
         "_heads",
+        "_kdepth",
+        "_key",
         "_rdepth",
         "_rec",
         "_rules",
@@ -98,12 +105,17 @@ class AccountLog:
         self._rec = array("i", (-1,))
         #: recover -> how many recovers are among its ancestors
         self._rdepth: dict[int, int] = {}
+        #: event -> the latest use of the recovery key (recover or rotation)
+        #: in it and its ancestors (-1: none); they form a chain (§7.2)
+        self._key = array("i", (-1,))
+        #: use of the recovery key -> how many uses are among its ancestors
+        self._kdepth: dict[int, int] = {}
         ks, counts = genesis_context(genesis)
         #: event i -> the active devices after it ([2i]) and their counts
         #: ([2i + 1]), in one list
         self._ctx: list[KeySet | Counts] = [ks, counts]
-        self._rules = Verdicts(self.events, self._anc, self._rdepth)
-        self._rules.add(0, genesis, -1, ())
+        self._rules = Verdicts(self.events, self._anc, self._rdepth, self._kdepth)
+        self._rules.add(0, genesis, -1, (), -1)
         #: the heads, as a dict of ids (the collector need not track it)
         self._heads: dict[bytes, None] = {genesis.id: None}
         self._state: AccountState | None = None
@@ -173,11 +185,19 @@ class AccountLog:
 
     # -- validity ---------------------------------------------------------
 
-    def _at(self, parents: list[int]) -> tuple[int, KeySet, Counts]:
+    def _at(self, parents: list[int]) -> tuple[int, KeySet, Counts, int]:
         if len(parents) == 1:
             p = parents[0]
             ctx = self._ctx
-            return self._rec[p], ctx[2 * p], ctx[2 * p + 1]  # type: ignore[return-value]
+            return self._rec[p], ctx[2 * p], ctx[2 * p + 1], self._key[p]  # type: ignore[return-value]
+        # The uses of the recovery key at A: a chain, or two concurrent ones
+        # (compromised there: no device is active and no key is committed).
+        uses = {self._key[p] for p in parents}
+        kdepth = self._kdepth
+        top = max(uses, key=lambda u: kdepth[u] if u >= 0 else -1)
+        for u in uses:
+            if u != top and u >= 0 and not self._anc.is_ancestor(u, top):
+                return BROKEN, EMPTY, (), BROKEN
         rules = self._rules
         rec, ks, counts = merge(
             parents,
@@ -191,15 +211,15 @@ class AccountLog:
             revocations=rules.revocations,
             sadders=rules.sadders,
         )
-        return rec, ks, counts
+        return rec, ks, counts, top
 
-    def _commitment_at(self, rec: int) -> bytes | None:
-        """The recovery commitment in effect at a set whose latest recover is
-        ``rec`` (rule 1)."""
-        if rec == BROKEN:
-            return None  # concurrent recovers: nobody can recover this account again
-        body = self.events[rec if rec >= 0 else 0].body
-        assert isinstance(body, GenesisBody | RecoverBody)
+    def _commitment_at(self, key: int) -> bytes | None:
+        """The recovery commitment in effect at a set whose latest use of
+        the recovery key is ``key`` (rule 1, §7.4)."""
+        if key == BROKEN:
+            return None  # concurrent uses: nobody can recover this account again
+        body = self.events[key if key >= 0 else 0].body
+        assert isinstance(body, GenesisBody | RecoverBody | RotateRecoveryBody)
         return body.recovery_commitment
 
     def check(self, event: Event) -> Checked:
@@ -214,11 +234,12 @@ class AccountLog:
             if i is None:
                 raise BadParentsError(f"parent {p.hex()[:12]} is not in account")
             parents.append(i)
-        rec, ks, counts = self._at(parents)
+        rec, ks, counts, key_at = self._at(parents)
         n: int | None = None
         sadders: tuple[int, ...] = ()
+        body = event.body
         if kind is _RECOVER:
-            commitment = self._commitment_at(rec)
+            commitment = self._commitment_at(key_at)
             if commitment is None or recovery_commitment(event.signer) != commitment:
                 raise UnauthorisedError("recover not signed by the committed recovery key")
         else:
@@ -226,7 +247,12 @@ class AccountLog:
             if n is None:
                 raise UnauthorisedError("signer is not an active device at the event's parents")
             sadders = ks[1][n]
-        body = event.body
+            if isinstance(body, RotateRecoveryBody):
+                # Both keys (§6.8): an active device signs, and the recovery
+                # key in force at the parents co-signs.
+                commitment = self._commitment_at(key_at)
+                if commitment is None or recovery_commitment(body.recovery_public) != commitment:
+                    raise UnauthorisedError("rotation not co-signed by the committed recovery key")
         if isinstance(body, _INTRO_BODIES):
             key = body.device.sign_public
             prior = self._rules.adders.get(key)
@@ -243,7 +269,7 @@ class AccountLog:
         most = params.max_active_devices - (kind is EventKind.ADD_DEVICE)
         if kind is not _RECOVER and len(ks[0]) > most:
             raise LimitExceededError("too many devices are active at the event's parents")
-        return (tuple(parents), rec, ks, counts, n, sadders)
+        return (tuple(parents), rec, ks, counts, n, sadders, key_at)
 
     # -- applying ---------------------------------------------------------
 
@@ -253,9 +279,14 @@ class AccountLog:
         self.events.append(event)
         self.index[event.id] = i
         kind = event.kind
-        parents, rec, ks, counts, n, sadders = checked
+        parents, rec, ks, counts, n, sadders, key_at = checked
         self._anc.add(parents, kind is _REVOKE or kind is _RECOVER)
         body = event.body
+        if kind is _RECOVER or kind is _ROTATE_RECOVERY:
+            self._kdepth[i] = self._kdepth[key_at] + 1 if key_at >= 0 else 0
+            self._key.append(i)
+        else:
+            self._key.append(key_at)
         if kind is _RECOVER:
             self._rdepth[i] = self._rdepth[rec] + 1 if rec >= 0 else 0
             self._rec.append(i)
@@ -271,7 +302,7 @@ class AccountLog:
                 counts = bump(counts, n)
         self._ctx.append(ks)
         self._ctx.append(counts)
-        self._rules.add(i, event, rec, sadders)
+        self._rules.add(i, event, rec, sadders, key_at)
         heads = self._heads
         for p in event.parents:
             heads.pop(p, None)

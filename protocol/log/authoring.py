@@ -20,8 +20,10 @@ from protocol.log.events import (
     RecoverBody,
     RevokeDeviceBody,
     RotateEncKeyBody,
+    RotateRecoveryBody,
     build_event,
     pop_message,
+    rotation_message,
 )
 
 Progress = Callable[[int], None] | None
@@ -159,6 +161,33 @@ def profile(
         parents=tuple(parents),
         timestamp=timestamp,
         body=ProfileBody(display_name),
+        signer_public=device.sign_public,
+        sign=device.sign,
+    )
+
+
+def rotate_recovery(
+    params: NetworkParams,
+    account: bytes,
+    parents: Sequence[bytes],
+    device: DeviceKeys,
+    recovery: RecoveryKey,
+    next_recovery: RecoveryKey,
+    *,
+    timestamp: int,
+) -> Event:
+    """Replace the recovery key (PROTOCOL.md §6.8): ``device`` signs the
+    event, ``recovery`` (the key in force at ``parents``) co-signs it, and
+    it commits to ``next_recovery``."""
+    parents = tuple(sorted(set(parents)))
+    commitment = next_recovery.commitment
+    msg = rotation_message(params.network_id, account, parents, device.sign_public, commitment)
+    return build_event(
+        params,
+        account=account,
+        parents=parents,
+        timestamp=timestamp,
+        body=RotateRecoveryBody(recovery.public, commitment, recovery.sign(msg)),
         signer_public=device.sign_public,
         sign=device.sign,
     )

@@ -35,9 +35,12 @@ from protocol.core.errors import (
 )
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import integer as _int
+from protocol.core.keys import recovery_commitment
 from protocol.core.names import check_name
-from protocol.core.params import FORMAT_VERSION, SUITE_V2, NetworkParams, check_suite
+from protocol.core.params import FORMAT_VERSION, SUITE_V3, NetworkParams, check_suite
 
+#: the current recovery key's co-signature on a rotate-recovery event (§6.8)
+D_ROTATE_RECOVERY = b"smu/rotate-recovery/v1\x00"
 NONCE_BYTES = 8
 ID_BYTES = 32
 CORE_FIELDS = 10
@@ -51,6 +54,8 @@ class EventKind(IntEnum):
     RECOVER = 4
     ROTATE_ENC_KEY = 5
     PROFILE = 6
+    #: suite 3 only (PROTOCOL.md §6.8)
+    ROTATE_RECOVERY = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +105,26 @@ class ProfileBody:
     display_name: str
 
 
-Body = GenesisBody | AddDeviceBody | RevokeDeviceBody | RecoverBody | RotateEncKeyBody | ProfileBody
+@dataclass(frozen=True, slots=True)
+class RotateRecoveryBody:
+    """A device and the current recovery key replace the recovery key
+    (PROTOCOL.md §6.8): the event's signer is the device; the recovery key
+    co-signs ``rotation_message``."""
+
+    recovery_public: bytes  # the recovery key in force at the parents
+    recovery_commitment: bytes  # commitment to the *next* recovery key
+    recovery_signature: bytes  # the current recovery key's co-signature
+
+
+Body = (
+    GenesisBody
+    | AddDeviceBody
+    | RevokeDeviceBody
+    | RecoverBody
+    | RotateEncKeyBody
+    | ProfileBody
+    | RotateRecoveryBody
+)
 
 
 def body_to_wire(body: Body) -> list[object]:
@@ -117,6 +141,8 @@ def body_to_wire(body: Body) -> list[object]:
             return [enc_public]
         case ProfileBody(display_name):
             return [display_name]
+        case RotateRecoveryBody(public, commitment, signature):
+            return [public, commitment, signature]
     raise UsageError(f"unknown body {body!r}")  # pragma: no cover
 
 
@@ -127,6 +153,7 @@ KIND_OF_BODY: dict[type, EventKind] = {
     RecoverBody: EventKind.RECOVER,
     RotateEncKeyBody: EventKind.ROTATE_ENC_KEY,
     ProfileBody: EventKind.PROFILE,
+    RotateRecoveryBody: EventKind.ROTATE_RECOVERY,
 }
 
 
@@ -147,7 +174,7 @@ class Event:
     id: bytes
     raw: bytes
     version: int = FORMAT_VERSION
-    suite: int = SUITE_V2
+    suite: int = SUITE_V3
 
     @property
     def account_id(self) -> bytes:
@@ -200,6 +227,21 @@ def raw_event_id(raw: bytes) -> bytes | None:
 def pop_message(network: str, account: bytes, sign_public: bytes, enc_public: bytes) -> bytes:
     """What a new device signs to prove it holds its key (PROTOCOL.md §5.4)."""
     return crypto.D_POP + encode_flat([network, account, sign_public, enc_public])
+
+
+def rotation_message(
+    network: str,
+    account: bytes,
+    parents: tuple[bytes, ...] | list[bytes],
+    signer: bytes,
+    next_commitment: bytes,
+) -> bytes:
+    """What the current recovery key co-signs in a rotate-recovery event
+    (PROTOCOL.md §6.8): the point of the history (the parents) and the
+    co-signing device, so the co-signature cannot be moved elsewhere."""
+    return D_ROTATE_RECOVERY + encode_flat(
+        [network, account, list(parents), signer, next_commitment]
+    )
 
 
 # --------------------------------------------------------------------------
@@ -271,8 +313,20 @@ def _body(kind: EventKind, value: object, params: NetworkParams) -> Body:
         (enc_public,) = _list(value, 1, "rotate body")
         crypto.check_x25519_public(_bin(enc_public, 32, "encryption key"))
         return RotateEncKeyBody(enc_public)  # type: ignore[arg-type]
-    (name,) = _list(value, 1, "profile body")
-    return ProfileBody(_name(name, "display name", params.max_name_bytes))
+    if kind is EventKind.PROFILE:
+        (name,) = _list(value, 1, "profile body")
+        return ProfileBody(_name(name, "display name", params.max_name_bytes))
+    public, commitment, signature = _list(value, 3, "rotate-recovery body")
+    body = RotateRecoveryBody(
+        _bin(public, 32, "recovery key"),
+        _bin(commitment, 32, "commitment"),
+        _bin(signature, 64, "recovery signature"),
+    )
+    # A rotation to the same key would change nothing: refused so that "the
+    # key in force changed" is what every rotation means (§6.8).
+    if recovery_commitment(body.recovery_public) == body.recovery_commitment:
+        raise SchemaError("a rotation commits to another recovery key")
+    return body
 
 
 def check_parents(
@@ -313,7 +367,7 @@ def decode_event(raw: bytes, params: NetworkParams) -> Event:
     if _str(network, "network") != params.network_id:
         raise WrongNetworkError(f"event is for network {network!r}, not {params.network_id!r}")
     kind = _KIND_OF_VALUE.get(_int(kind_v, "kind"))
-    if kind is None:
+    if kind is None or (kind is EventKind.ROTATE_RECOVERY and not params.has_recovery_rotation):
         raise SchemaError(f"unknown event kind {kind_v}")
     is_genesis = kind is EventKind.GENESIS
     if type(account) is not bytes or len(account) != (0 if is_genesis else ID_BYTES):
@@ -356,7 +410,12 @@ def is_special(kind: EventKind, parents: int) -> bool:
     """Revocations, recovers and merges carry ``special_pow_bits`` of work
     (PROTOCOL.md §3.4): each costs a node work in proportion to the account,
     and the first two are exempt from the caps of §7.3."""
-    return kind is EventKind.REVOKE_DEVICE or kind is EventKind.RECOVER or parents > 1
+    return kind in _SPECIAL or parents > 1
+
+
+#: Rotations of the recovery key are uses of it, like recovers: each makes a
+#: node look at the account's other uses (rule 2, §7.2), so work prices them.
+_SPECIAL = frozenset({EventKind.REVOKE_DEVICE, EventKind.RECOVER, EventKind.ROTATE_RECOVERY})
 
 
 def verify_event(event: Event, params: NetworkParams) -> None:
@@ -380,6 +439,11 @@ def verify_event(event: Event, params: NetworkParams) -> None:
             raise SchemaError("a genesis is signed by its own first device")
         msg = pop_message(event.network, event.account, device.sign_public, device.enc_public)
         crypto.verify(device.sign_public, msg, device.pop)
+    elif isinstance(body, RotateRecoveryBody):
+        msg = rotation_message(
+            event.network, event.account, event.parents, event.signer, body.recovery_commitment
+        )
+        crypto.verify(body.recovery_public, msg, body.recovery_signature)
 
 
 # --------------------------------------------------------------------------

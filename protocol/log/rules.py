@@ -46,6 +46,10 @@ _GENESIS = EventKind.GENESIS
 _ADD = EventKind.ADD_DEVICE
 _REVOKE = EventKind.REVOKE_DEVICE
 _RECOVER = EventKind.RECOVER
+_ROTATE_RECOVERY = EventKind.ROTATE_RECOVERY
+#: rule 4 never voids these: revocations and the uses of the recovery key
+#: (recovers, rotations of it), which only rule 2 voids
+_RULE4_EXEMPT = frozenset({_REVOKE, _RECOVER, _ROTATE_RECOVERY})
 #: rule 5 applies to these (genesis, revocations and recovers are exempt)
 _RULE5 = frozenset({EventKind.ADD_DEVICE, EventKind.ROTATE_ENC_KEY, EventKind.PROFILE})
 _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
@@ -53,6 +57,7 @@ _INTRO_BODIES = (GenesisBody, AddDeviceBody, RecoverBody)
 _CONC = VoidReason.CONCURRENT_WITH_RECOVER
 _REVOKED = VoidReason.SIGNER_REVOKED
 _ADD_VOID = VoidReason.SIGNER_ADD_VOID
+_CONC_ROT = VoidReason.CONCURRENT_WITH_ROTATION
 
 
 def _bits(mask: int) -> list[int]:
@@ -72,10 +77,13 @@ class Verdicts:
         "_dependents",
         "_events",
         "_final",
+        "_kdepth",
+        "_key_ids",
         "_r2",
         "_r4",
         "_rdepth",
         "_rec_ids",
+        "_rk",
         "_signed_by",
         "active",
         "adders",
@@ -87,11 +95,25 @@ class Verdicts:
         "void",
     )
 
-    def __init__(self, events: Sequence[Event], ancestry: Ancestry, rdepth: dict[int, int]):
+    def __init__(
+        self,
+        events: Sequence[Event],
+        ancestry: Ancestry,
+        rdepth: dict[int, int],
+        kdepth: dict[int, int],
+    ):
         self._events = events
         self._anc = ancestry
         #: recover -> how many recovers are among its ancestors
         self._rdepth = rdepth
+        #: use of the recovery key -> how many uses are among its ancestors
+        self._kdepth = kdepth
+        #: the uses of the recovery key (recovers and rotations), as (id,
+        #: number) ascending by id; None until the first
+        self._key_ids: list[tuple[bytes, int]] | None = None
+        #: use of the recovery key -> the lowest-id rotation concurrent with
+        #: it (rule 2 for rotations, suite 3)
+        self._rk: dict[int, int] = {}
         self.void: dict[int, tuple[VoidReason, int]] = {}
         #: the lowest-id recover concurrent with an event (rule 2)
         self._r2: dict[int, int] = {}
@@ -124,15 +146,16 @@ class Verdicts:
 
     # -- adding ------------------------------------------------------------
 
-    def add(self, i: int, event: Event, rec_at: int, sadders: tuple[int, ...]) -> None:
+    def add(self, i: int, event: Event, rec_at: int, sadders: tuple[int, ...], key_at: int) -> None:
         """Take event number ``i`` (already in the ancestry index) into
         account; ``rec_at`` is the latest recover among its ancestors (-1:
-        none) and ``sadders`` its signer's adders among them."""
+        none), ``sadders`` its signer's adders among them and ``key_at``
+        the latest use of the recovery key among them (-1: none)."""
         kind = event.kind
         body = event.body
         exempt = kind is _REVOKE or kind is _RECOVER
         signed_by = self._signed_by
-        if signed_by is not None and not exempt:
+        if signed_by is not None and kind not in _RULE4_EXEMPT:
             signed_by.setdefault(event.signer, []).append(i)
         if sadders:
             self.sadders.append(sadders)
@@ -151,16 +174,19 @@ class Verdicts:
             r = self._first_concurrent_recover(rec_at)
             if r is not None:
                 self._r2[i] = r
-        if exempt or self._final:
+        key_use = kind is _RECOVER or kind is _ROTATE_RECOVERY
+        if exempt or key_use or self._final:
             dirty = [i]
             keys: set[bytes] = set() if key is None else {key}
+            if key_use:
+                self._key_use(i, event, key_at, dirty)
             if kind is _RECOVER:
                 self._recover(i, event, dirty, keys)
             elif isinstance(body, RevokeDeviceBody):
                 self.revocations[body.device] = (*self.revocations.get(body.device, ()), i)
                 if i not in self._r2:
                     self._final_revocation(i, event, body.device, dirty, keys)
-            elif kind is not _GENESIS:
+            elif kind is not _GENESIS and kind is not _ROTATE_RECOVERY:
                 final = self._final.get(event.signer)
                 if final:
                     self._r4[i] = final[0]  # a new event is no revocation's ancestor
@@ -194,7 +220,7 @@ class Verdicts:
         if self._signed_by is None:
             signed_by: dict[bytes, list[int]] = {}
             for j, e in enumerate(self._events):
-                if e.kind is not _REVOKE and e.kind is not _RECOVER:
+                if e.kind not in _RULE4_EXEMPT:
                     signed_by.setdefault(e.signer, []).append(j)
             self._signed_by = signed_by
         return self._signed_by
@@ -225,6 +251,37 @@ class Verdicts:
                 return r
         return None  # pragma: no cover - the count says one exists
 
+    def _key_use(self, i: int, event: Event, key_at: int, dirty: list[int]) -> None:
+        """Rule 2 for rotations (suite 3): a use of the recovery key (a
+        recover or a rotation) concurrent with another is void, and the
+        account compromised.  The uses among any event's ancestors form a
+        chain, so counting them says whether one is missing; only then are
+        they scanned."""
+        ids = self._key_ids
+        if ids is None:
+            ids = self._key_ids = []
+        seen = self._kdepth[key_at] + 1 if key_at >= 0 else 0
+        if seen < len(ids):
+            events = self._events
+            anc = self._anc
+            rk = self._rk
+            rotation = event.kind is _ROTATE_RECOVERY
+            eid = event.id
+            for xid, x in ids:
+                if x == key_at or (key_at >= 0 and anc.is_ancestor(x, key_at)):
+                    continue
+                self.compromised = True
+                if rotation:
+                    old = rk.get(x)
+                    if old is None or eid < events[old].id:
+                        rk[x] = i
+                        dirty.append(x)
+                if events[x].kind is _ROTATE_RECOVERY:
+                    old = rk.get(i)
+                    if old is None or xid < events[old].id:
+                        rk[i] = x
+        insort(ids, (event.id, i))
+
     def _recover(self, i: int, event: Event, dirty: list[int], keys: set[bytes]) -> None:
         events = self._events
         r2 = self._r2
@@ -241,7 +298,7 @@ class Verdicts:
             r2[x] = i
             dirty.append(x)
             xe = events[x]
-            if xe.kind is _RECOVER:
+            if xe.kind is _RECOVER or xe.kind is _ROTATE_RECOVERY:
                 self.compromised = True
             elif old is None and isinstance(xe.body, RevokeDeviceBody):
                 self._lose_finality(x, xe.body.device, dirty, keys)
@@ -312,6 +369,9 @@ class Verdicts:
         r = self._r2.get(x)
         if r is not None:
             return (_CONC, r)
+        r = self._rk.get(x)
+        if r is not None:
+            return (_CONC_ROT, r)
         r = self._r4.get(x)
         if r is not None:
             return (_REVOKED, r)
@@ -380,7 +440,8 @@ class Verdicts:
         anc = self._anc
         events = self._events
         r2 = self._r2
-        nonvoid = [r for r in self.recovers if r not in r2]
+        rk = self._rk
+        nonvoid = [r for r in self.recovers if r not in r2 and r not in rk]
         settle = anc.mask(max(nonvoid, key=self._rdepth.__getitem__)) if nonvoid else 0
 
         def settled(a: int, b: int) -> bool:
@@ -411,7 +472,7 @@ class Verdicts:
         return Evaluation(
             list(range(len(self._events))),
             dict(self.void),
-            set(self.active),
+            set() if self.compromised else set(self.active),
             dict(self.removed),
             dict(self.revoked),
             self.disputes(),

@@ -1,7 +1,8 @@
 """Account state as a pure function of a set of events (PROTOCOL.md §7).
 
 ``evaluate`` applies the seven rules of DESIGN.md §3 / PROTOCOL.md §7.2
-(suite 2) to a down-closed set of an account's events, from scratch:
+(suite 3; suite 2 is the same without rotations) to a down-closed set of an
+account's events, from scratch:
 recovers first, then revocations, then adds.  It is the reference: the
 ledger keeps the same verdicts up to date one event at a time
 (``protocol.log.rules``), and the property tests compare the two.
@@ -29,7 +30,13 @@ from protocol.log.events import (
     RecoverBody,
     RevokeDeviceBody,
     RotateEncKeyBody,
+    RotateRecoveryBody,
 )
+
+_ROTATE_RECOVERY = EventKind.ROTATE_RECOVERY
+#: what rule 4 never voids: revocations, and the uses of the recovery key
+#: (recovers and, in suite 3, rotations of it), which rule 2 alone voids
+_RULE4_EXEMPT = (EventKind.REVOKE_DEVICE, EventKind.RECOVER, EventKind.ROTATE_RECOVERY)
 
 
 class AccountStatus(Enum):
@@ -37,7 +44,8 @@ class AccountStatus(Enum):
     #: rule 7: a revoked device's revocation races its own revocation;
     #: settled by a recover that descends from both
     DISPUTED = "disputed"
-    #: rule 2: two concurrent recovers — the recovery key is in two hands
+    #: rule 2: two concurrent uses of the recovery key (recovers, or in
+    #: suite 3 rotations of it) — the recovery key is in two hands
     COMPROMISED = "compromised"
 
 
@@ -46,6 +54,9 @@ class DeviceStatus(Enum):
     REVOKED = "revoked"
     VOID = "void"
     REMOVED_BY_RECOVERY = "removed_by_recovery"
+    #: suite 3: a device that nothing revoked or removed, in an account that
+    #: two concurrent uses of the recovery key (one a rotation) compromised
+    COMPROMISED = "compromised"
 
 
 class VoidReason(Enum):
@@ -54,6 +65,9 @@ class VoidReason(Enum):
     CONCURRENT_WITH_RECOVER = "concurrent_with_recover"
     SIGNER_REVOKED = "signer_revoked"
     SIGNER_ADD_VOID = "signer_add_void"
+    #: rule 2 for rotations (suite 3): a use of the recovery key concurrent
+    #: with a rotation of it
+    CONCURRENT_WITH_ROTATION = "concurrent_with_rotation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,7 @@ class VoidedEvent:
             VoidReason.CONCURRENT_WITH_RECOVER: f"concurrent with recover {c}",
             VoidReason.SIGNER_REVOKED: f"its signer was revoked by {c} without having seen it",
             VoidReason.SIGNER_ADD_VOID: f"its signer was added only by void events ({c})",
+            VoidReason.CONCURRENT_WITH_ROTATION: f"concurrent with recovery-key rotation {c}",
         }[self.reason]
 
 
@@ -207,6 +222,7 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
     # every node, whatever the arrival order.
     by_id = sorted(members, key=lambda i: events[i].id)
     recovers = [i for i in by_id if events[i].kind is EventKind.RECOVER]
+    rotations = [i for i in by_id if events[i].kind is _ROTATE_RECOVERY]
     revocations = [i for i in by_id if events[i].kind is EventKind.REVOKE_DEVICE]
     void: dict[int, tuple[VoidReason, int]] = {}
 
@@ -226,7 +242,17 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
         concurrent = member_mask & ~(anc[r] | recover_desc[r] | (1 << r))
         for j in _bits(concurrent):
             void.setdefault(j, (VoidReason.CONCURRENT_WITH_RECOVER, r))
-            if events[j].kind is EventKind.RECOVER:
+            if events[j].kind is EventKind.RECOVER or events[j].kind is _ROTATE_RECOVERY:
+                compromised = True
+    # Rule 2 for rotations (suite 3): a rotation is a use of the recovery
+    # key too, so two concurrent uses (rotation and recover, or two
+    # rotations) are both void and the account is compromised.  A rotation
+    # voids nothing else: it changes no device.
+    for t in rotations:
+        t_desc = descendants(t)
+        for j in _bits(member_mask & ~(anc[t] | t_desc | (1 << t))):
+            if events[j].kind is EventKind.RECOVER or events[j].kind is _ROTATE_RECOVERY:
+                void.setdefault(j, (VoidReason.CONCURRENT_WITH_ROTATION, t))
                 compromised = True
 
     # Rule 3: a revocation not voided by rule 2 is final.
@@ -249,8 +275,7 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
         target = body.device
         revoked.setdefault(target, v)  # the final revocation with the lowest id
         for j in signed_by.get(target, ()):
-            k = events[j].kind
-            if k is EventKind.REVOKE_DEVICE or k is EventKind.RECOVER or j == v:
+            if events[j].kind in _RULE4_EXEMPT or j == v:
                 continue
             if not (anc[v] >> j) & 1:
                 void.setdefault(j, (VoidReason.SIGNER_REVOKED, v))
@@ -259,7 +284,7 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
     # event that added its signer among its ancestors is void.
     for i in members:
         e = events[i]
-        if i in void or e.kind in (EventKind.GENESIS, EventKind.RECOVER, EventKind.REVOKE_DEVICE):
+        if i in void or e.kind is EventKind.GENESIS or e.kind in _RULE4_EXEMPT:
             continue
         adders = [a for a in introduced.get(e.signer, ()) if (anc[i] >> a) & 1]
         if adders and all(a in void for a in adders):
@@ -278,11 +303,20 @@ def evaluate(events: Sequence[Event], anc: Sequence[int], member_mask: int) -> E
         for key, adders in introduced.items():
             if key != own and any((anc[r] >> a) & 1 for a in adders):
                 removed.setdefault(key, r)
-    active = {
-        key
-        for key, adders in introduced.items()
-        if key not in revoked and key not in removed and any(a not in void for a in adders)
-    }
+    # A compromised account has no active device: after two concurrent
+    # recovers that already follows from the removals; after a rotation
+    # concurrent with another use of the key it is said here, so that
+    # nothing can be appended above both (the uses of the recovery key
+    # among any event's ancestors form a chain).
+    active = (
+        set()
+        if compromised
+        else {
+            key
+            for key, adders in introduced.items()
+            if key not in revoked and key not in removed and any(a not in void for a in adders)
+        }
+    )
 
     # Rule 7: a final revocation signed by D concurrent with a final
     # revocation of D disputes the account until a recover descends from both.
@@ -379,14 +413,16 @@ def build_state(events: Sequence[Event], shape: AncestryView, ev: Evaluation) ->
 
     adders: dict[bytes, list[int]] = {}
     rotations: dict[bytes, list[int]] = {}
-    recovers: list[int] = []
+    key_uses: list[int] = []  # recovers and recovery-key rotations
     for i in members:
         e = events[i]
         dev = e.introduced_device
         if dev is not None:
             adders.setdefault(dev.sign_public, []).append(i)
             if e.kind is EventKind.RECOVER:
-                recovers.append(i)
+                key_uses.append(i)
+        elif e.kind is _ROTATE_RECOVERY:
+            key_uses.append(i)
         elif isinstance(e.body, RotateEncKeyBody) and i not in void:
             rotations.setdefault(e.signer, []).append(i)
 
@@ -410,6 +446,9 @@ def build_state(events: Sequence[Event], shape: AncestryView, ev: Evaluation) ->
             dstatus, ended = DeviceStatus.REVOKED, ev.revoked[key]
         elif not live:
             dstatus = DeviceStatus.VOID
+        elif key not in ev.removed_by_recovery:
+            assert ev.compromised  # otherwise rule 6 would have it active
+            dstatus = DeviceStatus.COMPROMISED
         else:
             dstatus, ended = DeviceStatus.REMOVED_BY_RECOVERY, ev.removed_by_recovery[key]
         devices.append(
@@ -436,10 +475,12 @@ def build_state(events: Sequence[Event], shape: AncestryView, ev: Evaluation) ->
     commitment: bytes | None
     if ev.compromised:
         commitment = None
-    elif recovers:
-        last = [r for r in recovers if not any(shape.is_ancestor(r, o) for o in recovers)]
+    elif key_uses:
+        # Not compromised: the uses of the recovery key form a chain, and
+        # the last one's commitment is in effect (§7.4).
+        last = [u for u in key_uses if not any(shape.is_ancestor(u, o) for o in key_uses)]
         body = events[last[0]].body
-        assert isinstance(body, RecoverBody)
+        assert isinstance(body, RecoverBody | RotateRecoveryBody)
         commitment = body.recovery_commitment
     else:
         assert isinstance(genesis.body, GenesisBody)

@@ -7,6 +7,7 @@ so running the generator twice gives the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -14,14 +15,22 @@ from typing import Any
 from protocol.core import crypto, errors
 from protocol.core.canonical import encode_flat
 from protocol.core.keys import DeviceKeys, RecoveryKey
-from protocol.core.params import FORMAT_VERSION, NetworkParams
+from protocol.core.params import FORMAT_VERSION, SUITE_V2, SUITE_V3, NetworkParams
 from protocol.log.state import AccountState
 
 #: A network of its own: proof-of-work is real (so an implementation must
 #: check it) but cheap, and its id keeps these events off every real network.
 PARAMS = NetworkParams(
-    network_id="smu-vectors", genesis_pow_bits=8, event_pow_bits=4, special_pow_bits=6
+    network_id="smu-vectors",
+    genesis_pow_bits=8,
+    event_pow_bits=4,
+    special_pow_bits=6,
+    # the files written before suite 3 stay byte for byte as they were (§12.2):
+    # suite 3 changed nothing they contain; rotations.json is under suite 3
+    suite=SUITE_V2,
 )
+#: suite 3 (rotations of the recovery key, PROTOCOL.md §6.8): rotations.json
+PARAMS_V3 = dataclasses.replace(PARAMS, suite=SUITE_V3)
 
 #: 2026-01-01T00:00:00Z in milliseconds; every timestamp is T0 plus a small offset.
 T0 = 1_767_225_600_000

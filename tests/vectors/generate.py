@@ -26,6 +26,7 @@ from . import (
     mailbox_vectors,
     record_vectors,
     replication_vectors,
+    rotation_vectors,
     scheme2_vectors,
     session_vectors,
     sync_vectors,
@@ -49,6 +50,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "backup.json": backup_vectors.build,
     "session.json": session_vectors.build,
     "scheme2.json": scheme2_vectors.build,
+    "rotations.json": rotation_vectors.build,
 }
 
 

@@ -519,6 +519,7 @@ CAP_PARAMS = NetworkParams(
     special_pow_bits=6,
     max_device_events=4,
     max_active_devices=3,
+    suite=PARAMS.suite,  # written under suite 2, like every file but rotations.json
 )
 
 
