@@ -166,3 +166,36 @@ def test_no_reset_to_a_stranger_or_for_a_wrap_that_names_nobody(tmp_path: Path) 
     with pytest.raises(SessionNotHeldError):
         p.b0.service.receive(lost)
     assert _resets_sent(p.b0) == 0
+
+
+def test_a_refusal_that_comes_back_after_the_reset_changes_nothing(tmp_path: Path) -> None:
+    """Direct delivery: the receiver's reset can arrive before the refusal
+    of the text it covers.  That late refusal must neither end the reset's
+    new session nor fail the re-sealed delivery."""
+    p = Pair(tmp_path)
+    bob, d0 = p.bob, p.bob.keys["d0"].sign_public
+    p.b0.service.receive(_send(p.a, bob, "hello"))
+    p.a.service.receive(_reply(p))
+    lost = _send(p.a, bob, "lost one")
+    (due,) = [d for d in p.a.service.store.due(LATER, 100) if d.envelope == lost and d.device == d0]
+    p.b0.db.write([("DELETE FROM sessions", ())])
+    with pytest.raises(SessionNotHeldError):
+        p.b0.service.receive(lost)
+    (reset,) = _due_for(p.b0, p.alice.keys["d0"].sign_public, KIND_RESET)
+    p.a.service.receive(reset)
+    sessions = _sessions(p.a)
+    assert d0 in {bytes(r[2]) for r in sessions}  # the session the reset came in
+
+    async def refused(*args: object) -> str:
+        return "session_wrong: no session with this id, and not its set-up"
+
+    p.a.service._try_deliver = refused  # type: ignore[method-assign]
+    trio.run(p.a.service._deliver_one, due)  # the old envelope's answer, late
+    assert _sessions(p.a) == sessions
+    state = p.a.query(
+        "SELECT state FROM deliveries WHERE message=? AND device=?", (due.message, d0)
+    )
+    assert state == [("pending",)]
+    for env in _due_for(p.a, d0):
+        p.b0.service.receive(env)
+    assert sorted(_texts(p.b0, p.alice.account)) == ["hello", "lost one"]

@@ -75,3 +75,38 @@ def test_two_accounts_talk_with_scheme_2_across_a_restart(demo: Demo) -> None:
         assert len(schemes) >= 2
         assert all(s == {WRAP_SCHEME_2} for s in schemes), schemes
         assert _session_rows(node.dir) >= 1
+
+
+def test_a_device_that_lost_its_sessions_gets_the_text_again_once(demo: Demo) -> None:
+    """Bob's node comes back without its sessions (restored from a backup):
+    alice's next text names a session it does not hold; it asks for a
+    signed reset (§19.15), alice's node ends that session, re-seals the
+    text under its id, and bob reads it once; alice is told once."""
+    (a, b), alice, bob = alice_and_bob(demo, ["alice", "bob"], bob_on=1)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    wait_for(lambda: _advertises_scheme2(a, bob["account_id"]))
+    wait_for(lambda: _advertises_scheme2(b, alice["account_id"]))
+    a.client.call("message.send", contact="bob", text="one")
+    wait_for(lambda: texts(b, "alice") == ["one"])
+    b.client.call("message.send", contact="alice", text="two")
+    wait_for(lambda: texts(a, "bob") == ["one", "two"])
+
+    b.stop()
+    conn = sqlite3.connect(f"{b.dir}/events.sqlite")
+    with conn:
+        conn.execute("DELETE FROM sessions")
+    conn.close()
+    b.start_existing([a.addr])
+    b.wait_ready()
+    a.client.call("message.send", contact="bob", text="three")
+    wait_for(lambda: texts(b, "alice") == ["one", "two", "three"], timeout=60)
+
+    def resets() -> list[str]:
+        notices = a.client.call("message.inbox")["notices"]
+        return [n["text"] for n in notices if "was reset" in n["text"]]
+
+    wait_for(lambda: len(resets()) == 1)
+    assert "bob's device" in resets()[0]
+    assert texts(a, "bob") == ["one", "two", "three"]
+    assert texts(b, "alice") == ["one", "two", "three"]

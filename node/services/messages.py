@@ -423,6 +423,8 @@ class MessageService:
 
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
+        if error is not None and self.resets.superseded(due):
+            return  # a reset re-sealed it meanwhile (§19.15): the new envelope goes next
         now = self.now_ms()
         if error is not None and error.split(":")[0] in SESSION_LOST:
             # it cannot open our session (its prekey is gone, or so is its

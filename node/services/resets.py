@@ -37,7 +37,7 @@ from protocol.messaging.sessions import SessionBook
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..storage.db import Statement
-from ..storage.messages import MessageStore
+from ..storage.messages import DueDelivery, MessageStore
 from ..storage.resends import resend_statements, undelivered_texts
 from ..storage.sessions import SessionStore
 from .contacts import ContactSet
@@ -112,6 +112,15 @@ class ResetService:
             return
         self.limiter = self.limiter.sent(claimed, now)
         self.asked += 1
+
+    def superseded(self, due: DueDelivery) -> bool:
+        """This delivery's envelope was replaced by a reset while it was on
+        its way: its refusal must neither end the new session nor fail the
+        row (the reset may arrive before the refusal of the text it covers)."""
+        row = self.store.db.query_one(
+            "SELECT envelope FROM resends WHERE message=? AND device=?", (due.message, due.device)
+        )
+        return row is not None and bytes(row[0]) != due.envelope
 
     # -- answering ----------------------------------------------------------------
 
