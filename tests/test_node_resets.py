@@ -20,7 +20,7 @@ from protocol.core.errors import InvalidInput
 from protocol.messaging.envelope import peek
 from protocol.messaging.resets import SessionNotHeldError
 
-from .conftest import T0, History
+from .conftest import FAST, T0, History
 from .messaging_support import Node
 from .test_node_sessions import _record, _send, _sessions, _wraps
 
@@ -199,3 +199,44 @@ def test_a_refusal_that_comes_back_after_the_reset_changes_nothing(tmp_path: Pat
     for env in _due_for(p.a, d0):
         p.b0.service.receive(env)
     assert sorted(_texts(p.b0, p.alice.account)) == ["hello", "lost one"]
+
+
+def test_the_copy_for_the_senders_other_device_goes_again_after_its_reset(tmp_path: Path) -> None:
+    """A device of the own account that lost its sessions asks too; the
+    sender re-seals the copies it owes it (§15.22) and the texts are stored
+    once, as sent, under the texts' ids."""
+    alice, bob = History(name="alice"), History(name="bob")
+    alice.add("a1", "d0", "d1", ["g"])
+    keepers = {d: PrekeyKeeper(MemoryPrekeyFile()) for d in ("d0", "d1")}
+    nodes = {}
+    for d, other in (("d0", "d1"), ("d1", "d0")):
+        (tmp_path / d).mkdir()
+        node = Node(tmp_path / d, alice, [bob], d, prekeys=keepers[d])
+        _record(node, alice, other, T0, keepers[other].current(T0), caps=True)
+        nodes[d] = node
+    a0, a1 = nodes["d0"], nodes["d1"]
+    d0, d1 = alice.keys["d0"].sign_public, alice.keys["d1"].sign_public
+
+    _send(a0, bob, "first")
+    (first,) = _due_for(a0, d1)
+    a1.service.receive(first)
+    _send(a1, bob, "mine")  # its copy confirms the session both ways
+    a0.service.receive(_due_for(a1, d0)[0])
+    _send(a0, bob, "second")
+    (second,) = [e for e in _due_for(a0, d1) if e != first]
+    a1.db.write([("DELETE FROM sessions", ())])
+    a1.close()
+    a1 = Node(tmp_path / "d1", alice, [bob], "d1", prekeys=keepers["d1"])  # restarted
+    _record(a1, alice, "d0", T0, keepers["d0"].current(T0), caps=True)
+    with pytest.raises(SessionNotHeldError):
+        a1.service.receive(second)
+    (reset,) = _due_for(a1, d0, KIND_RESET)
+    a0.service.receive(reset)
+    assert any("your device" in t for _, t in a0.service.notices)
+    # both copies it still owed d1 are re-sealed, each under a new envelope id
+    resent = a0.query("SELECT message, envelope FROM resends WHERE device=?", (d1,))
+    assert len(resent) == 2
+    assert all(peek(bytes(e), FAST).message_id != bytes(m) for m, e in resent)
+    for env in _due_for(a0, d1):
+        a1.service.receive(env)
+    assert sorted(_sent(a1, bob.account)) == ["first", "mine", "second"]
