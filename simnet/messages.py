@@ -6,7 +6,10 @@ devices that node believes active), and travels straight to the home node
 of each device it was wrapped for: one latency sample of the scenario's
 distribution, like a direct libp2p stream (DESIGN.md §5; delivery does not
 ride the gossip overlay).  Each receiving node opens it with
-``open_envelope`` against *its* replica and a per-device replay guard.  A
+``open_envelope`` against *its* replica, a per-device replay guard and,
+for wrap scheme 2, the device's session book and prekey store, values
+kept by ``sessions.py`` (devices whose records advertise scheme 2 get it,
+PROTOCOL.md §19.13; the others scheme 1).  A
 node whose replica lags (the sender's device is not active there yet)
 retries, as a real node does after reconciling (PROTOCOL.md §15.14).
 
@@ -22,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.core.errors import InvalidInput, UsageError
 from protocol.messaging.content import ReplayGuard, Text
-from protocol.messaging.envelope import ledger_lookup, open_envelope, seal
+from protocol.messaging.envelope import ledger_lookup, open_envelope, peek, seal
 
 from . import topology as topo
 from .metrics import percentile
-from .workload import Account, Device, active_in_view, timestamp
+from .sessions import SessionWorld
+from .workload import T0_MS, Account, Device, active_in_view, timestamp
 
 if TYPE_CHECKING:
     from .engine import Engine, SimNode
@@ -98,6 +102,8 @@ class MessageTraffic:
         self.stats = MessageStats()
         self.guards: dict[bytes, ReplayGuard] = {}
         self.counters: dict[tuple[bytes, bytes], int] = {}
+        #: every device's sessions and prekeys, as values (§19.13)
+        self.sessions = SessionWorld(self.e.sc.workload.scheme2_share, T0_MS)
 
     def schedule(self, slots: list[int]) -> None:
         w = self.e.sc.workload
@@ -149,10 +155,15 @@ class MessageTraffic:
                     timestamp=timestamp(n, now),
                     seed=seed,
                     force=True,
+                    sessions=self.sessions.for_send(
+                        device.keys, [d.keys for d in recipient.devices]
+                    ),
                 )
             except UsageError:
                 self.stats.not_sent += 1
                 return []
+            schemes = [w.scheme for w in peek(env.raw, self.e.params).wraps]
+            self.sessions.sent(device.keys, env.book, schemes)
             self.counters[key] = counter
             self.stats.sent += 1
             targets = {d.keys.sign_public: d for a in (sender, recipient) for d in a.devices}
@@ -185,17 +196,19 @@ class MessageTraffic:
             guard = self.guards.setdefault(d.target.keys.sign_public, ReplayGuard())
             n.extra += self.e.sc.cpu.per_open
             try:
-                open_envelope(
+                opened = open_envelope(
                     self.e.params,
                     d.raw,
                     d.account.account_id,
                     d.target.keys,
                     ledger_lookup(n.ledger),
                     guard,
+                    self.sessions.for_receive(d.target.keys, d.raw, timestamp(n, now)),
                 )
             except InvalidInput as exc:
                 self._retry(d, tries, now, exc.code)
                 return []
+            self.sessions.received(d.target.keys, opened)
             self.stats.delivered += 1
             self.stats.latencies.append(now - d.sent)
             # Judged from this node's own view, as the protocol promises (S6).

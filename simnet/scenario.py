@@ -82,6 +82,9 @@ class Workload:
     #: end-to-end encrypted messages between accounts (simnet/messages.py)
     messages: int = 0
     message_bytes: int = 200
+    #: the share of devices whose records advertise wrap scheme 2 (§19.13):
+    #: messages to them go over ratchet sessions (simnet/sessions.py)
+    scheme2_share: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,7 +287,10 @@ class Simulation:
         if figures:
             report["adversary_figures"] = figures
         if self.messages is not None:
-            report["messages"] = self.messages.stats.report()
+            report["messages"] = {
+                **self.messages.stats.report(),
+                "wrap_scheme_2": self.messages.sessions.report(),
+            }
         if self.mailboxes is not None:
             report["mailbox"] = self.mailboxes.report()
         return report

@@ -592,8 +592,10 @@ def test_malicious_sender_inner_fields_are_checked(w: World) -> None:
         w.open_bob(_seal_raw_inner(w, _inner_of(w, 1, encode_flat(["hi"]), [[2, [bytes(32)]]])))
     with pytest.raises(SchemaError):
         w.open_bob(_seal_raw_inner(w, _inner_of(w, 2, encode_flat([9, [bytes(16)]]))))
-    unknown = w.open_bob(_seal_raw_inner(w, _inner_of(w, 16, b"\x90")))
-    assert unknown.content == UnknownContent(16, b"\x90")
+    with pytest.raises(SchemaError):  # kind 16 is a session reset now (§19.15)
+        w.open_bob(_seal_raw_inner(w, _inner_of(w, 16, b"\x90")))
+    unknown = w.open_bob(_seal_raw_inner(w, _inner_of(w, 17, b"\x90")))
+    assert unknown.content == UnknownContent(17, b"\x90")
 
 
 _INNER = _inner_of(_WORLD, 1, encode_flat(["fuzz"]))
@@ -703,6 +705,7 @@ def test_content_ranges() -> None:
         ContentKind.RECEIPT: ContentRange.MESSAGES,
         ContentKind.HISTORY_V1: ContentRange.MESSAGES,
         ContentKind.HISTORY: ContentRange.MESSAGES,
+        ContentKind.SESSION_RESET: ContentRange.SESSION,  # §19.15
         ContentKind.SYNC_EDITS: ContentRange.ACCOUNT_SYNC,  # §15.19
         ContentKind.SENT_COPY: ContentRange.ACCOUNT_SYNC,  # §15.22
         ContentKind.TOKENS: ContentRange.MAILBOX_TOKENS,  # §15.16
@@ -754,7 +757,7 @@ def _own_account_envelope(w: World, kind: int, body: bytes) -> bytes:
     return encode_flat([*header, bytes(24), bytes(ct)])
 
 
-@pytest.mark.parametrize("kind", [5, 15, 16, 31, 49, 63, 64, 1000])
+@pytest.mark.parametrize("kind", [5, 15, 17, 31, 49, 63, 64, 1000])
 def test_unknown_kinds_outside_account_sync_are_values_from_anyone(w: World, kind: int) -> None:
     """A contact may send an unknown kind of any range but account sync: it
     is opened, replay-checked and reported (§15.4)."""

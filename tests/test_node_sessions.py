@@ -142,7 +142,8 @@ def test_a_revoked_device_gets_no_wrap_and_its_sessions_end(tmp_path: Path) -> N
 
 def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None:
     """A database of schema 11 (history proofs, the last before scheme 2)
-    gains the session tables (11 -> 12) and the copies (12 -> 13), messages
+    gains the session tables (11 -> 12), the copies (12 -> 13) and the
+    re-sent envelopes of session resets (13 -> 14, §19.15), messages
     kept; a session's state is stored sealed (§15.21), not as its encoding."""
     import os
 
@@ -156,9 +157,9 @@ def test_a_main_database_migrates_to_sessions_and_copies(tmp_path: Path) -> None
     v11.write([("INSERT INTO counters(account, next) VALUES(?, ?)", (bytes(32), 7))])
     v11.conn.close()
     db = open_database(path, key)
-    assert SCHEMA_VERSION == 13
+    assert SCHEMA_VERSION == 14
     names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"sessions", "session_seq", "scheme2_devices", "copies"} <= names
+    assert {"sessions", "session_seq", "scheme2_devices", "copies", "resends"} <= names
     assert db.query("SELECT next FROM counters") == [(7,)]
 
 
@@ -256,7 +257,7 @@ def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) ->
     _, bob, a, _, _ = _bob_nodes(tmp_path)
     d0 = bob.keys["d0"].sign_public
     first = _send(a, bob, "first")
-    assert len(_wraps(first)[d0].data) > 300  # a set-up (§19.13; a ratchet message: 174)
+    assert len(_wraps(first)[d0].data) > 300  # a set-up (§19.13; a ratchet message: 242)
     (due,) = [d for d in a.service.store.due(T0 * 10, 10) if d.device == d0]
 
     async def refused(*args: object) -> str:

@@ -236,7 +236,15 @@ def test_message_traffic_reaches_exactly_the_authorised_devices() -> None:
     assert m["deliveries"] + m["gave_up"] + m["in_flight_at_end"] == m["deliveries_expected"]
     assert m["in_flight_at_end"] <= 0.01 * m["deliveries_expected"]
     assert m["deliveries"] >= 0.95 * m["deliveries_expected"]
-    assert set(m["gave_up_refusals"]) <= {"sender_not_active", "unauthorised_wrap"}
+    # session_peer: the sender's device is not active here yet, seen at the
+    # scheme-2 wrap before the signature (PROTOCOL.md §15.5 step 3)
+    allowed = {"sender_not_active", "session_peer", "unauthorised_wrap"}
+    assert set(m["gave_up_refusals"]) <= allowed
+    # every device advertises scheme 2: every wrap is a ratchet message
+    s2 = m["wrap_scheme_2"]
+    assert s2["wraps_opened_by_scheme"] == {"2": m["deliveries"]}
+    assert s2["wraps_sealed_by_scheme"] == {"2": m["deliveries_expected"]}
+    assert s2["sessions"] > 0
     assert m["opened_by_inactive_device"] == 0
     assert m["opened_from_inactive_sender"] == 0
     assert m["latency"]["p50"] is not None
@@ -247,16 +255,40 @@ def test_message_traffic_reaches_exactly_the_authorised_devices() -> None:
 def test_message_check_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the receiver opened envelopes without asking its replica whether
     the sender is active, revoked senders would be read: the figure shows it."""
+    from types import SimpleNamespace
+
     import simnet.messages as messages_mod
 
     def careless_open(
-        params: Any, raw: bytes, account: bytes, keys: Any, states: Any, guard: Any
-    ) -> None:
-        return None  # accepts everything, checks nothing
+        params: Any, raw: bytes, account: bytes, keys: Any, states: Any, guard: Any, sessions: Any
+    ) -> Any:
+        # accepts everything, checks nothing, keeps no session
+        return SimpleNamespace(book=None, prekeys=None, scheme=2)
 
     monkeypatch.setattr(messages_mod, "open_envelope", careless_open)
     m = run("messaging", nodes=40)["messages"]
     assert m["opened_from_inactive_sender"] + m["opened_by_inactive_device"] > 0
+
+
+def test_simnet_runs_the_ratchets_and_the_scheme_changes_no_delivery() -> None:
+    """With half the devices advertising scheme 2, both schemes are sealed
+    and opened; with none, the same messages reach the same devices: which
+    devices may read is the log's, whatever the wrap (PROTOCOL.md §19.13)."""
+    sc = sc_mod.load(sc_mod.builtin("messaging")).with_overrides(nodes=SMALL)
+
+    def with_share(share: float) -> dict[str, Any]:
+        w = dataclasses.replace(sc.workload, scheme2_share=share)
+        report, _ = Simulation(dataclasses.replace(sc, workload=w)).run()
+        return dict(report["messages"])
+
+    none, half = with_share(0.0), with_share(0.5)
+    assert none["wrap_scheme_2"]["wraps_opened_by_scheme"] == {"1": none["deliveries"]}
+    assert none["wrap_scheme_2"]["sessions"] == 0
+    opened = half["wrap_scheme_2"]["wraps_opened_by_scheme"]
+    assert set(opened) == {"1", "2"} and sum(opened.values()) == half["deliveries"]
+    assert half["wrap_scheme_2"]["sessions"] > 0
+    for key in ("sent", "deliveries_expected", "deliveries", "opened_by_inactive_device"):
+        assert half[key] == none[key], key
 
 
 # -- the link manager (protocol.links.manager) in every node ----------------------

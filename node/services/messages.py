@@ -48,7 +48,6 @@ from protocol.messaging.content import (
 from protocol.messaging.envelope import (
     MAX_ENVELOPE_BYTES,
     MESSAGE_PROTOCOL_ID,
-    HeadsView,
     NotForThisDeviceError,
     OpenedEnvelope,
     RecipientDisputedError,
@@ -59,6 +58,7 @@ from protocol.messaging.envelope import (
     ledger_lookup,
     open_envelope,
 )
+from protocol.messaging.resets import SessionNotHeldError, SessionReset
 from protocol.messaging.sync import SyncEdits
 from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
@@ -88,8 +88,10 @@ from ..storage.replay import ReplayStore
 from ..storage.sessions import SessionStore
 from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
+from .divergence import MAX_NOTICES, Divergence
 from .history import history_bundles, received_history
 from .requests import RequestLimits, Requests
+from .resets import ResetService
 from .sealing import copy_message, own_copy, seal_counted
 from .sessions import MemoryPrekeyFile, SessionService
 
@@ -102,8 +104,6 @@ MAX_IN_FLIGHT = 32
 #: receipts wait this long for others to the same device, then go in one
 #: envelope (§15.14): a burst of texts costs one receipt per sending device
 RECEIPT_WINDOW_SECONDS = 0.05
-DIVERGENCE_INTERVAL = 10.0
-MAX_NOTICES = 100
 DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
@@ -197,6 +197,14 @@ class MessageService:
             prekeys or PrekeyKeeper(MemoryPrekeyFile()),
             clock_ms,
         )
+        #: signed session resets, asked and answered (§19.15)
+        self.resets = ResetService(
+            ctx, self.sessions, store, contacts, clock_ms,
+            lambda to, content, kind, text, only: self._seal_and_queue(
+                to, content, kind, text, only=only
+            ),
+            self._device_name,
+        )  # fmt: skip
         #: account-wide state from this account's other devices (§15.19)
         self.sync = sync
         #: mailbox tokens: keep those handed to us, count those spent (§15.16)
@@ -216,7 +224,8 @@ class MessageService:
         self._wake = trio.Event()
         #: S5 notices for the inbox: (stored_ms, text), newest last, bounded
         self.notices: list[tuple[int, str]] = []
-        self._last_divergence: dict[bytes, float] = {}
+        #: S5: the sender saw events we lack; reconcile, rate-limited, and say so
+        self.divergence = Divergence(ctx, contacts, reconcile_all, self.notices, clock_ms)
         #: (sender account, message id) in the account's trash: not shown
         #: and not sent as history (``services/trash.py``)
         self.hidden: Callable[[], set[tuple[bytes, bytes]]] = set
@@ -414,6 +423,8 @@ class MessageService:
 
     async def _deliver_one(self, due: DueDelivery) -> None:
         error = await self._try_deliver(due.device, due.account, due.envelope)
+        if error is not None and self.resets.superseded(due):
+            return  # a reset re-sealed it meanwhile (§19.15): the new envelope goes next
         now = self.now_ms()
         if error is not None and error.split(":")[0] in SESSION_LOST:
             # it cannot open our session (its prekey is gone, or so is its
@@ -487,44 +498,6 @@ class MessageService:
 
     # -- receiving -----------------------------------------------------------
 
-    def _catch_up(self) -> None:
-        """Reconcile now, at most every DIVERGENCE_INTERVAL (anyone can do this)."""
-        now = trio.current_time()
-        if now - self._last_divergence.get(b"", -1e9) >= DIVERGENCE_INTERVAL:
-            self._last_divergence[b""] = now
-            self.reconcile_all()
-
-    def diverged(self, views: Sequence[HeadsView]) -> None:
-        """The sender saw heads of an account that we lack (S5): reconcile with
-        every peer now, at most every DIVERGENCE_INTERVAL per account, and
-        tell the user.  Only accounts this node holds count: the views may
-        come from a sender we cannot authenticate yet, so made-up account ids
-        must cost nothing."""
-        now = trio.current_time()
-        ledger = self.ctx.ledger
-        for view in views:
-            if view.account not in ledger.accounts:
-                continue
-            lacking = [h for h in view.foreign_heads if not ledger.has(h)]
-            if not lacking:
-                continue
-            if now - self._last_divergence.get(view.account, -1e9) < DIVERGENCE_INTERVAL:
-                continue
-            self._last_divergence[view.account] = now
-            self.reconcile_all()
-            self.notices.append(
-                (
-                    self.now_ms(),
-                    (
-                        f"a message showed {len(lacking)} event(s) of "
-                        f"{self.contacts.label(view.account)}'s account that your peers had not "
-                        "given you yet; this node is fetching them (if it keeps happening, your "
-                        "peers may be withholding them)"
-                    ),
-                )
-            )
-            del self.notices[:-MAX_NOTICES]
-
     async def on_stream(self, stream: Stream) -> None:
         try:
             with trio.fail_after(DELIVERY_TIMEOUT):
@@ -536,9 +509,9 @@ class MessageService:
                 error = exc
                 views = getattr(exc, "views", None)
                 if views:  # our replica lags the sender's: catch up (S5)
-                    self.diverged(views)
+                    self.divergence.diverged(views)
                 elif exc.code == "session_peer":  # a device we may not know yet
-                    self._catch_up()
+                    self.divergence.catch_up()
             await stream.write(frame(delivery_answer(error)))
         except Exception as exc:  # the stream's end is the sender's business
             log.debug("message stream ended: %s", exc)
@@ -560,15 +533,14 @@ class MessageService:
         # scheme 2: the sessions it touches are read, and the new ones kept
         # aside like the replay window, for the same transaction (§19.13)
         inputs, read = self.sessions.for_receive()
-        opened = open_envelope(
-            self.ctx.params,
-            envelope,
-            own,
-            self.ctx.device,
-            ledger_lookup(self.ctx.ledger),
-            replay,
-            inputs,
-        )
+        try:
+            opened = open_envelope(
+                self.ctx.params, envelope, own, self.ctx.device,
+                ledger_lookup(self.ctx.ledger), replay, inputs,
+            )  # fmt: skip
+        except SessionNotHeldError as exc:  # refused; its sender may set up anew (§19.15)
+            self.resets.lost(exc)
+            raise
         content = opened.content
         outgoing = opened.sender_account == own
         peer = opened.recipient_account if outgoing else opened.sender_account
@@ -578,6 +550,7 @@ class MessageService:
         synced = 0
         stored: list[NewMessage] = []  # told to the listeners once durable
         receipted: Sequence[bytes] = ()
+        answered = None
         if isinstance(content, Text):
             text = self._text_message(opened, content, peer, outgoing, now)
             if text is not None:
@@ -608,17 +581,27 @@ class MessageService:
             history = self._history_messages(opened, content, now)
             stored.extend(history)
             rows.extend(self.store.insert_statement(m) for m in history)
+        elif isinstance(content, SessionReset):
+            # its own session rows: the named ones end, texts are re-sealed
+            answered = self.resets.answer(opened, content, read)
+            rows.extend(answered.rows)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
-        rows += self.sessions.received(opened, read)
+        if answered is None:
+            rows += self.sessions.received(opened, read)
         # the message, its stream's window and its session, together, before ACCEPTED
         self.store.db.write(replay_rows + rows)
         self.replay.written(new, touched)
         self._tell(stored, receipted)
+        if answered is not None:  # one notice per reset: its envelope is replay-checked
+            self.resets.answered += 1
+            self.notices.append((now, answered.notice))
+            del self.notices[:-MAX_NOTICES]
+            self.wake()
         if synced and self.sync is not None:
             self.sync.changed()
         if opened.diverged:
-            self.diverged(opened.views)
+            self.divergence.diverged(opened.views)
         if send_receipt and self.tokens is not None:
             self.tokens.message_from(peer)  # it may have spent one of our tokens
         if send_receipt:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, mailbox, messages, reads, replay, sessions, sync, tokens
+from . import contacts, events, mailbox, messages, reads, replay, resends, sessions, sync, tokens
 from .at_rest import RowCipher, row_key
 from .contacts import ContactStore
 from .db import Database, Migrations
@@ -62,6 +62,8 @@ MIGRATIONS: Migrations = {
     11: sessions.SCHEMA_V12,
     # the copies of sent texts for the account's other devices
     12: messages.SCHEMA_V13,
+    # texts re-sealed for one device after a session reset (§19.15)
+    13: resends.SCHEMA_V14,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -242,12 +242,14 @@ SCHEMA_V13 = [
 DUE_SQL = (
     # a delivery to the sender's own account carries the message's copy
     # (§15.22), any other the message's envelope (so does a row queued
-    # before copies existed)
+    # before copies existed); a delivery re-sealed after a session reset
+    # carries its new envelope (§19.15, ``resends.py``)
     "SELECT d.message, d.device, d.account, d.attempts, d.expires_ms, m.kind, "
-    "COALESCE(CASE WHEN d.account = m.sender_account AND m.peer != m.sender_account "
-    "THEN c.envelope END, m.envelope) "
+    "COALESCE(r.envelope, CASE WHEN d.account = m.sender_account "
+    "AND m.peer != m.sender_account THEN c.envelope END, m.envelope) "
     "FROM deliveries d JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
     "LEFT JOIN copies c ON c.message = d.message "
+    "LEFT JOIN resends r ON r.message = d.message AND r.device = d.device "
     "WHERE d.state IN ('pending', 'deposited') AND d.next_try_ms <= ? "
     "ORDER BY d.next_try_ms LIMIT ?"
 )
@@ -446,6 +448,11 @@ class MessageStore:
                 (message_id, message_id, sender_account),
             ),
             (
+                "DELETE FROM resends WHERE message=? AND EXISTS (SELECT 1 FROM messages "
+                "WHERE id=? AND sender_account=?)",
+                (message_id, message_id, sender_account),
+            ),
+            (
                 "DELETE FROM messages WHERE sender_account=? AND id=?",
                 (sender_account, message_id),
             ),
@@ -476,6 +483,7 @@ class MessageStore:
             (f"DELETE FROM messages WHERE outgoing=1 AND id IN ({machine})", args),
             # a copy whose deliveries all ended is never sent again
             (f"DELETE FROM copies WHERE message IN ({copied})", (before_ms,)),
+            (f"DELETE FROM resends WHERE message IN ({copied})", (before_ms,)),
         ]
 
     # -- writes -------------------------------------------------------------------

@@ -11,6 +11,8 @@ value, tagged by its kind:
   of the *same* account, wrapped for the new device only; each entry may
   carry a ``HistoryProof`` that lets the new device check who wrote it
   (``protocol.messaging.history``);
+* ``SessionReset`` (kind 16, ``protocol.messaging.resets``) — the sessions
+  a device could not open, so that their sender sets up afresh (§19.15);
 * ``SyncEdits`` (kind 32, ``protocol.messaging.sync``) — account-wide
   state among the devices of one account;
 * ``SentCopy`` (kind 33) — a copy of a text the sending device sent to
@@ -49,6 +51,7 @@ from protocol.core.canonical import decode_flat, encode_flat
 from protocol.core.errors import InvalidInput, SchemaError, UsageError
 from protocol.core.fields import fixed_bin as _bin
 from protocol.core.fields import uint as _uint
+from protocol.messaging.resets import SessionReset, decode_reset
 from protocol.messaging.sync import SyncEdits, decode_sync_edits
 from protocol.messaging.tokens import TokenBatch, decode_batch
 
@@ -72,6 +75,9 @@ class ContentKind(IntEnum):
     HISTORY_V1 = 3
     #: history whose entries may carry proofs of who wrote them (§15.4)
     HISTORY = 4
+    #: "I do not hold these sessions with you" (§19.15); the first kind of
+    #: range 16-31
+    SESSION_RESET = 16
     #: account-wide state (§15.19); the first kind of range 32-47
     SYNC_EDITS = 32
     #: a copy of a message sent to another account, for the sender's own
@@ -269,7 +275,16 @@ class SentCopy:
         ]
 
 
-Content = Text | Receipt | HistoryBundle | SyncEdits | TokenBatch | SentCopy | UnknownContent
+Content = (
+    Text
+    | Receipt
+    | HistoryBundle
+    | SessionReset
+    | SyncEdits
+    | TokenBatch
+    | SentCopy
+    | UnknownContent
+)
 
 
 def encode_content(content: Content) -> tuple[int, bytes]:
@@ -405,6 +420,7 @@ def decode_content(kind: int, body: bytes) -> Content:
         ContentKind.RECEIPT: _receipt,
         ContentKind.HISTORY_V1: _history_v1,
         ContentKind.HISTORY: _history,
+        ContentKind.SESSION_RESET: decode_reset,
         ContentKind.SYNC_EDITS: decode_sync_edits,
         ContentKind.SENT_COPY: _sent_copy,
         ContentKind.TOKENS: decode_batch,

@@ -335,6 +335,7 @@ def seal(
     force: bool = False,
     only_devices: Iterable[bytes] | None = None,
     sessions: SendSessions | None = None,
+    message_id: bytes | None = None,
 ) -> SealedEnvelope:
     """Encrypt ``content`` once and wrap its key for the devices that may read it.
 
@@ -343,6 +344,8 @@ def seal(
     bytes.  ``only_devices`` restricts the wraps (history bundles).
     ``sessions``: the devices to wrap for with scheme 2 and the sender's
     sessions; the advanced book comes back in ``SealedEnvelope.book``.
+    ``message_id``: re-send a message under its id (after a session reset,
+    §19.15); else it is derived from the seed.
     """
     if len(seed) != 32:
         raise UsageError("seed must be 32 fresh random bytes")
@@ -376,7 +379,10 @@ def seal(
         raise UsageError(f"more than {MAX_WRAPS} devices")
 
     content_key = _derive(seed, b"key", KEY_BYTES)
-    message_id = _derive(seed, b"id", MESSAGE_ID_BYTES)
+    if message_id is None:
+        message_id = _derive(seed, b"id", MESSAGE_ID_BYTES)
+    elif len(message_id) != MESSAGE_ID_BYTES:
+        raise UsageError(f"a message id is {MESSAGE_ID_BYTES} bytes")
     wraps: list[Wrap] = []
     book = None if sessions is None else sessions.book
     unreachable: list[bytes] = []

@@ -35,6 +35,7 @@ from protocol.log.state import AccountState, DeviceStatus
 from protocol.messaging import wrap2
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.ratchet import x25519_public
+from protocol.messaging.resets import LostSession, SessionNotHeldError
 from protocol.messaging.session_errors import (
     PeerNotActiveError,
     SessionDecryptError,
@@ -142,9 +143,10 @@ def make_wrap2(
             params, me, sender.enc_secret, bundle, derive(b"x3dh" + peer.device, 64)
         )
     book, message = book.encrypt(sid, content_key)
-    state = book.entries[sid].state
-    # the initiator names itself only next to a prekey message (§19.13)
-    initiator = (me.account, me.device) if state.pending is not None else None
+    # the sender names itself in every wrap, sealed to the recipient: the
+    # responder needs it for a set-up, and a device that lost the session
+    # needs it to ask for a reset (§19.13, §19.15)
+    initiator = (me.account, me.device)
     x = reach.spk if reach.sealed_to_prekey and reach.spk is not None else peer.ik
     e_secret = derive(b"eph2" + peer.device + x, 32)
     data = wrap2.seal(peer.device, x, e_secret, wrap2.Wrap2Inner(sid, initiator, message))
@@ -211,23 +213,30 @@ def open_wrap2(
     book = inputs.book_for(inner.session_id, inner.initiator)
     entry = book.entries.get(inner.session_id)
     who = inner.initiator if entry is None else (entry.peer.account, entry.peer.device)
+    lost = LostSession(inner.session_id, inner.initiator)
     if who is None:
-        raise WrongSessionError("no session with this id, and not its set-up")
+        raise SessionNotHeldError("no session with this id, and no sender named", lost)
     sender = party_of(states(who[0]), who[1])
     if sender is None:  # perhaps we are behind: not final (§15.5 step 3)
         raise PeerNotActiveError("the session's peer is not an active device here")
     mine = Party(my_account, me.sign_public, me.enc_public)
-    got = book.receive(
-        params,
-        mine,
-        me.enc_secret,
-        inputs.store,
-        inner.session_id,
-        sender,
-        inner.message,
-        inputs.fresh,
-        inputs.now_ms,
-    )
+    try:
+        got = book.receive(
+            params,
+            mine,
+            me.enc_secret,
+            inputs.store,
+            inner.session_id,
+            sender,
+            inner.message,
+            inputs.fresh,
+            inputs.now_ms,
+        )
+    except WrongSessionError as exc:
+        if entry is not None:  # a session held, with another device: no reset
+            raise
+        # not held and not its set-up: the sender may ask for a reset (§19.15)
+        raise SessionNotHeldError(str(exc), lost) from exc
     if len(got.plaintext) != 32:
         raise SessionDecryptError("a scheme-2 wrap carries a 32-byte content key")
     return Opened2(got.plaintext, got.peer, inner.session_id, got.book, got.store)

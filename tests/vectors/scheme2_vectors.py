@@ -8,8 +8,11 @@ session up with ``b1`` from ``b1``'s signed prekey (no one-time prekey,
 §19.4), the wrap sealed to that prekey.  Step 2: ``b1`` answers on that
 session; alice's ``a2`` advertises nothing, so it gets scheme 1 in the same
 envelope (mixed schemes).  Step 3: ``a1`` again, now a plain ratchet
-message.  Every seal and every open is reproduced from the recorded
-inputs; each reader's session state after opening is recorded
+message.  Step 4: ``b1``, its sessions lost (restored from a backup), seals
+a session reset (kind 16, §19.15) naming step 1's session from an empty
+book: a new set-up with ``a1``; its result is not kept, so the refusals
+below still see ``b1``'s book after step 3.  Every seal and every open is
+reproduced from the recorded inputs; each reader's session state after opening is recorded
 (``Session.to_bytes``, §19.8).
 """
 
@@ -20,6 +23,7 @@ from protocol.messaging import envelope as env
 from protocol.messaging.content import Content, ReplayGuard, Text, encode_content
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.ratchet import encode_state, x25519_public
+from protocol.messaging.resets import SessionReset
 from protocol.messaging.scheme2 import Reach2, ReceiveSessions, SendSessions
 from protocol.messaging.sessions import SessionBook
 
@@ -52,7 +56,9 @@ def build() -> dict[str, Json]:
     steps: list[Json] = []
     raws: list[bytes] = []
 
-    def step(name: str, sender: str, to: bytes, content: Content, counter: int) -> None:
+    def step(
+        name: str, sender: str, to: bytes, content: Content, counter: int, lost: bool = False
+    ) -> None:
         reach = {
             keys[d].sign_public: Reach2(PREKEYS[d][0], spk[d], True) for d in PREKEYS if d != sender
         }
@@ -67,10 +73,11 @@ def build() -> dict[str, Json]:
             counter=counter,
             timestamp=timestamp,
             seed=seed,
-            sessions=SendSessions(books[sender], reach, spk.get(sender)),
+            sessions=SendSessions(SessionBook() if lost else books[sender], reach, spk.get(sender)),
         )
         assert sealed.book is not None
-        books[sender] = sealed.book
+        if not lost:
+            books[sender] = sealed.book
         kind, body = encode_content(content)
         header = env.peek(sealed.raw, PARAMS)
         readers: list[Json] = []
@@ -111,6 +118,7 @@ def build() -> dict[str, Json]:
                 "content_kind": kind,
                 "content_body": body.hex(),
                 "scheme2_for": sorted(d for d in PREKEYS if d != sender),
+                "sender_book": "empty" if lost else "kept",
                 "wraps": [
                     {
                         "device": w.device.hex(),
@@ -129,6 +137,8 @@ def build() -> dict[str, Json]:
     step("a set-up from b1's signed prekey", "a1", bob, Text("hello on a session"), 1)
     step("b1's answer, a2 in scheme 1", "b1", alice, Text("hello back"), 1)
     step("a1 again: a ratchet message", "a1", bob, Text("and again"), 2)
+    (first,) = books["b1"].entries
+    step("b1, its sessions lost, asks for a reset", "b1", alice, SessionReset((first,)), 2, True)
 
     # b1, after the three steps, refuses the first again: its key is spent
     b1 = keys["b1"]
@@ -138,6 +148,12 @@ def build() -> dict[str, Json]:
         "DuplicateMessageError", env.open_envelope, PARAMS, raws[0], bob, b1,
         env.ledger_lookup(ledger), ReplayGuard(), again,
     )  # fmt: skip
+    # b1 without that session: step 3 names a session it does not hold (§19.15)
+    lost = ReceiveSessions(lambda sid, who: SessionBook(), stores["b1"], NOW_MS, bytes(32))
+    assert_raises(
+        "SessionNotHeldError", env.open_envelope, PARAMS, raws[2], bob, b1,
+        env.ledger_lookup(ledger), ReplayGuard(), lost,
+    )  # fmt: skip
     return {
         "description": "A conversation in wrap scheme 2 (docs/PROTOCOL.md §15.3, §15.5, "
         "§19.13): ingest 'events' into a ledger on 'params'; give each device of 'prekeys' "
@@ -145,10 +161,13 @@ def build() -> dict[str, Json]:
         "SessionBook; then, step by step, seal(sender, its state, the recipient's state, "
         "content, counter, timestamp, seed) with scheme 2 for the devices in "
         "'scheme2_for' (Reach2(spk_id, spk, sealed to the prekey)) and the sender's own "
-        "signed prekey, keep the sender's new book, and check hex; each 'opened_by' "
+        "signed prekey, keep the sender's new book (with 'sender_book' 'empty': seal from "
+        "an empty book and keep nothing, a device that lost its sessions, §19.15), and "
+        "check hex; each 'opened_by' "
         "device opens it with its book, store, now_ms and 'fresh', keeps the new book, "
         "and gets exactly its fields ('state_after': the session's state, §19.8). "
-        "'refused': b1 opening step 1 again after step 3.",
+        "'refused': b1 opening step 1 again after step 3, and step 3 with an empty book "
+        "(the wrap names a session it does not hold: what a reset is asked for on).",
         "format": FORMAT_NOTE,
         "params": params_json(),
         "devices": {d: device_json(label) for d, label in DEVICES.items()},
@@ -167,6 +186,15 @@ def build() -> dict[str, Json]:
                 "step": 0,
                 "error": "DuplicateMessageError",
                 "code": "session_duplicate",
-            }
+                "book": "kept",
+            },
+            {
+                "name": "step 3 opened by b1 without its sessions",
+                "reader": "b1",
+                "step": 2,
+                "error": "SessionNotHeldError",
+                "code": "session_wrong",
+                "book": "empty",
+            },
         ],
     }
