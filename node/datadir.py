@@ -82,10 +82,11 @@ D_TOKEN_SEED = b"smu/token-seed/v1\x00"
 @dataclass(frozen=True, slots=True)
 class Secrets:
     device: DeviceKeys
-    node_seed: bytes  # seed of the libp2p identity key, separate from the device key
+    #: seed of the libp2p identity key, separate from the device key
+    node_seed: bytes = field(repr=False)
     #: seed of the device's mailbox token key (PROTOCOL.md §15.16): a key of
     #: its own, so that a token can never pass for a device signature
-    token_seed: bytes = b""
+    token_seed: bytes = field(default=b"", repr=False)
     #: the key of what the store keeps encrypted (PROTOCOL.md §15.21): 32
     #: random bytes, here so that a passphrase protects it as it does the
     #: device keys; empty in a key file from before it (``add_storage_key``)

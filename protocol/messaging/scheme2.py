@@ -86,12 +86,12 @@ class ReceiveSessions:
     store: PrekeyStore
     now_ms: int
     #: 32 fresh random bytes (the DH ratchet step of a new chain, §19.5)
-    fresh: bytes
+    fresh: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Opened2:
-    content_key: bytes
+    content_key: bytes = field(repr=False)
     peer: Party
     session_id: bytes
     book: SessionBook
