@@ -243,7 +243,7 @@ def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> No
         held.sent_ms, Text(held.text), held.proof,
     )  # fmt: skip
     lookup = ledger_lookup(a1.ctx.ledger)
-    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.has).verdict is (
+    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.account_of).verdict is (
         EntryVerdict.VERIFIED
     )
 
