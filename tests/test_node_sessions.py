@@ -12,7 +12,7 @@ from node.prekeys import PrekeyKeeper
 from node.services.sessions import MemoryPrekeyFile
 from node.storage.messages import KIND_TEXT
 from protocol.core.errors import InvalidInput
-from protocol.messaging.content import HistoryEntry, Text
+from protocol.messaging.content import HistoryEntry, SentCopy, Text
 from protocol.messaging.envelope import (
     WRAP_SCHEME_2,
     WRAP_STATIC_X25519,
@@ -292,3 +292,29 @@ def test_session_state_is_sealed_at_rest_to_its_row(tmp_path: Path) -> None:
             assert clear not in files
             with pytest.raises(StoreCorruptError):
                 decode_state_blob(cipher, b"\x00" * len(bytes(sid)), blob)
+
+
+def test_a_copy_whose_proof_does_not_hold_is_kept_without_it(tmp_path: Path) -> None:
+    """A stolen device of the account sends a copy with a proof its text does
+    not match: the copy is its own device's word (stored as sent), but the
+    proof is not kept, so this device never relays it as proven, nor does a
+    new device it approves get told that *this* device forged it (§15.22)."""
+    for p in ("a0", "a1"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    alice.add("a1", "d0", "d1", ["g"])
+    a0 = Node(tmp_path / "a0", alice, [bob], "d0")
+    a1 = Node(tmp_path / "a1", alice, [bob], "d1")
+    genuine, _ = a0.service._seal_and_queue(bob.account, Text("hi"), KIND_TEXT, "hi")
+    (sent,) = [r for r in a0.service.store.history(KIND_TEXT, 10) if r.message_id == genuine]
+    assert sent.proof is not None
+    fake = SentCopy(bob.account, b"\x05" * 16, Text("pay carol"), sent.proof)
+    a0.service._seal_and_queue(alice.account, fake, KIND_TEXT, "")
+    (copy,) = [
+        d for d in a0.service.store.due(T0 * 10, 20)
+        if d.device == alice.keys["d1"].sign_public and d.message != genuine
+    ]  # fmt: skip
+    a1.service.receive(copy.envelope)
+    (row,) = [r for r in a1.service.store.history(KIND_TEXT, 10) if r.message_id == b"\x05" * 16]
+    assert (row.text, row.sender_account, row.peer) == ("pay carol", alice.account, bob.account)
+    assert row.proof is None

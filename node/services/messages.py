@@ -601,7 +601,7 @@ class MessageService:
         elif isinstance(content, SentCopy):
             # another device of this account sent it (§15.22): only from our own
             if outgoing and not self.store.has_message(own, content.message_id):
-                copied = copy_message(opened, content, own, now)
+                copied = copy_message(opened, content, own, now, self.ctx.ledger)
                 stored.append(copied)
                 rows.append(self.store.insert_statement(copied))
         elif isinstance(content, HistoryBundle):
