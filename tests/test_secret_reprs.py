@@ -6,6 +6,7 @@ of the next DH step must not be readable there (PROTOCOL.md §19.13)."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import fields, is_dataclass
 
 from node.datadir import Secrets
@@ -15,7 +16,7 @@ from protocol.messaging.ratchet import SessionState
 from protocol.messaging.scheme2 import open_wrap2
 
 from .conftest import FAST
-from .scheme2_support import World2
+from .scheme2_support import World2, h
 
 
 def _secrets_of(state: SessionState) -> list[bytes]:
@@ -65,3 +66,38 @@ def test_the_key_file_secrets_show_in_no_repr() -> None:
     assert is_dataclass(secrets) and len(fields(secrets)) == 4
     for value in (secrets.node_seed, secrets.token_seed, secrets.storage_key, keys.sign_seed):
         assert not _shows(text, value)
+
+
+def _holds(obj: object, value: bytes) -> bool:
+    try:
+        if isinstance(obj, dict):
+            return value in obj or value in obj.values() or any(_holds(k, value) for k in obj)
+        if isinstance(obj, (list, tuple)):
+            return value in obj
+    except TypeError:  # an unhashable key: not ours
+        pass
+    return False
+
+
+def _held_anywhere(value: bytes) -> bool:
+    """Whether a container the collector tracks, or one such an object
+    refers to (the collector does not track a dict of atomic values, such
+    as a function cache), holds ``value``."""
+    gc.collect()
+    for obj in gc.get_objects():
+        if _holds(obj, value) or any(_holds(r, value) for r in gc.get_referents(obj)):
+            return True
+    return False
+
+
+def _open_once_and_forget() -> None:
+    w = World2()
+    alice, bob = w["ad0"], w["bd0"]
+    bob.open(alice.send(bob.account).raw)  # bob finds the signed prekey the wrap names
+
+
+def test_a_signed_prekey_secret_is_not_kept_once_its_store_is_gone() -> None:
+    # forward secrecy of a set-up rests on the signed prekey's secret being
+    # gone after its grace (§19.3): no cache may keep it beyond the store
+    _open_once_and_forget()
+    assert not _held_anywhere(h("bd0/spk"))
