@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import DiskFullError
 from node.prekeys import PrekeyKeeper
 from node.services.sessions import MemoryPrekeyFile
 from node.storage.messages import KIND_TEXT
@@ -19,12 +20,19 @@ from protocol.messaging.envelope import (
     Wrap,
     ledger_lookup,
     peek,
+    seal,
 )
 from protocol.messaging.history import EntryVerdict, check_entry
+from protocol.messaging.prekeys import OneTimePrekey
+from protocol.messaging.ratchet import x25519_public
+from protocol.messaging.scheme2 import Reach2, SendSessions, party_of
+from protocol.messaging.sessions import SessionBook
+from protocol.messaging.x3dh import Bundle
 from protocol.records.device import Capability, SignedPrekey, make_record
 
 from .conftest import FAST, T0, History
 from .messaging_support import Node
+from .scheme2_support import h
 
 
 def _people() -> tuple[History, History]:
@@ -318,3 +326,43 @@ def test_a_copy_whose_proof_does_not_hold_is_kept_without_it(tmp_path: Path) -> 
     (row,) = [r for r in a1.service.store.history(KIND_TEXT, 10) if r.message_id == b"\x05" * 16]
     assert (row.text, row.sender_account, row.peer) == ("pay carol", alice.account, bob.account)
     assert row.proof is None
+
+
+def test_a_failed_write_leaves_the_one_time_prekey_unspent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set-up with a one-time prekey whose message cannot be stored (the
+    disk budget is full): the prekey stays unspent, so the sender's retry
+    of the same envelope opens once there is room (persist before
+    acknowledging, and a refusal changes nothing, §19.8, §19.13)."""
+    alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    keeper = b0.service.sessions.prekeys
+    otk = h("bob d0 one-time prekey")
+    keeper.commit(keeper.store.with_batch(100, 2**60, [otk]))
+    spk = keeper.current(T0)
+    d0 = bob.keys["d0"].sign_public
+    mine, theirs = a.ledger.state(alice.account), a.ledger.state(bob.account)
+    me, peer = party_of(mine, alice.keys["d0"].sign_public), party_of(theirs, d0)
+    assert me is not None and peer is not None
+    bundle = Bundle(peer, spk.prekey_id, spk.public, OneTimePrekey(100, x25519_public(otk), 2**60))
+    book, _ = SessionBook().start(FAST, me, alice.keys["d0"].enc_secret, bundle, h("x3dh", 64))
+    env = seal(
+        FAST, alice.keys["d0"], mine, theirs, Text("through a full disk"), counter=1,
+        timestamp=T0 + 1, seed=h("seed"), only_devices=[d0],
+        sessions=SendSessions(book, {d0: Reach2(spk.prekey_id, spk.public, True)}),
+    )  # fmt: skip
+
+    def full(rows: object) -> None:
+        raise DiskFullError("the node's disk budget is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(b0.db, "write", full)
+        with pytest.raises(DiskFullError):
+            b0.service.receive(env.raw)
+    assert 100 in keeper.store.one_time
+    assert keeper.file.load_prekeys() == keeper.store.encode()  # and so on disk
+    b0.service.receive(env.raw)  # the retry
+    assert [r.text for r in b0.service.store.conversation(alice.account, KIND_TEXT)] == [
+        "through a full disk"
+    ]
+    assert 100 not in keeper.store.one_time and 100 in keeper.store.spent

@@ -610,9 +610,13 @@ class MessageService:
             rows.extend(self.store.insert_statement(m) for m in history)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
+        prekeys = self.sessions.prekeys.store  # put back if the write fails (§19.8)
         rows += self.sessions.received(opened, read)
-        # the message, its stream's window and its session, together, before ACCEPTED
-        self.store.db.write(replay_rows + rows)
+        try:  # the message, its stream's window and its session, together, before ACCEPTED
+            self.store.db.write(replay_rows + rows)
+        except BaseException:
+            self.sessions.prekeys.commit(prekeys)  # unspent: the sender's retry can open
+            raise
         self.replay.written(new, touched)
         self._tell(stored, receipted)
         if synced and self.sync is not None:
