@@ -317,7 +317,27 @@ def test_a_recipient_view_this_replica_lacks_is_behind(w: World) -> None:
     for h in (w.a, w.b):
         for e in h.events.values():
             without_carol.ingest(e.raw)
-    check = check_entry(entry, w.a.account, ledger_lookup(without_carol), without_carol.account_of)
+    of = without_carol.account_of
+    # carol's log is not followed here at all: relayed, nothing to wait for
+    assert check_entry(entry, w.a.account, ledger_lookup(without_carol), of).verdict is (
+        EntryVerdict.UNPROVEN
+    )
+    # carol's log is here, but not the events alice had seen: behind
+    carol.add("c1", "d0", "d1", ["g"])  # an event of carol's alice's d0 saw, w.la lacks
+    later = w.send(Text("later"), recipient_state=_replica_with(w, carol).state(carol.account))
+    entry = HistoryEntry(
+        carol.account, later.message_id, w.a.account, w.a.keys["d0"].sign_public,
+        T0 + w.counter, Text("later"), later.proof,
+    )  # fmt: skip
+    check = check_entry(entry, w.a.account, ledger_lookup(w.la), w.la.account_of)
     assert check.verdict is EntryVerdict.BEHIND
     error = behind_error([check])
     assert error is not None and [v.account for v in error.views] == [carol.account]
+
+
+def _replica_with(w: World, *extra: History) -> Ledger:
+    ledger = Ledger(FAST)
+    for h in (w.a, w.b, *extra):
+        for e in h.events.values():
+            ledger.ingest(e.raw)
+    return ledger

@@ -147,6 +147,10 @@ def check_entry(
             )
     if len(proof.views) == 2 and any(event_account(h) is None for h in proof.views[1][1]):
         view = _view(recipient, proof.views[1], states)
+        if view.local_heads is None:
+            # an account this node does not follow (an own text to a
+            # stranger): nothing to catch up from, so relayed, not proven
+            return EntryCheck(EntryVerdict.UNPROVEN, "the recipient's log is not here")
         return EntryCheck(EntryVerdict.BEHIND, "the recipient's events are not here yet", view)
     state = states(entry.sender_account)
     device = None if state is None else state.device(entry.sender_device)
