@@ -11,9 +11,9 @@ import pytest
 from node.errors import DiskFullError
 from node.prekeys import PrekeyKeeper
 from node.services.sessions import MemoryPrekeyFile
-from node.storage.messages import KIND_TEXT
+from node.storage.messages import KIND_RECEIPT, KIND_TEXT
 from protocol.core.errors import InvalidInput
-from protocol.messaging.content import HistoryEntry, SentCopy, Text
+from protocol.messaging.content import HistoryEntry, Receipt, ReceiptStatus, SentCopy, Text
 from protocol.messaging.envelope import (
     WRAP_SCHEME_2,
     WRAP_STATIC_X25519,
@@ -366,3 +366,23 @@ def test_a_failed_write_leaves_the_one_time_prekey_unspent(
         "through a full disk"
     ]
     assert 100 not in keeper.store.one_time and 100 in keeper.store.spent
+
+
+def test_a_strangers_set_up_is_kept_only_with_a_request_it_earned(tmp_path: Path) -> None:
+    """A device of an account that is no contact sets up a session with a
+    receipt (no request caps apply to one): the envelope is taken, the
+    session not kept, so fresh devices cannot fill this device's session
+    table and disk (a set-up can carry ~140 KB of skipped keys, §19.11);
+    its text, admitted as a request, keeps one."""
+    alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    d0 = bob.keys["d0"].sign_public
+    assert not b0.contacts.is_contact(alice.account)
+    receipt = Receipt(ReceiptStatus.DELIVERED, (b"\x01" * 16,))
+    a.service._seal_and_queue(bob.account, receipt, KIND_RECEIPT, "", only=[d0])
+    (due,) = [d for d in a.service.store.due(T0 * 10, 10) if d.device == d0]
+    assert _wraps(due.envelope)[d0].scheme == WRAP_SCHEME_2
+    b0.service.receive(due.envelope)
+    assert _sessions(b0) == []
+    b0.service.receive(_send(a, bob, "a request"))
+    assert len(_sessions(b0)) == 1
+    assert [r.text for r in b0.service.store.requests(0)] == ["a request"]

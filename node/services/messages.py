@@ -611,7 +611,12 @@ class MessageService:
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
         prekeys = self.sessions.prekeys.store  # put back if the write fails (§19.8)
-        rows += self.sessions.received(opened, read)
+        # a stranger's set-up is kept only with a text the request caps let in:
+        # else any fresh device could store sessions here for free (§19.11)
+        sid = opened.session_id
+        set_up = sid is not None and all(sid not in b.entries for b in read)
+        if stored or outgoing or self.contacts.is_contact(peer) or not set_up:
+            rows += self.sessions.received(opened, read)
         try:  # the message, its stream's window and its session, together, before ACCEPTED
             self.store.db.write(replay_rows + rows)
         except BaseException:
