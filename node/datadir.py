@@ -62,7 +62,9 @@ def write_private(path: Path, data: bytes) -> None:
     receive the secret, even in a shared folder."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write may be short
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -72,6 +74,13 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    # the rename is durable only once the directory is synced: until then a
+    # crash may bring back the old file (a prekey a record already names gone)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 STORAGE_KEY_BYTES = 32
