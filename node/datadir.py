@@ -62,7 +62,9 @@ def write_private(path: Path, data: bytes) -> None:
     receive the secret, even in a shared folder."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write may be short
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -72,6 +74,13 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    # the rename is durable only once the directory is synced: until then a
+    # crash may bring back the old file (a prekey a record already names gone)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 STORAGE_KEY_BYTES = 32
@@ -82,10 +91,11 @@ D_TOKEN_SEED = b"smu/token-seed/v1\x00"
 @dataclass(frozen=True, slots=True)
 class Secrets:
     device: DeviceKeys
-    node_seed: bytes  # seed of the libp2p identity key, separate from the device key
+    #: seed of the libp2p identity key, separate from the device key
+    node_seed: bytes = field(repr=False)
     #: seed of the device's mailbox token key (PROTOCOL.md §15.16): a key of
     #: its own, so that a token can never pass for a device signature
-    token_seed: bytes = b""
+    token_seed: bytes = field(default=b"", repr=False)
     #: the key of what the store keeps encrypted (PROTOCOL.md §15.21): 32
     #: random bytes, here so that a passphrase protects it as it does the
     #: device keys; empty in a key file from before it (``add_storage_key``)

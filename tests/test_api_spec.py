@@ -103,6 +103,9 @@ GOOD: dict[str, object] = {"contact": "bob", "ids": ["00ff"]}
         ({**GOOD, "ids": ["00", 1]}, "parameter 'ids' must be [string]"),
         ({**GOOD, "count": True}, "parameter 'count' must be int"),
         ({**GOOD, "count": 1.5}, "parameter 'count' must be int"),
+        # beyond a signed 64-bit integer: SQLite would raise past the check
+        ({**GOOD, "count": 2**63}, "parameter 'count' must be int"),
+        ({**GOOD, "count": -(2**63) - 1}, "parameter 'count' must be int"),
         ({**GOOD, "force": 1}, "parameter 'force' must be bool"),
         ({**GOOD, "force": None}, "parameter 'force' must be bool"),
         ({**GOOD, "account": 7}, "parameter 'account' must be string | null"),

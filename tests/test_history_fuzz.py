@@ -78,7 +78,7 @@ def check_history_decoder(kind: int, data: bytes) -> None:
     assert isinstance(content, HistoryBundle)
     if kind == ContentKind.HISTORY:
         assert encode_content(content) == (kind, data)
-    checks = check_bundle(content, WORLD.a.account, ledger_lookup(WORLD.la), WORLD.la.has)
+    checks = check_bundle(content, WORLD.a.account, ledger_lookup(WORLD.la), WORLD.la.account_of)
     assert len(checks) == len(content.entries)
     for entry, check in zip(content.entries, checks, strict=True):
         assert isinstance(check.verdict, EntryVerdict)
@@ -101,7 +101,7 @@ def test_the_corpus_decodes_and_verifies() -> None:
     for raw in CORPUS:
         bundle = decode_content(ContentKind.HISTORY, raw)
         assert isinstance(bundle, HistoryBundle)
-        checks = check_bundle(bundle, WORLD.a.account, ledger_lookup(WORLD.la), WORLD.la.has)
+        checks = check_bundle(bundle, WORLD.a.account, ledger_lookup(WORLD.la), WORLD.la.account_of)
         assert EntryVerdict.VERIFIED in {c.verdict for c in checks}
     for raw in V1_CORPUS:
         bundle = decode_content(ContentKind.HISTORY_V1, raw)

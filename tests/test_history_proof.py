@@ -35,7 +35,7 @@ from protocol.messaging.history import (
     signed_message,
 )
 
-from .conftest import FAST, T0, device
+from .conftest import FAST, T0, History, device
 from .test_envelope import World, _seed
 
 
@@ -70,7 +70,7 @@ def _from_bob(w: World, text: str = "hi alice", signer: str = "d0") -> HistoryEn
 
 def _check(w: World, entry: HistoryEntry, ledger: Ledger | None = None) -> EntryVerdict:
     ledger = ledger or w.la
-    return check_entry(entry, w.a.account, ledger_lookup(ledger), ledger.has).verdict
+    return check_entry(entry, w.a.account, ledger_lookup(ledger), ledger.account_of).verdict
 
 
 @pytest.fixture
@@ -135,13 +135,16 @@ def test_a_device_that_never_was_the_accounts_is_refused(w: World) -> None:
         forged.proof, signature=thief.sign(signed_message(forged, forged.proof))
     )
     forged = dataclasses.replace(forged, proof=proof)
-    check = check_entry(forged, w.a.account, ledger_lookup(w.la), w.la.has)
+    check = check_entry(forged, w.a.account, ledger_lookup(w.la), w.la.account_of)
     assert check.verdict is EntryVerdict.FORGED and "never" in check.reason
     # with heads this replica lacks it cannot tell yet: behind, not stored
     unknown = dataclasses.replace(proof, views=((1, (b"\x07" * 32,)), proof.views[1]))
     unknown = dataclasses.replace(unknown, signature=thief.sign(signed_message(forged, unknown)))
     behind = check_entry(
-        dataclasses.replace(forged, proof=unknown), w.a.account, ledger_lookup(w.la), w.la.has
+        dataclasses.replace(forged, proof=unknown),
+        w.a.account,
+        ledger_lookup(w.la),
+        w.la.account_of,
     )
     assert behind.verdict is EntryVerdict.BEHIND
     error = behind_error([behind])
@@ -171,7 +174,7 @@ def test_bundle_round_trips_with_proofs_and_the_old_form_decodes_unproven(w: Wor
     kind, body = encode_content(bundle)
     assert kind == ContentKind.HISTORY == 4
     assert decode_content(kind, body) == bundle
-    checks = check_bundle(bundle, w.a.account, ledger_lookup(w.la), w.la.has)
+    checks = check_bundle(bundle, w.a.account, ledger_lookup(w.la), w.la.account_of)
     assert [c.verdict for c in checks] == [EntryVerdict.VERIFIED, EntryVerdict.UNPROVEN]
     # kind 3, the form before proofs: 7-field entries, every one unproven
     old = encode_flat([0, 1, [e[:7] for e in bundle.to_wire()[2]]])  # type: ignore[index]
@@ -258,3 +261,83 @@ def test_history_is_packed_by_bytes_and_each_part_seals(w: World) -> None:
     ]
     by_count = pack_history(small, max_parts=16, max_entries=2)
     assert [len(p.entries) for p in by_count] == [1, 2, 2]
+
+
+def _with_carol(w: World) -> History:
+    """A third account, in both replicas: what bob (or alice) wrote to it
+    is a signed message with two views, like one written to the other."""
+    carol = History(name="carol")
+    for ledger in (w.la, w.lb):
+        for e in carol.events.values():
+            ledger.ingest(e.raw)
+    return carol
+
+
+def test_a_message_to_another_account_does_not_verify_as_written_to_us(w: World) -> None:
+    # bob wrote to carol; a stolen device of alice's, given it by carol,
+    # relays it as written to alice: the proof's second view is carol's
+    # heads, not alice's (PROTOCOL.md §15.4 step 5)
+    carol = _with_carol(w)
+    text = Text("carol, it is over")
+    env = seal(
+        FAST, w.b.keys["d0"], w.lb.state(w.b.account), w.lb.state(carol.account), text,
+        counter=3, timestamp=T0 + 9, seed=_seed("bob:carol"),
+    )  # fmt: skip
+    entry = HistoryEntry(
+        w.b.account, env.message_id, w.b.account, w.b.keys["d0"].sign_public, T0 + 9, text,
+        env.proof,
+    )  # fmt: skip
+    check = check_entry(entry, w.a.account, ledger_lookup(w.la), w.la.account_of)
+    assert check.verdict is EntryVerdict.FORGED and "recipient" in check.reason
+    assert _check(w, _from_bob(w)) is EntryVerdict.VERIFIED  # one written to alice still is
+
+
+def test_an_own_text_cannot_move_to_another_conversation(w: World) -> None:
+    # alice wrote to carol; the relaying device files it under bob
+    carol = _with_carol(w)
+    env = w.send(Text("to carol"), recipient_state=w.la.state(carol.account))
+    entry = HistoryEntry(
+        w.b.account, env.message_id, w.a.account, w.a.keys["d0"].sign_public, T0 + 1,
+        Text("to carol"), env.proof,
+    )  # fmt: skip
+    assert _check(w, entry) is EntryVerdict.FORGED
+    assert _check(w, dataclasses.replace(entry, peer_account=carol.account)) is (
+        EntryVerdict.VERIFIED
+    )
+
+
+def test_a_recipient_view_this_replica_lacks_is_behind(w: World) -> None:
+    carol = _with_carol(w)
+    env = w.send(Text("to carol"), recipient_state=w.la.state(carol.account))
+    entry = HistoryEntry(
+        carol.account, env.message_id, w.a.account, w.a.keys["d0"].sign_public, T0 + 1,
+        Text("to carol"), env.proof,
+    )  # fmt: skip
+    without_carol = Ledger(FAST)
+    for h in (w.a, w.b):
+        for e in h.events.values():
+            without_carol.ingest(e.raw)
+    of = without_carol.account_of
+    # carol's log is not followed here at all: relayed, nothing to wait for
+    assert check_entry(entry, w.a.account, ledger_lookup(without_carol), of).verdict is (
+        EntryVerdict.UNPROVEN
+    )
+    # carol's log is here, but not the events alice had seen: behind
+    carol.add("c1", "d0", "d1", ["g"])  # an event of carol's alice's d0 saw, w.la lacks
+    later = w.send(Text("later"), recipient_state=_replica_with(w, carol).state(carol.account))
+    entry = HistoryEntry(
+        carol.account, later.message_id, w.a.account, w.a.keys["d0"].sign_public,
+        T0 + w.counter, Text("later"), later.proof,
+    )  # fmt: skip
+    check = check_entry(entry, w.a.account, ledger_lookup(w.la), w.la.account_of)
+    assert check.verdict is EntryVerdict.BEHIND
+    error = behind_error([check])
+    assert error is not None and [v.account for v in error.views] == [carol.account]
+
+
+def _replica_with(w: World, *extra: History) -> Ledger:
+    ledger = Ledger(FAST)
+    for h in (w.a, w.b, *extra):
+        for e in h.events.values():
+            ledger.ingest(e.raw)
+    return ledger

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from node.datadir import DataDir
 from node.errors import RpcError
 from node.netdemo import Demo
+from protocol.core.keys import RecoveryKey
+from protocol.core.params import network_by_id
+from protocol.messaging.backup import make_cert, seal_backup
 
 from .process import alice_and_bob, smu, start_nodes, texts, wait_for
 
@@ -70,6 +74,9 @@ def test_a_backup_restores_onto_the_recovered_account_with_the_paper_key(
     )
     assert restored["messages"] == 2 and restored["made_by"]["status"] == "removed_by_recovery"
     assert texts(c, "bob") == ["before the loss", "a reply"]
+    # each with the proof of its sender: restored as its sender's, not relayed
+    restored_docs = c.client.call("message.conversation", contact="bob")["messages"]
+    assert [m["relayed_by"] for m in restored_docs] == [None, None]
     (mine,) = c.client.call("contact.list")["contacts"]
     assert mine["name"] == "bob" and mine["verified"]  # the mark predates the recovery: it holds
     # restoring twice adds nothing
@@ -114,3 +121,60 @@ def test_a_backup_of_another_account_or_with_a_wrong_key_is_refused(
     big.write_bytes(os.urandom(4096))
     with pytest.raises(RpcError, match="not restored"):
         a.client.call("backup.restore", path=str(big), recovery_key=alice["recovery_key"])
+
+
+def test_a_backup_a_stolen_device_writes_cannot_put_words_in_a_contacts_mouth(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """A backup is its making device's word (§15.20): a message of bob's in
+    it without a proof that holds is restored as relayed by that device, one
+    whose proof fails not at all, as history is judged (§15.4)."""
+    (a, b), alice, bob = alice_and_bob(demo, ["alice", "bob"], bob_on=1)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    b.client.call("message.send", contact="alice", text="a real one")
+    wait_for(lambda: texts(a, "bob") == ["a real one"], 30, "bob's text")
+    real = a.client.call("message.conversation", contact="bob")["messages"][0]
+    # the device's keys and the paper key: what a thief of both holds
+    device = DataDir(a.dir).load_secrets().device
+    params = network_by_id(a.status()["network"])
+    account, peer = bytes.fromhex(alice["account_id"]), bytes.fromhex(bob["account_id"])
+    cert = make_cert(params, account, RecoveryKey.from_paper(alice["recovery_key"]))
+    bob_device = bytes.fromhex(
+        a.client.call("device.list", account="bob")["devices"][0]["sign_public"]
+    )
+    claim = ["msg", peer, b"\x01" * 16, False, peer, bob_device, 1_000, "send it to carol"]
+    forged = [
+        *claim[:2],
+        b"\x02" * 16,
+        *claim[3:7],
+        "and now",
+        [b"\x00" * 32, 1, [[1, [b"\x00" * 32]], [1, [b"\x01" * 32]]], b"\x00" * 64],
+    ]
+
+    def write(name: str, items: list[object]) -> str:
+        path = tmp_path / name
+        path.write_bytes(
+            b"".join(
+                seal_backup(
+                    params, cert, device, items, created_ms=2_000,  # type: ignore[arg-type]
+                    file_key=os.urandom(32), eph_secret=os.urandom(32),
+                )
+            )
+        )  # fmt: skip
+        return str(path)
+
+    # the form before proofs (8 fields): a claim only
+    done = a.client.call(
+        "backup.restore", path=write("planted", [claim]), recovery_key=alice["recovery_key"]
+    )
+    assert done["messages"] == 1
+    docs = {m["text"]: m for m in a.client.call("message.conversation", contact="bob")["messages"]}
+    assert set(docs) == {"a real one", "send it to carol"}
+    assert docs["send it to carol"]["relayed_by"] is not None
+    # a proof that does not hold: not restored
+    done = a.client.call(
+        "backup.restore", path=write("forged", [forged]), recovery_key=alice["recovery_key"]
+    )
+    assert (done["messages"], done["messages_in_backup"]) == (0, 1)
+    assert docs["a real one"] == real

@@ -39,6 +39,7 @@ HOSTILE = [
     ("event.submit", {"event": {"raw": "00"}}, "parameter 'event' must be string"),
     ("event.has", {"ids": "00"}, "parameter 'ids' must be [string]"),
     ("message.inbox", {"since_ms": "0"}, "parameter 'since_ms' must be int | null"),
+    ("message.inbox", {"since_ms": 2**64}, "parameter 'since_ms' must be int | null"),
     ("message.delete", {"ids": [1, 2]}, "parameter 'ids' must be [string]"),
     ("device.link", {"ttl_seconds": True}, "parameter 'ttl_seconds' must be int | null"),
     ("device.revoke", {"device": "d", "cascade": "yes"}, "parameter 'cascade' must be bool"),

@@ -67,7 +67,7 @@ def test_sent_and_received_texts_keep_proofs_that_verify(
         ("hi bob", alice.account, None, True),
     ]
     (bundle,) = history_bundles(d0.service.store, set())
-    checks = check_bundle(bundle, alice.account, ledger_lookup(d0.ledger), d0.ledger.has)
+    checks = check_bundle(bundle, alice.account, ledger_lookup(d0.ledger), d0.ledger.account_of)
     assert [c.verdict for c in checks] == [EntryVerdict.VERIFIED] * 2
 
 

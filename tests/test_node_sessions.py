@@ -8,23 +8,31 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import DiskFullError
 from node.prekeys import PrekeyKeeper
 from node.services.sessions import MemoryPrekeyFile
-from node.storage.messages import KIND_TEXT
+from node.storage.messages import KIND_RECEIPT, KIND_TEXT
 from protocol.core.errors import InvalidInput
-from protocol.messaging.content import HistoryEntry, Text
+from protocol.messaging.content import HistoryEntry, Receipt, ReceiptStatus, SentCopy, Text
 from protocol.messaging.envelope import (
     WRAP_SCHEME_2,
     WRAP_STATIC_X25519,
     Wrap,
     ledger_lookup,
     peek,
+    seal,
 )
 from protocol.messaging.history import EntryVerdict, check_entry
+from protocol.messaging.prekeys import OneTimePrekey
+from protocol.messaging.ratchet import x25519_public
+from protocol.messaging.scheme2 import Reach2, SendSessions, party_of
+from protocol.messaging.sessions import SessionBook
+from protocol.messaging.x3dh import Bundle
 from protocol.records.device import Capability, SignedPrekey, make_record
 
 from .conftest import FAST, T0, History
 from .messaging_support import Node
+from .scheme2_support import h
 
 
 def _people() -> tuple[History, History]:
@@ -244,7 +252,7 @@ def test_a_text_reaches_the_senders_other_device_as_a_copy(tmp_path: Path) -> No
         held.sent_ms, Text(held.text), held.proof,
     )  # fmt: skip
     lookup = ledger_lookup(a1.ctx.ledger)
-    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.has).verdict is (
+    assert check_entry(entry, alice.account, lookup, a1.ctx.ledger.account_of).verdict is (
         EntryVerdict.VERIFIED
     )
 
@@ -293,3 +301,89 @@ def test_session_state_is_sealed_at_rest_to_its_row(tmp_path: Path) -> None:
             assert clear not in files
             with pytest.raises(StoreCorruptError):
                 decode_state_blob(cipher, b"\x00" * len(bytes(sid)), blob)
+
+
+def test_a_copy_whose_proof_does_not_hold_is_kept_without_it(tmp_path: Path) -> None:
+    """A stolen device of the account sends a copy with a proof its text does
+    not match: the copy is its own device's word (stored as sent), but the
+    proof is not kept, so this device never relays it as proven, nor does a
+    new device it approves get told that *this* device forged it (§15.22)."""
+    for p in ("a0", "a1"):
+        (tmp_path / p).mkdir()
+    alice, bob = _people()
+    alice.add("a1", "d0", "d1", ["g"])
+    a0 = Node(tmp_path / "a0", alice, [bob], "d0")
+    a1 = Node(tmp_path / "a1", alice, [bob], "d1")
+    genuine, _ = a0.service._seal_and_queue(bob.account, Text("hi"), KIND_TEXT, "hi")
+    (sent,) = [r for r in a0.service.store.history(KIND_TEXT, 10) if r.message_id == genuine]
+    assert sent.proof is not None
+    fake = SentCopy(bob.account, b"\x05" * 16, Text("pay carol"), sent.proof)
+    a0.service._seal_and_queue(alice.account, fake, KIND_TEXT, "")
+    (copy,) = [
+        d for d in a0.service.store.due(T0 * 10, 20)
+        if d.device == alice.keys["d1"].sign_public and d.message != genuine
+    ]  # fmt: skip
+    a1.service.receive(copy.envelope)
+    (row,) = [r for r in a1.service.store.history(KIND_TEXT, 10) if r.message_id == b"\x05" * 16]
+    assert (row.text, row.sender_account, row.peer) == ("pay carol", alice.account, bob.account)
+    assert row.proof is None
+
+
+def test_a_failed_write_leaves_the_one_time_prekey_unspent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set-up with a one-time prekey whose message cannot be stored (the
+    disk budget is full): the prekey stays unspent, so the sender's retry
+    of the same envelope opens once there is room (persist before
+    acknowledging, and a refusal changes nothing, §19.8, §19.13)."""
+    alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    keeper = b0.service.sessions.prekeys
+    otk = h("bob d0 one-time prekey")
+    keeper.commit(keeper.store.with_batch(100, 2**60, [otk]))
+    spk = keeper.current(T0)
+    d0 = bob.keys["d0"].sign_public
+    mine, theirs = a.ledger.state(alice.account), a.ledger.state(bob.account)
+    me, peer = party_of(mine, alice.keys["d0"].sign_public), party_of(theirs, d0)
+    assert me is not None and peer is not None
+    bundle = Bundle(peer, spk.prekey_id, spk.public, OneTimePrekey(100, x25519_public(otk), 2**60))
+    book, _ = SessionBook().start(FAST, me, alice.keys["d0"].enc_secret, bundle, h("x3dh", 64))
+    env = seal(
+        FAST, alice.keys["d0"], mine, theirs, Text("through a full disk"), counter=1,
+        timestamp=T0 + 1, seed=h("seed"), only_devices=[d0],
+        sessions=SendSessions(book, {d0: Reach2(spk.prekey_id, spk.public, True)}),
+    )  # fmt: skip
+
+    def full(rows: object) -> None:
+        raise DiskFullError("the node's disk budget is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(b0.db, "write", full)
+        with pytest.raises(DiskFullError):
+            b0.service.receive(env.raw)
+    assert 100 in keeper.store.one_time
+    assert keeper.file.load_prekeys() == keeper.store.encode()  # and so on disk
+    b0.service.receive(env.raw)  # the retry
+    assert [r.text for r in b0.service.store.conversation(alice.account, KIND_TEXT)] == [
+        "through a full disk"
+    ]
+    assert 100 not in keeper.store.one_time and 100 in keeper.store.spent
+
+
+def test_a_strangers_set_up_is_kept_only_with_a_request_it_earned(tmp_path: Path) -> None:
+    """A device of an account that is no contact sets up a session with a
+    receipt (no request caps apply to one): the envelope is taken, the
+    session not kept, so fresh devices cannot fill this device's session
+    table and disk (a set-up can carry ~140 KB of skipped keys, §19.11);
+    its text, admitted as a request, keeps one."""
+    alice, bob, a, b0, _ = _bob_nodes(tmp_path)
+    d0 = bob.keys["d0"].sign_public
+    assert not b0.contacts.is_contact(alice.account)
+    receipt = Receipt(ReceiptStatus.DELIVERED, (b"\x01" * 16,))
+    a.service._seal_and_queue(bob.account, receipt, KIND_RECEIPT, "", only=[d0])
+    (due,) = [d for d in a.service.store.due(T0 * 10, 10) if d.device == d0]
+    assert _wraps(due.envelope)[d0].scheme == WRAP_SCHEME_2
+    b0.service.receive(due.envelope)
+    assert _sessions(b0) == []
+    b0.service.receive(_send(a, bob, "a request"))
+    assert len(_sessions(b0)) == 1
+    assert [r.text for r in b0.service.store.requests(0)] == ["a request"]

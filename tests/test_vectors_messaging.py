@@ -369,10 +369,11 @@ def test_envelope_history_bundle_proves_its_sender() -> None:
     crypto.verify(_device(data, "a1").sign_public, signed, proof.signature)
     account = bytes.fromhex(case["receiving_account"])
     states = envelope.ledger_lookup(ledger)
-    verdicts = [check_entry(e, account, states, ledger.has).verdict.value for e in bundle.entries]
+    of = ledger.account_of
+    verdicts = [check_entry(e, account, states, of).verdict.value for e in bundle.entries]
     assert verdicts == case["verdicts"]
     forged = dataclasses.replace(entry, content=Text(case["forged_text"]))
-    assert check_entry(forged, account, states, ledger.has).verdict.value == case["forged_verdict"]
+    assert check_entry(forged, account, states, of).verdict.value == case["forged_verdict"]
 
 
 # -- linking.json ------------------------------------------------------------------

@@ -35,6 +35,10 @@ R = TypeVar("R")
 #: value out (``node/control.py``)
 Handler = Callable[[dict[str, object]], Awaitable[object]]
 
+#: an ``int`` parameter is a signed 64-bit integer (PROTOCOL.md §13): a
+#: larger one would pass the check and fail in SQLite, not as -32602
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
 
 class ParamError(ValueError):
     """The params object does not match the method's definition (JSON-RPC
@@ -106,8 +110,10 @@ def conforms(value: object, tp: object) -> bool:
         return isinstance(value, str)
     if tp is bool:
         return isinstance(value, bool)
-    if tp is int:  # JSON true is not a number here
-        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is int:  # JSON true is not a number here; SQLite holds 64 bits (§13)
+        return (
+            isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
+        )
     if tp is type(None) or tp is None:
         return value is None
     if origin is Literal:

@@ -14,6 +14,7 @@ Restoring needs the paper key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +37,9 @@ from protocol.messaging.backup import (
     open_backup,
     seal_backup,
 )
-from protocol.messaging.content import MAX_TEXT_BYTES
+from protocol.messaging.content import MAX_TEXT_BYTES, HistoryEntry, Text, decode_proof
+from protocol.messaging.envelope import ledger_lookup
+from protocol.messaging.history import EntryVerdict, check_entry
 from protocol.messaging.sync import MAX_EDIT_BYTES, MAX_EDITS_PER_BATCH, Edit, SyncEdits
 
 from .. import control
@@ -176,9 +179,15 @@ class BackupService:
         items: list[Value] = [["edit", e.encode()] for e in self.sync.all_edits()]
         for r in self.store.history(KIND_TEXT, MAX_MESSAGES):
             sa = r.sender_account
+            # with its proof (§15.4), or [] (relayed, or from before proofs):
+            # the restoring device believes a sender only on its proof
+            proof: Value = [] if r.proof is None else r.proof.to_wire()
             items.append(
-                ["msg", r.peer, r.message_id, sa == own, sa, r.sender_device, r.sent_ms, r.text]
-            )
+                [
+                    "msg", r.peer, r.message_id, sa == own, sa, r.sender_device, r.sent_ms,
+                    r.text, proof,
+                ]
+            )  # fmt: skip
         return items
 
     async def _create(self, path: Path, passphrase: str | None) -> api.Created:
@@ -269,6 +278,8 @@ class BackupService:
             raise RpcFailure(
                 control.INVALID_INPUT, f"the backup was not restored: {exc}", {"code": exc.code}
             ) from exc
+        in_backup = len(messages)
+        messages = self._judged(messages, account, opened.device)
         before = self.store.count_texts()
         rows.extend(self.store.insert_statement(m) for m in messages)
         self.store.db.write(rows)
@@ -276,7 +287,7 @@ class BackupService:
         state = self.ctx.ledger.state(account).device(opened.device)
         return {
             "messages": self.store.count_texts() - before,
-            "messages_in_backup": len(messages),
+            "messages_in_backup": in_backup,
             "edits_merged": merged,
             "created_ms": opened.header.created_ms,
             "made_by": {
@@ -285,6 +296,27 @@ class BackupService:
                 "status": None if state is None else state.status.value,
             },
         }
+
+    def _judged(self, messages: list[NewMessage], account: bytes, maker: bytes) -> list[NewMessage]:
+        """A backup's messages as a history bundle's are judged (§15.4,
+        §15.20): the file is its making device's word, and that device may
+        be stolen.  A proven message is its sender's; one without a proof
+        that holds is relayed by the maker; a forged one is not restored."""
+        ledger = self.ctx.ledger
+        lookup = ledger_lookup(ledger)
+        out = []
+        for m in messages:
+            entry = HistoryEntry(
+                m.peer, m.message_id, m.sender_account, m.sender_device, m.sent_ms,
+                Text(m.text), m.proof,
+            )  # fmt: skip
+            verdict = check_entry(entry, account, lookup, ledger.account_of).verdict
+            if verdict is EntryVerdict.FORGED:
+                continue
+            if verdict is not EntryVerdict.VERIFIED:
+                m = dataclasses.replace(m, proof=None, relayed_by=maker)
+            out.append(m)
+        return out
 
     # -- automatic backups --------------------------------------------------------
 
@@ -356,8 +388,14 @@ def _item(item: Value, account: bytes) -> bytes | NewMessage:
                 control.INVALID_INPUT, "the backup was not restored: an edit too large"
             )
         return item[1]
-    if item[0] == "msg" and len(item) == 8:
-        _, peer, mid, outgoing, sa, sd, ts, text = item
+    if item[0] == "msg" and len(item) in (8, 9):  # 8: from before proofs were kept
+        _, peer, mid, outgoing, sa, sd, ts, text = item[:8]
+        try:
+            proof = decode_proof(item[8]) if len(item) == 9 else None
+        except InvalidInput:
+            raise RpcFailure(
+                control.INVALID_INPUT, "the backup was not restored: an item is malformed"
+            ) from None
         ok = (
             all(type(b) is bytes and len(b) == 32 for b in (peer, sa, sd))
             and type(mid) is bytes
@@ -372,5 +410,7 @@ def _item(item: Value, account: bytes) -> bytes | NewMessage:
         if ok:
             assert isinstance(peer, bytes) and isinstance(mid, bytes) and isinstance(ts, int)
             assert isinstance(sa, bytes) and isinstance(sd, bytes) and isinstance(text, str)
-            return NewMessage(mid, peer, bool(outgoing), sa, sd, ts, ts, KIND_TEXT, text)
+            return NewMessage(
+                mid, peer, bool(outgoing), sa, sd, ts, ts, KIND_TEXT, text, proof=proof
+            )
     raise RpcFailure(control.INVALID_INPUT, "the backup was not restored: an item is malformed")

@@ -50,7 +50,7 @@ def received_history(
     """The texts of a bundle that ``relayer``, a device of the own account,
     sent, and how many entries were forged.  Raises ``HistoryBehindError``
     (nothing is stored, the sender retries) if this replica cannot decide yet."""
-    checks = check_bundle(bundle, own, ledger_lookup(ledger), ledger.has)
+    checks = check_bundle(bundle, own, ledger_lookup(ledger), ledger.account_of)
     behind = behind_error(checks)
     if behind is not None:
         raise behind

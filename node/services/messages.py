@@ -574,7 +574,7 @@ class MessageService:
         elif isinstance(content, SentCopy):
             # another device of this account sent it (§15.22): only from our own
             if outgoing and not self.store.has_message(own, content.message_id):
-                copied = copy_message(opened, content, own, now)
+                copied = copy_message(opened, content, own, now, self.ctx.ledger)
                 stored.append(copied)
                 rows.append(self.store.insert_statement(copied))
         elif isinstance(content, HistoryBundle):
@@ -587,10 +587,20 @@ class MessageService:
             rows.extend(answered.rows)
         new = len(replay.new & replay.changes.keys())
         replay_rows, touched = self.replay.statements(replay.changes, new)
-        if answered is None:
+        prekeys = self.sessions.prekeys.store  # put back if the write fails (§19.8)
+        # a stranger's set-up is kept only with a text the request caps let in:
+        # else any fresh device could store sessions here for free (§19.11); a
+        # reset's own session rows came with its answer
+        sid = opened.session_id
+        set_up = sid is not None and all(sid not in b.entries for b in read)
+        keep = stored or outgoing or self.contacts.is_contact(peer) or not set_up
+        if answered is None and keep:
             rows += self.sessions.received(opened, read)
-        # the message, its stream's window and its session, together, before ACCEPTED
-        self.store.db.write(replay_rows + rows)
+        try:  # the message, its stream's window and its session, together, before ACCEPTED
+            self.store.db.write(replay_rows + rows)
+        except BaseException:
+            self.sessions.prekeys.commit(prekeys)  # unspent: the sender's retry can open
+            raise
         self.replay.written(new, touched)
         self._tell(stored, receipted)
         if answered is not None:  # one notice per reset: its envelope is replay-checked

@@ -16,9 +16,11 @@ import os
 from dataclasses import dataclass
 
 from protocol.core.errors import UsageError
+from protocol.log.ledger import Ledger
 from protocol.log.state import AccountState, DeviceStatus
-from protocol.messaging.content import Content, SentCopy, Text
-from protocol.messaging.envelope import OpenedEnvelope, SealedEnvelope, seal
+from protocol.messaging.content import Content, HistoryEntry, SentCopy, Text
+from protocol.messaging.envelope import OpenedEnvelope, SealedEnvelope, ledger_lookup, seal
+from protocol.messaging.history import EntryVerdict, check_entry
 
 from ..context import NodeContext
 from ..storage.db import Statement
@@ -99,9 +101,21 @@ def own_copy(
         return None
 
 
-def copy_message(opened: OpenedEnvelope, copy: SentCopy, own: bytes, now: int) -> NewMessage:
+def copy_message(
+    opened: OpenedEnvelope, copy: SentCopy, own: bytes, now: int, ledger: Ledger
+) -> NewMessage:
     """The text another device of this account sent, as this device stores
-    it: outgoing, under the original's message id (§15.22)."""
+    it: outgoing, under the original's message id (§15.22).  Its proof is
+    kept only if it holds (§15.4): this device relays kept proofs as proven,
+    and a new device it approves blames it for any that do not."""
+    entry = HistoryEntry(
+        copy.recipient_account, copy.message_id, own, opened.sender_device,
+        opened.timestamp, copy.content, copy.proof,
+    )  # fmt: skip
+    check = check_entry(entry, own, ledger_lookup(ledger), ledger.account_of)
+    proven = check.verdict is EntryVerdict.VERIFIED
+    if copy.proof is not None and not proven:
+        log.warning("a copy from this account's device came with a proof that does not hold")
     return NewMessage(
         message_id=copy.message_id,
         peer=copy.recipient_account,
@@ -112,5 +126,5 @@ def copy_message(opened: OpenedEnvelope, copy: SentCopy, own: bytes, now: int) -
         stored_ms=now,
         kind=KIND_TEXT,
         text=copy.content.text,
-        proof=copy.proof,
+        proof=copy.proof if proven else None,
     )

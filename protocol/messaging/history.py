@@ -7,19 +7,18 @@ entry may carry the ``HistoryProof`` of the envelope it arrived in, and the
 new device checks it against its **own** replica before it shows the entry
 as the sender's::
 
-    checks = check_bundle(bundle, my_account, ledger_lookup(ledger), ledger.has)
+    checks = check_bundle(bundle, my_account, ledger_lookup(ledger), ledger.account_of)
     for entry, check in zip(bundle.entries, checks):
         check.verdict   # VERIFIED, UNPROVEN, FORGED or BEHIND
 
 What the proof shows: the named sender device signed an envelope whose
 inner is exactly (sender account, sender device, counter, timestamp, views,
 kind, body) of the entry, and that device is one the log ever made a device
-of the sender account.  What it does not show: the message id and the
-recipient account, which sit in the clear header that the proof carries as
-its hash only (the wraps make the header too big to relay, and the ratchet
-layer changes them); so for a message of another account the conversation
-must be with that account, and for the account's own messages the peer
-account is the relaying device's claim.
+of the sender account; the recipient account through the views, whose heads
+are events of the accounts they view (a message bob wrote to carol does not
+pass as one he wrote to us).  What it does not show: the message id, which
+sits in the clear header that the proof carries as its hash only (the wraps
+make the header too big to relay, and the ratchet layer changes them).
 """
 
 from __future__ import annotations
@@ -31,15 +30,19 @@ from enum import Enum
 from protocol.core import crypto
 from protocol.core.canonical import encode_flat
 from protocol.core.errors import BadSignatureError, InvalidInput
-from protocol.log.state import AccountState, DeviceStatus
+from protocol.log.state import DeviceStatus
 from protocol.messaging.content import (
     MAX_CONTENT_BYTES,
     MAX_HISTORY_ENTRIES,
     HistoryBundle,
     HistoryEntry,
     HistoryProof,
+    ProofView,
 )
 from protocol.messaging.envelope import D_ENV_INNER, D_ENV_SIG, HeadsView, StateLookup
+
+#: the account an event held here belongs to, or None (``Ledger.account_of``)
+EventAccount = Callable[[bytes], bytes | None]
 
 #: device statuses that make a signer "a device of that account" for a past
 #: message: it was active when it signed (the approver opened the envelope
@@ -107,16 +110,16 @@ def signed_message(entry: HistoryEntry, proof: HistoryProof) -> bytes:
     return D_ENV_SIG + proof.header_hash + crypto.hash32(D_ENV_INNER, inner_of(entry, proof))
 
 
-def _sender_view(entry: HistoryEntry, proof: HistoryProof, state: AccountState | None) -> HeadsView:
-    count, heads = proof.views[0]
-    return HeadsView(entry.sender_account, count, heads, None if state is None else state.heads)
+def _view(account: bytes, view: ProofView, states: StateLookup) -> HeadsView:
+    state = states(account)
+    return HeadsView(account, view[0], view[1], None if state is None else state.heads)
 
 
 def check_entry(
     entry: HistoryEntry,
     my_account: bytes,
     states: StateLookup,
-    has_event: Callable[[bytes], bool],
+    event_account: EventAccount,
 ) -> EntryCheck:
     """Whether ``entry`` proves its sender, against the caller's own replica."""
     proof = entry.proof
@@ -132,13 +135,30 @@ def check_entry(
         crypto.verify(entry.sender_device, signed_message(entry, proof), proof.signature)
     except BadSignatureError:
         return EntryCheck(EntryVerdict.FORGED, "the signature does not verify under its sender")
+    # The views name the accounts the signer wrote between: each held head is
+    # an event of the account it views, and the recipient's must all be held
+    # here, so that a message to another account does not pass as one to
+    # this conversation (§15.4 step 5).
+    viewed = (entry.sender_account, recipient)[: len(proof.views)]
+    for account, (_, heads) in zip(viewed, proof.views, strict=True):
+        if any(event_account(h) not in (None, account) for h in heads):
+            return EntryCheck(
+                EntryVerdict.FORGED, "the views are not the sender's and the recipient's accounts"
+            )
+    if len(proof.views) == 2 and any(event_account(h) is None for h in proof.views[1][1]):
+        view = _view(recipient, proof.views[1], states)
+        if view.local_heads is None:
+            # an account this node does not follow (an own text to a
+            # stranger): nothing to catch up from, so relayed, not proven
+            return EntryCheck(EntryVerdict.UNPROVEN, "the recipient's log is not here")
+        return EntryCheck(EntryVerdict.BEHIND, "the recipient's events are not here yet", view)
     state = states(entry.sender_account)
     device = None if state is None else state.device(entry.sender_device)
     if device is None:
         # Unknown here: either we are behind (the proof's heads are events we
         # lack) or the device never was one of that account's: a forgery.
-        view = _sender_view(entry, proof, state)
-        if state is None or not all(has_event(h) for h in view.claimed_heads):
+        view = _view(entry.sender_account, proof.views[0], states)
+        if state is None or not all(event_account(h) is not None for h in view.claimed_heads):
             return EntryCheck(EntryVerdict.BEHIND, "the sender's events are not here yet", view)
         return EntryCheck(EntryVerdict.FORGED, "the signer never was a device of that account")
     if device.status not in _WAS_A_DEVICE:
@@ -150,11 +170,11 @@ def check_bundle(
     bundle: HistoryBundle,
     my_account: bytes,
     states: StateLookup,
-    has_event: Callable[[bytes], bool],
+    event_account: EventAccount,
 ) -> list[EntryCheck]:
     """One check per entry, in order (at most ``MAX_HISTORY_ENTRIES``
     signature checks: the bundle's size is bounded before it is parsed)."""
-    return [check_entry(e, my_account, states, has_event) for e in bundle.entries]
+    return [check_entry(e, my_account, states, event_account) for e in bundle.entries]
 
 
 def behind_error(checks: Sequence[EntryCheck]) -> HistoryBehindError | None:

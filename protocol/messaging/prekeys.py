@@ -286,9 +286,9 @@ class PrekeyStore:
     used it (so a set-up that fails spends nothing)."""
 
     #: signed prekey id -> (secret, usable until; 0 = current, no end yet)
-    signed: Mapping[int, tuple[bytes, int]] = field(default_factory=dict)
+    signed: Mapping[int, tuple[bytes, int]] = field(default_factory=dict, repr=False)
     #: one-time prekey id -> (secret, expires)
-    one_time: Mapping[int, tuple[bytes, int]] = field(default_factory=dict)
+    one_time: Mapping[int, tuple[bytes, int]] = field(default_factory=dict, repr=False)
     #: one-time prekey id -> expires: used ones, remembered until expiry
     spent: Mapping[int, int] = field(default_factory=dict)
 

@@ -251,7 +251,7 @@ class SessionState:
     ad: bytes
     #: the set-up this session came from (``PrekeyHeader.initiation_id``)
     initiation: bytes
-    rk: bytes
+    rk: bytes = field(repr=False)
     dhs_secret: bytes = field(repr=False)
     #: ``x25519_public(dhs_secret)``, kept so that sending costs no scalar multiplication
     dhs_public: bytes

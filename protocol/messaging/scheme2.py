@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import nacl.bindings as sodium
 
@@ -87,12 +86,12 @@ class ReceiveSessions:
     store: PrekeyStore
     now_ms: int
     #: 32 fresh random bytes (the DH ratchet step of a new chain, §19.5)
-    fresh: bytes
+    fresh: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Opened2:
-    content_key: bytes
+    content_key: bytes = field(repr=False)
     peer: Party
     session_id: bytes
     book: SessionBook
@@ -176,9 +175,23 @@ def decoy_wrap(
     return sender.sign_public, scheme, x, e_public + bytes(stream)[32:]
 
 
-@lru_cache(maxsize=256)
+#: H(secret) -> public key of the signed prekeys seen lately.  Keyed by a
+#: hash, never by the secret: a cache holding a retired prekey's secret
+#: would undo its deletion, and the forward secrecy that rests on it (§19.3)
+_PUBLICS: dict[bytes, bytes] = {}
+_PUBLICS_MAX = 256
+#: a local hash domain, never on the wire
+_CACHE_DOMAIN = b"smu/prekey-cache/v1\x00"
+
+
 def _prekey_public(secret: bytes) -> bytes:
-    return x25519_public(secret)
+    tag = crypto.hash32(_CACHE_DOMAIN, secret)
+    public = _PUBLICS.get(tag)
+    if public is None:
+        if len(_PUBLICS) >= _PUBLICS_MAX:
+            _PUBLICS.pop(next(iter(_PUBLICS)))  # the oldest
+        public = _PUBLICS[tag] = x25519_public(secret)
+    return public
 
 
 def _secret_for(me: DeviceKeys, store: PrekeyStore, x: bytes, now_ms: int) -> bytes:

@@ -41,6 +41,7 @@ ITEMS: list[Value] = [
         device_keys("backup/device").sign_public,
         T0 + 1000,
         "hi back",
+        [],  # the form since proofs (§15.20): a proof, or [] for none
     ],
 ]
 

@@ -151,8 +151,8 @@ def _history(ledger: Ledger, alice: bytes, bob: bytes, sealed: env.SealedEnvelop
     kind, body = encode_content(HistoryBundle(0, 1, (entry, bare)))
     forged = dataclasses.replace(entry, content=Text("hello bob, send money"))
     verdicts = {
-        "genuine": check_entry(entry, alice, env.ledger_lookup(ledger), ledger.has),
-        "forged": check_entry(forged, alice, env.ledger_lookup(ledger), ledger.has),
+        "genuine": check_entry(entry, alice, env.ledger_lookup(ledger), ledger.account_of),
+        "forged": check_entry(forged, alice, env.ledger_lookup(ledger), ledger.account_of),
     }
     assert verdicts["genuine"].verdict is EntryVerdict.VERIFIED
     assert verdicts["forged"].verdict is EntryVerdict.FORGED
