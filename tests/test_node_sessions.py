@@ -387,3 +387,29 @@ def test_a_strangers_set_up_is_kept_only_with_a_request_it_earned(tmp_path: Path
     b0.service.receive(_send(a, bob, "a request"))
     assert len(_sessions(b0)) == 1
     assert [r.text for r in b0.service.store.requests(0)] == ["a request"]
+
+
+def test_a_strangers_sessions_end_once_its_requests_are_gone(tmp_path: Path) -> None:
+    """A stranger's text is a request, and its set-up a session; when the
+    request expires unaccepted the session goes with it (it must not outlive
+    what let it in, §19.11), while a contact's session stays."""
+    from node.services.requests import RequestLimits
+
+    _, bob, a, b0, _ = _bob_nodes(tmp_path)
+    now = [T0]
+    b0.service.now_ms = lambda: now[0]
+    # alice is no contact of bob's: her text is a request, kept with its session
+    assert b0.service.receive(_send(a, bob, "hello?")).content == Text("hello?")
+    assert b0.service.store.requests(0) and _sessions(b0)
+    b0.service.housekeeping()
+    assert _sessions(b0)  # her request is still held
+    now[0] = T0 + RequestLimits().lifetime_ms + 1
+    b0.service.housekeeping()
+    assert b0.service.store.requests(0) == [] and _sessions(b0) == []
+
+    # a contact's session outlives every message of theirs
+    b0.contacts.add(a.me.account, "alice")
+    assert b0.service.receive(_send(a, bob, "again")).content == Text("again")
+    b0.db.write([("DELETE FROM messages", ())])
+    b0.service.housekeeping()
+    assert _sessions(b0)

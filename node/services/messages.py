@@ -446,7 +446,8 @@ class MessageService:
 
     def housekeeping(self) -> None:
         """Drop requests that expired unaccepted, and receipts and history
-        whose deliveries all ended a lifetime ago (bounded disk)."""
+        whose deliveries all ended a lifetime ago, then the sessions of
+        strangers nothing is held from (bounded disk)."""
         now = self.now_ms()
         machine_before = now - delivery_policy(KIND_RECEIPT).lifetime_ms
         self.store.db.write(
@@ -455,6 +456,8 @@ class MessageService:
                 *MessageStore.purge_machine_statements(machine_before),
             ]
         )
+        # then the sessions of strangers whose requests are gone (§19.11)
+        self.sessions.end_strangers(self.contacts.is_contact)
 
     async def run_housekeeping(self) -> None:
         while True:

@@ -158,6 +158,15 @@ class SessionService:
         """End every session with one device (it refused them as unknown)."""
         self.store.db.write([SessionStore.end_device_statement(account, device)])
 
+    def end_strangers(self, is_contact: Callable[[bytes], bool]) -> None:
+        """End the sessions with accounts that are not contacts (nor this
+        one) and from which no message is held: a request that expired, or
+        a blocked account's purged ones."""
+        own = self.ctx.own_account()
+        rows = self.store.stranger_statements(lambda a: a == own or is_contact(a))
+        if rows:
+            self.store.db.write(rows)
+
     def log_changed(self, account: bytes) -> None:
         """End the sessions of ``account``'s devices that the log no longer
         shows ACTIVE under the same key (S6: a revoked device's end at once)."""

@@ -159,6 +159,21 @@ class SessionStore:
                 )
         return rows
 
+    def stranger_statements(self, keep: Callable[[bytes], bool]) -> list[Statement]:
+        """End the sessions with every account ``keep`` refuses and of
+        which no message is held any more (a stranger whose requests expired,
+        or a blocked one): sessions must not outlive what let them in
+        (§19.11)."""
+        rows: list[Statement] = []
+        for (account,) in self.db.query(
+            "SELECT DISTINCT s.peer_account FROM sessions s WHERE NOT EXISTS "
+            "(SELECT 1 FROM messages m WHERE m.sender_account = s.peer_account "
+            "AND m.outgoing = 0)"
+        ):
+            if not keep(bytes(account)):
+                rows.append(("DELETE FROM sessions WHERE peer_account=?", (bytes(account),)))
+        return rows
+
     @staticmethod
     def end_device_statement(account: bytes, device: bytes) -> Statement:
         return (
