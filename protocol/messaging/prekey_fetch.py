@@ -55,7 +55,6 @@ from protocol.messaging.tokens import (
     decode_token,
     verify_token,
 )
-from protocol.sync.scores import TokenBucket
 
 PROTOCOL_ID = "/smu/prekey/1"
 WIRE_VERSION = 1
@@ -368,18 +367,38 @@ def serve(
 
 
 @dataclass(slots=True)
+class _Bucket:
+    """``rate`` fetches a second, at most ``burst`` in hand (time in s)."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def level(self, now: float) -> float:
+        return min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+
+    def take(self, now: float) -> bool:
+        self.tokens, self.updated = self.level(now), max(now, self.updated)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(slots=True)
 class FetchLimiter:
     """Fetches a server answers: ``PEER_RATE`` a second per peer (bursts of
     ``PEER_BURST``) and ``TOTAL_RATE`` over all (§19.15).  A peer whose
     bucket refilled is forgotten; with ``MAX_PEERS`` remembered, a new
     peer waits until one refills.  Time in seconds, passed in."""
 
-    total: TokenBucket
-    peers: dict[str, TokenBucket] = field(default_factory=dict)
+    total: _Bucket
+    peers: dict[str, _Bucket] = field(default_factory=dict)
 
     @classmethod
     def start(cls, now: float) -> FetchLimiter:
-        return cls(TokenBucket.full(TOTAL_RATE, TOTAL_BURST, now))
+        return cls(_Bucket(TOTAL_RATE, TOTAL_BURST, TOTAL_BURST, now))
 
     def allow(self, peer: str, now: float) -> bool:
         bucket = self.peers.get(peer)
@@ -388,16 +407,14 @@ class FetchLimiter:
                 self._forget_full(now)
             if len(self.peers) >= MAX_PEERS:
                 return False
-            bucket = TokenBucket.full(PEER_RATE, PEER_BURST, now)
-        if bucket.ready_at(1, now) > now or not self.total.take(1, now):
-            self.peers[peer] = bucket
-            return False
-        bucket.take(1, now)
+            bucket = _Bucket(PEER_RATE, PEER_BURST, PEER_BURST, now)
         self.peers[peer] = bucket
-        return True
+        if bucket.level(now) < 1:
+            return False
+        return self.total.take(now) and bucket.take(now)
 
     def _forget_full(self, now: float) -> None:
-        for peer in [p for p, b in self.peers.items() if b.ready_at(b.burst, now) <= now]:
+        for peer in [p for p, b in self.peers.items() if b.level(now) >= b.burst]:
             del self.peers[peer]
 
 
