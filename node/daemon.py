@@ -33,6 +33,7 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
+from protocol.messaging.prekey_fetch import PROTOCOL_ID as PREKEY_PROTOCOL
 from protocol.messaging.tokens import TokenSigner
 from protocol.records.device import Capability, RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
@@ -76,6 +77,7 @@ from .services.mailbox import MailboxService, deposit_group
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.prekey_serve import PrekeyServeService
 from .services.reads import ReadMarks
 from .services.sync import SyncService
 from .services.tokens import TokenService
@@ -114,6 +116,8 @@ CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 REACH_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 #: one clock question per link (§17.6)
 CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
+#: a fetch at a time per peer; its answer is one small frame (§19.15)
+PREKEY_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 DISK_CHECK_SECONDS = 5.0
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
@@ -360,6 +364,14 @@ class Daemon:
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
+        self.prekey_serve = PrekeyServeService(
+            self,
+            self.messages.sessions.prekeys,
+            mailbox_key=self.mailbox.identity.public,
+            token_key=self.tokens.signer.public,
+        )
+        # contacts get tokens for this node too: they pay for its prekeys
+        self.tokens.own_mailbox_key = self.mailbox.identity.public
         self.push = PushService(
             self.channels,
             records=lambda: self.records,
@@ -448,7 +460,7 @@ class Daemon:
         self.replication.on_ingested = self.metrics.ingest_seconds.observe
         self.messages.on_delivered_after = self.metrics.delivery_seconds.observe
         self.gate.disk_full = lambda: self.budget.full
-        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID}
+        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID, PREKEY_PROTOCOL}
 
     def _figures(self) -> Figures:
         return Figures(
@@ -568,6 +580,10 @@ class Daemon:
         )
         self.host.set_stream_handler(
             REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.reach.on_stream, REACH_STREAM_CAPS)
+        )
+        self.host.set_stream_handler(
+            PREKEY_PROTOCOL,
+            gate.wrap(PREKEY_PROTOCOL, self.prekey_serve.on_stream, PREKEY_STREAM_CAPS),
         )
         self.host.set_stream_handler(
             CLOCK_PROTOCOL, gate.wrap(CLOCK_PROTOCOL, self.clock.on_stream, CLOCK_STREAM_CAPS)
@@ -748,6 +764,8 @@ class Daemon:
         # must not keep the whole record from being published
         addrs = tuple(a for a in self.advertised_addrs() if text_ok(a))[:8]
         now_ms = int(time.time() * 1000)
+        # a supply of one-time prekeys for this node to serve (§19.15)
+        self.prekey_serve.replenish()
         try:
             record = make_record(
                 self._params,

@@ -49,12 +49,19 @@ class MemoryPrekeyFile:
     """A prekey file in memory (a node without a data directory: tests)."""
 
     raw: bytes | None = None
+    offer: bytes | None = None
 
     def load_prekeys(self) -> bytes | None:
         return self.raw
 
     def save_prekeys(self, raw: bytes) -> None:
         self.raw = raw
+
+    def load_prekey_offer(self) -> bytes | None:
+        return self.offer
+
+    def save_prekey_offer(self, raw: bytes) -> None:
+        self.offer = raw
 
 
 @dataclass
