@@ -77,6 +77,7 @@ from .services.mailbox import MailboxService, deposit_group
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.prekey_client import PrekeyClient
 from .services.prekey_serve import PrekeyServeService
 from .services.reads import ReadMarks
 from .services.sync import SyncService
@@ -372,6 +373,7 @@ class Daemon:
         )
         # contacts get tokens for this node too: they pay for its prekeys
         self.tokens.own_mailbox_key = self.mailbox.identity.public
+        self.messages.prekey_client = PrekeyClient(self, self.messages.sessions, self.tokens)
         self.push = PushService(
             self.channels,
             records=lambda: self.records,

@@ -1,0 +1,124 @@
+"""One-time prekeys between real nodes (PROTOCOL.md §19.15, §19.4): a
+contact pays with a token and sets up with a one-time prekey, each key is
+used once, a stranger gets the signed prekey only, and a replayed set-up
+with a spent key is refused without changing anything."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from node.netdemo import Demo, DemoNode
+from node.services.prekey_client import node_key
+from node.transport import frame, make_host, parse_multiaddr, read_frame
+from protocol.core.canonical import decode_flat
+from protocol.messaging import prekey_fetch as pf
+from protocol.messaging.prekeys import PrekeyStore
+
+from .process import alice_and_bob, texts, wait_for
+from .test_node_message_hostile import _deliver
+
+pytestmark = pytest.mark.process
+
+
+def _store(node_dir: Path) -> PrekeyStore:
+    import json
+
+    doc = json.loads((node_dir / "prekeys.json").read_text())
+    return PrekeyStore.decode(bytes.fromhex(doc["store"]))
+
+
+def _served(node_dir: Path) -> set[int]:
+    v = decode_flat((node_dir / "prekey-offer.bin").read_bytes(), pf.MAX_OFFER_BYTES)
+    assert isinstance(v, list) and isinstance(v[2], list)
+    return {int(i) for i in v[2]}  # type: ignore[call-overload]
+
+
+def _query(node_dir: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(f"file:{node_dir}/events.sqlite?mode=ro", uri=True)
+    try:
+        return list(conn.execute(sql, args).fetchall())
+    finally:
+        conn.close()
+
+
+def _wipe_sessions(node_dir: Path) -> None:
+    conn = sqlite3.connect(node_dir / "events.sqlite")
+    try:
+        conn.execute("DELETE FROM sessions")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def _restart_without_sessions(node: DemoNode, peer: str) -> None:
+    await trio.to_thread.run_sync(node.stop)
+    _wipe_sessions(node.dir)
+    node.start_existing([peer])
+    await trio.to_thread.run_sync(node.wait_ready)
+
+
+async def _fetch_as_stranger(addr: str, account: bytes, device: bytes) -> pf.Answer:
+    host = make_host(os.urandom(32))
+    async with host.run([parse_multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(parse_multiaddr(addr))
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [TProtocol(pf.PROTOCOL_ID)])
+        await stream.write(frame(pf.FetchRequest(account, device, None).encode()))
+        answer = pf.decode_answer(await read_frame(stream, pf.MAX_ANSWER_BYTES))
+        await host.close()
+    return answer
+
+
+async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
+    (a, b), alice, bob = alice_and_bob(demo, ["alice", "bob"], bob_on=1)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    bob_node = node_key(b.peer_id)
+    assert bob_node is not None
+    # bob's tokens for his own node reach alice (TOKENS, §15.16)
+    held = "SELECT device FROM tokens_held WHERE mailbox_key=?"
+    wait_for(lambda: _query(a.dir, held, (bob_node,)) != [], timeout=60)
+    bob_device = bytes(_query(a.dir, held, (bob_node,))[0][0])  # type: ignore[arg-type]
+    bob_account = bytes.fromhex(bob["account_id"])
+
+    # a stranger gets the signed prekey only, and nothing is served
+    answer = await _fetch_as_stranger(b.addr, bob_account, bob_device)
+    assert answer == pf.SignedOnlyAnswer(pf.SignedOnly.NO_TOKEN)
+    assert _served(b.dir) == set()
+
+    # the first set-ups came before any token (TOKENS contents both ways):
+    # signed prekey only.  Alice loses her sessions; her next set-up pays a
+    # token, and names the one-time prekey bob's node served (now spent)
+    assert _store(b.dir).spent == {}
+    await _restart_without_sessions(a, b.addr)
+    sent = a.client.call("message.send", contact="bob", text="one")
+    await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one"]))
+    first = set(_store(b.dir).spent)
+    assert len(first) == 1 and first == _served(b.dir)
+    assert not first & set(_store(b.dir).one_time)
+
+    # again: another key, never the same one
+    await _restart_without_sessions(a, b.addr)
+    a.client.call("message.send", contact="bob", text="two")
+    await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one", "two"]))
+    second = set(_store(b.dir).spent)
+    assert len(second) == 2 and first < second and second == _served(b.dir)
+
+    # a replay of the first set-up at a bob without sessions: the key is spent
+    (envelope,) = _query(
+        a.dir, "SELECT envelope FROM messages WHERE id=?", (bytes.fromhex(sent["message_id"]),)
+    )[0]
+    await _restart_without_sessions(b, a.addr)
+    before = (b.dir / "prekeys.json").read_bytes()
+    code = await _deliver(b.addr, bytes(envelope))  # type: ignore[arg-type]
+    assert code == "prekey_reused"
+    assert (b.dir / "prekeys.json").read_bytes() == before
+    assert _query(b.dir, "SELECT COUNT(*) FROM sessions") == [(0,)]
+    assert texts(b, "alice") == ["one", "two"]
