@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from protocol.core.errors import InvalidInput
 from protocol.messaging import prekey_fetch as pf
+from protocol.messaging import prekey_shelf as ps
 
 from .conftest import FAST, T0
 from .conftest import hypothesis_settings as _settings
@@ -27,12 +28,14 @@ TOKEN = _tokens(1)[0]
 REQUESTS = [
     pf.FetchRequest(ACCOUNT, DEVICE.sign_public, None).encode(),
     pf.FetchRequest(ACCOUNT, DEVICE.sign_public, TOKEN).encode(),
+    pf.UploadRequest(ACCOUNT, DEVICE.sign_public, OFFER.batches[0].encode(FAST)).encode(),
 ]
 ANSWERS = [
     pf.serve(FAST, OFFER, pf.FetchRequest(ACCOUNT, DEVICE.sign_public, TOKEN),
              mailbox_key=NODE_KEY, token_key=SIGNER.public, now_ms=T0 + 1)[0].encode(),
     pf.SignedOnlyAnswer(pf.SignedOnly.NO_TOKEN).encode(),
     pf.ErrorAnswer("rate_limited", "slow down").encode(),
+    pf.UploadedAnswer(64).encode(),
 ]  # fmt: skip
 OFFERS = [OFFER.encode(FAST)]
 CORPUS = REQUESTS + ANSWERS
@@ -45,6 +48,13 @@ def _check(raw: bytes) -> None:
     except InvalidInput:
         pass
     else:
+        if isinstance(request, pf.UploadRequest):
+            shelf = ps.PrekeyShelf()
+            try:
+                _, shelf = shelf.upload(FAST, request, granted=True, now_ms=T0 + 1)
+            except InvalidInput:
+                assert shelf == ps.PrekeyShelf()
+            return
         answer, after = pf.serve(
             FAST, OFFER, request, mailbox_key=NODE_KEY, token_key=SIGNER.public, now_ms=T0 + 1
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from protocol.core import keys
 from protocol.messaging import prekey_fetch as pf
+from protocol.messaging import prekey_shelf as ps
 from protocol.messaging.prekeys import decode_batch, make_batch, verify_proof
 
 from .vector_support import load, params_of, raises_exactly
@@ -46,6 +47,11 @@ def test_prekey_fetch_exchanges_are_reproduced() -> None:
             assert after.encode(params).hex() == data["offer_after"]
         else:
             assert after == offer
+    upload = pf.decode_request(bytes.fromhex(data["upload"]["hex"]))
+    assert upload == pf.UploadRequest(account, device.sign_public, batch.encode(params))
+    answer, shelf = ps.PrekeyShelf().upload(params, upload, granted=True, now_ms=now)
+    assert answer.encode().hex() == data["uploaded"]["hex"]
+    assert shelf.offers[device.sign_public].batches == (batch,)
     for case in data["rejected_requests"]:
         raises_exactly(case["error"], pf.decode_request, bytes.fromhex(case["hex"]))
     for case in data["rejected_answers"]:

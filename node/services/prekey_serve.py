@@ -24,6 +24,7 @@ from protocol.messaging.prekey_fetch import (
     MAX_REQUEST_BYTES,
     ErrorAnswer,
     FetchLimiter,
+    FetchRequest,
     decode_request,
 )
 
@@ -59,7 +60,11 @@ class PrekeyServeService:
             return ErrorAnswer(exc.code, str(exc)).encode()
         account = self.ctx.account()
         device = self.ctx.device
-        if account is None or (request.account, request.device) != (account, device.sign_public):
+        if (
+            not isinstance(request, FetchRequest)  # uploads go to mailboxes (§19.14)
+            or account is None
+            or (request.account, request.device) != (account, device.sign_public)
+        ):
             return ErrorAnswer("not_here", "this node serves no such device").encode()
         answer = self.keeper.serve(
             self.ctx.params,

@@ -41,6 +41,7 @@ from protocol.core.fields import uint as _uint
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import NetworkParams
 from protocol.messaging.prekeys import (
+    MAX_BATCH_BYTES,
     MAX_PROOF_BYTES,
     PrekeyBatch,
     PrekeyStore,
@@ -58,8 +59,9 @@ from protocol.messaging.tokens import (
 
 PROTOCOL_ID = "/smu/prekey/1"
 WIRE_VERSION = 1
-#: a request: two 32-byte ids and a 94-byte token, with framing (§19.15)
-MAX_REQUEST_BYTES = 256
+#: a request: a fetch is two 32-byte ids and a 94-byte token; an upload
+#: carries one batch (at most 4,800 bytes), with framing (§19.15)
+MAX_REQUEST_BYTES = MAX_BATCH_BYTES + 320
 #: an answer: one proof (at most 640 bytes) with framing
 MAX_ANSWER_BYTES = MAX_PROOF_BYTES + 64
 
@@ -89,8 +91,10 @@ MAX_PEERS = 4096
 class FrameType(IntEnum):
     FETCH = 1
     FETCH_TOKEN = 2
+    UPLOAD = 3
     ONE_TIME = 16
     SIGNED_ONLY = 17
+    UPLOADED = 18
     ERROR = 31
 
 
@@ -131,6 +135,28 @@ class FetchRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadRequest:
+    """A device's batch for a mailbox to serve (§19.15, *At mailboxes*);
+    the batch's own signature authenticates it."""
+
+    account: bytes
+    device: bytes
+    batch: bytes
+
+    def encode(self) -> bytes:
+        return encode_flat([WIRE_VERSION, FrameType.UPLOAD, self.account, self.device, self.batch])
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedAnswer:
+    #: keys the mailbox now holds unserved for the device
+    unserved: int
+
+    def encode(self) -> bytes:
+        return encode_flat([WIRE_VERSION, FrameType.UPLOADED, self.unserved])
+
+
+@dataclass(frozen=True, slots=True)
 class OneTimeAnswer:
     proof: bytes
 
@@ -155,7 +181,7 @@ class ErrorAnswer:
         return encode_flat([WIRE_VERSION, FrameType.ERROR, self.code, self.message])
 
 
-Answer = OneTimeAnswer | SignedOnlyAnswer | ErrorAnswer
+Answer = OneTimeAnswer | SignedOnlyAnswer | UploadedAnswer | ErrorAnswer
 
 
 def _head(raw: bytes, limit: int) -> list[object]:
@@ -174,7 +200,7 @@ def _size(v: list[object], n: int) -> None:
         raise SchemaError(f"this prekey frame has {n} elements")
 
 
-def decode_request(raw: bytes) -> FetchRequest:
+def decode_request(raw: bytes) -> FetchRequest | UploadRequest:
     """A fetch, checked for sizes and types only (§19.15)."""
     v = _head(raw, MAX_REQUEST_BYTES)
     if v[1] == FrameType.FETCH:
@@ -183,6 +209,11 @@ def decode_request(raw: bytes) -> FetchRequest:
     if v[1] == FrameType.FETCH_TOKEN:
         _size(v, 5)
         return FetchRequest(_bin(v[2], 32, "account"), _bin(v[3], 32, "device"), decode_token(v[4]))
+    if v[1] == FrameType.UPLOAD:
+        _size(v, 5)
+        if type(v[4]) is not bytes or not 0 < len(v[4]) <= MAX_BATCH_BYTES:
+            raise SchemaError(f"a batch is 1 to {MAX_BATCH_BYTES} bytes")
+        return UploadRequest(_bin(v[2], 32, "account"), _bin(v[3], 32, "device"), v[4])
     raise SchemaError("unknown prekey request type")
 
 
@@ -207,6 +238,9 @@ def decode_answer(raw: bytes) -> Answer:
         if reason not in SignedOnly.ALL:
             raise SchemaError("unknown signed-only reason")
         return SignedOnlyAnswer(reason)
+    if v[1] == FrameType.UPLOADED:
+        _size(v, 3)
+        return UploadedAnswer(_uint(v[2], "unserved"))
     if v[1] == FrameType.ERROR:
         _size(v, 4)
         return ErrorAnswer(_text(v[2], "the code", 64), _text(v[3], "the message"))
@@ -433,6 +467,8 @@ __all__ = [
     "PrekeyOffer",
     "SignedOnly",
     "SignedOnlyAnswer",
+    "UploadRequest",
+    "UploadedAnswer",
     "decode_answer",
     "decode_request",
     "replenish",

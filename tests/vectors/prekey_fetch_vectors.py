@@ -1,4 +1,5 @@
-"""prekey_fetch.json: ``/smu/prekey/1`` (docs/PROTOCOL.md §19.15).
+"""prekey_fetch.json: ``/smu/prekey/1`` (docs/PROTOCOL.md §19.15), the
+UPLOAD of a batch to a mailbox included.
 
 A device (``prekey-fetch/device``) of an account signs one batch of 64
 one-time prekeys (secrets from labels); its node (``prekey-fetch/node``)
@@ -84,7 +85,8 @@ def build() -> dict[str, Json]:
         ("FETCH with a 31-byte device", _h(1, ACCOUNT, dev[:31]), "SchemaError"),
         ("an answer sent as a request", _h(17, "no_token"), "SchemaError"),
         ("wire version 2", encode_flat([2, 1, ACCOUNT, dev]), "UnsupportedVersionError"),
-        ("over 256 bytes", _h(1, ACCOUNT, dev, b"x" * 200), "LimitExceededError"),
+        ("UPLOAD with a str batch", _h(3, ACCOUNT, dev, "batch"), "SchemaError"),
+        ("over 5,120 bytes", _h(3, ACCOUNT, dev, b"x" * 5100), "LimitExceededError"),
     ]
     rejected_answers = [
         ("SIGNED_ONLY with an unknown reason", _h(17, "tired"), "SchemaError"),
@@ -132,6 +134,9 @@ def build() -> dict[str, Json]:
             for name, req, before, ans in cases
         ],
         "error_answer": _frame("ERROR", pf.ErrorAnswer("rate_limited", "slow down").encode()),
+        # the same batch uploaded to a mailbox (§19.15, At mailboxes), and its answer
+        "upload": _frame("UPLOAD", pf.UploadRequest(ACCOUNT, dev, batch.encode(PARAMS)).encode()),
+        "uploaded": _frame("UPLOADED", pf.UploadedAnswer(pf.OFFER_BATCH).encode()),
         "rejected_requests": [
             {"name": n, "hex": raw.hex(), "error": e} for n, raw, e in rejected_requests
         ],
