@@ -79,6 +79,7 @@ from .services.node import NodeService
 from .services.peers import PeerService
 from .services.prekey_client import PrekeyClient
 from .services.prekey_serve import PrekeyServeService
+from .services.prekey_shelf import MailboxPrekeys
 from .services.reads import ReadMarks
 from .services.sync import SyncService
 from .services.tokens import TokenService
@@ -371,6 +372,13 @@ class Daemon:
             mailbox_key=self.mailbox.identity.public,
             token_key=self.tokens.signer.public,
         )
+        self.mailbox_prekeys = MailboxPrekeys(
+            self,
+            self.datadir,
+            self.mailbox.identity.public,
+            grant_of=lambda device: self.mailbox.box.grant_of(device) if self.mailbox.box else None,
+        )
+        self.prekey_serve.mailbox = self.mailbox_prekeys
         # contacts get tokens for this node too: they pay for its prekeys
         self.tokens.own_mailbox_key = self.mailbox.identity.public
         self.messages.prekey_client = PrekeyClient(self, self.messages.sessions, self.tokens)
@@ -611,6 +619,11 @@ class Daemon:
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
+            nursery.start_soon(
+                self.mailbox_prekeys.run_uploads,
+                self.messages.sessions.prekeys,
+                lambda: self.mailbox.grants,
+            )
             nursery.start_soon(self.trash.run)
             nursery.start_soon(self.backup.run_auto)
             nursery.start_soon(self._disk_loop)

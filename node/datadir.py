@@ -45,6 +45,8 @@ PREKEYS_FILE = "prekeys.json"
 #: the public one-time prekey batches this node serves, and what it served
 #: (PROTOCOL.md §19.15): no secret, but 0600 like prekeys.json
 PREKEY_OFFER_FILE = "prekey-offer.bin"
+#: the one-time prekey batches other devices uploaded to this node's mailbox
+PREKEY_SHELF_FILE = "prekey-shelf.bin"
 CONFIG_FILE = "config.json"
 DB_FILE = "events.sqlite"
 SOCKET_FILE = "control.sock"
@@ -264,6 +266,13 @@ class DataDir:
 
     def load_prekey_offer(self) -> bytes | None:
         path = self.path / PREKEY_OFFER_FILE
+        return path.read_bytes() if path.exists() else None
+
+    def save_prekey_shelf(self, raw: bytes) -> None:
+        write_private(self.path / PREKEY_SHELF_FILE, raw)
+
+    def load_prekey_shelf(self) -> bytes | None:
+        path = self.path / PREKEY_SHELF_FILE
         return path.read_bytes() if path.exists() else None
 
     def is_encrypted(self) -> bool:

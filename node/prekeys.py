@@ -107,6 +107,19 @@ class PrekeyKeeper:
         self._keep_offer(params, offer)
         return True
 
+    def batch_for(
+        self, params: NetworkParams, keys: DeviceKeys, account: bytes, now_ms: int
+    ) -> bytes:
+        """A new batch for a mailbox (its own ids: never one the node or
+        another mailbox holds, §19.15); its secrets are on disk first."""
+        # ids above every one-time id the store holds (the node's own too)
+        store = self.store.pruned(now_ms)
+        secrets = [self.random(32) for _ in range(OFFER_BATCH)]
+        store, made = replenish(params, keys, account, store, PrekeyOffer(), secrets, now_ms)
+        self.file.save_prekeys(store.encode())
+        self.store = store
+        return made.batches[-1].encode(params)
+
     def serve(
         self,
         params: NetworkParams,

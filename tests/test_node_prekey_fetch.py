@@ -19,9 +19,10 @@ from node.services.prekey_client import node_key
 from node.transport import frame, make_host, parse_multiaddr, read_frame
 from protocol.core.canonical import decode_flat
 from protocol.messaging import prekey_fetch as pf
+from protocol.messaging import prekey_shelf as ps
 from protocol.messaging.prekeys import PrekeyStore
 
-from .process import alice_and_bob, texts, wait_for
+from .process import LabNode, alice_and_bob, start_nodes, texts, wait_for
 from .test_node_message_hostile import _deliver
 
 pytestmark = pytest.mark.process
@@ -57,11 +58,20 @@ def _wipe_sessions(node_dir: Path) -> None:
         conn.close()
 
 
-async def _restart_without_sessions(node: DemoNode, peer: str) -> None:
+async def _restart_without_sessions(
+    node: DemoNode, peer: str, records_of: str | None = None
+) -> None:
+    """Restart ``node`` with no sessions; then wait until it holds the
+    records of ``records_of`` again (a fetch needs the record's peer id)."""
     await trio.to_thread.run_sync(node.stop)
     _wipe_sessions(node.dir)
     node.start_existing([peer])
     await trio.to_thread.run_sync(node.wait_ready)
+    if records_of is not None:
+        call = node.client.call
+        await trio.to_thread.run_sync(
+            lambda: wait_for(lambda: call("device.records", account=records_of)["records"])
+        )
 
 
 async def _fetch_as_stranger(addr: str, account: bytes, device: bytes) -> pf.Answer:
@@ -97,7 +107,7 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
     # signed prekey only.  Alice loses her sessions; her next set-up pays a
     # token, and names the one-time prekey bob's node served (now spent)
     assert _store(b.dir).spent == {}
-    await _restart_without_sessions(a, b.addr)
+    await _restart_without_sessions(a, b.addr, bob["account_id"])
     sent = a.client.call("message.send", contact="bob", text="one")
     await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one"]))
     first = set(_store(b.dir).spent)
@@ -105,7 +115,7 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
     assert not first & set(_store(b.dir).one_time)
 
     # again: another key, never the same one
-    await _restart_without_sessions(a, b.addr)
+    await _restart_without_sessions(a, b.addr, bob["account_id"])
     a.client.call("message.send", contact="bob", text="two")
     await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one", "two"]))
     second = set(_store(b.dir).spent)
@@ -122,3 +132,64 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
     assert (b.dir / "prekeys.json").read_bytes() == before
     assert _query(b.dir, "SELECT COUNT(*) FROM sessions") == [(0,)]
     assert texts(b, "alice") == ["one", "two"]
+
+
+def _shelf_served(node_dir: Path) -> set[int]:
+    path = node_dir / "prekey-shelf.bin"
+    if not path.exists():
+        return set()
+    v = decode_flat(path.read_bytes(), ps.MAX_SHELF_BYTES)
+    assert isinstance(v, list) and isinstance(v[1], list)
+    out: set[int] = set()
+    for entry in v[1]:
+        offer = decode_flat(entry[2], pf.MAX_OFFER_BYTES)  # type: ignore[index]
+        out |= {int(i) for i in offer[2]}  # type: ignore[index]
+    return out
+
+
+def _shelf_devices(node_dir: Path) -> int:
+    path = node_dir / "prekey-shelf.bin"
+    if not path.exists():
+        return 0
+    v = decode_flat(path.read_bytes(), ps.MAX_SHELF_BYTES)
+    return len(v[1])  # type: ignore[index, arg-type]
+
+
+def test_a_mailbox_serves_one_time_prekeys_while_the_device_is_away(demo: Demo) -> None:
+    (m,) = start_nodes(demo, ["mailbox"], kind=LabNode)
+    a, b = start_nodes(demo, ["alice", "bob"])
+    demo.connect(a, m)
+    demo.connect(m, b)
+    alice = a.client.call("account.create", name="alice")
+    bob = b.client.call("account.create", name="bob")
+    demo.wait_converged(demo.nodes)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    # grants at m for both, a batch of each uploaded there, and alice
+    # holding bob's tokens for m
+    wait_for(lambda: _shelf_devices(m.dir) == 2, timeout=90)
+    m_key = node_key(m.peer_id)
+    held = "SELECT COUNT(*) FROM tokens_held WHERE mailbox_key=?"
+    wait_for(lambda: _query(a.dir, held, (m_key,))[0][0] > 0, timeout=60)  # type: ignore[operator]
+
+    b.stop()  # bob is away: his own node cannot serve
+    a.stop()
+    _wipe_sessions(a.dir)
+    a.start_existing([m.addr])
+    a.wait_ready()
+    # alice has bob's record again (it names his node and m) before she writes
+    wait_for(
+        lambda: any(
+            m.peer_id in r["mailboxes"]
+            for r in a.client.call("device.records", account=bob["account_id"])["records"]
+        ),
+        timeout=60,
+    )
+    a.client.call("message.send", contact="bob", text="while away")
+    # m served one key (to alice) and holds the envelope
+    wait_for(lambda: len(_shelf_served(m.dir)) == 1, timeout=30)
+    b.start_existing([m.addr])
+    b.wait_ready()
+    wait_for(lambda: texts(b, "alice") == ["while away"], timeout=90)
+    # bob's set-up took the key m served: spent in his store
+    assert _shelf_served(m.dir) <= set(_store(b.dir).spent)

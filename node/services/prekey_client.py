@@ -5,9 +5,11 @@ Before a message to an account is sealed, every ACTIVE scheme-2 device of
 it with which this device has no session, and for which it holds a token
 of that device's node (the node's identity key, from the peer id its
 record names), is asked once on ``/smu/prekey/1``, within
-``FETCH_TIMEOUT``.  A verified proof becomes the set-up's one-time prekey
-(``SessionService.fetched``); anything else (no token, unreachable,
-SIGNED_ONLY, a bad proof) leaves the signed-prekey-only set-up, as before.
+``FETCH_TIMEOUT``; if it serves none (offline, exhausted), the mailboxes
+its record names are asked in turn, with tokens naming each.  A verified
+proof becomes the set-up's one-time prekey (``SessionService.fetched``);
+anything else (no token, unreachable, SIGNED_ONLY, a bad proof) leaves
+the signed-prekey-only set-up, as before.
 A token the server called spent, invalid or expired, or that bought a key,
 is dropped; one that was not looked at (unreachable, exhausted) is kept.
 """
@@ -36,6 +38,7 @@ from protocol.messaging.prekey_fetch import (
 from protocol.messaging.prekeys import verify_proof
 from protocol.messaging.scheme2 import party_of
 from protocol.records.device import Capability
+from protocol.records.grant import decode_grant
 
 from ..context import NodeContext
 from ..transport import frame, read_frame
@@ -100,9 +103,25 @@ class PrekeyClient:
     async def _fetch_one(
         self, account: bytes, device: bytes, peer: str, addrs: tuple[str, ...]
     ) -> bool:
-        key = node_key(peer)
-        if key is None:
-            return False
+        """The device's own node first, then the mailboxes its record names
+        (§19.15): the first that serves a key, within ``FETCH_TIMEOUT`` each."""
+        record = self.ctx.records.get(account, device)
+        targets: list[tuple[str, tuple[str, ...], bytes | None]] = [(peer, addrs, node_key(peer))]
+        for grant_raw, mb_addrs in record.mailboxes if record is not None else ():
+            try:
+                grant = decode_grant(grant_raw, self.ctx.params)
+            except InvalidInput:
+                continue
+            if grant.mailbox_peer != peer:
+                targets.append((grant.mailbox_peer, tuple(mb_addrs), grant.mailbox_key))
+        for target, target_addrs, key in targets:
+            if key is not None and await self._fetch_at(account, device, target, target_addrs, key):
+                return True
+        return False
+
+    async def _fetch_at(
+        self, account: bytes, device: bytes, peer: str, addrs: tuple[str, ...], key: bytes
+    ) -> bool:
         tokens = self.tokens.take(device, key, limit=1)
         if not tokens:
             return False

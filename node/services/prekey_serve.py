@@ -32,6 +32,7 @@ from ..context import NodeContext
 from ..gate import remote_peer
 from ..prekeys import PrekeyKeeper
 from ..transport import frame, read_frame
+from .prekey_shelf import MailboxPrekeys
 
 log = logging.getLogger("smu.prekeys")
 REQUEST_TIMEOUT = 10.0
@@ -51,6 +52,8 @@ class PrekeyServeService:
         self.mailbox_key = mailbox_key
         self.token_key = token_key
         self.limiter = FetchLimiter.start(time.monotonic())
+        #: the mailbox side: other devices' batches (set by the daemon)
+        self.mailbox: MailboxPrekeys | None = None
 
     def answer(self, data: bytes, peer: str) -> bytes:
         """The answer frame to one request (never raises on bad input)."""
@@ -60,12 +63,16 @@ class PrekeyServeService:
             return ErrorAnswer(exc.code, str(exc)).encode()
         account = self.ctx.account()
         device = self.ctx.device
-        if (
-            not isinstance(request, FetchRequest)  # uploads go to mailboxes (§19.14)
-            or account is None
-            or (request.account, request.device) != (account, device.sign_public)
-        ):
-            return ErrorAnswer("not_here", "this node serves no such device").encode()
+        ours = account is not None and (request.account, request.device) == (
+            account,
+            device.sign_public,
+        )
+        if not ours or not isinstance(request, FetchRequest):
+            if self.mailbox is None:
+                return ErrorAnswer("not_here", "this node serves no such device").encode()
+            # a device this node's mailbox holds a grant for (§19.15, At mailboxes)
+            return self.mailbox.answer(request).encode()
+        assert account is not None
         answer = self.keeper.serve(
             self.ctx.params,
             device,

@@ -1,6 +1,6 @@
 """Serving and fetching one-time prekeys: ``/smu/prekey/1`` (PROTOCOL.md §19.15).
 
-A device's node (and, later, its mailboxes) holds the device's signed
+A device's node (and each of its mailboxes, ``prekey_shelf``) holds the device's signed
 one-time prekey batches (§19.2) as a ``PrekeyOffer``: the public batches,
 the ids already handed out and the tokens that paid for them.  A fetch
 names the device and carries one of its mailbox tokens for the serving
@@ -15,8 +15,10 @@ One request and one answer per stream, each ``[1, type, ...]``:
 
     FETCH         [1, 1, account bin(32), device bin(32)]            a stranger
     FETCH_TOKEN   [1, 2, account bin(32), device bin(32), token]     a contact
+    UPLOAD        [1, 3, account bin(32), device bin(32), batch bin] to a mailbox
     ONE_TIME      [1, 16, proof bin]        (§19.2's proof encoding)
     SIGNED_ONLY   [1, 17, reason str]
+    UPLOADED      [1, 18, unserved uint]
     ERROR         [1, 31, code str, message str]
 
 Pure: time is a parameter; the rate bound (``FetchLimiter``) keeps its

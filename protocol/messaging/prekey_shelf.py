@@ -20,7 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from protocol.core.errors import InvalidInput, LimitExceededError
+from protocol.core.canonical import decode_flat, encode_flat
+from protocol.core.errors import InvalidInput, LimitExceededError, SchemaError
+from protocol.core.fields import fixed_bin as _bin
+from protocol.core.fields import uint as _uint
 from protocol.core.params import NetworkParams
 from protocol.messaging.prekey_fetch import (
     Answer,
@@ -39,6 +42,11 @@ from protocol.messaging.prekeys import decode_batch
 #: 2.3 KB each: at most ~10 MB of a mailbox's disk)
 DEVICE_BATCHES = 4
 TOTAL_BATCHES = 4096
+SHELF_VERSION = 1
+#: the whole kept shelf: every batch, with served ids and tokens
+MAX_SHELF_BYTES = TOTAL_BATCHES * 5200 + 1024 * 1024
+#: devices whose floor is remembered (a mailbox holds at most 10,000 grants)
+MAX_FLOORS = 65_536
 
 
 class PrekeyShelfError(InvalidInput):
@@ -90,9 +98,17 @@ class PrekeyShelf:
         shelf = replace(
             self,
             offers={**self.offers, request.device: offer},
-            floors={**self.floors, request.device: batch.first_id + len(batch.keys)},
+            floors={**self._floors_with_room(), request.device: batch.first_id + len(batch.keys)},
         )
         return UploadedAnswer(len(offer.unserved(now_ms))), shelf
+
+    def _floors_with_room(self) -> Mapping[bytes, int]:
+        """The floors, the lowest dropped if they are as many as may be kept
+        (a device so long gone holds nothing here)."""
+        if len(self.floors) < MAX_FLOORS:
+            return self.floors
+        keep = sorted(self.floors.items(), key=lambda e: (e[0] not in self.offers, e[1]))
+        return dict(keep[: MAX_FLOORS - 1])
 
     def fetch(
         self,
@@ -121,6 +137,35 @@ class PrekeyShelf:
         what keeps an old batch out)."""
         offers = {d: o.pruned(now_ms) for d, o in self.offers.items()}
         return replace(self, offers={d: o for d, o in offers.items() if o.batches or o.paid})
+
+    def encode(self, params: NetworkParams) -> bytes:
+        """As a mailbox keeps it (local, §19.15): sorted by device."""
+        return encode_flat(
+            [SHELF_VERSION,
+             [[d, o.batches[0].account, o.encode(params)]
+              for d, o in sorted(self.offers.items()) if o.batches],
+             [[d, f] for d, f in sorted(self.floors.items())]]
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, params: NetworkParams, raw: bytes, now_ms: int) -> PrekeyShelf:
+        v = decode_flat(raw, MAX_SHELF_BYTES)
+        if type(v) is not list or len(v) != 3 or v[0] != SHELF_VERSION:
+            raise SchemaError("a prekey shelf is [1, offers, floors]")
+        if type(v[1]) is not list or type(v[2]) is not list or len(v[2]) > MAX_FLOORS:
+            raise SchemaError("a shelf's lists are bounded")
+        offers: dict[bytes, PrekeyOffer] = {}
+        for e in v[1]:
+            if type(e) is not list or len(e) != 3 or type(e[2]) is not bytes:
+                raise SchemaError("a kept offer is [device, account, offer]")
+            device, account = _bin(e[0], 32, "device"), _bin(e[1], 32, "account")
+            offers[device] = PrekeyOffer.decode(params, e[2], account, device, now_ms)
+        floors: dict[bytes, int] = {}
+        for e in v[2]:
+            if type(e) is not list or len(e) != 2:
+                raise SchemaError("a floor is [device, id]")
+            floors[_bin(e[0], 32, "device")] = _uint(e[1], "floor")
+        return cls(offers, floors).pruned(now_ms)
 
     def drop_device(self, device: bytes) -> PrekeyShelf:
         """Its grant is gone: its batches go too (the floor stays)."""
