@@ -37,7 +37,11 @@ ANSWERS = [
     pf.ErrorAnswer("rate_limited", "slow down").encode(),
     pf.UploadedAnswer(64).encode(),
 ]  # fmt: skip
-OFFERS = [OFFER.encode(FAST)]
+_, SHELF = ps.PrekeyShelf().upload(
+    FAST, pf.UploadRequest(ACCOUNT, DEVICE.sign_public, OFFER.batches[0].encode(FAST)),
+    granted=True, now_ms=T0,
+)  # fmt: skip
+OFFERS = [OFFER.encode(FAST), SHELF.encode(FAST)]
 CORPUS = REQUESTS + ANSWERS
 inputs = st.one_of(st.binary(max_size=300), mutated(CORPUS), mutated(OFFERS))
 
@@ -65,6 +69,7 @@ def _check(raw: bytes) -> None:
     for decode in (
         pf.decode_answer,
         lambda r: pf.PrekeyOffer.decode(FAST, r, ACCOUNT, DEVICE.sign_public, T0),
+        lambda r: ps.PrekeyShelf.decode(FAST, r, T0),
     ):
         with contextlib.suppress(InvalidInput):
             decode(raw)
@@ -81,6 +86,10 @@ def test_fuzz_prekey_fetch_decoders(raw: bytes) -> None:
 @given(inputs)
 def test_fuzz_prekey_fetch_decoders_slow(raw: bytes) -> None:
     _check(raw)
+
+
+def test_a_kept_shelf_decodes_to_itself() -> None:
+    assert ps.PrekeyShelf.decode(FAST, SHELF.encode(FAST), T0) == SHELF
 
 
 def test_oversized_frames_are_refused_before_parsing() -> None:
