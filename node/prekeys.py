@@ -25,10 +25,12 @@ answer is sent.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Protocol
 
+from protocol.core.errors import InvalidInput
 from protocol.core.keys import DeviceKeys
 from protocol.core.params import NetworkParams
 from protocol.messaging.prekey_fetch import (
@@ -44,6 +46,7 @@ from protocol.messaging.ratchet import x25519_public
 from protocol.records.device import PREKEY_ID_BOUND, SignedPrekey
 
 ROTATE_MS = 2 * 24 * 3600 * 1000
+log = logging.getLogger("smu.prekeys")
 
 
 class PrekeyFile(Protocol):
@@ -77,11 +80,14 @@ class PrekeyKeeper:
     ) -> PrekeyOffer:
         if self._offer is None:
             raw = self.file.load_prekey_offer()
-            self._offer = (
-                PrekeyOffer()
-                if raw is None
-                else PrekeyOffer.decode(params, raw, account, device, now_ms)
-            )
+            self._offer = PrekeyOffer()
+            if raw is not None:
+                try:
+                    self._offer = PrekeyOffer.decode(params, raw, account, device, now_ms)
+                except InvalidInput as exc:
+                    # not this device's (or damaged): start afresh; new batches
+                    # take ids above every one held, so nothing is served twice
+                    log.warning("prekey-offer.bin not used: %s", exc.code)
         return self._offer
 
     def _keep_offer(self, params: NetworkParams, offer: PrekeyOffer) -> None:

@@ -52,3 +52,18 @@ def test_a_new_batch_comes_when_few_keys_remain() -> None:
     assert len(offer.batches) == 2
     assert len(offer.unserved(T0)) == 2 * pf.OFFER_BATCH - len(ids)
     assert len(keeper.store.one_time) == 2 * pf.OFFER_BATCH
+
+
+def test_a_damaged_offer_file_starts_afresh_without_reusing_ids() -> None:
+    file = MemoryPrekeyFile()
+    keeper = PrekeyKeeper(file)
+    first = _fetch(keeper, _tokens(1, label="before")[0], T0)
+    assert isinstance(first, pf.OneTimeAnswer)
+    used = verify_proof(FAST, first.proof, ACCOUNT, DEVICE.sign_public, T0).prekey_id
+    assert file.offer is not None
+    file.offer = file.offer[:-7]  # a torn or foreign file
+    restarted = PrekeyKeeper(file)
+    answer = _fetch(restarted, _tokens(1, label="after")[0], T0 + 1)
+    assert isinstance(answer, pf.OneTimeAnswer)
+    fresh = verify_proof(FAST, answer.proof, ACCOUNT, DEVICE.sign_public, T0 + 1).prekey_id
+    assert fresh > used + pf.OFFER_BATCH - 1  # a new batch, above every id held

@@ -82,10 +82,12 @@ class MailboxPrekeys:
     def shelf(self) -> PrekeyShelf:
         if self._shelf is None:
             raw = self.file.load_prekey_shelf()
-            now = _now_ms()
-            self._shelf = (
-                PrekeyShelf() if raw is None else PrekeyShelf.decode(self.ctx.params, raw, now)
-            )
+            self._shelf = PrekeyShelf()
+            if raw is not None:
+                try:
+                    self._shelf = PrekeyShelf.decode(self.ctx.params, raw, _now_ms())
+                except InvalidInput as exc:  # damaged: its devices upload again
+                    log.warning("prekey-shelf.bin not used: %s", exc.code)
         return self._shelf
 
     def _keep(self, shelf: PrekeyShelf) -> None:
