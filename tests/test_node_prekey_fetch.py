@@ -74,16 +74,22 @@ async def _restart_without_sessions(
         )
 
 
-async def _fetch_as_stranger(addr: str, account: bytes, device: bytes) -> pf.Answer:
+async def _fetch_as_stranger(
+    addr: str, account: bytes, device: bytes, n: int = 1
+) -> list[pf.Answer]:
+    """``n`` fetches without a token, one stream each, from one fresh peer."""
     host = make_host(os.urandom(32))
+    answers = []
     async with host.run([parse_multiaddr("/ip4/127.0.0.1/tcp/0")]):
         info = info_from_p2p_addr(parse_multiaddr(addr))
         await host.connect(info)
-        stream = await host.new_stream(info.peer_id, [TProtocol(pf.PROTOCOL_ID)])
-        await stream.write(frame(pf.FetchRequest(account, device, None).encode()))
-        answer = pf.decode_answer(await read_frame(stream, pf.MAX_ANSWER_BYTES))
+        for _ in range(n):
+            stream = await host.new_stream(info.peer_id, [TProtocol(pf.PROTOCOL_ID)])
+            await stream.write(frame(pf.FetchRequest(account, device, None).encode()))
+            answers.append(pf.decode_answer(await read_frame(stream, pf.MAX_ANSWER_BYTES)))
+            await stream.close()
         await host.close()
-    return answer
+    return answers
 
 
 async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
@@ -98,9 +104,12 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
     bob_device = bytes(_query(a.dir, held, (bob_node,))[0][0])  # type: ignore[arg-type]
     bob_account = bytes.fromhex(bob["account_id"])
 
-    # a stranger gets the signed prekey only, and nothing is served
-    answer = await _fetch_as_stranger(b.addr, bob_account, bob_device)
-    assert answer == pf.SignedOnlyAnswer(pf.SignedOnly.NO_TOKEN)
+    # a stranger gets the signed prekey only, and nothing is served; one
+    # peer's fetches beyond its burst are refused (§19.15's rate bound)
+    burst = int(pf.PEER_BURST)
+    answers = await _fetch_as_stranger(b.addr, bob_account, bob_device, burst + 1)
+    assert answers[:burst] == [pf.SignedOnlyAnswer(pf.SignedOnly.NO_TOKEN)] * burst
+    assert isinstance(answers[-1], pf.ErrorAnswer) and answers[-1].code == "rate_limited"
     assert _served(b.dir) == set()
 
     # the first set-ups came before any token (TOKENS contents both ways):
