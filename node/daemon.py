@@ -34,7 +34,7 @@ from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
 from protocol.messaging.prekey_fetch import PROTOCOL_ID as PREKEY_PROTOCOL
-from protocol.messaging.tokens import TokenSigner
+from protocol.messaging.tokens import Token, TokenSigner
 from protocol.records.device import Capability, RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
@@ -377,6 +377,10 @@ class Daemon:
             self.datadir,
             self.mailbox.identity.public,
             grant_of=lambda device: self.mailbox.box.grant_of(device) if self.mailbox.box else None,
+            spent=lambda device, nonce: bool(
+                self.mailbox.box and self.mailbox.box.token_spent(device, nonce)
+            ),
+            spend=self._spend_mailbox_token,
         )
         self.prekey_serve.mailbox = self.mailbox_prekeys
         # contacts get tokens for this node too: they pay for its prekeys
@@ -769,6 +773,10 @@ class Daemon:
 
     async def publish(self, raw: bytes) -> Published:
         return await self.replication.publish(raw)
+
+    def _spend_mailbox_token(self, device: bytes, token: Token) -> None:
+        if self.mailbox.box is not None:
+            self.mailbox.box.spend_token(device, token)
 
     def publish_own_record(self) -> None:
         """Sign and publish where this device can be reached (PROTOCOL.md §16)."""

@@ -12,6 +12,7 @@ from protocol.core.errors import InvalidInput
 from protocol.messaging import prekey_fetch as pf
 from protocol.messaging import prekey_shelf as ps
 from protocol.messaging.prekeys import PrekeyStore, make_batch, verify_proof
+from protocol.messaging.tokens import TokenSpentError
 
 from .conftest import FAST, T0, device
 from .test_prekey_fetch import ACCOUNT, DEVICE, SIGNER, _secrets, _tokens
@@ -102,3 +103,22 @@ def test_the_device_makes_separate_batches_for_each_server() -> None:
     mailbox_ids = {second.batches[0].first_id + i for i in range(pf.OFFER_BATCH)}
     assert not node_ids & mailbox_ids
     assert node_ids | mailbox_ids == set(store.one_time)
+
+
+def test_one_spent_set_for_deposits_and_prekey_fetches() -> None:
+    """A token pays once at a mailbox, for a deposit or a fetch (§15.16)."""
+    from .test_mailbox_quotas import BOB, NOW, Box
+
+    b = Box()
+    fetch_token, deposit_token = b.token(1), b.token(2)
+    assert not b.box.token_spent(BOB.sign_public, fetch_token.nonce)
+    b.box.spend_token(BOB.sign_public, fetch_token)  # it paid for a prekey
+    assert b.box.token_spent(BOB.sign_public, fetch_token.nonce)
+    with pytest.raises(TokenSpentError):
+        b.box.deposit(BOB.sign_public, b.env(), group="g", now=NOW, token=fetch_token)
+    b.box.deposit(BOB.sign_public, b.env(), group="g", now=NOW, token=deposit_token)
+    assert b.box.token_spent(BOB.sign_public, deposit_token.nonce)
+    # durable: a restarted mailbox still knows both
+    again = Box(b.store)
+    assert again.box.token_spent(BOB.sign_public, fetch_token.nonce)
+    assert again.box.spent_count == 2

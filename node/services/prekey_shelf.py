@@ -32,11 +32,15 @@ from protocol.messaging.prekey_fetch import (
     Answer,
     ErrorAnswer,
     FetchRequest,
+    OneTimeAnswer,
+    SignedOnly,
+    SignedOnlyAnswer,
     UploadedAnswer,
     UploadRequest,
     decode_answer,
 )
 from protocol.messaging.prekey_shelf import PrekeyShelf
+from protocol.messaging.tokens import Token
 from protocol.records.grant import Grant
 
 from ..context import NodeContext
@@ -69,12 +73,17 @@ class MailboxPrekeys:
         file: ShelfFile,
         mailbox_key: bytes,
         grant_of: Callable[[bytes], Grant | None],
+        spent: Callable[[bytes, bytes], bool] = lambda device, nonce: False,
+        spend: Callable[[bytes, Token], None] = lambda device, token: None,
     ) -> None:
         self.ctx = ctx
         self.file = file
         self.mailbox_key = mailbox_key
         #: this node's mailbox's grant for a device, if it holds one
         self.grant_of = grant_of
+        #: the mailbox's spent set for deposits: a fetch checks and adds to it
+        self.spent = spent
+        self.spend = spend
         self._shelf: PrekeyShelf | None = None
         #: mailbox peer -> (when we last uploaded, the keys it then held)
         self.uploaded: dict[str, tuple[int, int]] = {}
@@ -109,10 +118,19 @@ class MailboxPrekeys:
         else:
             if grant is None or not granted:
                 return ErrorAnswer("not_here", "this node serves no such device")
+            token = request.token
+            # one spent set with the mailbox's deposits (§15.16)
+            if token is not None and self.spent(request.device, token.nonce):
+                return SignedOnlyAnswer(SignedOnly.TOKEN_SPENT)
             answer, shelf = shelf.fetch(
                 self.ctx.params, request, mailbox_key=self.mailbox_key,
                 token_key=grant.token_key, now_ms=now,
             )  # fmt: skip
+            if token is not None and isinstance(answer, OneTimeAnswer):
+                # the key served first, then the token spent: a crash between
+                # lets the token pay once more, never a key go out twice
+                self._keep(shelf)
+                self.spend(request.device, token)
         self._keep(shelf)  # on disk before the answer leaves
         return answer
 
