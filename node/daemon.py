@@ -33,7 +33,8 @@ from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
 from protocol.messaging.mailbox import PROTOCOL_ID as MAILBOX_PROTOCOL_ID
-from protocol.messaging.tokens import TokenSigner
+from protocol.messaging.prekey_fetch import PROTOCOL_ID as PREKEY_PROTOCOL
+from protocol.messaging.tokens import Token, TokenSigner
 from protocol.records.device import Capability, RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
@@ -76,6 +77,9 @@ from .services.mailbox import MailboxService, deposit_group
 from .services.messages import MessageService
 from .services.node import NodeService
 from .services.peers import PeerService
+from .services.prekey_client import PrekeyClient
+from .services.prekey_serve import PrekeyServeService
+from .services.prekey_shelf import MailboxPrekeys
 from .services.reads import ReadMarks
 from .services.sync import SyncService
 from .services.tokens import TokenService
@@ -114,6 +118,8 @@ CHANNEL_STREAM_CAPS = StreamCaps(per_peer=2, total=256)
 REACH_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 #: one clock question per link (§17.6)
 CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
+#: a fetch at a time per peer; its answer is one small frame (§19.16)
+PREKEY_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 DISK_CHECK_SECONDS = 5.0
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
@@ -360,6 +366,26 @@ class Daemon:
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
+        self.prekey_serve = PrekeyServeService(
+            self,
+            self.messages.sessions.prekeys,
+            mailbox_key=self.mailbox.identity.public,
+            token_key=self.tokens.signer.public,
+        )
+        self.mailbox_prekeys = MailboxPrekeys(
+            self,
+            self.datadir,
+            self.mailbox.identity.public,
+            grant_of=lambda device: self.mailbox.box.grant_of(device) if self.mailbox.box else None,
+            spent=lambda device, nonce: bool(
+                self.mailbox.box and self.mailbox.box.token_spent(device, nonce)
+            ),
+            spend=self._spend_mailbox_token,
+        )
+        self.prekey_serve.mailbox = self.mailbox_prekeys
+        # contacts get tokens for this node too: they pay for its prekeys
+        self.tokens.own_mailbox_key = self.mailbox.identity.public
+        self.messages.prekey_client = PrekeyClient(self, self.messages.sessions, self.tokens)
         self.push = PushService(
             self.channels,
             records=lambda: self.records,
@@ -448,7 +474,7 @@ class Daemon:
         self.replication.on_ingested = self.metrics.ingest_seconds.observe
         self.messages.on_delivered_after = self.metrics.delivery_seconds.observe
         self.gate.disk_full = lambda: self.budget.full
-        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID}
+        self.gate.storing = {MESSAGE_PROTOCOL_ID, MAILBOX_PROTOCOL_ID, PREKEY_PROTOCOL}
 
     def _figures(self) -> Figures:
         return Figures(
@@ -570,6 +596,10 @@ class Daemon:
             REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.reach.on_stream, REACH_STREAM_CAPS)
         )
         self.host.set_stream_handler(
+            PREKEY_PROTOCOL,
+            gate.wrap(PREKEY_PROTOCOL, self.prekey_serve.on_stream, PREKEY_STREAM_CAPS),
+        )
+        self.host.set_stream_handler(
             CLOCK_PROTOCOL, gate.wrap(CLOCK_PROTOCOL, self.clock.on_stream, CLOCK_STREAM_CAPS)
         )
         addrs = [parse_multiaddr(a) for a in self.listen]
@@ -593,6 +623,11 @@ class Daemon:
             await nursery.start(self.mailbox.run)
             nursery.start_soon(self.messages.run_delivery)
             nursery.start_soon(self.tokens.run)
+            nursery.start_soon(
+                self.mailbox_prekeys.run_uploads,
+                self.messages.sessions.prekeys,
+                lambda: self.mailbox.grants,
+            )
             nursery.start_soon(self.trash.run)
             nursery.start_soon(self.backup.run_auto)
             nursery.start_soon(self._disk_loop)
@@ -739,6 +774,10 @@ class Daemon:
     async def publish(self, raw: bytes) -> Published:
         return await self.replication.publish(raw)
 
+    def _spend_mailbox_token(self, device: bytes, token: Token) -> None:
+        if self.mailbox.box is not None:
+            self.mailbox.box.spend_token(device, token)
+
     def publish_own_record(self) -> None:
         """Sign and publish where this device can be reached (PROTOCOL.md §16)."""
         account_id = self.account()
@@ -748,6 +787,8 @@ class Daemon:
         # must not keep the whole record from being published
         addrs = tuple(a for a in self.advertised_addrs() if text_ok(a))[:8]
         now_ms = int(time.time() * 1000)
+        # a supply of one-time prekeys for this node to serve (§19.16)
+        self.prekey_serve.replenish()
         try:
             record = make_record(
                 self._params,

@@ -8,6 +8,8 @@ Layout, all inside one directory of mode 0700:
                     Argon2id key
     prekeys.json    the device's signed prekey secrets (PROTOCOL.md §19.3),
                     mode 0600, sealed under the same key as keys.json
+    prekey-offer.bin  the one-time prekey batches this node serves and the
+                    ids it served (§19.16), mode 0600
     events.sqlite   the event store (node/storage.py)
     control.sock    the control API (node/control.py)
     web.key         the web app's key, mode 0600 (node/web/auth.py)
@@ -40,6 +42,11 @@ from .errors import NodeUsageError
 KEYS_FILE = "keys.json"
 #: the device's prekey secrets (PROTOCOL.md §19.3), protected as keys.json
 PREKEYS_FILE = "prekeys.json"
+#: the public one-time prekey batches this node serves, and what it served
+#: (PROTOCOL.md §19.16): no secret, but 0600 like prekeys.json
+PREKEY_OFFER_FILE = "prekey-offer.bin"
+#: the one-time prekey batches other devices uploaded to this node's mailbox
+PREKEY_SHELF_FILE = "prekey-shelf.bin"
 CONFIG_FILE = "config.json"
 DB_FILE = "events.sqlite"
 SOCKET_FILE = "control.sock"
@@ -261,6 +268,22 @@ class DataDir:
             return bytes(nacl.secret.SecretBox(self._box[0]).decrypt(bytes.fromhex(doc["box"])))
         except nacl.exceptions.CryptoError as exc:
             raise NodeUsageError(f"{self.prekeys_path} does not open under the passphrase") from exc
+
+    def save_prekey_offer(self, raw: bytes) -> None:
+        """The offer (``PrekeyOffer.encode``), atomically: a served key is
+        on disk before its answer leaves (§19.16)."""
+        write_private(self.path / PREKEY_OFFER_FILE, raw)
+
+    def load_prekey_offer(self) -> bytes | None:
+        path = self.path / PREKEY_OFFER_FILE
+        return path.read_bytes() if path.exists() else None
+
+    def save_prekey_shelf(self, raw: bytes) -> None:
+        write_private(self.path / PREKEY_SHELF_FILE, raw)
+
+    def load_prekey_shelf(self) -> bytes | None:
+        path = self.path / PREKEY_SHELF_FILE
+        return path.read_bytes() if path.exists() else None
 
     def is_encrypted(self) -> bool:
         return bool(self._read_keys_doc().get("encrypted"))

@@ -90,6 +90,7 @@ from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 from .divergence import MAX_NOTICES, Divergence
 from .history import history_bundles, received_history
+from .prekey_client import PrekeyClient
 from .requests import RequestLimits, Requests
 from .resets import ResetService
 from .sealing import copy_message, own_copy, seal_counted
@@ -108,7 +109,7 @@ DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
 #: answers that mean the device cannot open our session with it (§19.13)
-SESSION_LOST = frozenset({"prekey_unknown", "session_wrong", "session_identity"})
+SESSION_LOST = frozenset({"prekey_unknown", "prekey_reused", "session_wrong", "session_identity"})
 # Refusals that mean "this envelope can never be opened there": stop trying.
 FINAL = {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt"}
 FINAL_REFUSALS = SESSION_LOST | FINAL
@@ -209,6 +210,8 @@ class MessageService:
         self.sync = sync
         #: mailbox tokens: keep those handed to us, count those spent (§15.16)
         self.tokens = tokens
+        #: fetches one-time prekeys before a set-up (§19.16); set by the daemon
+        self.prekey_client: PrekeyClient | None = None
         self.store = store
         self.contacts = contacts
         self.requests_policy = Requests(store, contacts, request_limits)
@@ -358,6 +361,9 @@ class MessageService:
         text = params["text"]
         if not text:
             raise RpcFailure(control.USAGE, "an empty message")
+        if self.prekey_client is not None and account in self.ctx.ledger.accounts:
+            # a one-time prekey for each device a session is set up with (§19.16)
+            await self.prekey_client.prefetch(self.ctx.ledger.state(account))
         message_id, devices = self._seal_and_queue(
             account, Text(text), KIND_TEXT, text, force=params.get("force", False)
         )

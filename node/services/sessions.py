@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from protocol.log.state import AccountState, DeviceStatus
 from protocol.messaging.envelope import OpenedEnvelope
+from protocol.messaging.prekeys import OneTimePrekey
 from protocol.messaging.scheme2 import (
     WRAP_SCHEME_2,
     Reach2,
@@ -32,12 +33,16 @@ from protocol.messaging.scheme2 import (
     party_of,
 )
 from protocol.messaging.sessions import SessionBook
+from protocol.messaging.x3dh import Party
 from protocol.records.device import Capability, SignedDeviceRecord, SignedPrekey
 
 from ..context import NodeContext
 from ..prekeys import PrekeyKeeper
 from ..storage.db import Statement
 from ..storage.sessions import SessionStore
+
+#: fetched one-time prekeys kept at once (each waits for the seal after it)
+MAX_FETCHED = 1024
 
 
 def _pair(prekey: SignedPrekey) -> tuple[int, bytes]:
@@ -49,12 +54,19 @@ class MemoryPrekeyFile:
     """A prekey file in memory (a node without a data directory: tests)."""
 
     raw: bytes | None = None
+    offer: bytes | None = None
 
     def load_prekeys(self) -> bytes | None:
         return self.raw
 
     def save_prekeys(self, raw: bytes) -> None:
         self.raw = raw
+
+    def load_prekey_offer(self) -> bytes | None:
+        return self.offer
+
+    def save_prekey_offer(self, raw: bytes) -> None:
+        self.offer = raw
 
 
 @dataclass
@@ -83,6 +95,19 @@ class SessionService:
         self.store = store
         self.prekeys = prekeys
         self.now_ms = clock_ms
+        #: one-time prekeys fetched for the next set-up with a device
+        #: (§19.16): used by the next seal, or dropped; at most one a device
+        self._fetched: dict[tuple[bytes, bytes], OneTimePrekey] = {}
+
+    def has_session(self, peer: Party) -> bool:
+        book = self.store.book_of([(peer.account, peer.device)])
+        sid = book.active(peer)
+        return sid is not None and book.entries[sid].peer.ik == peer.ik
+
+    def fetched_for(self, account: bytes, device: bytes, opk: OneTimePrekey) -> None:
+        if len(self._fetched) >= MAX_FETCHED:
+            self._fetched.clear()  # stale ones: a fresh fetch precedes every send
+        self._fetched[(account, device)] = opk
 
     def for_send(self, states: Sequence[AccountState]) -> Outgoing:
         me = self.ctx.device.sign_public
@@ -98,7 +123,9 @@ class SessionService:
                 seen, spk_id, spk = self.store.scheme2(*key)
                 prekey = None if record is None else record.signed_prekey
                 if record is not None and record.has(Capability.WRAP_SCHEME_2) and prekey:
-                    reach[d.sign_public] = Reach2(prekey.prekey_id, prekey.public, True)
+                    # the one-time prekey fetched for it, if any (§19.4's full form)
+                    opk = self._fetched.pop(key, None)
+                    reach[d.sign_public] = Reach2(prekey.prekey_id, prekey.public, True, opk)
                     if (spk_id, spk) != (prekey.prekey_id, prekey.public):
                         rows.append(
                             SessionStore.seen_statement(*key, prekey.prekey_id, prekey.public)
@@ -162,7 +189,7 @@ class SessionService:
         """End the sessions with accounts that are not contacts (nor this
         one) and from which no message is held: a request that expired, or
         a blocked account's purged ones."""
-        own = self.ctx.own_account()
+        own = self.ctx.account()  # None before this device has one: nobody is own
         rows = self.store.stranger_statements(lambda a: a == own or is_contact(a))
         if rows:
             self.store.db.write(rows)

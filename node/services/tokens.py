@@ -86,6 +86,9 @@ class TokenService:
         #: the contacts at the last look: a sync change refills only the new
         #: ones (one supply read each), not every contact again
         self._known: set[bytes] = set()
+        #: this node's own key: its prekey fetches are paid with tokens that
+        #: name it (§19.16), so contacts get batches for it too
+        self.own_mailbox_key: bytes | None = None
 
     # -- issuing --------------------------------------------------------------
 
@@ -93,13 +96,21 @@ class TokenService:
         """Our grants whose mailbox checks tokens of our token key."""
         return [g for g in self.grants() if g.token_key == self.signer.public]
 
-    def _batch(self, grant: Grant, count: int, now_ms: int) -> TokenBatch:
+    def _token_mailboxes(self) -> list[bytes]:
+        """The keys contacts get tokens for: our keyed mailboxes, and this
+        node, which serves our one-time prekeys (§19.16)."""
+        keys = [g.mailbox_key for g in self._keyed_grants()]
+        if self.own_mailbox_key is not None and self.own_mailbox_key not in keys:
+            keys.append(self.own_mailbox_key)
+        return keys
+
+    def _batch(self, mailbox_key: bytes, count: int, now_ms: int) -> TokenBatch:
         nonces = [os.urandom(16) for _ in range(count)]
         device = self.ctx.device.sign_public
         tokens = self.signer.issue(
-            self.ctx.params, grant.mailbox_key, device, nonces, token_expiry(now_ms)
+            self.ctx.params, mailbox_key, device, nonces, token_expiry(now_ms)
         )
-        return TokenBatch(device, grant.mailbox_key, tokens)
+        return TokenBatch(device, mailbox_key, tokens)
 
     def refill(self, contact: bytes) -> int:
         """Send ``contact`` a batch for each mailbox where it runs low, if
@@ -110,18 +121,18 @@ class TokenService:
             return 0
         now_ms = _now_ms()
         sent = 0
-        for grant in self._keyed_grants():
-            supply = self.store.supply(contact, grant.mailbox_key)
+        for mailbox_key in self._token_mailboxes():
+            supply = self.store.supply(contact, mailbox_key)
             if not needs_refill(supply, now_ms):
                 continue
-            batch = self._batch(grant, BATCH, now_ms)
+            batch = self._batch(mailbox_key, BATCH, now_ms)
             try:
                 self.send(contact, batch)
             except RpcFailure as exc:
                 log.debug("no tokens for %s yet: %s", contact.hex()[:12], exc)
                 return sent
             new = after_refill(supply, now_ms, BATCH, batch.tokens[0].expires)
-            self.store.db.write([TokenStore.supply_statement(contact, grant.mailbox_key, new)])
+            self.store.db.write([TokenStore.supply_statement(contact, mailbox_key, new)])
             sent += BATCH
         return sent
 
@@ -159,7 +170,7 @@ class TokenService:
             supply = self.store.supply(INVITES, grant.mailbox_key).at(now_ms)
             if supply.issued_today + INVITE_TOKENS > INVITE_TOKENS_PER_DAY:
                 continue
-            batch = self._batch(grant, INVITE_TOKENS, now_ms)
+            batch = self._batch(grant.mailbox_key, INVITE_TOKENS, now_ms)
             out.append(batch)
             s = Supply(supply.day_start, supply.issued_today + INVITE_TOKENS, 0, supply.expires)
             rows.append(TokenStore.supply_statement(INVITES, grant.mailbox_key, s))

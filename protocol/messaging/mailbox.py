@@ -367,6 +367,17 @@ class Mailbox:
     def spent_count(self) -> int:
         return len(self._spent)
 
+    def token_spent(self, device: bytes, nonce: bytes) -> bool:
+        """Has this token paid here (a deposit or a prekey fetch, §19.16)?"""
+        return (device, nonce) in self._spent
+
+    def spend_token(self, device: bytes, token: Token) -> None:
+        """A token that paid for a prekey fetch (§19.16): spent durably in
+        the set deposits use, so it cannot pay again for either."""
+        s = SpentToken(device, token.nonce, token.expires)
+        self.store.apply(StoreChange(put_spent=(s,)))
+        self._remember_spent(s)
+
     # -- accounting --------------------------------------------------------
 
     def _account_item(self, box: _Box, m: ItemMeta, sign: int) -> None:

@@ -32,7 +32,7 @@ from protocol.core.keys import DeviceKeys
 from protocol.core.params import NetworkParams
 from protocol.log.state import AccountState, DeviceStatus
 from protocol.messaging import wrap2
-from protocol.messaging.prekeys import PrekeyStore
+from protocol.messaging.prekeys import OneTimePrekey, PrekeyStore
 from protocol.messaging.ratchet import x25519_public
 from protocol.messaging.resets import LostSession, SessionNotHeldError
 from protocol.messaging.session_errors import (
@@ -58,11 +58,14 @@ class Reach2:
     None when the sender never saw one (it then needs a session already).
     ``sealed_to_prekey``: seal the wrap to ``spk`` (the sender holds a
     current record naming it) rather than to the encryption key (§19.13).
+    ``opk``: a one-time prekey fetched for a new set-up (§19.16), used only
+    if no session exists.
     """
 
     spk_id: int | None = None
     spk: bytes | None = None
     sealed_to_prekey: bool = False
+    opk: OneTimePrekey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ def make_wrap2(
     if sid is None:
         if reach.spk is None or reach.spk_id is None:
             raise UsageError("no session and no signed prekey known for a scheme-2 device")
-        bundle = Bundle(peer, reach.spk_id, reach.spk)
+        bundle = Bundle(peer, reach.spk_id, reach.spk, reach.opk)
         book, sid = book.start(
             params, me, sender.enc_secret, bundle, derive(b"x3dh" + peer.device, 64)
         )

@@ -24,6 +24,7 @@ from . import (
     key_vectors,
     linking_vectors,
     mailbox_vectors,
+    prekey_fetch_vectors,
     record_vectors,
     replication_vectors,
     rotation_vectors,
@@ -51,6 +52,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "session.json": session_vectors.build,
     "scheme2.json": scheme2_vectors.build,
     "rotations.json": rotation_vectors.build,
+    "prekey_fetch.json": prekey_fetch_vectors.build,
 }
 
 
