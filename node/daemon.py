@@ -366,6 +366,7 @@ class Daemon:
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
+        self.mailbox.serves_others = self.settings.mailbox
         self.prekey_serve = PrekeyServeService(
             self,
             self.messages.sessions.prekeys,
