@@ -8,6 +8,7 @@ error naming the key (a typo must not silently fall back to a default).
     bootstrap = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3Koo..."]
     log_level = "info"
     relay = true              # serve circuit relay for this network's devices
+    mailbox = true            # hold messages for other nodes' devices (grants)
     web = true                # the local web app (false: none)
     web_port = 8420           # its port (0, or absent: a free port)
     metrics_port = 9464       # Prometheus metrics on loopback (absent: off)
@@ -34,6 +35,7 @@ class NodeConfig:
     bootstrap: list[str] = field(default_factory=list)
     log_level: str = "info"
     relay: bool = True
+    mailbox: bool = True
     web: bool = True
     web_port: int | None = None
     metrics_port: int | None = None
@@ -78,6 +80,8 @@ def _checked(c: NodeConfig, where: str) -> NodeConfig:
         raise NodeUsageError(f"{where}: log_level is one of {', '.join(LOG_LEVELS)}")
     if type(c.relay) is not bool:
         raise NodeUsageError(f"{where}: relay is true or false")
+    if type(c.mailbox) is not bool:
+        raise NodeUsageError(f"{where}: mailbox is true or false")
     if type(c.web) is not bool:
         raise NodeUsageError(f"{where}: web is true or false")
     _port("web_port", c.web_port, where)

@@ -366,6 +366,7 @@ class Daemon:
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
+        self.mailbox.serves_others = self.settings.mailbox
         self.prekey_serve = PrekeyServeService(
             self,
             self.messages.sessions.prekeys,
@@ -519,11 +520,30 @@ class Daemon:
     def _delivered(self, note: dict[str, object]) -> None:
         # a device revoked or re-keyed: its sessions end at once (§19.11)
         self.messages.sessions.log_changed(bytes.fromhex(str(note["account"])))
+        if self.account() is None:
+            self._adopt_if_added(bytes.fromhex(str(note["account"])))
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not
             self.sync.log_changed()  # edits waiting for these events may merge
         self.notify(note)
+
+    def _adopt_if_added(self, account: bytes) -> None:
+        """A join whose answer never reached this device (the approver's
+        APPROVED came after the joiner's own deadline, or the stream broke,
+        §14.6) may still have added it: the log then shows this device ACTIVE
+        in the account.  Its add-device event carries this device's proof of
+        possession for exactly that account (§5.3), which it gives only in a
+        JOIN it confirmed, so the log's word is enough to take the account
+        as its own (issue: `device join` failing while the join completes)."""
+        ledger = self._ledger
+        if account not in ledger.accounts:
+            return
+        if self.secrets.device.sign_public not in ledger.state(account).active_keys:
+            return
+        log.info("this device was added to %s: it is now its account", account.hex()[:12])
+        self.set_account(account)
+        self.publish_own_record()
 
     def _send_history(self, device: bytes) -> None:
         # History follows only now that the add-device event is in the log

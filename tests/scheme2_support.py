@@ -119,7 +119,9 @@ def decode_book(rows: tuple[bytes, ...], like: SessionBook) -> SessionBook:
 class World2:
     """Alice (d0, d1) and Bob (d0, d1, d2), every device advertising scheme 2."""
 
-    def __init__(self, bob_devices: int = 3, alice_devices: int = 2) -> None:
+    def __init__(self, bob_devices: int = 3, alice_devices: int = 2, prekeys: str = "") -> None:
+        # ``prekeys``: a prefix of the signed prekeys' labels, for a test that
+        # must hold secrets no other test's objects hold
         self.a = History(name="alice")
         for i in range(1, alice_devices):
             self.a.add(f"a{i}", "d0", f"d{i}", ["g" if i == 1 else f"a{i - 1}"])
@@ -131,7 +133,7 @@ class World2:
             for name, keys in hist.keys.items():
                 if name.startswith("d"):
                     label = f"{who}{name}"
-                    store = PrekeyStore().with_signed(SPK_ID, h(f"{label}/spk"), T0)
+                    store = PrekeyStore().with_signed(SPK_ID, h(f"{prekeys}{label}/spk"), T0)
                     self.devs[label] = Dev(label, hist.account, keys, self.replica(), store)
         for d in self.devs.values():
             for other in self.devs.values():

@@ -187,3 +187,37 @@ def test_the_relay_switch_of_node_toml_and_its_flag_reach_the_daemon(
     monkeypatch.setattr(node.daemon, "run_daemon", lambda *a, **kw: seen.update(kw))
     assert main(["node", "run", "--data-dir", str(dd.path), *flags]) == 0
     assert seen["offer_relay"] is offered
+
+
+@pytest.mark.parametrize(
+    ("toml", "flags", "serves"),
+    [("", [], True), ("mailbox = false\n", [], False), ("", ["--no-mailbox"], False)],
+)
+def test_the_mailbox_switch_grants_nobody_when_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, flags: list[str], serves: bool
+) -> None:
+    """``mailbox = false`` (or ``--no-mailbox``) reaches the daemon, whose
+    mailbox then grants no device, however active (§13.3, §15.12)."""
+    import node.daemon
+    from node.cli import main
+    from node.datadir import DataDir
+    from protocol.core.params import TESTNET
+
+    from .conftest import History
+
+    dd = DataDir(tmp_path / "node")
+    secrets = dd.init(TESTNET.network_id, "box", None)
+    (dd.path / "node.toml").write_text(toml)
+    seen: list[Any] = []
+    monkeypatch.setattr(node.daemon, "run_daemon", lambda *a, **kw: seen.append(a[2]))
+    assert main(["node", "run", "--data-dir", str(dd.path), *flags]) == 0
+    (settings,) = seen
+    assert settings.mailbox is serves
+    daemon = node.daemon.Daemon(dd, secrets, ["/ip4/127.0.0.1/tcp/0"], [], settings=settings)
+    try:
+        someone = History(TESTNET, name="someone")
+        daemon.ledger.ingest(someone.genesis.raw)
+        device = someone.keys["d0"].sign_public
+        assert daemon.mailbox._serves(someone.account, device) is serves
+    finally:
+        daemon.db.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from node.cli import _message_line
-from node.services.messages import next_delivery
+from node.services.outbox_policy import next_delivery
 from node.storage.messages import (
     DAY_MS,
     DUE_SQL,

@@ -117,13 +117,27 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
     # token, and names the one-time prekey bob's node served (now spent)
     assert _store(b.dir).spent == {}
     await _restart_without_sessions(a, b.addr, bob["account_id"])
+    receipted = (
+        "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message "
+        "WHERE m.kind = 2 AND d.state = 'delivered'"
+    )
+    receipts_before = _query(b.dir, receipted)
     sent = a.client.call("message.send", contact="bob", text="one")
     await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one"]))
     first = set(_store(b.dir).spent)
     assert len(first) == 1 and first == _served(b.dir)
     assert not first & set(_store(b.dir).one_time)
 
-    # again: another key, never the same one
+    # again: another key, never the same one.  First bob's receipt for "one"
+    # must have reached alice: one still owed under the old session would
+    # make her ask for a reset, and that reset (no text, so no fetch) would
+    # set up her new session before "two" does (§19.15)
+    owed = "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'deposited')"
+    await trio.to_thread.run_sync(
+        lambda: wait_for(
+            lambda: _query(b.dir, receipted) != receipts_before and _query(b.dir, owed) == [(0,)]
+        )
+    )
     await _restart_without_sessions(a, b.addr, bob["account_id"])
     a.client.call("message.send", contact="bob", text="two")
     await trio.to_thread.run_sync(lambda: wait_for(lambda: texts(b, "alice") == ["one", "two"]))

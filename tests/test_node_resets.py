@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from node.prekeys import PrekeyKeeper
-from node.services.messages import DEPOSITED
+from node.services.outbox_policy import DEPOSITED
 from node.services.resets import KIND_RESET
 from node.services.sessions import MemoryPrekeyFile
 from node.storage.messages import KIND_TEXT

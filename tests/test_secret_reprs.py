@@ -91,7 +91,9 @@ def _held_anywhere(value: bytes) -> bool:
 
 
 def _open_once_and_forget() -> None:
-    w = World2()
+    # secrets of their own: in a full run other tests' objects may still hold
+    # World2's usual prekeys (a failure seen once, not a cache of scheme 2)
+    w = World2(prekeys="secret-reprs/")
     alice, bob = w["ad0"], w["bd0"]
     bob.open(alice.send(bob.account).raw)  # bob finds the signed prekey the wrap names
 
@@ -100,4 +102,4 @@ def test_a_signed_prekey_secret_is_not_kept_once_its_store_is_gone() -> None:
     # forward secrecy of a set-up rests on the signed prekey's secret being
     # gone after its grace (§19.3): no cache may keep it beyond the store
     _open_once_and_forget()
-    assert not _held_anywhere(h("bd0/spk"))
+    assert not _held_anywhere(h("secret-reprs/bd0/spk"))

@@ -101,6 +101,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help="stop accepting data once the database reaches this size",
     )
     p.add_argument(
+        "--no-mailbox",
+        action="store_true",
+        help="grant no mailbox to other nodes' devices (grants held are served until they "
+        "expire; node.toml: mailbox = false)",
+    )
+    p.add_argument(
         "--no-relay",
         action="store_true",
         help="do not relay for nodes behind NAT (offered by default once reachable; "
@@ -128,6 +134,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         disk_budget_mb=args.disk_budget_mb,
         relay=False if args.no_relay else None,
+        mailbox=False if args.no_mailbox else None,
     )
     logging.basicConfig(
         level=settings.log_level.upper(),

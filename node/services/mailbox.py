@@ -169,6 +169,8 @@ class MailboxService:
         self.identity = MailboxIdentity(ctx.node_seed)
         #: our grants changed (after they were saved and the record names them)
         self.on_grants_changed: Callable[[], object] | None = None
+        #: the operator's switch (``node.toml`` ``mailbox``): False grants nobody
+        self.serves_others = True
         self.box: Mailbox | None = None
         self.box_driver: MachineDriver[MailboxOutput] | None = None
         self.client: MailboxClient | None = None
@@ -294,7 +296,11 @@ class MailboxService:
         write_private(self._grants_path, json.dumps(entries, indent=1).encode())
 
     def _serves(self, account: bytes, device: bytes) -> bool:
-        """Grant only to devices active in this node's own replica."""
+        """Grant only to devices active in this node's own replica, and only
+        while the operator lets this node be a mailbox (``node.toml``'s
+        ``mailbox``, §13.3): grants held are served until they expire."""
+        if not self.serves_others:
+            return False
         ledger = self.ctx.ledger
         return account in ledger.accounts and device in ledger.state(account).active_keys
 

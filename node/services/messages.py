@@ -90,6 +90,14 @@ from ..transport import REQUEST_ERRORS, frame, read_frame
 from .contacts import ContactSet
 from .divergence import MAX_NOTICES, Divergence
 from .history import history_bundles, received_history
+from .outbox_policy import (
+    ALREADY_THERE,
+    DELIVERY_TIMEOUT,
+    DEPOSITED,
+    MAX_IN_FLIGHT,
+    SESSION_LOST,
+    next_delivery,
+)
 from .prekey_client import PrekeyClient
 from .requests import RequestLimits, Requests
 from .resets import ResetService
@@ -99,23 +107,11 @@ from .sessions import MemoryPrekeyFile, SessionService
 log = logging.getLogger("smu.messages")
 MESSAGE_PROTOCOL = MESSAGE_PROTOCOL_ID
 KIND_TOKENS = 48
-DELIVERY_TIMEOUT = 10.0
-MAX_BACKOFF_MS = 5 * 60 * 1000
-MAX_IN_FLIGHT = 32
 #: receipts wait this long for others to the same device, then go in one
 #: envelope (§15.14): a burst of texts costs one receipt per sending device
 RECEIPT_WINDOW_SECONDS = 0.05
-DEPOSITED = "deposited"
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
-#: answers that mean the device cannot open our session with it (§19.13)
-SESSION_LOST = frozenset({"prekey_unknown", "prekey_reused", "session_wrong", "session_identity"})
-# Refusals that mean "this envelope can never be opened there": stop trying.
-FINAL = {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt"}
-FINAL_REFUSALS = SESSION_LOST | FINAL
-#: answers that mean the device has this message already: the session key
-#: of a resent envelope is used up there (§19.5), as its counter is (§15.6)
-ALREADY_THERE = frozenset({"replay", "session_duplicate"})
 
 #: leave an envelope at a mailbox a device's record names: True if one took it
 Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
@@ -143,34 +139,6 @@ class SyncHooks(Protocol):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def backoff_ms(attempts: int) -> int:
-    """Wait after ``attempts`` failed tries: 1 s, 2 s, 4 s, ... up to 5 minutes."""
-    return min(MAX_BACKOFF_MS, 1000 << min(attempts, 16))
-
-
-def next_delivery(due: DueDelivery, error: str | None, now_ms: int) -> tuple[DeliveryState, int]:
-    """A row's state after one attempt that ended with ``error`` (None: the
-    device's node stored it), and when it is due again (§15.14).  A row
-    still being tried is never due after its expiry, so the loop finds it
-    then and ends it."""
-    policy = due.policy
-    if error is None:
-        return DeliveryState.DELIVERED, 0
-    if error.split(":")[0] in FINAL_REFUSALS:
-        return DeliveryState.FAILED, 0
-    if due.attempts + 1 >= policy.max_attempts:
-        return DeliveryState.EXPIRED, 0
-    if error == DEPOSITED:
-        # At a mailbox: a text's receipt says when it arrives; until then
-        # keep trying directly, slowly (a mailbox is never the only copy).
-        # Nothing ever confirms a receipt or history: its deposit was its
-        # last try, and it ends as expired at the end of its lifetime.
-        retry = policy.deposited_retry_ms
-        later = due.expires_ms if retry is None else now_ms + retry
-        return DeliveryState.DEPOSITED, min(later, due.expires_ms)
-    return DeliveryState.PENDING, min(now_ms + backoff_ms(due.attempts), due.expires_ms)
 
 
 class MessageService:

@@ -1,0 +1,48 @@
+"""A join whose answer never reached the joining device (the approval came
+after its own deadline, or the stream broke) may still have added it: once
+the add-device event reaches its node, the node takes the account as its
+own (PROTOCOL.md §14.6), and only an account whose log shows this device
+ACTIVE, which needs this device's proof of possession for that account."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.daemon import Daemon
+from node.datadir import DataDir
+from protocol.core.params import TESTNET
+
+from .conftest import History
+
+
+def _daemon(tmp_path: Path) -> Daemon:
+    dd = DataDir(tmp_path / "joiner")
+    secrets = dd.init(TESTNET.network_id, "laptop", None)
+    return Daemon(dd, secrets, ["/ip4/127.0.0.1/tcp/0"], [])
+
+
+async def test_a_join_that_completed_without_its_answer_is_taken_from_the_log(
+    tmp_path: Path,
+) -> None:
+    daemon = _daemon(tmp_path)
+    try:
+        alice = History(TESTNET, name="alice")
+        alice.keys["laptop"] = daemon.secrets.device  # the key its JOIN introduced
+        other = History(TESTNET, name="mallory")  # an account that never added it
+        for h in (alice, other):
+            daemon.ledger.ingest(h.genesis.raw)
+        daemon._delivered({"account": other.account.hex()})
+        daemon._delivered({"account": alice.account.hex()})
+        assert daemon.account() is None  # not added yet: nothing adopted
+        added = alice.add("a1", "d0", "laptop", ["g"])
+        daemon.ledger.ingest(added.raw)
+        daemon._delivered({"account": alice.account.hex()})
+        assert daemon.account() == alice.account
+        assert daemon.datadir.read_config()["account"] == alice.account.hex()  # durable
+        me = daemon.secrets.device.sign_public
+        assert daemon.records.get(alice.account, me) is not None  # where to reach it
+        # an account of its own is never replaced by another's word
+        daemon._delivered({"account": other.account.hex()})
+        assert daemon.account() == alice.account
+    finally:
+        daemon.db.close()
