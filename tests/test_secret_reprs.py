@@ -68,14 +68,25 @@ def test_the_key_file_secrets_show_in_no_repr() -> None:
         assert not _shows(text, value)
 
 
+def _is(v: object, value: bytes) -> bool:
+    # the bytes themselves: ``value in container`` would also match an object
+    # equal to everything (unittest.mock.ANY, once some test imported it)
+    return isinstance(v, (bytes, bytearray)) and bytes(v) == value
+
+
 def _holds(obj: object, value: bytes) -> bool:
-    try:
-        if isinstance(obj, dict):
-            return value in obj or value in obj.values() or any(_holds(k, value) for k in obj)
-        if isinstance(obj, (list, tuple)):
-            return value in obj
-    except TypeError:  # an unhashable key: not ours
-        pass
+    """Whether ``obj`` holds ``value`` itself: a dict as a key, inside a key
+    (a function cache's keys are sequences of the arguments) or as a value;
+    a list or tuple as an item."""
+    if isinstance(obj, dict):
+        return any(
+            _is(k, value)
+            or _is(v, value)
+            or (isinstance(k, (tuple, list)) and any(_is(x, value) for x in k))
+            for k, v in obj.items()
+        )
+    if isinstance(obj, (list, tuple)):
+        return any(_is(v, value) for v in obj)
     return False
 
 
