@@ -121,6 +121,9 @@ CLOCK_STREAM_CAPS = StreamCaps(per_peer=1, total=64)
 #: a fetch at a time per peer; its answer is one small frame (§19.16)
 PREKEY_STREAM_CAPS = StreamCaps(per_peer=1, total=32)
 DISK_CHECK_SECONDS = 5.0
+#: event kinds (as delivery notes name them) that never end a device's
+#: ACTIVE status or replace its key: no session to end (§19.11)
+DEVICE_KEEPING_KINDS = frozenset({"genesis", "add_device", "profile"})
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
 
@@ -518,8 +521,11 @@ class Daemon:
             await trio.sleep(DISK_CHECK_SECONDS)
 
     def _delivered(self, note: dict[str, object]) -> None:
-        # a device revoked or re-keyed: its sessions end at once (§19.11)
-        self.messages.sessions.log_changed(bytes.fromhex(str(note["account"])))
+        # a device revoked or re-keyed: its sessions end at once (§19.11); a
+        # genesis, an addition or a profile never ends or re-keys a device,
+        # and skipping them keeps a catch-up's bulk free of the check
+        if note.get("kind") not in DEVICE_KEEPING_KINDS:
+            self.messages.sessions.log_changed(bytes.fromhex(str(note["account"])))
         if self.account() is None:
             self._adopt_if_added(bytes.fromhex(str(note["account"])))
         account = self.account()

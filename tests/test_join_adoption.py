@@ -46,3 +46,22 @@ async def test_a_join_that_completed_without_its_answer_is_taken_from_the_log(
         assert daemon.account() == alice.account
     finally:
         daemon.db.close()
+
+
+async def test_only_events_that_can_end_a_device_end_sessions(tmp_path: Path) -> None:
+    """Sessions end with the log (§19.11), checked for the event kinds that
+    can revoke or re-key a device; a catch-up's additions and profiles skip
+    the check (bench/catchup.py)."""
+    daemon = _daemon(tmp_path)
+    try:
+        checked: list[bytes] = []
+        daemon.messages.sessions.log_changed = checked.append  # type: ignore[method-assign]
+        account = bytes(32).hex()
+        for kind in ("genesis", "add_device", "profile"):
+            daemon._delivered({"account": account, "kind": kind})
+        assert checked == []
+        for kind in ("revoke_device", "recover", "rotate_enc_key", "rotate_recovery", "later"):
+            daemon._delivered({"account": account, "kind": kind})
+        assert checked == [bytes(32)] * 5
+    finally:
+        daemon.db.close()
