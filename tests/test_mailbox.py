@@ -427,5 +427,8 @@ def test_fuzz_mutated_requests_get_an_answer(frame: bytes, data: st.DataObject) 
     box = Mailbox(FAST, MailboxIdentity(b"m" * 32), "p", grant_policy=lambda a, d: True)
     box.issue_grant(_S.w.b.account, _S.bob.sign_public, now=NOW)
     box.challenge(_S.bob.sign_public, _nonce(1), NOW)
-    # ``answer`` checks that a Misbehaved comes exactly with a refusal
-    answer(box, bytes(raw), "peer", NOW, _nonce(2))
+    outs = box.handle(bytes(raw), peer="peer", group="g", now=NOW, random16=_nonce(2))
+    # one answer to the asker, and a Misbehaved exactly when it is a refusal
+    assert isinstance(outs[0], Send) and outs[0].peer == "peer"
+    refused = isinstance(decode_answer(outs[0].frame), Refused)
+    assert [type(o) for o in outs[1:]] == ([Misbehaved] if refused else [])

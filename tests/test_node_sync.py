@@ -87,8 +87,12 @@ def test_blocked_on_one_device_is_blocked_on_all(demo: Demo) -> None:
     phone.client.call("contact.add", ref=alice["account_id"], name="alice")
     wait_for(lambda: "alice" in contacts(laptop), 20)
     laptop.client.call("contact.block", contact="alice")
+    assert contacts(laptop)["alice"]["blocked"]
     wait_for(lambda: contacts(phone)["alice"]["blocked"], 20, "the block on the phone")
+    assert contacts(phone)["alice"]["blocked"] and contacts(laptop)["alice"]["blocked"]
     laptop.client.call("contact.block", contact="alice", unblock=True)
     wait_for(lambda: not contacts(phone)["alice"]["blocked"], 20, "the unblock on the phone")
+    assert not contacts(phone)["alice"]["blocked"] and not contacts(laptop)["alice"]["blocked"]
     laptop.client.call("contact.remove", contact="alice")
     wait_for(lambda: "alice" not in contacts(phone), 20, "the removal on the phone")
+    assert "alice" not in contacts(phone) and "alice" not in contacts(laptop)

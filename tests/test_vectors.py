@@ -367,12 +367,20 @@ def test_replication_reconcile_rejected() -> None:
 
 def test_replication_frames_list_ids_inside_their_ranges() -> None:
     """Every valid RECONCILE frame of the vectors is one a receiver processes."""
+    processed = 0
     for case in load("replication.json")["frames"]:
         frame = wire.decode_frame(bytes.fromhex(case["hex"]))
         if isinstance(frame, wire.ReconcileFrame):
-            reconcile.respond(
+            out = reconcile.respond(
                 reconcile.IdIndex([]), frame.ranges, reconcile.session_salt(frame.session)
             )
+            # a receiver holding nothing gives nothing, and any reply covers
+            # the id space to its end
+            assert out.give == (), case["name"]
+            assert not out.reply or out.reply[-1].upper == b"", case["name"]
+            assert len(set(out.need)) == len(out.need), case["name"]
+            processed += 1
+    assert processed > 0
 
 
 def test_replication_fingerprints_and_short_ids() -> None:
