@@ -116,6 +116,24 @@ def alice_and_bob(
     return nodes, alice, bob
 
 
+def contacts_through_a_mailbox(
+    d: Demo,
+) -> tuple[DemoNode, DemoNode, DemoNode, dict[str, Any], dict[str, Any]]:
+    """A mailbox node ``m`` (a LabNode: its peers count as distinct network
+    groups) between alice's node ``a`` and bob's ``b``, the two accounts each
+    other's contacts: (m, a, b, alice, bob)."""
+    (m,) = start_nodes(d, ["mailbox"], kind=LabNode)
+    a, b = start_nodes(d, ["alice", "bob"])
+    d.connect(a, m)
+    d.connect(m, b)
+    alice: dict[str, Any] = a.client.call("account.create", name="alice")
+    bob: dict[str, Any] = b.client.call("account.create", name="bob")
+    d.wait_converged(d.nodes)
+    a.client.call("contact.add", ref=bob["account_id"], name="bob")
+    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    return m, a, b, alice, bob
+
+
 def smu(node: DemoNode, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the ``smu`` CLI against ``node``."""
     return subprocess.run(

@@ -24,7 +24,13 @@ from protocol.core.params import TESTNET
 from protocol.messaging.mailbox import Deposited, MailboxLimits, deposit_request
 
 from .mailbox_support import junk_envelope
-from .process import LabNode, delivered, mailbox_peer, start_nodes, texts, wait_for
+from .process import (
+    contacts_through_a_mailbox,
+    delivered,
+    mailbox_peer,
+    texts,
+    wait_for,
+)
 
 pytestmark = pytest.mark.process
 
@@ -93,15 +99,7 @@ async def _flood(addr: str, device: bytes, out: dict[str, Any], send: Any) -> No
 
 
 def test_a_flood_of_fresh_peer_ids_keeps_neither_contacts_nor_strangers_out(demo: Demo) -> None:
-    (m,) = start_nodes(demo, ["mailbox"], kind=LabNode)
-    a, b = start_nodes(demo, ["alice", "bob"])
-    demo.connect(a, m)
-    demo.connect(m, b)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
-    a.client.call("contact.add", ref=bob["account_id"], name="bob")
-    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    m, a, b, _, bob = contacts_through_a_mailbox(demo)
     bob_device = b.device().sign_public
 
     # bob's record names the mailbox with his token key, and alice holds a

@@ -22,7 +22,12 @@ from protocol.messaging import prekey_fetch as pf
 from protocol.messaging import prekey_shelf as ps
 from protocol.messaging.prekeys import PrekeyStore
 
-from .process import LabNode, alice_and_bob, start_nodes, texts, wait_for
+from .process import (
+    alice_and_bob,
+    contacts_through_a_mailbox,
+    texts,
+    wait_for,
+)
 from .test_node_message_hostile import _deliver
 
 pytestmark = pytest.mark.process
@@ -179,15 +184,7 @@ def _shelf_devices(node_dir: Path) -> int:
 
 
 def test_a_mailbox_serves_one_time_prekeys_while_the_device_is_away(demo: Demo) -> None:
-    (m,) = start_nodes(demo, ["mailbox"], kind=LabNode)
-    a, b = start_nodes(demo, ["alice", "bob"])
-    demo.connect(a, m)
-    demo.connect(m, b)
-    alice = a.client.call("account.create", name="alice")
-    bob = b.client.call("account.create", name="bob")
-    demo.wait_converged(demo.nodes)
-    a.client.call("contact.add", ref=bob["account_id"], name="bob")
-    b.client.call("contact.add", ref=alice["account_id"], name="alice")
+    m, a, b, _, bob = contacts_through_a_mailbox(demo)
     # grants at m for both, a batch of each uploaded there, and alice
     # holding bob's tokens for m
     wait_for(lambda: _shelf_devices(m.dir) == 2, timeout=90)
