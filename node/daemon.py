@@ -124,6 +124,11 @@ DISK_CHECK_SECONDS = 5.0
 #: event kinds (as delivery notes name them) that never end a device's
 #: ACTIVE status or replace its key: no session to end (§19.11)
 DEVICE_KEEPING_KINDS = frozenset({"genesis", "add_device", "profile"})
+#: event kinds that never make a device ACTIVE (only an addition or a
+#: recover can): no account to adopt (§14.6)
+NEVER_ADDING_KINDS = frozenset(
+    {"genesis", "profile", "revoke_device", "rotate_enc_key", "rotate_recovery"}
+)
 #: what the user may not start while the disk budget is full (§13.3)
 DISK_WRITES = frozenset({"message.send", "event.submit", "contact.add", "backup.restore"})
 
@@ -521,13 +526,16 @@ class Daemon:
             await trio.sleep(DISK_CHECK_SECONDS)
 
     def _delivered(self, note: dict[str, object]) -> None:
-        # a device revoked or re-keyed: its sessions end at once (§19.11); a
-        # genesis, an addition or a profile never ends or re-keys a device,
-        # and skipping them keeps a catch-up's bulk free of the check
-        if note.get("kind") not in DEVICE_KEEPING_KINDS:
-            self.messages.sessions.log_changed(bytes.fromhex(str(note["account"])))
-        if self.account() is None:
-            self._adopt_if_added(bytes.fromhex(str(note["account"])))
+        # Both checks look only at the kinds that can matter to them, so a
+        # catch-up's bulk of events pays neither: a device revoked or
+        # re-keyed ends its sessions at once (§19.11; a genesis, an addition
+        # or a profile never does), and only an addition or a recover can
+        # make this device ACTIVE in an account it does not know yet (§14.6)
+        kind, changed = note.get("kind"), bytes.fromhex(str(note["account"]))
+        if kind not in DEVICE_KEEPING_KINDS:
+            self.messages.sessions.log_changed(changed)
+        if kind not in NEVER_ADDING_KINDS and self.account() is None:
+            self._adopt_if_added(changed)
         account = self.account()
         if account is not None and note["account"] == account.hex():
             self.mailbox.refresh()  # this device may have become active, or not

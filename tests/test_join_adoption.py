@@ -31,18 +31,20 @@ async def test_a_join_that_completed_without_its_answer_is_taken_from_the_log(
         other = History(TESTNET, name="mallory")  # an account that never added it
         for h in (alice, other):
             daemon.ledger.ingest(h.genesis.raw)
-        daemon._delivered({"account": other.account.hex()})
-        daemon._delivered({"account": alice.account.hex()})
+        daemon._delivered({"account": other.account.hex(), "kind": "genesis"})
+        daemon._delivered({"account": alice.account.hex(), "kind": "genesis"})
         assert daemon.account() is None  # not added yet: nothing adopted
         added = alice.add("a1", "d0", "laptop", ["g"])
         daemon.ledger.ingest(added.raw)
-        daemon._delivered({"account": alice.account.hex()})
+        daemon._delivered({"account": alice.account.hex(), "kind": "profile"})
+        assert daemon.account() is None  # a profile never adds a device: not looked at
+        daemon._delivered({"account": alice.account.hex(), "kind": "add_device"})
         assert daemon.account() == alice.account
         assert daemon.datadir.read_config()["account"] == alice.account.hex()  # durable
         me = daemon.secrets.device.sign_public
         assert daemon.records.get(alice.account, me) is not None  # where to reach it
         # an account of its own is never replaced by another's word
-        daemon._delivered({"account": other.account.hex()})
+        daemon._delivered({"account": other.account.hex(), "kind": "add_device"})
         assert daemon.account() == alice.account
     finally:
         daemon.db.close()
