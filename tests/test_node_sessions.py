@@ -416,3 +416,20 @@ def test_a_strangers_sessions_end_once_its_requests_are_gone(tmp_path: Path) -> 
     # a node whose device has no account yet sweeps too (a mailbox's node)
     b0.ctx.account = lambda: None  # type: ignore[method-assign]
     b0.service.housekeeping()
+
+
+def test_has_session_reads_the_active_sessions_key_without_its_state(tmp_path: Path) -> None:
+    """What prekey fetching asks before every text (§19.16): a session with
+    this device under this identity key, read from the row, not the state."""
+    from protocol.messaging.x3dh import Party
+
+    _, bob, a, _, _ = _bob_nodes(tmp_path)
+    d0 = bob.keys["d0"]
+    party = Party(bob.account, d0.sign_public, d0.enc_public)
+    assert not a.service.sessions.has_session(party)
+    _send(a, bob, "first")
+    assert a.service.sessions.has_session(party)
+    assert not a.service.sessions.has_session(Party(bob.account, d0.sign_public, bytes(32)))
+    # a damaged state does not matter to the question (it is never opened)
+    a.db.write([("UPDATE sessions SET state = x'00'", ())])
+    assert a.service.sessions.has_session(party)

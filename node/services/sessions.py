@@ -100,9 +100,9 @@ class SessionService:
         self._fetched: dict[tuple[bytes, bytes], OneTimePrekey] = {}
 
     def has_session(self, peer: Party) -> bool:
-        book = self.store.book_of([(peer.account, peer.device)])
-        sid = book.active(peer)
-        return sid is not None and book.entries[sid].peer.ik == peer.ik
+        # a query, not the book: every text's send asks (prekey_client), and
+        # reading the book would open every session state of the device
+        return self.store.active_ik(peer.account, peer.device) == peer.ik
 
     def fetched_for(self, account: bytes, device: bytes, opk: OneTimePrekey) -> None:
         if len(self._fetched) >= MAX_FETCHED:

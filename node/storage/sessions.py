@@ -89,6 +89,16 @@ class SessionStore:
                 entries[bytes(sid)] = SessionEntry(Party(account, device, bytes(ik)), state, used)
         return SessionBook(entries, self._seq())
 
+    def active_ik(self, account: bytes, device: bytes) -> bytes | None:
+        """The identity key of the peer device's active session (the most
+        recently used, §19.11), without opening any state: None if none."""
+        row = self.db.query_one(
+            "SELECT peer_ik FROM sessions WHERE peer_account=? AND peer_device=? "
+            "ORDER BY used DESC LIMIT 1",
+            (account, device),
+        )
+        return None if row is None else bytes(row[0])
+
     def book_for(self, session_id: bytes, initiator: PeerKey | None) -> SessionBook:
         """The sessions a wrap naming ``session_id`` may touch: that
         session's peer's, or the initiator's for a new set-up."""
