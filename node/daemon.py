@@ -10,11 +10,9 @@ manager and the replication machine to libp2p.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +25,8 @@ from protocol.core.errors import InvalidInput
 from protocol.core.keys import DeviceKeys, handle
 from protocol.core.params import NetworkParams, network_by_id
 from protocol.linking.wire import PROTOCOL_ID as LINK_PROTOCOL_ID
-from protocol.links.addresses import DEFAULT, Classifier, Scope, addr_host, may_dial, usable_by
-from protocol.links.reachability import Advertise, Reach, ReachConfig
+from protocol.links.addresses import DEFAULT, Classifier
+from protocol.links.reachability import ReachConfig
 from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
 from protocol.messaging.envelope import MESSAGE_PROTOCOL_ID
@@ -46,23 +44,17 @@ from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
-from .errors import NodeUsageError, StoreError
+from .errors import StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
 from .metrics import CountingStream, Figures, Metrics
+from .nat import NatWiring
 from .prekeys import PrekeyKeeper
 from .push import PushService
-from .reach import REACH_PROTOCOL, ReachService
+from .reach import REACH_PROTOCOL
 from .relay import (
     CIRCUIT_BYTES,
-    DialGuard,
-    GatedRelay,
-    GuardedDCUtR,
-    RelayDialer,
-    own_networks,
     prefer_direct,
-    relay_of,
-    remote_ip,
 )
 from .replication import ReplicationService
 from .services.accounts import AccountService
@@ -96,7 +88,7 @@ from .storage import (
 from .storage.budget import DiskBudget
 from .storage.events import SqliteEventStore
 from .tasks import TaskStatus
-from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr
+from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr, probe_listen
 
 if TYPE_CHECKING:  # imported when the web app runs: a node without it never loads starlette
     from .web.server import WebServer
@@ -174,8 +166,6 @@ class Daemon:
         None (always, outside such a test): ``deposit_group``."""
         self.datadir = datadir
         self.classifier = classifier
-        #: the networks of our interfaces: private addresses we may dial (§17.5)
-        self.own_nets = own_networks()
         self._mailbox_group_of = mailbox_group_of
         self.secrets = secrets
         self.config = datadir.read_config()
@@ -207,7 +197,18 @@ class Daemon:
         self.links = LinkService(
             self.host, self._peer_id, REPLICATION_PROTOCOL, classifier=classifier
         )
-        self._build_nat(offer_relay, circuit_bytes, reach_config)
+        self.nat = NatWiring(
+            self.host,
+            self.links,
+            classifier,
+            offer_relay=offer_relay,
+            circuit_bytes=circuit_bytes,
+            reach_config=reach_config,
+            records=lambda: self.records,
+            bootstrap=lambda: self.bootstrap,
+            score=lambda peer: float(self.replication.replicator.score(peer)),
+            on_advertise=self._advertise_changed,
+        )
         self.gate = Gate(self.links.manager)
         self.gate.on_admitted = self.links.heard
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
@@ -226,104 +227,15 @@ class Daemon:
         self._build_services()
         self.web = self._build_web(web_port)
 
-    def _build_nat(
-        self, offer_relay: bool, circuit_bytes: int, reach_config: ReachConfig | None
-    ) -> None:
-        """Relays, hole punching, reachability and address hygiene (§17.4, §17.5)."""
-        self.guard = DialGuard(lambda: self.own_nets, self.classifier)
-        self.guard.install(self.host)
-        self.relay = GatedRelay(
-            self.host,
-            offer=offer_relay,
-            may_reserve=self._may_reserve,
-            relays_we_use=lambda: self.reach.relays_in_use(),
-            circuit_bytes=circuit_bytes,
-        )
-        self.dialer = RelayDialer(self.host, self.relay)
-        self.dcutr = GuardedDCUtR(
-            self.host,
-            may_dial=lambda addr: may_dial(addr, None, self.own_nets, self.classifier),
-            our_addrs=lambda: self.reach.machine.punch_addrs(),
-        )
-        self.reach = ReachService(
-            self.host,
-            self.links,
-            self.dialer,
-            self.guard,
-            self.classifier,
-            bootstrap=lambda: {a.rsplit("/p2p/", 1)[-1] for a in self.bootstrap},
-            score=lambda peer: float(self.replication.replicator.score(peer)),
-            on_advertise=self._advertise_changed,
-            config=reach_config,
-        )
-        self.links.circuit_dial = self._circuit_dial
-        self.links.relay_of = relay_of
-        self.links.host_of = lambda peer: remote_ip(self.host, peer)
-        self.links.dialable = lambda peer, addrs, source: [
-            a for a in addrs if may_dial(a, source, self.own_nets, self.classifier)
-        ]
-
-    async def _circuit_dial(self, relay: str, peer: str) -> Any:
-        try:
-            conn = await self.dialer.dial(relay, peer)
-        except Exception:
-            self.reach.relay_used(relay, False)
-            raise
-        self.reach.relay_used(relay, True)
-        return conn
-
-    def _may_reserve(self, peer: str) -> bool:
-        """A relay slot only for a peer id that a valid device record of an
-        active device names (§17.4.3): the book holds only such records."""
-        if self.reach.machine.verdict is not Reach.PUBLIC:
-            return False  # a relay must be reachable itself
-        now_ms = int(time.time() * 1000)
-        return any(peer in r.peer_ids and r.expires > now_ms for r in self.records)
-
-    def relays_of(self, peer: str) -> tuple[str, ...]:
-        """The relays named by the newest record that names ``peer``."""
-        best: tuple[int, tuple[str, ...]] = (-1, ())
-        for r in self.records:
-            if peer in r.peer_ids and r.timestamp > best[0]:
-                best = (r.timestamp, r.relays)
-        return best[1]
-
-    def nat_status(self) -> dict[str, object]:
-        doc = self.reach.status()
-        doc["relay"] = {
-            "offered": self.relay.allow_hop,
-            "reservations": self.relay.reservations(),
-            **self.relay.stats,
-        }
-        doc["dials"] = {"refused_by_hygiene": self.guard.refused, "failed": self.guard.failed}
-        doc["hole_punch_refused_addrs"] = self.dcutr.refused
-        doc["mailbox_notices"] = self.push.status()
-        return doc
-
-    def _advertise_changed(self, ad: Advertise) -> None:
+    def _advertise_changed(self) -> None:
         self.replication.set_self(self._peer_id, self.advertised_addrs())
         self.publish_own_record()
 
+    def nat_status(self) -> dict[str, object]:
+        return {**self.nat.status(), "mailbox_notices": self.push.status()}
+
     def advertised_addrs(self) -> list[str]:
-        """Our addresses as records and peer exchange carry them (§17.5):
-        public ones (listened on, or confirmed by probes); private and
-        loopback ones only while every peer we are linked with (or, with no
-        link yet, every bootstrap peer) can use them."""
-        listen = [a.split("/p2p/")[0] for a in self.addresses()]
-        public = [a for a in listen if self.classifier.scope(a) is Scope.PUBLIC]
-        public += [a for a in self.reach.advertised.addrs if a not in public]
-        local = [a for a in listen if a not in public]
-        viewers = [lk.host for lk in self.links.links.values() if not lk.relayed]
-        if not self.links.links:
-            viewers = [addr_host(b) or "" for b in self.bootstrap]
-        shared = [
-            a
-            for a in local
-            if all(usable_by(a, v, self.own_nets, self.classifier) for v in viewers)
-        ]
-        if self.reach.advertised.relays or any(self.classifier.is_public(v) for v in viewers):
-            shared = [a for a in shared if self.classifier.scope(a) is not Scope.LOOPBACK]
-        return public + shared
+        return self.nat.advertised_addrs([a.split("/p2p/")[0] for a in self.addresses()])
 
     def _build_services(self) -> None:
         self.tokens = TokenService(
@@ -466,7 +378,7 @@ class Daemon:
             self.mailbox.notified(peer)
         self._was_linked = linked
         self.mailbox.refresh()
-        self.reach.refresh()
+        self.nat.reach.refresh()
         addrs = self.advertised_addrs()
         if addrs != self._last_advertised:
             # who may use our private addresses depends on who we are linked with
@@ -627,7 +539,7 @@ class Daemon:
             gate.wrap(CHANNEL_PROTOCOL, self.channels.on_stream, CHANNEL_STREAM_CAPS),
         )
         self.host.set_stream_handler(
-            REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.reach.on_stream, REACH_STREAM_CAPS)
+            REACH_PROTOCOL, gate.wrap(REACH_PROTOCOL, self.nat.reach.on_stream, REACH_STREAM_CAPS)
         )
         self.host.set_stream_handler(
             PREKEY_PROTOCOL,
@@ -639,18 +551,18 @@ class Daemon:
         addrs = [parse_multiaddr(a) for a in self.listen]
         async with (
             self.host.run(addrs),
-            background_trio_service(self.relay),
-            background_trio_service(self.dcutr),
+            background_trio_service(self.nat.relay),
+            background_trio_service(self.nat.dcutr),
             trio.open_nursery() as nursery,
         ):
             prefer_direct(self.host, nursery, self.links.direct_now)
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
-            await nursery.start(self.reach.run)
+            await nursery.start(self.nat.reach.run)
             await nursery.start(self.replication.run)
             await nursery.start(self.sync.run)
             self._contacts.import_legacy()
             await nursery.start(self.channels.run)
-            self.reach.set_listen([a.split("/p2p/")[0] for a in self.addresses()])
+            self.nat.reach.set_listen([a.split("/p2p/")[0] for a in self.addresses()])
             self.replication.set_self(self._peer_id, self.advertised_addrs())
             await nursery.start(self.links.run, self.replication.serve_link, self.bootstrap)
             await nursery.start(self.linking.run)
@@ -835,7 +747,7 @@ class Daemon:
                 mailboxes=tuple(
                     (grant.raw, mb_addrs[:2]) for grant, mb_addrs in self.mailbox.grants
                 ),
-                relays=tuple(r for r in self.reach.advertised.relays if text_ok(r))[:4],
+                relays=tuple(r for r in self.nat.reach.advertised.relays if text_ok(r))[:4],
                 # rotated when due, on disk before the record names it (§19.3)
                 signed_prekey=self.messages.sessions.prekeys.current(now_ms),
                 capabilities=(int(Capability.WRAP_SCHEME_2),),
@@ -863,37 +775,11 @@ class Daemon:
         return await self.links.dial(addr)
 
     async def open_stream(self, peer: str, addrs: Sequence[str], protocol: str) -> Any:
-        return await self.links.open_stream(peer, addrs, protocol, self.relays_of(peer))
+        return await self.links.open_stream(peer, addrs, protocol, self.nat.relays_of(peer))
 
     def notify(self, note: dict[str, object]) -> None:
         for subscriber in list(self.subscribers):
             subscriber(note)
-
-
-def probe_listen(listen: Sequence[str]) -> None:
-    """A TCP port that something listens on already is an error.  libp2p
-    listens with SO_REUSEPORT (hole punching needs it), with which a second
-    node would share the port and the kernel would split inbound dials
-    between them: bind once without it first to find out."""
-    for text in listen:
-        parts = text.split("/")
-        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
-            continue
-        host, port = parts[2], int(parts[4]) if parts[4].isdigit() else 0
-        if port == 0:
-            continue
-        family = socket.AF_INET6 if parts[1] == "ip6" else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise NodeUsageError(
-                        f"TCP port {port} on {host} is in use (another node?): "
-                        "choose another with --listen"
-                    ) from None
-                raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
 
 
 def run_daemon(

@@ -9,7 +9,10 @@ against the limit before the body is read.
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import multiaddr
@@ -26,7 +29,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from protocol.sync.wire import PROTOCOL_ID as WIRE_PROTOCOL_ID
 
-from .errors import PeerError
+from .errors import NodeUsageError, PeerError
 
 REPLICATION_PROTOCOL = WIRE_PROTOCOL_ID
 
@@ -84,3 +87,29 @@ async def read_frame(stream: Any, max_bytes: int) -> bytes:
 
 def frame(data: bytes) -> bytes:
     return FRAME_HEADER.pack(len(data)) + data
+
+
+def probe_listen(listen: Sequence[str]) -> None:
+    """A TCP port that something listens on already is an error.  libp2p
+    listens with SO_REUSEPORT (hole punching needs it), with which a second
+    node would share the port and the kernel would split inbound dials
+    between them: bind once without it first to find out."""
+    for text in listen:
+        parts = text.split("/")
+        if len(parts) < 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+            continue
+        host, port = parts[2], int(parts[4]) if parts[4].isdigit() else 0
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if parts[1] == "ip6" else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise NodeUsageError(
+                        f"TCP port {port} on {host} is in use (another node?): "
+                        "choose another with --listen"
+                    ) from None
+                raise NodeUsageError(f"cannot listen on {text}: {exc.strerror}") from None
