@@ -23,7 +23,7 @@ from protocol.core.machine import Now
 from protocol.log.events import Event
 from protocol.log.ledger import Ledger
 from protocol.log.store import Escrow
-from protocol.sync.reconcile import MAX_RANK
+from protocol.sync.reconcile import MAX_RANK, Mode, Range, listed_items
 from protocol.sync.replication import (
     Delivered,
     Disconnect,
@@ -36,9 +36,11 @@ from protocol.sync.replication import (
 )
 from protocol.sync.wants import ANNOUNCED, RETRY, WantQueue
 from protocol.sync.wire import (
+    FLAG_OWN,
     AncestryFrame,
     AnnounceFrame,
     EventsFrame,
+    ReconcileFrame,
     RequestFrame,
     decode_frame,
     encode_frame,
@@ -667,3 +669,33 @@ def test_a_replay_flood_is_paused_then_cut_off_but_a_few_duplicates_are_free() -
         assert t < 100, "a replay flood was never cut off"
     assert node.peers() == ["honest"]
     assert node.stats.duplicates_unsolicited > 0
+
+
+def test_an_answer_larger_than_its_question_is_charged_to_the_asking_peer() -> None:
+    """One FP range with a wrong fingerprint, in the round that lists, is
+    answered with every id held: that answer costs the asker its ranges and
+    ids (§11.5.2), so repeating the question waits for the budget instead of
+    making the node list its whole set again at once."""
+    config = ReplicationConfig(reconcile_rate=50.0, reconcile_burst=50.0)
+    node, _ = _pair(config)
+    for ev in make_events(3, 100):
+        node.ledger.ingest(ev.raw)
+    held = node.ledger.event_count
+    question = encode_frame(ReconcileFrame(9, FLAG_OWN, (Range(b"", Mode.FP, bytes(16)),), 4))
+
+    def answers(outs: list[Output]) -> list[ReconcileFrame]:
+        frames = [decode_frame(o.frame) for o in outs if isinstance(o, Send)]
+        return [f for f in frames if isinstance(f, ReconcileFrame)]
+
+    first = answers(node.receive("evil", question, at(1.0)))
+    listed = sum(listed_items(r) for f in first for r in f.ranges)
+    assert listed == held > config.reconcile_burst
+    assert answers(node.receive("evil", question, at(1.0))) == []  # it waits
+    deadline = node.next_deadline()
+    # the budget went negative by about the answer's size: refilled at
+    # 50 per second, the second question waits seconds, not a tick
+    assert (
+        deadline is not None
+        and deadline - 1.0 >= (held - config.reconcile_burst) / config.reconcile_rate
+    )
+    assert answers(node.tick(at(deadline))) != []

@@ -25,6 +25,7 @@ from protocol.sync.reconcile import (
     ReconcileConfig,
     chunk,
     initiate,
+    listed_items,
     needs_reply,
     no_rank,
     respond,
@@ -154,6 +155,12 @@ class Exchange:
         except InvalidInput as exc:
             self._offence(p, exc, self.config.score.invalid_penalty, now, out)
             return
+        # An answer can be far larger than the frame that asked for it (one
+        # FP range answered by a list of every id we hold): the answer's
+        # ranges and ids beyond the frame's own ranges are charged to the
+        # peer's reconciliation budget, after the fact (§11.5.2).
+        answer_cost = sum(1 + listed_items(r) for r in outcome.reply)
+        p.reconcile_budget.debit(max(0, answer_cost - len(f.ranges)))
         mine = not f.own  # the frame answers a session we started
         key = (f.session, records)
         session: Session | None = p.sessions.ours.get(f.session) if mine else None

@@ -704,7 +704,7 @@ def _cut_have(r: Range, budget: int, max_ids: int) -> list[Range]:
     return parts
 
 
-def _items(r: Range) -> int:
+def listed_items(r: Range) -> int:
     """Ids and short ids a range lists (counted against ``max_ids_per_frame``)."""
     if r.mode is Mode.IDS:
         return get_varint(r.payload, 0, len(r.payload))[0]
@@ -731,7 +731,7 @@ def chunk(
     budget0 = max_bytes - 2 * (1 + ID_BYTES)
     flat: list[Range] = []
     for r in ranges:
-        if r.mode is Mode.HAVE and (range_cost(r) > budget0 or _items(r) > max_ids):
+        if r.mode is Mode.HAVE and (range_cost(r) > budget0 or listed_items(r) > max_ids):
             flat.extend(_cut_have(r, budget0, max_ids))
         else:
             flat.append(r)
@@ -741,7 +741,7 @@ def chunk(
         budget, ids = budget0, max_ids
         end = start
         while end < len(flat) and end - start < max_ranges - 2:
-            cost, n = range_cost(flat[end]), _items(flat[end])
+            cost, n = range_cost(flat[end]), listed_items(flat[end])
             if end > start and (cost > budget or n > ids or flat[end].upper == flat[end - 1].upper):
                 break
             budget -= cost
