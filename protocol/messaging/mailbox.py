@@ -22,6 +22,8 @@ the request), never with an exception; ``tick(now)`` at ``next_deadline()``
 (monotonic seconds) drops what has expired and reports ``Expired``.  What
 it holds lives in a ``MailboxStore`` (``mailbox_store``): the node's is
 SQLite, and a change is durable before the answer that reports it.
+Its bounds, per-device counts and per-group stranger rates are in
+``mailbox_limits``.
 
 Mailbox side (stream ``/smu/mailbox/1``, one request frame, one answer)::
 
@@ -44,8 +46,8 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from protocol.core import crypto
 from protocol.core.canonical import encode_flat
@@ -58,6 +60,12 @@ from protocol.core.errors import (
 from protocol.core.machine import Misbehaved, Now, Send
 from protocol.core.params import NetworkParams
 from protocol.messaging.envelope import peek
+from protocol.messaging.mailbox_limits import (
+    DeviceBox,
+    GroupRates,
+    MailboxLimits,
+    Use,
+)
 from protocol.messaging.mailbox_store import (
     ItemMeta,
     MailboxStore,
@@ -114,7 +122,6 @@ from protocol.messaging.mailbox_wire import (
     item_id_of,
 )
 from protocol.messaging.tokens import (
-    MAX_TOKEN_LIFETIME_MS,
     Token,
     TokenExpiredError,
     TokenInvalidError,
@@ -138,53 +145,6 @@ CHALLENGE_TTL_MS = 60_000
 #: stranger items one deposit may push out of a full pool (§15.17)
 MAX_EVICTIONS = 16
 
-MiB = 1024 * 1024
-DAY_MS = 24 * 3600 * 1000
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxLimits:
-    """Every bound of a mailbox; the reasons are in PROTOCOL.md §15.17-§15.18."""
-
-    #: what a grant promises one device (its defaults)
-    quota_bytes: int = 64 * MiB
-    quota_count: int = 10_000
-    grant_lifetime_ms: int = 30 * DAY_MS
-    #: over all devices of one account
-    account_bytes: int = 128 * MiB
-    account_count: int = 20_000
-    account_grants: int = 8
-    #: the whole mailbox
-    max_bytes: int = 1024 * MiB
-    max_items: int = 100_000
-    max_grants: int = 10_000
-    #: a contact's item not fetched and deleted within this is dropped
-    item_ttl_ms: int = 14 * DAY_MS
-    #: a stranger's item lives a day: the pool turns over
-    stranger_ttl_ms: int = DAY_MS
-    #: the strangers' pool of one device (inside its grant's quota)
-    stranger_bytes: int = 4 * MiB
-    stranger_count: int = 64
-    #: one network group's share of one device's pool
-    group_device_count: int = 8
-    #: one network group over the whole mailbox
-    group_bytes: int = 16 * MiB
-    group_count: int = 256
-    #: every stranger's item in the mailbox
-    strangers_bytes: int = 64 * MiB
-    strangers_count: int = 4096
-    #: stranger deposits per network group: sustained per second, and burst
-    group_rate: float = 1.0
-    group_burst: int = 60
-    #: network groups whose rate is remembered at once
-    max_groups: int = 65_536
-    #: tokens: the longest life a mailbox accepts, and spent tokens kept
-    max_token_lifetime_ms: int = MAX_TOKEN_LIFETIME_MS
-    spent_per_device: int = 20_000
-    max_spent: int = 200_000
-    #: open challenges over all devices
-    max_challenges: int = 10_000
-
 
 @dataclass(frozen=True, slots=True)
 class Expired:
@@ -197,40 +157,6 @@ class Expired:
 
 #: what ``Mailbox.handle`` and ``Mailbox.tick`` return
 MailboxOutput = Send | Misbehaved | Expired
-
-
-@dataclass(slots=True)
-class _Use:
-    bytes: int = 0
-    count: int = 0
-
-    def add(self, size: int, n: int = 1) -> None:
-        self.bytes += size
-        self.count += n
-
-
-@dataclass(slots=True)
-class _Box:
-    grant: Grant
-    #: the account the box's items count against (fixed while it holds items)
-    account: bytes
-    #: contacts' and strangers' items, each in deposit order
-    contact: dict[bytes, ItemMeta] = field(default_factory=dict)
-    stranger: dict[bytes, ItemMeta] = field(default_factory=dict)
-    use: _Use = field(default_factory=_Use)
-    strangers: _Use = field(default_factory=_Use)
-    groups: Counter[str] = field(default_factory=Counter)
-
-    def get(self, item_id: bytes) -> ItemMeta | None:
-        return self.contact.get(item_id) or self.stranger.get(item_id)
-
-    def ordered(self) -> Iterable[ItemMeta]:
-        """Every item, oldest deposit first."""
-        return heapq.merge(self.contact.values(), self.stranger.values(), key=lambda m: m.seq)
-
-    @property
-    def empty(self) -> bool:
-        return not self.contact and not self.stranger
 
 
 #: ``(account, device) -> bool``: serve this device?  E.g. "active in my replica"
@@ -256,13 +182,12 @@ class Mailbox:
         self.peer_id = check_peer_id(peer_id)
         self.limits = limits or MailboxLimits()
         self.store: MailboxStore = store if store is not None else MemoryMailboxStore()
-        self._boxes: dict[bytes, _Box] = {}  # by device key
-        self._accounts: dict[bytes, _Use] = {}
-        self._total = _Use()
-        self._all_strangers = _Use()
-        self._groups: dict[str, _Use] = {}
-        #: group -> (level, monotonic time of the level)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._boxes: dict[bytes, DeviceBox] = {}  # by device key
+        self._accounts: dict[bytes, Use] = {}
+        self._total = Use()
+        self._all_strangers = Use()
+        self._groups: dict[str, Use] = {}
+        self._rates = GroupRates(self.limits)
         #: (device, nonce) -> expiry, a heap of the same by expiry, per device counts
         self._spent: dict[tuple[bytes, bytes], int] = {}
         self._spent_heap: list[tuple[int, bytes, bytes]] = []
@@ -284,7 +209,7 @@ class Mailbox:
             except InvalidInput:
                 continue  # a grant of another network or version: nothing to serve
             if g.mailbox_key == self.identity.public:
-                self._boxes[g.device] = _Box(g, g.account)
+                self._boxes[g.device] = DeviceBox(g, g.account)
         for m in snap.items:
             box = self._boxes.get(m.device)
             if box is None:
@@ -336,7 +261,7 @@ class Mailbox:
         grant = decode_grant(encode_flat([*fields, sig]), self.params)
         self.store.apply(StoreChange(put_grants=((device, grant.raw),)))
         if box is None:
-            self._boxes[device] = _Box(grant, account)
+            self._boxes[device] = DeviceBox(grant, account)
         else:
             box.grant, box.account = grant, account
         return grant
@@ -380,7 +305,7 @@ class Mailbox:
 
     # -- accounting --------------------------------------------------------
 
-    def _account_item(self, box: _Box, m: ItemMeta, sign: int) -> None:
+    def _account_item(self, box: DeviceBox, m: ItemMeta, sign: int) -> None:
         """Add (+1) or remove (-1) an item from every count it is in."""
         size = sign * m.size
         items = box.stranger if m.stranger else box.contact
@@ -389,7 +314,7 @@ class Mailbox:
         else:
             del items[m.item_id]
         box.use.add(size, sign)
-        self._accounts.setdefault(box.account, _Use()).add(size, sign)
+        self._accounts.setdefault(box.account, Use()).add(size, sign)
         self._total.add(size, sign)
         if m.stranger:
             box.strangers.add(size, sign)
@@ -397,7 +322,7 @@ class Mailbox:
             if box.groups[m.group] <= 0:
                 del box.groups[m.group]
             self._all_strangers.add(size, sign)
-            g = self._groups.setdefault(m.group, _Use())
+            g = self._groups.setdefault(m.group, Use())
             g.add(size, sign)
             if g.count <= 0:
                 del self._groups[m.group]
@@ -439,7 +364,7 @@ class Mailbox:
         if token is not None:
             self._check_token(box, device, token, now)
         else:
-            self._take_rate(group, now)
+            self._rates.take(group, now)
         header = peek(envelope, self.params)  # shape and size only
         if device not in header.devices:
             raise MailboxError("the envelope has no key wrap for that device")
@@ -468,7 +393,7 @@ class Mailbox:
             self._remember_spent(s)
         return item_id
 
-    def _check_token(self, box: _Box, device: bytes, token: Token, now: Now) -> None:
+    def _check_token(self, box: DeviceBox, device: bytes, token: Token, now: Now) -> None:
         lim = self.limits
         if token.expires <= now.wall_ms:
             raise TokenExpiredError("the token has expired")
@@ -488,31 +413,7 @@ class Mailbox:
             lim.max_token_lifetime_ms,
         )
 
-    def _take_rate(self, group: str, now: Now) -> None:
-        """One stranger deposit from ``group``: refill its bucket, take one."""
-        lim = self.limits
-        level, at = self._buckets.get(group, (float(lim.group_burst), now.mono))
-        level = min(float(lim.group_burst), level + max(0.0, now.mono - at) * lim.group_rate)
-        if group not in self._buckets and len(self._buckets) >= lim.max_groups:
-            self._prune_buckets(now)
-            if len(self._buckets) >= lim.max_groups:
-                raise StrangerPoolFullError("too many network groups deposit here; retry later")
-        if level < 1.0:
-            raise StrangerPoolFullError("your network deposits too fast here; retry later")
-        self._buckets[group] = (level - 1.0, now.mono)
-
-    def _prune_buckets(self, now: Now) -> None:
-        """Forget buckets that have refilled: a full bucket is no bucket."""
-        lim = self.limits
-        full = [
-            g
-            for g, (level, at) in self._buckets.items()
-            if level + (now.mono - at) * lim.group_rate >= lim.group_burst
-        ]
-        for g in full:
-            del self._buckets[g]
-
-    def _stranger_room(self, box: _Box, group: str, size: int) -> list[ItemMeta]:
+    def _stranger_room(self, box: DeviceBox, group: str, size: int) -> list[ItemMeta]:
         """Make room for a stranger's item of ``size`` from ``group``, or
         refuse.  When the device's pool is full, a group holding fewer of
         its items than the group holding most pushes out that group's
@@ -522,7 +423,7 @@ class Mailbox:
         mine = box.groups[group]
         if mine + 1 > lim.group_device_count:
             raise StrangerPoolFullError("your network holds its share of this device's pool")
-        g = self._groups.get(group, _Use())
+        g = self._groups.get(group, Use())
         if g.count + 1 > lim.group_count or g.bytes + size > lim.group_bytes:
             raise StrangerPoolFullError("your network holds its share of this mailbox")
         victims: list[ItemMeta] = []
@@ -545,13 +446,13 @@ class Mailbox:
             raise StrangerPoolFullError("this mailbox's pool for strangers is full")
         return victims
 
-    def _check_quotas(self, box: _Box, size: int, count: int) -> None:
+    def _check_quotas(self, box: DeviceBox, size: int, count: int) -> None:
         """The device's grant, its account and the whole mailbox, with
         ``size`` and ``count`` the net change of the deposit."""
         g, lim = box.grant, self.limits
         if box.use.bytes + size > g.quota_bytes or box.use.count + count > g.quota_count:
             raise QuotaExceededError("the device's mailbox is full")
-        acc = self._accounts.get(box.account, _Use())
+        acc = self._accounts.get(box.account, Use())
         if acc.bytes + size > lim.account_bytes or acc.count + count > lim.account_count:
             raise QuotaExceededError("the account's devices hold their share here")
         if self._total.bytes + size > lim.max_bytes or self._total.count + count > lim.max_items:
@@ -578,7 +479,7 @@ class Mailbox:
 
     def _authenticate(
         self, op: Op, device: bytes, nonce: bytes, args: list[object], sig: bytes, now: Now
-    ) -> _Box:
+    ) -> DeviceBox:
         self._now = now
         # The nonce is consumed by any attempt, good or bad: single use.
         entry = self._challenges.pop(nonce, None)
@@ -615,7 +516,7 @@ class Mailbox:
         box = self._authenticate(Op.DELETE, device, nonce, [item_ids], signature, now)
         return self._drop(box, [m for i in set(item_ids) if (m := box.get(i)) is not None])
 
-    def _drop(self, box: _Box, items: list[ItemMeta]) -> int:
+    def _drop(self, box: DeviceBox, items: list[ItemMeta]) -> int:
         if items:
             self.store.apply(StoreChange(drop_items=tuple((m.device, m.item_id) for m in items)))
             for m in items:
@@ -694,8 +595,8 @@ class Mailbox:
                     del self._spent_count[device]
         if gone or spent:
             self.store.apply(StoreChange(drop_spent=tuple(spent), drop_grants=tuple(gone)))
-        if len(self._buckets) > lim.max_groups // 2:
-            self._prune_buckets(now)
+        if len(self._rates) > lim.max_groups // 2:
+            self._rates.prune(now)
         return [Expired(dropped, grants)] if dropped or grants else []
 
     def next_deadline(self) -> float | None:
