@@ -57,7 +57,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict protocol/ simnet/ node/
+	$(BIN)/mypy --strict node/ protocol/ simnet/
 
 test: lint browser lab-deps
 	$(BIN)/pytest -q
