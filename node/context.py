@@ -9,6 +9,7 @@ what else they need by name at construction.  This module holds only
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,18 @@ class Published:
 
     status: str  # accepted | duplicate | escrowed (protocol.log.ledger.IngestStatus)
     event_id: str
+
+
+class DepositStreams(Protocol):
+    """Streams to a mailbox under this node's identity at that mailbox, never
+    its own (``node.deposit_hosts.DepositHosts``, PROTOCOL.md §15.13.1)."""
+
+    def stream(
+        self, mailbox_peer: str, addrs: Sequence[str], protocol: str
+    ) -> AbstractAsyncContextManager[Any]:
+        """Open on entering, closed on leaving; raises
+        ``node.errors.PeerUnreachable``."""
+        ...
 
 
 class ContactSetView(Protocol):

@@ -44,6 +44,7 @@ from .config import NodeConfig
 from .context import Published
 from .control import RpcFailure
 from .datadir import DataDir, Secrets
+from .deposit_hosts import DepositHosts
 from .errors import StoreError
 from .gate import Gate, StreamCaps
 from .links import LinkService
@@ -209,6 +210,10 @@ class Daemon:
             score=lambda peer: float(self.replication.replicator.score(peer)),
             on_advertise=self._advertise_changed,
         )
+        # deposits and prekey fetches at a mailbox: an identity per mailbox (§15.13.1)
+        self.deposit_hosts = DepositHosts(
+            secrets.node_seed, self.nat.guard, lambda p, addrs: self.links.dialable(p, addrs, None)
+        )
         self.gate = Gate(self.links.manager)
         self.gate.on_admitted = self.links.heard
         self.replication = ReplicationService(self._ledger, self.store, self.links, replication)
@@ -232,7 +237,8 @@ class Daemon:
         self.publish_own_record()
 
     def nat_status(self) -> dict[str, object]:
-        return {**self.nat.status(), "mailbox_notices": self.push.status()}
+        pushed, hosts = self.push.status(), self.deposit_hosts.status()
+        return {**self.nat.status(), "mailbox_notices": pushed, "deposit_hosts": hosts}
 
     def advertised_addrs(self) -> list[str]:
         return self.nat.advertised_addrs([a.split("/p2p/")[0] for a in self.addresses()])
@@ -284,6 +290,7 @@ class Daemon:
             store=self._mailbox_store,
             tokens=self.tokens,
             group_of=self._mailbox_group_of or (lambda host: deposit_group(host, self.classifier)),
+            deposits=self.deposit_hosts,
         )
         self.mailbox.on_grants_changed = self.tokens.refill_all
         self.mailbox.serves_others = self.settings.mailbox
@@ -306,7 +313,9 @@ class Daemon:
         self.prekey_serve.mailbox = self.mailbox_prekeys
         # contacts get tokens for this node too: they pay for its prekeys
         self.tokens.own_mailbox_key = self.mailbox.identity.public
-        self.messages.prekey_client = PrekeyClient(self, self.messages.sessions, self.tokens)
+        self.messages.prekey_client = PrekeyClient(
+            self, self.messages.sessions, self.tokens, self.deposit_hosts
+        )
         self.push = PushService(
             self.channels,
             records=lambda: self.records,
@@ -558,6 +567,7 @@ class Daemon:
             prefer_direct(self.host, nursery, self.links.direct_now)
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.nat.reach.run)
+            await nursery.start(self.deposit_hosts.run)
             await nursery.start(self.replication.run)
             await nursery.start(self.sync.run)
             self._contacts.import_legacy()
@@ -591,6 +601,7 @@ class Daemon:
             log.info("shutting down")
             self.links.stop()
             # Leaving host.run() does not close connections: close explicitly.
+            await self.deposit_hosts.close_all()
             with trio.move_on_after(5):
                 await self.host.close()
             await self.store.commit()

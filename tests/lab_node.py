@@ -7,11 +7,18 @@ network of its own, so that a test on one machine can stand for
 depositors in many networks (PROTOCOL.md §15.17).  The product has no flag,
 config key or environment variable for it: only this module passes the
 ``Daemon`` constructor's test-only ``mailbox_group_of``.
+
+With ``--note-requests`` it also writes a line to stderr (``node.log``) for
+each deposit and each prekey fetch its mailbox is asked to answer: the
+peer id the request came from, and whether any device record this node
+holds names that peer id (``lab-note mailbox <peer> named=0``), so a test
+can see which identity a depositor used (PROTOCOL.md §15.13.1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -21,6 +28,8 @@ import trio
 from node.daemon import Daemon
 from node.datadir import DataDir
 from node.services.mailbox import deposit_group
+from protocol.core.errors import InvalidInput
+from protocol.messaging import mailbox_wire, prekey_fetch
 
 
 def lab_group(host: str) -> str:
@@ -36,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--note-requests", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     for noisy in ("libp2p", "multiaddr", "async_service"):
@@ -44,8 +54,35 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(
         dd, dd.load_secrets(), ["/ip4/127.0.0.1/tcp/0"], args.bootstrap, mailbox_group_of=lab_group
     )
+    if args.note_requests:
+        note_requests(daemon)
     trio.run(daemon.run)
     return 0
+
+
+def note_requests(daemon: Daemon) -> None:
+    """Wrap the mailbox's and the prekey server's request handlers to note
+    who each deposit and fetch came from."""
+    handle, answer = daemon.mailbox._handle, daemon.prekey_serve.answer
+
+    def note(what: str, peer: str) -> None:
+        named = any(peer in r.peer_ids for r in daemon.records)
+        print(f"lab-note {what} {peer} named={int(named)}", file=sys.stderr, flush=True)
+
+    def noted_handle(data: bytes, peer: str, group: str) -> bytes:
+        with contextlib.suppress(InvalidInput):  # the handler answers junk itself
+            if isinstance(mailbox_wire.decode_request(data), mailbox_wire.DepositRequest):
+                note("mailbox", peer)
+        return handle(data, peer, group)
+
+    def noted_answer(data: bytes, peer: str) -> bytes:
+        with contextlib.suppress(InvalidInput):
+            if isinstance(prekey_fetch.decode_request(data), prekey_fetch.FetchRequest):
+                note("prekey", peer)
+        return answer(data, peer)
+
+    daemon.mailbox._handle = noted_handle  # type: ignore[method-assign]
+    daemon.prekey_serve.answer = noted_answer  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -80,13 +80,33 @@ class LabNode(DemoNode):
     mailbox's network groups, which tell loopback depositors apart by the
     /24 of their address (a test-only constructor argument of ``Daemon``)."""
 
+    #: more arguments of ``tests/lab_node.py``
+    lab_args: tuple[str, ...] = ()
+
     def start_existing(self, bootstrap: list[str] | None = None, listen: str | None = None) -> None:
         assert listen is None, "a lab node listens where the daemon's default is"
-        cmd = [sys.executable, "-m", "tests.lab_node", "--data-dir", str(self.dir)]
+        cmd = [sys.executable, "-m", "tests.lab_node", "--data-dir", str(self.dir), *self.lab_args]
         for b in bootstrap or []:
             cmd += ["--bootstrap", b]
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+
+
+class NotingLabNode(LabNode):
+    """A LabNode that notes the peer id of each deposit and prekey fetch it
+    answers in its log (``tests/lab_node.py --note-requests``)."""
+
+    lab_args = ("--note-requests",)
+
+    def noted(self, what: str) -> list[tuple[str, bool]]:
+        """(peer id, named by a record it held) per ``what`` request noted:
+        ``mailbox`` (a deposit) or ``prekey`` (a fetch)."""
+        out = []
+        for line in (self.dir / "node.log").read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[:2] == ["lab-note", what]:
+                out.append((parts[2], parts[3] == "named=1"))
+        return out
 
 
 def start_nodes(

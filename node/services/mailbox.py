@@ -22,7 +22,11 @@ a restart the device goes on fetching from the mailboxes its record named.
 A sender deposits at a mailbox the recipient's record names when direct
 delivery fails: with one of the recipient's tokens if it holds one (a
 contact's deposit), else as a stranger; and it tries a mailbox on its own
-node last: it goes offline with the sender.
+node last: it goes offline with the sender.  A deposit travels under this
+node's identity at that mailbox (``deposits``, §15.13.1), never the node's
+own, which the device record names; asking for a grant and fetching what a
+mailbox holds for us stay on the node's identity: the grant names this
+device anyway.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ from protocol.records.grant import GRANT_V2, Grant, decode_grant
 from .. import control
 from ..api import node as api
 from ..api.schema import Empty
-from ..context import NodeContext, Stream
+from ..context import DepositStreams, NodeContext, Stream
 from ..datadir import write_private
 from ..driver import MachineDriver
 from ..errors import PeerUnreachable
@@ -155,8 +159,12 @@ class MailboxService:
         store: MailboxStore,
         tokens: TokenService,
         group_of: GroupOf | None = None,
+        deposits: DepositStreams | None = None,
     ) -> None:
         self.ctx = ctx
+        #: streams under this node's identity at each mailbox (§15.13.1);
+        #: without them a deposit at another node fails (never falls back)
+        self.deposits = deposits
         #: open and store an envelope fetched from a mailbox (raises InvalidInput)
         self.receive = receive
         #: where our mailbox keeps what it holds (the node's database)
@@ -349,29 +357,45 @@ class MailboxService:
 
     # -- asking a mailbox ---------------------------------------------------------
 
-    async def request(self, peer_id: str, addrs: Sequence[str], data: bytes) -> Answer:
+    async def request(
+        self, peer_id: str, addrs: Sequence[str], data: bytes, *, deposit: bool = False
+    ) -> Answer:
         """One request to another node's mailbox (raises PeerUnreachable,
-        trio.TooSlowError or InvalidInput)."""
+        trio.TooSlowError or InvalidInput); a ``deposit`` goes under this
+        node's identity at that mailbox (§15.13.1)."""
         with trio.fail_after(REQUEST_TIMEOUT):
+            if deposit:
+                if self.deposits is None:
+                    raise PeerUnreachable(f"{peer_id}: no deposit identity here")
+                async with self.deposits.stream(peer_id, addrs, MAILBOX_PROTOCOL) as stream:
+                    return await self._exchange(peer_id, stream, data)
             stream = await self.ctx.open_stream(peer_id, addrs, MAILBOX_PROTOCOL)
             try:
-                await stream.write(frame(data))
-                return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
-            except REQUEST_ERRORS as exc:
-                raise PeerUnreachable(f"{peer_id}: {type(exc).__name__}: {exc}") from exc
+                return await self._exchange(peer_id, stream, data)
             finally:
                 try:
                     await stream.close()
                 except Exception as exc:  # the mailbox may have gone already
                     log.debug("mailbox stream to %s: close failed: %s", peer_id, exc)
 
+    async def _exchange(self, peer_id: str, stream: Stream, data: bytes) -> Answer:
+        try:
+            await stream.write(frame(data))
+            return decode_answer(await read_frame(stream, MAX_ANSWER_FRAME))
+        except REQUEST_ERRORS as exc:
+            raise PeerUnreachable(f"{peer_id}: {type(exc).__name__}: {exc}") from exc
+
     async def _ask(self, grant: Grant, addrs: Sequence[str], request: bytes) -> Answer | None:
         """One request to the mailbox of ``grant`` (ours without a stream);
         None if it could not be asked."""
         try:
-            if grant.mailbox_peer == self.ctx.peer_id and self.box is not None:
+            peer = grant.mailbox_peer
+            if peer == self.ctx.peer_id and self.box is not None:
                 return decode_answer(self._handle(request, self.ctx.peer_id, LOCAL_GROUP))
-            return await self.request(grant.mailbox_peer, addrs, request)
+            # what libp2p knows of it now (fresher), then the record's
+            known = self.ctx.peer_addresses(peer)
+            tried = [*known, *(a for a in addrs if a not in known)]
+            return await self.request(peer, tried, request, deposit=True)
         except (PeerUnreachable, trio.TooSlowError, InvalidInput) as exc:
             log.debug("deposit at %s failed: %s", grant.mailbox_peer, exc)
             return None

@@ -12,6 +12,10 @@ anything else (no token, unreachable, SIGNED_ONLY, a bad proof) leaves
 the signed-prekey-only set-up, as before.
 A token the server called spent, invalid or expired, or that bought a key,
 is dropped; one that was not looked at (unreachable, exhausted) is kept.
+A fetch at a mailbox goes under this node's identity at that mailbox
+(``deposits``, §15.13.1), as a deposit there does; a fetch at the device's
+own node goes under the node's identity, as a direct delivery does (that
+device learns the sender from the message anyway, DESIGN §10).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 import trio
 from libp2p.peer.id import ID
@@ -40,7 +45,7 @@ from protocol.messaging.scheme2 import party_of
 from protocol.records.device import Capability
 from protocol.records.grant import decode_grant
 
-from ..context import NodeContext
+from ..context import DepositStreams, NodeContext
 from ..transport import frame, read_frame
 from .sessions import SessionService
 from .tokens import TokenService
@@ -68,10 +73,19 @@ def node_key(peer_id: str) -> bytes | None:
 
 
 class PrekeyClient:
-    def __init__(self, ctx: NodeContext, sessions: SessionService, tokens: TokenService) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        sessions: SessionService,
+        tokens: TokenService,
+        deposits: DepositStreams | None = None,
+    ) -> None:
         self.ctx = ctx
         self.sessions = sessions
         self.tokens = tokens
+        #: streams under this node's identity at each mailbox (§15.13.1);
+        #: without them mailboxes are not asked (never under the node's own)
+        self.deposits = deposits
 
     async def prefetch(self, state: AccountState) -> int:
         """Fetch one-time prekeys for the devices of ``state`` that need a
@@ -106,21 +120,35 @@ class PrekeyClient:
         """The device's own node first, then the mailboxes its record names
         (§19.16): the first that serves a key, within ``FETCH_TIMEOUT`` each."""
         record = self.ctx.records.get(account, device)
-        targets: list[tuple[str, tuple[str, ...], bytes | None]] = [(peer, addrs, node_key(peer))]
+        # (peer, its addresses, the key its tokens name, whether it is a mailbox)
+        targets: list[tuple[str, tuple[str, ...], bytes | None, bool]] = [
+            (peer, addrs, node_key(peer), False)
+        ]
         for grant_raw, mb_addrs in record.mailboxes if record is not None else ():
             try:
                 grant = decode_grant(grant_raw, self.ctx.params)
             except InvalidInput:
                 continue
             if grant.mailbox_peer != peer:
-                targets.append((grant.mailbox_peer, tuple(mb_addrs), grant.mailbox_key))
-        for target, target_addrs, key in targets:
-            if key is not None and await self._fetch_at(account, device, target, target_addrs, key):
+                # what libp2p knows of it now (fresher), then the record's
+                known = tuple(self.ctx.peer_addresses(grant.mailbox_peer))
+                mb = (*known, *(a for a in mb_addrs if a not in known))
+                targets.append((grant.mailbox_peer, mb, grant.mailbox_key, True))
+        for target, target_addrs, key, mailbox in targets:
+            if key is None or (mailbox and self.deposits is None):
+                continue
+            if await self._fetch_at(account, device, target, target_addrs, key, mailbox):
                 return True
         return False
 
     async def _fetch_at(
-        self, account: bytes, device: bytes, peer: str, addrs: tuple[str, ...], key: bytes
+        self,
+        account: bytes,
+        device: bytes,
+        peer: str,
+        addrs: tuple[str, ...],
+        key: bytes,
+        mailbox: bool,
     ) -> bool:
         tokens = self.tokens.take(device, key, limit=1)
         if not tokens:
@@ -128,7 +156,8 @@ class PrekeyClient:
         token = tokens[0]
         answer: Answer | None = None
         try:
-            answer = await self._ask(peer, addrs, FetchRequest(account, device, token).encode())
+            request = FetchRequest(account, device, token).encode()
+            answer = await self._ask(peer, addrs, request, mailbox)
         finally:
             if isinstance(answer, OneTimeAnswer) or (
                 isinstance(answer, SignedOnlyAnswer) and answer.reason in _DROP
@@ -147,19 +176,29 @@ class PrekeyClient:
         self.sessions.fetched_for(account, device, opk)
         return True
 
-    async def _ask(self, peer: str, addrs: tuple[str, ...], request: bytes) -> Answer | None:
+    async def _ask(
+        self, peer: str, addrs: tuple[str, ...], request: bytes, mailbox: bool
+    ) -> Answer | None:
         try:
             with trio.fail_after(FETCH_TIMEOUT):
+                if mailbox:
+                    assert self.deposits is not None  # checked by _fetch_one
+                    async with self.deposits.stream(peer, addrs, PROTOCOL_ID) as stream:
+                        return await _exchange(stream, request)
                 stream = await self.ctx.open_stream(peer, addrs, PROTOCOL_ID)
                 try:
-                    await stream.write(frame(request))
-                    return decode_answer(await read_frame(stream, MAX_ANSWER_BYTES))
+                    return await _exchange(stream, request)
                 finally:
                     with contextlib.suppress(Exception):
                         await stream.close()
         except Exception as exc:  # unreachable, slow, a bad answer: set up without one
             log.debug("prekey fetch from %s failed: %s", peer, exc)
             return None
+
+
+async def _exchange(stream: Any, request: bytes) -> Answer:
+    await stream.write(frame(request))
+    return decode_answer(await read_frame(stream, MAX_ANSWER_BYTES))
 
 
 def _now_ms() -> int:
