@@ -88,6 +88,7 @@ from .storage import (
 )
 from .storage.budget import DiskBudget
 from .storage.events import SqliteEventStore
+from .storage.prekey_shelf import PrekeyShelfStore
 from .tasks import TaskStatus
 from .transport import REPLICATION_PROTOCOL, make_host, parse_multiaddr, probe_listen
 
@@ -300,9 +301,13 @@ class Daemon:
             mailbox_key=self.mailbox.identity.public,
             token_key=self.tokens.signer.public,
         )
+        shelf = PrekeyShelfStore(self.db, self._params)
+        legacy_shelf = self.datadir.take_prekey_shelf()
+        if legacy_shelf is not None:  # the file of before the table (§19.16)
+            shelf.import_file(legacy_shelf, int(time.time() * 1000))
         self.mailbox_prekeys = MailboxPrekeys(
             self,
-            self.datadir,
+            shelf,
             self.mailbox.identity.public,
             grant_of=lambda device: self.mailbox.box.grant_of(device) if self.mailbox.box else None,
             spent=lambda device, nonce: bool(

@@ -278,12 +278,15 @@ class DataDir:
         path = self.path / PREKEY_OFFER_FILE
         return path.read_bytes() if path.exists() else None
 
-    def save_prekey_shelf(self, raw: bytes) -> None:
-        write_private(self.path / PREKEY_SHELF_FILE, raw)
-
-    def load_prekey_shelf(self) -> bytes | None:
+    def take_prekey_shelf(self) -> bytes | None:
+        """``prekey-shelf.bin`` of before the mailbox's prekey table
+        (§19.16): its bytes, once; the file is removed."""
         path = self.path / PREKEY_SHELF_FILE
-        return path.read_bytes() if path.exists() else None
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        path.unlink()
+        return raw
 
     def is_encrypted(self) -> bool:
         return bool(self._read_keys_doc().get("encrypted"))

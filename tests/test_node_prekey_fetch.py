@@ -19,7 +19,6 @@ from node.services.prekey_client import node_key
 from node.transport import frame, make_host, parse_multiaddr, read_frame
 from protocol.core.canonical import decode_flat
 from protocol.messaging import prekey_fetch as pf
-from protocol.messaging import prekey_shelf as ps
 from protocol.messaging.prekeys import PrekeyStore
 
 from .process import (
@@ -163,24 +162,16 @@ async def test_contacts_set_up_with_one_time_prekeys(demo: Demo) -> None:
 
 
 def _shelf_served(node_dir: Path) -> set[int]:
-    path = node_dir / "prekey-shelf.bin"
-    if not path.exists():
-        return set()
-    v = decode_flat(path.read_bytes(), ps.MAX_SHELF_BYTES)
-    assert isinstance(v, list) and isinstance(v[1], list)
+    """The ids the mailbox's shelf has served (its table, §19.16)."""
     out: set[int] = set()
-    for entry in v[1]:
-        offer = decode_flat(entry[2], pf.MAX_OFFER_BYTES)  # type: ignore[index]
+    for (raw,) in _query(node_dir, "SELECT offer FROM prekey_offers"):
+        offer = decode_flat(raw, pf.MAX_OFFER_BYTES)  # type: ignore[arg-type]
         out |= {int(i) for i in offer[2]}  # type: ignore[index]
     return out
 
 
 def _shelf_devices(node_dir: Path) -> int:
-    path = node_dir / "prekey-shelf.bin"
-    if not path.exists():
-        return 0
-    v = decode_flat(path.read_bytes(), ps.MAX_SHELF_BYTES)
-    return len(v[1])  # type: ignore[index, arg-type]
+    return int(_query(node_dir, "SELECT COUNT(*) FROM prekey_offers")[0][0])  # type: ignore[call-overload]
 
 
 def test_a_mailbox_serves_one_time_prekeys_while_the_device_is_away(demo: Demo) -> None:

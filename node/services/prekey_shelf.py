@@ -5,8 +5,9 @@ Holding: devices this node's mailbox holds a grant for upload batches on
 ``/smu/prekey/1`` (UPLOAD); the shelf (``protocol.messaging.prekey_shelf``)
 checks them and serves each key once, paid with a token naming this
 node's key, checked under the token key the device's grant names.  The
-shelf lives in ``prekey-shelf.bin``, written whole and atomically before an
-answer that changed it.
+shelf lives in SQLite, one row per device (``node.storage.prekey_shelf``),
+written before an answer that changed it; a request prunes only its own
+device's offer, and the whole shelf is pruned hourly.
 
 Uploading: every ``UPLOAD_INTERVAL`` this device looks at its grants; a
 mailbox it has not uploaded to since the node started, or whose last
@@ -60,24 +61,28 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ShelfFile(Protocol):
-    def load_prekey_shelf(self) -> bytes | None: ...
+#: how often every device's expired batches and tokens are dropped
+PRUNE_INTERVAL_MS = 3600 * 1000
 
-    def save_prekey_shelf(self, raw: bytes) -> None: ...
+
+class ShelfStore(Protocol):
+    def load(self, now_ms: int) -> PrekeyShelf: ...
+
+    def save(self, old: PrekeyShelf, new: PrekeyShelf) -> None: ...
 
 
 class MailboxPrekeys:
     def __init__(
         self,
         ctx: NodeContext,
-        file: ShelfFile,
+        store: ShelfStore,
         mailbox_key: bytes,
         grant_of: Callable[[bytes], Grant | None],
         spent: Callable[[bytes, bytes], bool] = lambda device, nonce: False,
         spend: Callable[[bytes, Token], None] = lambda device, token: None,
     ) -> None:
         self.ctx = ctx
-        self.file = file
+        self.store = store
         self.mailbox_key = mailbox_key
         #: this node's mailbox's grant for a device, if it holds one
         self.grant_of = grant_of
@@ -85,31 +90,34 @@ class MailboxPrekeys:
         self.spent = spent
         self.spend = spend
         self._shelf: PrekeyShelf | None = None
+        self._pruned_ms = 0
         #: mailbox peer -> (when we last uploaded, the keys it then held)
         self.uploaded: dict[str, tuple[int, int]] = {}
 
     def shelf(self) -> PrekeyShelf:
         if self._shelf is None:
-            raw = self.file.load_prekey_shelf()
-            self._shelf = PrekeyShelf()
-            if raw is not None:
-                try:
-                    self._shelf = PrekeyShelf.decode(self.ctx.params, raw, _now_ms())
-                except InvalidInput as exc:  # damaged: its devices upload again
-                    log.warning("prekey-shelf.bin not used: %s", exc.code)
+            self._shelf = self.store.load(_now_ms())
+            self._pruned_ms = _now_ms()
         return self._shelf
 
     def _keep(self, shelf: PrekeyShelf) -> None:
-        if shelf != self._shelf:
-            self.file.save_prekey_shelf(shelf.encode(self.ctx.params))
+        old = self.shelf()
+        if shelf is not old:
+            self.store.save(old, shelf)
             self._shelf = shelf
+
+    def prune(self, now_ms: int) -> None:
+        """Every device's expired batches and tokens, once an interval."""
+        if now_ms - self._pruned_ms >= PRUNE_INTERVAL_MS:
+            self._keep(self.shelf().pruned(now_ms))
+            self._pruned_ms = now_ms
 
     def answer(self, request: FetchRequest | UploadRequest) -> Answer:
         """An upload or a fetch for a device this mailbox holds a grant for."""
         grant = self.grant_of(request.device)
         granted = grant is not None and grant.account == request.account
         now = _now_ms()
-        shelf = self.shelf().pruned(now)
+        shelf = self.shelf().pruned_device(request.device, now)
         if isinstance(request, UploadRequest):
             try:
                 answer, shelf = shelf.upload(self.ctx.params, request, granted=granted, now_ms=now)
@@ -143,6 +151,7 @@ class MailboxPrekeys:
     ) -> None:
         while True:
             await trio.sleep(UPLOAD_INTERVAL)
+            self.prune(_now_ms())
             account = self.ctx.account()
             if account is not None:
                 for grant, addrs in grants():

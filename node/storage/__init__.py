@@ -25,7 +25,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import contacts, events, mailbox, messages, reads, replay, resends, sessions, sync, tokens
+from . import (
+    contacts,
+    events,
+    mailbox,
+    messages,
+    prekey_shelf,
+    reads,
+    replay,
+    resends,
+    sessions,
+    sync,
+    tokens,
+)
 from .at_rest import RowCipher, row_key
 from .contacts import ContactStore
 from .db import Database, Migrations
@@ -64,6 +76,8 @@ MIGRATIONS: Migrations = {
     12: messages.SCHEMA_V13,
     # texts re-sealed for one device after a session reset (§19.15)
     13: resends.SCHEMA_V14,
+    # one-time prekeys a mailbox holds, a row per device (§19.16)
+    14: prekey_shelf.SCHEMA_V15,
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 

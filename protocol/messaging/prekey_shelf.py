@@ -138,6 +138,18 @@ class PrekeyShelf:
         offers = {d: o.pruned(now_ms) for d, o in self.offers.items()}
         return replace(self, offers={d: o for d, o in offers.items() if o.batches or o.paid})
 
+    def pruned_device(self, device: bytes, now_ms: int) -> PrekeyShelf:
+        """``pruned`` for one device's offer only: what a request for that
+        device needs, at a cost that does not grow with the shelf."""
+        offer = self.offers.get(device)
+        if offer is None:
+            return self
+        kept = offer.pruned(now_ms)
+        offers = {d: o for d, o in self.offers.items() if d != device}
+        if kept.batches or kept.paid:
+            offers[device] = kept
+        return replace(self, offers=offers)
+
     def encode(self, params: NetworkParams) -> bytes:
         """As a mailbox keeps it (local, §19.16): sorted by device."""
         return encode_flat(
