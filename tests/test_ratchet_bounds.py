@@ -91,6 +91,28 @@ def test_marks_are_kept_only_for_chains_a_message_can_be_matched_to() -> None:
     assert decode_state(p.b.to_bytes()) == p.b.state
 
 
+def test_a_key_dropped_from_a_chain_that_left_old_leaves_no_mark() -> None:
+    """Skipped keys outlive their chain's place in ``OLD``; dropping one
+    then must not mark a chain the state no longer knows (the stored form
+    would be refused)."""
+    p = start()
+    rand = Randomness("t")
+    first = [p.a.encrypt(b"f%d" % i) for i in range(3)]
+    p.b.decrypt(first[2], rand(), SMALL)  # n 1 and 2 skipped
+    for _ in range(ratchet.MAX_OLD_CHAINS + 1):  # the first chain leaves OLD
+        p.a.decrypt(p.b.encrypt(b"r"), rand(), SMALL)
+        p.b.decrypt(p.a.encrypt(b"x"), rand(), SMALL)
+    first_dh = ratchet.decode_message(first[0]).header.dh
+    assert first_dh not in p.b.state.old_dhr and len(p.b.state.skipped) == 2
+    gap = [p.a.encrypt(b"g%d" % i) for i in range(4)]
+    p.b.decrypt(gap[3], rand(), SMALL)  # three more on the current chain: one of first's goes
+    assert len(p.b.state.skipped) == SMALL.max_skipped
+    assert first_dh not in p.b.state.gone
+    assert decode_state(p.b.to_bytes()) == p.b.state
+    # its other key is still held and opens
+    assert p.b.decrypt(first[1], rand(), SMALL) == b"f1"
+
+
 def test_a_strangers_session_is_held_to_the_lower_bounds() -> None:
     p = start()
     rand = Randomness("t")

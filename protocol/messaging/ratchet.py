@@ -341,19 +341,21 @@ def _skip(
 
 
 def _bounded(
-    skipped: dict[SkippedKey, bytes], gone: dict[bytes, int], limit: int
+    skipped: dict[SkippedKey, bytes], gone: dict[bytes, int], limit: int, chains: set[bytes]
 ) -> tuple[dict[SkippedKey, bytes], dict[bytes, int]]:
     """The newest ``limit`` keys (dicts keep insertion order), and the marks
-    raised past the dropped ones.  A chain's keys are added in ascending
-    ``n`` and dropped oldest first, so one mark per chain says which of its
-    keys may have gone unused (§19.5 step 7)."""
+    raised past the dropped ones, kept for ``chains`` only (``DHr`` and
+    ``OLD``: a message of any other chain is never matched to a mark).  A
+    chain's keys are added in ascending ``n`` and dropped oldest first, so
+    one mark per chain says which of its keys may have gone unused (§19.5
+    step 7)."""
     extra = len(skipped) - limit
-    if extra <= 0:
-        return skipped, gone
     marks = dict(gone)
-    for d, n in islice(skipped, extra):
-        marks[d] = max(marks.get(d, 0), n + 1)
-    return dict(islice(skipped.items(), extra, None)), marks
+    if extra > 0:
+        for d, n in islice(skipped, extra):
+            marks[d] = max(marks.get(d, 0), n + 1)
+        skipped = dict(islice(skipped.items(), extra, None))
+    return skipped, {d: n for d, n in marks.items() if d in chains}
 
 
 def _left(state: SessionState, h: Header, why: str) -> SessionError:
@@ -396,7 +398,10 @@ def decrypt_state(
         ckr, new_skipped = _skip(state.ckr, state.nr, h.n, h.dh)
         ckr, mk = kdf_ck(ckr)
         plaintext = _open(mk, state.ad, h, message.ciphertext)
-        skipped, gone = _bounded({**state.skipped, **new_skipped}, state.gone, limits.max_skipped)
+        chains = {h.dh, *state.old_dhr}
+        skipped, gone = _bounded(
+            {**state.skipped, **new_skipped}, state.gone, limits.max_skipped, chains
+        )
         new = replace(state, ckr=ckr, nr=h.n + 1, skipped=skipped, pending=None, gone=gone)
         return new, plaintext
     if h.dh in state.old_dhr:
@@ -419,10 +424,7 @@ def decrypt_state(
     skipped.update(new_skipped)
     dhs_secret = fresh
     rk, cks = kdf_rk(rk, dh(dhs_secret, h.dh))
-    skipped, gone = _bounded(skipped, state.gone, limits.max_skipped)
-    # marks only for the chains a message can still be matched to (§19.5)
-    kept = {h.dh, *old_dhr}
-    gone = {d: n for d, n in gone.items() if d in kept}
+    skipped, gone = _bounded(skipped, state.gone, limits.max_skipped, {h.dh, *old_dhr})
     new = SessionState(
         ad=state.ad,
         initiation=state.initiation,
