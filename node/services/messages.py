@@ -438,6 +438,8 @@ class MessageService:
         )
         # then the sessions of strangers whose requests are gone (§19.11)
         self.sessions.end_strangers(self.contacts.is_contact)
+        # and no superseded session state left in the write-ahead log (§15.21)
+        self.store.db.truncate_log()
 
     async def run_housekeeping(self) -> None:
         while True:
