@@ -14,6 +14,7 @@ from protocol.messaging.resets import (
     MAX_RESET_IDS,
     MAX_RESET_PEERS,
     RESET_INTERVAL_MS,
+    KeyGoneError,
     LostSession,
     ResetLimiter,
     SessionNotHeldError,
@@ -118,9 +119,11 @@ def test_replayed_prekey_messages_and_old_messages_never_ask_for_a_reset() -> No
     assert b0.open(held.raw).content == Text("held back")  # late, within bounds
 
 
-def test_a_valid_old_message_beyond_the_skipped_keys_never_asks_for_a_reset() -> None:
+def test_a_valid_old_message_beyond_the_skipped_keys_is_gone_not_a_duplicate() -> None:
     """Its key was dropped (more than ``MAX_SKIPPED`` keys after it): the
-    session is held, so the refusal is the ratchet's, never a reset."""
+    session is held, so it is not ``SessionNotHeldError``; the refusal is
+    ``session_key_gone`` naming the session and its peer (who may be asked
+    to send it again, §19.15), never ``session_duplicate``."""
     from protocol.messaging.ratchet import MAX_SKIPPED
 
     w = World2(bob_devices=1, alice_devices=1)
@@ -133,6 +136,8 @@ def test_a_valid_old_message_beyond_the_skipped_keys_never_asks_for_a_reset() ->
     with pytest.raises(InvalidInput) as info:
         b0.open(held.raw)
     assert not isinstance(info.value, SessionNotHeldError)
+    assert isinstance(info.value, KeyGoneError) and info.value.code == "session_key_gone"
+    assert info.value.lost.claimed_sender == (w.a.account, w.a.keys["d0"].sign_public)
     assert b0.snapshot() == before
 
 

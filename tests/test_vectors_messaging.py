@@ -672,6 +672,7 @@ def test_session_setup_and_first_messages_both_ways() -> None:
         assert got.hex() == step["plaintext"]
         assert receiver.state.rk.hex() == step["receiver_root_key_after"]
     assert b is not None
+    _dropped_keys(data["dropped_keys"], b.state)
     for case in data["rejected"]:
         raw = bytes.fromhex(case["message_hex"])
         before = b.to_bytes()
@@ -686,6 +687,30 @@ def test_session_setup_and_first_messages_both_ways() -> None:
                 )  # fmt: skip
         assert type(info.value).__name__ == case["error"], case["name"]
         assert b.to_bytes() == before
+
+
+def _dropped_keys(d: dict[str, Any], after_script: object) -> None:
+    """The stranger's bounds drop skipped keys; the marks in the stored
+    state tell a dropped key (``session_key_gone``) from a used one (§19.5)."""
+    from protocol.messaging import ratchet, session_errors
+
+    assert isinstance(after_script, ratchet.SessionState)
+    limits = ratchet.RatchetLimits(d["limits"]["max_skip"], d["limits"]["max_skipped"])
+    raws = [bytes.fromhex(r) for r in d["messages_hex"]]
+    with pytest.raises(session_errors.TooFarAheadError):
+        ratchet.Session(after_script).decrypt(raws[d["too_far_first"]], bytes(32), limits)
+    b = ratchet.Session(after_script)
+    for step in d["opened"]:
+        b.decrypt(raws[step["index"]], bytes.fromhex(step["fresh"]), limits)
+    assert b.to_bytes().hex() == d["state_after_hex"]
+    assert {k.hex(): n for k, n in b.state.gone.items()} == d["marks"]
+    for case in d["refused"]:
+        with pytest.raises(session_errors.SessionError) as info:
+            ratchet.Session.from_bytes(bytes.fromhex(d["state_after_hex"])).decrypt(
+                raws[case["index"]], bytes(32), limits
+            )
+        assert type(info.value).__name__ == case["error"]
+    assert ratchet.Session(b.state).decrypt(raws[d["still_opens"]], bytes(32), limits)
 
 
 def test_session_first_message_in_a_sealed_wrap() -> None:

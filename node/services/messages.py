@@ -58,7 +58,7 @@ from protocol.messaging.envelope import (
     ledger_lookup,
     open_envelope,
 )
-from protocol.messaging.resets import SessionNotHeldError, SessionReset
+from protocol.messaging.resets import KeyGoneError, SessionNotHeldError, SessionReset
 from protocol.messaging.sync import SyncEdits
 from protocol.messaging.tokens import TokenBatch
 from protocol.records.device import SignedDeviceRecord
@@ -165,6 +165,7 @@ class MessageService:
             SessionStore(store.db),
             prekeys or PrekeyKeeper(MemoryPrekeyFile()),
             clock_ms,
+            contacts.is_contact,
         )
         #: signed session resets, asked and answered (§19.15)
         self.resets = ResetService(
@@ -400,10 +401,15 @@ class MessageService:
         if error is not None and self.resets.superseded(due):
             return  # a reset re-sealed it meanwhile (§19.15): the new envelope goes next
         now = self.now_ms()
-        if error is not None and error.split(":")[0] in SESSION_LOST:
+        code = "" if error is None else error.split(":")[0]
+        if code in SESSION_LOST:
             # it cannot open our session (its prekey is gone, or so is its
-            # side): the next message sets a new one up (§19.13)
+            # side, or the key of this message): the next sets one up (§19.13)
             self.sessions.end_with(due.account, due.device)
+            fetch = None if self.prekey_client is None else self.prekey_client.prefetch
+            if await self.resets.reseal(due, code, fetch):  # this text, once more
+                self._tell([], [due.message])
+                return
         state, next_try = next_delivery(due, error, now)
         if state is DeliveryState.DELIVERED:
             stored_ms = due.expires_ms - due.policy.lifetime_ms
@@ -432,6 +438,8 @@ class MessageService:
         )
         # then the sessions of strangers whose requests are gone (§19.11)
         self.sessions.end_strangers(self.contacts.is_contact)
+        # and no superseded session state left in the write-ahead log (§15.21)
+        self.store.db.truncate_log()
 
     async def run_housekeeping(self) -> None:
         while True:
@@ -515,8 +523,8 @@ class MessageService:
                 self.ctx.params, envelope, own, self.ctx.device,
                 ledger_lookup(self.ctx.ledger), replay, inputs,
             )  # fmt: skip
-        except SessionNotHeldError as exc:  # refused; its sender may set up anew (§19.15)
-            self.resets.lost(exc)
+        except (SessionNotHeldError, KeyGoneError) as exc:  # its sender may send anew (§19.15)
+            self.resets.lost(exc.lost)
             raise
         content = opened.content
         outgoing = opened.sender_account == own

@@ -10,13 +10,18 @@ DELIVERY_TIMEOUT = 10.0
 MAX_BACKOFF_MS = 5 * 60 * 1000
 MAX_IN_FLIGHT = 32
 DEPOSITED = "deposited"
-#: answers that mean the device cannot open our session with it (§19.13)
-SESSION_LOST = frozenset({"prekey_unknown", "prekey_reused", "session_wrong", "session_identity"})
+#: answers that mean the device cannot open our session with it, or not
+#: this message's key (§19.13): the session ends; a text refused with
+#: ``session_key_gone`` or ``prekey_reused`` is sealed again (``resets.RESEAL``)
+SESSION_LOST = frozenset(
+    {"prekey_unknown", "prekey_reused", "session_wrong", "session_identity", "session_key_gone"}
+)
 # Refusals that mean "this envelope can never be opened there": stop trying.
 FINAL = {"not_for_this_device", "decrypt", "bad_signature", "schema", "session_decrypt"}
 FINAL_REFUSALS = SESSION_LOST | FINAL
 #: answers that mean the device has this message already: the session key
-#: of a resent envelope is used up there (§19.5), as its counter is (§15.6)
+#: of a resent envelope is used up there (§19.5), as its counter is (§15.6).
+#: Never ``session_key_gone``: that key may have been dropped unused
 ALREADY_THERE = frozenset({"replay", "session_duplicate"})
 
 

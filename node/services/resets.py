@@ -12,22 +12,30 @@
   named sessions with that device (never another's), and the texts still
   owed to that device are sealed afresh under their ids (a new session)
   in the transaction that accepts the reset; the user gets one notice.
+* Sealing again (§19.13): a text refused over a direct stream with
+  ``session_key_gone`` (the bound dropped its key there) or
+  ``prekey_reused`` (its one-time prekey was spent) is sealed afresh for
+  that device alone, under a new session (after ``prekey_reused``, with a
+  freshly fetched one-time prekey), at most ``MAX_RESEALS`` times; after
+  that, or for another kind, the delivery fails with the refusal's code.
+  A device that gets such a message through a mailbox asks with a reset.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from protocol.core.errors import UsageError
+from protocol.log.state import AccountState
 from protocol.messaging.content import Content, SentCopy, Text
 from protocol.messaging.envelope import OpenedEnvelope, seal
 from protocol.messaging.resets import (
+    LostSession,
     ResetKind,
     ResetLimiter,
-    SessionNotHeldError,
     SessionReset,
     sessions_to_end,
 )
@@ -37,8 +45,8 @@ from protocol.messaging.sessions import SessionBook
 from ..context import NodeContext
 from ..control import RpcFailure
 from ..storage.db import Statement
-from ..storage.messages import DueDelivery, MessageStore
-from ..storage.resends import resend_statements, undelivered_texts
+from ..storage.messages import KIND_TEXT, DueDelivery, MessageStore
+from ..storage.resends import OwedText, resend_statements, undelivered_texts
 from ..storage.sessions import SessionStore
 from .contacts import ContactSet
 from .sessions import SessionService
@@ -48,6 +56,17 @@ KIND_RESET = int(ResetKind.SESSION_RESET)
 
 #: seal and queue (recipient account, content, kind, text, only devices)
 Queue = Callable[[bytes, Content, int, str, list[bytes]], object]
+#: fetch one-time prekeys for the devices of an account that need a set-up
+Prefetch = Callable[[AccountState], Awaitable[object]]
+#: answers to a direct delivery after which the text is sealed again for
+#: that device under a new session (§19.13)
+RESEAL = frozenset({"session_key_gone", "prekey_reused"})
+#: times one text is sealed again for one device: a second refusal may be a
+#: race (a key served twice, a bound hit twice); beyond, it fails, typed
+MAX_RESEALS = 2
+#: (message, device) pairs counted, in memory (a restart allows
+#: ``MAX_RESEALS`` more); beyond, the oldest are forgotten
+MAX_RESEAL_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +102,16 @@ class ResetService:
         #: resets sent and accepted (metrics, tests)
         self.asked = 0
         self.answered = 0
+        #: (message, device) -> times sealed again after a refusal (§19.13)
+        self.resealed: dict[tuple[bytes, bytes], int] = {}
 
     # -- asking ------------------------------------------------------------------
 
-    def lost(self, exc: SessionNotHeldError) -> None:
-        """A wrap named a session this device does not hold: ask its
-        claimed sender to set up afresh, if allowed (§19.15)."""
-        claimed = exc.lost.claimed_sender
+    def lost(self, lost: LostSession) -> None:
+        """A wrap named a session this device does not hold, or one whose
+        message key the bound may have dropped: ask its (claimed) sender to
+        set up afresh and send again, if allowed (§19.15)."""
+        claimed = lost.claimed_sender
         if claimed is None:
             return
         account, device = claimed
@@ -104,7 +126,7 @@ class ResetService:
         now = self.now_ms()
         if not self.limiter.allows(claimed, now):
             return
-        reset = SessionReset((exc.lost.session_id,))
+        reset = SessionReset((lost.session_id,))
         try:
             self.queue(account, reset, KIND_RESET, "", [device])
         except RpcFailure as err:  # no way to seal to it yet: try on a later one
@@ -121,6 +143,43 @@ class ResetService:
             "SELECT envelope FROM resends WHERE message=? AND device=?", (due.message, due.device)
         )
         return row is not None and bytes(row[0]) != due.envelope
+
+    # -- sealing one text again ------------------------------------------------------
+
+    async def reseal(self, due: DueDelivery, code: str, prefetch: Prefetch | None) -> bool:
+        """After a direct refusal in ``RESEAL`` (the caller ended the
+        sessions with that device): seal the text again for that device
+        alone, under a new session, and True; False when it is not a text,
+        no longer owed, or sealed ``MAX_RESEALS`` times already (the caller
+        then fails the delivery with the refusal)."""
+        key = (due.message, due.device)
+        count = self.resealed.get(key, 0)
+        if code not in RESEAL or due.kind != KIND_TEXT or count >= MAX_RESEALS:
+            return False
+        ledger = self.ctx.ledger
+        if due.account not in ledger.accounts:
+            return False
+        if code == "prekey_reused" and prefetch is not None:
+            # a fresh bundle: the refused one-time prekey is spent (§19.3)
+            await prefetch(ledger.state(due.account))
+        own = self.ctx.own_account()
+        texts = undelivered_texts(
+            self.store.db, self.store.cipher, own, due.account, due.device, self.now_ms(),
+            message=due.message,
+        )  # fmt: skip
+        if not texts:
+            return False
+        book = self.sessions.store.book_of([(due.account, due.device)])
+        rows, after, resent = self._resend(due.account, due.device, book, texts)
+        if not resent:
+            return False
+        self.store.db.write([*rows, *self.sessions.store.statements(book, after)])
+        self.resealed.pop(key, None)
+        self.resealed[key] = count + 1
+        while len(self.resealed) > MAX_RESEAL_ENTRIES:
+            del self.resealed[next(iter(self.resealed))]
+        log.info("a text refused with %s was sealed again (%d)", code, count + 1)
+        return True
 
     # -- answering ----------------------------------------------------------------
 
@@ -140,7 +199,10 @@ class ResetService:
             before = book = self.sessions.store.book_of([(account, device)])
         ended = set(sessions_to_end(book.entries, (account, device), reset))
         book = SessionBook({s: e for s, e in book.entries.items() if s not in ended}, book.seq)
-        rows, book, resent = self._resend(account, device, book)
+        now = self.now_ms()
+        own = self.ctx.own_account()
+        texts = undelivered_texts(self.store.db, self.store.cipher, own, account, device, now)
+        rows, book, resent = self._resend(account, device, book, texts)
         rows += self.sessions.store.statements(before, book)
         if opened.scheme == WRAP_SCHEME_2:
             rows.append(SessionStore.seen_statement(account, device))
@@ -152,16 +214,14 @@ class ResetService:
         return Answered(rows, notice, resent)
 
     def _resend(
-        self, account: bytes, device: bytes, book: SessionBook
+        self, account: bytes, device: bytes, book: SessionBook, texts: list[OwedText]
     ) -> tuple[list[Statement], SessionBook, int]:
-        """Seal the texts still owed to ``device`` afresh, one envelope each,
+        """Seal ``texts``, owed to ``device``, afresh, one envelope each,
         only for it, under each text's id (a copy: under a new envelope id,
         its ``SentCopy`` naming the text's)."""
         own = self.ctx.own_account()
         ledger = self.ctx.ledger
         my_state, their_state = ledger.state(own), ledger.state(account)
-        now = self.now_ms()
-        texts = undelivered_texts(self.store.db, self.store.cipher, own, account, device, now)
         if not texts:
             return [], book, 0
         outgoing = self.sessions.for_send([their_state])

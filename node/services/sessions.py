@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from protocol.log.state import AccountState, DeviceStatus
 from protocol.messaging.envelope import OpenedEnvelope
 from protocol.messaging.prekeys import OneTimePrekey
+from protocol.messaging.ratchet import FULL_LIMITS, STRANGER_LIMITS, RatchetLimits
 from protocol.messaging.scheme2 import (
     WRAP_SCHEME_2,
     Reach2,
@@ -90,9 +91,13 @@ class SessionService:
         store: SessionStore,
         prekeys: PrekeyKeeper,
         clock_ms: Callable[[], int],
+        is_contact: Callable[[bytes], bool] = lambda account: False,
     ) -> None:
         self.ctx = ctx
         self.store = store
+        #: the contact set (DESIGN §10): a stranger's sessions get the lower
+        #: skip bounds (§19.7)
+        self.is_contact = is_contact
         self.prekeys = prekeys
         self.now_ms = clock_ms
         #: one-time prekeys fetched for the next set-up with a device
@@ -165,7 +170,15 @@ class SessionService:
             read.append(book)
             return book
 
-        inputs = ReceiveSessions(book_for, self.prekeys.store, self.now_ms(), os.urandom(32))
+        own = self.ctx.account()
+
+        def limits_for(account: bytes) -> RatchetLimits:
+            known = account == own or self.is_contact(account)
+            return FULL_LIMITS if known else STRANGER_LIMITS
+
+        inputs = ReceiveSessions(
+            book_for, self.prekeys.store, self.now_ms(), os.urandom(32), limits_for
+        )
         return inputs, read
 
     def received(self, opened: OpenedEnvelope, read: list[SessionBook]) -> list[Statement]:

@@ -38,20 +38,32 @@ _UNDELIVERED_SQL = (
     "SELECT m.id, m.peer, m.text, m.proof, m.sent_ms FROM deliveries d "
     "JOIN messages m ON m.id = d.message AND m.outgoing = 1 "
     "WHERE d.device = ? AND d.account = ? AND m.kind = ? AND d.expires_ms > ? "
-    "AND d.state IN ('pending', 'deposited', 'failed') "
+    "AND d.state IN ('pending', 'deposited', 'failed') {one}"
     "ORDER BY m.stored_ms DESC LIMIT ?"
 )
 
+#: (message id, peer, text, proof, sent ms)
+OwedText = tuple[bytes, bytes, str, "HistoryProof | None", int]
+
 
 def undelivered_texts(
-    db: Database, cipher: RowCipher, own: bytes, account: bytes, device: bytes, now_ms: int
-) -> list[tuple[bytes, bytes, str, HistoryProof | None, int]]:
+    db: Database,
+    cipher: RowCipher,
+    own: bytes,
+    account: bytes,
+    device: bytes,
+    now_ms: int,
+    message: bytes | None = None,
+) -> list[OwedText]:
     """(message id, peer, text, proof, sent ms) of the texts still owed to ``device``
-    of ``account``, newest first, at most ``MAX_RESENDS``."""
-    rows: list[tuple[Any, ...]] = db.query(
-        _UNDELIVERED_SQL, (device, account, KIND_TEXT, now_ms, MAX_RESENDS)
-    )
-    out = []
+    of ``account``, newest first, at most ``MAX_RESENDS`` (only ``message``
+    if named)."""
+    args: tuple[object, ...] = (device, account, KIND_TEXT, now_ms)
+    sql = _UNDELIVERED_SQL.format(one="" if message is None else "AND m.id = ? ")
+    if message is not None:
+        args = (*args, message)
+    rows: list[tuple[Any, ...]] = db.query(sql, (*args, MAX_RESENDS))
+    out: list[OwedText] = []
     for mid, peer, text, proof, sent_ms in rows:
         mid = bytes(mid)
         out.append(

@@ -41,6 +41,8 @@ from protocol.core.fields import uint as _uint
 from protocol.messaging.session_errors import (
     DuplicateMessageError,
     SessionDecryptError,
+    SessionError,
+    SessionKeyGoneError,
     SessionUsageError,
     TooFarAheadError,
     WrongSessionError,
@@ -66,6 +68,11 @@ FORM_PREKEY = 2
 MAX_SKIP = 2000
 #: skipped message keys a session keeps at most; beyond it the oldest go
 MAX_SKIPPED = 2000
+#: the same two bounds for a session with a device of an account that is
+#: neither a contact nor the own one (§19.7): one admitted request must not
+#: buy 144 KB of state rewritten with every later message
+STRANGER_MAX_SKIP = 32
+STRANGER_MAX_SKIPPED = 32
 #: remote ratchet keys of earlier chains remembered, so that an old message
 #: whose key is gone is told apart from a new chain (a duplicate, not a reset)
 MAX_OLD_CHAINS = 8
@@ -78,8 +85,28 @@ AEAD_TAG = 16
 MAX_MESSAGE_BYTES = 4400
 #: whole encoded session state (2000 skipped keys at about 75 bytes each)
 MAX_STATE_BYTES = 192 * 1024
-STATE_VERSION = 1
+#: version 2 adds the marks of dropped skipped keys (§19.8); version 1 is read
+STATE_VERSION = 2
+#: a mark above every counter: "all of this chain's unused keys may be gone"
+ALL_GONE = MAX_COUNTER + 1
 KEY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RatchetLimits:
+    """The skip bounds one incoming message is held to (§19.7): the caller
+    chooses them per message from who the session's peer is."""
+
+    #: message keys one message may make the receiver derive
+    max_skip: int = MAX_SKIP
+    #: skipped keys kept after it; beyond, the oldest go (and are marked gone)
+    max_skipped: int = MAX_SKIPPED
+
+
+#: a contact's or the own account's device
+FULL_LIMITS = RatchetLimits()
+#: any other account's device (§19.7)
+STRANGER_LIMITS = RatchetLimits(STRANGER_MAX_SKIP, STRANGER_MAX_SKIPPED)
 
 
 # -- primitives ------------------------------------------------------------------
@@ -266,6 +293,10 @@ class SessionState:
     old_dhr: tuple[bytes, ...] = ()
     #: the initiator's prekey header, sent with every message until a reply
     pending: PrekeyHeader | None = None
+    #: remote ratchet key -> one above the highest n whose skipped key was
+    #: dropped by the bound, for ``DHr`` and the chains in ``old_dhr`` only:
+    #: below it a missing key may be gone unused, not used (§19.5 step 4)
+    gone: dict[bytes, int] = field(default_factory=dict)
 
 
 def _open(mk: bytes, ad: bytes, header: Header, ciphertext: bytes) -> bytes:
@@ -309,16 +340,38 @@ def _skip(
     return ck, out
 
 
-def _bounded(skipped: dict[SkippedKey, bytes]) -> dict[SkippedKey, bytes]:
-    """The newest ``MAX_SKIPPED`` keys (dicts keep insertion order)."""
-    extra = len(skipped) - MAX_SKIPPED
-    if extra <= 0:
-        return skipped
-    return dict(islice(skipped.items(), extra, None))
+def _bounded(
+    skipped: dict[SkippedKey, bytes], gone: dict[bytes, int], limit: int, chains: set[bytes]
+) -> tuple[dict[SkippedKey, bytes], dict[bytes, int]]:
+    """The newest ``limit`` keys (dicts keep insertion order), and the marks
+    raised past the dropped ones, kept for ``chains`` only (``DHr`` and
+    ``OLD``: a message of any other chain is never matched to a mark).  A
+    chain's keys are added in ascending ``n`` and dropped oldest first, so
+    one mark per chain says which of its keys may have gone unused (§19.5
+    step 7)."""
+    extra = len(skipped) - limit
+    marks = dict(gone)
+    if extra > 0:
+        for d, n in islice(skipped, extra):
+            marks[d] = max(marks.get(d, 0), n + 1)
+        skipped = dict(islice(skipped.items(), extra, None))
+    return skipped, {d: n for d, n in marks.items() if d in chains}
+
+
+def _left(state: SessionState, h: Header, why: str) -> SessionError:
+    """A message whose key is not held on a chain this session knows: a
+    true duplicate (its key was used), unless the bound may have dropped
+    the key unused, which the sender must hear apart (§19.5 steps 4-5)."""
+    if h.n < state.gone.get(h.dh, 0):
+        return SessionKeyGoneError(f"{why}: its key was dropped, or used")
+    return DuplicateMessageError(f"{why}: its key was used already")
 
 
 def decrypt_state(
-    state: SessionState, message: RatchetMessage, fresh: bytes
+    state: SessionState,
+    message: RatchetMessage,
+    fresh: bytes,
+    limits: RatchetLimits = FULL_LIMITS,
 ) -> tuple[SessionState, bytes]:
     """Open ``message``; return the state to keep and the plaintext.
     ``fresh`` (32 random bytes) becomes the new ratchet secret if the
@@ -339,21 +392,24 @@ def decrypt_state(
         if state.ckr is None:
             raise SessionDecryptError("no receiving chain under this ratchet key")
         if h.n < state.nr:
-            raise DuplicateMessageError("this message key was used already")
-        if h.n - state.nr > MAX_SKIP:
-            raise TooFarAheadError(f"more than {MAX_SKIP} skipped messages")
+            raise _left(state, h, "a message of the current chain")
+        if h.n - state.nr > limits.max_skip:
+            raise TooFarAheadError(f"more than {limits.max_skip} skipped messages")
         ckr, new_skipped = _skip(state.ckr, state.nr, h.n, h.dh)
         ckr, mk = kdf_ck(ckr)
         plaintext = _open(mk, state.ad, h, message.ciphertext)
-        skipped = _bounded({**state.skipped, **new_skipped})
-        new = replace(state, ckr=ckr, nr=h.n + 1, skipped=skipped, pending=None)
+        chains = {h.dh, *state.old_dhr}
+        skipped, gone = _bounded(
+            {**state.skipped, **new_skipped}, state.gone, limits.max_skipped, chains
+        )
+        new = replace(state, ckr=ckr, nr=h.n + 1, skipped=skipped, pending=None, gone=gone)
         return new, plaintext
     if h.dh in state.old_dhr:
-        raise DuplicateMessageError("a message of an earlier chain whose key is gone")
+        raise _left(state, h, "a message of an earlier chain")
     # A new receiving chain: one DH ratchet step (the spec's DHRatchet).
     tail = max(0, h.pn - state.nr) if state.ckr is not None else 0
-    if tail + h.n > MAX_SKIP:
-        raise TooFarAheadError(f"more than {MAX_SKIP} skipped messages")
+    if tail + h.n > limits.max_skip:
+        raise TooFarAheadError(f"more than {limits.max_skip} skipped messages")
     skipped = dict(state.skipped)
     old_dhr = state.old_dhr
     if state.ckr is not None and state.dhr is not None:
@@ -368,6 +424,7 @@ def decrypt_state(
     skipped.update(new_skipped)
     dhs_secret = fresh
     rk, cks = kdf_rk(rk, dh(dhs_secret, h.dh))
+    skipped, gone = _bounded(skipped, state.gone, limits.max_skipped, {h.dh, *old_dhr})
     new = SessionState(
         ad=state.ad,
         initiation=state.initiation,
@@ -380,9 +437,10 @@ def decrypt_state(
         ns=0,
         nr=h.n + 1,
         pn=state.ns,
-        skipped=_bounded(skipped),
+        skipped=skipped,
         old_dhr=old_dhr,
         pending=None,
+        gone=gone,
     )
     return new, plaintext
 
@@ -411,6 +469,7 @@ def encode_state(state: SessionState) -> bytes:
             [[d, n, mk] for (d, n), mk in state.skipped.items()],
             list(state.old_dhr),
             pending,
+            [[d, n] for d, n in sorted(state.gone.items())],
         ]
     )
 
@@ -422,10 +481,14 @@ def _optional_key(value: object, what: str) -> bytes | None:
 
 
 def decode_state(raw: bytes) -> SessionState:
-    """A stored state (the device's own store; still checked field by field)."""
+    """A stored state (the device's own store; still checked field by field).
+    Version 1 (before the marks) is read with every chain marked as far as
+    a key may be gone: it cannot say which keys the bound dropped (§19.8)."""
     v = decode_flat(raw, MAX_STATE_BYTES)
-    if type(v) is not list or len(v) != 14 or type(v[0]) is not int or v[0] != STATE_VERSION:
-        raise SchemaError("a session state is a 14-element array of version 1")
+    if type(v) is not list or not v or type(v[0]) is not int:
+        raise SchemaError("a session state is an array starting with its version")
+    if (v[0], len(v)) not in ((1, 14), (STATE_VERSION, 15)):
+        raise SchemaError("a session state is a 14-element array of version 1 or 15 of 2")
     if type(v[11]) is not list or len(v[11]) > MAX_SKIPPED:
         raise SchemaError("too many skipped keys")
     if type(v[12]) is not list or len(v[12]) > MAX_OLD_CHAINS:
@@ -446,22 +509,46 @@ def decode_state(raw: bytes) -> SessionState:
             _counter(p[2], "spk id"),
             _counter(p[3][0], "opk id") if p[3] else None,
         )
+    old_dhr = tuple(_bin(d, KEY, "old dhr") for d in v[12])
+    dhr = _optional_key(v[5], "dhr")
+    nr = _counter(v[9], "nr")
+    if v[0] == 1:
+        gone = {d: ALL_GONE for d in old_dhr} | ({dhr: nr} if dhr is not None else {})
+    else:
+        gone = _decode_gone(v[14], {*old_dhr, *([dhr] if dhr is not None else [])})
     return SessionState(
         ad=_bin(v[1], KEY, "ad"),
         initiation=_bin(v[2], KEY, "initiation"),
         rk=_bin(v[3], KEY, "rk"),
         dhs_secret=_bin(v[4], KEY, "dhs"),
         dhs_public=x25519_public(_bin(v[4], KEY, "dhs")),
-        dhr=_optional_key(v[5], "dhr"),
+        dhr=dhr,
         cks=_optional_key(v[6], "cks"),
         ckr=_optional_key(v[7], "ckr"),
         ns=_counter(v[8], "ns"),
-        nr=_counter(v[9], "nr"),
+        nr=nr,
         pn=_counter(v[10], "pn"),
         skipped=skipped,
-        old_dhr=tuple(_bin(d, KEY, "old dhr") for d in v[12]),
+        old_dhr=old_dhr,
         pending=pending,
+        gone=gone,
     )
+
+
+def _decode_gone(value: object, chains: set[bytes]) -> dict[bytes, int]:
+    """Version 2's marks: ``[[dh, n]...]``, ascending by ``dh``, each a chain
+    the state knows, ``n`` at most ``ALL_GONE``."""
+    if type(value) is not list or len(value) > MAX_OLD_CHAINS + 1:
+        raise SchemaError("too many marks of dropped keys")
+    gone: dict[bytes, int] = {}
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise SchemaError("a mark of dropped keys is [dh, n]")
+        d, n = _bin(item[0], KEY, "mark dh"), _uint(item[1], "mark n")
+        if d not in chains or n > ALL_GONE or (gone and d <= max(gone)):
+            raise SchemaError("marks name known chains, ascending, below 2^32 + 1")
+        gone[d] = n
+    return gone
 
 
 # -- the session object ----------------------------------------------------------------
@@ -491,11 +578,11 @@ class Session:
         self._state = state
         return message.encode()
 
-    def decrypt(self, raw: bytes, fresh: bytes) -> bytes:
+    def decrypt(self, raw: bytes, fresh: bytes, limits: RatchetLimits = FULL_LIMITS) -> bytes:
         if len(fresh) != KEY:
             raise SessionUsageError("decrypt needs 32 fresh random bytes")
         message = decode_message(raw)
-        state, plaintext = decrypt_state(self._state, message, fresh)
+        state, plaintext = decrypt_state(self._state, message, fresh, limits)
         self._state = state
         return plaintext
 
@@ -508,10 +595,15 @@ class Session:
 
 
 __all__ = [
+    "FULL_LIMITS",
     "MAX_SKIP",
     "MAX_SKIPPED",
+    "STRANGER_LIMITS",
+    "STRANGER_MAX_SKIP",
+    "STRANGER_MAX_SKIPPED",
     "Header",
     "PrekeyHeader",
+    "RatchetLimits",
     "RatchetMessage",
     "Session",
     "SessionState",

@@ -27,7 +27,7 @@ from itertools import pairwise
 
 from protocol.core.errors import SchemaError
 from protocol.core.fields import fixed_bin as _bin
-from protocol.messaging.session_errors import WrongSessionError
+from protocol.messaging.session_errors import SessionKeyGoneError, WrongSessionError
 from protocol.messaging.sessions import MAX_SESSIONS_PER_PEER, SessionEntry
 
 SESSION_ID_BYTES = 32
@@ -93,6 +93,17 @@ class SessionNotHeldError(WrongSessionError):
         self.lost = lost
 
 
+class KeyGoneError(SessionKeyGoneError):
+    """``session_key_gone`` in a held session: the message may be lost to
+    the skipped-key bound, so the session's peer is asked to send again
+    (a reset naming that session, §19.15).  ``lost.claimed_sender`` is the
+    session's peer, not a claim of the wrap."""
+
+    def __init__(self, message: str, lost: LostSession) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
 @dataclass(frozen=True, slots=True)
 class ResetLimiter:
     """When each claimed sender device last got a reset (ms): a value, so
@@ -128,6 +139,7 @@ __all__ = [
     "MAX_RESET_IDS",
     "MAX_RESET_PEERS",
     "RESET_INTERVAL_MS",
+    "KeyGoneError",
     "LostSession",
     "ResetKind",
     "ResetLimiter",

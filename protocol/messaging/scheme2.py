@@ -33,11 +33,12 @@ from protocol.core.params import NetworkParams
 from protocol.log.state import AccountState, DeviceStatus
 from protocol.messaging import wrap2
 from protocol.messaging.prekeys import OneTimePrekey, PrekeyStore
-from protocol.messaging.ratchet import x25519_public
-from protocol.messaging.resets import LostSession, SessionNotHeldError
+from protocol.messaging.ratchet import FULL_LIMITS, RatchetLimits, x25519_public
+from protocol.messaging.resets import KeyGoneError, LostSession, SessionNotHeldError
 from protocol.messaging.session_errors import (
     PeerNotActiveError,
     SessionDecryptError,
+    SessionKeyGoneError,
     UnknownPrekeyError,
     WrongSessionError,
 )
@@ -90,6 +91,9 @@ class ReceiveSessions:
     now_ms: int
     #: 32 fresh random bytes (the DH ratchet step of a new chain, §19.5)
     fresh: bytes = field(repr=False)
+    #: the skip bounds for a message from a device of this account (§19.7):
+    #: a node passes the stranger bounds for non-contacts
+    limits_for: Callable[[bytes], RatchetLimits] = lambda account: FULL_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +251,12 @@ def open_wrap2(
             inner.message,
             inputs.fresh,
             inputs.now_ms,
+            inputs.limits_for(sender.account),
         )
+    except SessionKeyGoneError as exc:
+        # the session's peer may have lost a message to the bound: it can be
+        # asked to send again as after a reset (§19.15)
+        raise KeyGoneError(str(exc), LostSession(inner.session_id, who)) from exc
     except WrongSessionError as exc:
         if entry is not None:  # a session held, with another device: no reset
             raise

@@ -36,6 +36,15 @@ class DuplicateMessageError(SessionError):
     code = "session_duplicate"
 
 
+class SessionKeyGoneError(SessionError):
+    """The message's key is not held and may never have been used: the
+    skipped-key bound dropped it (§19.7).  Unlike ``session_duplicate``
+    the message may never have been stored, so its sender MUST send it
+    again under a new session, never count it delivered (§19.13)."""
+
+    code = "session_key_gone"
+
+
 class TooFarAheadError(SessionError):
     """Accepting the message would make the receiver derive more skipped
     message keys than ``MAX_SKIP`` (§19.7)."""
@@ -103,6 +112,7 @@ __all__ = [
     "PrekeyReusedError",
     "SessionDecryptError",
     "SessionError",
+    "SessionKeyGoneError",
     "SessionUsageError",
     "TooFarAheadError",
     "UnknownPrekeyError",

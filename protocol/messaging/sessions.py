@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from protocol.core.params import NetworkParams
 from protocol.messaging.prekeys import PrekeyStore
 from protocol.messaging.ratchet import (
+    FULL_LIMITS,
+    RatchetLimits,
     SessionState,
     decode_message,
     decrypt_state,
@@ -137,22 +139,25 @@ class SessionBook:
         raw: bytes,
         fresh: bytes,
         now_ms: int,
+        limits: RatchetLimits = FULL_LIMITS,
     ) -> Received:
         """Open a message that came with ``session_id`` from ``sender`` (the
-        device the layer above names, as this device's replica lists it).
-        Raises a ``SessionError`` and changes nothing when it is refused."""
+        device the layer above names, as this device's replica lists it),
+        held to ``limits`` (the caller's choice for the sender's account,
+        §19.7).  Raises a ``SessionError`` and changes nothing when it is
+        refused."""
         message = decode_message(raw)
         entry = self.entries.get(session_id)
         if entry is not None:
             if _key(entry.peer) != _key(sender) or entry.peer.ik != sender.ik:
                 raise WrongSessionError("this session belongs to another device or key")
-            state, plaintext = decrypt_state(entry.state, message, fresh)
+            state, plaintext = decrypt_state(entry.state, message, fresh, limits)
             book, ended = self._with(session_id, SessionEntry(entry.peer, state, self.seq + 1))
             return Received(plaintext, entry.peer, session_id, False, book, store, ended)
         if message.prekey is None or message.prekey.initiation_id() != session_id:
             raise WrongSessionError("no session with this id, and not its set-up")
         session, plaintext, after = respond_from_store(
-            params, sender, me, ik_secret, store, message, fresh, now_ms
+            params, sender, me, ik_secret, store, message, fresh, now_ms, limits
         )
         book, ended = self._with(session_id, SessionEntry(sender, session.state, self.seq + 1))
         return Received(plaintext, sender, session_id, True, book, after, ended)

@@ -26,8 +26,10 @@ from protocol.core.canonical import encode_flat
 from protocol.core.params import NetworkParams
 from protocol.messaging.prekeys import OneTimePrekey, PrekeyStore
 from protocol.messaging.ratchet import (
+    FULL_LIMITS,
     KEY,
     PrekeyHeader,
+    RatchetLimits,
     RatchetMessage,
     Session,
     SessionState,
@@ -140,6 +142,7 @@ def respond(
     opk_secret: bytes | None,
     message: RatchetMessage,
     fresh: bytes,
+    limits: RatchetLimits = FULL_LIMITS,
 ) -> tuple[Session, bytes]:
     """The responder's session from the first prekey message it accepts,
     and that message's plaintext.  ``initiator`` is the sender as the
@@ -168,7 +171,7 @@ def respond(
         cks=None,
         ckr=None,
     )
-    new, plaintext = decrypt_state(state, message, fresh)
+    new, plaintext = decrypt_state(state, message, fresh, limits)
     return Session(new), plaintext
 
 
@@ -181,6 +184,7 @@ def respond_from_store(
     message: RatchetMessage,
     fresh: bytes,
     now_ms: int,
+    limits: RatchetLimits = FULL_LIMITS,
 ) -> tuple[Session, bytes, PrekeyStore]:
     """``respond`` with the secrets from the device's store.  Returns the
     store with the one-time prekey spent, to be committed with the session;
@@ -194,7 +198,7 @@ def respond_from_store(
     spk_secret = store.signed_secret(p.spk_id, now_ms)
     opk_secret, after = (None, store) if p.opk_id is None else store.take_one_time(p.opk_id, now_ms)
     session, plaintext = respond(
-        params, initiator, responder, ik_secret, spk_secret, opk_secret, message, fresh
+        params, initiator, responder, ik_secret, spk_secret, opk_secret, message, fresh, limits
     )
     return session, plaintext, after
 

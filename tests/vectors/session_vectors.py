@@ -1,8 +1,10 @@
 """session.json: prekeys and a session between two devices (docs/PROTOCOL.md
 §19): a signed one-time prekey batch and one key's proof, the X3DH set-up
 (every DH output, the binding, the secret), then the first messages both
-ways with every key they used, inputs a receiver refuses, and the first
-message in a sealed scheme-2 wrap (§19.13)."""
+ways with every key they used, inputs a receiver refuses, the first
+message in a sealed scheme-2 wrap (§19.13), and skipped keys dropped by a
+stranger's bounds: the marks in the state, ``session_key_gone`` apart from
+``session_duplicate`` (§19.5, §19.7)."""
 
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ def _setup_json() -> tuple[dict[str, Json], Session]:
     }, session
 
 
-def _messages_json(alice: Session) -> tuple[list[Json], list[Json]]:
+def _messages_json(alice: Session) -> tuple[list[Json], list[Json], Session]:
     out: list[Json] = []
     bob: Session | None = None
     store = _store()
@@ -181,7 +183,7 @@ def _messages_json(alice: Session) -> tuple[list[Json], list[Json]]:
         })  # fmt: skip
     assert bob is not None
     rejected = _rejected(bob, store, raws)
-    return out, rejected
+    return out, rejected, bob
 
 
 def _rejected(bob: Session, store: prekeys.PrekeyStore, raws: list[bytes]) -> list[Json]:
@@ -219,6 +221,50 @@ def _rejected(bob: Session, store: prekeys.PrekeyStore, raws: list[bytes]) -> li
     return cases
 
 
+def _dropped_json(alice: Session, bob: Session) -> dict[str, Json]:
+    """After the script, Alice sends 36 messages; Bob, held to a
+    stranger's bounds (32 and 32), opens number 32 (skipping 0 .. 31) and
+    then 35 (two more skipped: 0 and 1 are dropped, their chain marked)."""
+    limits = ratchet.STRANGER_LIMITS
+    a, b = Session(alice.state), Session(bob.state)
+    raws = [a.encrypt(b"dropped %d" % i) for i in range(36)]
+    too_far = Session(bob.state)
+    try:
+        too_far.decrypt(raws[33], bytes(32), limits)
+    except session_errors.TooFarAheadError:
+        pass
+    else:
+        raise AssertionError("33 skipped keys must be too far")
+    opened = []
+    for i in (32, 35):
+        fresh = _b(f"dropped/fresh/{i}")
+        assert b.decrypt(raws[i], fresh, limits) == b"dropped %d" % i
+        opened.append({"index": i, "fresh": fresh.hex()})
+    dh = decode_message(raws[0]).header.dh
+    assert b.state.gone == {dh: decode_message(raws[1]).header.n + 1}
+    refused = []
+    for i, error in ((0, "SessionKeyGoneError"), (1, "SessionKeyGoneError"),
+                     (32, "DuplicateMessageError"), (35, "DuplicateMessageError")):  # fmt: skip
+        try:
+            Session(b.state).decrypt(raws[i], bytes(32), limits)
+        except session_errors.SessionError as exc:
+            assert type(exc).__name__ == error
+        else:
+            raise AssertionError(f"message {i} must be refused")
+        refused.append({"index": i, "error": error})
+    assert Session(b.state).decrypt(raws[2], bytes(32), limits) == b"dropped 2"
+    return {
+        "limits": {"max_skip": limits.max_skip, "max_skipped": limits.max_skipped},
+        "messages_hex": [r.hex() for r in raws],
+        "too_far_first": 33,
+        "opened": opened,
+        "marks": {dh.hex(): b.state.gone[dh]},
+        "state_after_hex": b.to_bytes().hex(),
+        "refused": refused,
+        "still_opens": 2,
+    }
+
+
 def _wrap2_json(messages: list[Json]) -> dict[str, Json]:
     """The first message (a prekey message) in a scheme-2 wrap sealed to
     Bob's signed prekey (§19.13)."""
@@ -249,7 +295,7 @@ def _wrap2_json(messages: list[Json]) -> dict[str, Json]:
 
 def build() -> dict[str, Json]:
     setup, alice = _setup_json()
-    messages, rejected = _messages_json(alice)
+    messages, rejected, bob = _messages_json(alice)
     return {
         "format": FORMAT_NOTE,
         "params": params_json(),
@@ -267,6 +313,8 @@ def build() -> dict[str, Json]:
         "limits": {
             "MAX_SKIP": ratchet.MAX_SKIP,
             "MAX_SKIPPED": ratchet.MAX_SKIPPED,
+            "STRANGER_MAX_SKIP": ratchet.STRANGER_MAX_SKIP,
+            "STRANGER_MAX_SKIPPED": ratchet.STRANGER_MAX_SKIPPED,
             "MAX_OLD_CHAINS": ratchet.MAX_OLD_CHAINS,
             "MAX_PLAINTEXT": ratchet.MAX_PLAINTEXT,
             "MAX_MESSAGE_BYTES": ratchet.MAX_MESSAGE_BYTES,
@@ -281,4 +329,5 @@ def build() -> dict[str, Json]:
         "messages": messages,
         "rejected": rejected,
         "wrap2": _wrap2_json(messages),
+        "dropped_keys": _dropped_json(alice, bob),
     }
