@@ -36,7 +36,7 @@ from protocol.messaging.tokens import Token, TokenSigner
 from protocol.records.device import Capability, RecordBook, make_record, text_ok
 from protocol.sync.replication import ReplicationConfig
 
-from . import control
+from . import control, heap
 from .api.node import DiskStatus
 from .api.schema import BoundMethod
 from .channels import CHANNEL_PROTOCOL, ChannelService
@@ -794,6 +794,7 @@ def run_daemon(
     """``options``: the NAT switches of ``smu node run`` (offer_relay, the
     lab classifier, the lab's circuit limit and fast probes)."""
     lock = datadir.lock()  # one daemon per data directory
+    heap.space_out()
     try:
         probe_listen(settings.listen)
         daemon = Daemon(
@@ -805,6 +806,7 @@ def run_daemon(
             settings=settings,
             **options,
         )
+        heap.settle()  # start-up's objects live as long as the process
         try:
             trio.run(daemon.run)
         except BaseExceptionGroup as group:
