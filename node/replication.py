@@ -211,6 +211,10 @@ class ReplicationService:
     # -- carrying out the machine's outputs (after their commit) -------------
 
     def _carry_out(self, outputs: Sequence[Output]) -> None:
+        # Eviction protects the links that most recently delivered an event
+        # first (PROTOCOL.md §17.1.1): the time of one delivery per peer and
+        # batch says that, and a catch-up's batch holds hundreds from one
+        credited: set[str] = set()
         for out in outputs:
             if isinstance(out, Send):
                 link = self.links.links.get(out.peer)
@@ -231,8 +235,10 @@ class ReplicationService:
             elif isinstance(out, RoundTrip):
                 self.links.round_trip(out.peer, out.seconds)
             elif isinstance(out, Delivered):
-                if out.source is not None:
-                    self.links.delivered_first(out.source)
+                source = out.source
+                if source is not None and source not in credited:
+                    credited.add(source)
+                    self.links.delivered_first(source)
                 self.on_delivered(
                     {
                         "event_id": out.event.id.hex(),

@@ -50,6 +50,41 @@ async def test_a_join_that_completed_without_its_answer_is_taken_from_the_log(
         daemon.db.close()
 
 
+async def test_additions_of_other_devices_compute_no_state_and_a_revoked_key_is_not_taken(
+    tmp_path: Path,
+) -> None:
+    """Only a key that the account introduces can be ACTIVE in it, so an
+    addition of somebody else's device costs a catch-up a lookup, not the
+    account's state (bench/catchup.py); an introduced key that is revoked
+    again is still not taken (§14.6 needs it ACTIVE)."""
+    daemon = _daemon(tmp_path)
+    ledger = daemon.ledger
+    states: list[bytes] = []
+    state = ledger.state
+
+    def counted(account: bytes):  # type: ignore[no-untyped-def]
+        states.append(account)
+        return state(account)
+
+    ledger.state = counted  # type: ignore[method-assign]
+    try:
+        bob = History(TESTNET, name="bob")
+        ledger.ingest(bob.genesis.raw)
+        ledger.ingest(bob.add("a1", "d0", "phone", ["g"]).raw)
+        daemon._delivered({"account": bob.account.hex(), "kind": "add_device"})
+        assert states == [] and daemon.account() is None
+        alice = History(TESTNET, name="alice")
+        alice.keys["laptop"] = daemon.secrets.device
+        ledger.ingest(alice.genesis.raw)
+        ledger.ingest(alice.add("a1", "d0", "laptop", ["g"]).raw)
+        ledger.ingest(alice.revoke("r1", "d0", "laptop", ["a1"]).raw)
+        daemon._delivered({"account": alice.account.hex(), "kind": "add_device"})
+        assert states == [alice.account]  # introduced here: the state decides
+        assert daemon.account() is None  # revoked again: not ACTIVE, not taken
+    finally:
+        daemon.db.close()
+
+
 async def test_only_events_that_can_end_a_device_end_sessions(tmp_path: Path) -> None:
     """Sessions end with the log (§19.11), checked for the event kinds that
     can revoke or re-key a device; a catch-up's additions and profiles skip

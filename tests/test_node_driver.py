@@ -149,3 +149,38 @@ async def test_a_replicated_event_is_forwarded_only_after_its_commit(
     assert ledger.has(h.genesis.id)  # in memory...
     assert sent == []  # ...but never forwarded
     assert store.staged == 1  # and still waiting for a commit
+
+
+def test_a_batch_credits_each_deliverer_once_and_tells_of_every_event(tmp_path: object) -> None:
+    """Eviction keeps the links that most recently delivered an event first
+    (§17.1.1): one credit per peer and batch of outputs says that; every
+    delivered event is still told to the subscribers, in order."""
+    from pathlib import Path
+
+    from protocol.sync.types import Delivered
+
+    assert isinstance(tmp_path, Path)
+    store = SqliteEventStore(open_database(tmp_path / "events.sqlite"))
+    ledger = Ledger(FAST, store=store)
+    credited: list[str] = []
+
+    class CountingLinks:
+        links: ClassVar[dict[str, object]] = {}
+        on_closed: ClassVar[list[object]] = []
+        on_dialled = None
+
+        def delivered_first(self, peer: str) -> None:
+            credited.append(peer)
+
+    service = ReplicationService(ledger, store, CountingLinks())  # type: ignore[arg-type]
+    told: list[object] = []
+    service.on_delivered = lambda note: told.append(note["event_id"])
+    h = History()
+    events = [h.genesis, h.add("a1", "d0", "d1", ["g"]), h.add("a2", "d0", "d2", ["g"])]
+    sources = ["alice", "alice", "bob"]
+    service._carry_out([Delivered(e, s) for e, s in zip(events, sources, strict=True)])
+    assert credited == ["alice", "bob"]
+    assert told == [e.id.hex() for e in events]
+    service._carry_out([Delivered(events[0], "alice"), Delivered(events[1], None)])
+    assert credited == ["alice", "bob", "alice"]  # a new batch: credited again
+    store.close()
