@@ -5,7 +5,9 @@ Part 1, over loopback: one sender node, a recipient account with 3 devices
 the `message.send` call until all 3 devices have stored it (their ACCEPTED
 answers, as the sender's outbox records them); p50 and p99.  Throughput: a
 burst of messages, sent as fast as the control API takes them, until all are
-delivered to all 3 devices.
+delivered to all 3 devices.  For both, per message: the libp2p deliveries
+(envelope copies and receipts, on ``/smu/message/1`` streams or per-link
+channels, PROTOCOL.md §15.14.1) and the streams among them.
 
 Part 2, in process: the crypto of one message (seal with 3 key wraps, then
 open on each of the 3 devices) beside the raw libsodium calls the same
@@ -242,6 +244,27 @@ def wait_delivered(sender: DemoNode, ids: list[str], devices: int, timeout: floa
     return time.monotonic()
 
 
+def wire_counts(nodes: list[DemoNode]) -> tuple[int, int]:
+    """Over all nodes: ``/smu/message/1`` streams admitted, and envelopes
+    received on per-link channels (PROTOCOL.md §15.14.1; 0 where a node has
+    no such counter)."""
+    streams = channel = 0
+    for node in nodes:
+        status = node.status()
+        streams += int(status["gate"]["admitted"].get("/smu/message/1", 0))
+        deliveries: dict[str, int] = dict(status["channels"].get("deliveries", {}))
+        channel += deliveries.get("received", 0)
+    return streams, channel
+
+
+def per_message(before: tuple[int, int], after: tuple[int, int], n: int) -> dict[str, float]:
+    streams, channel = after[0] - before[0], after[1] - before[1]
+    return {
+        "deliveries_per_message": round((streams + channel) / n, 2),
+        "message_streams_per_message": round(streams / n, 2),
+    }
+
+
 def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="smu-bench-msg-"))
     d = Demo(base, as_json=True, quiet=True)
@@ -268,16 +291,21 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
         first = alice.client.call("message.send", contact="bob", text="warm-up")
         wait_delivered(alice, [first["message_id"]], 3, 60)  # device records have spread
         latencies = []
+        counts = wire_counts(d.nodes)
         for i in range(latency_n):
             t0 = time.monotonic()
             m = alice.client.call("message.send", contact="bob", text=f"latency {i}")
             latencies.append(wait_delivered(alice, [m["message_id"]], 3, 30) - t0)
+        after_latency = wire_counts(d.nodes)
+        isolated = per_message(counts, after_latency, latency_n)
         t0 = time.monotonic()
         ids = [
             alice.client.call("message.send", contact="bob", text=f"burst {i}")["message_id"]
             for i in range(burst_n)
         ]
         done = wait_delivered(alice, ids, 3, 300)
+        time.sleep(0.5)  # the last receipts are still on their way
+        burst = per_message(after_latency, wire_counts(d.nodes), burst_n)
         latencies.sort()
         return {
             "latency_messages": latency_n,
@@ -289,6 +317,8 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
             "burst_seconds": round(done - t0, 3),
             "messages_per_second": round(burst_n / (done - t0), 1),
             "deliveries_per_second": round(3 * burst_n / (done - t0), 1),
+            **{f"isolated_{k}": v for k, v in isolated.items()},
+            **{f"burst_{k}": v for k, v in burst.items()},
         }
     finally:
         for node in d.nodes:
