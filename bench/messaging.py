@@ -5,7 +5,10 @@ Part 1, over loopback: one sender node, a recipient account with 3 devices
 the `message.send` call until all 3 devices have stored it (their ACCEPTED
 answers, as the sender's outbox records them); p50 and p99.  Throughput: a
 burst of messages, sent as fast as the control API takes them, until all are
-delivered to all 3 devices.
+delivered to all 3 devices.  For both, per message: the libp2p deliveries
+(envelope copies and receipts, on ``/smu/message/1`` streams or per-link
+channels, PROTOCOL.md §15.14.1), the streams among them, and the CPU time
+of the 4 node processes.
 
 Part 2, in process: the crypto of one message (seal with 3 key wraps, then
 open on each of the 3 devices) beside the raw libsodium calls the same
@@ -242,6 +245,46 @@ def wait_delivered(sender: DemoNode, ids: list[str], devices: int, timeout: floa
     return time.monotonic()
 
 
+def wire_counts(nodes: list[DemoNode]) -> tuple[int, int]:
+    """Over all nodes: ``/smu/message/1`` streams admitted, and envelopes
+    received on per-link channels (PROTOCOL.md §15.14.1; 0 where a node has
+    no such counter)."""
+    streams = channel = 0
+    for node in nodes:
+        status = node.status()
+        streams += int(status["gate"]["admitted"].get("/smu/message/1", 0))
+        deliveries: dict[str, int] = dict(status["channels"].get("deliveries", {}))
+        channel += deliveries.get("received", 0)
+    return streams, channel
+
+
+def cpu_seconds(nodes: list[DemoNode]) -> float:
+    """User plus system CPU of the node processes so far (Linux /proc): a
+    figure the other load on a shared machine moves less than wall time."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for node in nodes:
+        assert node.proc is not None
+        fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def per_message(
+    before: tuple[int, int, float], after: tuple[int, int, float], n: int
+) -> dict[str, float]:
+    streams, channel, cpu = (after[i] - before[i] for i in range(3))
+    return {
+        "deliveries_per_message": round((streams + channel) / n, 2),
+        "message_streams_per_message": round(streams / n, 2),
+        "node_cpu_ms_per_message": round(1000 * cpu / n, 2),
+    }
+
+
+def counts_now(nodes: list[DemoNode]) -> tuple[int, int, float]:
+    return (*wire_counts(nodes), cpu_seconds(nodes))
+
+
 def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="smu-bench-msg-"))
     d = Demo(base, as_json=True, quiet=True)
@@ -268,16 +311,21 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
         first = alice.client.call("message.send", contact="bob", text="warm-up")
         wait_delivered(alice, [first["message_id"]], 3, 60)  # device records have spread
         latencies = []
+        counts = counts_now(d.nodes)
         for i in range(latency_n):
             t0 = time.monotonic()
             m = alice.client.call("message.send", contact="bob", text=f"latency {i}")
             latencies.append(wait_delivered(alice, [m["message_id"]], 3, 30) - t0)
+        after_latency = counts_now(d.nodes)
+        isolated = per_message(counts, after_latency, latency_n)
         t0 = time.monotonic()
         ids = [
             alice.client.call("message.send", contact="bob", text=f"burst {i}")["message_id"]
             for i in range(burst_n)
         ]
         done = wait_delivered(alice, ids, 3, 300)
+        time.sleep(0.5)  # the last receipts are still on their way
+        burst = per_message(after_latency, counts_now(d.nodes), burst_n)
         latencies.sort()
         return {
             "latency_messages": latency_n,
@@ -289,6 +337,8 @@ def network_part(latency_n: int, burst_n: int) -> dict[str, float]:
             "burst_seconds": round(done - t0, 3),
             "messages_per_second": round(burst_n / (done - t0), 1),
             "deliveries_per_second": round(3 * burst_n / (done - t0), 1),
+            **{f"isolated_{k}": v for k, v in isolated.items()},
+            **{f"burst_{k}": v for k, v in burst.items()},
         }
     finally:
         for node in d.nodes:

@@ -60,6 +60,7 @@ from .relay import (
 from .replication import ReplicationService
 from .services.accounts import AccountService
 from .services.backup import BackupService
+from .services.channel_delivery import ChannelDelivery
 from .services.clock import PROTOCOL_ID as CLOCK_PROTOCOL
 from .services.clock import ClockService
 from .services.contacts import ContactService, ContactSet
@@ -330,6 +331,11 @@ class Daemon:
             notified=self.mailbox.notified,
         )
         self.mailbox.on_deposit = self.push.deposited
+        self.messages.direct.channel = ChannelDelivery(
+            self.channels,
+            admit=lambda peer, envelope: self.messages.admit(envelope),
+            refusal=lambda peer: self.gate.item_refusal(MESSAGE_PROTOCOL_ID, peer),
+        )
         self.linking = LinkingService(self, on_linked=self._send_history)
         self.replication.on_delivered = self._delivered
         self.replication.on_record = self.messages.record_arrived

@@ -79,6 +79,18 @@ class Gate:
             return "streams"
         return None
 
+    def item_refusal(self, protocol: str, peer: str) -> str | None:
+        """Why ``peer`` may not have an item of ``protocol``'s kind handled
+        on its channel now, or None: the verdicts a new stream would get
+        (bans, refusals, the disk budget) without the stream caps, since
+        the channel's window bounds what it carries (PROTOCOL.md §15.14.1)."""
+        verdict = self.links.allows(peer, clock_now())
+        if verdict is not None:
+            return verdict.name.lower()
+        if protocol in self.storing and self.disk_full():
+            return "disk_full"
+        return None
+
     def wrap(self, protocol: str, handler: Handler, caps: StreamCaps = DEFAULT_CAPS) -> Handler:
         """``handler`` behind the gate: called only for admitted streams."""
 

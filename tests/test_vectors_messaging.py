@@ -1,6 +1,7 @@
 """The golden vectors of the messaging and link layers (tests/vectors/:
-channel, mailbox, envelopes, linking, sync, backup and session) hold for
-the current code; the others are checked in test_vectors.py."""
+channel, channel delivery, mailbox, envelopes, linking, sync, backup and
+session) hold for the current code; the others are checked in
+test_vectors.py."""
 
 from __future__ import annotations
 
@@ -335,6 +336,31 @@ def test_envelope_delivery_frames() -> None:
     assert refused is not None and refused.code == "replay"
     for case in data["delivery_rejected"]:
         raises_exactly(case["error"], envelope.decode_delivery, bytes.fromhex(case["hex"]))
+
+
+def test_channel_delivery_items() -> None:
+    """channel_delivery.json (§15.14.1): the kinds, the DELIVERY payload,
+    the answers both ways, and the answers a receiver refuses."""
+    from protocol.messaging import channel_delivery as cd
+    from protocol.messaging import envelope
+    from protocol.messaging.content import CHANNEL_KINDS
+
+    data = load("channel_delivery.json")
+    assert (data["delivery"]["kind"], data["delivery_answer_kind"]) == (14, 15)
+    assert {cd.DELIVERY, cd.DELIVERY_ANSWER} == {14, 15} and {14, 15} <= CHANNEL_KINDS
+    raw = bytes.fromhex(data["delivery"]["envelope"])
+    assert envelope.delivery_frame(raw).hex() == data["delivery"]["hex"]
+    for case in data["answers"]:
+        seq, refusal = cd.decode_channel_answer(bytes.fromhex(case["hex"]))
+        assert seq == case["seq"]
+        if case["code"] is None:
+            assert refusal is None
+            assert cd.encode_channel_answer(seq, None).hex() == case["hex"]
+        else:
+            assert refusal == envelope.DeliveryRefused(case["code"], case["message"])
+            assert cd.encode_channel_answer(seq, refusal).hex() == case["hex"]
+    for case in data["answers_rejected"]:
+        raises_exactly(case["error"], cd.decode_channel_answer, bytes.fromhex(case["hex"]))
 
 
 def test_envelope_history_bundle_proves_its_sender() -> None:

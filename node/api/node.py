@@ -16,6 +16,7 @@ class GateStatus(TypedDict):
 class ChannelStatus(TypedDict):
     open: Annotated[list[str], "the peers with a channel"]
     unhandled_items: int
+    deliveries: Annotated[dict[str, int], "§15.14.1: envelopes and answers on channels"]
 
 
 class DiskStatus(TypedDict):

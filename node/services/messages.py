@@ -4,9 +4,10 @@ PROTOCOL.md §15).
 
 Sending seals a message once for every device the sender's own replica
 authorises, stores it with one outbox row per device, and only then reports
-it as sent; the delivery task carries each envelope over ``/smu/message/1``
-to the node named in the device's signed record, with back-off, and falls
-back to a mailbox.  Receiving opens an envelope against this node's own
+it as sent; the delivery task carries each envelope to the node named in
+the device's signed record, on the per-link channel with it or else over
+``/smu/message/1`` (``direct.py``, §15.14.1), with back-off, and falls back
+to a mailbox.  Receiving opens an envelope against this node's own
 replica and stores the message together with the replay state in one
 transaction before it answers ACCEPTED; the replay state is one row per
 sender stream, read and written in place (``node/storage/replay.py``).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
@@ -52,9 +53,7 @@ from protocol.messaging.envelope import (
     OpenedEnvelope,
     RecipientDisputedError,
     decode_delivery,
-    decode_delivery_answer,
     delivery_answer,
-    delivery_frame,
     ledger_lookup,
     open_envelope,
 )
@@ -69,7 +68,6 @@ from ..api import message as api
 from ..api.schema import Empty
 from ..context import NodeContext, Stream
 from ..control import RpcFailure
-from ..errors import PeerUnreachable
 from ..prekeys import PrekeyKeeper
 from ..storage.db import Statement
 from ..storage.messages import (
@@ -86,14 +84,13 @@ from ..storage.messages import (
 )
 from ..storage.replay import ReplayStore
 from ..storage.sessions import SessionStore
-from ..transport import REQUEST_ERRORS, frame, read_frame
+from ..transport import frame, read_frame
 from .contacts import ContactSet
+from .direct import Deposit, DirectDelivery
 from .divergence import MAX_NOTICES, Divergence
 from .history import history_bundles, received_history
 from .outbox_policy import (
-    ALREADY_THERE,
     DELIVERY_TIMEOUT,
-    DEPOSITED,
     MAX_IN_FLIGHT,
     SESSION_LOST,
     next_delivery,
@@ -113,8 +110,6 @@ RECEIPT_WINDOW_SECONDS = 0.05
 #: expired requests and finished receipts are swept this often
 HOUSEKEEPING_INTERVAL = 3600.0
 
-#: leave an envelope at a mailbox a device's record names: True if one took it
-Deposit = Callable[[SignedDeviceRecord, bytes, bytes], Awaitable[bool]]
 #: told of a message once it is durable (live views: the web app)
 StoredListener = Callable[[NewMessage], None]
 #: told of a message id whose deliveries changed, once that is durable
@@ -188,7 +183,8 @@ class MessageService:
         self.replay = ReplayStore(store.db, max_replay_streams)
         #: the wall clock (ms) for outbox and request lifetimes
         self.now_ms = clock_ms
-        self.deposit = deposit
+        #: one attempt at a row: the channel, a stream, a mailbox (§15.14.1)
+        self.direct = DirectDelivery(ctx, deposit)
         #: start a reconciliation with every linked peer (S5)
         self.reconcile_all = reconcile_all
         #: contacts whose accounts changed since the user last looked
@@ -397,7 +393,7 @@ class MessageService:
                     await self._wake.wait()
 
     async def _deliver_one(self, due: DueDelivery) -> None:
-        error = await self._try_deliver(due.device, due.account, due.envelope)
+        error = await self.direct.attempt(due.device, due.account, due.envelope)
         if error is not None and self.resets.superseded(due):
             return  # a reset re-sealed it meanwhile (§19.15): the new envelope goes next
         now = self.now_ms()
@@ -446,63 +442,37 @@ class MessageService:
             self.housekeeping()
             await trio.sleep(HOUSEKEEPING_INTERVAL)
 
-    async def _try_deliver(self, device: bytes, account: bytes, envelope: bytes) -> str | None:
-        record = self.ctx.records.get(account, device)
-        if record is None or not record.peer_ids:
-            return "unreachable: no device record names where this device is"
-        error = await self._try_direct(record, envelope)
-        if (
-            error is not None
-            and error.startswith("unreachable")
-            and await self.deposit(record, device, envelope)
-        ):
-            return DEPOSITED
-        return error
-
-    async def _try_direct(self, record: SignedDeviceRecord, envelope: bytes) -> str | None:
-        try:
-            with trio.fail_after(DELIVERY_TIMEOUT):
-                stream = await self.ctx.open_stream(
-                    record.peer_ids[0], record.addrs, MESSAGE_PROTOCOL
-                )
-                try:
-                    await stream.write(frame(delivery_frame(envelope)))
-                    answer = decode_delivery_answer(await read_frame(stream, 1024))
-                finally:
-                    with contextlib.suppress(Exception):
-                        await stream.close()
-        except InvalidInput as exc:
-            return f"{exc.code}: {exc}"
-        except (PeerUnreachable, trio.TooSlowError) as exc:
-            return f"unreachable: {type(exc).__name__}"
-        except REQUEST_ERRORS as exc:
-            return f"unreachable: {type(exc).__name__}"
-        if answer is None or answer.code in ALREADY_THERE:  # it has this message already
-            return None
-        return f"{answer.code}: {answer.message}"
-
     # -- receiving -----------------------------------------------------------
 
     async def on_stream(self, stream: Stream) -> None:
         try:
             with trio.fail_after(DELIVERY_TIMEOUT):
                 data = await read_frame(stream, MAX_ENVELOPE_BYTES + 64)
-            error: InvalidInput | None = None
             try:
-                self.receive(decode_delivery(data))
+                error = self.admit(decode_delivery(data))
             except InvalidInput as exc:
                 error = exc
-                views = getattr(exc, "views", None)
-                if views:  # our replica lags the sender's: catch up (S5)
-                    self.divergence.diverged(views)
-                elif exc.code == "session_peer":  # a device we may not know yet
-                    self.divergence.catch_up()
             await stream.write(frame(delivery_answer(error)))
         except Exception as exc:  # the stream's end is the sender's business
             log.debug("message stream ended: %s", exc)
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
+
+    def admit(self, envelope: bytes) -> InvalidInput | None:
+        """The one path of the stream and the channel (§15.14, §15.14.1):
+        stored (None), or the typed refusal, after which a lagging replica
+        catches up (S5)."""
+        try:
+            self.receive(envelope)
+        except InvalidInput as exc:
+            views = getattr(exc, "views", None)
+            if views:  # our replica lags the sender's: catch up (S5)
+                self.divergence.diverged(views)
+            elif exc.code == "session_peer":  # a device we may not know yet
+                self.divergence.catch_up()
+            return exc
+        return None
 
     def receive(self, envelope: bytes) -> OpenedEnvelope:
         """Open, store with the replay state, and answer (raises InvalidInput)."""

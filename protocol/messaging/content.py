@@ -85,9 +85,10 @@ class ContentKind(IntEnum):
     SENT_COPY = 33
     #: one-time mailbox tokens (§15.16); the first kind of range 48-63
     TOKENS = 48
-    # 5..15: later messages, receipts and history; 16..31 session control
-    # (§15.9); 32..47 account sync; 48..63 mailbox tokens; 64.. groups and
-    # attachments.  ``content_range`` tells them apart.
+    # 5..13: later messages, receipts and history (14 and 15 are channel
+    # items); 16..31 session control (§15.9); 32..47 account sync; 48..63
+    # mailbox tokens; 64.. groups and attachments.  ``content_range`` tells
+    # them apart.
 
 
 #: Kinds of the per-link channel (§17.3) share this number space (DESIGN
@@ -95,7 +96,11 @@ class ContentKind(IntEnum):
 #: range: a mailbox's push notice (§15.12.1), an item of the channel and
 #: never sealed in an envelope.
 MAILBOX_NOTICE = 49
-CHANNEL_KINDS = frozenset({MAILBOX_NOTICE})
+#: 14 and 15, in the messages range: an envelope delivered on the channel
+#: and the receiver's answer to it (§15.14.1, ``channel_delivery.py``)
+DELIVERY_ITEM = 14
+DELIVERY_ANSWER_ITEM = 15
+CHANNEL_KINDS = frozenset({MAILBOX_NOTICE, DELIVERY_ITEM, DELIVERY_ANSWER_ITEM})
 
 
 class ContentRange(Enum):

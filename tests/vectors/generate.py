@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import (
     backup_vectors,
+    channel_delivery_vectors,
     channel_vectors,
     encoding_vectors,
     envelope_vectors,
@@ -44,6 +45,7 @@ BUILDERS: dict[str, Callable[[], dict[str, Json]]] = {
     "replication.json": replication_vectors.build,
     "records.json": record_vectors.build,
     "channel.json": channel_vectors.build,
+    "channel_delivery.json": channel_delivery_vectors.build,
     "mailbox.json": mailbox_vectors.build,
     "envelopes.json": envelope_vectors.build,
     "linking.json": linking_vectors.build,
