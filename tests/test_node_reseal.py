@@ -29,7 +29,7 @@ from .test_node_sessions import _send, _sessions
 
 def _direct(receiver: Node, seen: list[str] | None = None) -> object:
     """The sender's direct path to ``receiver``, answering as the
-    ``/smu/message/1`` stream does (``MessageService._try_direct``)."""
+    ``/smu/message/1`` stream does (``DirectDelivery.attempt``)."""
 
     async def deliver(device: bytes, account: bytes, envelope: bytes) -> str | None:
         try:
@@ -79,7 +79,7 @@ def test_a_text_whose_key_the_bound_dropped_is_sent_again_and_arrives_once(
     p = _stranger_pair(tmp_path)
     bob, d0 = p.bob, p.bob.keys["d0"].sign_public
     seen: list[str] = []
-    p.a.service._try_deliver = _direct(p.b0, seen)  # type: ignore[method-assign]
+    p.a.service.direct.attempt = _direct(p.b0, seen)  # type: ignore[method-assign]
     sent = [_send(p.a, bob, f"t{i}") for i in range(STRANGER_MAX_SKIP + 10)]
     # t0 sets up; t32 skips 31 keys; t41 skips 8 more: t1 .. t7 are dropped
     for i in (0, STRANGER_MAX_SKIP, STRANGER_MAX_SKIP + 9):
@@ -137,7 +137,7 @@ def test_a_text_refused_as_gone_again_and_again_fails_typed(tmp_path: Path) -> N
     async def gone(*args: object) -> str:
         return "session_key_gone: its key was dropped, or used"
 
-    p.a.service._try_deliver = gone  # type: ignore[method-assign]
+    p.a.service.direct.attempt = gone  # type: ignore[method-assign]
     message = _message_of(p.a, text)
     for _ in range(MAX_RESEALS):
         (due,) = [d for d in p.a.service.store.due(LATER, 200) if d.message == message
@@ -167,7 +167,7 @@ def test_a_receipt_refused_as_gone_is_never_counted_delivered(tmp_path: Path) ->
     async def gone(*args: object) -> str:
         return "session_key_gone: its key was dropped, or used"
 
-    p.a.service._try_deliver = gone  # type: ignore[method-assign]
+    p.a.service.direct.attempt = gone  # type: ignore[method-assign]
     (due,) = [d for d in p.a.service.store.due(LATER, 200) if d.kind == KIND_RECEIPT]
     trio.run(p.a.service._deliver_one, due)
     row = p.a.query("SELECT state FROM deliveries WHERE message=?", (due.message,))
@@ -215,7 +215,7 @@ def test_a_strangers_set_up_is_held_to_the_lower_bound_until_it_is_a_contact(
     p = _stranger_pair(tmp_path)
     d0 = p.bob.keys["d0"].sign_public
     seen: list[str] = []
-    p.a.service._try_deliver = _direct(p.b0, seen)  # type: ignore[method-assign]
+    p.a.service.direct.attempt = _direct(p.b0, seen)  # type: ignore[method-assign]
     sent = [_send(p.a, p.bob, f"s{i}") for i in range(STRANGER_MAX_SKIP + 3)]
     _deliver(p.a, d0, sent[STRANGER_MAX_SKIP + 1])  # a set-up skipping 33 keys
     assert seen == ["session_too_far"]
@@ -259,7 +259,7 @@ def test_a_text_refused_for_a_reused_one_time_prekey_goes_again_with_a_fresh_one
     secrets = [h(f"bob d0 one-time prekey {i}") for i in range(2)]
     keeper.commit(keeper.store.with_batch(100, 2**60, secrets))
     seen: list[str] = []
-    p.a.service._try_deliver = _direct(p.b0, seen)  # type: ignore[method-assign]
+    p.a.service.direct.attempt = _direct(p.b0, seen)  # type: ignore[method-assign]
     served = _Fetcher(p.a, bob.account, d0, [(100, secrets[0])] * 2)  # served twice
     trio.run(served.prefetch, None)
     first = _send(p.a, bob, "first")

@@ -79,7 +79,7 @@ def _deposit(node: Node, device: bytes) -> None:
     async def deposited(*args: object) -> str:
         return DEPOSITED
 
-    node.service._try_deliver = deposited  # type: ignore[method-assign]
+    node.service.direct.attempt = deposited  # type: ignore[method-assign]
     for due in node.service.store.due(LATER, 100):
         if due.device == device:
             trio.run(node.service._deliver_one, due)
@@ -189,7 +189,7 @@ def test_a_refusal_that_comes_back_after_the_reset_changes_nothing(tmp_path: Pat
     async def refused(*args: object) -> str:
         return "session_wrong: no session with this id, and not its set-up"
 
-    p.a.service._try_deliver = refused  # type: ignore[method-assign]
+    p.a.service.direct.attempt = refused  # type: ignore[method-assign]
     trio.run(p.a.service._deliver_one, due)  # the old envelope's answer, late
     assert _sessions(p.a) == sessions
     state = p.a.query(

@@ -271,7 +271,7 @@ def test_a_device_that_cannot_open_our_session_gets_a_new_one(tmp_path: Path) ->
     async def refused(*args: object) -> str:
         return "prekey_unknown: no such signed prekey (or retired)"
 
-    a.service._try_deliver = refused  # type: ignore[method-assign]
+    a.service.direct.attempt = refused  # type: ignore[method-assign]
     trio.run(a.service._deliver_one, due)
     assert d0 not in {bytes(r[2]) for r in _sessions(a)}
     assert bob.keys["d1"].sign_public in {bytes(r[2]) for r in _sessions(a)}
