@@ -582,6 +582,7 @@ class Daemon:
             trio.open_nursery() as nursery,
         ):
             prefer_direct(self.host, nursery, self.links.direct_now)
+            self.mailbox.open()  # loaded before the control socket answers
             await nursery.start(control.serve, self.datadir.socket_path, self.methods())
             await nursery.start(self.nat.reach.run)
             await nursery.start(self.deposit_hosts.run)

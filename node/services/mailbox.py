@@ -224,17 +224,24 @@ class MailboxService:
         held = self.client.grants if self.client is not None else ()
         return [(g, self._addrs.get(g.mailbox_peer, ())) for g in held]
 
+    def open(self) -> None:
+        """Load what this node's mailbox holds.  The daemon calls it before
+        its control socket answers, so ``mailbox.status`` never reports a
+        box still loading; ``run`` calls it too (once is enough)."""
+        if self.box is None:
+            self.box = Mailbox(
+                self.ctx.params,
+                self.identity,
+                peer_id=self.ctx.peer_id,
+                grant_policy=self._serves,
+                store=self.store,
+            )
+            self.box_driver = MachineDriver("mailbox", self.box, self._box_outputs)
+
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.box = Mailbox(
-            self.ctx.params,
-            self.identity,
-            peer_id=self.ctx.peer_id,
-            grant_policy=self._serves,
-            store=self.store,
-        )
-        self.box_driver = MachineDriver("mailbox", self.box, self._box_outputs)
-        box = self.box
-        self.box_driver.call(box.tick)  # what expired while we were down
+        self.open()
+        assert self.box is not None and self.box_driver is not None
+        self.box_driver.call(self.box.tick)  # what expired while we were down
         saved = self._load_grants()
         self._addrs = {g.mailbox_peer: addrs for g, addrs in saved}
         self.client = MailboxClient(
